@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` (seed example) and `make test` (all tests).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test test-python test-r r-deps venv bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/python -m pip uninstall -q -y rpy2-rinterface rpy2-robjects 2>/dev/null || true
+	$(BIN)/python -m pip install -q -e ".[test]"
+
+demo: $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	$(BIN)/lmmscope demo
+
+r-deps:
+	bash .ci/install-r.sh
+
+test: r-deps venv test-python test-r
+
+test-python:
+	$(BIN)/python -m pytest tests
+
+test-r:
+	RETICULATE_PYTHON=$(abspath $(BIN)/python) bash .ci/test-r.sh
+
+bench: venv
+	$(BIN)/python bench/vs_seed.py
+	$(BIN)/python bench/scale.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info python/*.egg-info .pytest_cache

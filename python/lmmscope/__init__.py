@@ -1,0 +1,12 @@
+"""lmmscope: sparse fixed-effect selection in high-dimensional linear mixed models.
+
+The quasi-likelihood estimator of Li, Cai and Li (2022): whiten each cluster by
+Sigma_a = a Z_i Z_i' + I, then best-subset selection with skscope's ScopeSolver;
+variance components and random effects on the selected model by (RE)ML as lme4.
+"""
+
+from .api import LmmScope, lmm, lmm_scope
+from .results import LmmResult, LmmScopeResult
+
+__version__ = "0.1.0"
+__all__ = ["lmm_scope", "lmm", "LmmScope", "LmmScopeResult", "LmmResult", "__version__"]

@@ -1,0 +1,123 @@
+"""A fitted low-dimensional LMM (one grouping factor): lme4's quantities, from cross-products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .crossprod import ClusterStats
+from .profiled import optimise_theta, solve_pls, theta_lower_bounds
+
+SINGULAR_TOL = 1e-4  # lme4's isSingular() tolerance on the bounded theta entries
+
+
+class MixedModelFit:
+    """Fixed effects, variance components and conditional modes of a fitted LMM.
+
+    Built by :func:`fit_mixed`; quantities and names follow ``lme4::lmer``.
+    """
+
+    def __init__(self, stats: ClusterStats, fixed_names, random_names, group_labels,
+                 group_name="group", reml=True):
+        self.method = "REML" if reml else "ML"
+        self.fixed_names = list(fixed_names)
+        self.random_names = list(random_names)
+        self.group_labels = np.asarray(group_labels)
+        self.group_name = group_name
+        self.nobs = stats.n_obs
+        self.ngroups = stats.n_groups
+        q, p = stats.q, stats.p
+        if p >= self.nobs:
+            raise ValueError(f"{p} fixed effects but only {self.nobs} rows")
+        self.theta, self.deviance, self.optimizer_result = optimise_theta(stats, reml=reml)
+        sol = solve_pls(stats, self.theta)
+        self._sol = sol
+        dfr = self.nobs - p if reml else self.nobs
+        self.sigma = float(np.sqrt(sol.pwrss / dfr))
+        self.fixef = pd.Series(sol.beta, index=self.fixed_names, name="fixef")
+        RXinv = np.linalg.inv(sol.RX) if p else np.zeros((0, 0))
+        self.vcov_matrix = pd.DataFrame(self.sigma ** 2 * RXinv @ RXinv.T,
+                                        index=self.fixed_names, columns=self.fixed_names)
+        self.psi = self.sigma ** 2 * sol.Lam @ sol.Lam.T
+        ranef = sol.u @ sol.Lam.T  # b_i = Lambda u_i
+        self.ranef = pd.DataFrame(ranef, index=pd.Index(self.group_labels, name=group_name),
+                                  columns=self.random_names)
+        self.loglik = -0.5 * self.deviance
+        self.n_params = p + q * (q + 1) // 2 + 1
+        self.aic = -2 * self.loglik + 2 * self.n_params
+        self.bic = -2 * self.loglik + np.log(self.nobs) * self.n_params
+        bounded = theta_lower_bounds(q) == 0
+        self.singular = bool(np.any(self.theta[bounded] < SINGULAR_TOL))
+
+    def vcov(self) -> pd.DataFrame:
+        return self.vcov_matrix
+
+    @property
+    def bse(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov_matrix)), index=self.fixed_names, name="std_error")
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """Variances, standard deviations and correlations, in lme4's VarCorr layout."""
+        sd = np.sqrt(np.clip(np.diag(self.psi), 0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = self.psi / np.outer(sd, sd)
+        rows = []
+        for i, name in enumerate(self.random_names):
+            rows.append({"group": self.group_name, "var1": name, "var2": None,
+                         "variance": self.psi[i, i], "std_dev": sd[i]})
+        for j in range(len(self.random_names)):
+            for i in range(j + 1, len(self.random_names)):
+                rows.append({"group": self.group_name, "var1": self.random_names[j],
+                             "var2": self.random_names[i], "variance": self.psi[i, j],
+                             "std_dev": corr[i, j]})
+        rows.append({"group": "Residual", "var1": None, "var2": None,
+                     "variance": self.sigma ** 2, "std_dev": self.sigma})
+        return pd.DataFrame(rows)
+
+    @property
+    def corr(self) -> np.ndarray:
+        sd = np.sqrt(np.clip(np.diag(self.psi), 0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.psi / np.outer(sd, sd)
+
+    def linear_predictor(self, X, Z=None, codes=None):
+        """X beta, plus z' b_i for rows whose cluster code is >= 0 (known clusters)."""
+        eta = np.asarray(X, float) @ self.fixef.to_numpy()
+        if Z is not None:
+            codes = np.asarray(codes)
+            known = codes >= 0
+            B = self.ranef.to_numpy()
+            eta[known] += np.einsum("ij,ij->i", np.asarray(Z, float)[known], B[codes[known]])
+        return eta
+
+    def summary_lines(self):
+        lines = [f"Linear mixed model fit by {self.method}",
+                 f"  {self.method} criterion: {self.deviance:.4f}   logLik: {self.loglik:.4f}"
+                 f"   AIC: {self.aic:.4f}   BIC: {self.bic:.4f}",
+                 "Random effects:"]
+        vc = self.varcorr
+        for _, r in vc.iterrows():
+            if pd.isna(r["var2"]):
+                label = "" if pd.isna(r["var1"]) else r["var1"]
+                lines.append(f"  {r['group']:<10} {label:<20} var {r['variance']:.6g}  sd {r['std_dev']:.6g}")
+        if len(self.random_names) > 1:
+            lines.append("  correlations:")
+            c = self.corr
+            for i in range(1, len(self.random_names)):
+                for j in range(i):
+                    lines.append(f"    {self.random_names[i]} ~ {self.random_names[j]}: {c[i, j]:.4f}")
+        lines.append(f"Number of obs: {self.nobs}, groups: {self.group_name}, {self.ngroups}")
+        table = pd.DataFrame({"Estimate": self.fixef, "Std. Error": self.bse,
+                              "t value": self.fixef / self.bse})
+        lines.append("Fixed effects:")
+        lines.append(table.to_string(float_format=lambda v: f"{v:.6g}"))
+        if self.singular:
+            lines.append("boundary (singular) fit: a random-effect variance or correlation "
+                         "is at its boundary (see lme4's ?isSingular)")
+        return lines
+
+
+def fit_mixed(stats: ClusterStats, fixed_names, random_names, group_labels, group_name,
+              reml=True) -> MixedModelFit:
+    return MixedModelFit(stats, fixed_names, random_names, group_labels, group_name, reml)

@@ -1,0 +1,242 @@
+"""Result objects: the selection (coef, support, path) and the refitted mixed model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .formula import Design, new_design_matrices
+from .mixed import MixedModelFit
+
+
+class MixedResult:
+    """Methods shared by every fitted model: lme4-style accessors and prediction.
+
+    ``fixef`` etc. come from the mixed model refitted by (RE)ML on the model's fixed
+    effects (for :class:`LmmScopeResult`, the selected support plus unpenalised terms).
+    """
+
+    def __init__(self, mixed: MixedModelFit, design: Design | None, X, Z, codes, group_labels):
+        self.mixed = mixed
+        self.design = design
+        self._X, self._Z, self._codes = X, Z, codes
+        self._group_labels = np.asarray(group_labels)
+        self._refit_columns = None  # indices of X columns used by the refit
+
+    # lme4-style accessors -------------------------------------------------
+    @property
+    def fixef(self) -> pd.Series:
+        return self.mixed.fixef
+
+    def vcov(self) -> pd.DataFrame:
+        return self.mixed.vcov()
+
+    @property
+    def bse(self) -> pd.Series:
+        return self.mixed.bse
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        return self.mixed.varcorr
+
+    @property
+    def psi(self) -> np.ndarray:
+        return self.mixed.psi
+
+    @property
+    def sigma(self) -> float:
+        return self.mixed.sigma
+
+    @property
+    def ranef(self) -> pd.DataFrame:
+        return self.mixed.ranef
+
+    @property
+    def loglik(self) -> float:
+        return self.mixed.loglik
+
+    @property
+    def aic(self) -> float:
+        return self.mixed.aic
+
+    @property
+    def bic(self) -> float:
+        return self.mixed.bic
+
+    @property
+    def nobs(self) -> int:
+        return self.mixed.nobs
+
+    @property
+    def ngroups(self) -> int:
+        return self.mixed.ngroups
+
+    @property
+    def singular(self) -> bool:
+        return self.mixed.singular
+
+    @property
+    def method(self) -> str:
+        return self.mixed.method
+
+    def _full_fixef(self) -> np.ndarray:
+        beta = np.zeros(self._X.shape[1])
+        beta[self._refit_columns] = self.mixed.fixef.to_numpy()
+        return beta
+
+    def fitted(self) -> np.ndarray:
+        """Conditional fitted values X beta + Z b (lme4's default)."""
+        beta = self._full_fixef()
+        B = self.mixed.ranef.to_numpy()
+        return self._X @ beta + np.einsum("ij,ij->i", self._Z, B[self._codes])
+
+    def residuals(self) -> np.ndarray:
+        """Conditional residuals y - fitted()."""
+        return self._y - self.fitted()
+
+    def predict(self, newdata=None, level: int = 0, Z=None, groups=None) -> np.ndarray:
+        """Predictions for new rows.
+
+        level=0: population level, X beta.  level=1: conditional on the cluster's
+        random effects; rows of clusters not seen in fitting fall back to level 0
+        (like lme4's ``allow.new.levels = TRUE``).  ``newdata`` is a DataFrame for
+        formula fits, or an X matrix (with ``Z``/``groups`` for level 1) for array fits.
+        """
+        if level not in (0, 1):
+            raise ValueError("level must be 0 (population) or 1 (conditional on the cluster)")
+        if newdata is None:
+            return self.fitted() if level == 1 else self._X @ self._full_fixef()
+        if self.design is not None:
+            X, Znew = new_design_matrices(self.design, newdata, need_random=level == 1)
+            groups = newdata[self.design.group_name].to_numpy() if level == 1 else None
+        else:
+            X = np.asarray(newdata, dtype=float)
+            if X.ndim == 1:
+                X = X[None, :]
+            X = self._prepare_new_X(X)
+            Znew = None
+            if level == 1:
+                if groups is None:
+                    raise ValueError("level=1 prediction needs groups=")
+                Znew = self._prepare_new_Z(Z, X.shape[0])
+        if X.shape[1] != self._X.shape[1]:
+            raise ValueError(f"newdata has {X.shape[1]} fixed-effect columns, the model {self._X.shape[1]}")
+        eta = X @ self._full_fixef()
+        if level == 1:
+            codes = self._codes_for(groups)
+            known = codes >= 0
+            B = self.mixed.ranef.to_numpy()
+            eta[known] += np.einsum("ij,ij->i", Znew[known], B[codes[known]])
+        return eta
+
+    def _codes_for(self, groups) -> np.ndarray:
+        lookup = {label: i for i, label in enumerate(self._group_labels.tolist())}
+        return np.array([lookup.get(g, -1) for g in np.asarray(groups).tolist()], dtype=np.int64)
+
+    def _prepare_new_X(self, X):
+        return X
+
+    def _prepare_new_Z(self, Z, n_rows):
+        if Z is None:
+            if self._Z.shape[1] == 1 and np.all(self._Z == 1):
+                return np.ones((n_rows, 1))
+            raise ValueError("level=1 prediction needs Z= for a model with random slopes")
+        return np.asarray(Z, dtype=float).reshape(n_rows, -1)
+
+
+class LmmResult(MixedResult):
+    """A linear mixed model fitted with every listed fixed effect (no selection)."""
+
+    def __init__(self, mixed, design, X, y, Z, codes, group_labels):
+        super().__init__(mixed, design, X, Z, codes, group_labels)
+        self._y = y
+        self._refit_columns = np.arange(X.shape[1])
+
+    @property
+    def coef(self) -> pd.Series:
+        return self.fixef
+
+    def summary(self) -> str:
+        text = "\n".join(self.mixed.summary_lines())
+        return text
+
+    def __repr__(self):
+        return self.summary()
+
+
+class LmmScopeResult(MixedResult):
+    """Selected sparse fixed effects, the tuning path, and the refitted mixed model.
+
+    Selection attributes: ``coef`` (quasi-likelihood estimates over every fixed-effect
+    column, zeros included), ``support`` (selected penalised columns), ``k``, ``a``,
+    ``path`` (one row per k: whitened RSS and GIC/EBIC/BIC/AIC, plus ``cv_error``
+    when k was cross-validated), ``coef_path`` and ``a_history``.  lme4-style
+    attributes (``fixef``, ``ranef``, ``varcorr``, ``sigma``, ``loglik``...) come from
+    the (RE)ML refit on the selected support plus the unpenalised terms.
+    """
+
+    def __init__(self, selection, mixed, design, X, y, Z, codes, group_labels, names,
+                 unpenalised, refit_columns):
+        super().__init__(mixed, design, X, Z, codes, group_labels)
+        self._y = y
+        self.selection = selection
+        self.names = list(names)
+        self.unpenalised = [self.names[j] for j in unpenalised]
+        self._refit_columns = np.asarray(refit_columns)
+        self.coef = pd.Series(selection.coef, index=self.names, name="coef")
+        self.support = [self.names[j] for j in selection.support]
+        self.k = int(selection.k)
+        self.a = float(selection.a)
+        self.criterion = selection.criterion
+        self.path = selection.path.copy()
+        self.path["support"] = [", ".join(self.names[j] for j in np.flatnonzero(row) if j not in unpenalised)
+                                for row in selection.path_coef]
+        self.coef_path = pd.DataFrame(selection.path_coef, index=pd.Index(selection.path["k"], name="k"),
+                                      columns=self.names)
+        self.a_history = selection.a_history
+        self.n_dropped = 0 if design is None else design.n_dropped
+
+    @property
+    def selected(self) -> list:
+        """Every fixed-effect column in the final model: unpenalised terms and the support."""
+        return [self.names[j] for j in self._refit_columns]
+
+    def summary(self) -> str:
+        crit = self.criterion.upper()
+        lines = ["lmmscope: quasi-likelihood best-subset selection of fixed effects",
+                 f"  rows: {self.nobs}, clusters: {self.ngroups}, candidate predictors: "
+                 f"{len(self.names) - len(self.unpenalised)} (+{len(self.unpenalised)} unpenalised)",
+                 f"  a = {self.a:.6g}, k = {self.k} chosen by {crit}"]
+        if self.n_dropped:
+            lines.append(f"  {self.n_dropped} rows with missing values dropped (na.omit)")
+        lines.append(f"  selected: {', '.join(self.support) if self.support else '(none)'}")
+        sel = pd.DataFrame({"selection": self.coef[self.selected], "refit": self.fixef,
+                            "std_error": self.bse})
+        lines.append(sel.to_string(float_format=lambda v: f"{v:.6g}"))
+        lines.append("")
+        lines.extend(self.mixed.summary_lines())
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return (f"<LmmScopeResult k={self.k} a={self.a:.4g} support=[{', '.join(self.support)}] "
+                f"nobs={self.nobs} ngroups={self.ngroups}>")
+
+    def plot_path(self, ax=None, show_coefficients=True):
+        """Criterion against k (chosen k marked) and, beside it, the coefficient path."""
+        from .plotting import plot_path
+        return plot_path(self, ax=ax, show_coefficients=show_coefficients)
+
+    def to_dict(self) -> dict:
+        """Plain Python values (lists, floats, dicts): for JSON and for the R wrapper."""
+        vc = self.varcorr
+        return {
+            "coef": {k: float(v) for k, v in self.coef.items()},
+            "support": list(self.support), "k": self.k, "a": self.a, "criterion": self.criterion,
+            "fixef": {k: float(v) for k, v in self.fixef.items()},
+            "std_error": {k: float(v) for k, v in self.bse.items()},
+            "sigma": self.sigma, "loglik": self.loglik, "aic": self.aic, "bic": self.bic,
+            "nobs": self.nobs, "ngroups": self.ngroups, "method": self.method,
+            "singular": self.singular, "n_dropped": self.n_dropped,
+            "varcorr": vc.where(pd.notna(vc), None).to_dict(orient="records"),
+            "path": self.path.to_dict(orient="list"),
+        }
