@@ -122,7 +122,7 @@ def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None, tol=1e-1
     return theta, float(deviance(theta)), best
 
 
-def _newton_polish(f, theta, lower, h=1e-5, max_iter=30):
+def _newton_polish(f, theta, lower, h=1e-5, max_iter=8):
     """Newton steps with central differences on the coordinates off the boundary.
 
     Finite-difference quasi-Newton stops where rounding noise in its one-sided
@@ -160,6 +160,8 @@ def _newton_polish(f, theta, lower, h=1e-5, max_iter=30):
             step = -np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
             break
+        if -0.5 * g @ step < 1e-12 * max(1.0, abs(f0)):
+            break  # already at the optimum to within rounding
         accepted = False
         for shrink in (1.0, 0.5, 0.25, 0.125):
             cand = theta.copy()
