@@ -59,8 +59,12 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     columns = sorted(set(unpenalised) | set(sel.support.tolist()))
     stats = (data.stats.subset(columns) if data.stats.XtX is not None
              else compute_cluster_stats(X[:, columns], y, Z, codes, labels.size))
+    reml = _check_method(method)
+    theta0 = None
+    if sel.reml_start is not None and reml and list(sel.reml_start[0]) == columns:
+        theta0 = sel.reml_start[1]  # the a-tuning already fitted this support by REML
     mixed = MixedModelFit(stats, [names[j] for j in columns], random_names, labels, group_name,
-                          reml=_check_method(method))
+                          reml=reml, theta0=theta0)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
     return LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns)
 

@@ -14,11 +14,11 @@ SINGULAR_TOL = 1e-4  # lme4's isSingular() tolerance on the bounded theta entrie
 class MixedModelFit:
     """Fixed effects, variance components and conditional modes of a fitted LMM.
 
-    Built by :func:`fit_mixed`; quantities and names follow ``lme4::lmer``.
+    Quantities and names follow ``lme4::lmer``.
     """
 
     def __init__(self, stats: ClusterStats, fixed_names, random_names, group_labels,
-                 group_name="group", reml=True):
+                 group_name="group", reml=True, theta0=None):
         self.method = "REML" if reml else "ML"
         self.fixed_names = list(fixed_names)
         self.random_names = list(random_names)
@@ -29,7 +29,7 @@ class MixedModelFit:
         q, p = stats.q, stats.p
         if p >= self.nobs:
             raise ValueError(f"{p} fixed effects but only {self.nobs} rows")
-        self.theta, self.deviance, self.optimizer_result = optimise_theta(stats, reml=reml)
+        self.theta, self.deviance, self.optimizer_result = optimise_theta(stats, reml=reml, theta0=theta0)
         sol = solve_pls(stats, self.theta)
         self._sol = sol
         dfr = self.nobs - p if reml else self.nobs
@@ -118,6 +118,3 @@ class MixedModelFit:
         return lines
 
 
-def fit_mixed(stats: ClusterStats, fixed_names, random_names, group_labels, group_name,
-              reml=True) -> MixedModelFit:
-    return MixedModelFit(stats, fixed_names, random_names, group_labels, group_name, reml)

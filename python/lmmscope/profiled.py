@@ -160,7 +160,7 @@ def _newton_polish(f, theta, lower, h=1e-5, max_iter=8):
             step = -np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
             break
-        if -0.5 * g @ step < 1e-12 * max(1.0, abs(f0)):
+        if -0.5 * g @ step < 1e-15 * max(1.0, abs(f0)):
             break  # already at the optimum to within rounding
         accepted = False
         for shrink in (1.0, 0.5, 0.25, 0.125):

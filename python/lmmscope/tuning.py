@@ -133,6 +133,7 @@ class SelectionResult:
     criterion: str
     a_history: pd.DataFrame
     trace_inv: float | None
+    reml_start: tuple | None = None  # (columns, theta) of the last REML fit, for warm starts
 
 
 def _path_frame(steps, criterion_rows, cv_error=None):
@@ -177,9 +178,10 @@ def select_at_a(data: Data, a, unpenalised, k, criterion, k_max, n_folds, random
     return chosen, path, np.array([s.coef for s in steps]), trace_inv
 
 
-def variance_ratio(data: "Data", columns) -> float:
+def variance_ratio(data: "Data", columns):
     """a = tr(Psi S) / (sigma^2 tr S), S = sum_i Z_i'Z_i, from a REML fit on ``columns``.
 
+    Returns (a, theta); theta warm-starts the final refit on the same support.
     This is the average share of random-effect to noise variance per row, in the
     units of the data, so it is invariant to rescaling the columns of Z.
     """
@@ -193,7 +195,7 @@ def variance_ratio(data: "Data", columns) -> float:
     # Psi / sigma^2 = Lam Lam'
     S = stats.ZtZ.sum(axis=0)
     rel = sol.Lam @ sol.Lam.T
-    return float(np.trace(rel @ S) / max(np.trace(S), 1e-300))
+    return float(np.trace(rel @ S) / max(np.trace(S), 1e-300)), theta
 
 
 def select(data: Data, *, unpenalised, names, k=None, a=None, criterion="gic",
@@ -220,6 +222,7 @@ def select(data: Data, *, unpenalised, names, k=None, a=None, criterion="gic",
     checks.check_columns_distinct(data.X, names, unpenalised, gram=data.stats.XtX)
 
     history = []
+    reml_start = None
     if a is None or isinstance(a, (int, float, np.floating, np.integer)) and not isinstance(a, bool):
         if a is not None:
             a_values = [checks.check_a(a)]
@@ -233,11 +236,13 @@ def select(data: Data, *, unpenalised, names, k=None, a=None, criterion="gic",
             support = tuple(chosen.support)
             row = {"iteration": it, "a": a_cur, "k": chosen.k, "support": support}
             history.append(row)
-            progress(f"a={a_cur:.4g}: k={chosen.k}, support={list(support)}")
+            progress(f"a={a_cur:.4g}: k={chosen.k}, support={[int(j) for j in support]}")
             if a is not None or support == previous:
                 break
             previous = support
-            a_next = variance_ratio(data, sorted(set(unpenalised) | set(support)))
+            reml_columns = sorted(set(unpenalised) | set(support))
+            a_next, theta = variance_ratio(data, reml_columns)
+            reml_start = (tuple(reml_columns), theta)
             row["a_next"] = a_next
             if abs(a_next - a_cur) <= 1e-3 * max(a_cur, 1e-8):
                 break
@@ -269,4 +274,5 @@ def select(data: Data, *, unpenalised, names, k=None, a=None, criterion="gic",
     return SelectionResult(coef=chosen.coef, support=np.asarray(chosen.support, dtype=np.int64),
                            k=chosen.k, a=float(a_cur), path=path, path_coef=path_coef,
                            criterion="cv" if isinstance(k, str) else criterion,
-                           a_history=pd.DataFrame(history), trace_inv=trace_inv)
+                           a_history=pd.DataFrame(history), trace_inv=trace_inv,
+                           reml_start=reml_start)
