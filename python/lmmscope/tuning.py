@@ -150,12 +150,7 @@ def select_at_a(data: Data, a, unpenalised, k, criterion, k_max, n_folds, random
     n_unpen = len(unpenalised)
     n_pen = data.p - n_unpen
     problem, trace_inv = data.reduced(a, unpenalised)
-    if isinstance(k, str):
-        ks = np.arange(0, k_max + 1)
-    elif k is None:
-        ks = np.arange(0, k_max + 1)
-    else:
-        ks = np.array([k])
+    ks = np.arange(0, k_max + 1) if (k is None or isinstance(k, str)) else np.array([k])
     steps = selection_path(problem, ks, progress=(lambda s: progress(f"  a={a:.4g} k={s.k} "
                                                                      f"rss={s.rss:.6g}"))
                            if progress.verbose and len(ks) > 1 else None)
