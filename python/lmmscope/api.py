@@ -57,8 +57,7 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
                  verbose=progress)
     columns = sorted(set(unpenalised) | set(sel.support.tolist()))
-    stats = (data.stats.subset(columns) if data.stats.XtX is not None
-             else compute_cluster_stats(X[:, columns], y, Z, codes, labels.size))
+    stats = data.subset_stats(columns)
     reml = _check_method(method)
     theta0 = None
     if sel.reml_start is not None and reml and list(sel.reml_start[0]) == columns:

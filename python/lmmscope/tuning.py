@@ -68,6 +68,12 @@ class Data:
             Xa, ya = Xa[rows], ya[rows]
         return reduce_rows(Xa, ya, unpenalised), None
 
+    def subset_stats(self, columns):
+        """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
+        if self.stats.XtX is not None:
+            return self.stats.subset(columns)
+        return compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes, self.n_groups)
+
     def fold_stats(self, fold_of_cluster):
         """Per-fold ClusterStats (computed once; cluster codes renumbered within a fold)."""
         key = fold_of_cluster.tobytes()
@@ -181,10 +187,7 @@ def variance_ratio(data: "Data", columns):
     units of the data, so it is invariant to rescaling the columns of Z.
     """
     stats = data.stats
-    if stats.XtX is not None:
-        sub = stats.subset(columns)
-    else:
-        sub = compute_cluster_stats(data.X[:, columns], data.y, data.Z, data.codes, data.n_groups)
+    sub = data.subset_stats(columns)
     theta, _dev, _ = optimise_theta(sub, reml=True)
     sol = solve_pls(sub, theta)
     # Psi / sigma^2 = Lam Lam'
