@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-python test-r r-deps venv bench clean
+.PHONY: demo test test-python test-r check-r r-deps venv bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ demo: $(BIN)/python
 r-deps:
 	bash .ci/install-r.sh
 
-test: r-deps venv test-python test-r
+test: r-deps venv test-python test-r check-r
 
 test-python:
 	$(BIN)/python -m pytest tests
@@ -28,9 +28,14 @@ test-python:
 test-r:
 	RETICULATE_PYTHON=$(abspath $(BIN)/python) bash .ci/test-r.sh
 
+check-r:
+	RETICULATE_PYTHON=$(abspath $(BIN)/python) bash .ci/check-r.sh
+
 bench: venv
 	$(BIN)/python bench/vs_seed.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/vs_lme4.py
+	$(BIN)/python bench/coverage.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info python/*.egg-info .pytest_cache

@@ -65,7 +65,8 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     mixed = MixedModelFit(stats, [names[j] for j in columns], random_names, labels, group_name,
                           reml=reml, theta0=theta0)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
-    return LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns)
+    return LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns,
+                          data=data)
 
 
 def _check_method(method) -> bool:
@@ -166,7 +167,7 @@ class LmmScope:
             k=self.k, a=self.a, criterion=self.criterion, k_max=self.k_max,
             cv_folds=self.cv_folds, a_grid=self.a_grid, method=self.method,
             random_state=self.random_state, verbose=self.verbose)
-        self.result_._prepare_new_X = self._prepare_new_X
+        self.result_._prepend_intercept = self.fit_intercept
         coef = self.result_.coef.to_numpy()
         self.intercept_ = float(coef[0]) if self.fit_intercept else 0.0
         self.coef_ = coef[1:] if self.fit_intercept else coef
@@ -174,10 +175,6 @@ class LmmScope:
         self.support_ = np.array([j - offset for j in self.result_.selection.support], dtype=np.int64)
         self.a_, self.k_ = self.result_.a, self.result_.k
         return self
-
-    def _prepare_new_X(self, X):
-        X = np.asarray(X, dtype=float)
-        return np.column_stack([np.ones(X.shape[0]), X]) if self.fit_intercept else X
 
     def predict(self, X, Z=None, groups=None):
         """Population-level predictions (refitted fixed effects); with ``groups`` and ``Z``,

@@ -14,7 +14,7 @@ else (factors, interactions, transforms, ``0 +``) is formulaic's.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,11 @@ from formulaic.errors import DataMismatchWarning
 from formulaic.parser.algos.tokenize import tokenize
 
 INTERCEPT = "Intercept"
+
+# Math functions R users write in formulas; formulaic's own context has only Python
+# builtins, ``np`` and its transforms (log, exp, C, poly, scale, ...).
+R_FUNCTIONS = {name: getattr(np, name) for name in
+               ("sqrt", "exp", "log", "log2", "log10", "log1p", "expm1", "abs", "sin", "cos", "tan")}
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,17 @@ class Design:
     factor_levels: dict = field(default_factory=dict)
     row_index: object = None
 
+    def without_data(self) -> "Design":
+        """The encodings only (no training arrays): what prediction needs, small to pickle."""
+        empty = np.empty((0, 0))
+        return replace(self, X=empty, y=np.empty(0), Z=empty,
+                       groups=np.empty(0), dropped_rows=[], row_index=None)
+
 
 def _required(expr: str) -> set:
-    return set(Formula(expr).required_variables) if expr.strip() else set()
+    """Data columns an expression reads (function names are not columns)."""
+    names = set(Formula(expr).required_variables) if expr.strip() else set()
+    return names - set(R_FUNCTIONS)
 
 
 def _is_categorical(s: pd.Series) -> bool:
@@ -203,11 +216,11 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         raise ValueError("no rows left after removing missing values")
 
     fixed_formula = f"{parsed.response} ~ {fixed_rhs}"
-    mm = model_matrix(fixed_formula, frame, na_action="raise")
+    mm = model_matrix(fixed_formula, frame, na_action="raise", context=R_FUNCTIONS)
     y_df, X_df = mm.lhs, mm.rhs
     if y_df.shape[1] != 1:
         raise ValueError(f"the response must be one numeric column, got {y_df.shape[1]}")
-    Z_df = model_matrix(parsed.random, frame, na_action="raise")
+    Z_df = model_matrix(parsed.random, frame, na_action="raise", context=R_FUNCTIONS)
     levels = {name: list(pd.Categorical(frame[name]).categories)
               for name in needed["fixed"] if _is_categorical(frame[name])}
     return Design(
@@ -231,7 +244,7 @@ def _materialise(spec, newdata: pd.DataFrame, factor_levels: dict) -> np.ndarray
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataMismatchWarning)
         try:
-            return np.asarray(spec.get_model_matrix(newdata, na_action="ignore"), dtype=float)
+            return np.asarray(spec.get_model_matrix(newdata, na_action="ignore", context=R_FUNCTIONS), dtype=float)
         except DataMismatchWarning as exc:
             raise ValueError(f"newdata does not match the fitted model: {exc}") from None
 

@@ -58,6 +58,7 @@ class PLSSolution:
     RX: np.ndarray  # Cholesky factor (upper) of the fixed-effect Schur complement
     deviance_ml: float
     deviance_reml: float
+    L: np.ndarray | None = None  # (n, q, q) per-cluster Cholesky factors of Lam'Z'Z Lam + I
 
 
 def solve_pls(stats: ClusterStats, theta: np.ndarray) -> PLSSolution:
@@ -95,86 +96,132 @@ def solve_pls(stats: ClusterStats, theta: np.ndarray) -> PLSSolution:
     dfr = n_obs - p
     dev_reml = logdet_L + logdet_RX + dfr * (1 + np.log(2 * np.pi * pwrss / dfr))
     return PLSSolution(np.asarray(theta, float), Lam, beta, u, pwrss, logdet_L, logdet_RX, RX,
-                       float(dev_ml), float(dev_reml))
+                       float(dev_ml), float(dev_reml), L)
+
+
+def deviance_gradient(stats: ClusterStats, sol: PLSSolution, reml: bool) -> np.ndarray:
+    """Analytic gradient of the profiled deviance with respect to theta.
+
+    With T = Lam Lam' and W_i = (I + Z_i T Z_i')^{-1}, the deviance changes by
+    tr(G dT) with G = sum_i Z_i'W_i Z_i - (dof / r^2) sum_i v_i v_i'  (v_i = Z_i'W_i r_i,
+    dof = N for ML, N - p for REML), and for REML minus
+    sum_i Z_i'W_i X_i (X'WX)^{-1} X_i'W_i Z_i.  beta and sigma^2 are profiled out, so
+    their own derivatives vanish.  Then d/dLam = 2 G Lam.  Every W_i product comes
+    from the cross-products by Woodbury: Z'W = Z' - Z'Z Lam M^{-1} Lam'Z', M = L L'.
+    """
+    q, p, n_obs = stats.q, stats.p, stats.n_obs
+    Lam, L = sol.Lam, sol.L
+    ZtZLam = stats.ZtZ @ Lam[None]  # (n, q, q)
+    Lt = np.swapaxes(L, 1, 2)
+
+    def w_apply(B):
+        """Z_i'W_i(.) from Z_i'(.): B - Z'Z Lam M^{-1} Lam' B, batched over clusters."""
+        inner = np.linalg.solve(Lt, np.linalg.solve(L, Lam.T[None] @ B))
+        return B - ZtZLam @ inner
+
+    ZWZ = w_apply(stats.ZtZ)
+    Ztr = stats.Zty - (stats.ZtX @ sol.beta if p else 0.0)
+    v = w_apply(Ztr[:, :, None])[:, :, 0]
+    dof = n_obs - p if reml else n_obs
+    G = ZWZ.sum(axis=0) - (dof / sol.pwrss) * (v.T @ v)
+    if reml and p:
+        ZWX = w_apply(stats.ZtX)  # (n, q, p)
+        C = sla.solve_triangular(sol.RX, ZWX.reshape(-1, p).T, trans="T").T  # Z'WX RX^{-1}
+        C = C.reshape(stats.n_groups, q, p)
+        G = G - np.einsum("iap,ibp->ab", C, C)
+    G = (G + G.T) / 2
+    dLam = 2 * G @ Lam
+    rows, cols = np.tril_indices(q)
+    order = np.lexsort((rows, cols))
+    return dLam[rows[order], cols[order]]
 
 
 def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None, tol=1e-10):
-    """Minimise the profiled deviance over theta (quasi-Newton with bounds, then a polish)."""
+    """Minimise the profiled deviance over theta: L-BFGS-B with the analytic gradient,
+    then Newton steps with a Hessian from differences of that gradient."""
     q = stats.q
     lower = theta_lower_bounds(q)
     if theta0 is None:
         theta0 = np.where(lower == 0, 1.0, 0.0)
 
-    def deviance(theta):
+    def value_and_gradient(theta):
         try:
             sol = solve_pls(stats, theta)
         except np.linalg.LinAlgError:
-            return np.inf
-        return sol.deviance_reml if reml else sol.deviance_ml
+            return np.inf, np.zeros_like(theta)
+        value = sol.deviance_reml if reml else sol.deviance_ml
+        return value, deviance_gradient(stats, sol, reml)
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    best = minimize(deviance, theta0, method="L-BFGS-B", bounds=bounds,
-                    options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000, "eps": 1e-7})
-    theta = best.x.copy()
     on_diag = lower == 0
-    theta[on_diag] = np.clip(theta[on_diag], 0, None)
-    theta = _newton_polish(deviance, theta, lower)
-    return theta, float(deviance(theta)), best
+    start = np.asarray(theta0, float)
+    for _restart in range(4):
+        best = minimize(value_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                        options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000})
+        theta = best.x.copy()
+        theta[on_diag] = np.clip(theta[on_diag], 0, None)
+        start = _leave_false_boundary(lambda t: value_and_gradient(t)[0], theta, on_diag)
+        if start is None:
+            break
+    theta, value = _newton_polish(value_and_gradient, theta, lower)
+    return theta, float(value), best
 
 
-def _newton_polish(f, theta, lower, h=1e-5, max_iter=8):
-    """Newton steps with central differences on the coordinates off the boundary.
+def _leave_false_boundary(value, theta, on_diag):
+    """A point below ``theta`` off the boundary, or None.
 
-    Finite-difference quasi-Newton stops where rounding noise in its one-sided
-    gradients dominates (~1e-6 relative in theta); central differences take theta to
-    the optimum to ~1e-9, so the fit does not depend on the order of the rows and
-    agrees with lme4 to its own optimiser tolerance.
+    The deviance is even in each column of Lambda, so where a diagonal entry is 0 its
+    gradient is exactly 0 even when the boundary is a maximum along it; a gradient
+    method then stops there.  Probe small positive values instead.
     """
+    f0 = value(theta)
+    for k in np.flatnonzero(on_diag & (theta <= 1e-8)):
+        for step in (1e-2, 1e-4):
+            cand = theta.copy()
+            cand[k] = step * max(1.0, np.abs(theta).max())
+            if value(cand) < f0 - 1e-10 * max(1.0, abs(f0)):
+                return cand
+    return None
+
+
+def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=8):
+    """Newton steps on the coordinates off the boundary, Hessian by central differences
+    of the analytic gradient, so the optimum is reached to ~1e-9 in theta whatever the
+    order of the rows, and agrees with lme4 to its own optimiser tolerance."""
     theta = theta.copy()
-    f0 = f(theta)
+    f0, g0 = value_and_gradient(theta)
     for _ in range(max_iter):
         free = np.flatnonzero((lower != 0) | (theta > 1e3 * h))
-        d = free.size
-        if d == 0:
+        if free.size == 0:
             break
         steps = h * np.maximum(1.0, np.abs(theta[free]))
-        g = np.zeros(d)
-        H = np.zeros((d, d))
-        E = np.zeros((d, theta.size))
-        E[np.arange(d), free] = steps
-        fp = np.array([f(theta + E[i]) for i in range(d)])
-        fm = np.array([f(theta - E[i]) for i in range(d)])
-        g = (fp - fm) / (2 * steps)
-        H[np.diag_indices(d)] = (fp - 2 * f0 + fm) / steps ** 2
-        for i in range(d):
-            for j in range(i):
-                fpp = f(theta + E[i] + E[j])
-                fmm = f(theta - E[i] - E[j])
-                fpm = f(theta + E[i] - E[j])
-                fmp = f(theta - E[i] + E[j])
-                H[i, j] = H[j, i] = (fpp - fpm - fmp + fmm) / (4 * steps[i] * steps[j])
+        H = np.empty((free.size, free.size))
+        for col, (j, s) in enumerate(zip(free, steps)):
+            e = np.zeros_like(theta)
+            e[j] = s
+            H[:, col] = (value_and_gradient(theta + e)[1][free]
+                         - value_and_gradient(theta - e)[1][free]) / (2 * s)
+        H = (H + H.T) / 2
+        g = g0[free]
         try:
-            w = np.linalg.eigvalsh(H)
-            if w.min() <= 0:
+            if np.linalg.eigvalsh(H).min() <= 0:
                 break
             step = -np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
             break
         if -0.5 * g @ step < 1e-15 * max(1.0, abs(f0)):
             break  # already at the optimum to within rounding
-        accepted = False
         for shrink in (1.0, 0.5, 0.25, 0.125):
             cand = theta.copy()
             cand[free] += shrink * step
             cand[lower == 0] = np.clip(cand[lower == 0], 0, None)
-            fc = f(cand)
+            fc, gc = value_and_gradient(cand)
             if fc <= f0 + 1e-12 * abs(f0):
-                accepted = True
                 break
-        if not accepted:
+        else:
             break
         moved = np.max(np.abs(cand - theta))
-        theta, f0 = cand, fc
+        theta, f0, g0 = cand, fc, gc
         if moved < 1e-11:
             break
-    return theta
+    return theta, f0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .formula import Design, new_design_matrices
+from .formula import Design
 from .mixed import MixedModelFit
+from .prediction import Predictor
 
 
 class MixedResult:
@@ -22,6 +23,7 @@ class MixedResult:
         self._X, self._Z, self._codes = X, Z, codes
         self._group_labels = np.asarray(group_labels)
         self._refit_columns = None  # indices of X columns used by the refit
+        self._prepend_intercept = False  # array fits: predict() adds the intercept column
 
     # lme4-style accessors -------------------------------------------------
     @property
@@ -94,6 +96,13 @@ class MixedResult:
         """Conditional residuals y - fitted()."""
         return self._y - self.fitted()
 
+    def predictor(self) -> Predictor:
+        """The small, picklable part of the fit that predicts new rows."""
+        Z = self._Z
+        return Predictor(self.design and self.design.without_data(), self._full_fixef(), self.mixed.ranef.to_numpy(),
+                         self._group_labels, bool(Z.shape[1] == 1 and np.all(Z == 1)),
+                         self._prepend_intercept)
+
     def predict(self, newdata=None, level: int = 0, Z=None, groups=None) -> np.ndarray:
         """Predictions for new rows.
 
@@ -102,46 +111,11 @@ class MixedResult:
         (like lme4's ``allow.new.levels = TRUE``).  ``newdata`` is a DataFrame for
         formula fits, or an X matrix (with ``Z``/``groups`` for level 1) for array fits.
         """
-        if level not in (0, 1):
-            raise ValueError("level must be 0 (population) or 1 (conditional on the cluster)")
         if newdata is None:
+            if level not in (0, 1):
+                raise ValueError("level must be 0 (population) or 1 (conditional on the cluster)")
             return self.fitted() if level == 1 else self._X @ self._full_fixef()
-        if self.design is not None:
-            X, Znew = new_design_matrices(self.design, newdata, need_random=level == 1)
-            groups = newdata[self.design.group_name].to_numpy() if level == 1 else None
-        else:
-            X = np.asarray(newdata, dtype=float)
-            if X.ndim == 1:
-                X = X[None, :]
-            X = self._prepare_new_X(X)
-            Znew = None
-            if level == 1:
-                if groups is None:
-                    raise ValueError("level=1 prediction needs groups=")
-                Znew = self._prepare_new_Z(Z, X.shape[0])
-        if X.shape[1] != self._X.shape[1]:
-            raise ValueError(f"newdata has {X.shape[1]} fixed-effect columns, the model {self._X.shape[1]}")
-        eta = X @ self._full_fixef()
-        if level == 1:
-            codes = self._codes_for(groups)
-            known = codes >= 0
-            B = self.mixed.ranef.to_numpy()
-            eta[known] += np.einsum("ij,ij->i", Znew[known], B[codes[known]])
-        return eta
-
-    def _codes_for(self, groups) -> np.ndarray:
-        lookup = {label: i for i, label in enumerate(self._group_labels.tolist())}
-        return np.array([lookup.get(g, -1) for g in np.asarray(groups).tolist()], dtype=np.int64)
-
-    def _prepare_new_X(self, X):
-        return X
-
-    def _prepare_new_Z(self, Z, n_rows):
-        if Z is None:
-            if self._Z.shape[1] == 1 and np.all(self._Z == 1):
-                return np.ones((n_rows, 1))
-            raise ValueError("level=1 prediction needs Z= for a model with random slopes")
-        return np.asarray(Z, dtype=float).reshape(n_rows, -1)
+        return self.predictor().predict(newdata, level=level, Z=Z, groups=groups)
 
 
 class LmmResult(MixedResult):
@@ -176,8 +150,10 @@ class LmmScopeResult(MixedResult):
     """
 
     def __init__(self, selection, mixed, design, X, y, Z, codes, group_labels, names,
-                 unpenalised, refit_columns):
+                 unpenalised, refit_columns, data=None):
         super().__init__(mixed, design, X, Z, codes, group_labels)
+        self._data = data  # tuning.Data: cross-products reused by inference()
+        self._inference_cache = None
         self._y = y
         self.selection = selection
         self.names = list(names)
@@ -220,6 +196,55 @@ class LmmScopeResult(MixedResult):
     def __repr__(self):
         return (f"<LmmScopeResult k={self.k} a={self.a:.4g} support=[{', '.join(self.support)}] "
                 f"nobs={self.nobs} ngroups={self.ngroups}>")
+
+    def inference(self, terms=None, level: float = 0.95, adjust="bh", n_jobs=None,
+                  verbose=False, lasso_tol: float = 1e-8) -> pd.DataFrame:
+        """Debiased estimates, cluster-sandwich standard errors, t-based p-values and CIs.
+
+        One row per fixed-effect column in ``terms`` (default: every column, selected
+        or not): ``estimate``, ``std_error``, ``z``, ``p_value``, ``ci_lower``,
+        ``ci_upper`` and ``p_adjusted`` (``adjust``: "bh" = Benjamini-Hochberg across
+        the rows returned, "holm", or None).  Reference distribution: Student's t with
+        (clusters - 1) degrees of freedom.  The node-wise lasso fits are cached, so a
+        second call (other level, other adjustment) is cheap.  See
+        :mod:`lmmscope.inference` for the method.  ``lasso_tol`` is scikit-learn's
+        coordinate-descent tolerance for the node-wise fits.
+        """
+        from . import inference as inf
+        from .tuning import Progress
+
+        columns = self._term_indices(terms)
+        progress = Progress(verbose)
+        if self._inference_cache is None or self._inference_cache["tol"] != lasso_tol:
+            G, R = inf.whitened_gram(self._data, self.a)
+            scores = inf.cluster_scores(self._data, self.a, self.coef.to_numpy())
+            self._inference_cache = {"G": G, "R": R, "scores": scores, "rows": {}, "tol": lasso_tol}
+        cache = self._inference_cache
+        todo = [j for j in columns if j not in cache["rows"]]
+        if todo:
+            progress(f"node-wise scaled lasso for {len(todo)} coordinates")
+            fit = inf.nodewise_lasso(cache["G"], cache["R"], self.nobs, todo, n_jobs=n_jobs,
+                                     progress=progress, tol=lasso_tol)
+            cache["rows"].update(zip(todo, fit.coef))
+        nodewise = inf.NodewiseFit(np.asarray(columns), np.array([cache["rows"][j] for j in columns]),
+                                   np.array([]), np.array([]))
+        est, se = inf.debias(cache["G"], cache["scores"], self.coef.to_numpy(), nodewise)
+        return inf.inference_table(self.names, columns, est, se, self.ngroups - 1, level, adjust)
+
+    def confint(self, level: float = 0.95, terms=None) -> pd.DataFrame:
+        """Debiased confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""
+        return self.inference(terms=terms, level=level, adjust=None)[["ci_lower", "ci_upper"]]
+
+    def _term_indices(self, terms):
+        if terms is None:
+            return list(range(len(self.names)))
+        if isinstance(terms, str):
+            terms = [terms]
+        unknown = [t for t in terms if t not in self.names]
+        if unknown:
+            raise KeyError(f"unknown term(s): {', '.join(map(str, unknown))}; terms are "
+                           f"{', '.join(self.names[:8])}{' ...' if len(self.names) > 8 else ''}")
+        return [self.names.index(t) for t in terms]
 
     def plot_path(self, ax=None, show_coefficients=True):
         """Criterion against k (chosen k marked) and, beside it, the coefficient path."""

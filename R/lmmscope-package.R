@@ -1,0 +1,11 @@
+#' lmmscope: sparse fixed-effect selection in high-dimensional linear mixed models
+#'
+#' \code{\link{lmm_scope}} selects fixed effects by the quasi-likelihood
+#' best-subset estimator and refits the selected model as lme4 does. The
+#' numerical core is the Python package \code{lmmscope}, reached through
+#' reticulate; see \code{\link{install_lmmscope}}.
+#'
+#' @keywords internal
+#' @importFrom stats coef confint fitted formula logLik nobs predict residuals sigma vcov
+#' @importFrom graphics plot
+"_PACKAGE"

@@ -1,0 +1,50 @@
+#' Summary of an lmm_scope fit
+#'
+#' The selection (support, tuning), the random effects and the fixed effects of
+#' the refitted model with lme4's table (estimate, standard error, t value).
+#'
+#' @param object An \code{lmm_scope} fit.
+#' @param x A \code{summary.lmm_scope} object.
+#' @param digits Significant digits shown.
+#' @param ... Unused.
+#' @return An object of class \code{summary.lmm_scope}: the fit plus
+#'   \code{coefficients}, a matrix with one row per fixed effect of the refit.
+#' @export
+summary.lmm_scope <- function(object, ...) {
+  se <- sqrt(diag(object$vcov))
+  coefs <- cbind(Estimate = object$fixef, `Std. Error` = se, `t value` = object$fixef / se)
+  rownames(coefs) <- names(object$fixef)
+  debiased <- NULL
+  if (!is.null(object$inference)) {
+    inf <- inference(object)
+    keep <- rownames(inf) %in% c(object$selected) | inf$p_adjusted < 0.05
+    debiased <- as.matrix(inf[keep, c("estimate", "std_error", "t", "p_value", "p_adjusted")])
+    colnames(debiased) <- c("Estimate", "Std. Error", "t value", "Pr(>|t|)", "BH adj.")
+  }
+  structure(c(object, list(coef_table = coefs, debiased = debiased)),
+            class = c("summary.lmm_scope", "lmm_scope"))
+}
+
+#' @rdname summary.lmm_scope
+#' @export
+print.summary.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3), ...) {
+  cat(header_lines(x), sep = "\n")
+  res <- stats::quantile(x$residuals / x$sigma, c(0, 0.25, 0.5, 0.75, 1), names = FALSE)
+  cat("\nScaled residuals:\n")
+  print(stats::setNames(res, c("Min", "1Q", "Median", "3Q", "Max")), digits = digits)
+  cat("\nRandom effects:\n")
+  cat(paste0(" ", format_varcorr(VarCorr(x), digits)), sep = "\n")
+  cat(sprintf("Number of obs: %d, groups:  %s, %d\n", x$nobs, x$group_name, x$ngroups))
+  cat("\nFixed effects (refit on the selected model):\n")
+  print(x$coef_table, digits = digits)
+  if (!is.null(x$debiased)) {
+    cat(sprintf(paste0("\nDebiased inference (cluster sandwich, t with %d df): selected terms",
+                       " and terms with BH-adjusted p < 0.05\n"), attr(x$inference, "df")))
+    stats::printCoefmat(x$debiased, digits = digits, P.values = TRUE, has.Pvalue = TRUE,
+                        cs.ind = 1:2, tst.ind = 3, signif.stars = TRUE)
+  } else {
+    cat("\n(no debiased inference: refit with inference = TRUE for p-values and confint())\n")
+  }
+  if (x$singular) cat("boundary (singular) fit: see help('isSingular', package = 'lme4')\n")
+  invisible(x)
+}

@@ -1,0 +1,4 @@
+library(testthat)
+library(lmmscope)
+
+test_check("lmmscope")
