@@ -63,7 +63,7 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     if sel.reml_start is not None and reml and list(sel.reml_start[0]) == columns:
         theta0 = sel.reml_start[1]  # the a-tuning already fitted this support by REML
     mixed = MixedModelFit(stats, [names[j] for j in columns], random_names, labels, group_name,
-                          reml=reml, theta0=theta0)
+                          reml=reml, theta0=theta0, theta_optimal=theta0 is not None)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
     return LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns,
                           data=data)
@@ -95,7 +95,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     a : float, None or "cv"
         Proxy covariance scale in Sigma_a = a Z Z' + I.  None (default): start at 1,
         then set a to the REML variance ratio tr(Psi S)/(sigma^2 tr S), S = sum Z_i'Z_i,
-        on the selected support, until the support is stable.  "cv": grid search on
+        on the selected support, until the support is stable or a moves by <1%.  "cv": grid search on
         held-out clusters' raw prediction error.
     always : list of column names forced into the model (unpenalised, not counted in k).
     criterion : "gic" (default), "ebic", "bic" or "aic".

@@ -18,7 +18,7 @@ class MixedModelFit:
     """
 
     def __init__(self, stats: ClusterStats, fixed_names, random_names, group_labels,
-                 group_name="group", reml=True, theta0=None):
+                 group_name="group", reml=True, theta0=None, theta_optimal=False):
         self.method = "REML" if reml else "ML"
         self.fixed_names = list(fixed_names)
         self.random_names = list(random_names)
@@ -29,8 +29,15 @@ class MixedModelFit:
         q, p = stats.q, stats.p
         if p >= self.nobs:
             raise ValueError(f"{p} fixed effects but only {self.nobs} rows")
-        self.theta, self.deviance, self.optimizer_result = optimise_theta(stats, reml=reml, theta0=theta0)
-        sol = solve_pls(stats, self.theta)
+        if theta_optimal and theta0 is not None:
+            # theta0 already minimises this deviance (the same fit was done while tuning a)
+            self.theta, self.optimizer_result = np.asarray(theta0, float), None
+            sol = solve_pls(stats, self.theta)
+            self.deviance = sol.deviance_reml if reml else sol.deviance_ml
+        else:
+            self.theta, self.deviance, self.optimizer_result = optimise_theta(stats, reml=reml,
+                                                                              theta0=theta0)
+            sol = solve_pls(stats, self.theta)
         self._sol = sol
         dfr = self.nobs - p if reml else self.nobs
         self.sigma = float(np.sqrt(sol.pwrss / dfr))

@@ -7,7 +7,7 @@ clusters (K-fold, folds of whole clusters).
 
 a: a number fixes it; ``None`` (default) iterates "select, refit the mixed model by
 REML on the selected support, set a to the fitted random-effect to noise variance
-ratio" until the support stops changing; ``"cv"`` picks a on a grid by the raw
+ratio" until the support stops changing or a moves by less than 1%; ``"cv"`` picks a on a grid by the raw
 prediction error sum((y - X beta)^2) on held-out clusters, which is comparable
 across a (the whitened loss is not).
 """
@@ -28,6 +28,9 @@ from .selection import CRITERIA, information_criteria, reduce_gram, reduce_rows,
 DEFAULT_A_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 # Above this many columns (and when p > N) the p x p Gram is not formed.
 GRAM_LIMIT = 4000
+
+
+A_RELATIVE_TOL = 1e-2  # the a-iteration stops when a moves by less than 1%
 
 
 def default_k_max(n_penalised: int, n_obs: int, n_unpenalised: int) -> int:
@@ -242,8 +245,8 @@ def select(data: Data, *, unpenalised, names, k=None, a=None, criterion="gic",
             a_next, theta = variance_ratio(data, reml_columns)
             reml_start = (tuple(reml_columns), theta)
             row["a_next"] = a_next
-            if abs(a_next - a_cur) <= 1e-3 * max(a_cur, 1e-8):
-                break
+            if abs(a_next - a_cur) <= A_RELATIVE_TOL * max(a_cur, 1e-8):
+                break  # a selection at a_next would be at (almost) the same a
             a_values.append(a_next)
     elif a == "cv":
         grid = [checks.check_a(v) for v in a_grid]
