@@ -145,7 +145,7 @@ class WhitenedStats:
     n_obs: int
 
 
-def _cluster_factors(ZtZ: np.ndarray, a: float):
+def cluster_factors(ZtZ: np.ndarray, a: float):
     """Batched Cholesky factors L_i of I + a Z_i'Z_i."""
     q = ZtZ.shape[1]
     return np.linalg.cholesky(np.eye(q)[None] + a * ZtZ)
@@ -156,7 +156,7 @@ def whiten_stats(stats: ClusterStats, a: float) -> WhitenedStats:
     if stats.XtX is None:
         raise ValueError("these statistics were computed without the p x p Gram matrix")
     n, q, p = stats.ZtX.shape
-    L = _cluster_factors(stats.ZtZ, a)
+    L = cluster_factors(stats.ZtZ, a)
     # B_i = L_i^{-1} Z_i'X_i, so that sum_i W_i' M_i W_i = B'B (one BLAS Gram).
     B = np.linalg.solve(L, stats.ZtX).reshape(n * q, p)
     b = np.linalg.solve(L, stats.Zty[:, :, None])[:, :, 0].reshape(n * q)

@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats as sps
 
-from .crossprod import cluster_transpose_operator, whiten_rows, whiten_stats
+from .crossprod import cluster_factors, cluster_transpose_operator, whiten_rows, whiten_stats
 
 ADJUSTMENTS = ("bh", "holm", None)
 
@@ -61,7 +61,7 @@ def cluster_scores(data, a, beta):
     Zt = cluster_transpose_operator(data.Z, data.codes, data.n_groups)
     q = data.Z.shape[1]
     Zr = np.asarray(Zt @ r).reshape(data.n_groups, q)
-    L = np.linalg.cholesky(np.eye(q)[None] + a * data.stats.ZtZ)
+    L = cluster_factors(data.stats.ZtZ, a)
     # Sigma^{-1} = I - a Z (I + a Z'Z)^{-1} Z' = I - a Z L^{-T} L^{-1} Z'
     b = np.linalg.solve(L, Zr[:, :, None])[:, :, 0]
     c = np.linalg.solve(np.swapaxes(L, 1, 2), b[:, :, None])[:, :, 0]  # (I + aZ'Z)^{-1} Z'r
@@ -143,12 +143,11 @@ def adjust_pvalues(p, method):
     return out
 
 
-def debias(G, scores, beta, nodewise: NodewiseFit):
-    """Debiased estimates and cluster-sandwich standard errors from the node-wise fits."""
-    D = nodewise.coef  # (k, p)
-    cols = nodewise.columns
-    denom = D @ G[:, cols]
-    denom = denom[np.arange(len(cols)), np.arange(len(cols))]  # w_j'X_a[:, j]
+def debias(G, scores, beta, cols, D):
+    """Debiased estimates and cluster-sandwich standard errors for the columns ``cols``,
+    with ``D`` their score directions (rows of :attr:`NodewiseFit.coef`)."""
+    cols = np.asarray(cols)
+    denom = np.einsum("kp,pk->k", D, G[:, cols])  # w_j'X_a[:, j]
     per_cluster = scores @ D.T  # (clusters, k): w_j,i' r_a,i
     estimate = beta[cols] + per_cluster.sum(axis=0) / denom
     std_error = np.sqrt((per_cluster ** 2).sum(axis=0)) / np.abs(denom)

@@ -32,12 +32,10 @@ class MixedModelFit:
         if theta_optimal and theta0 is not None:
             # theta0 already minimises this deviance (the same fit was done while tuning a)
             self.theta, self.optimizer_result = np.asarray(theta0, float), None
-            sol = solve_pls(stats, self.theta)
-            self.deviance = sol.deviance_reml if reml else sol.deviance_ml
         else:
-            self.theta, self.deviance, self.optimizer_result = optimise_theta(stats, reml=reml,
-                                                                              theta0=theta0)
-            sol = solve_pls(stats, self.theta)
+            self.theta, _, self.optimizer_result = optimise_theta(stats, reml=reml, theta0=theta0)
+        sol = solve_pls(stats, self.theta)
+        self.deviance = sol.deviance_reml if reml else sol.deviance_ml
         self._sol = sol
         dfr = self.nobs - p if reml else self.nobs
         self.sigma = float(np.sqrt(sol.pwrss / dfr))
@@ -87,16 +85,6 @@ class MixedModelFit:
         sd = np.sqrt(np.clip(np.diag(self.psi), 0, None))
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.psi / np.outer(sd, sd)
-
-    def linear_predictor(self, X, Z=None, codes=None):
-        """X beta, plus z' b_i for rows whose cluster code is >= 0 (known clusters)."""
-        eta = np.asarray(X, float) @ self.fixef.to_numpy()
-        if Z is not None:
-            codes = np.asarray(codes)
-            known = codes >= 0
-            B = self.ranef.to_numpy()
-            eta[known] += np.einsum("ij,ij->i", np.asarray(Z, float)[known], B[codes[known]])
-        return eta
 
     def summary_lines(self):
         lines = [f"Linear mixed model fit by {self.method}",

@@ -28,20 +28,24 @@ def theta_size(q: int) -> int:
     return q * (q + 1) // 2
 
 
-def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
-    """lme4's order: the lower triangle filled column by column."""
-    Lam = np.zeros((q, q))
+def theta_positions(q: int):
+    """(rows, cols) of Lambda's entries in lme4's theta order: the lower triangle
+    column by column."""
     rows, cols = np.tril_indices(q)
-    order = np.lexsort((rows, cols))  # column-major order of the lower triangle
-    Lam[rows[order], cols[order]] = theta
+    order = np.lexsort((rows, cols))
+    return rows[order], cols[order]
+
+
+def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
+    Lam = np.zeros((q, q))
+    Lam[theta_positions(q)] = theta
     return Lam
 
 
 def theta_lower_bounds(q: int) -> np.ndarray:
     """Diagonal elements of Lambda are non-negative, the others are free (as lme4)."""
-    rows, cols = np.tril_indices(q)
-    order = np.lexsort((rows, cols))
-    return np.where(rows[order] == cols[order], 0.0, -np.inf)
+    rows, cols = theta_positions(q)
+    return np.where(rows == cols, 0.0, -np.inf)
 
 
 @dataclass
@@ -131,9 +135,7 @@ def deviance_gradient(stats: ClusterStats, sol: PLSSolution, reml: bool) -> np.n
         G = G - np.einsum("iap,ibp->ab", C, C)
     G = (G + G.T) / 2
     dLam = 2 * G @ Lam
-    rows, cols = np.tril_indices(q)
-    order = np.lexsort((rows, cols))
-    return dLam[rows[order], cols[order]]
+    return dLam[theta_positions(q)]
 
 
 def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None, tol=1e-10):

@@ -226,9 +226,8 @@ class LmmScopeResult(MixedResult):
             fit = inf.nodewise_lasso(cache["G"], cache["R"], self.nobs, todo, n_jobs=n_jobs,
                                      progress=progress, tol=lasso_tol)
             cache["rows"].update(zip(todo, fit.coef))
-        nodewise = inf.NodewiseFit(np.asarray(columns), np.array([cache["rows"][j] for j in columns]),
-                                   np.array([]), np.array([]))
-        est, se = inf.debias(cache["G"], cache["scores"], self.coef.to_numpy(), nodewise)
+        directions = np.array([cache["rows"][j] for j in columns])
+        est, se = inf.debias(cache["G"], cache["scores"], self.coef.to_numpy(), columns, directions)
         return inf.inference_table(self.names, columns, est, se, self.ngroups - 1, level, adjust)
 
     def confint(self, level: float = 0.95, terms=None) -> pd.DataFrame:
