@@ -1,6 +1,7 @@
 """The whitened statistics from per-cluster cross-products equal a dense computation."""
 
 import numpy as np
+import pytest
 
 from lmmscope.crossprod import compute_cluster_stats, whiten_rows, whiten_stats
 
@@ -34,3 +35,76 @@ def test_whitened_gram_matches_dense_reference():
         Xr, yr = whiten_rows(X, y, Z, codes, 25, a)
         np.testing.assert_allclose(Xr, Xa, atol=1e-10, rtol=0)
         np.testing.assert_allclose(yr, ya, atol=1e-10, rtol=0)
+
+
+def test_sorted_runs_and_chunks_match_dense_products():
+    """Batched products over runs of equal-size clusters (sorted rows) and the chunked
+    sparse product (rows in any order) both equal per-cluster Z_i'X_i; so does the
+    adjoint, cluster_expand."""
+    from lmmscope.crossprod import cluster_expand, cluster_products, equal_size_runs
+    rng = np.random.default_rng(3)
+    sizes = np.repeat([3, 5, 2], 10)  # three runs of ten equal-size clusters
+    n = sizes.size
+    codes = np.repeat(np.arange(n), sizes)
+    N, p, q = codes.size, 6, 2
+    X, Z = rng.standard_normal((N, p)), rng.standard_normal((N, q))
+    V = rng.standard_normal((n, q, p))
+    reference = np.stack([Z[codes == i].T @ X[codes == i] for i in range(n)])
+    expanded = np.vstack([Z[codes == i] @ V[i] for i in range(n)])
+    assert [r[3] for r in equal_size_runs(codes, n)] == [3, 5, 2]
+    np.testing.assert_allclose(cluster_products(Z, X, codes, n), reference, atol=1e-12)
+    np.testing.assert_allclose(cluster_expand(Z, V, codes, n), expanded, atol=1e-12)
+    order = rng.permutation(N)
+    assert equal_size_runs(codes[order], n) is None
+    for chunk_bytes in (1, 200, 2**20):  # one cluster per chunk, a few, all at once
+        out = cluster_products(Z[order], X[order], codes[order], n, chunk_bytes=chunk_bytes)
+        np.testing.assert_allclose(out, reference, atol=1e-12)
+    np.testing.assert_allclose(cluster_expand(Z[order], V, codes[order], n), expanded[order],
+                               atol=1e-12)
+    # whitening on sorted rows (batched path) equals the dense reference too
+    Xa, ya, _S = dense_whitening(X, X[:, 0], Z, codes, 1.7)
+    Xr, yr = whiten_rows(X, X[:, 0], Z, codes, n, 1.7)
+    np.testing.assert_allclose(Xr, Xa, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(yr, ya, atol=1e-10, rtol=0)
+    # chunked whitened Gram: one cluster per chunk gives the same as one chunk
+    stats = compute_cluster_stats(X, X[:, 0], Z, codes, n)
+    np.testing.assert_allclose(whiten_stats(stats, 1.7, chunk_bytes=1).gram,
+                               whiten_stats(stats, 1.7).gram, atol=1e-10)
+
+
+def test_batched_cholesky_with_inverse():
+    from lmmscope.batched import cholesky_with_inverse
+    rng = np.random.default_rng(4)
+    for q in (1, 3, 6):
+        B = rng.standard_normal((50, q, q))
+        A = B @ np.swapaxes(B, 1, 2) + 0.1 * np.eye(q)
+        L, Linv = cholesky_with_inverse(A)
+        np.testing.assert_allclose(L, np.linalg.cholesky(A), atol=1e-10)
+        np.testing.assert_allclose(Linv @ L, np.broadcast_to(np.eye(q), A.shape), atol=1e-10)
+    A[7] = -np.eye(q)
+    with pytest.raises(np.linalg.LinAlgError):
+        cholesky_with_inverse(A)
+
+
+def test_intercept_prepended_behaves_like_the_stacked_matrix():
+    from lmmscope.intercept import InterceptPrepended, left_multiply
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((12, 4))
+    full = np.column_stack([np.ones(12), base])
+    X = InterceptPrepended(base)
+    assert X.shape == full.shape
+    b = rng.standard_normal(5)
+    np.testing.assert_allclose(X @ b, full @ b)
+    np.testing.assert_array_equal(np.asarray(X), full)
+    for key in ([0, 3, 5], slice(2, 7), (slice(None), [4, 0, 2]), (np.arange(12) % 2 == 0, 0),
+                (slice(None), 3)):
+        np.testing.assert_array_equal(X[key], full[key])
+    A = rng.standard_normal((3, 12))
+    np.testing.assert_allclose(left_multiply(A, X), A @ full)
+    codes = np.repeat(np.arange(4), 3)
+    Z = rng.standard_normal((12, 2))
+    y = rng.standard_normal(12)
+    implicit = compute_cluster_stats(X, y, Z, codes, 4)
+    explicit = compute_cluster_stats(full, y, Z, codes, 4)
+    for name in ("ZtX", "XtX", "Xty", "ZtZ", "Zty"):
+        np.testing.assert_allclose(getattr(implicit, name), getattr(explicit, name), atol=1e-12)

@@ -63,6 +63,21 @@ def test_duplicated_column(small_frame):
         lmmscope.lmm_scope("y ~ x1 + x2 + x1b + (1 | cluster)", df)
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_duplicated_and_constant_columns_on_the_row_path(fit_intercept):
+    """k and a fixed: whitened rows, no Gram; duplicates found by random projections."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((60, 8))
+    X[:, 6] = X[:, 2]
+    X[:, 7] = X[:, 4]
+    groups = np.repeat(np.arange(12), 5)
+    with pytest.raises(ValueError, match="duplicated column\\(s\\).*x2 = x6, x4 = x7"):
+        lmmscope.LmmScope(k=2, a=1.0, fit_intercept=fit_intercept).fit(X, X[:, 0], groups=groups)
+    X[:, 6] = 2.0
+    with pytest.raises(ValueError, match="constant column\\(s\\).*: x6"):
+        lmmscope.LmmScope(k=2, a=1.0, fit_intercept=fit_intercept).fit(X, X[:, 0], groups=groups)
+
+
 def test_bad_k_and_a_and_criterion(small_frame):
     f = "y ~ x1 + x2 + (1 | cluster)"
     with pytest.raises(ValueError, match="k must be an integer, None or 'cv'"):

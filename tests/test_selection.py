@@ -109,3 +109,63 @@ def test_verbose_prints_progress(seed_data, capsys):
     lmmscope.lmm_scope(seed_formula(), df, verbose=True)
     out = capsys.readouterr().out
     assert "a=1:" in out and "k=3" in out
+
+
+@pytest.mark.parametrize("settings", [{}, {"k": 3, "a": 1.0}, {"k": "cv", "a": 2.0, "k_max": 5}])
+def test_implicit_intercept_equals_explicit_column(settings):
+    """fit_intercept=True borders the statistics instead of copying X; the answer is
+    that of an explicit column of ones forced into the model (Gram path, single-problem
+    row path, cross-validation folds, inference)."""
+    X, Zs, y, groups, beta = make_unbalanced(n=50, p=40, q=2, seed=12)
+    y = y + 3.0
+    implicit = lmmscope.LmmScope(**settings).fit(X, y, Z=Zs, groups=groups)
+    explicit = lmmscope.LmmScope(fit_intercept=False, always=[0], **settings).fit(
+        np.column_stack([np.ones(len(y)), X]), y, Z=Zs, groups=groups)
+    assert list(implicit.support_) == [j - 1 for j in explicit.support_]
+    assert {1, 5, 10} <= set(implicit.support_)
+    np.testing.assert_allclose(implicit.result_.coef.to_numpy(), explicit.result_.coef.to_numpy(),
+                               atol=1e-8)
+    np.testing.assert_allclose(implicit.result_.fixef.to_numpy(), explicit.result_.fixef.to_numpy(),
+                               atol=1e-7)
+    np.testing.assert_allclose(implicit.result_.fitted(), explicit.result_.fitted(), atol=1e-7)
+    if not settings:
+        a = implicit.result_.inference().to_numpy(dtype=float)
+        b = explicit.result_.inference().to_numpy(dtype=float)
+        np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+def test_single_problem_rows_equal_gram(monkeypatch):
+    """Fixed k and a run on whitened rows (cheaper than the Gram); same fit as the Gram."""
+    from lmmscope import tuning
+    X, Zs, y, groups, beta = make_unbalanced(n=60, p=80, q=3, seed=9)
+    assert not tuning.gram_pays_off(len(y), 81, 3, 1.5)
+    rows_fit = lmmscope.LmmScope(k=3, a=1.5).fit(X, y, Z=Zs, groups=groups)
+    monkeypatch.setattr(tuning, "SINGLE_PROBLEM_ROWS_BYTES", 0)
+    gram_fit = lmmscope.LmmScope(k=3, a=1.5).fit(X, y, Z=Zs, groups=groups)
+    assert list(rows_fit.support_) == list(gram_fit.support_) == [1, 5, 10]
+    np.testing.assert_allclose(rows_fit.coef_, gram_fit.coef_, atol=1e-9)
+    np.testing.assert_allclose(rows_fit.result_.fixef, gram_fit.result_.fixef, atol=1e-8)
+
+
+def test_screened_splicing_matches_full_search(monkeypatch):
+    """Above SCREEN_SIZE columns skscope runs on a screened set grown by a splicing
+    test on all columns; along the whole k path it finds the same subsets."""
+    from lmmscope import selection
+    from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_stats
+    X, Zs, y, groups, beta = make_unbalanced(n=60, p=150, q=2, seed=21)
+    X[:, 40] = X[:, 1] + 0.3 * X[:, 40]  # a close competitor of a true column
+    codes, labels = encode_groups(groups)
+    w = whiten_stats(compute_cluster_stats(X, y, Zs, codes, labels.size), 1.5)
+    problem = selection.reduce_gram(w.gram, w.xty, w.yty, [])
+    full = selection.selection_path(problem, range(12))
+    monkeypatch.setattr(selection, "SCREEN_SIZE", 8)
+    grown = []
+    original = selection.QuadraticLoss.restricted
+    monkeypatch.setattr(selection.QuadraticLoss, "restricted",
+                        lambda self, cols: grown.append(len(cols)) or original(self, cols))
+    screened = selection.selection_path(problem, range(12))
+    assert max(grown) > 8  # the screen had to grow at least once
+    for a, b in zip(full, screened):
+        assert list(a.support) == list(b.support)
+        assert a.rss == pytest.approx(b.rss, rel=1e-10)
+    assert list(full[3].support) == [1, 5, 10]

@@ -8,9 +8,10 @@ import pandas as pd
 from . import checks
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
+from .intercept import InterceptPrepended
 from .mixed import MixedModelFit
 from .results import LmmResult, LmmScopeResult
-from .tuning import DEFAULT_A_GRID, Data, Progress, select
+from .tuning import DEFAULT_A_GRID, Data, Progress, gram_pays_off, select
 
 
 def _validated_arrays(X, y, Z, groups, names, random_names):
@@ -51,7 +52,7 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     progress = Progress(verbose)
     progress(f"N={X.shape[0]}, p={X.shape[1]} ({len(unpenalised)} unpenalised), "
              f"q={Z.shape[1]}, clusters={labels.size}")
-    data = Data(X, y, Z, codes, labels.size)
+    data = Data(X, y, Z, codes, labels.size, use_gram=gram_pays_off(X.shape[0], X.shape[1], k, a))
     progress("per-cluster cross-products done")
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
@@ -155,13 +156,13 @@ class LmmScope:
             random_names = ["(Intercept)"] if Z is None else [f"z{j}" for j in range(np.asarray(Z).reshape(Xm.shape[0], -1).shape[1])]
         always = list(self.always or [])
         unpen = []
+        Xv, y, Zv, codes, labels = _validated_arrays(Xm, y, Z, groups, names, random_names)
         if self.fit_intercept:
-            Xm = np.column_stack([np.ones(Xm.shape[0]), Xm])
+            Xv = InterceptPrepended(Xv)  # [1, X] without copying X
             names = [INTERCEPT] + names
             always = [j + 1 if isinstance(j, (int, np.integer)) else j for j in always]
             unpen = [0]
         unpen = _resolve_always(always, names, unpen)
-        Xv, y, Zv, codes, labels = _validated_arrays(Xm, y, Z, groups, names, random_names)
         self.result_ = _fit_selection(
             Xv, y, Zv, codes, labels, names, random_names, "group", unpen, None,
             k=self.k, a=self.a, criterion=self.criterion, k_max=self.k_max,

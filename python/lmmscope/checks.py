@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .intercept import InterceptPrepended, left_multiply
+
 
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
     arr = np.asarray(values)
@@ -44,10 +46,17 @@ def check_finite_columns(M: np.ndarray, names, what: str, chunk_rows: int = 8192
         raise ValueError(f"{what} contains NaN or infinite values in column(s): {shown}")
 
 
+def column_ranges(X) -> np.ndarray:
+    """max - min of each column; 0 for the implicit column of an InterceptPrepended."""
+    if isinstance(X, InterceptPrepended):
+        return np.concatenate([[0.0], np.ptp(X.base, axis=0)])
+    return np.ptp(X, axis=0)
+
+
 def check_columns_distinct(X: np.ndarray, names, unpenalised, gram=None) -> None:
     """Constant (non-intercept) and exactly duplicated columns make the selection ill-posed."""
     unpen = set(unpenalised)
-    spread = np.ptp(X, axis=0)
+    spread = column_ranges(X)
     constant = [names[j] for j in np.flatnonzero(spread == 0) if j not in unpen]
     if constant:
         raise ValueError("constant column(s) in the fixed-effects design: "
@@ -63,13 +72,15 @@ def check_columns_distinct(X: np.ndarray, names, unpenalised, gram=None) -> None
         dup = np.flatnonzero(dist[iu] <= tol[iu])
         pairs = [(iu[0][i], iu[1][i]) for i in dup]
     else:
-        seen, pairs = {}, []
-        for j in range(p):
-            key = X[:, j].tobytes()
-            if key in seen:
-                pairs.append((seen[key], j))
-            else:
-                seen[key] = j
+        # Equal columns have (almost: BLAS may sum in another order) equal random
+        # projections; only neighbours in projection order are compared exactly.
+        keys = left_multiply(np.random.default_rng(0).standard_normal((2, X.shape[0])), X)
+        order = np.argsort(keys[0], kind="stable")
+        gap = np.abs(np.diff(keys[:, order], axis=1))
+        tol = 1e-9 * (np.abs(keys[:, order[1:]]) + np.abs(keys[:, order[:-1]]) + 1e-300)
+        candidates = np.flatnonzero(np.all(gap <= tol, axis=0))
+        pairs = sorted(tuple(sorted((int(order[t]), int(order[t + 1])))) for t in candidates
+                       if np.array_equal(X[:, order[t]], X[:, order[t + 1]]))
     if pairs:
         shown = ", ".join(f"{names[i]} = {names[j]}" for i, j in pairs[:5])
         raise ValueError(f"duplicated column(s) in the fixed-effects design: {shown}")

@@ -26,7 +26,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats as sps
 
-from .crossprod import cluster_factors, cluster_transpose_operator, whiten_rows, whiten_stats
+from .crossprod import cluster_factors, cluster_transpose_operator, whiten_stats
+from .intercept import left_multiply
 
 ADJUSTMENTS = ("bh", "holm", None)
 
@@ -49,7 +50,7 @@ def whitened_gram(data, a):
         keep = vals > 1e-12 * max(vals.max(), 1e-300)
         R = (vecs[:, keep] * np.sqrt(vals[keep])).T
         return G, R
-    Xa, _ = whiten_rows(data.X, data.y, data.Z, data.codes, data.n_groups, a)
+    Xa, _ = data.whitened_rows(a)
     return Xa.T @ Xa, Xa / np.sqrt(data.N)
 
 
@@ -57,14 +58,13 @@ def cluster_scores(data, a, beta):
     """Per-cluster X_i' Sigma_a,i^{-1} (y_i - X_i beta): (clusters, p)."""
     r = data.y - data.X @ beta
     indicator = sp.csr_matrix((r, (data.codes, np.arange(data.N))), shape=(data.n_groups, data.N))
-    Xr = np.asarray(indicator @ data.X)
+    Xr = left_multiply(indicator, data.X)
     Zt = cluster_transpose_operator(data.Z, data.codes, data.n_groups)
     q = data.Z.shape[1]
     Zr = np.asarray(Zt @ r).reshape(data.n_groups, q)
-    L = cluster_factors(data.stats.ZtZ, a)
+    _, Linv = cluster_factors(data.stats.ZtZ, a)
     # Sigma^{-1} = I - a Z (I + a Z'Z)^{-1} Z' = I - a Z L^{-T} L^{-1} Z'
-    b = np.linalg.solve(L, Zr[:, :, None])[:, :, 0]
-    c = np.linalg.solve(np.swapaxes(L, 1, 2), b[:, :, None])[:, :, 0]  # (I + aZ'Z)^{-1} Z'r
+    c = (np.swapaxes(Linv, 1, 2) @ (Linv @ Zr[:, :, None]))[:, :, 0]  # (I + aZ'Z)^{-1} Z'r
     return Xr - a * np.einsum("iqp,iq->ip", data.stats.ZtX, c)
 
 

