@@ -97,7 +97,7 @@ def test_intercept_prepended_behaves_like_the_stacked_matrix():
     np.testing.assert_allclose(X @ b, full @ b)
     np.testing.assert_array_equal(np.asarray(X), full)
     for key in ([0, 3, 5], slice(2, 7), (slice(None), [4, 0, 2]), (np.arange(12) % 2 == 0, 0),
-                (slice(None), 3)):
+                (slice(None), 3), 4, (4, 0), (4, [1, 2]), (-1, slice(1, 3))):
         np.testing.assert_array_equal(X[key], full[key])
     A = rng.standard_normal((3, 12))
     np.testing.assert_allclose(left_multiply(A, X), A @ full)

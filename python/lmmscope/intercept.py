@@ -37,14 +37,16 @@ class InterceptPrepended:
     def __getitem__(self, key):
         """Rows and/or columns as a plain array (only the selected part is copied)."""
         rows, cols = key if isinstance(key, tuple) else (key, slice(None))
-        cols = np.arange(self.shape[1])[cols]
-        base = self.base[rows]
-        out = np.ones((base.shape[0], cols.size)) if np.ndim(cols) else np.ones(base.shape[0])
-        if np.ndim(cols) == 0:
-            return out if cols == 0 else base[:, cols - 1].astype(float)
-        data_cols = cols > 0
-        out[:, data_cols] = base[:, cols[data_cols] - 1]
-        return out
+        picked = np.arange(self.shape[1])[cols]
+        one_row = isinstance(rows, (int, np.integer))
+        base = self.base[[rows] if one_row else rows]
+        columns = np.atleast_1d(picked)
+        out = np.ones((base.shape[0], columns.size))
+        from_base = columns > 0
+        out[:, from_base] = base[:, columns[from_base] - 1]
+        if np.ndim(picked) == 0:
+            out = out[:, 0]
+        return out[0] if one_row else out
 
 
 def left_multiply(A, X) -> np.ndarray:
