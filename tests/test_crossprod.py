@@ -108,3 +108,8 @@ def test_intercept_prepended_behaves_like_the_stacked_matrix():
     explicit = compute_cluster_stats(full, y, Z, codes, 4)
     for name in ("ZtX", "XtX", "Xty", "ZtZ", "Zty"):
         np.testing.assert_allclose(getattr(implicit, name), getattr(explicit, name), atol=1e-12)
+    for rows_codes in (codes, rng.permutation(codes)):  # batched and sparse expansions
+        Xa_implicit, ya_implicit = whiten_rows(X, y, Z, rows_codes, 4, 0.8)
+        Xa_explicit, ya_explicit = whiten_rows(full, y, Z, rows_codes, 4, 0.8)
+        np.testing.assert_allclose(Xa_implicit, Xa_explicit, atol=1e-12)
+        np.testing.assert_allclose(ya_implicit, ya_explicit, atol=1e-12)

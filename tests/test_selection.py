@@ -145,6 +145,14 @@ def test_single_problem_rows_equal_gram(monkeypatch):
     assert list(rows_fit.support_) == list(gram_fit.support_) == [1, 5, 10]
     np.testing.assert_allclose(rows_fit.coef_, gram_fit.coef_, atol=1e-9)
     np.testing.assert_allclose(rows_fit.result_.fixef, gram_fit.result_.fixef, atol=1e-8)
+    # a forced-in column between penalised ones: the row path projects a copy
+    monkeypatch.setattr(tuning, "SINGLE_PROBLEM_ROWS_BYTES", 2**40)
+    rows_fit = lmmscope.LmmScope(k=3, a=1.5, always=[7]).fit(X, y, Z=Zs, groups=groups)
+    monkeypatch.setattr(tuning, "SINGLE_PROBLEM_ROWS_BYTES", 0)
+    gram_fit = lmmscope.LmmScope(k=3, a=1.5, always=[7]).fit(X, y, Z=Zs, groups=groups)
+    assert list(rows_fit.support_) == list(gram_fit.support_) == [1, 5, 10]
+    assert rows_fit.coef_[7] != 0
+    np.testing.assert_allclose(rows_fit.coef_, gram_fit.coef_, atol=1e-9)
 
 
 def test_screened_splicing_matches_full_search(monkeypatch):

@@ -101,15 +101,24 @@ def cluster_products(Z: np.ndarray, X: np.ndarray, codes: np.ndarray, n_groups: 
     return out
 
 
-def cluster_expand(Z: np.ndarray, V: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Row r of cluster i gets Z_r' V_i, shape (N, p): the adjoint of cluster_products."""
+def cluster_expand(Z: np.ndarray, V: np.ndarray, codes: np.ndarray, n_groups: int,
+                   out: np.ndarray | None = None, chunk_bytes: int = 16 * 2**20) -> np.ndarray:
+    """Row r of cluster i gets Z_r' V_i, shape (N, p): the adjoint of cluster_products.
+
+    Written into ``out`` when given (it may be a column slice of a wider array).
+    """
     N, q = Z.shape
     p = V.shape[2]
+    if out is None:
+        out = np.empty((N, p))
     runs = equal_size_runs(codes, n_groups)
     if runs is None:
-        Zt = cluster_transpose_operator(Z, codes, n_groups)
-        return np.asarray(Zt.T @ V.reshape(n_groups * q, p))
-    out = np.empty((N, p))
+        Zt = cluster_transpose_operator(Z, codes, n_groups).T.tocsr()
+        step = max(1, chunk_bytes // (8 * N))
+        for start in range(0, p, step):  # column chunks keep the temporary small
+            cols = slice(start, min(start + step, p))
+            out[:, cols] = Zt @ V[:, :, cols].reshape(n_groups * q, -1)
+        return out
     for a, b, row, size in runs:
         rows = slice(row, row + size * (b - a))
         np.matmul(Z[rows].reshape(b - a, size, q), V[a:b], out=out[rows].reshape(b - a, size, p))
@@ -239,9 +248,11 @@ def whiten_rows(X, y, Z, codes, n_groups, a, ZtX=None):
 
     Sigma_a,i^{-1/2} = I - Z_i H_i Z_i' with H_i = Q diag(h) Q' from the eigen-
     decomposition Z_i'Z_i = Q diag(s) Q' and h = (1 - (1 + a s)^{-1/2}) / s.
-    ``ZtX``, the stacked Z_i'X_i, is reused when the caller already has it.
+    ``ZtX``, the stacked Z_i'X_i, is reused when the caller already has it.  X_a is
+    the only array the size of X that is allocated, also for an InterceptPrepended.
     """
-    X = np.asarray(X, dtype=float)
+    intercept = isinstance(X, InterceptPrepended)
+    base = X.base if intercept else np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     Z = np.asarray(Z, dtype=float)
     q = Z.shape[1]
@@ -253,9 +264,12 @@ def whiten_rows(X, y, Z, codes, n_groups, a, ZtX=None):
         h = np.where(s > 1e-12 * max(1.0, s.max()), (1 - 1 / np.sqrt(1 + a * s)) / s, a / 2)
     H = (Q * h[:, None, :]) @ np.swapaxes(Q, 1, 2)
     if ZtX is None:
-        ZtX = cluster_products(Z, X, codes, n_groups)
-    Xa = cluster_expand(Z, H @ ZtX, codes, n_groups)
-    np.subtract(X, Xa, out=Xa)
+        ZtX = compute_cluster_stats(X, y, Z, codes, n_groups, gram=False).ZtX
+    Xa = cluster_expand(Z, H @ ZtX, codes, n_groups, out=np.empty(X.shape))
+    first = int(intercept)
+    np.subtract(base, Xa[:, first:], out=Xa[:, first:])
+    if intercept:
+        np.subtract(1.0, Xa[:, 0], out=Xa[:, 0])
     Zty = np.asarray(Zt @ y).reshape(n_groups, q, 1)
     ya = y - np.asarray(Zt.T @ (H @ Zty).ravel())
     return Xa, ya

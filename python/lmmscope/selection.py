@@ -124,22 +124,29 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
     return ReducedProblem(loss, pen, unpen, scale, recover)
 
 
-def reduce_rows(Xa, ya, unpenalised) -> ReducedProblem:
+def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20) -> ReducedProblem:
     """Row form of :func:`reduce_gram`, for p too large for a p x p Gram.
 
-    Without unpenalised columns ``Xa`` itself is rescaled in place (callers pass
-    fresh whitened rows; a copy would double the memory and its page faults).
+    ``Xa`` (fresh whitened rows from the caller) is projected and rescaled in place
+    where its penalised columns form one block (no unpenalised columns, or only
+    leading ones such as the intercept): a copy would double the memory.
     """
-    p = Xa.shape[1]
+    N, p = Xa.shape
     unpen = np.asarray(sorted(unpenalised), dtype=np.int64)
     pen = np.setdiff1d(np.arange(p), unpen)
+    leading = np.array_equal(unpen, np.arange(unpen.size))
+    Xp = Xa[:, unpen.size:] if leading else Xa[:, pen]
     if unpen.size:
-        Qu, _ = np.linalg.qr(Xa[:, unpen])
-        Xp = Xa[:, pen]
-        Xp -= Qu @ (Qu.T @ Xp)
-        yp = ya - Qu @ (Qu.T @ ya)
+        Qu, Ru = np.linalg.qr(Xa[:, unpen])
+        cross = Qu.T @ Xp  # Qu'X_pen, before projection: also recovers the unpenalised part
+        qy = Qu.T @ ya
+        step = max(1, chunk_bytes // (8 * N))
+        for start in range(0, pen.size, step):
+            cols = slice(start, start + step)
+            Xp[:, cols] -= Qu @ cross[:, cols]
+        yp = ya - Qu @ qy
     else:
-        Xp, yp = Xa, ya
+        yp = ya
     scale = np.sqrt(np.clip(np.einsum("ij,ij->j", Xp, Xp), 1e-300, None))
     Xp /= scale
     loss = QuadraticLoss(rows=Xp, response=yp)
@@ -148,9 +155,8 @@ def reduce_rows(Xa, ya, unpenalised) -> ReducedProblem:
         beta = np.zeros(p)
         beta[pen] = b_pen
         if unpen.size:
-            used = np.flatnonzero(b_pen)  # Xa[:, pen] would copy every column
-            beta[unpen] = np.linalg.lstsq(Xa[:, unpen], ya - Xa[:, pen[used]] @ b_pen[used],
-                                          rcond=None)[0]
+            # X_u b_u = Qu Ru b_u is the projection of y - X_pen b_pen onto span(X_u)
+            beta[unpen] = np.linalg.lstsq(Ru, qy - cross @ b_pen, rcond=None)[0]
         return beta
 
     return ReducedProblem(loss, pen, unpen, scale, recover)
