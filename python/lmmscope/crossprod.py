@@ -243,33 +243,30 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
                          logdet=logdet, n_obs=stats.n_obs)
 
 
-def whiten_rows(X, y, Z, codes, n_groups, a, ZtX=None):
+def whiten_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None):
     """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(X, y), for p too large for a Gram.
 
     Sigma_a,i^{-1/2} = I - Z_i H_i Z_i' with H_i = Q diag(h) Q' from the eigen-
     decomposition Z_i'Z_i = Q diag(s) Q' and h = (1 - (1 + a s)^{-1/2}) / s.
-    ``ZtX``, the stacked Z_i'X_i, is reused when the caller already has it.  X_a is
-    the only array the size of X that is allocated, also for an InterceptPrepended.
+    ``stats`` (the per-cluster cross-products of these arrays) is reused when the
+    caller already has it.  X_a is the only array the size of X that is allocated,
+    also for an InterceptPrepended.
     """
     intercept = isinstance(X, InterceptPrepended)
     base = X.base if intercept else np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     Z = np.asarray(Z, dtype=float)
-    q = Z.shape[1]
-    Zt = cluster_transpose_operator(Z, codes, n_groups)
-    ZtZ = np.asarray(Zt @ Z).reshape(n_groups, q, q)
-    s, Q = np.linalg.eigh(ZtZ)
+    if stats is None:
+        stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=False)
+    s, Q = np.linalg.eigh(stats.ZtZ)
     s = np.clip(s, 0, None)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = np.where(s > 1e-12 * max(1.0, s.max()), (1 - 1 / np.sqrt(1 + a * s)) / s, a / 2)
     H = (Q * h[:, None, :]) @ np.swapaxes(Q, 1, 2)
-    if ZtX is None:
-        ZtX = compute_cluster_stats(X, y, Z, codes, n_groups, gram=False).ZtX
-    Xa = cluster_expand(Z, H @ ZtX, codes, n_groups, out=np.empty(X.shape))
+    Xa = cluster_expand(Z, H @ stats.ZtX, codes, n_groups, out=np.empty(X.shape))
     first = int(intercept)
     np.subtract(base, Xa[:, first:], out=Xa[:, first:])
     if intercept:
         np.subtract(1.0, Xa[:, 0], out=Xa[:, 0])
-    Zty = np.asarray(Zt @ y).reshape(n_groups, q, 1)
-    ya = y - np.asarray(Zt.T @ (H @ Zty).ravel())
+    ya = y - cluster_expand(Z, H @ stats.Zty[:, :, None], codes, n_groups)[:, 0]
     return Xa, ya

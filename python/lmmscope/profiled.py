@@ -171,6 +171,15 @@ def expected_hessian(Lam, G, ZWZ, dof):
     return (H + H.T) / 2, (F + F.T) / 2
 
 
+def _deviance_at(stats: ClusterStats, theta, reml: bool):
+    """(PLS solution, profiled deviance) at theta; (None, inf) where it is not defined."""
+    try:
+        sol = solve_pls(stats, theta)
+    except np.linalg.LinAlgError:
+        return None, np.inf
+    return sol, (sol.deviance_reml if reml else sol.deviance_ml)
+
+
 def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
     """Newton steps with :func:`expected_hessian` from ``theta``.
 
@@ -183,15 +192,7 @@ def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
     on_diag = rows == cols
     dof = stats.n_obs - stats.p if reml else stats.n_obs
     theta = np.asarray(theta, float).copy()
-
-    def evaluate(t):
-        try:
-            sol = solve_pls(stats, t)
-        except np.linalg.LinAlgError:
-            return None, np.inf
-        return sol, (sol.deviance_reml if reml else sol.deviance_ml)
-
-    sol, f = evaluate(theta)
+    sol, f = _deviance_at(stats, theta, reml)
     for it in range(1, max_iter + 1):
         if sol is None:
             return None
@@ -211,7 +212,7 @@ def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
             # The deviance is even in each column of Lambda: keep its diagonal >= 0.
             for j in np.flatnonzero(on_diag & (cand < 0)):
                 cand[cols == cols[j]] *= -1
-            sol_c, f_c = evaluate(cand)
+            sol_c, f_c = _deviance_at(stats, cand, reml)
             if f_c <= f + 1e-12 * abs(f):
                 break
         else:
@@ -246,11 +247,9 @@ def _optimise_theta(stats, reml, theta0):
                                             message="Fisher scoring converged")
 
     def value_and_gradient(theta):
-        try:
-            sol = solve_pls(stats, theta)
-        except np.linalg.LinAlgError:
-            return np.inf, np.zeros_like(theta)
-        value = sol.deviance_reml if reml else sol.deviance_ml
+        sol, value = _deviance_at(stats, theta, reml)
+        if sol is None:
+            return value, np.zeros_like(theta)
         return value, deviance_gradient(stats, sol, reml)
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]

@@ -85,8 +85,8 @@ class Data:
         return reduce_rows(Xa, ya, unpenalised), None
 
     def whitened_rows(self, a):
-        """(X_a, y_a): fresh arrays, reusing the stored Z_i'X_i."""
-        return whiten_rows(self.X, self.y, self.Z, self.codes, self.n_groups, a, ZtX=self.stats.ZtX)
+        """(X_a, y_a): fresh arrays, reusing the stored cross-products."""
+        return whiten_rows(self.X, self.y, self.Z, self.codes, self.n_groups, a, stats=self.stats)
 
     def subset_stats(self, columns):
         """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
