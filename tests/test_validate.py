@@ -181,8 +181,8 @@ def test_lme4_stopping_early_is_reported_not_failed(r, sleepstudy, monkeypatch):
     assert "lme4's optimum is worse" in str(check)
 
 
-def test_missing_rpy2_gives_install_hint(sleepstudy, monkeypatch):
-    fit = lmmscope.lmm("Reaction ~ Days + (Days | Subject)", sleepstudy)
+def test_missing_rpy2_gives_install_hint(small_frame, monkeypatch):
+    fit = lmmscope.lmm("y ~ x1 + (1 | cluster)", small_frame)
     monkeypatch.setitem(sys.modules, "rpy2", None)
     monkeypatch.setitem(sys.modules, "rpy2.robjects", None)
     with pytest.raises(ImportError, match=r"rpy2 is not installed") as err:
@@ -217,3 +217,35 @@ def test_cli_validate_parquet_and_fixed_k(r, orthodont, tmp_path, capsys):
     assert cli_validate(str(path), "distance ~ age + Sex + (age | Subject)", k="2") == 0
     out = capsys.readouterr().out
     assert "fixef[age]" in out and "PASSED" in out
+
+
+def test_model_lme4_refuses_is_an_error_naming_lme4s_reason(r):
+    # q = 3 random effects on clusters of 2 rows: more random effects than rows
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(60), 2)
+    df = pd.DataFrame({"x1": rng.standard_normal(120), "x2": rng.standard_normal(120), "g": g.astype(str)})
+    df["y"] = 1 + df.x1 + rng.standard_normal(120)
+    try:
+        fit = lmmscope.lmm("y ~ x1 + x2 + (x1 + x2 | g)", df)
+    except ValueError:
+        return  # lmmscope itself refuses it: fine too
+    with pytest.raises(RuntimeError, match=r"lme4::lmer refused the model .*number of observations"):
+        fit.check_against_lme4()
+
+
+def test_bad_arguments_are_clear_errors(r, sleepstudy):
+    fit = lmmscope.lmm("Reaction ~ Days + (Days | Subject)", sleepstudy)
+    with pytest.raises(ValueError, match="tol must be positive"):
+        fit.check_against_lme4(tol=0)
+    with pytest.raises(ValueError, match="method must be"):
+        fit.check_against_lme4(method="reml")
+    with pytest.raises(TypeError, match="lmm_scope\\(\\) or lmm\\(\\)"):
+        check_against_lme4(sleepstudy)
+
+
+def test_missing_lme4_gives_install_hint(r, small_frame, monkeypatch):
+    fit = lmmscope.lmm("y ~ x1 + (1 | cluster)", small_frame)
+    monkeypatch.setattr(validate, "_LME4", "lme4NotInstalledAnywhere")
+    with pytest.raises(Lme4Unavailable, match=r"R package lme4NotInstalledAnywhere is not installed") as err:
+        fit.check_against_lme4()
+    assert "apt install r-cran-lme4" in str(err.value)

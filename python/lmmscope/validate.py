@@ -42,11 +42,12 @@ import pandas as pd
 LMER_CONTROL = "lme4::lmerControl(optimizer = 'bobyqa', optCtrl = list(rhoend = 1e-12, maxfun = 1e5))"
 INSTALL_HINT = ("check_against_lme4 needs rpy2 (pip install 'lmmscope[r]'), R, and the R package "
                 "lme4 (in R: install.packages('lme4'); Debian/Ubuntu: apt install r-cran-lme4)")
+_LME4 = "lme4"  # the R package required (a name the tests can replace)
 N_PREDICTIONS = 10  # conditional predictions compared (rows spread over the data)
 
 # One R function does the whole refit, so a single round trip through rpy2 suffices.
 _R_REFIT = """
-function(formula, d, reml, theta_ours, at_ours) {
+function(formula, d, reml, theta_ours, at_ours) tryCatch({
   notes <- character()
   note <- function(restart) function(cond) {
     notes <<- c(notes, trimws(conditionMessage(cond))); invokeRestart(restart)
@@ -66,7 +67,7 @@ function(formula, d, reml, theta_ours, at_ours) {
        sigma = stats::sigma(m), loglik = as.numeric(stats::logLik(m)),
        fitted = unname(stats::fitted(m)), theta = theta, singular = lme4::isSingular(m),
        dev_at_ours = devfun(theta_ours), dev_at_lme4 = devfun(theta), notes = notes)
-}
+}, error = function(e) list(error = conditionMessage(e)))
 """ % LMER_CONTROL
 
 
@@ -142,9 +143,9 @@ def _r():
         raise Lme4Unavailable(f"{INSTALL_HINT}: rpy2 is not installed ({exc})") from exc
     except Exception as exc:  # rpy2 present but R cannot be found or started
         raise Lme4Unavailable(f"{INSTALL_HINT}: R could not be started through rpy2 ({exc})") from exc
-    ok = ro.r("function() requireNamespace('lme4', quietly = TRUE)")()[0]
-    if not ok:
-        raise Lme4Unavailable(f"{INSTALL_HINT}: the R package lme4 is not installed in R")
+    if not ro.r["requireNamespace"](_LME4, quietly=True)[0]:
+        raise Lme4Unavailable(f"{INSTALL_HINT}: the R package {_LME4} is not installed in R "
+                              f"(library paths: {', '.join(ro.r['.libPaths']())})")
     return ro
 
 
@@ -238,13 +239,10 @@ def _r_frame(ro, frame: pd.DataFrame, group: str):
 
 def _lmer(ro, r_data, formula: str, reml: bool, theta, at_ours: bool) -> dict:
     """lme4's numbers for the model (at its optimum, or at ``theta`` when ``at_ours``)."""
-    from rpy2.rinterface_lib.embedded import RRuntimeError
-
-    try:
-        res = ro.r(_R_REFIT)(formula, r_data, reml, ro.FloatVector(theta), at_ours)
-    except RRuntimeError as exc:
-        raise RuntimeError(f"lme4::lmer refused the model {formula}: {str(exc).strip()}") from exc
+    res = ro.r(_R_REFIT)(formula, r_data, reml, ro.FloatVector(theta), at_ours)
     out = {name: res.rx2(name) for name in res.names}
+    if "error" in out:
+        raise RuntimeError(f"lme4::lmer refused the model {formula}: {out['error'][0].strip()}")
     strings = {"grp", "var1", "var2", "notes"}
     converted = {name: (list(v) if name in strings else np.asarray(v, dtype=float)) for name, v in out.items()}
     converted["fixef_names"] = list(out["fixef"].names) if len(out["fixef"]) else []
@@ -334,6 +332,10 @@ def check_against_lme4(result, tol: float = 1e-6, method=None) -> Lme4Check:
     module docstring for the relative difference and the statuses.  Raises
     :class:`Lme4Unavailable` (an ImportError) when rpy2, R or lme4 is missing.
     """
+    from .results import MixedResult
+
+    if not isinstance(result, MixedResult):
+        raise TypeError(f"check_against_lme4 needs a result of lmm_scope() or lmm(), got {type(result).__name__}")
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol!r}")
     fit = _our_fit(result, method)
