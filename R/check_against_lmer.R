@@ -6,41 +6,43 @@
 
 #' Check a fit against lme4::lmer
 #'
-#' Refits the model that `fit` ended with (for [lmm_scope()]: the selected columns
-#' plus the unpenalised ones) with [lme4::lmer()] and compares every quantity it
-#' reports.  The refit uses the fit's own design columns (`getME(fit, "X")`), not the
+#' Refits the model that \code{fit} ended with (for \code{\link{lmm_scope}()}: the selected columns
+#' plus the unpenalised ones) with \code{lme4::lmer()} and compares every quantity it
+#' reports.  The refit uses the fit's own design columns (\code{getME(fit, "X")}), not the
 #' formula, so a factor enters both fits as the same 0/1 columns with the same
-#' reference level, whatever contrasts are set.  lmer runs BOBYQA to `rhoend = 1e-12`
+#' reference level, whatever contrasts are set.  lmer runs BOBYQA to \code{rhoend = 1e-12}
 #' (its default may stop short of the optimum).
 #'
-#' `rel_diff = abs_diff / max(|lme4|, scale)`, with `scale` the unit the quantity is
+#' \code{rel_diff = abs_diff / max(|lme4|, scale)}, with \code{scale} the unit the quantity is
 #' estimated on, so that values near 0 are judged against their own precision: a fixed
 #' effect's lme4 standard error; lme4's sigma for random-effect SDs, sigma and the
 #' conditional predictions; 1 for logLik, the deviance and isSingular (absolute); for a
 #' correlation, 1 or sigma / the smaller of its two SDs when that is larger (the
 #' correlation is only determined to that precision).  A correlation involving an SD
-#' below `tol * sigma` in lme4 is not identified (singular fit): status
-#' `"not_identified"`.
+#' below \code{tol * sigma} in lme4 is not identified (singular fit): status
+#' \code{"not_identified"}.
 #'
-#' When a quantity differs, lme4's own deviance function (`lmer(..., devFunOnly =
-#' TRUE)`) is evaluated at both optima; if ours is lower, lmer is re-evaluated at our
-#' theta (`lmerControl(optimizer = NULL)`) and rows that agree with that get status
-#' `"lme4_optimum_worse"` instead of `"FAIL"`.
+#' When a quantity differs, lme4's own deviance function (\code{lmer(..., devFunOnly =
+#' TRUE)}) is evaluated at both optima; if ours is lower, lmer is re-evaluated at our
+#' theta (\code{lmerControl(optimizer = NULL)}) and rows that agree with that get status
+#' \code{"lme4_optimum_worse"} instead of \code{"FAIL"}.
 #'
-#' @param fit A fit of [lmm_scope()] or `lmm()` (or any fit with lme4's `getME()`
+#' @param fit A fit of \code{\link{lmm_scope}()} or \code{lmm()} (or any fit with lme4's \code{getME()}
 #'   accessors, such as an lmer fit).
 #' @param tol Largest relative difference accepted.
-#' @return A data frame with columns `quantity`, `lmmscope`, `lme4`, `abs_diff`,
-#'   `rel_diff`, `status` (one row per fixed effect, random-effect SD and
+#' @return A data frame with columns \code{quantity}, \code{lmmscope}, \code{lme4}, \code{abs_diff},
+#'   \code{rel_diff}, \code{status} (one row per fixed effect, random-effect SD and
 #'   correlation, sigma, logLik, the deviance at our theta, 10 conditional
-#'   predictions, isSingular) and attributes `passed` (logical), `lmer` (the lmer
-#'   fit), `formula` (the lmer formula, on the columns of attribute `data`),
-#'   `deviance` (lme4's deviance function at our theta and at lme4's),
-#'   `lme4_optimum_worse` and `messages` (lmer's warnings and messages).
+#'   predictions, isSingular) and attributes \code{passed} (logical), \code{lmer} (the lmer
+#'   fit), \code{formula} (the lmer formula, on the columns of attribute \code{data}),
+#'   \code{deviance} (lme4's deviance function at our theta and at lme4's),
+#'   \code{lme4_optimum_worse} and \code{messages} (lmer's warnings and messages).
 #' @examples
-#' if (requireNamespace("lme4", quietly = TRUE)) {
-#'   m <- lme4::lmer(Reaction ~ Days + (Days | Subject), lme4::sleepstudy)
-#'   check_against_lmer(m)
+#' if (lmmscope_available() && requireNamespace("lme4", quietly = TRUE)) {
+#'   fit <- lmm_scope(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, k = 1)
+#'   check <- check_against_lmer(fit)
+#'   check
+#'   attr(check, "passed")
 #' }
 #' @export
 check_against_lmer <- function(fit, tol = 1e-6) {
