@@ -267,8 +267,9 @@ print.lmer_check <- function(x, ...) {
   if (is.null(passed)) return(NextMethod())
   old <- options(width = max(getOption("width"), 150))
   on.exit(options(old))
-  if (!is.null(attr(x, "formula"))) cat("lmmscope vs lme4::lmer:", attr(x, "formula"), "\n")
-  print(as.data.frame(unclass(x))[, names(x)], digits = 10, row.names = FALSE)
+  method <- if (lme4::isREML(attr(x, "lmer"))) "REML" else "ML"
+  cat(sprintf("lmmscope vs lme4::lmer (%s): %s\n", method, if (is.null(attr(x, "formula"))) "(formula not recorded)" else attr(x, "formula")))
+  print(as.data.frame(unclass(x))[, names(x)], digits = 8, row.names = FALSE)
   failed <- x$quantity[x$status == "FAIL"]
   tol <- format(attr(x, "tol"))
   cat(if (!passed) sprintf("FAILED at tol = %s: %d quantities differ (%s)\n", tol, length(failed),
