@@ -249,3 +249,18 @@ def test_missing_lme4_gives_install_hint(r, small_frame, monkeypatch):
     with pytest.raises(Lme4Unavailable, match=r"R package lme4NotInstalledAnywhere is not installed") as err:
         fit.check_against_lme4()
     assert "apt install r-cran-lme4" in str(err.value)
+
+
+def test_r_code_and_data_rerun_lme4s_fit_in_r(r, orthodont, tmp_path):
+    fit = lmmscope.lmm("distance ~ age + Sex + (age | Subject)", orthodont, method="ML")
+    check = fit.check_against_lme4()
+    check.data.to_csv(tmp_path / "validate_data.csv", index=False)
+    old_wd = r.r["setwd"](str(tmp_path))
+    try:
+        r.r(check.r_code)
+    finally:
+        r.r["setwd"](old_wd)
+    rerun = np.asarray(r.r("as.numeric(c(lme4::fixef(m), sigma(m), logLik(m)))"))
+    table = check.table.set_index("quantity")["lme4"]
+    expected = [*table[[q for q in table.index if q.startswith("fixef[")]], table["sigma"], table["logLik"]]
+    np.testing.assert_allclose(rerun, expected, rtol=1e-12)
