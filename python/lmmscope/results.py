@@ -117,6 +117,11 @@ class MixedResult:
             return self.fitted() if level == 1 else self._X @ self._full_fixef()
         return self.predictor().predict(newdata, level=level, Z=Z, groups=groups)
 
+    def check_against_lme4(self, tol: float = 1e-6, method=None):
+        """Refit this model with R's ``lme4::lmer`` (rpy2) and compare: see :mod:`lmmscope.validate`."""
+        from .validate import check_against_lme4
+        return check_against_lme4(self, tol=tol, method=method)
+
 
 class LmmResult(MixedResult):
     """A linear mixed model fitted with every listed fixed effect (no selection)."""
