@@ -13,15 +13,25 @@ except ImportError as exc:  # a missing core is never a reason to skip
                       "install it with `make venv` or put python/ on PYTHONPATH") from exc
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """In CI every skip is a failure: a suite that skips its checks must not pass."""
-    outcome = yield
-    report = outcome.get_result()
+def _skip_fails_in_ci(report):
     if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (CI is set), which counts as a failure: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI every skip is a failure: a suite that skips its checks must not pass."""
+    outcome = yield
+    _skip_fails_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at import (pytest.skip(allow_module_level=True))."""
+    outcome = yield
+    _skip_fails_in_ci(outcome.get_result())
 
 
 def pytest_terminal_summary(terminalreporter):

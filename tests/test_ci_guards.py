@@ -81,10 +81,16 @@ def test_any_skip_fails_in_ci(tmp_path):
         "import pytest\n\n"
         "def test_needs_a_module():\n"
         "    pytest.importorskip('no_such_module_for_ci_guard')\n")
-    rc, out = run_pytest([str(tmp_path), "--rootdir", str(tmp_path)], ci=True)
-    assert rc != 0 and "skipped in CI" in out and "no_such_module_for_ci_guard" in out, out
-    rc, out = run_pytest([str(tmp_path), "--rootdir", str(tmp_path)], ci=False)
-    assert rc == 0 and "1 skipped" in out, out
+    (tmp_path / "test_module_skip.py").write_text(
+        "import pytest\n\n"
+        "pytest.skip('whole module skipped for ci_guard', allow_module_level=True)\n")
+    for name, reason in (("test_skipping.py", "no_such_module_for_ci_guard"),
+                         ("test_module_skip.py", "whole module skipped for ci_guard")):
+        args = [str(tmp_path / name), "--rootdir", str(tmp_path)]
+        rc, out = run_pytest(args, ci=True)
+        assert rc != 0 and "skipped in CI" in out and reason in out, out
+        rc, out = run_pytest(args, ci=False)
+        assert rc in (0, 5) and "1 skipped" in out, out  # 5: the only module skipped
 
 
 def stub_make(tmp_path, exit_code):
