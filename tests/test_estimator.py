@@ -104,6 +104,11 @@ def test_column_route_equals_array_route(data):
     # population-level predict = X beta of the refit, computed by hand
     np.testing.assert_allclose(by_columns.predict(frame), population_prediction(by_columns, frame),
                                atol=1e-10)
+    # level 1 reads the clusters and the random slopes from the same columns
+    np.testing.assert_allclose(by_columns.predict(frame, level=1),
+                               by_arrays.predict(frame.drop(columns="g"), Z=Z, groups=groups),
+                               rtol=0, atol=1e-10)
+    assert not np.allclose(by_columns.predict(frame, level=1), by_columns.predict(frame))
     with pytest.raises(ValueError, match="do not pass groups"):
         LmmScope(group_column="g").fit(frame, y, groups=groups)
     with pytest.raises(KeyError, match="group_column: no column 'nope'"):

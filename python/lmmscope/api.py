@@ -127,4 +127,3 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     mixed = MixedModelFit(stats, design.fixed_names, design.random_names, labels,
                           design.group_name, reml=_check_method(method))
     return LmmResult(mixed, design, X, y, Z, codes, labels)
-
