@@ -189,3 +189,35 @@ def test_not_fitted_error():
     from sklearn.exceptions import NotFittedError
     with pytest.raises(NotFittedError, match="not fitted"):
         LmmScope().predict(np.zeros((2, 3)))
+
+
+def test_sleepstudy_with_noise_columns_matches_lmer(lme4):
+    """Real data: sleepstudy plus 10 pure-noise columns; the estimator keeps Days only,
+    and its refit is lmer's Reaction ~ Days + (Days | Subject)."""
+    df = lme4.r_frame("lme4::sleepstudy")
+    rng = np.random.default_rng(1)
+    X = df[["Days", "Subject"]].copy()
+    for j in range(10):
+        X[f"noise{j}"] = rng.standard_normal(len(df))
+    est = LmmScope(group_column="Subject", random_columns=["Days"]).fit(X, df["Reaction"])
+    assert [X.drop(columns="Subject").columns[j] for j in est.support_] == ["Days"]
+    ref = lme4.lmer_fit("Reaction ~ Days + (Days | Subject)", df)
+    lme4.assert_agrees(est.result_, ref, case="LmmScope on sleepstudy + noise", ranef=False)
+    scores = {k: cross_val_score(LmmScope(k=k, group_column="Subject", random_columns=["Days"]),
+                                 X, df["Reaction"], groups=X["Subject"], cv=GroupKFold(6))
+              for k in (None, 0)}
+    # Days predicts the reaction times of unseen subjects better than their mean does
+    assert scores[None].mean() > scores[0].mean() + 0.05, scores
+
+
+def test_row_order_and_label_type_do_not_matter(data):
+    X, Zs, y, groups, frame = data
+    base = LmmScope(group_column="g").fit(frame, y)
+    order = np.random.default_rng(2).permutation(len(y))
+    shuffled = LmmScope(group_column="g").fit(frame.iloc[order], y[order])
+    codes = frame.assign(g=pd.factorize(frame["g"])[0] + 100)  # integer labels
+    relabelled = LmmScope(group_column="g").fit(codes, y)
+    for other in (shuffled, relabelled):
+        assert list(other.support_) == list(base.support_)
+        np.testing.assert_allclose(other.coef_, base.coef_, rtol=0, atol=1e-10)
+        assert other.a_ == pytest.approx(base.a_, rel=1e-7)
