@@ -1,7 +1,10 @@
 # The two commands of the README: `make demo` (seed example) and `make test` (all tests).
+# CI runs `bash .ci/run` = `make test` with CI=true, where a missing requirement fails.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Extra pytest arguments, e.g. `make test-python PYTEST_ARGS="-k lme4"`.
+PYTEST_ARGS ?=
 
 .PHONY: demo test test-python test-r check-r r-deps venv bench clean
 
@@ -22,8 +25,10 @@ r-deps:
 
 test: r-deps venv test-python test-r check-r
 
+# pytest's own exit code reaches make: failures (1), errors (2-4) and an empty run (5)
+# all fail the target.
 test-python:
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-r:
 	RETICULATE_PYTHON=$(abspath $(BIN)/python) bash .ci/test-r.sh

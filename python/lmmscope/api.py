@@ -7,6 +7,7 @@ import pandas as pd
 
 from . import checks
 from .crossprod import compute_cluster_stats, encode_groups
+from .estimator import LmmScope  # noqa: F401  (its home; kept importable from here)
 from .formula import INTERCEPT, build_design
 from .intercept import InterceptPrepended
 from .mixed import MixedModelFit
@@ -126,59 +127,3 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     mixed = MixedModelFit(stats, design.fixed_names, design.random_names, labels,
                           design.group_name, reml=_check_method(method))
     return LmmResult(mixed, design, X, y, Z, codes, labels)
-
-
-class LmmScope:
-    """scikit-learn-style estimator on arrays: ``LmmScope(k, a).fit(X, y, Z=Z, groups=g)``.
-
-    ``fit_intercept=True`` adds an unpenalised intercept; ``Z=None`` means a random
-    intercept only.  After fitting: ``coef_`` (selection estimates, without the
-    intercept), ``intercept_``, ``support_``, ``result_`` (an :class:`LmmScopeResult`).
-    """
-
-    def __init__(self, k=None, a=None, *, fit_intercept=True, always=None, criterion="gic",
-                 k_max=None, cv_folds=5, a_grid=DEFAULT_A_GRID, method="REML",
-                 random_state=0, verbose=False):
-        self.k, self.a = k, a
-        self.fit_intercept, self.always = fit_intercept, always
-        self.criterion, self.k_max, self.cv_folds, self.a_grid = criterion, k_max, cv_folds, a_grid
-        self.method, self.random_state, self.verbose = method, random_state, verbose
-
-    def fit(self, X, y, Z=None, groups=None):
-        if isinstance(X, pd.DataFrame):
-            names = [str(c) for c in X.columns]
-        else:
-            names = [f"x{j}" for j in range(np.asarray(X).shape[1] if np.ndim(X) == 2 else 1)]
-        Xm = checks.as_float_matrix(X, "X")
-        if isinstance(Z, pd.DataFrame):
-            random_names = [str(c) for c in Z.columns]
-        else:
-            random_names = ["(Intercept)"] if Z is None else [f"z{j}" for j in range(np.asarray(Z).reshape(Xm.shape[0], -1).shape[1])]
-        always = list(self.always or [])
-        unpen = []
-        Xv, y, Zv, codes, labels = _validated_arrays(Xm, y, Z, groups, names, random_names)
-        if self.fit_intercept:
-            Xv = InterceptPrepended(Xv)  # [1, X] without copying X
-            names = [INTERCEPT] + names
-            always = [j + 1 if isinstance(j, (int, np.integer)) else j for j in always]
-            unpen = [0]
-        unpen = _resolve_always(always, names, unpen)
-        self.result_ = _fit_selection(
-            Xv, y, Zv, codes, labels, names, random_names, "group", unpen, None,
-            k=self.k, a=self.a, criterion=self.criterion, k_max=self.k_max,
-            cv_folds=self.cv_folds, a_grid=self.a_grid, method=self.method,
-            random_state=self.random_state, verbose=self.verbose)
-        self.result_._prepend_intercept = self.fit_intercept
-        coef = self.result_.coef.to_numpy()
-        self.intercept_ = float(coef[0]) if self.fit_intercept else 0.0
-        self.coef_ = coef[1:] if self.fit_intercept else coef
-        offset = 1 if self.fit_intercept else 0
-        self.support_ = np.array([j - offset for j in self.result_.selection.support], dtype=np.int64)
-        self.a_, self.k_ = self.result_.a, self.result_.k
-        return self
-
-    def predict(self, X, Z=None, groups=None):
-        """Population-level predictions (refitted fixed effects); with ``groups`` and ``Z``,
-        conditional on known clusters' random effects."""
-        level = 0 if groups is None else 1
-        return self.result_.predict(X, level=level, Z=Z, groups=groups)

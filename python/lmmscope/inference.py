@@ -160,11 +160,11 @@ def inference_table(names, columns, estimate, std_error, df, level, adjust) -> p
     if adjust not in ADJUSTMENTS:
         raise ValueError(f"adjust must be one of 'bh', 'holm' or None, got {adjust!r}")
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = estimate / std_error
-    p_value = 2 * sps.t.sf(np.abs(z), df)
+        t = estimate / std_error  # referred to Student's t with df degrees of freedom
+    p_value = 2 * sps.t.sf(np.abs(t), df)
     half = sps.t.ppf(0.5 + level / 2, df) * std_error
     return pd.DataFrame({
-        "estimate": estimate, "std_error": std_error, "z": z, "p_value": p_value,
+        "estimate": estimate, "std_error": std_error, "t": t, "p_value": p_value,
         "ci_lower": estimate - half, "ci_upper": estimate + half,
         "p_adjusted": adjust_pvalues(p_value, adjust),
     }, index=pd.Index([names[j] for j in columns], name="term"))

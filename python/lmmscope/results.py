@@ -207,7 +207,7 @@ class LmmScopeResult(MixedResult):
         """Debiased estimates, cluster-sandwich standard errors, t-based p-values and CIs.
 
         One row per fixed-effect column in ``terms`` (default: every column, selected
-        or not): ``estimate``, ``std_error``, ``z``, ``p_value``, ``ci_lower``,
+        or not): ``estimate``, ``std_error``, ``t``, ``p_value``, ``ci_lower``,
         ``ci_upper`` and ``p_adjusted`` (``adjust``: "bh" = Benjamini-Hochberg across
         the rows returned, "holm", or None).  Reference distribution: Student's t with
         (clusters - 1) degrees of freedom.  The node-wise lasso fits are cached, so a
