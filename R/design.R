@@ -130,8 +130,15 @@ prediction_terms <- function(design, columns) {
 
 # The fixed design of (new) rows from terms, levels and contrasts; offsets summed.
 fixed_matrix <- function(tt, data, contrasts, xlevels) {
-  mf <- stats::model.frame(tt, data, na.action = stats::na.pass, xlev = xlevels)
   present <- vapply(as.list(attr(tt, "variables"))[-1L], deparse1, "")
+  xlevels <- xlevels[names(xlevels) %in% present]
+  # model.frame() re-levels C(f, ...) and says its contrasts are dropped: contrasts.arg
+  # below puts them back, so that one message is noise
+  mf <- withCallingHandlers(
+    stats::model.frame(tt, data, na.action = stats::na.pass, xlev = xlevels),
+    warning = function(w) {
+      if (grepl("^contrasts dropped from factor", conditionMessage(w))) invokeRestart("muffleWarning")
+    })
   contrasts <- contrasts[names(contrasts) %in% present]
   X <- stats::model.matrix(tt, mf, contrasts.arg = if (length(contrasts)) contrasts)
   off <- stats::model.offset(mf)
@@ -141,6 +148,8 @@ fixed_matrix <- function(tt, data, contrasts, xlevels) {
 
 random_matrix <- function(fit, data) {
   tt <- fit$re$terms
-  mf <- stats::model.frame(tt, data, na.action = stats::na.pass, xlev = fit$re$xlevels)
+  present <- vapply(as.list(attr(tt, "variables"))[-1L], deparse1, "")
+  mf <- stats::model.frame(tt, data, na.action = stats::na.pass,
+                           xlev = fit$re$xlevels[names(fit$re$xlevels) %in% present])
   stats::model.matrix(tt, mf)
 }
