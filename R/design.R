@@ -50,7 +50,7 @@ build_design <- function(formula, mcall, env, contrasts = NULL) {
   if (anyNA(group)) stop("the grouping factor '", parts$group_name, "' has missing values",
                          call. = FALSE)
   offset <- stats::model.offset(fr)
-  list(parts = parts, fixed = fixed, frame = fr, terms = tt, X = X, y = response,
+  list(parts = parts, fixed = fixed, frame = fr, data = data, terms = tt, X = X, y = response,
        offset = if (is.null(offset)) rep(0, nrow(fr)) else as.numeric(offset),
        has_offset = !is.null(offset),
        contrasts = attr(X, "contrasts"), xlevels = stats::.getXlevels(tt, fr),
@@ -119,12 +119,13 @@ prediction_terms <- function(design, columns) {
   keep <- kept_terms(design$terms, attr(design$X, "assign"), columns)
   reduced <- tryCatch(reduce_terms(design$terms, keep), error = function(e) NULL)
   if (is.null(reduced)) return(full)
-  Xr <- tryCatch(fixed_matrix(reduced, design$frame, design$contrasts, design$xlevels),
+  rows <- design$data[match(rownames(design$frame), rownames(design$data)), , drop = FALSE]
+  Xr <- tryCatch(fixed_matrix(reduced, rows, design$contrasts, design$xlevels),
                  error = function(e) NULL)
   names_sel <- colnames(design$X)[columns]
   if (is.null(Xr) || !all(names_sel %in% colnames(Xr))) return(full)
   same <- isTRUE(all.equal(unname(Xr[, names_sel, drop = FALSE]),
-                           unname(design$X[, columns, drop = FALSE]), tolerance = 0))
+                           unname(design$X[, columns, drop = FALSE]), tolerance = 1e-10))
   if (same) reduced else full
 }
 
