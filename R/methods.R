@@ -16,7 +16,7 @@ nlme::VarCorr
 #' from the REML (or ML) refit on the selected model. None of them needs
 #' Python, so a fit read back with \code{readRDS} works anywhere.
 #'
-#' @param object,x An \code{lmm_scope} (or \code{lmm}) fit.
+#' @param object,x,formula An \code{lmm_scope} (or \code{lmm}) fit.
 #' @param ... Unused.
 #' @param condVar Attach the conditional covariance of each cluster's random
 #'   effects as attribute \code{"postVar"} (q x q x clusters), as lme4 does.

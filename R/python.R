@@ -51,7 +51,12 @@ core <- function() {
 # Call an entry point of the bridge: a Python exception becomes an R error carrying
 # only its message; the core's warnings become R warnings in R's words.
 call_core <- function(name, ...) {
-  fun <- core()[[name]]
+  bridge <- core()
+  if (!reticulate::py_has_attr(bridge, name)) {
+    stop("the lmmscope Python core that reticulate found is older than this R package (no ",
+         name, "()): run lmmscope::install_lmmscope() and restart R", call. = FALSE)
+  }
+  fun <- bridge[[name]]
   out <- tryCatch(fun(...), error = function(e) stop(python_error_message(e), call. = FALSE))
   for (w in out$warnings) warning(r_warning_text(w), call. = FALSE)
   out
