@@ -113,9 +113,11 @@ reduce_terms <- function(tt, keep) {
 }
 
 # Terms for predict(): reduced to the selected columns when that codes them exactly as
-# in the fit (checked on the fitting frame), else every term.
+# in the fit (checked on the fitting rows), else every term. Attribute "exact": the
+# terms make exactly the selected columns (then formula(fit) is the selected model).
 prediction_terms <- function(design, columns) {
   full <- stats::delete.response(design$terms)
+  attr(full, "exact") <- ncol(design$X) == length(columns)
   keep <- kept_terms(design$terms, attr(design$X, "assign"), columns)
   reduced <- tryCatch(reduce_terms(design$terms, keep), error = function(e) NULL)
   if (is.null(reduced)) return(full)
@@ -126,7 +128,9 @@ prediction_terms <- function(design, columns) {
   if (is.null(Xr) || !all(names_sel %in% colnames(Xr))) return(full)
   same <- isTRUE(all.equal(unname(Xr[, names_sel, drop = FALSE]),
                            unname(design$X[, columns, drop = FALSE]), tolerance = 1e-10))
-  if (same) reduced else full
+  if (!same) return(full)
+  attr(reduced, "exact") <- ncol(Xr) == length(columns)
+  reduced
 }
 
 # The fixed design of (new) rows from terms, levels and contrasts; offsets summed.

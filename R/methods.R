@@ -177,6 +177,11 @@ residuals.lmm_scope <- function(object, type = "response", ...) {
   stats::naresid(object$na.action, object$residuals)
 }
 
+#' @details \code{formula(fit)} is an lme4 formula of the selected model: the
+#'   terms holding a selected column (and their margins) plus the random-effects
+#'   term. When only some columns of a term were selected (one level of a
+#'   factor, say), that term comes whole and \code{fit$formula_exact} is
+#'   \code{FALSE}; \code{getME(fit, "X")} is always the exact refit design.
 #' @rdname lmm_scope-methods
 #' @export
 formula.lmm_scope <- function(x, ...) {

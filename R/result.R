@@ -44,6 +44,7 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
     call = mcall, kind = kind, formula = design$parts$formula, fixed_formula = design$fixed,
     terms = design$terms, terms_predict = prediction_terms(design, columns),
     contrasts = design$contrasts, xlevels = design$xlevels,
+    formula_exact = FALSE,
     re = list(random = design$parts$random, group = design$parts$group,
               group_name = design$parts$group_name,
               terms = stats::delete.response(design$terms_random),
@@ -80,6 +81,7 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
     na.action = design$na.action, n_dropped = length(design$na.action),
     inference = inference_frame(out$inference)
   )
+  fit$formula_exact <- isTRUE(attr(fit$terms_predict, "exact"))
   class(fit) <- if (kind == "lmm") c("lmm", "lmm_scope") else "lmm_scope"
   fit
 }

@@ -19,6 +19,14 @@ test_that("predict(newdata) needs only the variables of the selected model", {
                unname(drop(cbind(1, as.matrix(needed[, fit$support])) %*% fixef(fit))),
                tolerance = 1e-12)
   expect_equal(all.vars(formula(fit)), c("y", fit$support, "cluster"))
+  expect_true(fit$formula_exact)
+  # one level of a factor selected: the formula keeps the whole factor, and says so
+  d$y2 <- d$y + 3 * (d$site == "b")
+  fit2 <- lmm_scope(y2 ~ x1 + site + (1 | cluster), data = d, k = 2)
+  expect_setequal(fit2$support, c("x1", "siteb"))
+  expect_false(fit2$formula_exact)
+  expect_true("site" %in% all.vars(formula(fit2)))
+  expect_equal(predict(fit2, d[1:6, c("x1", "site", "cluster")]), predict(fit2, d[1:6, ]))
 })
 
 test_that("a saved fit predicts identically in a fresh R session without Python", {
