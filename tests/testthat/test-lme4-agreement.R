@@ -217,3 +217,22 @@ test_that("unsupported input gives a clear R error naming the argument or column
   expect_s3_class(err, "error")
   expect_false(grepl("Traceback|py_call_impl|File \"", conditionMessage(err)))
 })
+
+test_that("with no cluster effect the fit is singular and equals lm, as lmer's does", {
+  skip_if_no_lmmscope()
+  skip_if_no_lme4()
+  set.seed(5)  # a draw where lmer's random-intercept variance is exactly 0
+  d <- data.frame(x = rnorm(60), g = factor(rep(1:6, each = 10)))
+  d$y <- 1 + 2 * d$x + rnorm(60)
+  ref <- suppressMessages(lmer_tight(y ~ x + (1 | g), d))
+  expect_true(lme4::isSingular(ref))
+  fit <- lmm(y ~ x + (1 | g), d)
+  expect_true(isSingular(fit))
+  expect_output(print(fit), "boundary \\(singular\\) fit")
+  ols <- lm(y ~ x, d)
+  expect_rel(fixef(fit), coef(ols), 1e-6)
+  expect_rel(sigma(fit), sigma(ols), 1e-6)
+  expect_rel(vcov(fit), vcov(ols), 1e-5)
+  expect_abs(fitted(fit), fitted(ols), 1e-6)
+  expect_rel(logLik(fit, REML = FALSE), logLik(ols), 1e-8)
+})
