@@ -43,9 +43,29 @@ nlme::VarCorr
 #' head(ranef(fit)$cluster)
 NULL
 
+#' @details \code{coef} of an \code{lmm_scope} fit is the selection estimate
+#'   over every candidate column (zeros for those not selected); \code{coef} of
+#'   an \code{lmm} fit is lme4's: one data.frame per grouping factor with each
+#'   cluster's fixed plus random effects.
 #' @rdname lmm_scope-methods
 #' @export
 coef.lmm_scope <- function(object, ...) object$coefficients
+
+#' @rdname lmm_scope-methods
+#' @export
+coef.lmm <- function(object, ...) {
+  re <- as.data.frame(object$ranef, optional = TRUE)
+  fe <- object$fixef
+  missing <- setdiff(names(re), names(fe))
+  if (length(missing)) {
+    stop("unable to align random and fixed effects: ", paste(missing, collapse = ", "),
+         " has a random but no fixed effect", call. = FALSE)
+  }
+  val <- as.data.frame(matrix(fe, nrow(re), length(fe), byrow = TRUE,
+                              dimnames = list(rownames(re), names(fe))), optional = TRUE)
+  for (nm in names(re)) val[[nm]] <- val[[nm]] + re[[nm]]
+  structure(stats::setNames(list(val), object$re$group_name), class = "coef.mer")
+}
 
 #' @rdname lmm_scope-methods
 #' @method fixef lmm_scope

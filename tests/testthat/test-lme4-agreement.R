@@ -32,6 +32,8 @@ test_that("sleepstudy by REML and ML agrees with lmer, method by method", {
                attr(lme4::ranef(ref, condVar = TRUE)$Subject, "postVar"), 1e-4)
     expect_null(attr(ranef(fit, condVar = FALSE)$Subject, "postVar"))
     expect_rel(coef(summary(fit)), coef(summary(ref)), 1e-5)
+    expect_abs(coef(fit)$Subject, coef(ref)$Subject, 1e-4)
+    expect_equal(dimnames(coef(fit)$Subject), dimnames(coef(ref)$Subject))
     expect_equal(dimnames(coef(summary(fit))), dimnames(coef(summary(ref))))
     expect_equal(formula(fit), formula(ref), ignore_attr = TRUE)
     expect_equal(model.matrix(fit), model.matrix(ref), ignore_attr = TRUE)
