@@ -64,7 +64,7 @@ coef.lmm <- function(object, ...) {
   val <- as.data.frame(matrix(fe, nrow(re), length(fe), byrow = TRUE,
                               dimnames = list(rownames(re), names(fe))), optional = TRUE)
   for (nm in names(re)) val[[nm]] <- val[[nm]] + re[[nm]]
-  structure(stats::setNames(list(val), object$re$group_name), class = "coef.mer")
+  structure(stats::setNames(list(val), object$re$group_name), class = c("coef.lmm", "coef.mer"))
 }
 
 #' @rdname lmm_scope-methods
@@ -86,7 +86,26 @@ ranef.lmm_scope <- function(object, condVar = TRUE, ...) {
     dimnames(pv) <- NULL
     attr(re, "postVar") <- pv
   }
-  structure(stats::setNames(list(re), object$re$group_name), class = "ranef.mer")
+  structure(stats::setNames(list(re), object$re$group_name),
+            class = c("ranef.lmm_scope", "ranef.mer"))
+}
+
+#' @export
+print.ranef.lmm_scope <- function(x, ...) print_effects(x, ...)
+
+#' @export
+print.coef.lmm <- function(x, ...) print_effects(x, ...)
+
+# Each grouping factor's data.frame, without the conditional variances (as lme4 prints).
+print_effects <- function(x, ...) {
+  for (name in names(x)) {
+    cat("$", name, "\n", sep = "")
+    df <- x[[name]]
+    attr(df, "postVar") <- NULL
+    print(df, ...)
+    cat("\n")
+  }
+  invisible(x)
 }
 
 #' @rdname lmm_scope-methods
