@@ -95,7 +95,7 @@ lmm <- function(formula, data, REML = TRUE, subset, weights, na.action, offset,
                 contrasts = NULL) {
   mcall <- match.call(expand.dots = FALSE)
   check_flag(REML, "REML")
-  design <- build_design(formula, mcall, parent.frame(), contrasts)
+  design <- drop_aliased_columns(build_design(formula, mcall, parent.frame(), contrasts))
   out <- call_core("lmm_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
                    Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
                    names = colnames(design$X), random_names = colnames(design$Z),
@@ -145,4 +145,22 @@ unpenalised_columns <- function(names, always) {
     out <- c(out, j)
   }
   sort(unique(out))
+}
+
+# As lme4 (chkRank.drop.cols): columns of a rank-deficient fixed design that a pivoted
+# QR finds aliased are dropped, with lme4's message.
+drop_aliased_columns <- function(design, tol = 1e-7) {
+  X <- design$X
+  qx <- qr(X, tol = tol, LAPACK = FALSE)
+  if (qx$rank == ncol(X)) return(design)
+  drop <- sort(qx$pivot[(qx$rank + 1L):ncol(X)])
+  message("fixed-effect model matrix is rank deficient so dropping ", length(drop),
+          if (length(drop) == 1L) " column / coefficient" else " columns / coefficients",
+          " (", paste(colnames(X)[drop], collapse = ", "), ")")
+  kept <- X[, -drop, drop = FALSE]
+  attr(kept, "assign") <- attr(X, "assign")[-drop]
+  attr(kept, "contrasts") <- attr(X, "contrasts")
+  attr(kept, "col.dropped") <- stats::setNames(drop, colnames(X)[drop])
+  design$X <- kept
+  design
 }

@@ -238,3 +238,14 @@ test_that("with no cluster effect the fit is singular and equals lm, as lmer's d
   expect_abs(fitted(fit), fitted(ols), 1e-6)
   expect_rel(logLik(fit, REML = FALSE), logLik(ols), 1e-8)
 })
+
+test_that("lmm() drops aliased fixed-effect columns with lme4's message and fit", {
+  skip_if_no_lmmscope()
+  skip_if_no_lme4()
+  d <- lme4::sleepstudy
+  d$Weeks <- d$Days / 7
+  expect_message(fit <- lmm(Reaction ~ Days + Weeks + (Days | Subject), d),
+                 "rank deficient so dropping 1 column / coefficient \\(Weeks\\)")
+  ref <- suppressMessages(lmer_tight(Reaction ~ Days + Weeks + (Days | Subject), d))
+  expect_same_as_lmer(fit, ref, d[c(3, 33), ])
+})
