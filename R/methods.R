@@ -239,7 +239,11 @@ terms.lmm_scope <- function(x, ...) x$terms
 
 #' @rdname lmm_scope-methods
 #' @export
-model.frame.lmm_scope <- function(formula, ...) formula$frame
+model.frame.lmm_scope <- function(formula, ...) {
+  frame <- formula$frame
+  attr(frame, "terms") <- formula$terms
+  frame
+}
 
 #' @rdname lmm_scope-methods
 #' @export

@@ -76,7 +76,7 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
                     n_params = as.integer(out$ml_refit$n_params)),
     nobs = as.integer(out$nobs), ngroups = as.integer(out$ngroups),
     singular = isTRUE(out$singular), converged = !isFALSE(out$converged),
-    X = X, y = design$y, Z = design$Z, group_codes = codes, frame = design$frame,
+    X = X, y = design$y, Z = design$Z, group_codes = codes, frame = frame_without_terms(design$frame),
     fitted = fitted, residuals = stats::setNames(design$y - fitted, names(fitted)),
     na.action = design$na.action, n_dropped = length(design$na.action),
     inference = inference_frame(out$inference)
@@ -97,4 +97,11 @@ inference_frame <- function(tab) {
   attr(out, "level") <- as.numeric(tab$level)
   attr(out, "adjust") <- as.character(tab$adjust)
   out
+}
+
+# The model frame without its terms attribute (model.frame() puts the fit's terms back):
+# for p candidate terms that attribute holds a (p + 1) x p matrix, stored once, not twice.
+frame_without_terms <- function(frame) {
+  attr(frame, "terms") <- NULL
+  frame
 }
