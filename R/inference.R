@@ -1,11 +1,14 @@
 #' Debiased confidence intervals for fixed effects
 #'
 #' Intervals from the debiased quasi-likelihood estimator (Li, Cai and Li
-#' 2022): node-wise scaled lasso on the whitened design, one debiasing step,
-#' and a cluster-sandwich standard error that needs no estimate of the
-#' random-effect covariance. Available for every candidate column, selected or
-#' not. The reference distribution is Student's t with (clusters - 1) degrees
-#' of freedom.
+#' 2022), computed by the Python core: node-wise scaled lasso on the whitened
+#' design, one debiasing step, and a cluster-sandwich standard error that needs
+#' no estimate of the random-effect covariance. Available for every candidate
+#' column, selected or not. The reference distribution is Student's t with
+#' (clusters - 1) degrees of freedom. At the level stored in the fit
+#' (\code{conf.level} of \code{lmm_scope}, 0.95 by default) the core's limits
+#' are returned; at another level they are formed from the core's estimate and
+#' standard error with the same t reference.
 #'
 #' @param object An \code{lmm_scope} fit made with \code{inference = TRUE} (the
 #'   default when there are at most 500 candidate columns).
@@ -18,10 +21,14 @@
 #' fit <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = lmm_scope_example())
 #' confint(fit, c("x1", "x2", "x5"))
 confint.lmm_scope <- function(object, parm, level = 0.95, ...) {
-  tab <- inference_rows(object, parm)
+  tab <- inference_rows(object, if (missing(parm)) NULL else parm)
   a <- (1 - level) / 2
-  q <- stats::qt(1 - a, attr(object$inference, "df"))
-  ci <- cbind(tab$estimate - q * tab$std_error, tab$estimate + q * tab$std_error)
+  if (isTRUE(all.equal(level, attr(object$inference, "level")))) {
+    ci <- cbind(tab$ci_lower, tab$ci_upper)
+  } else {
+    half <- stats::qt(1 - a, attr(object$inference, "df")) * tab$std_error
+    ci <- cbind(tab$estimate - half, tab$estimate + half)
+  }
   dimnames(ci) <- list(rownames(tab), paste(format(100 * c(a, 1 - a), trim = TRUE,
                                                    scientific = FALSE, digits = 3), "%"))
   ci
@@ -29,27 +36,24 @@ confint.lmm_scope <- function(object, parm, level = 0.95, ...) {
 
 #' Debiased estimates, standard errors and p-values
 #'
-#' The table behind \code{confint} and \code{summary}: one row per fixed-effect
-#' column with the debiased \code{estimate}, \code{std_error}, \code{t} statistic,
-#' \code{p_value} and \code{p_adjusted} (Benjamini-Hochberg across the rows
-#' returned unless \code{adjust} says otherwise).
+#' The Python core's inference table: one row per fixed-effect column with the
+#' debiased \code{estimate}, \code{std_error}, \code{t} statistic,
+#' \code{p_value}, interval limits at the stored level and \code{p_adjusted}
+#' (Benjamini-Hochberg across every candidate column).
 #'
 #' @inheritParams confint.lmm_scope
-#' @param adjust A method of \code{\link[stats]{p.adjust}}; \code{"BH"} by default.
+#' @param adjust \code{"BH"} (the core's adjustment across every column) or
+#'   another method of \code{\link[stats]{p.adjust}}, applied to the core's
+#'   p-values of the rows returned.
 #' @return A data.frame.
 #' @export
 #' @examplesIf lmmscope_available()
 #' fit <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = lmm_scope_example())
 #' head(inference(fit))
-inference <- function(object, parm, level = 0.95, adjust = "BH") {
+inference <- function(object, parm = NULL, adjust = "BH") {
   tab <- inference_rows(object, parm)
-  df <- attr(object$inference, "df")
-  t <- tab$estimate / tab$std_error
-  p <- 2 * stats::pt(abs(t), df, lower.tail = FALSE)
-  ci <- confint(object, rownames(tab), level = level)
-  data.frame(estimate = tab$estimate, std_error = tab$std_error, t = t, p_value = p,
-             ci_lower = ci[, 1], ci_upper = ci[, 2],
-             p_adjusted = stats::p.adjust(p, method = adjust), row.names = rownames(tab))
+  if (!identical(adjust, "BH")) tab$p_adjusted <- stats::p.adjust(tab$p_value, method = adjust)
+  tab
 }
 
 inference_rows <- function(object, parm) {
@@ -58,7 +62,7 @@ inference_rows <- function(object, parm) {
     stop("this fit has no debiased inference: refit with lmm_scope(..., inference = TRUE)",
          call. = FALSE)
   }
-  if (missing(parm) || is.null(parm)) return(tab)
+  if (is.null(parm)) return(tab)
   if (is.numeric(parm)) return(tab[parm, , drop = FALSE])
   unknown <- setdiff(parm, rownames(tab))
   if (length(unknown)) {

@@ -7,5 +7,9 @@
 #'
 #' @keywords internal
 #' @importFrom stats coef confint fitted formula logLik nobs predict residuals sigma vcov
+#' @importFrom stats simulate deviance df.residual model.frame model.matrix terms anova getCall
 #' @importFrom graphics plot
+#' @rawNamespace S3method(lme4::getME, lmm_scope)
+#' @rawNamespace S3method(lme4::isREML, lmm_scope)
+#' @rawNamespace S3method(lme4::ngrps, lmm_scope)
 "_PACKAGE"

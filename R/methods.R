@@ -1,4 +1,4 @@
-# lme4-style methods for lmm_scope fits.
+# lme4's method set for lmm_scope and lmm fits; every method runs in R alone.
 
 #' @importFrom nlme fixef ranef VarCorr
 #' @export
@@ -8,31 +8,64 @@ nlme::ranef
 #' @export
 nlme::VarCorr
 
-#' Methods for lmm_scope fits
+#' Methods for lmm_scope and lmm fits
 #'
-#' Accessors follow lme4's conventions. \code{coef} gives the selection
-#' estimates over every candidate column (zeros for unselected ones);
-#' \code{fixef}, \code{vcov}, \code{ranef}, \code{VarCorr}, \code{sigma} and
-#' \code{logLik} come from the REML (or ML) refit on the selected model.
+#' The methods of \code{lme4}'s \code{merMod}, with the same arguments and
+#' results on the same model. \code{coef} gives the selection estimates over
+#' every candidate column (zeros for unselected ones); everything else comes
+#' from the REML (or ML) refit on the selected model. None of them needs
+#' Python, so a fit read back with \code{readRDS} works anywhere.
 #'
-#' @param object,x An \code{lmm_scope} fit.
+#' @param object,x,formula An \code{lmm_scope} (or \code{lmm}) fit.
 #' @param ... Unused.
+#' @param condVar Attach the conditional covariance of each cluster's random
+#'   effects as attribute \code{"postVar"} (q x q x clusters), as lme4 does.
+#' @param REML For \code{logLik} and \code{deviance}: \code{NULL} (the fit's
+#'   criterion), \code{TRUE} or \code{FALSE}: the REML or ML criterion at the
+#'   fitted estimates, as lme4 computes it.
+#' @param sigma Unused (for the generic).
+#' @param type Residual type; only \code{"response"}.
+#' @param name For \code{getME}: \code{"X"} (the refit design, columns named as
+#'   \code{fixef}), \code{"Z"} (sparse, needs Matrix), \code{"y"}, \code{"mu"},
+#'   \code{"offset"}, \code{"flist"}, \code{"cnms"}, \code{"mmList"},
+#'   \code{"theta"}, \code{"lower"}, \code{"beta"}, \code{"sigma"},
+#'   \code{"REML"}, \code{"n"}, \code{"p"}, \code{"q"}, \code{"Lambda"} (the q x q
+#'   block), \code{"Tlist"}, \code{"is_REML"}.
+#' @param tol Tolerance of \code{isSingular}.
+#' @param nsim,seed,use.u For \code{simulate}, as in lme4.
+#' @param re.form For \code{simulate}: \code{NA} or \code{~0} simulates new
+#'   random effects (default), \code{NULL} conditions on the fitted ones.
 #' @name lmm_scope-methods
-#' @return \code{coef}, \code{fixef}: named numeric vectors. \code{ranef}: a list
-#'   holding one data.frame of conditional modes (one row per cluster).
-#'   \code{VarCorr}: lme4-like list of covariance matrices (see
-#'   \code{as.data.frame}). \code{sigma}, \code{nobs}: numbers. \code{logLik}: a
-#'   \code{logLik} object. \code{fitted}, \code{residuals}: conditional on the
-#'   clusters' random effects, as lme4.
+#' @return As the corresponding lme4 method.
 #' @examplesIf lmmscope_available()
 #' fit <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = lmm_scope_example())
 #' fixef(fit); VarCorr(fit); sigma(fit); logLik(fit); AIC(fit)
 #' head(ranef(fit)$cluster)
 NULL
 
+#' @details \code{coef} of an \code{lmm_scope} fit is the selection estimate
+#'   over every candidate column (zeros for those not selected); \code{coef} of
+#'   an \code{lmm} fit is lme4's: one data.frame per grouping factor with each
+#'   cluster's fixed plus random effects.
 #' @rdname lmm_scope-methods
 #' @export
 coef.lmm_scope <- function(object, ...) object$coefficients
+
+#' @rdname lmm_scope-methods
+#' @export
+coef.lmm <- function(object, ...) {
+  re <- as.data.frame(object$ranef, optional = TRUE)
+  fe <- object$fixef
+  missing <- setdiff(names(re), names(fe))
+  if (length(missing)) {
+    stop("unable to align random and fixed effects: ", paste(missing, collapse = ", "),
+         " has a random but no fixed effect", call. = FALSE)
+  }
+  val <- as.data.frame(matrix(fe, nrow(re), length(fe), byrow = TRUE,
+                              dimnames = list(rownames(re), names(fe))), optional = TRUE)
+  for (nm in names(re)) val[[nm]] <- val[[nm]] + re[[nm]]
+  structure(stats::setNames(list(val), object$re$group_name), class = c("coef.lmm", "coef.mer"))
+}
 
 #' @rdname lmm_scope-methods
 #' @method fixef lmm_scope
@@ -46,20 +79,46 @@ vcov.lmm_scope <- function(object, ...) object$vcov
 #' @rdname lmm_scope-methods
 #' @method ranef lmm_scope
 #' @export
-ranef.lmm_scope <- function(object, ...) {
-  stats::setNames(list(as.data.frame(object$ranef, optional = TRUE)), object$group_name)
+ranef.lmm_scope <- function(object, condVar = TRUE, ...) {
+  re <- as.data.frame(object$ranef, optional = TRUE)
+  if (isTRUE(condVar)) {
+    pv <- object$condvar
+    dimnames(pv) <- NULL
+    attr(re, "postVar") <- pv
+  }
+  structure(stats::setNames(list(re), object$re$group_name),
+            class = c("ranef.lmm_scope", "ranef.mer"))
+}
+
+#' @export
+print.ranef.lmm_scope <- function(x, ...) print_effects(x, ...)
+
+#' @export
+print.coef.lmm <- function(x, ...) print_effects(x, ...)
+
+# Each grouping factor's data.frame, without the conditional variances (as lme4 prints).
+print_effects <- function(x, ...) {
+  for (name in names(x)) {
+    cat("$", name, "\n", sep = "")
+    df <- x[[name]]
+    attr(df, "postVar") <- NULL
+    print(df, ...)
+    cat("\n")
+  }
+  invisible(x)
 }
 
 #' @rdname lmm_scope-methods
 #' @method VarCorr lmm_scope
 #' @export
-VarCorr.lmm_scope <- function(x, ...) {
+VarCorr.lmm_scope <- function(x, sigma = 1, ...) {
   psi <- x$psi
   sd <- sqrt(pmax(diag(psi), 0))
   corr <- suppressWarnings(psi / outer(sd, sd))
+  diag(corr) <- 1
   attr(psi, "stddev") <- sd
   attr(psi, "correlation") <- corr
-  structure(stats::setNames(list(psi), x$group_name), sc = x$sigma,
+  structure(stats::setNames(list(psi), x$re$group_name), sc = x$sigma, useSc = TRUE,
             class = "VarCorr.lmm_scope")
 }
 
@@ -124,8 +183,16 @@ sigma.lmm_scope <- function(object, ...) object$sigma
 
 #' @rdname lmm_scope-methods
 #' @export
-logLik.lmm_scope <- function(object, ...) {
-  structure(object$loglik, nobs = object$nobs, df = object$df, class = "logLik")
+logLik.lmm_scope <- function(object, REML = NULL, ...) {
+  structure(-deviance.lmm_scope(object, REML = REML) / 2, nobs = object$nobs,
+            nall = object$nobs, df = object$n_params, class = "logLik")
+}
+
+#' @rdname lmm_scope-methods
+#' @export
+deviance.lmm_scope <- function(object, REML = NULL, ...) {
+  if (is.null(REML) || is.na(REML[1])) REML <- object$REML
+  unname(object$deviance[if (isTRUE(REML)) "REML" else "ML"])
 }
 
 #' @rdname lmm_scope-methods
@@ -134,50 +201,180 @@ nobs.lmm_scope <- function(object, ...) object$nobs
 
 #' @rdname lmm_scope-methods
 #' @export
-fitted.lmm_scope <- function(object, ...) object$fitted
+df.residual.lmm_scope <- function(object, ...) object$nobs - object$n_params
 
 #' @rdname lmm_scope-methods
 #' @export
-residuals.lmm_scope <- function(object, ...) object$residuals
+fitted.lmm_scope <- function(object, ...) stats::napredict(object$na.action, object$fitted)
 
 #' @rdname lmm_scope-methods
 #' @export
-formula.lmm_scope <- function(x, ...) stats::as.formula(x$formula)
-
-#' Predictions from an lmm_scope fit
-#'
-#' @param object An \code{lmm_scope} fit.
-#' @param newdata A data.frame with the model's columns; \code{NULL} predicts the
-#'   fitting rows.
-#' @param re.form \code{NULL} (default): conditional on the clusters' random
-#'   effects, with clusters not seen in fitting at population level (lme4's
-#'   \code{allow.new.levels = TRUE}); \code{NA} or \code{~0}: population level.
-#' @param ... Unused.
-#' @return A numeric vector.
-#' @export
-#' @examplesIf lmmscope_available()
-#' d <- lmm_scope_example()
-#' fit <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = d)
-#' head(predict(fit, newdata = d, re.form = NA))
-predict.lmm_scope <- function(object, newdata = NULL, re.form = NULL, ...) {
-  level <- re_form_level(re.form)
-  if (is.null(newdata)) {
-    return(if (level == 1L) object$fitted else object$fitted_population)
+residuals.lmm_scope <- function(object, type = "response", ...) {
+  if (!identical(type, "response")) {
+    stop("only type = \"response\" residuals are available", call. = FALSE)
   }
-  newdata <- check_data(newdata)
-  py_data <- r_columns(newdata[vapply(newdata, function(x) {
-    is.numeric(x) || is.factor(x) || is.character(x) || is.logical(x)
-  }, logical(1))])
-  pred <- call_core(core()$predict, object$predictor, py_data$columns, py_data$levels,
-                    level = level)
-  stats::setNames(as.numeric(pred), rownames(newdata))
+  stats::naresid(object$na.action, object$residuals)
 }
 
-re_form_level <- function(re.form) {
-  if (is.null(re.form)) return(1L)
-  if (length(re.form) == 1L && is.na(re.form)) return(0L)
-  if (inherits(re.form, "formula") && identical(deparse(re.form), "~0")) return(0L)
-  stop("re.form must be NULL (with random effects) or NA / ~0 (population level)", call. = FALSE)
+#' @details \code{formula(fit)} is an lme4 formula of the selected model: the
+#'   terms holding a selected column (and their margins) plus the random-effects
+#'   term. When only some columns of a term were selected (one level of a
+#'   factor, say), that term comes whole and \code{fit$formula_exact} is
+#'   \code{FALSE}; \code{getME(fit, "X")} is always the exact refit design.
+#' @rdname lmm_scope-methods
+#' @export
+formula.lmm_scope <- function(x, ...) {
+  tt <- x$terms_predict
+  rhs <- attr(tt, "term.labels")
+  offsets <- vapply(as.list(attr(tt, "variables"))[-1L][attr(tt, "offset")], deparse1, "")
+  bar <- paste0("(", deparse1(call("|", x$re$random, x$re$group)), ")")
+  f <- stats::reformulate(c(rhs, offsets, bar), response = x$formula[[2L]],
+                          intercept = attr(tt, "intercept") == 1L, env = environment(x$formula))
+  f
+}
+
+#' @rdname lmm_scope-methods
+#' @export
+terms.lmm_scope <- function(x, ...) x$terms
+
+#' @rdname lmm_scope-methods
+#' @export
+model.frame.lmm_scope <- function(formula, ...) {
+  frame <- formula$frame
+  attr(frame, "terms") <- formula$terms
+  frame
+}
+
+#' @rdname lmm_scope-methods
+#' @export
+model.matrix.lmm_scope <- function(object, ...) object$X
+
+#' @rdname lmm_scope-methods
+#' @export
+getME <- function(object, name, ...) UseMethod("getME")
+
+#' @export
+getME.default <- function(object, name, ...) {
+  if (!requireNamespace("lme4", quietly = TRUE)) {
+    stop("getME() of a ", class(object)[1L], " object needs lme4", call. = FALSE)
+  }
+  lme4::getME(object, name, ...)
+}
+
+#' @rdname lmm_scope-methods
+#' @export
+getME.lmm_scope <- function(object, name, ...) {
+  q <- ncol(object$Z)
+  lambda <- function() {
+    L <- matrix(0, q, q)
+    L[lower.tri(L, diag = TRUE)] <- object$theta
+    L
+  }
+  switch(name,
+         X = object$X, y = object$y, mu = object$fitted, offset = object$offset,
+         Z = sparse_z(object),
+         flist = structure(stats::setNames(list(factor(object$re$levels[object$group_codes],
+                                                       levels = object$re$levels)),
+                                           object$re$group_name), assign = 1L),
+         cnms = stats::setNames(list(colnames(object$Z)), object$re$group_name),
+         mmList = stats::setNames(list(object$Z),
+                                  deparse1(call("|", object$re$random, object$re$group))),
+         theta = stats::setNames(object$theta, theta_names(object)),
+         lower = ifelse(row(diag(q))[lower.tri(diag(q), diag = TRUE)] ==
+                          col(diag(q))[lower.tri(diag(q), diag = TRUE)], 0, -Inf),
+         beta = unname(object$fixef), fixef = object$fixef, sigma = object$sigma,
+         REML = if (object$REML) length(object$fixef) else 0L, is_REML = object$REML,
+         n = object$nobs, N = object$nobs, p = length(object$fixef),
+         q = q * object$ngroups, Lambda = lambda(), Tlist = stats::setNames(list(lambda()),
+                                                                              object$re$group_name),
+         stop("getME(): name \"", name, "\" is not available for lmmscope fits; available: X, Z, ",
+              "y, mu, offset, flist, cnms, mmList, theta, lower, beta, fixef, sigma, REML, ",
+              "is_REML, n, N, p, q, Lambda, Tlist", call. = FALSE))
+}
+
+theta_names <- function(object) {
+  nm <- colnames(object$Z)
+  q <- length(nm)
+  idx <- which(lower.tri(diag(q), diag = TRUE), arr.ind = TRUE)
+  idx <- idx[order(idx[, 2], idx[, 1]), , drop = FALSE]
+  g <- object$re$group_name
+  ifelse(idx[, 1] == idx[, 2], paste(g, nm[idx[, 1]], sep = "."),
+         paste(g, nm[idx[, 1]], nm[idx[, 2]], sep = "."))
+}
+
+sparse_z <- function(object) {
+  if (!requireNamespace("Matrix", quietly = TRUE)) {
+    stop("getME(fit, \"Z\") needs the Matrix package", call. = FALSE)
+  }
+  q <- ncol(object$Z)
+  n <- nrow(object$Z)
+  cols <- (rep(object$group_codes, q) - 1L) * q + rep(seq_len(q), each = n)
+  Matrix::sparseMatrix(i = rep(seq_len(n), q), j = cols, x = as.numeric(object$Z),
+                       dims = c(n, q * object$ngroups))
+}
+
+#' @rdname lmm_scope-methods
+#' @export
+isREML <- function(x, ...) UseMethod("isREML")
+
+#' @export
+isREML.default <- function(x, ...) lme4::isREML(x, ...)
+
+#' @rdname lmm_scope-methods
+#' @export
+isREML.lmm_scope <- function(x, ...) x$REML
+
+#' @rdname lmm_scope-methods
+#' @export
+isSingular <- function(x, tol = 1e-4) {
+  if (!inherits(x, "lmm_scope")) return(lme4::isSingular(x, tol = tol))
+  lower <- getME(x, "lower")
+  any(x$theta[lower == 0] < tol)
+}
+
+#' @rdname lmm_scope-methods
+#' @export
+ngrps <- function(object, ...) UseMethod("ngrps")
+
+#' @export
+ngrps.default <- function(object, ...) lme4::ngrps(object, ...)
+
+#' @rdname lmm_scope-methods
+#' @export
+ngrps.lmm_scope <- function(object, ...) stats::setNames(object$ngroups, object$re$group_name)
+
+#' @rdname lmm_scope-methods
+#' @export
+REMLcrit <- function(object) {
+  if (!inherits(object, "lmm_scope")) return(lme4::REMLcrit(object))
+  deviance.lmm_scope(object, REML = TRUE)
+}
+
+#' @rdname lmm_scope-methods
+#' @export
+simulate.lmm_scope <- function(object, nsim = 1, seed = NULL, use.u = FALSE, re.form = NA,
+                               ...) {
+  if (!missing(use.u)) re.form <- if (use.u) NULL else NA
+  conditional <- re_form_level(re.form) == 1L
+  if (!is.null(seed)) set.seed(seed)
+  if (!exists(".Random.seed", envir = .GlobalEnv)) stats::runif(1)
+  eta <- if (conditional) object$fitted else drop(object$X %*% object$fixef) + object$offset
+  n <- length(eta)
+  reff <- 0
+  if (!conditional) {  # lme4's order: u in Z's column order (cluster-major), then noise
+    q <- ncol(object$Z)
+    u <- array(stats::rnorm(q * object$ngroups * nsim), c(q, object$ngroups, nsim))
+    L <- getME(object, "Lambda")
+    reff <- vapply(seq_len(nsim), function(s) {
+      b <- t(L %*% u[, , s, drop = TRUE])
+      rowSums(object$Z * matrix(b, ncol = q)[object$group_codes, , drop = FALSE])
+    }, numeric(n))
+  }
+  val <- eta + object$sigma * (reff + matrix(stats::rnorm(n * nsim), ncol = nsim))
+  val <- as.data.frame(matrix(val, n, nsim))
+  names(val) <- paste("sim", seq_len(nsim), sep = "_")
+  row.names(val) <- names(object$fitted)
+  val
 }
 
 #' @rdname lmm_scope-methods
@@ -186,25 +383,34 @@ print.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3), ...) {
   cat(header_lines(x), sep = "\n")
   cat("Random effects:\n")
   cat(paste0(" ", format_varcorr(VarCorr(x), digits)), sep = "\n")
-  cat(sprintf("Number of obs: %d, groups:  %s, %d\n", x$nobs, x$group_name, x$ngroups))
-  cat("Fixed effects (refit on the selected model):\n")
+  cat(sprintf("Number of obs: %d, groups:  %s, %d\n", x$nobs, x$re$group_name, x$ngroups))
+  cat(if (inherits(x, "lmm")) "Fixed Effects:\n" else
+    "Fixed effects (refit on the selected model):\n")
   print(x$fixef, digits = digits)
-  if (x$singular) cat("boundary (singular) fit: see help('isSingular', package = 'lme4')\n")
+  if (x$singular) cat("boundary (singular) fit: see help('isSingular')\n")
   invisible(x)
 }
 
 header_lines <- function(x) {
-  n_cand <- length(x$coefficients) - length(x$unpenalised)
-  how <- if (identical(x$criterion, "cv")) "cross-validation" else toupper(x$criterion)
+  refit <- sprintf("%s criterion %.4f, logLik %.4f, AIC %.4f, BIC %.4f",
+                   if (x$REML) "REML" else "ML", deviance(x), as.numeric(logLik(x)),
+                   stats::AIC(x), stats::BIC(x))
+  dropped <- if (x$n_dropped > 0) sprintf("(%d observations deleted due to missingness)", x$n_dropped)
+  if (inherits(x, "lmm")) {
+    return(c(paste0("Linear mixed model fit by ", if (x$REML) "REML" else "maximum likelihood",
+                    " (lmmscope)"), paste0("Formula: ", deparse1(x$formula)), dropped,
+             refit))
+  }
+  n_cand <- length(x$names) - length(x$unpenalised)
+  how <- if (isTRUE(x$k_given)) "fixed by the user" else if (identical(x$criterion, "cv"))
+    "cross-validation" else toupper(x$criterion)
   c("Sparse linear mixed model: quasi-likelihood best subset (lmmscope)",
-    paste0("Formula: ", x$formula),
-    sprintf("Selected %d of %d candidate predictors (k chosen by %s), a = %s",
-            x$k, n_cand, how, format(signif(x$a, 4))),
+    paste0("Formula: ", deparse1(x$formula)),
+    sprintf("Selected %d of %d candidate predictors (k %s), a = %s",
+            x$k, n_cand, if (isTRUE(x$k_given)) "fixed" else paste("chosen by", how),
+            format(signif(x$a, 4))),
     paste0("Selected: ", if (length(x$support)) paste(x$support, collapse = ", ") else "(none)"),
-    if (x$n_dropped > 0) sprintf("(%d observations deleted due to missingness)", x$n_dropped),
-    sprintf("Refit by %s: %s criterion %.4f, logLik %.4f, AIC %.4f, BIC %.4f",
-            x$method, x$method, x$deviance, x$loglik,
-            stats::AIC(x), stats::BIC(x)))
+    dropped, paste0("Refit by ", refit))
 }
 
 #' Criterion path of an lmm_scope fit
@@ -222,6 +428,7 @@ header_lines <- function(x) {
 #' plot(fit)
 plot.lmm_scope <- function(x, type = c("criterion", "coefficients"), ...) {
   type <- match.arg(type)
+  if (is.null(x$path)) stop("an lmm fit has no selection path to plot", call. = FALSE)
   ks <- x$path$k
   if (type == "criterion") {
     col <- if (identical(x$criterion, "cv")) "cv_error" else x$criterion

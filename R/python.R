@@ -17,7 +17,8 @@ default_envname <- function() "r-lmmscope"
 #' Is the Python core of lmmscope available?
 #'
 #' \code{TRUE} when reticulate finds a Python with the \code{lmmscope} Python
-#' package installed; used to guard examples and tests.
+#' package installed. Only fitting needs it: methods of a fitted (or
+#' \code{readRDS}'d) model run in R alone.
 #'
 #' @return A single logical.
 #' @export
@@ -31,13 +32,14 @@ lmmscope_available <- function() {
 missing_core_message <- function() {
   python <- tryCatch(reticulate::py_config()$python, error = function(e) NA_character_)
   paste0(
-    "lmmscope needs its Python core, which reticulate cannot find",
-    if (!is.na(python) && length(python)) paste0(" (Python in use: ", python, ")") else "",
+    "lmmscope needs its Python core to fit a model, and reticulate cannot find it",
+    if (length(python) && !is.na(python)) paste0(" (Python in use: ", python, ")") else "",
     ".\nFix it in one of these ways:\n",
-    "  * lmmscope::install_lmmscope(source = \"/path/to/lmmscope\")  ",
-    "# the source checkout; makes the virtualenv 'r-lmmscope'\n",
-    "  * or set RETICULATE_PYTHON to a Python where `pip install /path/to/lmmscope` ",
-    "was run, then restart R.")
+    "  * lmmscope::install_lmmscope()   ",
+    "# makes the virtualenv 'r-lmmscope' (about 870 MB), then restart R\n",
+    "  * or set RETICULATE_PYTHON to a Python where the lmmscope Python package is ",
+    "installed, then restart R.\n",
+    "Fitted models need no Python: predict(), summary() etc. work without it.")
 }
 
 # The bridge module, or one clear error saying how to install it.
@@ -46,51 +48,38 @@ core <- function() {
   .core$bridge
 }
 
-# Call the core; a Python exception becomes an R error carrying only its message.
-call_core <- function(fun, ...) {
-  tryCatch(fun(...), error = function(e) {
-    stop(python_error_message(e), call. = FALSE)
-  })
+# Call an entry point of the bridge: a Python exception becomes an R error carrying
+# only its message; the core's warnings become R warnings in R's words.
+call_core <- function(name, ...) {
+  bridge <- core()
+  if (!reticulate::py_has_attr(bridge, name)) {
+    stop("the lmmscope Python core that reticulate found is older than this R package (no ",
+         name, "()): run lmmscope::install_lmmscope() and restart R", call. = FALSE)
+  }
+  fun <- bridge[[name]]
+  out <- tryCatch(fun(...), error = function(e) stop(python_error_message(e), call. = FALSE))
+  for (w in out$warnings) warning(r_warning_text(w), call. = FALSE)
+  out
+}
+
+r_warning_text <- function(w) {
+  if (identical(w$category, "ConvergenceWarning") && grepl("Objective did not converge", w$message)) {
+    return(paste("the node-wise lasso of the debiased inference did not reach its tolerance",
+                 "for some columns; their intervals may be less accurate"))
+  }
+  paste0("lmmscope: ", w$message)
 }
 
 python_error_message <- function(e) {
   msg <- conditionMessage(e)
   last <- tryCatch(reticulate::py_last_error(), error = function(err) NULL)
   if (!is.null(last) && !is.null(last$value) && nzchar(last$value)) {
-    msg <- paste0(last$type, ": ", last$value)
+    msg <- last$value
   } else {
     msg <- sub("\n*Run `reticulate::py_last_error\\(\\)` for details.*$", "", msg)
     msg <- sub("^Error in py_call_impl\\(.*?\\) *: *", "", msg)
+    msg <- sub("^[A-Za-z]*(Error|Exception): *", "", msg)
   }
-  msg <- gsub("^(ValueError|KeyError|TypeError): *", "", msg)
+  msg <- sub("(?s)\n*(Detailed traceback|Traceback).*$", "", msg, perl = TRUE)
   gsub("^['\"]|['\"]$", "", trimws(msg))
-}
-
-#' Install the Python core of lmmscope
-#'
-#' Creates (or reuses) the virtualenv \code{envname} and installs the Python
-#' package into it with pip. \code{library(lmmscope)} uses that virtualenv
-#' automatically when \env{RETICULATE_PYTHON} is not set.
-#'
-#' @param source What pip installs: the path to an lmmscope source checkout (the
-#'   directory holding \file{pyproject.toml}), or a pip requirement. Defaults to
-#'   the environment variable \env{LMMSCOPE_PYTHON_SOURCE}, else \code{"lmmscope"}.
-#' @param envname Name of the virtualenv.
-#' @param python The Python used to create the virtualenv (\code{NULL}: reticulate's choice).
-#' @return The path of the virtualenv's Python, invisibly.
-#' @export
-#' @examples
-#' \dontrun{
-#' install_lmmscope(source = "~/src/lmmscope")
-#' }
-install_lmmscope <- function(source = Sys.getenv("LMMSCOPE_PYTHON_SOURCE", "lmmscope"),
-                             envname = default_envname(), python = NULL) {
-  if (!reticulate::virtualenv_exists(envname)) {
-    reticulate::virtualenv_create(envname, python = python)
-  }
-  if (dir.exists(source)) source <- normalizePath(source)
-  reticulate::virtualenv_install(envname, packages = source, ignore_installed = FALSE)
-  message("Installed the lmmscope Python core into virtualenv '", envname,
-          "'. Restart R, then library(lmmscope).")
-  invisible(reticulate::virtualenv_python(envname))
 }

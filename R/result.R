@@ -1,67 +1,107 @@
-# The R object: plain values copied out of the Python result.
+# The R object: plain R values from the core's schema plus R's own design state.
 
-as_lmm_scope <- function(out, call, formula_text, row_names) {
-  chr <- function(x) as.character(unlist(x))
-  num <- function(x) as.numeric(unlist(x))
-  names_all <- chr(out$names)
+SCHEMA_VERSIONS <- 1L
+
+num <- function(x) as.numeric(unlist(x))
+chr <- function(x) as.character(unlist(x))
+
+row_matrix <- function(rows, ncol, dimnames = NULL) {
+  m <- if (length(rows)) matrix(num(rows), ncol = ncol, byrow = TRUE) else matrix(0, 0L, ncol)
+  if (!is.null(dimnames)) dimnames(m) <- dimnames
+  m
+}
+
+columns_frame <- function(cols) {
+  if (is.null(cols) || !length(cols)) return(NULL)
+  fill <- function(col) unlist(lapply(col, function(v) if (is.null(v)) NA else v))
+  as.data.frame(lapply(cols, fill), stringsAsFactors = FALSE)
+}
+
+new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
+  if (!(as.integer(out$schema_version) %in% SCHEMA_VERSIONS)) {
+    stop("the Python core speaks result schema ", out$schema_version, "; this R package reads ",
+         paste(SCHEMA_VERSIONS, collapse = ", "), ": update both to the same release", call. = FALSE)
+  }
   fixef_names <- chr(out$fixef_names)
-  random_names <- chr(out$random_names)
-  group_labels <- chr(out$group_labels)
-  p_fix <- length(fixef_names)
+  columns <- match(fixef_names, colnames(design$X))
+  random_names <- colnames(design$Z)
   q <- length(random_names)
+  group_levels <- levels(design$group)
+  if (length(chr(out$group_labels)) != length(group_levels)) {
+    stop("internal error: the core saw ", length(chr(out$group_labels)), " clusters, R ",
+         length(group_levels), call. = FALSE)
+  }
+  fixef <- stats::setNames(num(out$fixef), fixef_names)
+  ranef <- row_matrix(out$ranef, q, list(group_levels, random_names))
+  X <- design$X[, columns, drop = FALSE]
+  attr(X, "assign") <- attr(design$X, "assign")[columns]
+  attr(X, "contrasts") <- design$contrasts
+  codes <- as.integer(design$group)
+  fitted <- drop(X %*% fixef) + design$offset + rowSums(design$Z * ranef[codes, , drop = FALSE])
+  names(fitted) <- rownames(design$frame)
+  condvar <- aperm(array(num(out$ranef_condvar), c(q, q, length(group_levels))), c(2, 1, 3))
+  fit <- list(
+    call = mcall, kind = kind, formula = design$parts$formula, fixed_formula = design$fixed,
+    terms = design$terms, terms_predict = prediction_terms(design, columns),
+    contrasts = design$contrasts, xlevels = design$xlevels,
+    formula_exact = FALSE,
+    re = list(random = design$parts$random, group = design$parts$group,
+              group_name = design$parts$group_name,
+              terms = stats::delete.response(design$terms_random),
+              xlevels = design$xlevels_random, levels = group_levels),
+    offset = design$offset, has_offset = design$has_offset, offset_arg = mcall$offset,
+    names = colnames(design$X),
+    coefficients = stats::setNames(num(out$coef), chr(out$names)),
+    support = chr(out$support), selected = fixef_names, unpenalised = chr(out$unpenalised),
+    k = if (is.null(out$k)) NA_integer_ else as.integer(out$k),
+    a = if (is.null(out$a)) NA_real_ else as.numeric(out$a),
+    criterion = if (is.null(out$criterion)) NA_character_ else as.character(out$criterion),
+    k_given = k_given,
+    path = columns_frame(out$path),
+    coef_path = if (!is.null(out$coef_path)) {
+      row_matrix(out$coef_path$coef, length(chr(out$names)),
+                 list(as.character(num(out$coef_path$k)), chr(out$names)))
+    },
+    a_history = columns_frame(out$a_history),
+    fixef = fixef,
+    vcov = row_matrix(out$vcov, length(fixef), list(fixef_names, fixef_names)),
+    sigma = as.numeric(out$sigma), theta = num(out$theta),
+    psi = row_matrix(out$psi, q, list(random_names, random_names)),
+    ranef = ranef, condvar = condvar,
+    REML = identical(out$method, "REML"), loglik = as.numeric(out$loglik),
+    deviance = c(REML = as.numeric(out$deviance_reml_at_estimates),
+                 ML = as.numeric(out$deviance_ml_at_estimates)),
+    n_params = as.integer(out$n_params),
+    ml_refit = list(loglik = as.numeric(out$ml_refit$loglik),
+                    n_params = as.integer(out$ml_refit$n_params)),
+    nobs = as.integer(out$nobs), ngroups = as.integer(out$ngroups),
+    singular = isTRUE(out$singular), converged = !isFALSE(out$converged),
+    X = X, y = design$y, Z = design$Z, group_codes = codes, frame = frame_without_terms(design$frame),
+    fitted = fitted, residuals = stats::setNames(design$y - fitted, names(fitted)),
+    na.action = design$na.action, n_dropped = length(design$na.action),
+    inference = inference_frame(out$inference)
+  )
+  fit$formula_exact <- isTRUE(attr(fit$terms_predict, "exact"))
+  class(fit) <- if (kind == "lmm") c("lmm", "lmm_scope") else "lmm_scope"
+  fit
+}
 
-  dropped <- as.integer(num(out$dropped_rows))
-  kept <- if (length(dropped)) row_names[-dropped] else row_names
-  na_action <- NULL
-  if (length(dropped)) {
-    na_action <- structure(dropped, names = row_names[dropped], class = "omit")
-  }
-  path <- as.data.frame(lapply(out$path, function(col) unlist(col)), stringsAsFactors = FALSE)
-  coef_path <- matrix(num(out$coef_path), ncol = length(names_all),
-                      dimnames = list(as.character(num(out$path_k)), names_all))
-  a_history <- as.data.frame(lapply(out$a_history, function(col) unlist(col)),
-                             stringsAsFactors = FALSE)
-  inference <- NULL
-  if (!is.null(out$inference)) {
-    inference <- data.frame(estimate = num(out$inference$estimate),
-                            std_error = num(out$inference$std_error),
-                            row.names = chr(out$inference$term))
-    attr(inference, "df") <- as.numeric(out$inference$df)
-  }
-  structure(list(
-    call = call,
-    inference = inference,
-    formula = formula_text,
-    coefficients = stats::setNames(num(out$coef), names_all),
-    support = chr(out$support),
-    selected = chr(out$selected),
-    unpenalised = chr(out$unpenalised),
-    k = as.integer(out$k),
-    a = as.numeric(out$a),
-    criterion = as.character(out$criterion),
-    path = path,
-    coef_path = coef_path,
-    a_history = a_history,
-    fixef = stats::setNames(num(out$fixef), fixef_names),
-    vcov = matrix(num(out$vcov), p_fix, p_fix, dimnames = list(fixef_names, fixef_names)),
-    sigma = as.numeric(out$sigma),
-    psi = matrix(num(out$psi), q, q, dimnames = list(random_names, random_names)),
-    ranef = matrix(num(out$ranef), length(group_labels), q,
-                   dimnames = list(group_labels, random_names)),
-    group_name = as.character(out$group_name),
-    response = as.character(out$response),
-    loglik = as.numeric(out$loglik),
-    df = as.integer(out$df),
-    deviance = as.numeric(out$deviance),
-    nobs = as.integer(out$nobs),
-    ngroups = as.integer(out$ngroups),
-    method = as.character(out$method),
-    singular = isTRUE(out$singular),
-    n_dropped = as.integer(out$n_dropped),
-    na.action = na_action,
-    fitted = stats::setNames(num(out$fitted), kept),
-    fitted_population = stats::setNames(num(out$fitted_population), kept),
-    residuals = stats::setNames(num(out$residuals), kept),
-    predictor = as.character(out$predictor)
-  ), class = "lmm_scope")
+# The core's inference table as a data.frame; the core computed every column.
+inference_frame <- function(tab) {
+  if (is.null(tab)) return(NULL)
+  out <- data.frame(estimate = num(tab$estimate), std_error = num(tab$std_error),
+                    t = num(tab$t), p_value = num(tab$p_value), ci_lower = num(tab$ci_lower),
+                    ci_upper = num(tab$ci_upper), p_adjusted = num(tab$p_adjusted),
+                    row.names = chr(tab$term))
+  attr(out, "df") <- as.numeric(tab$df)
+  attr(out, "level") <- as.numeric(tab$level)
+  attr(out, "adjust") <- as.character(tab$adjust)
+  out
+}
+
+# The model frame without its terms attribute (model.frame() puts the fit's terms back):
+# for p candidate terms that attribute holds a (p + 1) x p matrix, stored once, not twice.
+frame_without_terms <- function(frame) {
+  attr(frame, "terms") <- NULL
+  frame
 }

@@ -1,44 +1,94 @@
-"""The R package's bridge: R spellings of names, plain values, a picklable predictor."""
+"""The R package's bridge: R's design arrays in, the versioned plain-values schema out."""
+
+import json
 
 import numpy as np
+import pytest
 
-from lmmscope import rbridge
+from lmmscope import api, rbridge, schema
 from lmmscope.simulate import seed_frame, seed_formula
 
 
-def test_r_names():
-    cols = {"f", "my var", "x"}
-    assert rbridge.r_name("Intercept", cols) == "(Intercept)"
-    assert rbridge.r_name("f[T.b]", cols) == "fb"
-    assert rbridge.r_name("f[T.b]:my var", cols) == "fb:`my var`"
-    assert rbridge.r_name("I(x ** 2)", cols) == "I(x^2)"
-    assert rbridge.r_name("log(`my var`)", cols) == "log(`my var`)"
+def _plain_only(v):
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain_only(w) for k, w in v.items())
+    if isinstance(v, list):
+        return all(_plain_only(w) for w in v)
+    return isinstance(v, (str, int, float, bool, type(None)))
 
 
-def test_fit_returns_plain_values_and_predicts_after_pickling():
+def _seed_arrays():
     df, beta = seed_frame()
-    out = rbridge.fit(seed_formula(), {c: df[c].to_numpy() for c in df.columns}, {})
-    plain = (list, dict, str, int, float, bool, type(None))
+    xs = [f"x{j}" for j in range(50)]
+    X = df[xs].to_numpy()  # the seed formula has no intercept, Z = z0..z3
+    Z = df[["z0", "z1", "z2", "z3"]].to_numpy()
+    codes = np.unique(df["cluster"].to_numpy(), return_inverse=True)[1]
+    return df, beta, X, Z, codes, xs
 
-    def check(v):
-        assert isinstance(v, plain), type(v)
-        if isinstance(v, dict):
-            for w in v.values():
-                check(w)
-        elif isinstance(v, list):
-            for w in v:
-                check(w)
 
-    check(out)
+ZN = ["z0", "z1", "z2", "z3"]
+
+
+def _r_bytes(a):
+    """What R's writeBin(as.numeric(x), raw(), 8, endian = "little") sends: column-major."""
+    return bytearray(np.asarray(a, dtype="<f8").ravel(order="F").tobytes())
+
+
+def test_arrays_as_r_sends_them_give_the_formula_fit():
+    df, beta, X, Z, codes, names = _seed_arrays()
+    out = rbridge.fit_arrays(_r_bytes(X), _r_bytes(df["y"]), _r_bytes(Z), _r_bytes(codes),
+                             names, ZN, "cluster", [], inference=False)
+    assert _plain_only(out)
+    json.dumps(out)
+    assert out["schema_version"] == schema.SCHEMA_VERSION
     assert out["support"] == ["x1", "x5", "x10"]
-    cols = {c: df[c].to_numpy()[:5] for c in df.columns}
-    pred = rbridge.predict(out["predictor"], cols, {}, level=1)
-    np.testing.assert_allclose(pred, out["fitted"][:5], rtol=1e-12)
-    assert len(out["inference"]["estimate"]) == 50  # p <= 500: computed by default
+    ref = api.lmm_scope(seed_formula(), df)
+    np.testing.assert_allclose(out["fixef"], ref.fixef.to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(out["loglik"], ref.loglik, rtol=1e-10)
+    assert out["fixef_names"] == ["x1", "x5", "x10"]
 
 
-def test_factor_codes_round_trip():
-    frame = rbridge.frame_from_columns({"f": np.array([0, 2, -1]), "x": np.array([1.0, np.nan, 3])},
-                                       {"f": ["a", "b", "c"]})
-    assert frame["f"].tolist()[:2] == ["a", "c"] and frame["f"].isna().tolist() == [False, False, True]
-    assert list(frame["f"].cat.categories) == ["a", "b", "c"]
+def test_ml_refit_and_both_criteria_at_the_estimates():
+    df, beta, X, Z, codes, names = _seed_arrays()
+    cols = [1, 5, 10]
+    reml = rbridge.lmm_arrays(X[:, cols], df["y"].to_numpy(), Z, codes,
+                              [names[j] for j in cols], ZN, "cluster")
+    ml = rbridge.lmm_arrays(X[:, cols], df["y"].to_numpy(), Z, codes,
+                            [names[j] for j in cols], ZN, "cluster",
+                            reml=False)
+    # the ML refit stored with a REML fit is the ML fit itself
+    assert reml["ml_refit"]["loglik"] == pytest.approx(ml["loglik"], rel=1e-9)
+    assert reml["deviance_reml_at_estimates"] == pytest.approx(-2 * reml["loglik"], rel=1e-12)
+    # the ML criterion at the REML estimates cannot beat the ML optimum
+    assert reml["deviance_ml_at_estimates"] >= -2 * ml["loglik"] - 1e-8
+    q, n = 4, len(reml["group_labels"])
+    cv = np.array(reml["ranef_condvar"])
+    assert cv.shape == (n, q, q)
+    assert np.all(np.linalg.eigvalsh(cv) > 0)
+
+
+def test_core_warnings_are_returned_not_printed():
+    df, beta, X, Z, codes, names = _seed_arrays()
+    out = rbridge.lmm_arrays(X[:, :3], df["y"].to_numpy(), Z, codes, names[:3],
+                             ZN, "cluster")
+    assert isinstance(out["warnings"], list)
+
+
+def test_to_dict_is_the_schema_payload():
+    df, beta = seed_frame()
+    fit = api.lmm_scope(seed_formula(), df)
+    d = fit.to_dict()
+    assert d["schema_version"] == schema.SCHEMA_VERSION and d["kind"] == "lmm_scope"
+    assert d["support"] == ["x1", "x5", "x10"]
+    assert _plain_only(d)
+    assert len(d["vcov"]) == len(d["fixef"]) == 3
+
+
+def test_inference_payload_reads_t_from_either_column_name():
+    import pandas as pd
+    tab = pd.DataFrame({"estimate": [1.0], "std_error": [0.5], "z": [2.0], "p_value": [0.1],
+                        "ci_lower": [0.0], "ci_upper": [2.0], "p_adjusted": [0.1]},
+                       index=["x"])
+    assert schema.inference_payload(tab, 9, 0.95, "BH")["t"].tolist() == [2.0]
+    tab = tab.rename(columns={"z": "t"})
+    assert schema.inference_payload(tab, 9, 0.95, "BH")["t"].tolist() == [2.0]

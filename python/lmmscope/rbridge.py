@@ -1,154 +1,140 @@
-"""The R package's door into the core: plain values in, plain values out.
+"""The R package's door into the core: numeric arrays in, plain values out.
 
-R hands over a data.frame as a dict of columns (numeric vectors as float arrays with
-NaN for NA; factors as 0-based integer codes, -1 for NA, plus their levels), and gets
-back dicts of lists, arrays and strings that reticulate turns into ordinary R values,
-so an R fit object survives ``saveRDS`` without a live Python session.  Names are
-converted to R's conventions: ``(Intercept)``, ``SexFemale``, backticks around
-non-syntactic names.
+R builds the design itself (model.frame / model.matrix, its contrasts, na.action,
+offsets, lme4's bar semantics) and hands over X (N x p), y, Z (N x q), the cluster
+code of each row, the column names as R spells them and the 0-based indices of the
+unpenalised columns.  What comes back is the versioned plain-values schema of
+:mod:`lmmscope.schema` plus what only R needs (conditional variances of the random
+effects, the ML refit used by ``anova``, the warnings raised), so an R fit is ordinary
+R data: it survives ``saveRDS`` and predicts without Python.
 """
 
 from __future__ import annotations
 
-import base64
-import pickle
-import re
+import warnings
 
 import numpy as np
-import pandas as pd
 
-from .api import lmm_scope
-from .formula import INTERCEPT
+from . import api
+from .crossprod import compute_cluster_stats
+from .mixed import MixedModelFit
+from .results import LmmResult
+from .schema import inference_payload, plain, result_payload
 
-_R_RESERVED = {"if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE",
-               "FALSE", "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in"}
-_R_SYNTACTIC = re.compile(r"^((([A-Za-z]|[.][._A-Za-z])[._A-Za-z0-9]*)|[.])$")
 INFERENCE_AUTO_MAX = 500
-_LEVEL = re.compile(r"\[(?:T\.)?(.*)\]$")  # formulaic's "f[T.b]" or "f[b]"
 
 
-def frame_from_columns(columns: dict, levels: dict) -> pd.DataFrame:
-    """Rebuild R's data.frame: ``levels[name]`` marks a factor given as integer codes."""
-    out = {}
-    for name, values in columns.items():
-        values = np.atleast_1d(np.asarray(values))  # reticulate turns length-1 vectors into scalars
-        if name in levels:
-            cats = [str(v) for v in np.atleast_1d(levels[name])]
-            out[name] = pd.Categorical.from_codes(values.astype(np.int64), categories=cats)
-        else:
-            out[name] = values.astype(float)
-    return pd.DataFrame(out)
+def _names(x) -> list:
+    """reticulate turns a length-1 character vector into a str: always a list."""
+    if x is None:
+        return []
+    return [str(v) for v in ([x] if isinstance(x, str) else list(np.atleast_1d(x)))]
 
 
-def _quote_r(name: str) -> str:
-    if _R_SYNTACTIC.match(name) and name not in _R_RESERVED:
-        return name
-    return "`" + name + "`"
+def _column_major(values, n_rows: int) -> np.ndarray:
+    """R's numbers as an (n_rows, m) float array.  R sends raw little-endian doubles
+    (a bytearray; reticulate 1.28 cannot hand numpy 2 a matrix) in column-major order;
+    Python callers may pass arrays."""
+    if isinstance(values, (bytes, bytearray, memoryview)):
+        flat = np.frombuffer(values, dtype="<f8")
+        return flat.reshape(-1, n_rows).T
+    return np.asarray(values, dtype=float).reshape(n_rows, -1)
 
 
-def r_name(name: str, data_columns=()) -> str:
-    """formulaic's column name in R's spelling (``f[T.b]:x`` -> ``fb:x``)."""
-    if name == INTERCEPT:
-        return "(Intercept)"
-    parts = []
-    for part in name.split(":"):
-        m = _LEVEL.search(part)
-        if m:
-            part = _quote_r(part[:m.start()]) if part[:m.start()] in data_columns else part[:m.start()]
-            parts.append(part + m.group(1))
-        elif part in data_columns:
-            parts.append(_quote_r(part))
-        else:
-            parts.append(part.replace(" ** ", "^").replace("**", "^"))
-    return ":".join(parts)
+def _arrays(X, y, Z, groups):
+    y = _column_major(y, len(y) // 8 if isinstance(y, (bytes, bytearray)) else np.size(y))[:, 0]
+    n = y.size
+    X = np.asfortranarray(_column_major(X, n))
+    Z = np.asfortranarray(_column_major(Z, n))
+    groups = _column_major(groups, n)[:, 0].astype(np.int64)
+    return np.ascontiguousarray(y), X, Z, groups
 
 
-def _matrix(df: pd.DataFrame) -> np.ndarray:
-    return df.to_numpy(dtype=float)
+def _core_fit(X, y, Z, groups, names, random_names, group_name, unpenalised, reml, selection):
+    """Every call into the core's internals, in one place (contract 4 of the brief).
+
+    ``selection`` is None for a plain LMM, else the keyword arguments of
+    ``api._fit_selection``.  Returns (result, ML refit of the same columns or None).
+    """
+    X, y, Z, codes, labels = api._validated_arrays(X, y, Z, groups, names, random_names)
+    if selection is None:
+        stats = compute_cluster_stats(X, y, Z, codes, labels.size)
+        mixed = MixedModelFit(stats, names, random_names, labels, group_name, reml=reml)
+        result, columns = LmmResult(mixed, None, X, y, Z, codes, labels), list(range(len(names)))
+    else:
+        unpen = api._resolve_always([], names, unpenalised)
+        result = api._fit_selection(X, y, Z, codes, labels, names, random_names, group_name,
+                                    unpen, None, method="REML" if reml else "ML", **selection)
+        columns = [names.index(n) for n in result.selected]
+        stats = compute_cluster_stats(X[:, columns], y, Z, codes, labels.size)
+    ml = result.mixed if not reml else MixedModelFit(
+        stats, [names[j] for j in columns], random_names, labels, group_name, reml=False)
+    return result, ml
 
 
-def _plain(value):
-    """Lists, floats and strings only: reticulate 1.28 leaves arrays inside dicts as
-    Python objects.  Matrices go out flat in R's column-major order."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.ravel(order="F").tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def _condvar(mixed) -> list:
+    """Conditional covariance of each cluster's random effects, sigma^2 F_i'F_i
+    (F_i = L_i^{-1} Lambda'), as lme4's ranef(condVar = TRUE): (clusters, q, q)."""
+    F = mixed._sol.F
+    return (mixed.sigma ** 2 * np.swapaxes(F, 1, 2) @ F).tolist()
 
 
-def _history(history: pd.DataFrame, names, rn) -> dict:
-    """The a-tuning rounds as columns; index tuples of supports become name lists."""
-    out = {}
-    for c in history.columns:
-        col = history[c]
-        if col.dtype == object:
-            out[c] = [", ".join(rn[names[j]] for j in v) if isinstance(v, (tuple, list, np.ndarray))
-                      else str(v) for v in col]
-        else:
-            out[c] = col.tolist()
+def _ml_summary(ml) -> dict:
+    return {"loglik": float(ml.loglik), "deviance": float(ml.deviance),
+            "n_params": int(ml.n_params), "fixef": ml.fixef.tolist(), "theta": ml.theta.tolist(),
+            "sigma": float(ml.sigma)}
+
+
+def _warning_list(caught) -> list:
+    out = []
+    for w in caught:
+        cat = w.category.__name__
+        text = str(w.message)
+        if not any(o["category"] == cat and o["message"] == text for o in out):
+            out.append({"category": cat, "message": text})
     return out
 
 
-def fit(formula: str, columns: dict, levels: dict, k=None, a=None, always=None,
-        criterion="gic", k_max=None, cv_folds=5, method="REML", inference=None,
-        verbose=False) -> dict:
-    """Fit ``lmm_scope`` on R's columns and return everything the R object stores."""
-    import warnings
+def _finish(result, ml, caught, inference=None) -> dict:
+    out = result_payload(result, inference)
+    out["ranef_condvar"] = _condvar(result.mixed)
+    out["ml_refit"] = _ml_summary(ml)
+    out["warnings"] = _warning_list(caught)
+    return plain(out)
 
-    data = frame_from_columns(columns, levels)
-    if always is not None:
-        always = [str(x) for x in np.atleast_1d(always)]
+
+def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=None, k=None,
+               a=None, criterion="gic", k_max=None, cv_folds=5, reml=True, inference=None,
+               conf_level=0.95, random_state=0, verbose=False) -> dict:
+    """Select and refit on R's design arrays; ``unpenalised``: 0-based column indices."""
+    y, X, Z, groups = _arrays(X, y, Z, groups)
+    names, random_names = _names(names), _names(random_names)
+    unpenalised = [int(j) for j in np.atleast_1d(unpenalised if unpenalised is not None else [])]
     k = int(k) if isinstance(k, (int, float)) and not isinstance(k, bool) else k
-    k_max = None if k_max is None else int(k_max)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the R side reports dropped rows itself
-        res = lmm_scope(formula, data, k=k, a=a, always=always, criterion=criterion,
-                        k_max=k_max, cv_folds=int(cv_folds), method=method, verbose=verbose)
-    cols = set(data.columns)
-    names = [r_name(n, cols) for n in res.names]
-    rn = dict(zip(res.names, names))
-    rand = [r_name(n, cols) for n in res.mixed.random_names]
-    fixef = res.fixef
-    vcov = res.vcov()
-    path = res.path.copy()
-    path["support"] = [", ".join(rn[n] for n in row.split(", ")) if row else ""
-                       for row in res.path["support"]]
-    predictor = res.predictor()
-    if inference is None:  # automatic: cheap enough below ~500 candidates (seconds)
-        inference = len(res.names) <= INFERENCE_AUTO_MAX
-    table = res.inference(adjust=None, verbose=verbose) if inference else None
-    return _plain({
-        "inference": None if table is None else {
-            "term": [rn[n] for n in table.index], "estimate": table["estimate"].to_numpy(),
-            "std_error": table["std_error"].to_numpy(), "df": res.ngroups - 1},
-        "names": names, "coef": res.coef.to_numpy(), "support": [rn[n] for n in res.support],
-        "selected": [rn[n] for n in res.selected], "unpenalised": [rn[n] for n in res.unpenalised],
-        "k": res.k, "a": res.a, "criterion": res.criterion,
-        "a_history": _history(res.a_history, res.names, rn),
-        "fixef_names": [rn[n] for n in fixef.index], "fixef": fixef.to_numpy(),
-        "vcov": _matrix(vcov), "sigma": float(res.sigma), "psi": np.asarray(res.psi, float),
-        "random_names": rand, "group_name": res.mixed.group_name,
-        "group_labels": [str(g) for g in res.mixed.group_labels.tolist()],
-        "ranef": _matrix(res.ranef), "loglik": float(res.loglik), "df": int(res.mixed.n_params),
-        "deviance": float(res.mixed.deviance), "nobs": int(res.nobs), "ngroups": int(res.ngroups),
-        "method": res.method, "singular": bool(res.singular), "n_dropped": int(res.n_dropped),
-        "dropped_rows": [int(i) + 1 for i in res.design.dropped_rows],  # R's 1-based rows
-        "fitted": res.fitted(), "fitted_population": res.predict(level=0), "residuals": res.residuals(), "response": res.design.response_name,
-        "path": {c: path[c].tolist() for c in path.columns},
-        "coef_path": _matrix(res.coef_path), "path_k": res.coef_path.index.to_numpy(),
-        "predictor": base64.b64encode(pickle.dumps(predictor)).decode("ascii"),
-    })
+    selection = dict(k=k, a=a, criterion=criterion, k_max=None if k_max is None else int(k_max),
+                     cv_folds=int(cv_folds), a_grid=api.DEFAULT_A_GRID,
+                     random_state=int(random_state), verbose=bool(verbose))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, ml = _core_fit(X, y, Z, groups, names, random_names, str(group_name),
+                               unpenalised, bool(reml), selection)
+        if inference is None:  # automatic: cheap enough below ~500 candidates (seconds)
+            inference = len(names) <= INFERENCE_AUTO_MAX
+        table = None
+        if inference:
+            tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
+            table = inference_payload(tab, result.ngroups - 1, float(conf_level), "BH")
+    return _finish(result, ml, caught, table)
 
 
-def predict(predictor: str, columns: dict, levels: dict, level: int = 0) -> np.ndarray:
-    """Predictions for R's new data from a stored :class:`Predictor` (pickle, base64 text)."""
-    model = pickle.loads(base64.b64decode(predictor))
-    return model.predict(frame_from_columns(columns, levels), level=int(level)).tolist()
+def lmm_arrays(X, y, Z, groups, names, random_names, group_name, reml=True) -> dict:
+    """Fit the LMM with every column of X (no selection), as lme4::lmer does."""
+    y, X, Z, groups = _arrays(X, y, Z, groups)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, ml = _core_fit(X, y, Z, groups, _names(names), _names(random_names),
+                               str(group_name), [], bool(reml), None)
+    return _finish(result, ml, caught)
 
 
-__all__ = ["fit", "predict", "frame_from_columns", "r_name"]
+__all__ = ["fit_arrays", "lmm_arrays"]

@@ -256,16 +256,6 @@ class LmmScopeResult(MixedResult):
         return plot_path(self, ax=ax, show_coefficients=show_coefficients)
 
     def to_dict(self) -> dict:
-        """Plain Python values (lists, floats, dicts): for JSON and for the R wrapper."""
-        vc = self.varcorr
-        return {
-            "coef": {k: float(v) for k, v in self.coef.items()},
-            "support": list(self.support), "k": self.k, "a": self.a, "criterion": self.criterion,
-            "fixef": {k: float(v) for k, v in self.fixef.items()},
-            "std_error": {k: float(v) for k, v in self.bse.items()},
-            "sigma": self.sigma, "loglik": self.loglik, "aic": self.aic, "bic": self.bic,
-            "nobs": self.nobs, "ngroups": self.ngroups, "method": self.method,
-            "singular": self.singular, "n_dropped": self.n_dropped,
-            "varcorr": vc.where(pd.notna(vc), None).to_dict(orient="records"),
-            "path": self.path.to_dict(orient="list"),
-        }
+        """Plain Python values in the versioned schema of :mod:`lmmscope.schema` (CLI JSON, R)."""
+        from .schema import result_payload
+        return result_payload(self)

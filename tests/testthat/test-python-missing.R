@@ -1,8 +1,8 @@
-test_that("without the Python core the first call says how to install it", {
+test_that("without the Python core the first fit says how to install it", {
   expect_match(lmmscope:::missing_core_message(), "install_lmmscope")
   expect_match(lmmscope:::missing_core_message(), "RETICULATE_PYTHON")
   python <- Filter(file.exists, c("/usr/bin/python3", "/usr/local/bin/python3"))[1]
-  skip_if(is.na(python), "no system python3 to run without the core")
+  if (is.na(python)) python <- "/nonexistent/python3"
   script <- tempfile(fileext = ".R")
   writeLines(c(
     "library(lmmscope)",
@@ -16,7 +16,6 @@ test_that("without the Python core the first call says how to install it", {
                  env = c(paste0("RETICULATE_PYTHON=", python), paste0("PYTHONPATH=", empty),
                          "PYTHONNOUSERSITE=1", paste0("R_LIBS=", paste(.libPaths(), collapse = ":"))))
   out <- paste(out, collapse = "\n")
-  skip_if(grepl("available: TRUE", out), "the system python3 has the lmmscope core installed")
   expect_match(out, "available: FALSE")
   expect_match(out, "lmmscope needs its Python core")
   expect_false(grepl("Traceback", out))
