@@ -117,6 +117,9 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     """
     design = build_design(formula, data, na_action=na_action)
     names = design.fixed_names
+    if not names:
+        raise ValueError("the formula has no fixed effects to select from; lmm() fits a model "
+                         "without fixed effects")
     unpen = [names.index(INTERCEPT)] if INTERCEPT in names else []
     unpen = _resolve_always(always, names, unpen)
     X, y, Z, codes, labels = _validated_design(design)
