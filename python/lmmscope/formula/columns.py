@@ -15,11 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from formulaic import model_matrix
-from formulaic.errors import DataMismatchWarning, FormulaicError
-from formulaic.formula import SimpleFormula
-from formulaic.parser.types import Factor, Term
-
 from .names import ColumnNames
 from .terms import Column, TermPlan
 
@@ -71,6 +66,10 @@ def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
     """formulaic's matrix of the plan's non-plain terms (on the kept rows), or None."""
     if not plan.formulaic_terms:
         return None
+    from formulaic import model_matrix
+    from formulaic.errors import FormulaicError
+    from formulaic.formula import SimpleFormula
+    from formulaic.parser.types import Factor, Term
     frame = placeholder_frame(plan, names, source)
     if keep is not None:
         frame = frame.iloc[np.flatnonzero(keep)]
@@ -176,6 +175,7 @@ def _formulaic_on_new_rows(spec: SideSpec, source, factor_levels: dict):
                 raise ValueError(f"newdata column {name!r} has level(s) not seen in fitting: "
                                  + ", ".join(map(str, unseen)))
     frame = pd.DataFrame({ph: frame[c] for ph, c in spec.placeholders.items()}, copy=False)
+    from formulaic.errors import DataMismatchWarning
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataMismatchWarning)
         try:

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from formulaic.parser.algos.tokenize import tokenize
+
+def tokenize(text: str):
+    """formulaic's tokenizer (imported on first use: formulaic is a heavy import)."""
+    from formulaic.parser.algos.tokenize import tokenize as formulaic_tokenize
+    return formulaic_tokenize(text)
+
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from formulaic import Formula
-from formulaic.parser.types import Factor, Term
-
 from .names import ColumnNames
 from .parse import Summand, split_summands
 
@@ -39,7 +36,7 @@ class TermPlan:
 
     @property
     def formulaic_terms(self) -> list:
-        return [t for t in self.terms if isinstance(t, Term)]
+        return [t for t in self.terms if not isinstance(t, Column)]
 
     def margins(self) -> list:
         """Column terms that are a factor of a formulaic term: formulaic needs them to
@@ -120,6 +117,7 @@ def _summand_terms(summand: Summand, names: ColumnNames, is_numeric, dot_columns
 
 
 def _column_term(name: str, names: ColumnNames, is_numeric):
+    from formulaic.parser.types import Factor, Term
     placeholder = names.variable(name)
     if name in names and is_numeric(name):
         return Column(name, placeholder)
@@ -128,6 +126,7 @@ def _column_term(name: str, names: ColumnNames, is_numeric):
 
 def _parsed_terms(summand: Summand, names: ColumnNames, is_numeric, dot_columns) -> list:
     """formulaic's terms of a summand that is more than a column name."""
+    from formulaic import Formula
     text = " ".join(_rewritten(tok, names, dot_columns) for tok in summand.tokens)
     out = []
     for term in Formula(text):
