@@ -106,7 +106,7 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
     Z, random_spec = side_matrix(plans.random, names, source,
                                  formulaic_part(plans.random, names, source, keep), keep, n)
     _check_names(fixed_spec.names)
-    groups = source.values(parsed.group)
+    groups = _group_labels(source.values(parsed.group), parsed.group)
     return Design(
         X=InterceptPrepended(X) if plans.fixed.intercept else X, y=y,
         Z=_with_intercept(Z, plans.random.intercept), groups=groups if keep is None else groups[keep],
@@ -116,6 +116,19 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
         n_dropped=len(dropped), dropped_rows=dropped,
         factor_levels=_factor_levels(plans.fixed, source),
         row_index=source.index if keep is None else source.index[keep])
+
+
+def _group_labels(values: np.ndarray, name: str) -> np.ndarray:
+    """Cluster labels that sort: labels of mixed types (1 and "a") become their text,
+    as in an R factor, unless two labels would then coincide (1 and "1")."""
+    if values.dtype != object or len({type(v) for v in values}) < 2:
+        return values
+    import pandas as pd
+    text = values.astype(str)
+    if pd.unique(text).size != pd.unique(values).size:
+        raise ValueError(f"the grouping column {name!r} mixes label types whose text coincides "
+                         "(such as 1 and '1'); give it one type")
+    return text
 
 
 def _with_intercept(Z: np.ndarray, intercept: bool) -> np.ndarray:

@@ -21,8 +21,10 @@ _BACKTICKED = re.compile(r"`([^`]*)`")
 
 
 def spelled(name: str) -> str:
-    """How a column is written inside code: bare if an identifier, else in backticks."""
-    return name if name.isidentifier() and not keyword.iskeyword(name) else f"`{name}`"
+    """How a column is written inside code: bare if an identifier (or R-style dotted
+    identifiers, ``Sepal.Length``), else in backticks."""
+    bare = all(part.isidentifier() and not keyword.iskeyword(part) for part in name.split("."))
+    return name if bare else f"`{name}`"
 
 
 class ColumnNames:
