@@ -66,7 +66,10 @@ class PandasSource:
         self.n_rows = df.shape[0]
         self.position = {name: j for j, name in enumerate(self.columns)}
         self.duplicated = set(_duplicates(self.columns))
-        self._numeric = {name: _numeric_dtype(dt) for name, dt in zip(self.columns, df.dtypes)}
+        dtypes = list(df.dtypes)
+        numeric = {dt: _numeric_dtype(dt) for dt in set(dtypes)}  # few distinct dtypes
+        self._numeric = dict(zip(self.columns, (numeric[dt] for dt in dtypes)))
+        self._float64 = [dt == np.float64 for dt in dtypes]
 
     @property
     def index(self):
@@ -93,7 +96,7 @@ class PandasSource:
         for end in range(1, len(pos) + 1):
             if end == len(pos) or pos[end] != pos[end - 1] + 1:
                 part = self.df.iloc[:, pos[start]:pos[end - 1] + 1]
-                if all(dt == np.float64 for dt in part.dtypes):
+                if all(self._float64[pos[start]:pos[end - 1] + 1]):
                     yield start, part.to_numpy()
                 else:
                     yield start, part.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -12,13 +12,13 @@ read straight from the table; every other term is materialised by formulaic.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .names import ColumnNames
 from .parse import Summand, split_summands
 
 
-@dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):
     """A numeric data column used as a term as it is."""
 
     name: str
@@ -34,9 +34,8 @@ class TermPlan:
     removed_response: bool = False
     referenced: list = field(default_factory=list)  # data columns read by formulaic terms
 
-    @property
-    def formulaic_terms(self) -> list:
-        return [t for t in self.terms if not isinstance(t, Column)]
+    def __post_init__(self):
+        self.formulaic_terms = [t for t in self.terms if not isinstance(t, Column)]
 
     def margins(self) -> list:
         """Column terms that are a factor of a formulaic term: formulaic needs them to
@@ -82,10 +81,8 @@ def plan_terms(rhs: str, names: ColumnNames, is_numeric, dot_columns=None,
             continue
         for term in _summand_terms(summand, names, is_numeric, dot_columns):
             (terms.add if summand.sign > 0 else terms.remove)(term)
-    plan = TermPlan(intercept, terms.ordered())
-    if response is not None and (names.variable(response),) in terms.items:
-        plan.terms = [t for t in plan.terms if _key(t) != (names.variable(response),)]
-        plan.removed_response = True
+    removed = response is not None and terms.items.pop((names.variable(response),), None) is not None
+    plan = TermPlan(intercept, terms.ordered(), removed_response=removed)
     plan.referenced = sorted({c for t in plan.formulaic_terms for f in t.factors
                               for c in names.referenced(f.expr)}, key=names.position.get)
     return plan
@@ -109,7 +106,13 @@ def _summand_terms(summand: Summand, names: ColumnNames, is_numeric, dot_columns
                 raise ValueError("'.' is only allowed in the fixed-effects part of the formula")
             if summand.sign < 0:
                 raise ValueError("'- .' is not supported; remove columns one by one")
-            return [_column_term(c, names, is_numeric) for c in dot_columns]
+            from formulaic.parser.types import Factor, Term
+            out = []
+            for c in dot_columns:  # '.' may mean tens of thousands of columns: kept lean
+                placeholder = names.variable(c)
+                out.append(Column(c, placeholder) if is_numeric(c)
+                           else Term([Factor(placeholder, eval_method="lookup")]))
+            return out
         name = tok.token if kind == "NAME" else names.q_argument(tok.token) if kind == "PYTHON" else None
         if name is not None:
             return [_column_term(name, names, is_numeric)]
