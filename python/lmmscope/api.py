@@ -31,14 +31,16 @@ def _validated_arrays(X, y, Z, groups, names, random_names):
     return X, y, Z, codes, labels
 
 
-def _validated_design(design):
-    """_validated_arrays on a formula's Design; an InterceptPrepended X stays unmaterialised."""
-    if isinstance(design.X, InterceptPrepended):
-        X, y, Z, codes, labels = _validated_arrays(design.X.base, design.y, design.Z, design.groups,
-                                                   design.fixed_names[1:], design.random_names)
-        return InterceptPrepended(X), y, Z, codes, labels
-    return _validated_arrays(design.X, design.y, design.Z, design.groups, design.fixed_names,
-                             design.random_names)
+def _validated_design(design, row_major=False):
+    """_validated_arrays on a formula's Design; an InterceptPrepended X stays unmaterialised.
+    The formula front hands over the frame's own (column-major) block; the row path's
+    sparse products copy such an X to row-major anyway, so ``row_major`` does it once."""
+    prepended = isinstance(design.X, InterceptPrepended)
+    base = design.X.base if prepended else design.X
+    X, y, Z, codes, labels = _validated_arrays(
+        np.ascontiguousarray(base) if row_major else base, design.y, design.Z, design.groups,
+        design.fixed_names[int(prepended):], design.random_names)
+    return (InterceptPrepended(X) if prepended else X), y, Z, codes, labels
 
 
 def _resolve_always(always, names, unpenalised):
@@ -122,7 +124,8 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
                          "without fixed effects")
     unpen = [names.index(INTERCEPT)] if INTERCEPT in names else []
     unpen = _resolve_always(always, names, unpen)
-    X, y, Z, codes, labels = _validated_design(design)
+    rows_path = not gram_pays_off(design.y.shape[0], len(names), k, a)
+    X, y, Z, codes, labels = _validated_design(design, row_major=rows_path)
     return _fit_selection(X, y, Z, codes, labels, names, design.random_names, design.group_name,
                           unpen, design, k=k, a=a, criterion=criterion, k_max=k_max,
                           cv_folds=cv_folds, a_grid=a_grid, method=method,
