@@ -31,14 +31,12 @@ def _validated_arrays(X, y, Z, groups, names, random_names):
     return X, y, Z, codes, labels
 
 
-def _validated_design(design, row_major=False):
-    """_validated_arrays on a formula's Design; an InterceptPrepended X stays unmaterialised.
-    The formula front hands over the frame's own (column-major) block; the row path's
-    sparse products copy such an X to row-major anyway, so ``row_major`` does it once."""
+def _validated_design(design):
+    """_validated_arrays on a formula's Design; an InterceptPrepended X stays unmaterialised
+    (the formula front hands over the frame's own float block when it can, not a copy)."""
     prepended = isinstance(design.X, InterceptPrepended)
-    base = design.X.base if prepended else design.X
     X, y, Z, codes, labels = _validated_arrays(
-        np.ascontiguousarray(base) if row_major else base, design.y, design.Z, design.groups,
+        design.X.base if prepended else design.X, design.y, design.Z, design.groups,
         design.fixed_names[int(prepended):], design.random_names)
     return (InterceptPrepended(X) if prepended else X), y, Z, codes, labels
 
@@ -124,8 +122,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
                          "without fixed effects")
     unpen = [names.index(INTERCEPT)] if INTERCEPT in names else []
     unpen = _resolve_always(always, names, unpen)
-    rows_path = not gram_pays_off(design.y.shape[0], len(names), k, a)
-    X, y, Z, codes, labels = _validated_design(design, row_major=rows_path)
+    X, y, Z, codes, labels = _validated_design(design)
     return _fit_selection(X, y, Z, codes, labels, names, design.random_names, design.group_name,
                           unpen, design, k=k, a=a, criterion=criterion, k_max=k_max,
                           cv_folds=cv_folds, a_grid=a_grid, method=method,
