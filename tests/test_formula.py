@@ -173,3 +173,13 @@ def test_no_fixed_effects_fits_like_lmer(small_frame):
     np.testing.assert_allclose(fit.loglik, ref["loglik"], rtol=1e-8)
     with pytest.raises(ValueError, match="no fixed effects to select from"):
         lmmscope.lmm_scope("y ~ 0 + (1 | cluster)", small_frame)
+
+
+def test_encodings_survive_pickling(mixed_frame):
+    import pickle
+    from lmmscope.formula import new_design_matrices
+    design = build_design("y ~ x1*f + log(pos) + . + (x3 | g)", mixed_frame)
+    restored = pickle.loads(pickle.dumps(design.without_data()))
+    X, Z = new_design_matrices(restored, mixed_frame, need_random=True)
+    np.testing.assert_array_equal(X, np.asarray(design.X))
+    np.testing.assert_array_equal(Z, design.Z)

@@ -9,8 +9,7 @@ import numpy as np
 
 from ..frames import as_source
 from ..intercept import InterceptPrepended
-from .columns import (INTERCEPT, SideSpec, formulaic_part, plain_missing, rebuild,
-                      side_matrix)
+from .columns import SideSpec, formulaic_part, plain_missing, rebuild, side_matrix
 from .names import ColumnNames
 from .parse import ParsedFormula, parse_formula
 from .terms import Column, TermPlan, plan_terms
