@@ -11,6 +11,7 @@ import pytest
 
 import lmmscope
 from lmmscope.formula import build_design
+from lme4_helper import lmer_fit, needs_lme4, r_frame
 
 ODD = ["Sepal.Length", "a b", "größe", "1x", "exp", "log", "sqrt", "abs", "scale", "center",
        "poly", "C", "I", "Q", "np", "lag", "cc", "x-y"]
@@ -123,3 +124,15 @@ def test_mixed_type_cluster_labels(frames):
     clash = plain.assign(g=np.array([1 if i == 0 else "1" if i == 1 else i for i in plain.g], dtype=object))
     with pytest.raises(ValueError, match="mixes label types"):
         lmmscope.lmm("y ~ x0 + (1 | g)", clash)
+
+
+@needs_lme4
+def test_dotted_names_of_real_data_agree_with_lmer():
+    """R's iris (dotted names), as R users write the formula, against lmer on the same."""
+    iris = r_frame("iris")
+    formula = "Sepal.Length ~ Sepal.Width + Petal.Length + log(Petal.Width) + (1 | Species)"
+    fit = lmmscope.lmm(formula, iris)
+    ref = lmer_fit(formula, iris)
+    assert list(fit.fixef.index) == ["Intercept", "Sepal.Width", "Petal.Length", "log(Petal.Width)"]
+    np.testing.assert_allclose(fit.fixef.to_numpy(), ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(fit.loglik, ref["loglik"], rtol=1e-8)
