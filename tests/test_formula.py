@@ -7,6 +7,7 @@ import pytest
 import lmmscope
 from lmmscope.formula import build_design, parse_formula
 from lmmscope.simulate import seed_formula
+from lme4_helper import lmer_fit, needs_lme4
 
 
 @pytest.mark.parametrize("formula, fixed, random, group, syntax", [
@@ -82,3 +83,103 @@ def test_unseen_factor_level_in_newdata(small_frame):
     new = small_frame.iloc[:2].assign(f=["a", "zzz"])
     with pytest.raises(ValueError, match="'f' has level\\(s\\) not seen in fitting: zzz"):
         fit.predict(new)
+
+
+# --- the fast path (plain columns straight from the frame) against formulaic itself ---
+
+@pytest.fixture
+def mixed_frame():
+    rng = np.random.default_rng(1)
+    n = 90
+    return pd.DataFrame({
+        "y": rng.standard_normal(n), "x1": rng.standard_normal(n), "x2": rng.standard_normal(n),
+        "x3": rng.standard_normal(n), "pos": rng.uniform(1, 2, n),
+        "f": rng.choice(list("abc"), n), "b": rng.random(n) > 0.5, "g": np.repeat(np.arange(15), 6),
+    })
+
+
+DOT = "(x1 + x2 + x3 + pos + f + b)"  # what '.' means on mixed_frame
+
+
+@pytest.mark.parametrize("rhs", [
+    "x1 + f + x2:f + log(pos) + x3", "0 + . - pos", "x1*f + I(x2**2) + poly(x3, 2) + b",
+    "f:x1 + x2 - 1", "(x1 + x2 + f)^2", "x2 + .", "x1:x2 + f + x1", "scale(x1) + center(x2)",
+    "x3 + x1:f - x1 + x1", ". - f - b", "C(f, Treatment('c')) + x1 %in% f",
+])
+def test_fast_path_equals_formulaic(mixed_frame, rhs):
+    from formulaic import model_matrix
+    design = build_design(f"y ~ {rhs} + (x3 | g)", mixed_frame)
+    reference = model_matrix("y ~ " + rhs.replace(".", DOT) if rhs.startswith((".", "0 + .", "x2 + ."))
+                             else "y ~ " + rhs, mixed_frame).rhs
+    assert design.fixed_names == list(reference.columns)
+    np.testing.assert_array_equal(np.asarray(design.X), np.asarray(reference))
+
+
+def test_numeric_dot_uses_the_frames_block_without_copying():
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({f"x{j}": rng.standard_normal(50) for j in range(8)}
+                      | {"y": rng.standard_normal(50)})
+    df["g"] = np.repeat(np.arange(10), 5)
+    design = build_design("y ~ . + (1 | g)", df)
+    assert np.shares_memory(design.X.base, df["x0"].to_numpy())  # a view, not a copy
+    np.testing.assert_array_equal(np.asarray(design.X)[:, 1:], df.iloc[:, :8].to_numpy())
+
+
+def test_predict_rebuilds_mixed_terms_on_new_rows(mixed_frame):
+    design = build_design("y ~ x1*f + poly(x3, 2) + x2 + (x3 | g)", mixed_frame)
+    from lmmscope.formula import new_design_matrices
+    X, Z = new_design_matrices(design, mixed_frame.iloc[::-1], need_random=True)
+    np.testing.assert_allclose(X, np.asarray(design.X)[::-1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(Z, design.Z[::-1])
+
+
+# --- R's conventions for the response and the intercept ---
+
+def test_response_on_right_hand_side_dropped_with_warning(small_frame):
+    with pytest.warns(UserWarning, match="response 'y' appeared on the right-hand side and was dropped"):
+        with_y = lmmscope.lmm("y ~ y + x1 + (1 | cluster)", small_frame)
+    plain = lmmscope.lmm("y ~ x1 + (1 | cluster)", small_frame)
+    assert list(with_y.fixef.index) == ["Intercept", "x1"]
+    np.testing.assert_array_equal(with_y.fixef.to_numpy(), plain.fixef.to_numpy())
+
+
+def test_dot_excludes_response_and_group(small_frame):
+    design = build_design("y ~ . + (1 | cluster)", small_frame.drop(columns="f"))
+    assert design.fixed_names == ["Intercept", "x1", "x2", "x3", "z1"]
+
+
+def test_column_named_intercept_never_replaces_the_intercept(small_frame):
+    df = small_frame.assign(Intercept=small_frame.x2 + 3.0)
+    fit = lmmscope.lmm("y ~ Intercept + x1 + (1 | cluster)", df)
+    same = lmmscope.lmm("y ~ w + x1 + (1 | cluster)", df.rename(columns={"Intercept": "w"}))
+    assert list(fit.fixef.index) == ["Intercept", "`Intercept`", "x1"]
+    np.testing.assert_allclose(fit.fixef.to_numpy(), same.fixef.to_numpy(), rtol=1e-10)
+    assert abs(fit.fixef["Intercept"] - (same.fixef["Intercept"])) < 1e-8
+    # ... and '.' keeps both as well
+    design = build_design("y ~ . + (1 | cluster)", df.drop(columns="f"))
+    assert design.fixed_names[:1] == ["Intercept"] and "`Intercept`" in design.fixed_names
+
+
+def test_random_term_without_columns_is_a_clear_error(small_frame):
+    with pytest.raises(ValueError, match=r"random-effects term \(0 \| cluster\) has no columns"):
+        lmmscope.lmm("y ~ x1 + (0 | cluster)", small_frame)
+
+
+@needs_lme4
+def test_no_fixed_effects_fits_like_lmer(small_frame):
+    fit = lmmscope.lmm("y ~ 0 + (1 | cluster)", small_frame)
+    ref = lmer_fit("y ~ 0 + (1 | cluster)", small_frame)
+    assert fit.fixef.size == 0
+    np.testing.assert_allclose(fit.loglik, ref["loglik"], rtol=1e-8)
+    with pytest.raises(ValueError, match="no fixed effects to select from"):
+        lmmscope.lmm_scope("y ~ 0 + (1 | cluster)", small_frame)
+
+
+def test_encodings_survive_pickling(mixed_frame):
+    import pickle
+    from lmmscope.formula import new_design_matrices
+    design = build_design("y ~ x1*f + log(pos) + . + (x3 | g)", mixed_frame)
+    restored = pickle.loads(pickle.dumps(design.without_data()))
+    X, Z = new_design_matrices(restored, mixed_frame, need_random=True)
+    np.testing.assert_array_equal(X, np.asarray(design.X))
+    np.testing.assert_array_equal(Z, design.Z)

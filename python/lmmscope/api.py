@@ -32,6 +32,16 @@ def _validated_arrays(X, y, Z, groups, names, random_names):
     return X, y, Z, codes, labels
 
 
+def _validated_design(design):
+    """_validated_arrays on a formula's Design; an InterceptPrepended X stays unmaterialised
+    (the formula front hands over the frame's own float block when it can, not a copy)."""
+    prepended = isinstance(design.X, InterceptPrepended)
+    X, y, Z, codes, labels = _validated_arrays(
+        design.X.base if prepended else design.X, design.y, design.Z, design.groups,
+        design.fixed_names[int(prepended):], design.random_names)
+    return (InterceptPrepended(X) if prepended else X), y, Z, codes, labels
+
+
 def _resolve_always(always, names, unpenalised):
     out = set(unpenalised)
     for item in always or []:
@@ -108,10 +118,12 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     """
     design = build_design(formula, data, na_action=na_action)
     names = design.fixed_names
+    if not names:
+        raise ValueError("the formula has no fixed effects to select from; lmm() fits a model "
+                         "without fixed effects")
     unpen = [names.index(INTERCEPT)] if INTERCEPT in names else []
     unpen = _resolve_always(always, names, unpen)
-    X, y, Z, codes, labels = _validated_arrays(design.X, design.y, design.Z, design.groups,
-                                               names, design.random_names)
+    X, y, Z, codes, labels = _validated_design(design)
     return _fit_selection(X, y, Z, codes, labels, names, design.random_names, design.group_name,
                           unpen, design, k=k, a=a, criterion=criterion, k_max=k_max,
                           cv_folds=cv_folds, a_grid=a_grid, method=method,
@@ -121,8 +133,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit") -> LmmResult:
     """Fit a linear mixed model with every listed fixed effect (no selection), like lme4::lmer."""
     design = build_design(formula, data, na_action=na_action)
-    X, y, Z, codes, labels = _validated_arrays(design.X, design.y, design.Z, design.groups,
-                                               design.fixed_names, design.random_names)
+    X, y, Z, codes, labels = _validated_design(design)
     stats = compute_cluster_stats(X, y, Z, codes, labels.size)
     mixed = MixedModelFit(stats, design.fixed_names, design.random_names, labels,
                           design.group_name, reml=_check_method(method))

@@ -1,26 +1,93 @@
-"""Command line: ``lmmscope demo`` and ``lmmscope fit data.csv --formula ...``."""
+"""Command line: ``lmmscope demo``, ``lmmscope fit DATA --formula ...`` and
+``lmmscope validate DATA --formula ...``.
+
+DATA is a CSV file, a parquet file, or a directory of parquet files.  A problem with
+the input (a missing file, a bad formula, an unknown column) is reported as one line
+on stderr with exit status 2; ``--json`` writes strict JSON (null for NaN and Inf).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
+
+USAGE_ERROR = 2
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+
+
+class InputError(ValueError):
+    """A problem with what the user gave (path, file contents)."""
 
 
 def _parse_k(value):
     if value in (None, "cv"):
         return value
-    return int(value)
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--k must be an integer or 'cv', got {value!r}") from None
 
 
 def _parse_a(value):
     if value in (None, "cv"):
         return value
-    return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"--a must be a number or 'cv', got {value!r}") from None
+
+
+def read_data(path_text: str):
+    """A CSV file as pandas; a parquet file or a directory of them as a pyarrow Table."""
+    path = Path(path_text)
+    if not path.exists():
+        raise InputError(f"no such file or directory: {path_text}")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in PARQUET_SUFFIXES)
+        if not files:
+            raise InputError(f"{path_text} is a directory without parquet files; give a CSV "
+                             "or parquet file, or a directory of parquet files")
+        return _read_parquet(path, what=f"the parquet files in {path_text}")
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return _read_parquet(path, what=path_text)
+    import pandas as pd
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path_text} as CSV: {_one_line(exc)}") from None
+
+
+def _read_parquet(path: Path, what: str):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("reading parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        return pq.read_table(path)
+    except Exception as exc:  # pyarrow's own error types, for any unreadable file
+        raise InputError(f"cannot read {what} as parquet: {_one_line(exc)}") from None
+
+
+def strict_json(value):
+    """Plain JSON values: NaN and infinities become null, numpy scalars Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def demo(args) -> int:
@@ -51,46 +118,93 @@ def demo(args) -> int:
     return 0
 
 
-def fit_csv(args) -> int:
+def fit_data(args) -> int:
     from . import lmm_scope
 
-    data = pd.read_csv(args.csv)
+    data = read_data(args.data)
     always = [s.strip() for s in args.always.split(",")] if args.always else None
     fit = lmm_scope(args.formula, data, k=_parse_k(args.k), a=_parse_a(args.a), always=always,
                     criterion=args.criterion, method=args.method, verbose=args.verbose)
     if args.json:
-        json.dump(fit.to_dict(), sys.stdout, indent=2, default=float)
-        print()
+        print(json.dumps(strict_json(fit.to_dict()), indent=2, allow_nan=False))
     else:
         print(fit.summary())
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="lmmscope", description=__doc__)
+def validate_data(args) -> int:
+    from .validate import cli_validate  # written by the validation front (lme4 checks)
+
+    return cli_validate(args.data, args.formula, args.tol, args.method,
+                        _parse_k(args.k), _parse_a(args.a))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return " ".join(str(text).split()) or type(exc).__name__
+
+
+def _user_errors() -> tuple:
+    errors = [ValueError, KeyError, TypeError, OSError]
+    try:
+        from formulaic.errors import FormulaicError
+        errors.append(FormulaicError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    text = " ".join(str(message).split()).removeprefix("lmmscope: ")
+    print(f"lmmscope: warning: {text}", file=file or sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmmscope", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="fit the seed example and compare with statsmodels")
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--verbose", action="store_true")
     p_demo.set_defaults(func=demo)
-    p_fit = sub.add_parser("fit", help="fit a CSV file")
-    p_fit.add_argument("csv")
+    p_fit = sub.add_parser("fit", help="select and fit on a CSV or parquet file")
+    p_fit.add_argument("data", help="CSV file, parquet file, or directory of parquet files")
     p_fit.add_argument("--formula", required=True)
     p_fit.add_argument("--k", default=None, help="support size, or 'cv' (default: GIC)")
     p_fit.add_argument("--a", default=None, help="proxy scale a, or 'cv' (default: variance ratio)")
     p_fit.add_argument("--always", default=None, help="comma-separated columns forced in")
     p_fit.add_argument("--criterion", default="gic", choices=["gic", "ebic", "bic", "aic"])
     p_fit.add_argument("--method", default="REML", choices=["REML", "ML"])
-    p_fit.add_argument("--json", action="store_true", help="print the result as JSON")
+    p_fit.add_argument("--json", action="store_true", help="print the result as strict JSON")
     p_fit.add_argument("--verbose", action="store_true")
-    p_fit.set_defaults(func=fit_csv)
-    args = parser.parse_args(argv)
+    p_fit.set_defaults(func=fit_data)
+    p_val = sub.add_parser("validate", help="fit, then check the fit against lme4::lmer")
+    p_val.add_argument("data", help="CSV file, parquet file, or directory of parquet files")
+    p_val.add_argument("--formula", required=True)
+    p_val.add_argument("--tol", type=float, default=1e-6, help="relative tolerance (default 1e-6)")
+    p_val.add_argument("--method", default="REML", choices=["REML", "ML"])
+    p_val.add_argument("--k", default=None, help="support size, or 'cv' (default: GIC)")
+    p_val.add_argument("--a", default=None, help="proxy scale a, or 'cv' (default: variance ratio)")
+    p_val.set_defaults(func=validate_data)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"lmmscope: error: {msg}", file=sys.stderr)
-        return 2
+    except _user_errors() as exc:
+        print(f"lmmscope: error: {_one_line(exc)}", file=sys.stderr)
+        return USAGE_ERROR
+    except Exception as exc:
+        if os.environ.get("LMMSCOPE_DEBUG"):
+            raise
+        print(f"lmmscope: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(set LMMSCOPE_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

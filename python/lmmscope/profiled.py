@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.optimize import OptimizeResult, minimize
 
 from .batched import cholesky_with_inverse
 from .crossprod import ClusterStats
@@ -236,6 +235,7 @@ def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None):
 
 
 def _optimise_theta(stats, reml, theta0):
+    from scipy.optimize import OptimizeResult, minimize  # lazily: a heavy import
     q = stats.q
     lower = theta_lower_bounds(q)
     if theta0 is None:

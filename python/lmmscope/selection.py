@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
-from skscope import ScopeSolver
 
 from .threads import one_blas_thread
 
@@ -200,6 +199,7 @@ def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20)
 
 
 def _splice(loss: QuadraticLoss, k: int, init_support, max_iter) -> np.ndarray:
+    from skscope import ScopeSolver  # JAX loads with skscope: only when a search runs
     solver = ScopeSolver(loss.p, sparsity=k, numeric_solver=_exact_subset_solver(loss),
                          max_iter=max_iter)
     solver.hessian = lambda params, data=None: loss.hessian_diag_matrix()

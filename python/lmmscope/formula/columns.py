@@ -1,0 +1,185 @@
+"""One side of a model (fixed or random) as a float64 matrix, and again on new rows.
+
+Plain numeric columns are read from the table in runs of neighbours (one view of a
+pandas block when the run lies in one) and copied once into a column-major matrix; when
+the side is nothing but one such run, that view *is* the matrix.  The other terms are
+materialised by formulaic on a small frame of the columns they read, under placeholder
+names, and slotted in at their places.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from .names import ColumnNames
+from .terms import Column, TermPlan
+
+INTERCEPT = "Intercept"
+
+# Math functions R users write in formulas; formulaic's own context has only Python
+# builtins, ``np`` and its transforms (log, exp, C, poly, scale, center, ...).
+R_FUNCTIONS = {name: getattr(np, name) for name in
+               ("sqrt", "exp", "log", "log2", "log10", "log1p", "expm1", "abs", "sin", "cos", "tan")}
+
+
+@dataclass
+class SideSpec:
+    """What rebuilds one side's columns on new rows (picklable, no training data)."""
+
+    intercept: bool
+    entries: list  # per term: ("column", data column) or ("term", slice of the formulaic matrix)
+    names: list  # the design's column names, intercept first
+    model_spec: object  # formulaic ModelSpec of the formulaic terms, or None
+    placeholders: dict  # placeholder -> data column, for the formulaic terms
+    required_variables: set  # data columns the side reads
+
+
+def plain_missing(source, columns: list) -> np.ndarray:
+    """Rows holding NaN in any of the columns (read in place, run by run)."""
+    missing = np.zeros(source.n_rows, dtype=bool)
+    for start, block in source.column_runs(columns):
+        missing |= _nan_rows(block, columns[start:start + block.shape[1]])
+    return missing
+
+
+def _nan_rows(block: np.ndarray, names) -> np.ndarray:
+    """Rows holding NaN; raise on infinite values.  One BLAS pass finds candidate rows
+    (a sum is non-finite iff a term is, or it overflowed), then they are inspected."""
+    if block.shape[1] == 0:
+        return np.zeros(block.shape[0], dtype=bool)
+    suspect = np.flatnonzero(~np.isfinite(block @ np.ones(block.shape[1])))
+    missing = np.zeros(block.shape[0], dtype=bool)
+    if suspect.size:
+        rows = block[suspect]
+        bad = np.isinf(rows).any(axis=0)
+        if bad.any():
+            raise ValueError(f"column {names[int(np.flatnonzero(bad)[0])]!r} contains infinite values")
+        missing[suspect] = np.isnan(rows).any(axis=1)
+    return missing
+
+
+def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
+    """formulaic's matrix of the plan's non-plain terms (on the kept rows), or None."""
+    if not plan.formulaic_terms:
+        return None
+    from formulaic import model_matrix
+    from formulaic.errors import FormulaicError
+    from formulaic.formula import SimpleFormula
+    from formulaic.parser.types import Factor, Term
+    frame = placeholder_frame(plan, names, source)
+    if keep is not None:
+        frame = frame.iloc[np.flatnonzero(keep)]
+    margins = set(plan.margins())
+    terms = [Term([Factor("1", eval_method="literal")])] if plan.intercept else []
+    terms += [Term([Factor(t.placeholder, eval_method="lookup")]) if isinstance(t, Column) else t
+              for t in plan.terms if not isinstance(t, Column) or t in margins]
+    try:
+        return model_matrix(SimpleFormula(terms, _ordering="none"), frame, na_action="raise",
+                            context=R_FUNCTIONS)
+    except (FormulaicError, ValueError, TypeError, NameError, KeyError, AttributeError) as exc:
+        raise ValueError("cannot evaluate the formula's terms: " + names.restore(str(exc))) from None
+
+
+def placeholder_frame(plan: TermPlan, names: ColumnNames, source) -> pd.DataFrame:
+    wanted = set(plan.referenced) | {t.name for t in plan.margins()}
+    columns = [c for c in source.columns if c in wanted]
+    frame = source.pandas(columns)
+    mapping = {ph: col for ph, col in names.used.items() if col in wanted}
+    return pd.DataFrame({ph: frame[col] for ph, col in mapping.items()}, copy=False)
+
+
+def side_matrix(plan: TermPlan, names: ColumnNames, source, mm, keep, n_rows: int):
+    """(matrix without the intercept column, SideSpec): the plain columns read from the
+    table in runs (one run that is the whole side is used as it is), formulaic's slotted in."""
+    plain = [t.name for t in plan.terms if isinstance(t, Column)]
+    runs = iter(source.column_runs(plain))
+    first, second = next(runs, None), next(runs, None)
+    runs = itertools.chain([r for r in (first, second) if r is not None], runs)
+    entries, out_names, plain_pos = [], [INTERCEPT] if plan.intercept else [], []
+    width = 0
+    for t in plan.terms:
+        if isinstance(t, Column):
+            entries.append(("column", t.name))
+            out_names.append(t.name if t.name != INTERCEPT else f"`{INTERCEPT}`")
+            plain_pos.append(width)
+            width += 1
+        else:
+            sl = mm.model_spec.term_slices[t]
+            entries.append(("term", sl))
+            out_names.extend(names.restore(str(c)) for c in mm.columns[sl])
+            width += sl.stop - sl.start
+    if mm is None and second is None and first is not None and first[1].shape[1] == width:
+        matrix = first[1] if keep is None else first[1][keep]  # the table's own block
+    else:
+        matrix = _assemble(plan, entries, runs, plain_pos, mm, keep, n_rows, width)
+    wanted = set(plan.referenced) | {m.name for m in plan.margins()}
+    spec = SideSpec(plan.intercept, entries, out_names, None if mm is None else mm.model_spec,
+                    {ph: c for ph, c in names.used.items() if c in wanted} if mm is not None else {},
+                    {t.name for t in plan.terms if isinstance(t, Column)} | set(plan.referenced))
+    return matrix, spec
+
+
+def _assemble(plan, entries, runs, plain_pos, mm, keep, n_rows, width):
+    """One column-major float64 matrix: plain runs copied once, formulaic's columns slotted in."""
+    matrix = np.empty((width, n_rows)).T
+    plain_pos = np.asarray(plain_pos, dtype=np.int64)
+    for start, block in runs:
+        dest = plain_pos[start:start + block.shape[1]]
+        rows = block if keep is None else block[keep]
+        if dest.size and dest[-1] - dest[0] == dest.size - 1:
+            matrix[:, dest[0]:dest[-1] + 1] = rows
+        else:
+            matrix[:, dest] = rows
+    if mm is not None:
+        values, pos = np.asarray(mm, dtype=float), 0
+        for kind, what in entries:
+            if kind == "term":
+                matrix[:, pos:pos + what.stop - what.start] = values[:, what]
+                pos += what.stop - what.start
+            else:
+                pos += 1
+    return matrix
+
+
+def rebuild(spec: SideSpec, source, factor_levels: dict) -> np.ndarray:
+    """The side's full matrix (intercept included) on new rows with the fitted encodings."""
+    n = source.n_rows
+    out = np.empty((n, len(spec.names)))
+    pos = 0
+    if spec.intercept:
+        out[:, 0], pos = 1.0, 1
+    values = _formulaic_on_new_rows(spec, source, factor_levels)
+    for kind, what in spec.entries:
+        if kind == "column":
+            out[:, pos] = source.numeric(what)
+            pos += 1
+        else:
+            width = what.stop - what.start
+            out[:, pos:pos + width] = values[:, what]
+            pos += width
+    return out
+
+
+def _formulaic_on_new_rows(spec: SideSpec, source, factor_levels: dict):
+    if spec.model_spec is None:
+        return None
+    frame = source.pandas(sorted(set(spec.placeholders.values()), key=source.columns.index))
+    for name, levels in factor_levels.items():
+        if name in frame.columns:
+            unseen = sorted(set(frame[name].dropna().astype(object)) - set(levels), key=str)
+            if unseen:
+                raise ValueError(f"newdata column {name!r} has level(s) not seen in fitting: "
+                                 + ", ".join(map(str, unseen)))
+    frame = pd.DataFrame({ph: frame[c] for ph, c in spec.placeholders.items()}, copy=False)
+    from formulaic.errors import DataMismatchWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataMismatchWarning)
+        try:
+            return np.asarray(spec.model_spec.get_model_matrix(frame, na_action="ignore",
+                                                                context=R_FUNCTIONS), dtype=float)
+        except DataMismatchWarning as exc:
+            raise ValueError(f"newdata does not match the fitted model: {exc}") from None

@@ -1,0 +1,219 @@
+"""Formula + table -> the arrays of a mixed model (X, y, Z, groups), and again for new rows."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..frames import as_source
+from ..intercept import InterceptPrepended
+from .columns import SideSpec, formulaic_part, plain_missing, rebuild, side_matrix
+from .names import ColumnNames
+from .parse import ParsedFormula, parse_formula
+from .terms import Column, TermPlan, plan_terms
+
+
+@dataclass
+class Design:
+    """Materialised arrays of a mixed model, with what prediction needs to redo it.
+
+    ``X`` is an :class:`~lmmscope.intercept.InterceptPrepended` when the model has an
+    intercept (so a frame's float block is used without copying), else an array.
+    """
+
+    X: object
+    y: np.ndarray
+    Z: np.ndarray
+    groups: np.ndarray
+    fixed_names: list
+    random_names: list
+    group_name: str
+    response_name: str
+    fixed_spec: SideSpec
+    random_spec: SideSpec
+    parsed: ParsedFormula
+    fixed_formula: str
+    n_dropped: int = 0
+    dropped_rows: list = field(default_factory=list)
+    factor_levels: dict = field(default_factory=dict)
+    row_index: object = None
+
+    def without_data(self) -> "Design":
+        """The encodings only (no training arrays): what prediction needs, small to pickle."""
+        empty = np.empty((0, 0))
+        return replace(self, X=empty, y=np.empty(0), Z=empty,
+                       groups=np.empty(0), dropped_rows=[], row_index=None)
+
+
+@dataclass
+class _Plans:
+    response: TermPlan
+    fixed: TermPlan
+    random: TermPlan
+
+
+def _plans(parsed: ParsedFormula, names: ColumnNames, source) -> _Plans:
+    response = plan_terms(parsed.response, names, source.is_numeric, intercept=False)
+    lhs = _columns_of(response)
+    dot = [c for c in source.columns if c not in set(lhs) | {parsed.group}]
+    y_col = response.terms[0].name if len(response.terms) == 1 and isinstance(response.terms[0], Column) else None
+    fixed = plan_terms(parsed.fixed, names, source.is_numeric, dot, response=y_col)
+    random = plan_terms(parsed.random, names, source.is_numeric)
+    if names.unknown:
+        raise KeyError("unknown column(s) in formula: " + ", ".join(map(str, names.unknown)))
+    if fixed.removed_response:
+        warnings.warn(f"lmmscope: the response {y_col!r} appeared on the right-hand side and "
+                      "was dropped", stacklevel=4)
+    if response.intercept or len(response.terms) != 1:
+        raise ValueError(f"the response must be one numeric column, got {parsed.response!r}")
+    if not random.intercept and not random.terms:
+        raise ValueError(f"the random-effects term ({parsed.random} | {parsed.group}) has no "
+                         "columns; use (1 | group) for a random intercept")
+    return _Plans(response, fixed, random)
+
+
+def _columns_of(plan: TermPlan) -> list:
+    return [t.name for t in plan.terms if isinstance(t, Column)] + list(plan.referenced)
+
+
+def build_design(formula: str, data, na_action: str = "omit") -> Design:
+    """Materialise a mixed-model formula on a table (R's na.omit by default).
+
+    ``data``: a pandas, polars or pyarrow table (or anything with ``__arrow_c_stream__``
+    or ``__dataframe__``).
+    """
+    if na_action not in ("omit", "fail"):
+        raise ValueError("na_action must be 'omit' or 'fail'")
+    if not isinstance(formula, str):
+        raise TypeError(f"formula must be a string, got {type(formula).__name__}")
+    source = as_source(data)
+    parsed = parse_formula(formula)
+    names = ColumnNames(source.columns)
+    if parsed.group not in names:
+        raise KeyError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
+    plans = _plans(parsed, names, source)
+    _check_unique(source, plans, parsed.group)
+    keep, dropped = _rows_to_keep(source, plans, parsed.group, na_action)
+    n = source.n_rows if keep is None else int(keep.sum())
+    if n == 0:
+        raise ValueError("no rows left after removing missing values")
+    y, response_name = _response(plans.response, names, source, keep)
+    X, fixed_spec = side_matrix(plans.fixed, names, source,
+                                formulaic_part(plans.fixed, names, source, keep), keep, n)
+    Z, random_spec = side_matrix(plans.random, names, source,
+                                 formulaic_part(plans.random, names, source, keep), keep, n)
+    _check_names(fixed_spec.names)
+    groups = _group_labels(source.values(parsed.group), parsed.group)
+    return Design(
+        X=InterceptPrepended(X) if plans.fixed.intercept else X, y=y,
+        Z=_with_intercept(Z, plans.random.intercept), groups=groups if keep is None else groups[keep],
+        fixed_names=fixed_spec.names, random_names=random_spec.names, group_name=parsed.group,
+        response_name=response_name, fixed_spec=fixed_spec, random_spec=random_spec,
+        parsed=parsed, fixed_formula=f"{parsed.response} ~ {parsed.fixed}",
+        n_dropped=len(dropped), dropped_rows=dropped,
+        factor_levels=_factor_levels(plans.fixed, source),
+        row_index=source.index if keep is None else source.index[keep])
+
+
+def _group_labels(values: np.ndarray, name: str) -> np.ndarray:
+    """Cluster labels that sort: labels of mixed types (1 and "a") become their text,
+    as in an R factor, unless two labels would then coincide (1 and "1")."""
+    if values.dtype != object or len({type(v) for v in values}) < 2:
+        return values
+    import pandas as pd
+    text = values.astype(str)
+    if pd.unique(text).size != pd.unique(values).size:
+        raise ValueError(f"the grouping column {name!r} mixes label types whose text coincides "
+                         "(such as 1 and '1'); give it one type")
+    return text
+
+
+def _with_intercept(Z: np.ndarray, intercept: bool) -> np.ndarray:
+    out = np.empty((Z.shape[0], Z.shape[1] + intercept))
+    if intercept:
+        out[:, 0] = 1.0
+    out[:, int(intercept):] = Z
+    return out
+
+
+def _check_unique(source, plans: _Plans, group: str) -> None:
+    used = set(_columns_of(plans.response)) | set(_columns_of(plans.fixed)) \
+        | set(_columns_of(plans.random)) | {group}
+    dup = sorted(used & source.duplicated)
+    if dup:
+        raise ValueError("the data have several columns named " + ", ".join(map(repr, dup)))
+
+
+def _check_names(out_names: list) -> None:
+    seen, dup = set(), []
+    for name in out_names:
+        if name in seen:
+            dup.append(name)
+        seen.add(name)
+    if dup:
+        raise ValueError("two fixed-effect columns would both be named " + ", ".join(map(repr, dup))
+                         + "; rename a data column")
+
+
+def _rows_to_keep(source, plans: _Plans, group: str, na_action: str):
+    """(boolean mask of complete rows or None when all are, dropped row labels)."""
+    plain = [t.name for t in plans.fixed.terms if isinstance(t, Column)]
+    missing = plain_missing(source, plain)
+    others = set(_columns_of(plans.response)) | set(plans.fixed.referenced) \
+        | set(_columns_of(plans.random)) | {group}
+    for name in sorted(others - set(plain), key=source.columns.index):
+        if source.is_numeric(name):
+            values = source.numeric(name)
+            if np.isinf(values).any():
+                raise ValueError(f"column {name!r} contains infinite values")
+            missing |= np.isnan(values)
+        else:
+            missing |= source.isna(name)
+    if not missing.any():
+        return None, []
+    n_missing = int(missing.sum())
+    if na_action == "fail":
+        raise ValueError(f"{n_missing} rows have missing values in the model's columns "
+                         "(na_action='fail')")
+    warnings.warn(f"lmmscope: dropped {n_missing} rows with missing values (na.omit)", stacklevel=4)
+    return ~missing, list(source.index[missing])
+
+
+def _response(plan: TermPlan, names: ColumnNames, source, keep):
+    term = plan.terms[0]
+    if isinstance(term, Column):
+        y = source.numeric(term.name)
+        return (y if keep is None else y[keep]), term.name
+    looked_up = [names.restore(f.expr) for f in term.factors if f.eval_method.name == "LOOKUP"]
+    if looked_up and len(term.factors) == 1:
+        raise ValueError(f"the response {looked_up[0]!r} must be numeric")
+    mm = formulaic_part(plan, names, source, keep)
+    if mm.shape[1] != 1:
+        raise ValueError(f"the response must be one numeric column, got {mm.shape[1]}")
+    return np.asarray(mm, dtype=float)[:, 0], names.restore(str(mm.columns[0]))
+
+
+def _factor_levels(plan: TermPlan, source) -> dict:
+    """Levels of the categorical columns the fixed part reads (to refuse unseen ones)."""
+    out = {}
+    for name in plan.referenced:
+        if not source.is_numeric(name):
+            values = source.pandas([name])[name]
+            out[name] = list(values.astype("category").cat.categories)
+    return out
+
+
+def new_design_matrices(design: Design, newdata, need_random: bool):
+    """Fixed (and random) model matrices for new rows, with the fitted encodings."""
+    source = as_source(newdata, "newdata")
+    needed = set(design.fixed_spec.required_variables)
+    if need_random:
+        needed |= set(design.random_spec.required_variables) | {design.group_name}
+    unknown = sorted(v for v in needed if v not in source.position)
+    if unknown:
+        raise KeyError("newdata lacks column(s): " + ", ".join(unknown))
+    X = rebuild(design.fixed_spec, source, design.factor_levels)
+    Z = rebuild(design.random_spec, source, {}) if need_random else None
+    return X, Z

@@ -1,0 +1,171 @@
+"""Tables of any library, read as named numpy columns without a trip through Python objects.
+
+The formula front needs little from a table: its column names, each numeric column as
+a float64 array (a view of the table's memory where the library allows), a small
+pandas frame of the few columns formulaic must encode (factors, transforms), and for
+pandas the chance to take a whole run of float columns as one 2-D view.  pandas
+frames are read as they are; polars, pyarrow and anything speaking the Arrow C stream
+(``__arrow_c_stream__``) or the dataframe interchange protocol (``__dataframe__``)
+become a pyarrow Table, whose numeric columns numpy reads in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+ACCEPTED = ("a pandas DataFrame (or a polars or pyarrow table, or an object with "
+            "__arrow_c_stream__ or __dataframe__)")
+
+
+def as_source(data, what: str = "data"):
+    """A :class:`PandasSource` or :class:`ArrowSource` over ``data``."""
+    if isinstance(data, pd.DataFrame):
+        return PandasSource(data)
+    table = _as_arrow_table(data)
+    if table is None:
+        raise TypeError(f"{what} must be {ACCEPTED}; got {type(data).__name__}")
+    return ArrowSource(table)
+
+
+def _as_arrow_table(data):
+    module = type(data).__module__.split(".")[0]
+    if module not in ("pyarrow", "polars") and not hasattr(data, "__arrow_c_stream__") \
+            and not hasattr(data, "__dataframe__"):
+        return None
+    import pyarrow as pa
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if module == "polars" and hasattr(data, "to_arrow"):
+        if hasattr(data, "collect"):  # a LazyFrame
+            data = data.collect()
+        return data.to_arrow()
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    from pyarrow.interchange import from_dataframe
+    return from_dataframe(data)
+
+
+def _duplicates(names) -> list:
+    seen, dup = set(), []
+    for name in names:
+        if name in seen and name not in dup:
+            dup.append(name)
+        seen.add(name)
+    return dup
+
+
+class PandasSource:
+    """Columns of a pandas DataFrame (names as strings, as formulas see them)."""
+
+    def __init__(self, df: pd.DataFrame):
+        self.df = df
+        self.columns = [str(c) for c in df.columns]
+        self.n_rows = df.shape[0]
+        self.position = {name: j for j, name in enumerate(self.columns)}
+        self.duplicated = set(_duplicates(self.columns))
+        dtypes = list(df.dtypes)
+        numeric = {dt: _numeric_dtype(dt) for dt in set(dtypes)}  # few distinct dtypes
+        self._numeric = dict(zip(self.columns, (numeric[dt] for dt in dtypes)))
+        self._float64 = [dt == np.float64 for dt in dtypes]
+
+    @property
+    def index(self):
+        return self.df.index
+
+    def is_numeric(self, name: str) -> bool:
+        return self._numeric[name]
+
+    def _series(self, name: str) -> pd.Series:
+        return self.df.iloc[:, self.position[name]]
+
+    def numeric(self, name: str) -> np.ndarray:
+        """float64 values, NaN where missing (a view when the column is float64 already)."""
+        s = self._series(name)
+        if s.dtype == np.float64:
+            return s.to_numpy()
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def column_runs(self, names):
+        """(index in ``names``, N x r float64 array) for each run of neighbouring columns;
+        a run inside one float64 block of the frame is a view of it, not a copy."""
+        pos = [self.position[name] for name in names]
+        start = 0
+        for end in range(1, len(pos) + 1):
+            if end == len(pos) or pos[end] != pos[end - 1] + 1:
+                part = self.df.iloc[:, pos[start]:pos[end - 1] + 1]
+                if all(self._float64[pos[start]:pos[end - 1] + 1]):
+                    yield start, part.to_numpy()
+                else:
+                    yield start, part.to_numpy(dtype=np.float64, na_value=np.nan)
+                start = end
+
+    def isna(self, name: str) -> np.ndarray:
+        return self._series(name).isna().to_numpy()
+
+    def values(self, name: str) -> np.ndarray:
+        return self._series(name).to_numpy()
+
+    def pandas(self, names) -> pd.DataFrame:
+        """A frame of the columns ``names``, sharing the data."""
+        return pd.DataFrame({n: self._series(n) for n in names}, copy=False)
+
+
+def _numeric_dtype(dtype) -> bool:
+    return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+            and not isinstance(dtype, pd.CategoricalDtype))
+
+
+class ArrowSource:
+    """Columns of a pyarrow Table (what polars, interchange and C-stream tables become)."""
+
+    def __init__(self, table):
+        import pyarrow.types as pat
+        self.table = table
+        self.columns = [str(c) for c in table.column_names]
+        self.n_rows = table.num_rows
+        self.position = {name: j for j, name in enumerate(self.columns)}
+        self.duplicated = set(_duplicates(self.columns))
+        self._numeric = {name: bool(pat.is_integer(f.type) or pat.is_floating(f.type)
+                                    or pat.is_decimal(f.type))
+                         for name, f in zip(self.columns, table.schema)}
+
+    @property
+    def index(self):
+        return pd.RangeIndex(self.n_rows)
+
+    def is_numeric(self, name: str) -> bool:
+        return self._numeric[name]
+
+    def _column(self, name: str):
+        return self.table.column(self.position[name])
+
+    def numeric(self, name: str) -> np.ndarray:
+        import pyarrow as pa
+        col = self._column(name)
+        if col.num_chunks == 1 and col.null_count == 0 and col.type == pa.float64():
+            return col.chunk(0).to_numpy(zero_copy_only=True)
+        if col.null_count:
+            col = col.cast(pa.float64())
+        return np.asarray(col.to_numpy(), dtype=np.float64)
+
+    def column_runs(self, names):
+        """(index in ``names``, N x 1 array) per column: Arrow keeps each in its own buffer."""
+        for j, name in enumerate(names):
+            yield j, self.numeric(name)[:, None]
+
+    def isna(self, name: str) -> np.ndarray:
+        col = self._column(name)
+        mask = col.is_null(nan_is_null=True) if self._numeric[name] else col.is_null()
+        return mask.to_numpy(zero_copy_only=False)
+
+    def values(self, name: str) -> np.ndarray:
+        return self.pandas([name])[name].to_numpy()
+
+    def pandas(self, names) -> pd.DataFrame:
+        part = self.table.select([self.position[n] for n in names])
+        df = part.to_pandas(split_blocks=True)
+        df.columns = list(names)
+        return df
