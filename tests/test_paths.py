@@ -214,28 +214,27 @@ SEED_MODEL = "y ~ x1 + x2 + x3 + x4 + x5 + x10 + (0 + z0 + z1 | cluster)"
 
 
 def test_to_dict_round_trips_through_json(seed_data):
+    """to_dict is the versioned schema payload (lmmscope.schema): plain values that
+    survive strict JSON as the CLI writes it (NaN -> null), each equal to the attribute
+    it stands for."""
+    from lmmscope.cli import strict_json
+
     df, _beta = seed_data
     fit = lmmscope.lmm_scope(SEED_MODEL, df)
     out = fit.to_dict()
-    back = json.loads(json.dumps(out))
-    keys = {"coef", "support", "k", "a", "criterion", "fixef", "std_error", "sigma", "loglik",
-            "aic", "bic", "nobs", "ngroups", "method", "singular", "n_dropped", "varcorr", "path"}
-    assert keys <= set(out) and set(back) == set(out)
-    assert {k: v for k, v in back.items() if k != "varcorr"} == \
-        {k: v for k, v in out.items() if k != "varcorr"}
-    assert back["coef"] == fit.coef.to_dict() and back["fixef"] == fit.fixef.to_dict()
-    assert back["std_error"] == fit.bse.to_dict()
+    back = json.loads(json.dumps(strict_json(out), allow_nan=False))
+    assert back == strict_json(out)
+    keys = {"schema_version", "kind", "names", "coef", "support", "selected", "k", "a",
+            "criterion", "fixef_names", "fixef", "vcov", "sigma", "theta", "psi", "loglik",
+            "aic", "bic", "nobs", "ngroups", "method", "singular", "n_dropped", "path",
+            "ranef", "group_labels"}
+    assert keys <= set(out)
+    assert dict(zip(back["names"], back["coef"])) == fit.coef.to_dict()
+    assert dict(zip(back["fixef_names"], back["fixef"])) == fit.fixef.to_dict()
+    np.testing.assert_array_equal(np.sqrt(np.diag(back["vcov"])), fit.bse.to_numpy())
+    np.testing.assert_array_equal(np.asarray(back["ranef"]), fit.ranef.to_numpy())
     assert back["support"] == fit.support and back["k"] == fit.k == len(fit.support)
     for name in ("a", "criterion", "sigma", "loglik", "aic", "bic", "nobs", "ngroups",
                  "method", "singular", "n_dropped"):
         assert back[name] == getattr(fit, name), name
     pd.testing.assert_frame_equal(pd.DataFrame(back["path"]), fit.path, check_dtype=False)
-    pd.testing.assert_frame_equal(pd.DataFrame(back["varcorr"]), fit.varcorr.reset_index(drop=True),
-                                  check_dtype=False)
-
-
-@pytest.mark.xfail(strict=True, reason="to_dict keeps NaN in varcorr (vc.where(notna, None) leaves "
-                   "NaN in float columns on pandas 2): the CLI writes non-standard JSON")
-def test_to_dict_is_strict_json(seed_data):
-    df, _beta = seed_data
-    json.dumps(lmmscope.lmm_scope(SEED_MODEL, df).to_dict(), allow_nan=False)

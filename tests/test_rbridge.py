@@ -84,11 +84,3 @@ def test_to_dict_is_the_schema_payload():
     assert len(d["vcov"]) == len(d["fixef"]) == 3
 
 
-def test_inference_payload_reads_t_from_either_column_name():
-    import pandas as pd
-    tab = pd.DataFrame({"estimate": [1.0], "std_error": [0.5], "z": [2.0], "p_value": [0.1],
-                        "ci_lower": [0.0], "ci_upper": [2.0], "p_adjusted": [0.1]},
-                       index=["x"])
-    assert schema.inference_payload(tab, 9, 0.95, "BH")["t"].tolist() == [2.0]
-    tab = tab.rename(columns={"z": "t"})
-    assert schema.inference_payload(tab, 9, 0.95, "BH")["t"].tolist() == [2.0]

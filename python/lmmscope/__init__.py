@@ -5,8 +5,16 @@ Sigma_a = a Z_i Z_i' + I, then best-subset selection with skscope's ScopeSolver;
 variance components and random effects on the selected model by (RE)ML as lme4.
 """
 
-from .api import LmmScope, lmm, lmm_scope
+from .api import lmm, lmm_scope
 from .results import LmmResult, LmmScopeResult
 
 __version__ = "0.1.0"
 __all__ = ["lmm_scope", "lmm", "LmmScope", "LmmScopeResult", "LmmResult", "__version__"]
+
+
+def __getattr__(name):
+    # The scikit-learn estimator is loaded on first use: scikit-learn takes seconds to import.
+    if name == "LmmScope":
+        from .estimator import LmmScope
+        return LmmScope
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

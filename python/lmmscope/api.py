@@ -7,7 +7,6 @@ import pandas as pd
 
 from . import checks
 from .crossprod import compute_cluster_stats, encode_groups
-from .estimator import LmmScope  # noqa: F401  (its home; kept importable from here)
 from .formula import INTERCEPT, build_design
 from .intercept import InterceptPrepended
 from .mixed import MixedModelFit
@@ -138,3 +137,12 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     mixed = MixedModelFit(stats, design.fixed_names, design.random_names, labels,
                           design.group_name, reml=_check_method(method))
     return LmmResult(mixed, design, X, y, Z, codes, labels)
+
+
+def __getattr__(name):
+    # LmmScope lives in estimator.py; importing it (and scikit-learn) only on first use
+    # keeps `import lmmscope` light while `from lmmscope.api import LmmScope` still works.
+    if name == "LmmScope":
+        from .estimator import LmmScope
+        return LmmScope
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,17 +32,12 @@ def plain(value):
     return value
 
 
-def t_statistic(table: pd.DataFrame) -> pd.Series:
-    """The t statistic column of the inference table (called "z" in older cores)."""
-    return table["t"] if "t" in table.columns else table["z"]
-
-
 def inference_payload(table: pd.DataFrame | None, df, level, adjust) -> dict | None:
     """The debiased-inference table as columns, with its reference df, level and adjustment."""
     if table is None:
         return None
     return {"term": [str(t) for t in table.index], "estimate": table["estimate"],
-            "std_error": table["std_error"], "t": t_statistic(table),
+            "std_error": table["std_error"], "t": table["t"],
             "p_value": table["p_value"], "ci_lower": table["ci_lower"],
             "ci_upper": table["ci_upper"], "p_adjusted": table["p_adjusted"],
             "df": df, "level": level, "adjust": adjust}
@@ -105,4 +100,4 @@ def result_payload(result, inference: dict | None = None) -> dict:
     return plain(out)
 
 
-__all__ = ["SCHEMA_VERSION", "result_payload", "inference_payload", "plain", "t_statistic"]
+__all__ = ["SCHEMA_VERSION", "result_payload", "inference_payload", "plain"]
