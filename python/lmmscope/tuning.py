@@ -1,49 +1,53 @@
 """Selection with tuning of the support size k and of the proxy-covariance scale a.
 
-k: an integer fixes it; ``None`` walks k = 0..k_max (warm-started best subsets) and
-picks the minimiser of an information criterion of the profiled quasi-likelihood
-(GIC by default); ``"cv"`` scores each k by the whitened prediction error on held-out
-clusters (K-fold, folds of whole clusters).
+k (the k choice, :func:`choose_k`): an integer fixes it; ``None`` walks k = 0..k_max
+(warm-started best subsets) and picks the minimiser of an information criterion of
+the profiled quasi-likelihood (GIC by default); ``"cv"`` scores each k by the
+whitened prediction error on held-out clusters (K-fold, folds of whole clusters).
 
-a: a number fixes it; ``None`` (default) iterates "select, refit the mixed model by
-REML on the selected support, set a to the fitted random-effect to noise variance
-ratio" until the support stops changing or a moves by less than 1%; ``"cv"`` picks a on a grid by the raw
-prediction error sum((y - X beta)^2) on held-out clusters, which is comparable
-across a (the whitened loss is not).
+a (the tuning of a):
+- a number fixes it.
+- ``None`` (default): "select, refit the mixed model by REML on the selected support,
+  set a to the fitted random-effect to noise variance ratio", repeated until the
+  support stops changing or a moves by less than ``Control.a_relative_tol``, from two
+  unit-free starts: the REML variance ratio of the model with only the unpenalised
+  columns, and a = 0 (no whitening, so no fixed slope can be whitened away into the
+  random slope).  Every support visited is then scored on the mixed model refitted
+  by ML on it (-2 log-likelihood, plus the penalty of ``criterion`` on its size) and
+  the best one is returned, with the a at which it was selected: the iteration cannot
+  settle on a fixed point that another start beats on the refitted likelihood.
+- ``"cv"`` picks a on a grid by the raw prediction error sum((y - X beta)^2) on
+  held-out clusters, which is comparable across a (the whitened loss is not).  The
+  k of each training fold is chosen by ``criterion`` when k is None, fixed when k is
+  an integer; with ``k="cv"`` too, a and k are chosen jointly: the pair with the
+  smallest raw held-out error over the grid of a and k = 0..k_max.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from . import checks
+from .control import Control, as_control
 from .crossprod import compute_cluster_stats, whiten_rows, whiten_stats
-from .profiled import optimise_theta, solve_pls
+from .refit import Refitter
 from .selection import CRITERIA, information_criteria, reduce_gram, reduce_rows, selection_path
 
 DEFAULT_A_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
-# Above this many columns (and when p > N) the p x p Gram is not formed.
-GRAM_LIMIT = 4000
-# A single selection (k and a both fixed) runs on whitened rows up to this size:
-# its tens of O(Np) gradient evaluations cost less than the O(Np^2) Gram, and the
-# rows are one copy of X.
-SINGLE_PROBLEM_ROWS_BYTES = 2**28
 
 
-A_RELATIVE_TOL = 1e-2  # the a-iteration stops when a moves by less than 1%
-
-
-def gram_pays_off(n_obs: int, p: int, k, a) -> bool:
+def gram_pays_off(n_obs: int, p: int, k, a, control: Control | None = None) -> bool:
     """Whether to work on the p x p whitened Gram (True) or on whitened rows."""
+    control = as_control(control)
     single_problem = (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
                       and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
-    if single_problem and 8 * n_obs * p <= SINGLE_PROBLEM_ROWS_BYTES:
+    if single_problem and 8 * n_obs * p <= control.single_problem_rows_bytes:
         return False
-    return p <= max(n_obs, GRAM_LIMIT)
+    return p <= max(n_obs, control.gram_limit)
 
 
 def default_k_max(n_penalised: int, n_obs: int, n_unpenalised: int) -> int:
@@ -65,10 +69,12 @@ class Progress:
 class Data:
     """The raw arrays and their per-cluster statistics (one pass), Gram or row form."""
 
-    def __init__(self, X, y, Z, codes, n_groups, use_gram=None):
+    def __init__(self, X, y, Z, codes, n_groups, use_gram=None, control: Control | None = None):
         self.X, self.y, self.Z, self.codes, self.n_groups = X, y, Z, codes, n_groups
         self.N, self.p = X.shape
-        self.use_gram = gram_pays_off(self.N, self.p, None, None) if use_gram is None else use_gram
+        self.control = as_control(control)
+        self.use_gram = (gram_pays_off(self.N, self.p, None, None, self.control)
+                         if use_gram is None else use_gram)
         self.stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=self.use_gram)
         self._fold_cache = {}
 
@@ -158,8 +164,37 @@ class SelectionResult:
     path_coef: np.ndarray  # (len(path), p)
     criterion: str
     a_history: pd.DataFrame
-    trace_inv: float | None
-    reml_start: tuple | None = None  # (columns, theta) of the last REML fit, for warm starts
+
+
+@dataclass
+class KChoice:
+    """The selection path at one a and the k chosen on it."""
+
+    a: float
+    chosen: object  # selection.PathStep
+    path: pd.DataFrame
+    path_coef: np.ndarray
+
+
+@dataclass
+class Tuning:
+    """The fixed settings of one :func:`select` call, and its caches."""
+
+    data: object  # a data backend (contract 2: N, p, n_groups, stats, reduced, ...)
+    unpenalised: list
+    k: object
+    criterion: str
+    k_max: int
+    cv_folds: int
+    random_state: object
+    progress: Progress
+    control: Control
+    refitter: Refitter
+    paths: dict = field(default_factory=dict)  # a -> (steps, criteria rows)
+
+    @property
+    def n_pen(self) -> int:
+        return self.data.p - len(self.unpenalised)
 
 
 def _path_frame(steps, criterion_rows, cv_error=None):
@@ -171,126 +206,178 @@ def _path_frame(steps, criterion_rows, cv_error=None):
     return df
 
 
-def select_at_a(data: Data, a, unpenalised, k, criterion, k_max, n_folds, random_state, progress):
-    """Selection for one value of a: the path over k and the chosen k."""
-    n_unpen = len(unpenalised)
-    n_pen = data.p - n_unpen
-    problem, trace_inv = data.reduced(a, unpenalised)
-    ks = np.arange(0, k_max + 1) if (k is None or isinstance(k, str)) else np.array([k])
-    steps = selection_path(problem, ks, progress=(lambda s: progress(f"  a={a:.4g} k={s.k} "
-                                                                     f"rss={s.rss:.6g}"))
-                           if progress.verbose and len(ks) > 1 else None)
-    crit = [information_criteria(s.rss, s.k, n_unpen, data.N, n_pen) for s in steps]
-    cv_error = None
-    if isinstance(k, str):  # "cv"
-        folds = make_folds(data.n_groups, n_folds, random_state)
-        cv_error = np.zeros(len(ks))
-        for f, (train, held_white, _raw, _n) in enumerate(data.fold_problems(a, unpenalised, folds)):
-            fold_steps = selection_path(train, ks)
-            cv_error += [quadratic_error(held_white, s.coef) for s in fold_steps]
-            progress(f"  a={a:.4g} fold {f + 1}/{n_folds} done")
+def _ks(t: Tuning):
+    return np.arange(0, t.k_max + 1) if (t.k is None or isinstance(t.k, str)) else np.array([t.k])
+
+
+def _path_at(t: Tuning, a):
+    """Best subsets over k at ``a`` with their criteria (cached by a)."""
+    if a not in t.paths:
+        problem, _ = t.data.reduced(a, t.unpenalised)
+        ks = _ks(t)
+        report = None
+        if t.progress.verbose and len(ks) > 1:
+            report = lambda s: t.progress(f"  a={a:.4g} k={s.k} rss={s.rss:.6g}")
+        steps = selection_path(problem, ks, progress=report)
+        crit = [information_criteria(s.rss, s.k, len(t.unpenalised), t.data.N, t.n_pen)
+                for s in steps]
+        t.paths[a] = (steps, crit)
+    return t.paths[a]
+
+
+def choose_k(t: Tuning, a, k_index=None, cv_error=None) -> KChoice:
+    """The k choice at ``a``: by the criterion, by CV (whitened held-out error), fixed,
+    or (``k_index``) a position on the path chosen elsewhere."""
+    steps, crit = _path_at(t, a)
+    if k_index is not None:
+        best = int(k_index)
+    elif isinstance(t.k, str):
+        cv_error = _whitened_cv_errors(t, a)
         best = int(np.argmin(cv_error))
-    elif k is None:
-        best = int(np.argmin([c[criterion] for c in crit]))
+    elif t.k is None:
+        best = int(np.argmin([c[t.criterion] for c in crit]))
     else:
         best = 0
-    path = _path_frame(steps, crit, cv_error)
-    chosen = steps[best]
-    return chosen, path, np.array([s.coef for s in steps]), trace_inv
+    return KChoice(a, steps[best], _path_frame(steps, crit, cv_error),
+                   np.array([s.coef for s in steps]))
 
 
-def variance_ratio(data: "Data", columns):
-    """a = tr(Psi S) / (sigma^2 tr S), S = sum_i Z_i'Z_i, from a REML fit on ``columns``.
-
-    Returns (a, theta); theta warm-starts the final refit on the same support.
-    This is the average share of random-effect to noise variance per row, in the
-    units of the data, so it is invariant to rescaling the columns of Z.
-    """
-    stats = data.stats
-    sub = data.subset_stats(columns)
-    theta, _dev, _ = optimise_theta(sub, reml=True)
-    sol = solve_pls(sub, theta)
-    # Psi / sigma^2 = Lam Lam'
-    S = stats.ZtZ.sum(axis=0)
-    rel = sol.Lam @ sol.Lam.T
-    return float(np.trace(rel @ S) / max(np.trace(S), 1e-300)), theta
+def _whitened_cv_errors(t: Tuning, a) -> np.ndarray:
+    folds = make_folds(t.data.n_groups, t.cv_folds, t.random_state)
+    ks = _ks(t)
+    errors = np.zeros(len(ks))
+    for f, (train, held_white, _raw, _n) in enumerate(t.data.fold_problems(a, t.unpenalised, folds)):
+        errors += [quadratic_error(held_white, s.coef) for s in selection_path(train, ks)]
+        t.progress(f"  a={a:.4g} fold {f + 1}/{t.cv_folds} done")
+    return errors
 
 
-def select(data: Data, *, unpenalised, names, k=None, a=None, criterion="gic",
-           k_max=None, cv_folds=5, a_grid=DEFAULT_A_GRID, max_a_iter=6,
-           random_state=0, verbose=False) -> SelectionResult:
-    """Best-subset selection of fixed effects with k and a tuned as documented above."""
-    progress = verbose if isinstance(verbose, Progress) else Progress(verbose)
+def _refit_score(t: Tuning, support) -> float:
+    """-2 log-likelihood of the ML refit on the support plus the criterion's penalty."""
+    columns = sorted(set(t.unpenalised) | set(int(j) for j in support))
+    N = t.data.N
+    penalty = information_criteria(N, len(support), len(t.unpenalised), N, t.n_pen)[t.criterion]
+    return t.refitter.ml_deviance(columns) + penalty
+
+
+def _a_starts(t: Tuning):
+    """Unit-free starts: the REML variance ratio of the unpenalised-only model, and 0."""
+    return [("unpenalised REML", t.refitter.variance_ratio(t.unpenalised)),
+            ("a = 0", 0.0)]
+
+
+def _iterate_from(t: Tuning, label, a_start, visited, history):
+    """The select/refit iteration from one start; records every support it selects."""
+    earlier = set(visited)
+    a_cur, previous = a_start, None
+    for it in range(t.control.max_a_iter):
+        choice = choose_k(t, a_cur)
+        support = tuple(int(j) for j in choice.chosen.support)
+        row = {"start": label, "iteration": it, "a": a_cur, "k": choice.chosen.k,
+               "support": support}
+        history.append(row)
+        if support not in earlier:  # keep the a at which an earlier start reached it
+            visited[support] = choice
+        t.progress(f"[{label}] a={a_cur:.4g}: k={choice.chosen.k}, support={list(support)}")
+        if support == previous or support in earlier:
+            break  # a fixed point, or the path an earlier start already followed
+        previous = support
+        a_next = t.refitter.variance_ratio(sorted(set(t.unpenalised) | set(support)))
+        row["a_next"] = a_next
+        if abs(a_next - a_cur) <= t.control.a_relative_tol * max(a_cur, 1e-8):
+            break  # a selection at a_next would be at (almost) the same a
+        a_cur = a_next
+
+
+def _tune_a_by_refit(t: Tuning):
+    visited, history = {}, []
+    for label, a_start in _a_starts(t):
+        _iterate_from(t, label, a_start, visited, history)
+    scores = {s: _refit_score(t, s) for s in visited}
+    for row in history:
+        row["refit_criterion"] = scores[row["support"]]
+    best = min(scores, key=scores.get)
+    t.progress(f"refitted-likelihood comparison of {len(scores)} supports: "
+               f"{list(best)} ({scores[best]:.6g})")
+    return visited[best], history
+
+
+def _tune_a_by_cv(t: Tuning, grid):
+    """a (and with k="cv" also k) by the raw held-out prediction error."""
+    folds = make_folds(t.data.n_groups, t.cv_folds, t.random_state)
+    errors = np.array([_raw_cv_errors(t, a, folds) for a in grid])  # (grid, ks or 1)
+    history = [{"iteration": i, "a": a, "cv_error": float(errors[i].min())}
+               for i, a in enumerate(grid)]
+    i, j = np.unravel_index(int(np.argmin(errors)), errors.shape)
+    for row, a in zip(history, grid):
+        t.progress(f"a={a:.4g}: held-out prediction error {row['cv_error']:.6g}")
+    if isinstance(t.k, str):
+        return choose_k(t, grid[i], k_index=j, cv_error=errors[i]), history
+    return choose_k(t, grid[i]), history
+
+
+def _raw_cv_errors(t: Tuning, a, folds) -> np.ndarray:
+    """Summed raw held-out error at ``a``: per k for k="cv", else of the fold's chosen k."""
+    ks = _ks(t)
+    total = np.zeros(len(ks) if isinstance(t.k, str) else 1)
+    for train, _held_white, held_raw, n_train in t.data.fold_problems(a, t.unpenalised, folds):
+        steps = selection_path(train, ks)
+        if isinstance(t.k, str):
+            total += [quadratic_error(held_raw, s.coef) for s in steps]
+            continue
+        crit = [information_criteria(s.rss, s.k, len(t.unpenalised), n_train, t.n_pen)[t.criterion]
+                for s in steps]
+        total += quadratic_error(held_raw, steps[int(np.argmin(crit))].coef)
+    return total
+
+
+def _validated_settings(data, unpenalised, k, criterion, k_max):
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    N, p, n_groups = data.N, data.p, data.n_groups
-    unpenalised = sorted(int(j) for j in unpenalised)
+    N = data.N
     n_unpen = len(unpenalised)
-    n_pen = p - n_unpen
+    n_pen = data.p - n_unpen
     if n_unpen >= N:
         raise ValueError(f"{n_unpen} unpenalised columns but only {N} rows")
     if isinstance(k, str) and k != "cv":
         raise ValueError(f"k must be an integer, None or 'cv', got {k!r}")
     if k is not None and not isinstance(k, str):
         k = checks.check_k(k, n_pen, N, n_unpen)
-    if k_max is None:
-        k_max = default_k_max(n_pen, N, n_unpen)
-    else:
-        k_max = checks.check_k(k_max, n_pen, N, n_unpen)
-    checks.check_columns_distinct(data.X, names, unpenalised, gram=data.stats.XtX)
+    k_max = default_k_max(n_pen, N, n_unpen) if k_max is None else checks.check_k(k_max, n_pen, N, n_unpen)
+    return k, k_max
 
-    history = []
-    reml_start = None
-    if a is None or isinstance(a, (int, float, np.floating, np.integer)) and not isinstance(a, bool):
-        if a is not None:
-            a_values = [checks.check_a(a)]
-        else:
-            a_values = [1.0]
-        previous = None
-        for it in range(max_a_iter if a is None else 1):
-            a_cur = a_values[-1]
-            chosen, path, path_coef, trace_inv = select_at_a(
-                data, a_cur, unpenalised, k, criterion, k_max, cv_folds, random_state, progress)
-            support = tuple(chosen.support)
-            row = {"iteration": it, "a": a_cur, "k": chosen.k, "support": support}
-            history.append(row)
-            progress(f"a={a_cur:.4g}: k={chosen.k}, support={[int(j) for j in support]}")
-            if a is not None or support == previous:
-                break
-            previous = support
-            reml_columns = sorted(set(unpenalised) | set(support))
-            a_next, theta = variance_ratio(data, reml_columns)
-            reml_start = (tuple(reml_columns), theta)
-            row["a_next"] = a_next
-            if abs(a_next - a_cur) <= A_RELATIVE_TOL * max(a_cur, 1e-8):
-                break  # a selection at a_next would be at (almost) the same a
-            a_values.append(a_next)
-    elif a == "cv":
-        grid = [checks.check_a(v) for v in a_grid]
-        folds = make_folds(n_groups, cv_folds, random_state)
-        errors = []
-        for a_cur in grid:
-            err = 0.0
-            for train, _held_white, held_raw, n_train in data.fold_problems(a_cur, unpenalised, folds):
-                if k is None or isinstance(k, str):
-                    ks = np.arange(0, k_max + 1)
-                    steps = selection_path(train, ks)
-                    crit = [information_criteria(s.rss, s.k, n_unpen, n_train, n_pen)[criterion]
-                            for s in steps]
-                    beta = steps[int(np.argmin(crit))].coef
-                else:
-                    beta = selection_path(train, [k])[0].coef
-                err += quadratic_error(held_raw, beta)
-            errors.append(err)
-            history.append({"iteration": len(history), "a": a_cur, "cv_error": err})
-            progress(f"a={a_cur:.4g}: held-out prediction error {err:.6g}")
-        a_cur = grid[int(np.argmin(errors))]
-        chosen, path, path_coef, trace_inv = select_at_a(
-            data, a_cur, unpenalised, k, criterion, k_max, cv_folds, random_state, progress)
+
+def _is_number(a) -> bool:
+    return isinstance(a, (int, float, np.floating, np.integer)) and not isinstance(a, bool)
+
+
+def select(data, *, unpenalised, names, k=None, a=None, criterion="gic", k_max=None,
+           cv_folds=5, a_grid=DEFAULT_A_GRID, random_state=0, verbose=False,
+           control: Control | None = None, refitter: Refitter | None = None) -> SelectionResult:
+    """Best-subset selection of fixed effects with k and a tuned as documented above.
+
+    ``refitter`` (a :class:`~lmmscope.refit.Refitter` on ``data``) is shared with the
+    caller so the final refit reuses the tuning's fits."""
+    control = as_control(control)
+    progress = verbose if isinstance(verbose, Progress) else Progress(verbose)
+    unpenalised = sorted(int(j) for j in unpenalised)
+    k, k_max = _validated_settings(data, unpenalised, k, criterion, k_max)
+    checks.check_columns_distinct(data.X, names, unpenalised, gram=data.stats.XtX)
+    t = Tuning(data, unpenalised, k, criterion, k_max, cv_folds, random_state, progress,
+               control, refitter or Refitter(data, control))
+    if a is None:
+        choice, history = _tune_a_by_refit(t)
+    elif isinstance(a, str) and a == "cv":
+        choice, history = _tune_a_by_cv(t, [checks.check_a(v) for v in a_grid])
+    elif _is_number(a):
+        choice = choose_k(t, checks.check_a(a))
+        history = [{"iteration": 0, "a": choice.a, "k": choice.chosen.k,
+                    "support": tuple(int(j) for j in choice.chosen.support)}]
     else:
         raise ValueError(f"a must be a non-negative number, None or 'cv', got {a!r}")
+    chosen = choice.chosen
     return SelectionResult(coef=chosen.coef, support=np.asarray(chosen.support, dtype=np.int64),
-                           k=chosen.k, a=float(a_cur), path=path, path_coef=path_coef,
+                           k=chosen.k, a=float(choice.a), path=choice.path,
+                           path_coef=choice.path_coef,
                            criterion="cv" if isinstance(k, str) else criterion,
-                           a_history=pd.DataFrame(history), trace_inv=trace_inv,
-                           reml_start=reml_start)
+                           a_history=pd.DataFrame(history))
