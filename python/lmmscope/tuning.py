@@ -218,7 +218,7 @@ def _path_at(t: Tuning, a):
         report = None
         if t.progress.verbose and len(ks) > 1:
             report = lambda s: t.progress(f"  a={a:.4g} k={s.k} rss={s.rss:.6g}")
-        steps = selection_path(problem, ks, progress=report)
+        steps = selection_path(problem, ks, progress=report, screen_size=t.control.screen_size)
         crit = [information_criteria(s.rss, s.k, len(t.unpenalised), t.data.N, t.n_pen)
                 for s in steps]
         t.paths[a] = (steps, crit)
@@ -247,7 +247,8 @@ def _whitened_cv_errors(t: Tuning, a) -> np.ndarray:
     ks = _ks(t)
     errors = np.zeros(len(ks))
     for f, (train, held_white, _raw, _n) in enumerate(t.data.fold_problems(a, t.unpenalised, folds)):
-        errors += [quadratic_error(held_white, s.coef) for s in selection_path(train, ks)]
+        errors += [quadratic_error(held_white, s.coef)
+                   for s in selection_path(train, ks, screen_size=t.control.screen_size)]
         t.progress(f"  a={a:.4g} fold {f + 1}/{t.cv_folds} done")
     return errors
 
@@ -321,7 +322,7 @@ def _raw_cv_errors(t: Tuning, a, folds) -> np.ndarray:
     ks = _ks(t)
     total = np.zeros(len(ks) if isinstance(t.k, str) else 1)
     for train, _held_white, held_raw, n_train in t.data.fold_problems(a, t.unpenalised, folds):
-        steps = selection_path(train, ks)
+        steps = selection_path(train, ks, screen_size=t.control.screen_size)
         if isinstance(t.k, str):
             total += [quadratic_error(held_raw, s.coef) for s in steps]
             continue
