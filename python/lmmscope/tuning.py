@@ -35,7 +35,8 @@ from . import checks
 from .control import Control, as_control
 from .crossprod import compute_cluster_stats, whiten_rows, whiten_stats
 from .refit import Refitter
-from .selection import CRITERIA, information_criteria, reduce_gram, reduce_rows, selection_path
+from .selection import (CRITERIA, PathStep, information_criteria, reduce_gram, reduce_rows,
+                        selection_path)
 
 DEFAULT_A_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -268,26 +269,40 @@ def _a_starts(t: Tuning):
 
 
 def _iterate_from(t: Tuning, label, a_start, visited, history):
-    """The select/refit iteration from one start; records every support it selects."""
+    """The select/refit iteration from one start; records every support it selects
+    (and, for k=None, the path's supports up to two beyond the chosen size)."""
     earlier = set(visited)
     a_cur, previous = a_start, None
     for it in range(t.control.max_a_iter):
         choice = choose_k(t, a_cur)
         support = tuple(int(j) for j in choice.chosen.support)
-        row = {"start": label, "iteration": it, "a": a_cur, "k": choice.chosen.k,
-               "support": support}
-        history.append(row)
-        if support not in earlier:  # keep the a at which an earlier start reached it
-            visited[support] = choice
+        history.append({"start": label, "iteration": it, "a": a_cur, "k": choice.chosen.k,
+                        "support": support})
+        _record(t, visited, earlier, a_cur, choice)
         t.progress(f"[{label}] a={a_cur:.4g}: k={choice.chosen.k}, support={list(support)}")
         if support == previous or support in earlier:
             break  # a fixed point, or the path an earlier start already followed
         previous = support
-        a_next = t.refitter.variance_ratio(sorted(set(t.unpenalised) | set(support)))
-        row["a_next"] = a_next
+        a_next = _support_ratio(t, support)
+        history[-1]["a_next"] = a_next
         if abs(a_next - a_cur) <= t.control.a_relative_tol * max(a_cur, 1e-8):
             break  # a selection at a_next would be at (almost) the same a
         a_cur = a_next
+
+
+def _support_ratio(t: Tuning, support) -> float:
+    return t.refitter.variance_ratio(sorted(set(t.unpenalised) | set(support)))
+
+
+def _record(t: Tuning, visited, earlier, a, choice):
+    """support -> the a it was selected at; an earlier start's record is kept."""
+    support = tuple(int(j) for j in choice.chosen.support)
+    if support not in earlier:
+        visited[support] = a
+    if t.k is None:
+        steps, _ = _path_at(t, a)
+        for step in steps[:choice.chosen.k + 3]:
+            visited.setdefault(tuple(int(j) for j in step.support), a)
 
 
 def _tune_a_by_refit(t: Tuning):
@@ -300,7 +315,26 @@ def _tune_a_by_refit(t: Tuning):
     best = min(scores, key=scores.get)
     t.progress(f"refitted-likelihood comparison of {len(scores)} supports: "
                f"{list(best)} ({scores[best]:.6g})")
-    return visited[best], history
+    a_best = _support_ratio(t, best)
+    if abs(a_best - visited[best]) <= t.control.a_relative_tol * max(visited[best], 1e-8):
+        a_best = visited[best]  # selected at its own variance ratio: a fixed point
+    history.append({"start": "refitted likelihood", "iteration": 0, "a": a_best,
+                    "k": len(best), "support": best, "refit_criterion": scores[best]})
+    return _forced_choice(t, a_best, best), history
+
+
+def _forced_choice(t: Tuning, a, support) -> KChoice:
+    """The path at ``a``, with the quasi-likelihood fit on ``support`` as the chosen step."""
+    steps, crit = _path_at(t, a)
+    for index, step in enumerate(steps):
+        if tuple(int(j) for j in step.support) == tuple(support):
+            return choose_k(t, a, k_index=index)
+    problem, _ = t.data.reduced(a, t.unpenalised)
+    local = np.searchsorted(problem.penalised, np.asarray(support, dtype=np.int64))
+    b = problem.loss.solve_on(local)
+    chosen = PathStep(k=len(support), support=np.asarray(support, dtype=np.int64),
+                      coef=problem.recover(b / problem.scale), rss=problem.loss.rss(b))
+    return KChoice(a, chosen, _path_frame(steps, crit), np.array([s.coef for s in steps]))
 
 
 def _tune_a_by_cv(t: Tuning, grid):
