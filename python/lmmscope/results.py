@@ -81,6 +81,21 @@ class MixedResult:
     def method(self) -> str:
         return self.mixed.method
 
+    @property
+    def converged(self) -> bool:
+        """Whether the (RE)ML refit passed lme4's final convergence check."""
+        return self.mixed.converged
+
+    @property
+    def convergence_messages(self) -> list:
+        """Problems found by the final convergence check (empty when it passed)."""
+        return self.mixed.convergence_messages
+
+    @property
+    def optimizer_message(self) -> str:
+        """The optimiser's own message (Fisher scoring, or L-BFGS-B and its Newton polish)."""
+        return self.mixed.optimizer_message
+
     def _full_fixef(self) -> np.ndarray:
         beta = np.zeros(self._X.shape[1])
         beta[self._refit_columns] = self.mixed.fixef.to_numpy()
@@ -261,6 +276,8 @@ class LmmScopeResult(MixedResult):
             "sigma": self.sigma, "loglik": self.loglik, "aic": self.aic, "bic": self.bic,
             "nobs": self.nobs, "ngroups": self.ngroups, "method": self.method,
             "singular": self.singular, "n_dropped": self.n_dropped,
+            "converged": self.converged, "convergence_messages": list(self.convergence_messages),
+            "optimizer_message": self.optimizer_message,
             "varcorr": vc.where(pd.notna(vc), None).to_dict(orient="records"),
             "path": self.path.to_dict(orient="list"),
         }
