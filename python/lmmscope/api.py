@@ -120,9 +120,9 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
         (the REML ratio of the unpenalised-only model, and a = 0), and return, among
         the supports visited, the one whose ML refit has the smallest -2 log-likelihood
         plus ``criterion``'s penalty.  "cv": a on ``a_grid`` by the raw prediction error
-        of held-out clusters; the k of each training fold is chosen by ``criterion``
-        (k=None) or fixed (integer k); with ``k="cv"`` too, (a, k) are chosen jointly
-        by that raw held-out error.  See :mod:`lmmscope.tuning`.
+        of held-out clusters, the k of each training fold fixed (integer k) or chosen on
+        the fold by ``criterion`` (k None or "cv": not a nested CV); then k at that a as
+        for a fixed a (with k="cv": whitened held-out error).  See :mod:`lmmscope.tuning`.
     always : list of column names (or indices) forced into the model: unpenalised, not
         counted in k.
     criterion : "gic" (default), "ebic", "bic" or "aic": chooses k on the path

@@ -18,9 +18,10 @@ a (the tuning of a):
   settle on a fixed point that another start beats on the refitted likelihood.
 - ``"cv"`` picks a on a grid by the raw prediction error sum((y - X beta)^2) on
   held-out clusters, which is comparable across a (the whitened loss is not).  The
-  k of each training fold is chosen by ``criterion`` when k is None, fixed when k is
-  an integer; with ``k="cv"`` too, a and k are chosen jointly: the pair with the
-  smallest raw held-out error over the grid of a and k = 0..k_max.
+  k of each training fold is fixed when k is an integer, and chosen on the fold by
+  ``criterion`` when k is None or "cv" (one level of cross-validation, not nested).
+  Then k is chosen at that a as for a fixed a: by ``criterion``, fixed, or (k="cv")
+  by the whitened held-out error.
 """
 
 from __future__ import annotations
@@ -338,28 +339,22 @@ def _forced_choice(t: Tuning, a, support) -> KChoice:
 
 
 def _tune_a_by_cv(t: Tuning, grid):
-    """a (and with k="cv" also k) by the raw held-out prediction error."""
+    """a by the raw held-out prediction error; then k at that a by the rule asked."""
     folds = make_folds(t.data.n_groups, t.cv_folds, t.random_state)
-    errors = np.array([_raw_cv_errors(t, a, folds) for a in grid])  # (grid, ks or 1)
-    history = [{"iteration": i, "a": a, "cv_error": float(errors[i].min())}
-               for i, a in enumerate(grid)]
-    i, j = np.unravel_index(int(np.argmin(errors)), errors.shape)
-    for row, a in zip(history, grid):
-        t.progress(f"a={a:.4g}: held-out prediction error {row['cv_error']:.6g}")
-    if isinstance(t.k, str):
-        return choose_k(t, grid[i], k_index=j, cv_error=errors[i]), history
-    return choose_k(t, grid[i]), history
+    errors = [_raw_cv_error(t, a, folds) for a in grid]
+    history = [{"iteration": i, "a": a, "cv_error": err} for i, (a, err) in enumerate(zip(grid, errors))]
+    for row in history:
+        t.progress(f"a={row['a']:.4g}: held-out prediction error {row['cv_error']:.6g}")
+    return choose_k(t, grid[int(np.argmin(errors))]), history
 
 
-def _raw_cv_errors(t: Tuning, a, folds) -> np.ndarray:
-    """Summed raw held-out error at ``a``: per k for k="cv", else of the fold's chosen k."""
+def _raw_cv_error(t: Tuning, a, folds) -> float:
+    """Summed raw held-out error at ``a`` of each training fold's fit, its k fixed (integer
+    k) or chosen on the fold by ``criterion`` (k None or "cv": one CV level, not nested)."""
     ks = _ks(t)
-    total = np.zeros(len(ks) if isinstance(t.k, str) else 1)
+    total = 0.0
     for train, _held_white, held_raw, n_train in t.data.fold_problems(a, t.unpenalised, folds):
         steps = selection_path(train, ks, screen_size=t.control.screen_size)
-        if isinstance(t.k, str):
-            total += [quadratic_error(held_raw, s.coef) for s in steps]
-            continue
         crit = [information_criteria(s.rss, s.k, len(t.unpenalised), n_train, t.n_pen)[t.criterion]
                 for s in steps]
         total += quadratic_error(held_raw, steps[int(np.argmin(crit))].coef)

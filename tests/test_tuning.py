@@ -1,0 +1,69 @@
+"""The tuning of k and a (tuning.py) and the refit cache (refit.py)."""
+
+import ast
+import inspect
+
+import numpy as np
+import pytest
+
+import lmmscope
+from lmmscope import tuning
+from lmmscope.refit import Refitter
+from lmmscope.simulate import seed_formula
+
+
+def test_no_function_in_tuning_over_40_lines():
+    tree = ast.parse(inspect.getsource(tuning))
+    long = [(f.name, f.end_lineno - f.lineno + 1) for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef) and f.end_lineno - f.lineno + 1 > 40]
+    assert long == []
+
+
+def test_k_cv_with_a_cv(seed_data):
+    """k="cv", a="cv": a by the raw held-out error (each fold's k by the criterion), then k
+    at that a by the whitened held-out error, as documented in tuning.py."""
+    df, _beta = seed_data
+    grid = (0.5, 2.0, 8.0)
+    fit = lmmscope.lmm_scope(seed_formula(), df, k="cv", a="cv", a_grid=grid, k_max=6)
+    assert fit.support == ["x1", "x5", "x10"] and fit.criterion == "cv"
+    errors = fit.a_history.set_index("a")["cv_error"]
+    assert fit.a == errors.idxmin()
+    assert int(fit.path.loc[int(np.argmin(fit.path["cv_error"])), "k"]) == fit.k == 3
+    same_a = lmmscope.lmm_scope(seed_formula(), df, k="cv", a=fit.a, k_max=6)
+    np.testing.assert_allclose(same_a.path["cv_error"], fit.path["cv_error"], rtol=1e-12)
+    by_gic = lmmscope.lmm_scope(seed_formula(), df, a="cv", a_grid=grid, k_max=6)
+    np.testing.assert_allclose(by_gic.a_history["cv_error"], errors.to_numpy(), rtol=1e-12)
+
+
+def test_a_history_records_both_starts_and_the_comparison(seed_data):
+    df, _beta = seed_data
+    fit = lmmscope.lmm_scope(seed_formula(), df)
+    starts = list(dict.fromkeys(fit.a_history["start"]))
+    assert starts == ["unpenalised REML", "a = 0", "refitted likelihood"]
+    final = fit.a_history.iloc[-1]
+    assert final["refit_criterion"] == fit.a_history["refit_criterion"].min()
+    assert final["a"] == fit.a and final["k"] == fit.k == 3
+
+
+def test_refitter_caches_by_columns(seed_data):
+    """Column order and duplicates do not matter; a REML and an ML fit are two entries;
+    asking for the convergence check re-uses the optimum as its start."""
+    df, _beta = seed_data
+    fit = lmmscope.lmm_scope(seed_formula(), df, k=3, a=2.0)
+    calls = []
+
+    class Counting:
+        stats = fit._data.stats
+
+        def subset_stats(self, columns):
+            calls.append(tuple(columns))
+            return fit._data.subset_stats(columns)
+
+    refitter = Refitter(Counting())
+    first = refitter.fit([3, 1, 0])
+    assert refitter.fit([0, 1, 3, 3]) is first and len(calls) == 1
+    ml = refitter.fit([0, 1, 3], reml=False)
+    assert ml is not first and len(calls) == 2
+    assert ml.deviance < first.deviance + 50  # both are -2 log-likelihoods of one model
+    checked = refitter.fit([0, 1, 3], check=True)
+    assert checked.converged and np.allclose(checked.theta, first.theta, atol=1e-6)
