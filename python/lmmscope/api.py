@@ -10,10 +10,11 @@ from .control import Control, as_control
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
 from .intercept import InterceptPrepended
+from .layouts import choose_layout
 from .mixed import MixedModelFit
 from .refit import Refitter
 from .results import LmmResult, LmmScopeResult
-from .tuning import DEFAULT_A_GRID, Data, Progress, gram_pays_off, select
+from .tuning import DEFAULT_A_GRID, Data, Progress, select
 
 INTERCEPT_NAMES = (INTERCEPT, "(Intercept)")
 
@@ -71,8 +72,8 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
         unpenalised = sorted(set(unpenalised) | set(slopes))
     progress(f"N={X.shape[0]}, p={X.shape[1]} ({len(unpenalised)} unpenalised), "
              f"q={Z.shape[1]}, clusters={labels.size}")
-    data = Data(X, y, Z, codes, labels.size,
-                use_gram=gram_pays_off(X.shape[0], X.shape[1], k, a, control), control=control)
+    data = Data(X, y, Z, codes, labels.size, control=control,
+                layout=choose_layout(X.shape[0], X.shape[1], k, a, control))
     progress("per-cluster cross-products done")
     refitter = Refitter(data, control)
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,

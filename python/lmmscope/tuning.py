@@ -34,22 +34,17 @@ import pandas as pd
 
 from . import checks
 from .control import Control, as_control
-from .crossprod import compute_cluster_stats, whiten_rows, whiten_stats
+from .crossprod import compute_cluster_stats, whiten_rows
+from .layouts import GramLayout, RowLayout, choose_layout
 from .refit import Refitter
-from .selection import (CRITERIA, PathStep, information_criteria, reduce_gram, reduce_rows,
-                        selection_path)
+from .selection import CRITERIA, PathStep, information_criteria, selection_path
 
 DEFAULT_A_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 def gram_pays_off(n_obs: int, p: int, k, a, control: Control | None = None) -> bool:
     """Whether to work on the p x p whitened Gram (True) or on whitened rows."""
-    control = as_control(control)
-    single_problem = (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
-                      and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
-    if single_problem and 8 * n_obs * p <= control.single_problem_rows_bytes:
-        return False
-    return p <= max(n_obs, control.gram_limit)
+    return choose_layout(n_obs, p, k, a, control).uses_gram
 
 
 def default_k_max(n_penalised: int, n_obs: int, n_unpenalised: int) -> int:
@@ -69,28 +64,37 @@ class Progress:
 
 
 class Data:
-    """The raw arrays and their per-cluster statistics (one pass), Gram or row form."""
+    """The in-memory data backend (contract 2): the raw arrays, their per-cluster
+    statistics (one pass) and the layout (Gram or rows, :mod:`lmmscope.layouts`)
+    chosen once.  ``layout`` may be given; else ``use_gram`` picks it, else the size."""
 
-    def __init__(self, X, y, Z, codes, n_groups, use_gram=None, control: Control | None = None):
+    def __init__(self, X, y, Z, codes, n_groups, use_gram=None, control: Control | None = None,
+                 layout=None):
         self.X, self.y, self.Z, self.codes, self.n_groups = X, y, Z, codes, n_groups
         self.N, self.p = X.shape
         self.control = as_control(control)
-        self.use_gram = (gram_pays_off(self.N, self.p, None, None, self.control)
-                         if use_gram is None else use_gram)
+        if layout is None:
+            layout = (choose_layout(self.N, self.p, control=self.control) if use_gram is None
+                      else GramLayout() if use_gram else RowLayout())
+        self.layout = layout
         self.stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=self.use_gram)
         self._fold_cache = {}
 
-    def reduced(self, a, unpenalised, rows=None):
-        """The penalised problem at ``a`` on all clusters, or on the rows ``rows``."""
-        if self.use_gram:
-            if rows is None:
-                w = whiten_stats(self.stats, a)
-                return reduce_gram(w.gram, w.xty, w.yty, unpenalised), w.trace_inv
-            raise ValueError("use fold_problems for subsets in Gram form")
-        Xa, ya = self.whitened_rows(a)
-        if rows is not None:
-            Xa, ya = Xa[rows], ya[rows]
-        return reduce_rows(Xa, ya, unpenalised), None
+    @property
+    def use_gram(self) -> bool:
+        return self.layout.uses_gram
+
+    def reduced(self, a, unpenalised):
+        """(penalised problem at ``a`` on all clusters, tr(Sigma_a^{-1}) or None)."""
+        return self.layout.reduced(self, a, unpenalised)
+
+    def whitened_gram(self, a):
+        """(X_a'X_a, pseudo-rows R with R'R = X_a'X_a / N): for inference."""
+        return self.layout.whitened_gram(self, a)
+
+    def held_out_rows(self, rows):
+        """Raw (X, y) of the rows ``rows`` (a boolean mask), for held-out errors."""
+        return self.X[rows], self.y[rows]
 
     def whitened_rows(self, a):
         """(X_a, y_a): fresh arrays, reusing the stored cross-products."""
@@ -121,25 +125,7 @@ class Data:
 
     def fold_problems(self, a, unpenalised, fold_of_cluster):
         """Per fold: (training problem, held-out whitened and raw quadratics, training rows)."""
-        folds = self.fold_stats(fold_of_cluster)
-        out = []
-        if self.use_gram:
-            total = whiten_stats(self.stats, a)
-            for rows, st in folds:
-                held = whiten_stats(st, a)
-                train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
-                                    total.yty - held.yty, unpenalised)
-                out.append((train, (held.gram, held.xty, held.yty), (st.XtX, st.Xty, st.yty),
-                            self.N - st.n_obs))
-        else:
-            Xa, ya = self.whitened_rows(a)
-            for rows, st in folds:
-                train = reduce_rows(Xa[~rows], ya[~rows], unpenalised)
-                Xh, yh = Xa[rows], ya[rows]
-                Xr, yr = self.X[rows], self.y[rows]
-                out.append((train, (Xh.T @ Xh, Xh.T @ yh, float(yh @ yh)),
-                            (Xr.T @ Xr, Xr.T @ yr, float(yr @ yr)), int((~rows).sum())))
-        return out
+        return self.layout.fold_problems(self, a, unpenalised, self.fold_stats(fold_of_cluster))
 
 
 def quadratic_error(quad, beta):
