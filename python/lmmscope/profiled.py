@@ -120,9 +120,10 @@ def solve_pls(stats: ClusterStats, theta: np.ndarray) -> PLSSolution:
 
 
 def deviance_slope(stats: ClusterStats, sol: PLSSolution, reml: bool):
-    """(G, Z'WZ): the profiled deviance changes by tr(G dT) when T = Lam Lam' does.
+    """(dev_T, Z'WZ): dev_T = d deviance / dT, so the profiled deviance changes by
+    tr(dev_T dT) when T = Lam Lam' does.
 
-    With W_i = (I + Z_i T Z_i')^{-1}, G = sum_i Z_i'W_i Z_i - (dof / r^2) sum_i v_i v_i'
+    With W_i = (I + Z_i T Z_i')^{-1}, dev_T = sum_i Z_i'W_i Z_i - (dof / r^2) sum_i v_i v_i'
     (v_i = Z_i'W_i r_i, dof = N for ML, N - p for REML), and for REML minus
     sum_i Z_i'W_i X_i (X'WX)^{-1} X_i'W_i Z_i.  beta and sigma^2 are profiled out, so
     their own derivatives vanish.  Every W_i product comes from the cross-products by
@@ -134,27 +135,27 @@ def deviance_slope(stats: ClusterStats, sol: PLSSolution, reml: bool):
     Ztr = stats.Zty - (stats.ZtX @ sol.beta if p else 0.0)
     v = Ztr - (K @ Ztr[:, :, None])[:, :, 0]
     dof = n_obs - p if reml else n_obs
-    G = ZWZ.sum(axis=0) - (dof / sol.pwrss) * (v.T @ v)
+    dev_T = ZWZ.sum(axis=0) - (dof / sol.pwrss) * (v.T @ v)
     if reml and p:
         ZWX = (stats.ZtX - K @ stats.ZtX).reshape(-1, p)
         C = sla.solve_triangular(sol.RX, ZWX.T, trans="T").reshape(-1, q)  # rows: (col, cluster)
-        G = G - C.T @ C
-    return (G + G.T) / 2, ZWZ
+        dev_T = dev_T - C.T @ C
+    return (dev_T + dev_T.T) / 2, ZWZ
 
 
 def deviance_gradient(stats: ClusterStats, sol: PLSSolution, reml: bool) -> np.ndarray:
-    """Analytic gradient of the profiled deviance with respect to theta: d/dLam = 2 G Lam."""
-    G, _ = deviance_slope(stats, sol, reml)
-    return (2 * G @ sol.Lam)[theta_positions(stats.q)]
+    """Analytic gradient of the profiled deviance with respect to theta: d/dLam = 2 dev_T Lam."""
+    dev_T, _ = deviance_slope(stats, sol, reml)
+    return (2 * dev_T @ sol.Lam)[theta_positions(stats.q)]
 
 
-def expected_hessian(Lam, G, ZWZ, dof):
+def expected_hessian(Lam, dev_T, ZWZ, dof):
     """Hessian of the profiled deviance in theta, with the expected information in T;
     and its Gauss-Newton part alone (positive semi-definite, for far from the optimum).
 
     In T the expected second derivative of -2 log L with sigma^2 profiled is
     I(E1, E2) = sum_i tr(A_i E1 A_i E2) - sum_i tr(A_i E1) sum_i tr(A_i E2) / dof,
-    A_i = Z_i'W_i Z_i.  T = Lam Lam' adds tr(G d2T), exact.  At the optimum it is
+    A_i = Z_i'W_i Z_i.  T = Lam Lam' adds tr(dev_T d2T), exact.  At the optimum it is
     within a few % of the observed Hessian (measured: eigenvalues of H_exp^-1 H_obs
     in 0.94..1.03 from 18 to 10,000 clusters), so Newton steps with it contract the
     error ~20-fold each.
@@ -168,7 +169,7 @@ def expected_hessian(Lam, G, ZWZ, dof):
     M = np.einsum("nab,kbc,ncd->kad", ZWZ, D, ZWZ, optimize=True)  # sum_i A_i D_k A_i
     t = np.einsum("ab,kba->k", ZWZ.sum(axis=0), D)
     info = np.einsum("kad,lda->kl", M, D) - np.outer(t, t) / dof
-    second = 2 * (cols[:, None] == cols[None, :]) * G[rows[:, None], rows[None, :]]
+    second = 2 * (cols[:, None] == cols[None, :]) * dev_T[rows[:, None], rows[None, :]]
     H = info + second
     return (H + H.T) / 2, (info + info.T) / 2
 
@@ -243,10 +244,10 @@ def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
     for it in range(1, max_iter + 1):
         if sol is None:
             return None
-        G, ZWZ = deviance_slope(stats, sol, reml)
-        g = (2 * G @ sol.Lam)[rows, cols]
+        dev_T, ZWZ = deviance_slope(stats, sol, reml)
+        g = (2 * dev_T @ sol.Lam)[rows, cols]
         step = None
-        for H in expected_hessian(sol.Lam, G, ZWZ, dof):
+        for H in expected_hessian(sol.Lam, dev_T, ZWZ, dof):
             try:
                 step = -sla.cho_solve(sla.cho_factor(H), g)
                 break
