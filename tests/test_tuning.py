@@ -67,3 +67,18 @@ def test_refitter_caches_by_columns(seed_data):
     assert ml.deviance < first.deviance + 50  # both are -2 log-likelihoods of one model
     checked = refitter.fit([0, 1, 3], check=True)
     assert checked.converged and np.allclose(checked.theta, first.theta, atol=1e-6)
+
+
+def test_random_slope_columns_unpenalised_by_default(seed_data):
+    """A fixed column that is also a random slope is kept like the intercept (lme4's
+    hierarchy); penalize_random_slopes=True makes it a candidate again; an integer k
+    counting it is refused with the reason."""
+    df, _beta = seed_data
+    kept = lmmscope.lmm_scope("y ~ x1 + x5 + x10 + x20 + z1 + (z1 | cluster)", df)
+    assert kept.unpenalised == ["Intercept", "z1"] and "z1" in kept.selected
+    assert kept.coef["z1"] != 0
+    free = lmmscope.lmm_scope("y ~ x1 + x5 + x10 + x20 + z1 + (z1 | cluster)", df,
+                              penalize_random_slopes=True)
+    assert free.unpenalised == ["Intercept"]
+    with pytest.raises(ValueError, match=r"random-slope column\(s\) z1 are kept unpenalised"):
+        lmmscope.lmm_scope("y ~ z1 + (z1 | cluster)", df, k=1)

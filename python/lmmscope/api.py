@@ -59,6 +59,18 @@ def random_slope_columns(names, random_names) -> list:
     return [j for j, n in enumerate(names) if str(n) in random]
 
 
+def _check_k_after_slopes(k, n_candidates, names, slopes):
+    """An integer k larger than the candidates left once random slopes are unpenalised:
+    say why (the generic check would only count the candidates)."""
+    if (slopes and isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+            and k > n_candidates):
+        raise ValueError(
+            f"k = {k} exceeds the number of candidate predictors ({n_candidates}): "
+            f"random-slope column(s) {', '.join(names[j] for j in slopes)} are kept "
+            "unpenalised like the intercept (lme4's hierarchy); lower k, or pass "
+            "penalize_random_slopes=True to let them count as candidates")
+
+
 def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpenalised,
                    design, *, k, a, criterion, k_max, cv_folds, a_grid, method,
                    random_state, verbose, penalize_random_slopes=False,
@@ -69,6 +81,7 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
         slopes = [j for j in random_slope_columns(names, random_names) if j not in unpenalised]
         if slopes:
             progress(f"unpenalised as random slopes: {', '.join(names[j] for j in slopes)}")
+        _check_k_after_slopes(k, len(names) - len(set(unpenalised) | set(slopes)), names, slopes)
         unpenalised = sorted(set(unpenalised) | set(slopes))
     progress(f"N={X.shape[0]}, p={X.shape[1]} ({len(unpenalised)} unpenalised), "
              f"q={Z.shape[1]}, clusters={labels.size}")
