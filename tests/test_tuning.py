@@ -82,3 +82,14 @@ def test_random_slope_columns_unpenalised_by_default(seed_data):
     assert free.unpenalised == ["Intercept"]
     with pytest.raises(ValueError, match=r"random-slope column\(s\) z1 are kept unpenalised"):
         lmmscope.lmm_scope("y ~ z1 + (z1 | cluster)", df, k=1)
+
+
+def test_k_cv_with_a_iteration_reports_cv_path(seed_data):
+    """k="cv" with the a-iteration: the path of the returned a carries its CV errors, and
+    the support is the truth."""
+    df, _beta = seed_data
+    fit = lmmscope.lmm_scope(seed_formula(), df, k="cv", k_max=6)
+    assert fit.support == ["x1", "x5", "x10"] and fit.criterion == "cv"
+    assert "cv_error" in fit.path and fit.path["cv_error"].notna().all()
+    same_a = lmmscope.lmm_scope(seed_formula(), df, k="cv", a=fit.a, k_max=6)
+    np.testing.assert_allclose(same_a.path["cv_error"], fit.path["cv_error"], rtol=1e-12)

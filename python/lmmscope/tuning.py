@@ -179,6 +179,7 @@ class Tuning:
     control: Control
     refitter: Refitter
     paths: dict = field(default_factory=dict)  # a -> (steps, criteria rows)
+    cv_errors: dict = field(default_factory=dict)  # a -> whitened held-out error per k
 
     @property
     def n_pen(self) -> int:
@@ -217,10 +218,11 @@ def choose_k(t: Tuning, a, k_index=None, cv_error=None) -> KChoice:
     """The k choice at ``a``: by the criterion, by CV (whitened held-out error), fixed,
     or (``k_index``) a position on the path chosen elsewhere."""
     steps, crit = _path_at(t, a)
+    if isinstance(t.k, str) and cv_error is None:
+        cv_error = _whitened_cv_errors(t, a)
     if k_index is not None:
         best = int(k_index)
     elif isinstance(t.k, str):
-        cv_error = _whitened_cv_errors(t, a)
         best = int(np.argmin(cv_error))
     elif t.k is None:
         best = int(np.argmin([c[t.criterion] for c in crit]))
@@ -231,6 +233,8 @@ def choose_k(t: Tuning, a, k_index=None, cv_error=None) -> KChoice:
 
 
 def _whitened_cv_errors(t: Tuning, a) -> np.ndarray:
+    if a in t.cv_errors:
+        return t.cv_errors[a]
     folds = make_folds(t.data.n_groups, t.cv_folds, t.random_state)
     ks = _ks(t)
     errors = np.zeros(len(ks))
@@ -238,6 +242,7 @@ def _whitened_cv_errors(t: Tuning, a) -> np.ndarray:
         errors += [quadratic_error(held_white, s.coef)
                    for s in selection_path(train, ks, screen_size=t.control.screen_size)]
         t.progress(f"  a={a:.4g} fold {f + 1}/{t.cv_folds} done")
+    t.cv_errors[a] = errors
     return errors
 
 
@@ -321,7 +326,8 @@ def _forced_choice(t: Tuning, a, support) -> KChoice:
     b = problem.loss.solve_on(local)
     chosen = PathStep(k=len(support), support=np.asarray(support, dtype=np.int64),
                       coef=problem.recover(b / problem.scale), rss=problem.loss.rss(b))
-    return KChoice(a, chosen, _path_frame(steps, crit), np.array([s.coef for s in steps]))
+    cv_error = _whitened_cv_errors(t, a) if isinstance(t.k, str) else None
+    return KChoice(a, chosen, _path_frame(steps, crit, cv_error), np.array([s.coef for s in steps]))
 
 
 def _tune_a_by_cv(t: Tuning, grid):
