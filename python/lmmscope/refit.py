@@ -92,9 +92,13 @@ class Refitter:
 
     def variance_ratio(self, columns) -> float:
         """a = tr(Psi S) / (sigma^2 tr S), S = sum_i Z_i'Z_i, from the REML fit on ``columns``:
-        the average share of random-effect to noise variance per row."""
+        the average share of random-effect to noise variance per row and Z column, in the
+        units of the source's ``stats`` (Z's columns scaled by ``source.z_scale`` where the
+        source has one, so a does not depend on Z's units)."""
         optimum = self.fit(columns, reml=True)
-        Lam = theta_to_lambda(optimum.theta, self.source.stats.q)
+        q = self.source.stats.q
+        scale = np.asarray(getattr(self.source, "z_scale", np.ones(q)), dtype=float)
+        Lam = theta_to_lambda(optimum.theta, q) * scale[:, None]  # Lambda for Z D^{-1}
         S = self.source.stats.ZtZ.sum(axis=0)
         return float(np.trace(Lam @ Lam.T @ S) / max(np.trace(S), 1e-300))
 

@@ -36,6 +36,7 @@ from . import checks
 from .control import Control, as_control
 from .crossprod import compute_cluster_stats, whiten_rows
 from .layouts import GramLayout, RowLayout, choose_layout
+from .profiled import rescale_z, z_column_scale
 from .refit import Refitter
 from .selection import CRITERIA, PathStep, information_criteria, selection_path
 
@@ -77,7 +78,13 @@ class Data:
             layout = (choose_layout(self.N, self.p, control=self.control) if use_gram is None
                       else GramLayout() if use_gram else RowLayout())
         self.layout = layout
-        self.stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=self.use_gram)
+        # The proxy Sigma_a = a Z Z' + I is built on Z's columns scaled to unit root mean
+        # square, so a and the selection do not depend on Z's units; ``stats`` and ``Z``
+        # describe the scaled columns, ``subset_stats`` (for the refit) the data's own.
+        raw = compute_cluster_stats(X, y, Z, codes, n_groups, gram=self.use_gram)
+        self.z_scale = z_column_scale(raw)
+        self.stats = rescale_z(raw, self.z_scale)
+        self.Z = np.asarray(Z, dtype=float) / self.z_scale
         self._fold_cache = {}
 
     @property
@@ -103,8 +110,9 @@ class Data:
     def subset_stats(self, columns):
         """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
         if self.stats.XtX is not None:
-            return self.stats.subset(columns)
-        return compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes, self.n_groups)
+            return rescale_z(self.stats.subset(columns), 1.0 / self.z_scale)
+        return rescale_z(compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes,
+                                               self.n_groups), 1.0 / self.z_scale)
 
     def fold_stats(self, fold_of_cluster):
         """Per-fold ClusterStats (computed once; cluster codes renumbered within a fold)."""
