@@ -74,11 +74,20 @@ def test_sleepstudy_trap_with_50_noise_columns():
         data[f"noise{j}"] = np.random.default_rng(100 + j).standard_normal(len(data))
     fit = lmmscope.lmm_scope("Reaction ~ . + (Days | Subject)", data, penalize_random_slopes=True)
     assert fit.support == ["Days"]
-    history = fit.a_history
+    # On the raw Z (Days in days) the first start settles on the empty support, the trap;
+    # the a = 0 start finds Days and the refitted-likelihood comparison overrules it.
+    raw = lmmscope.lmm_scope("Reaction ~ . + (Days | Subject)", data, penalize_random_slopes=True,
+                             control=lmmscope.Control(unit_free_z=False))
+    assert raw.support == ["Days"]
+    history = raw.a_history
     assert set(history["start"]) >= {"unpenalised REML", "a = 0", "refitted likelihood"}
-    # the a = 1-like start settles on the empty support; the comparison overrules it
-    empty = history[history["support"].map(len) == 0]
-    assert len(empty) and (empty["refit_criterion"] > history["refit_criterion"].min() + 5).all()
-    # a is the REML variance ratio of the final model (Psi and sigma from lmer's fit)
-    S = fit._data.stats.ZtZ.sum(axis=0)
-    assert fit.a == pytest.approx(np.trace(fit.psi @ S) / fit.sigma ** 2 / np.trace(S), rel=1e-6)
+    first = history[history["start"] == "unpenalised REML"]
+    assert first["support"].map(len).iloc[-1] == 0
+    assert (first["refit_criterion"] > history["refit_criterion"].min() + 5).all()
+    # a is the REML variance ratio of the final model, on Z's columns scaled to unit
+    # root mean square: tr(D Psi D S) / (sigma^2 tr S), S = sum_i Z~_i'Z~_i, Z~ = Z D^-1
+    Z = np.column_stack([np.ones(len(data)), data["Days"]])
+    d = np.sqrt((Z ** 2).mean(axis=0))
+    S = (Z / d).T @ (Z / d)  # sum over clusters of the per-cluster products
+    psi_scaled = fit.psi * np.outer(d, d)
+    assert fit.a == pytest.approx(np.trace(psi_scaled @ S) / fit.sigma ** 2 / np.trace(S), rel=1e-6)

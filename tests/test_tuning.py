@@ -93,3 +93,31 @@ def test_k_cv_with_a_iteration_reports_cv_path(seed_data):
     assert "cv_error" in fit.path and fit.path["cv_error"].notna().all()
     same_a = lmmscope.lmm_scope(seed_formula(), df, k="cv", a=fit.a, k_max=6)
     np.testing.assert_allclose(same_a.path["cv_error"], fit.path["cv_error"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale_z, scale_x", [(1e6, 1e-6), (1e-6, 1e6)])
+def test_selection_free_of_z_and_x_units(seed_data, scale_z, scale_x):
+    """A random-slope column times 1e6 with a penalised column times 1e-6 used to change
+    logLik by 19% (and the support): now support, a, logLik and the rescaled
+    coefficients are unchanged."""
+    df, _beta = seed_data
+    ref = lmmscope.lmm_scope(seed_formula(), df, method="ML")
+    scaled = df.assign(z1=df["z1"] * scale_z, x1=df["x1"] * scale_x)
+    fit = lmmscope.lmm_scope(seed_formula(), scaled, method="ML")
+    assert fit.support == ref.support == ["x1", "x5", "x10"]
+    assert fit.a == pytest.approx(ref.a, rel=1e-9)
+    assert fit.loglik == pytest.approx(ref.loglik, rel=1e-9)
+    assert fit.coef["x1"] * scale_x == pytest.approx(ref.coef["x1"], rel=1e-9)
+    assert fit.fixef["x1"] * scale_x == pytest.approx(ref.fixef["x1"], rel=1e-9)
+    sd, sd_ref = np.sqrt(np.diag(fit.psi)), np.sqrt(np.diag(ref.psi))
+    assert sd[1] * scale_z == pytest.approx(sd_ref[1], rel=1e-6)
+
+
+def test_raw_z_proxy_on_request(seed_data):
+    """Control(unit_free_z=False): the proxy on the raw Z (the paper's definition)."""
+    df, _beta = seed_data
+    raw = lmmscope.lmm_scope(seed_formula(), df, k=3, a=1.5, control=lmmscope.Control(unit_free_z=False))
+    assert np.all(raw._data.z_scale == 1.0)
+    free = lmmscope.lmm_scope(seed_formula(), df, k=3, a=1.5)
+    assert not np.allclose(free._data.z_scale, 1.0)
+    assert raw.support == free.support == ["x1", "x5", "x10"]

@@ -21,6 +21,11 @@ class Control:
         O(Np^2) Gram).
       screen_size: above this many candidate columns, skscope's splicing runs on a
         screened set grown until no outside column passes the splicing test.
+    Proxy covariance:
+      unit_free_z: True (default): Sigma_a = a Z~ Z~' + I with Z~ = Z's columns divided by
+        their root mean square, so a, the support and the coefficients do not depend on
+        Z's units (a random-slope column in days or in seconds); False: the raw Z of the
+        paper's and the seed example's definition (then a depends on those units).
     Tuning of ``a``:
       a_relative_tol: the a-iteration stops when a moves by less than this share.
       max_a_iter: most rounds of the a-iteration, per start.
@@ -37,6 +42,7 @@ class Control:
     gram_limit: int = 4000
     single_problem_rows_bytes: int = 2**28
     screen_size: int = 500
+    unit_free_z: bool = True
     a_relative_tol: float = 1e-2
     max_a_iter: int = 6
     optimizer_ftol: float = 1e-10

@@ -82,7 +82,8 @@ class Data:
         # square, so a and the selection do not depend on Z's units; ``stats`` and ``Z``
         # describe the scaled columns, ``subset_stats`` (for the refit) the data's own.
         raw = compute_cluster_stats(X, y, Z, codes, n_groups, gram=self.use_gram)
-        self.z_scale = z_column_scale(raw)
+        self.z_scale = (z_column_scale(raw) if self.control.unit_free_z
+                        else np.ones(raw.q))
         self.stats = rescale_z(raw, self.z_scale)
         self.Z = np.asarray(Z, dtype=float) / self.z_scale
         self._fold_cache = {}
