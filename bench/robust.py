@@ -161,8 +161,9 @@ def main():
             case_identifiability(sleep), case_nonfinite(sleep), case_labels(sleep),
             case_convergence(sleep)]
     print("| case | lmmscope | lme4 |\n|---|---|---|")
+    cell = lambda text: str(text).replace("|", "\\|")  # markdown: a bar inside a cell
     for case, mine, theirs in rows:
-        print(f"| {case} | {mine} | {theirs} |")
+        print(f"| {cell(case)} | {cell(mine)} | {cell(theirs)} |")
 
 
 if __name__ == "__main__":
