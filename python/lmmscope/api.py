@@ -128,7 +128,9 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
         k = 0..k_max and picks by ``criterion``; "cv" picks k by the whitened prediction
         error on held-out clusters (``cv_folds`` folds of whole clusters).
     a : float, None or "cv"
-        Proxy covariance scale in Sigma_a = a Z Z' + I.  A number fixes it.  None
+        Proxy covariance scale in Sigma_a = a Z~ Z~' + I, Z~ = Z with each column divided
+        by its root mean square (so a does not depend on Z's units; the raw Z with
+        ``control=Control(unit_free_z=False)``).  A number fixes it.  None
         (default): iterate "select at a; refit the mixed model by REML on the support;
         set a to tr(Psi S)/(sigma^2 tr S), S = sum Z_i'Z_i" from two unit-free starts
         (the REML ratio of the unpenalised-only model, and a = 0), and return, among

@@ -5,7 +5,9 @@ k (the k choice, :func:`choose_k`): an integer fixes it; ``None`` walks k = 0..k
 the profiled quasi-likelihood (GIC by default); ``"cv"`` scores each k by the
 whitened prediction error on held-out clusters (K-fold, folds of whole clusters).
 
-a (the tuning of a):
+a (the tuning of a) scales the proxy Sigma_a = a Z~ Z~' + I, where Z~ is Z with each
+column divided by its root mean square (``Control.unit_free_z``), so neither a nor the
+selection depends on Z's units:
 - a number fixes it.
 - ``None`` (default): "select, refit the mixed model by REML on the selected support,
   set a to the fitted random-effect to noise variance ratio", repeated until the
