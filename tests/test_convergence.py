@@ -120,3 +120,17 @@ def test_rank_deficient_fixed_effects_named():
         MixedModelFit(dependent, ["Intercept", "x", "x2"], ["Intercept"], labels)
     with pytest.raises(RankDeficientError):
         profiled.optimise_theta(dependent)
+
+
+def test_theta_given_as_optimal_is_checked():
+    """theta_optimal=True (theta from elsewhere) skips the optimisation, not the check:
+    the optimum passes, a point twice as far fails with lme4's gradient message."""
+    stats, labels = _stats()
+    fit = MixedModelFit(stats, ["Intercept", "x"], ["Intercept", "z"], labels)
+    again = MixedModelFit(stats, ["Intercept", "x"], ["Intercept", "z"], labels,
+                          theta0=fit.theta, theta_optimal=True)
+    assert again.converged and again.loglik == fit.loglik
+    with pytest.warns(ConvergenceWarning, match="failed to converge with max"):
+        off = MixedModelFit(stats, ["Intercept", "x"], ["Intercept", "z"], labels,
+                            theta0=2 * fit.theta, theta_optimal=True)
+    assert not off.converged and off.loglik < fit.loglik
