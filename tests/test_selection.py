@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 import lmmscope
-from lmmscope.simulate import make_data, make_unbalanced, seed_formula
+from lmmscope import Control
+from lmmscope.simulate import as_frame, make_data, make_unbalanced, seed_formula
 
 
 def test_seed_example_default_tuning(seed_data):
@@ -68,15 +69,24 @@ def test_a_cv_picks_from_grid(seed_data):
     assert fit.a == (0.5, 2.0, 8.0)[int(np.argmin(errs))]
 
 
-def test_row_form_for_p_larger_than_gram_limit(monkeypatch):
+def _frame_fit(X, Zs, y, groups, always=(), **settings):
+    """lmm_scope on the arrays as a frame: x0.. fixed (with intercept), z0.. random slopes."""
+    df = as_frame(X, Zs, y, groups)
+    xs = " + ".join(f"x{j}" for j in range(X.shape[1]))
+    zs = " + ".join(f"z{j}" for j in range(Zs.shape[1]))
+    return lmmscope.lmm_scope(f"y ~ {xs} + (0 + {zs} | cluster)", df,
+                              always=[f"x{j}" for j in always] or None, **settings)
+
+
+def test_row_form_for_p_larger_than_gram_limit():
     """p > N and above the Gram limit: whitened rows instead of a p x p Gram, same answer."""
-    from lmmscope import tuning
-    X, Zs, y, groups, beta = make_unbalanced(n=40, p=120, q=2, seed=8)
-    gram_fit = lmmscope.LmmScope(a=2.0).fit(X, y, Z=Zs, groups=groups)
-    monkeypatch.setattr(tuning, "GRAM_LIMIT", 10)
-    rows_fit = lmmscope.LmmScope(a=2.0).fit(X, y, Z=Zs, groups=groups)
-    assert list(rows_fit.support_) == list(gram_fit.support_) == [1, 5, 10]
-    np.testing.assert_allclose(rows_fit.coef_, gram_fit.coef_, atol=1e-8)
+    X, Zs, y, groups, beta = make_unbalanced(n=40, p=450, q=2, seed=8)
+    assert X.shape[1] > len(y)  # p > N: only the Gram limit decides
+    gram_fit = _frame_fit(X, Zs, y, groups, a=2.0)
+    rows_fit = _frame_fit(X, Zs, y, groups, a=2.0, control=Control(gram_limit=10))
+    assert rows_fit._data.use_gram is False and gram_fit._data.use_gram is True
+    assert rows_fit.support == gram_fit.support == ["x1", "x5", "x10"]
+    np.testing.assert_allclose(rows_fit.coef, gram_fit.coef, atol=1e-8)
 
 
 def test_predict_population_level(small_frame):
@@ -108,7 +118,7 @@ def test_verbose_prints_progress(seed_data, capsys):
     df, _ = seed_data
     lmmscope.lmm_scope(seed_formula(), df, verbose=True)
     out = capsys.readouterr().out
-    assert "a=1:" in out and "k=3" in out
+    assert "[unpenalised REML] a=" in out and "[a = 0] a=0:" in out and "k=3" in out
 
 
 @pytest.mark.parametrize("settings", [{}, {"k": 3, "a": 1.0}, {"k": "cv", "a": 2.0, "k_max": 5}])
@@ -134,25 +144,25 @@ def test_implicit_intercept_equals_explicit_column(settings):
         np.testing.assert_allclose(a, b, atol=1e-7)
 
 
-def test_single_problem_rows_equal_gram(monkeypatch):
+def test_single_problem_rows_equal_gram():
     """Fixed k and a run on whitened rows (cheaper than the Gram); same fit as the Gram."""
     from lmmscope import tuning
     X, Zs, y, groups, beta = make_unbalanced(n=60, p=80, q=3, seed=9)
     assert not tuning.gram_pays_off(len(y), 81, 3, 1.5)
-    rows_fit = lmmscope.LmmScope(k=3, a=1.5).fit(X, y, Z=Zs, groups=groups)
-    monkeypatch.setattr(tuning, "SINGLE_PROBLEM_ROWS_BYTES", 0)
-    gram_fit = lmmscope.LmmScope(k=3, a=1.5).fit(X, y, Z=Zs, groups=groups)
-    assert list(rows_fit.support_) == list(gram_fit.support_) == [1, 5, 10]
-    np.testing.assert_allclose(rows_fit.coef_, gram_fit.coef_, atol=1e-9)
-    np.testing.assert_allclose(rows_fit.result_.fixef, gram_fit.result_.fixef, atol=1e-8)
+    on_gram = Control(single_problem_rows_bytes=0)
+    rows_fit = _frame_fit(X, Zs, y, groups, k=3, a=1.5)
+    gram_fit = _frame_fit(X, Zs, y, groups, k=3, a=1.5, control=on_gram)
+    assert rows_fit._data.use_gram is False and gram_fit._data.use_gram is True
+    assert rows_fit.support == gram_fit.support == ["x1", "x5", "x10"]
+    np.testing.assert_allclose(rows_fit.coef, gram_fit.coef, atol=1e-9)
+    np.testing.assert_allclose(rows_fit.fixef, gram_fit.fixef, atol=1e-8)
     # a forced-in column between penalised ones: the row path projects a copy
-    monkeypatch.setattr(tuning, "SINGLE_PROBLEM_ROWS_BYTES", 2**40)
-    rows_fit = lmmscope.LmmScope(k=3, a=1.5, always=[7]).fit(X, y, Z=Zs, groups=groups)
-    monkeypatch.setattr(tuning, "SINGLE_PROBLEM_ROWS_BYTES", 0)
-    gram_fit = lmmscope.LmmScope(k=3, a=1.5, always=[7]).fit(X, y, Z=Zs, groups=groups)
-    assert list(rows_fit.support_) == list(gram_fit.support_) == [1, 5, 10]
-    assert rows_fit.coef_[7] != 0
-    np.testing.assert_allclose(rows_fit.coef_, gram_fit.coef_, atol=1e-9)
+    rows_fit = _frame_fit(X, Zs, y, groups, always=[7], k=3, a=1.5,
+                          control=Control(single_problem_rows_bytes=2**40))
+    gram_fit = _frame_fit(X, Zs, y, groups, always=[7], k=3, a=1.5, control=on_gram)
+    assert rows_fit.support == gram_fit.support == ["x1", "x5", "x10"]
+    assert rows_fit.coef["x7"] != 0
+    np.testing.assert_allclose(rows_fit.coef, gram_fit.coef, atol=1e-9)
 
 
 def test_screened_splicing_matches_full_search(monkeypatch):
@@ -166,12 +176,12 @@ def test_screened_splicing_matches_full_search(monkeypatch):
     w = whiten_stats(compute_cluster_stats(X, y, Zs, codes, labels.size), 1.5)
     problem = selection.reduce_gram(w.gram, w.xty, w.yty, [])
     full = selection.selection_path(problem, range(12))
-    monkeypatch.setattr(selection, "SCREEN_SIZE", 8)
     grown = []
     original = selection.QuadraticLoss.restricted
     monkeypatch.setattr(selection.QuadraticLoss, "restricted",
                         lambda self, cols: grown.append(len(cols)) or original(self, cols))
-    screened = selection.selection_path(problem, range(12))
+    screened = selection.selection_path(problem, range(12), screen_size=Control().updated(
+        screen_size=8).screen_size)
     assert max(grown) > 8  # the screen had to grow at least once
     for a, b in zip(full, screened):
         assert list(a.support) == list(b.support)

@@ -6,12 +6,17 @@ import numpy as np
 import pandas as pd
 
 from . import checks
+from .control import Control, as_control
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
 from .intercept import InterceptPrepended
+from .layouts import choose_layout
 from .mixed import MixedModelFit
+from .refit import Refitter
 from .results import LmmResult, LmmScopeResult
-from .tuning import DEFAULT_A_GRID, Data, Progress, gram_pays_off, select
+from .tuning import DEFAULT_A_GRID, Data, Progress, select
+
+INTERCEPT_NAMES = (INTERCEPT, "(Intercept)")
 
 
 def _validated_arrays(X, y, Z, groups, names, random_names):
@@ -56,25 +61,52 @@ def _resolve_always(always, names, unpenalised):
     return sorted(out)
 
 
+def random_slope_columns(names, random_names) -> list:
+    """Indices of fixed-effect columns that are also random-effect columns (matched by
+    design column name), the intercept excepted: lme4's hierarchy habit keeps these in
+    the fixed part, so they are unpenalised unless ``penalize_random_slopes=True``."""
+    random = {str(n) for n in random_names} - set(INTERCEPT_NAMES)
+    return [j for j, n in enumerate(names) if str(n) in random]
+
+
+def _check_k_after_slopes(k, n_candidates, names, slopes):
+    """An integer k larger than the candidates left once random slopes are unpenalised:
+    say why (the generic check would only count the candidates)."""
+    if (slopes and isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+            and k > n_candidates):
+        raise ValueError(
+            f"k = {k} exceeds the number of candidate predictors ({n_candidates}): "
+            f"random-slope column(s) {', '.join(names[j] for j in slopes)} are kept "
+            "unpenalised like the intercept (lme4's hierarchy); lower k, or pass "
+            "penalize_random_slopes=True to let them count as candidates")
+
+
 def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpenalised,
                    design, *, k, a, criterion, k_max, cv_folds, a_grid, method,
-                   random_state, verbose) -> LmmScopeResult:
+                   random_state, verbose, penalize_random_slopes=False,
+                   control=None) -> LmmScopeResult:
+    control = as_control(control)
     progress = Progress(verbose)
+    if not penalize_random_slopes:
+        slopes = [j for j in random_slope_columns(names, random_names) if j not in unpenalised]
+        if slopes:
+            progress(f"unpenalised as random slopes: {', '.join(names[j] for j in slopes)}")
+        _check_k_after_slopes(k, len(names) - len(set(unpenalised) | set(slopes)), names, slopes)
+        unpenalised = sorted(set(unpenalised) | set(slopes))
     progress(f"N={X.shape[0]}, p={X.shape[1]} ({len(unpenalised)} unpenalised), "
              f"q={Z.shape[1]}, clusters={labels.size}")
-    data = Data(X, y, Z, codes, labels.size, use_gram=gram_pays_off(X.shape[0], X.shape[1], k, a))
+    data = Data(X, y, Z, codes, labels.size, control=control,
+                layout=choose_layout(X.shape[0], X.shape[1], k, a, control))
     progress("per-cluster cross-products done")
+    refitter = Refitter(data, control)
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
-                 verbose=progress)
+                 verbose=progress, control=control, refitter=refitter)
     columns = sorted(set(unpenalised) | set(sel.support.tolist()))
-    stats = data.subset_stats(columns)
     reml = _check_method(method)
-    theta0 = None
-    if sel.reml_start is not None and reml and list(sel.reml_start[0]) == columns:
-        theta0 = sel.reml_start[1]  # the a-tuning already fitted this support by REML
-    mixed = MixedModelFit(stats, [names[j] for j in columns], random_names, labels, group_name,
-                          reml=reml, theta0=theta0, theta_optimal=theta0 is not None)
+    optimum = refitter.fit(columns, reml=reml, check=True)
+    mixed = MixedModelFit(data.subset_stats(columns), [names[j] for j in columns], random_names,
+                          labels, group_name, reml=reml, optimum=optimum, control=control)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
     return LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns,
                           data=data)
@@ -89,7 +121,8 @@ def _check_method(method) -> bool:
 def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
               criterion: str = "gic", k_max=None, cv_folds: int = 5, a_grid=DEFAULT_A_GRID,
               method: str = "REML", na_action: str = "omit", random_state=0,
-              verbose=False) -> LmmScopeResult:
+              verbose=False, penalize_random_slopes: bool = False,
+              control: Control | None = None) -> LmmScopeResult:
     """Select the fixed effects of a linear mixed model by quasi-likelihood best subset.
 
     Parameters
@@ -102,18 +135,44 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     data : pandas.DataFrame
     k : int, None or "cv"
         Support size (not counting unpenalised terms).  None (default) searches
-        k = 0..k_max and picks by ``criterion``; "cv" uses K-fold CV over clusters.
+        k = 0..k_max and picks by ``criterion``; "cv" picks k by the whitened prediction
+        error on held-out clusters (``cv_folds`` folds of whole clusters).
     a : float, None or "cv"
-        Proxy covariance scale in Sigma_a = a Z Z' + I.  None (default): start at 1,
-        then set a to the REML variance ratio tr(Psi S)/(sigma^2 tr S), S = sum Z_i'Z_i,
-        on the selected support, until the support is stable or a moves by <1%.  "cv": grid search on
-        held-out clusters' raw prediction error.
-    always : list of column names forced into the model (unpenalised, not counted in k).
-    criterion : "gic" (default), "ebic", "bic" or "aic".
+        Proxy covariance scale in Sigma_a = a Z~ Z~' + I, Z~ = Z with each column divided
+        by its root mean square (so a does not depend on Z's units; the raw Z with
+        ``control=Control(unit_free_z=False)``).  A number fixes it.  None
+        (default): iterate "select at a; refit the mixed model by REML on the support;
+        set a to tr(Psi S)/(sigma^2 tr S), S = sum Z_i'Z_i" from two unit-free starts
+        (the REML ratio of the unpenalised-only model, and a = 0), and return, among
+        the supports visited, the one whose ML refit has the smallest -2 log-likelihood
+        plus ``criterion``'s penalty.  "cv": a on ``a_grid`` by the raw prediction error
+        of held-out clusters, the k of each training fold fixed (integer k) or chosen on
+        the fold by ``criterion`` (k None or "cv": not a nested CV); then k at that a as
+        for a fixed a (with k="cv": whitened held-out error).  See :mod:`lmmscope.tuning`.
+    always : list of column names (or indices) forced into the model: unpenalised, not
+        counted in k.
+    criterion : "gic" (default), "ebic", "bic" or "aic": chooses k on the path
+        (k=None) and scores the supports of the a-iteration's starts (a=None).
     k_max : largest k searched; default min(p, N / log N, 50).
+    cv_folds : number of folds (of whole clusters) for k="cv" / a="cv"; default 5.
+    a_grid : the values of a tried by a="cv".
     method : "REML" (default) or "ML" for the refit on the selected support.
     na_action : "omit" (drop rows with missing values, reported) or "fail".
-    verbose : print progress over the tuning grid.
+    random_state : seed of the cluster-to-fold assignment of k="cv" / a="cv".
+    verbose : print progress over the tuning.
+    penalize_random_slopes : False (default) keeps every fixed-effect column that also
+        has a random slope (same design column name in the fixed and the random part,
+        e.g. ``Days`` in ``Reaction ~ . + (Days | Subject)``) unpenalised, like the
+        intercept: lme4's hierarchy habit, and a guard against whitening a fixed slope
+        away into its random slope.  True lets the selection drop such columns.
+    control : a :class:`lmmscope.Control` (Gram limit, screening size, a-iteration and
+        optimiser tolerances, lme4's convergence-check tolerances); None: defaults.
+
+    Returns
+    -------
+    LmmScopeResult.  Its refit reports ``converged`` / ``convergence_messages``; a refit
+    that fails lme4's final convergence check issues a
+    :class:`lmmscope.ConvergenceWarning`.
     """
     design = build_design(formula, data, na_action=na_action)
     names = design.fixed_names
@@ -126,16 +185,22 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     return _fit_selection(X, y, Z, codes, labels, names, design.random_names, design.group_name,
                           unpen, design, k=k, a=a, criterion=criterion, k_max=k_max,
                           cv_folds=cv_folds, a_grid=a_grid, method=method,
-                          random_state=random_state, verbose=verbose)
+                          random_state=random_state, verbose=verbose,
+                          penalize_random_slopes=penalize_random_slopes, control=control)
 
 
-def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit") -> LmmResult:
-    """Fit a linear mixed model with every listed fixed effect (no selection), like lme4::lmer."""
+def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit",
+        *, control: Control | None = None) -> LmmResult:
+    """Fit a linear mixed model with every listed fixed effect (no selection), like lme4::lmer.
+
+    ``control``: a :class:`lmmscope.Control` (optimiser and convergence-check tolerances).
+    The result reports ``converged``; a fit failing lme4's final convergence check
+    issues a :class:`lmmscope.ConvergenceWarning`."""
     design = build_design(formula, data, na_action=na_action)
     X, y, Z, codes, labels = _validated_design(design)
     stats = compute_cluster_stats(X, y, Z, codes, labels.size)
     mixed = MixedModelFit(stats, design.fixed_names, design.random_names, labels,
-                          design.group_name, reml=_check_method(method))
+                          design.group_name, reml=_check_method(method), control=control)
     return LmmResult(mixed, design, X, y, Z, codes, labels)
 
 

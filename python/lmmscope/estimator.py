@@ -75,9 +75,15 @@ class LmmScope(RegressorMixin, BaseEstimator):
         clusters come from ``fit(..., groups=)``.
     random_columns : list of str or int, default=None
         Columns of ``X`` forming the random-effect design ``Z`` (a random intercept is
-        added in front).  They stay candidate fixed effects as well, as in lme4's
-        ``y ~ x + (x | g)``.  Needs ``group_column``.  None: ``Z`` from
-        ``fit(..., Z=)``, or a random intercept only.
+        added in front).  They stay fixed effects as well, as in lme4's
+        ``y ~ x + (x | g)``, unpenalised unless ``penalize_random_slopes``.  Needs
+        ``group_column``.  None: ``Z`` from ``fit(..., Z=)``, or a random intercept only.
+    penalize_random_slopes : bool, default=False
+        False: a fixed column that is also a random slope (same name in X and Z) is
+        always kept, like the intercept (lme4's hierarchy habit); True: it competes in
+        the selection like any other candidate.
+    control : Control or dict, default=None
+        Numerical settings (:class:`lmmscope.Control`); None: the defaults.
 
     Attributes
     ----------
@@ -101,7 +107,8 @@ class LmmScope(RegressorMixin, BaseEstimator):
 
     def __init__(self, k=None, a=None, *, fit_intercept=True, always=None, criterion="gic",
                  k_max=None, cv_folds=5, a_grid=DEFAULT_A_GRID, method="REML",
-                 random_state=0, verbose=False, group_column=None, random_columns=None):
+                 random_state=0, verbose=False, group_column=None, random_columns=None,
+                 penalize_random_slopes=False, control=None):
         self.k = k
         self.a = a
         self.fit_intercept = fit_intercept
@@ -115,6 +122,8 @@ class LmmScope(RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.group_column = group_column
         self.random_columns = random_columns
+        self.penalize_random_slopes = penalize_random_slopes
+        self.control = control
 
     def fit(self, X, y, Z=None, groups=None):
         """Select and refit.
@@ -150,26 +159,28 @@ class LmmScope(RegressorMixin, BaseEstimator):
             Xv, y, Zv, codes, labels, names, random_names, "group", unpenalised, None,
             k=self.k, a=self.a, criterion=self.criterion, k_max=self.k_max,
             cv_folds=self.cv_folds, a_grid=self.a_grid, method=self.method,
-            random_state=self.random_state, verbose=self.verbose)
+            random_state=self.random_state, verbose=self.verbose,
+            penalize_random_slopes=self.penalize_random_slopes, control=self.control)
         self.result_._prepend_intercept = self.fit_intercept
         self._set_fitted_attributes()
         return self
 
-    def predict(self, X, Z=None, groups=None, level=None):
+    def predict(self, X, Z=None, groups=None, level=None, allow_new_levels=False):
         """Predictions from the refitted fixed effects (and random effects at level 1).
 
         ``level=0`` (the default without ``groups``): population level, X beta.
         ``level=1`` (the default with ``groups``): plus the random effects of known
         clusters (``groups=``, or the ``group_column``; ``Z=`` or the
-        ``random_columns`` for random slopes); rows of clusters not seen in fitting
-        fall back to level 0, like lme4's ``allow.new.levels = TRUE``.
+        ``random_columns`` for random slopes).  Clusters not seen in fitting are an
+        error unless ``allow_new_levels=True``, which predicts their rows at level 0
+        (lme4's ``allow.new.levels``).
         """
         self._check_fitted()
         if level is None:
             level = 0 if groups is None else 1
         X_fixed, _names, Z, _rn, groups = self._split_columns(X, Z, groups, need_groups=level == 1)
         return self.result_.predict(checks.as_float_matrix(X_fixed, "X"), level=level,
-                                    Z=Z, groups=groups)
+                                    Z=Z, groups=groups, allow_new_levels=allow_new_levels)
 
     def score(self, X, y, sample_weight=None):
         """R^2 of the population-level predictions ``predict(X)`` (X beta, level 0).

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
+from .control import as_control
 from .crossprod import ClusterStats
-from .profiled import optimise_theta, solve_pls, theta_lower_bounds
-
-SINGULAR_TOL = 1e-4  # lme4's isSingular() tolerance on the bounded theta entries
+from .exceptions import ConvergenceWarning
+from .profiled import check_fixed_rank, optimise_theta, solve_pls
 
 
 class MixedModelFit:
     """Fixed effects, variance components and conditional modes of a fitted LMM.
 
-    Quantities and names follow ``lme4::lmer``.
+    Quantities and names follow ``lme4::lmer``.  ``converged`` (bool) and
+    ``convergence_messages`` report lme4's final convergence check; ``optimizer_message``
+    is the optimiser's own.  A fit that fails the check issues a
+    :class:`~lmmscope.exceptions.ConvergenceWarning`.  ``optimum``: the result of
+    :func:`lmmscope.refit.fit_theta` on these statistics (the tuning already fitted
+    this model), used instead of optimising again.
     """
 
     def __init__(self, stats: ClusterStats, fixed_names, random_names, group_labels,
-                 group_name="group", reml=True, theta0=None, theta_optimal=False):
+                 group_name="group", reml=True, theta0=None, theta_optimal=False, *,
+                 optimum=None, control=None):
         self.method = "REML" if reml else "ML"
         self.fixed_names = list(fixed_names)
         self.random_names = list(random_names)
@@ -29,11 +37,22 @@ class MixedModelFit:
         q, p = stats.q, stats.p
         if p >= self.nobs:
             raise ValueError(f"{p} fixed effects but only {self.nobs} rows")
-        if theta_optimal and theta0 is not None:
-            # theta0 already minimises this deviance (the same fit was done while tuning a)
-            self.theta, self.optimizer_result = np.asarray(theta0, float), None
-        else:
-            self.theta, _, self.optimizer_result = optimise_theta(stats, reml=reml, theta0=theta0)
+        control = as_control(control)
+        check_fixed_rank(stats, self.fixed_names)  # names the columns, unlike the refit's own check
+        if optimum is None and theta_optimal and theta0 is not None:
+            from .refit import fit_theta  # theta0 minimises this deviance: check it only
+            optimum = fit_theta(stats, reml, theta0=theta0, control=control, optimise=False)
+        elif optimum is None:
+            from .refit import fit_theta
+            optimum = fit_theta(stats, reml, theta0=theta0, control=control)
+        self.theta, self.optimizer_result = optimum.theta, optimum.info
+        self.converged = optimum.converged
+        self.convergence_messages = list(optimum.messages)
+        self.optimizer_message = optimum.message
+        self.singular = optimum.singular
+        if not self.converged:
+            warnings.warn(ConvergenceWarning("; ".join(self.convergence_messages)
+                                             or self.optimizer_message), stacklevel=3)
         sol = solve_pls(stats, self.theta)
         self.deviance = sol.deviance_reml if reml else sol.deviance_ml
         self._sol = sol
@@ -51,8 +70,6 @@ class MixedModelFit:
         self.n_params = p + q * (q + 1) // 2 + 1
         self.aic = -2 * self.loglik + 2 * self.n_params
         self.bic = -2 * self.loglik + np.log(self.nobs) * self.n_params
-        bounded = theta_lower_bounds(q) == 0
-        self.singular = bool(np.any(self.theta[bounded] < SINGULAR_TOL))
 
     def vcov(self) -> pd.DataFrame:
         return self.vcov_matrix
@@ -110,6 +127,9 @@ class MixedModelFit:
         if self.singular:
             lines.append("boundary (singular) fit: a random-effect variance or correlation "
                          "is at its boundary (see lme4's ?isSingular)")
+        if not self.converged:
+            lines.append("convergence: " + ("; ".join(self.convergence_messages)
+                                            or self.optimizer_message))
         return lines
 
 

@@ -24,9 +24,14 @@ class Predictor:
     random_intercept_only: bool  # Z is a column of ones, so level-1 needs no Z from the user
     prepend_intercept: bool = False  # array fits with fit_intercept=True
 
-    def predict(self, newdata, level: int = 0, Z=None, groups=None) -> np.ndarray:
-        """level=0: X beta.  level=1: plus the cluster's random effects; rows of clusters
-        not seen in fitting fall back to level 0 (lme4's ``allow.new.levels = TRUE``)."""
+    def predict(self, newdata, level: int = 0, Z=None, groups=None,
+                allow_new_levels: bool = False) -> np.ndarray:
+        """level=0: X beta.  level=1: plus the cluster's random effects.
+
+        Cluster labels are matched by value after conversion to the type of the fitted
+        labels (the string "3" is the cluster fitted as the integer 3, and 3 the one
+        fitted as "3").  Clusters not seen in fitting follow lme4: an error naming them
+        unless ``allow_new_levels=True``, then those rows are predicted at level 0."""
         if level not in (0, 1):
             raise ValueError("level must be 0 (population) or 1 (conditional on the cluster)")
         if self.design is not None:
@@ -49,13 +54,23 @@ class Predictor:
         if level == 1:
             codes = self.codes_for(groups)
             known = codes >= 0
+            if not allow_new_levels and not known.all():
+                unseen = list(dict.fromkeys(np.asarray(groups, dtype=object)[~known].tolist()))
+                raise ValueError(
+                    f"new level(s) of the grouping factor in newdata: "
+                    f"{', '.join(map(repr, unseen[:10]))}{' ...' if len(unseen) > 10 else ''}; "
+                    "pass allow_new_levels=True to predict them at population level (level 0)")
             eta[known] += np.einsum("ij,ij->i", Znew[known], self.ranef[codes[known]])
         return eta
 
     def codes_for(self, groups) -> np.ndarray:
-        """Position of each label among the fitted clusters; -1 for unseen ones."""
-        lookup = {label: i for i, label in enumerate(self.group_labels.tolist())}
-        return np.array([lookup.get(g, -1) for g in np.asarray(groups).tolist()], dtype=np.int64)
+        """Position of each label among the fitted clusters, matched by value after
+        conversion to the fitted labels' type; -1 for unseen ones."""
+        fitted = self.group_labels.tolist()
+        lookup = {label: i for i, label in enumerate(fitted)}
+        convert = _label_converter(self.group_labels)
+        return np.array([lookup.get(convert(g), -1) for g in np.asarray(groups, dtype=object).tolist()],
+                        dtype=np.int64)
 
     def _new_Z(self, Z, n_rows):
         if Z is None:
@@ -63,3 +78,37 @@ class Predictor:
                 return np.ones((n_rows, 1))
             raise ValueError("level=1 prediction needs Z= for a model with random slopes")
         return np.asarray(Z, dtype=float).reshape(n_rows, -1)
+
+
+def _label_converter(fitted_labels: np.ndarray):
+    """A function taking a new label to the type of the fitted ones (unchanged where it
+    cannot be converted: it is then simply unseen)."""
+    values = fitted_labels.tolist()
+    if fitted_labels.dtype.kind in "iu" or (values and all(isinstance(v, int) for v in values)):
+        return _to_int
+    if fitted_labels.dtype.kind == "f" or (values and all(isinstance(v, float) for v in values)):
+        return _to_float
+    if fitted_labels.dtype.kind in "US" or (values and all(isinstance(v, str) for v in values)):
+        return _to_str
+    return lambda v: v
+
+
+def _to_int(v):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return int(f) if np.isfinite(f) and f.is_integer() else v
+
+
+def _to_float(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def _to_str(v):
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return str(int(v))
+    return v if isinstance(v, str) else str(v)

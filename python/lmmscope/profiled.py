@@ -15,13 +15,15 @@ with r^2 the penalised residual sum of squares.  Minimising over theta reproduce
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.linalg as sla
 
 from .batched import cholesky_with_inverse
+from .control import Control, as_control
 from .crossprod import ClusterStats
+from .exceptions import RankDeficientError
 from .threads import one_blas_thread
 
 
@@ -64,7 +66,7 @@ class PLSSolution:
     deviance_ml: float
     deviance_reml: float
     Linv: np.ndarray | None = None  # (n, q, q) L_i^{-1}, L_i = chol(Lam'Z_i'Z_i Lam + I)
-    F: np.ndarray | None = None  # (n, q, q) L_i^{-1} Lam'
+    LinvLamT: np.ndarray | None = None  # (n, q, q) L_i^{-1} Lam'
 
 
 def _right_multiply(stack: np.ndarray, M: np.ndarray) -> np.ndarray:
@@ -86,9 +88,9 @@ def solve_pls(stats: ClusterStats, theta: np.ndarray) -> PLSSolution:
     ZtZLam = _right_multiply(stats.ZtZ, Lam)
     A = _right_multiply(np.swapaxes(ZtZLam, 1, 2), Lam) + np.eye(q)  # Lam'Z'Z Lam + I
     L, Linv = cholesky_with_inverse(A)
-    F = _right_multiply(Linv, Lam.T)
-    RZX = F @ stats.ZtX  # (n, q, p)
-    cu = (F @ stats.Zty[:, :, None])[:, :, 0]
+    LinvLamT = _right_multiply(Linv, Lam.T)
+    RZX = LinvLamT @ stats.ZtX  # (n, q, p)
+    cu = (LinvLamT @ stats.Zty[:, :, None])[:, :, 0]
     nq = stats.n_groups * q
     RZX_flat = RZX.reshape(nq, p)
     cu_flat = cu.reshape(nq)
@@ -113,45 +115,46 @@ def solve_pls(stats: ClusterStats, theta: np.ndarray) -> PLSSolution:
     dfr = n_obs - p
     dev_reml = logdet_L + logdet_RX + dfr * (1 + np.log(2 * np.pi * pwrss / dfr))
     return PLSSolution(np.asarray(theta, float), Lam, beta, u, pwrss, logdet_L, logdet_RX, RX,
-                       float(dev_ml), float(dev_reml), Linv, F)
+                       float(dev_ml), float(dev_reml), Linv, LinvLamT)
 
 
 def deviance_slope(stats: ClusterStats, sol: PLSSolution, reml: bool):
-    """(G, Z'WZ): the profiled deviance changes by tr(G dT) when T = Lam Lam' does.
+    """(dev_T, Z'WZ): dev_T = d deviance / dT, so the profiled deviance changes by
+    tr(dev_T dT) when T = Lam Lam' does.
 
-    With W_i = (I + Z_i T Z_i')^{-1}, G = sum_i Z_i'W_i Z_i - (dof / r^2) sum_i v_i v_i'
+    With W_i = (I + Z_i T Z_i')^{-1}, dev_T = sum_i Z_i'W_i Z_i - (dof / r^2) sum_i v_i v_i'
     (v_i = Z_i'W_i r_i, dof = N for ML, N - p for REML), and for REML minus
     sum_i Z_i'W_i X_i (X'WX)^{-1} X_i'W_i Z_i.  beta and sigma^2 are profiled out, so
     their own derivatives vanish.  Every W_i product comes from the cross-products by
-    Woodbury: Z'W = Z' - Z'Z Lam M^{-1} Lam'Z' with Lam M^{-1} Lam' = F'F.
+    Woodbury: Z'W = Z' - Z'Z Lam M^{-1} Lam'Z' with Lam M^{-1} Lam' = (L^{-1}Lam')'(L^{-1}Lam').
     """
     q, p, n_obs = stats.q, stats.p, stats.n_obs
-    K = stats.ZtZ @ (np.swapaxes(sol.F, 1, 2) @ sol.F)  # Z'W(.) = (I - K) Z'(.)
+    K = stats.ZtZ @ (np.swapaxes(sol.LinvLamT, 1, 2) @ sol.LinvLamT)  # Z'W(.) = (I - K) Z'(.)
     ZWZ = stats.ZtZ - K @ stats.ZtZ
     Ztr = stats.Zty - (stats.ZtX @ sol.beta if p else 0.0)
     v = Ztr - (K @ Ztr[:, :, None])[:, :, 0]
     dof = n_obs - p if reml else n_obs
-    G = ZWZ.sum(axis=0) - (dof / sol.pwrss) * (v.T @ v)
+    dev_T = ZWZ.sum(axis=0) - (dof / sol.pwrss) * (v.T @ v)
     if reml and p:
         ZWX = (stats.ZtX - K @ stats.ZtX).reshape(-1, p)
         C = sla.solve_triangular(sol.RX, ZWX.T, trans="T").reshape(-1, q)  # rows: (col, cluster)
-        G = G - C.T @ C
-    return (G + G.T) / 2, ZWZ
+        dev_T = dev_T - C.T @ C
+    return (dev_T + dev_T.T) / 2, ZWZ
 
 
 def deviance_gradient(stats: ClusterStats, sol: PLSSolution, reml: bool) -> np.ndarray:
-    """Analytic gradient of the profiled deviance with respect to theta: d/dLam = 2 G Lam."""
-    G, _ = deviance_slope(stats, sol, reml)
-    return (2 * G @ sol.Lam)[theta_positions(stats.q)]
+    """Analytic gradient of the profiled deviance with respect to theta: d/dLam = 2 dev_T Lam."""
+    dev_T, _ = deviance_slope(stats, sol, reml)
+    return (2 * dev_T @ sol.Lam)[theta_positions(stats.q)]
 
 
-def expected_hessian(Lam, G, ZWZ, dof):
+def expected_hessian(Lam, dev_T, ZWZ, dof):
     """Hessian of the profiled deviance in theta, with the expected information in T;
     and its Gauss-Newton part alone (positive semi-definite, for far from the optimum).
 
     In T the expected second derivative of -2 log L with sigma^2 profiled is
-    F(E1, E2) = sum_i tr(A_i E1 A_i E2) - sum_i tr(A_i E1) sum_i tr(A_i E2) / dof,
-    A_i = Z_i'W_i Z_i.  T = Lam Lam' adds tr(G d2T), exact.  At the optimum it is
+    I(E1, E2) = sum_i tr(A_i E1 A_i E2) - sum_i tr(A_i E1) sum_i tr(A_i E2) / dof,
+    A_i = Z_i'W_i Z_i.  T = Lam Lam' adds tr(dev_T d2T), exact.  At the optimum it is
     within a few % of the observed Hessian (measured: eigenvalues of H_exp^-1 H_obs
     in 0.94..1.03 from 18 to 10,000 clusters), so Newton steps with it contract the
     error ~20-fold each.
@@ -164,19 +167,64 @@ def expected_hessian(Lam, G, ZWZ, dof):
     D = E @ Lam.T + Lam @ np.swapaxes(E, 1, 2)  # dT / dtheta_k
     M = np.einsum("nab,kbc,ncd->kad", ZWZ, D, ZWZ, optimize=True)  # sum_i A_i D_k A_i
     t = np.einsum("ab,kba->k", ZWZ.sum(axis=0), D)
-    F = np.einsum("kad,lda->kl", M, D) - np.outer(t, t) / dof
-    second = 2 * (cols[:, None] == cols[None, :]) * G[rows[:, None], rows[None, :]]
-    H = F + second
-    return (H + H.T) / 2, (F + F.T) / 2
+    info = np.einsum("kad,lda->kl", M, D) - np.outer(t, t) / dof
+    second = 2 * (cols[:, None] == cols[None, :]) * dev_T[rows[:, None], rows[None, :]]
+    H = info + second
+    return (H + H.T) / 2, (info + info.T) / 2
 
 
 def _deviance_at(stats: ClusterStats, theta, reml: bool):
-    """(PLS solution, profiled deviance) at theta; (None, inf) where it is not defined."""
+    """(PLS solution, profiled deviance) at theta; (None, inf) where it is not defined.
+
+    Only a factorisation failing at this theta (a domain problem: extreme theta) gives
+    inf; linearly dependent fixed effects are refused before optimising
+    (:func:`check_fixed_rank`), so they never hide here.
+    """
+    if not np.all(np.isfinite(theta)):
+        return None, np.inf
     try:
         sol = solve_pls(stats, theta)
     except np.linalg.LinAlgError:
         return None, np.inf
-    return sol, (sol.deviance_reml if reml else sol.deviance_ml)
+    value = sol.deviance_reml if reml else sol.deviance_ml
+    return (sol, value) if np.isfinite(value) else (None, np.inf)
+
+
+def check_fixed_rank(stats: ClusterStats, names=None) -> None:
+    """Refuse fixed-effect columns that are linearly dependent (X'X not positive
+    definite after scaling its columns to unit norm), naming them when ``names`` is given."""
+    if stats.XtX is None or stats.p == 0:
+        return
+    d = np.sqrt(np.clip(np.diag(stats.XtX), 1e-300, None))
+    try:
+        sla.cholesky(stats.XtX / d[:, None] / d[None, :], lower=False)
+    except (np.linalg.LinAlgError, sla.LinAlgError):
+        label = "" if names is None else f" ({', '.join(map(str, names))})"
+        raise RankDeficientError(
+            f"the {stats.p} fixed-effect columns{label} are linearly dependent (X'X is "
+            "singular): drop aliased columns") from None
+
+
+def z_column_scale(stats: ClusterStats) -> np.ndarray:
+    """Root mean square of each column of Z: the unit in which theta is optimised."""
+    ms = np.einsum("njj->j", stats.ZtZ) / max(stats.n_obs, 1)
+    scale = np.sqrt(np.clip(ms, 0, None))
+    return np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
+
+
+def rescale_z(stats: ClusterStats, scale: np.ndarray) -> ClusterStats:
+    """The statistics of Z D^{-1}, D = diag(scale) (theta then has unit-free entries)."""
+    inv = 1.0 / scale
+    return replace(stats, ZtZ=stats.ZtZ * inv[None, :, None] * inv[None, None, :],
+                   ZtX=stats.ZtX * inv[None, :, None], Zty=stats.Zty * inv[None, :])
+
+
+def theta_rescaled(theta, scale: np.ndarray, to_scaled: bool) -> np.ndarray:
+    """theta for Z D^{-1} from theta for Z (``to_scaled``) or back: Lambda_Z = D^{-1} Lambda."""
+    q = scale.size
+    Lam = theta_to_lambda(np.asarray(theta, float), q)
+    Lam = Lam * scale[:, None] if to_scaled else Lam / scale[:, None]
+    return Lam[theta_positions(q)]
 
 
 def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
@@ -195,10 +243,10 @@ def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
     for it in range(1, max_iter + 1):
         if sol is None:
             return None
-        G, ZWZ = deviance_slope(stats, sol, reml)
-        g = (2 * G @ sol.Lam)[rows, cols]
+        dev_T, ZWZ = deviance_slope(stats, sol, reml)
+        g = (2 * dev_T @ sol.Lam)[rows, cols]
         step = None
-        for H in expected_hessian(sol.Lam, G, ZWZ, dof):
+        for H in expected_hessian(sol.Lam, dev_T, ZWZ, dof):
             try:
                 step = -sla.cho_solve(sla.cho_factor(H), g)
                 break
@@ -225,17 +273,44 @@ def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
     return None
 
 
-def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None):
-    """Minimise the profiled deviance over theta: Newton steps with the expected
-    information (:func:`_fisher_scoring`); where that does not apply (optimum at or
-    near the boundary, indefinite Hessian), L-BFGS-B with the analytic gradient, then
-    Newton steps with a Hessian from differences of that gradient."""
+def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None,
+                   control: Control | None = None, check: bool = True):
+    """Minimise the profiled deviance over theta.
+
+    Newton steps with the expected information (:func:`_fisher_scoring`); where that
+    does not apply (optimum at or near the boundary, indefinite Hessian), L-BFGS-B
+    with the analytic gradient, then Newton steps with a Hessian from differences of
+    that gradient.  The optimisation runs on Z's columns scaled to unit root mean
+    square, so its start (identity) and its boundary tests do not depend on Z's units;
+    theta is mapped back at the end.  ``check``: run lme4's final convergence check
+    (:func:`check_convergence`).
+
+    Returns (theta, deviance, info): ``info`` is a scipy OptimizeResult with
+    ``success`` and ``message`` of the optimiser, ``converged`` (the optimiser
+    succeeded and the final check passed), ``convergence_messages`` (list of str),
+    ``singular`` (a bounded entry of the unit-free theta below ``singular_tol``) and
+    ``theta_unit_free``.
+    """
+    control = as_control(control)
+    check_fixed_rank(stats)
+    scale = z_column_scale(stats)
+    scaled = rescale_z(stats, scale)
+    start = None if theta0 is None else theta_rescaled(theta0, scale, to_scaled=True)
     with one_blas_thread():  # every evaluation is a few dozen small batched products
-        return _optimise_theta(stats, reml, theta0)
+        theta, value, info = _optimise_theta(scaled, reml, start, control)
+        messages = list(info.get("convergence_messages", []))
+        singular = bool(np.any(theta[theta_lower_bounds(stats.q) == 0] < control.singular_tol))
+        if check:
+            messages += check_convergence(scaled, theta, reml, control, singular)
+    info["convergence_messages"] = messages
+    info["converged"] = bool(info.success) and not messages
+    info["singular"] = singular
+    info["theta_unit_free"] = theta
+    return theta_rescaled(theta, scale, to_scaled=False), value, info
 
 
-def _optimise_theta(stats, reml, theta0):
-    from scipy.optimize import OptimizeResult, minimize  # lazily: a heavy import
+def _optimise_theta(stats, reml, theta0, control):
+    from scipy.optimize import OptimizeResult  # lazily: a heavy import
     q = stats.q
     lower = theta_lower_bounds(q)
     if theta0 is None:
@@ -252,19 +327,77 @@ def _optimise_theta(stats, reml, theta0):
             return value, np.zeros_like(theta)
         return value, deviance_gradient(stats, sol, reml)
 
+    best, theta = _bounded_search(value_and_gradient, np.asarray(theta0, float), lower, control)
+    theta, value, polish = _newton_polish(value_and_gradient, theta, lower)
+    # status 1: iteration or evaluation limit, a failure (lme4 warns on bobyqa's code 1
+    # too); status 2 (e.g. no progress in the line search at ftol ~1e-10) is common at
+    # an optimum: the final gradient check judges it.
+    limit_reached = best.status == 1
+    notes = [f"L-BFGS-B did not converge: {best.message}"] if limit_reached else []
+    if not np.isfinite(value):
+        notes.append("the deviance is not finite at the optimiser's last point")
+    result = OptimizeResult(x=theta, fun=float(value), nit=best.nit, success=not limit_reached,
+                            message=f"L-BFGS-B: {best.message}; Newton polish: {polish}",
+                            convergence_messages=notes)
+    return theta, float(value), result
+
+
+def _bounded_search(value_and_gradient, start, lower, control):
+    """L-BFGS-B, restarted off a false boundary (see :func:`_leave_false_boundary`)."""
+    from scipy.optimize import minimize  # lazily: a heavy import
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     on_diag = lower == 0
-    start = np.asarray(theta0, float)
     for _restart in range(4):
         best = minimize(value_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                        options={"ftol": 1e-10, "gtol": 1e-10, "maxiter": 2000})
+                        options={"ftol": control.optimizer_ftol, "gtol": control.optimizer_gtol,
+                                 "maxiter": control.optimizer_maxiter})
         theta = best.x.copy()
         theta[on_diag] = np.clip(theta[on_diag], 0, None)
         start = _leave_false_boundary(lambda t: value_and_gradient(t)[0], theta, on_diag)
         if start is None:
             break
-    theta, value = _newton_polish(value_and_gradient, theta, lower)
-    return theta, float(value), best
+    return best, theta
+
+
+def check_convergence(stats: ClusterStats, theta, reml: bool, control: Control,
+                      singular: bool) -> list:
+    """lme4's ``checkConv`` at the optimum; returns the problems found (empty: passed).
+
+    As lme4: a singular fit skips the gradient test; otherwise the gradient scaled by
+    the Cholesky factor of the Hessian, min(|scaled|, |raw|) elementwise, must stay
+    below ``check_conv_grad_tol`` (2e-3), and the Hessian must have no eigenvalue below
+    ``-check_conv_hess_tol``.  The derivatives are in the unit-free parametrisation.
+    """
+    if singular:
+        return []
+    sol, value = _deviance_at(stats, theta, reml)
+    if sol is None:
+        return ["the deviance is not finite at the optimum"]
+    gradient = deviance_gradient(stats, sol, reml)
+
+    def value_and_gradient(t):
+        s, v = _deviance_at(stats, t, reml)
+        return v, (np.full_like(t, np.nan) if s is None else deviance_gradient(stats, s, reml))
+
+    H = _forward_difference_hessian(value_and_gradient, theta, gradient,
+                                    np.arange(theta.size), 1e-6)
+    problems = []
+    if not np.all(np.isfinite(gradient)) or not np.all(np.isfinite(H)):
+        return ["the gradient or Hessian at the optimum contains non-finite values"]
+    try:
+        scaled = sla.solve_triangular(sla.cholesky(H, lower=False), gradient, trans="T")
+        worst = np.minimum(np.abs(scaled), np.abs(gradient))
+        if worst.max() > control.check_conv_grad_tol:
+            problems.append(f"model failed to converge with max|grad| = {worst.max():.3g} "
+                            f"(tol = {control.check_conv_grad_tol:g}, component "
+                            f"{int(np.argmax(worst)) + 1})")
+    except (np.linalg.LinAlgError, sla.LinAlgError):
+        problems.append("unable to evaluate scaled gradient (Hessian not positive definite)")
+    negative = int(np.sum(np.linalg.eigvalsh(H) < -control.check_conv_hess_tol))
+    if negative:
+        problems.append(f"model failed to converge: degenerate Hessian with {negative} "
+                        "negative eigenvalue(s)")
+    return problems
 
 
 def _leave_false_boundary(value, theta, on_diag):
@@ -287,7 +420,8 @@ def _leave_false_boundary(value, theta, on_diag):
 def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=8):
     """Newton steps on the coordinates off the boundary, so the optimum is reached to
     ~1e-9 in theta whatever the order of the rows, and agrees with lme4 to its own
-    optimiser tolerance.
+    optimiser tolerance.  Returns (theta, deviance, status); a polish that gives up
+    leaves the L-BFGS-B point, which the final convergence check then judges.
 
     The Hessian comes from forward differences of the analytic gradient, once, and
     is reused for every step (a chord iteration): near the optimum its error only
@@ -297,17 +431,21 @@ def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=8):
     theta = theta.copy()
     f0, g0 = value_and_gradient(theta)
     H, free = None, None
+    status = f"stopped after {max_iter} steps"
     for _ in range(max_iter):
         now_free = np.flatnonzero((lower != 0) | (theta > 1e3 * h))
         if now_free.size == 0:
+            status = "every parameter on the boundary"
             break
         if H is None or not np.array_equal(now_free, free):
             free = now_free
             H = _forward_difference_hessian(value_and_gradient, theta, g0, free, h)
             try:
-                if np.linalg.eigvalsh(H).min() <= 0:
+                if not np.all(np.isfinite(H)) or np.linalg.eigvalsh(H).min() <= 0:
+                    status = "gave up: Hessian not positive definite"
                     break
             except np.linalg.LinAlgError:
+                status = "gave up: Hessian not positive definite"
                 break
         step = -np.linalg.solve(H, g0[free])
         for shrink in (1.0, 0.5, 0.25, 0.125):
@@ -318,12 +456,14 @@ def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=8):
             if fc <= f0 + 1e-12 * abs(f0):
                 break
         else:
+            status = "gave up: no descent along the Newton step"
             break
         moved = np.max(np.abs(cand - theta))
         theta, f0, g0 = cand, fc, gc
         if moved < 1e-10 * max(1.0, np.abs(theta).max()):
+            status = "converged"
             break
-    return theta, f0
+    return theta, f0, status
 
 
 def _forward_difference_hessian(value_and_gradient, theta, gradient, free, h):

@@ -81,6 +81,21 @@ class MixedResult:
     def method(self) -> str:
         return self.mixed.method
 
+    @property
+    def converged(self) -> bool:
+        """Whether the (RE)ML refit passed lme4's final convergence check."""
+        return self.mixed.converged
+
+    @property
+    def convergence_messages(self) -> list:
+        """Problems found by the final convergence check (empty when it passed)."""
+        return self.mixed.convergence_messages
+
+    @property
+    def optimizer_message(self) -> str:
+        """The optimiser's own message (Fisher scoring, or L-BFGS-B and its Newton polish)."""
+        return self.mixed.optimizer_message
+
     def _full_fixef(self) -> np.ndarray:
         beta = np.zeros(self._X.shape[1])
         beta[self._refit_columns] = self.mixed.fixef.to_numpy()
@@ -103,19 +118,23 @@ class MixedResult:
                          self._group_labels, bool(Z.shape[1] == 1 and np.all(Z == 1)),
                          self._prepend_intercept)
 
-    def predict(self, newdata=None, level: int = 0, Z=None, groups=None) -> np.ndarray:
+    def predict(self, newdata=None, level: int = 0, Z=None, groups=None,
+                allow_new_levels: bool = False) -> np.ndarray:
         """Predictions for new rows.
 
         level=0: population level, X beta.  level=1: conditional on the cluster's
-        random effects; rows of clusters not seen in fitting fall back to level 0
-        (like lme4's ``allow.new.levels = TRUE``).  ``newdata`` is a DataFrame for
+        random effects.  Cluster labels are matched by value after conversion to the
+        fitted labels' type ("3" is the cluster fitted as 3).  Clusters not seen in
+        fitting follow lme4: an error naming them, unless ``allow_new_levels=True``
+        (then those rows are predicted at level 0).  ``newdata`` is a DataFrame for
         formula fits, or an X matrix (with ``Z``/``groups`` for level 1) for array fits.
         """
         if newdata is None:
             if level not in (0, 1):
                 raise ValueError("level must be 0 (population) or 1 (conditional on the cluster)")
             return self.fitted() if level == 1 else self._X @ self._full_fixef()
-        return self.predictor().predict(newdata, level=level, Z=Z, groups=groups)
+        return self.predictor().predict(newdata, level=level, Z=Z, groups=groups,
+                                        allow_new_levels=allow_new_levels)
 
     def check_against_lme4(self, tol: float = 1e-6, method=None):
         """Refit this model with R's ``lme4::lmer`` (rpy2) and compare: see :mod:`lmmscope.validate`."""

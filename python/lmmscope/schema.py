@@ -59,7 +59,9 @@ def _mixed_payload(mixed) -> dict:
         "deviance_ml_at_estimates": float(sol.deviance_ml),
         "deviance_reml_at_estimates": float(sol.deviance_reml),
         "nobs": int(mixed.nobs), "ngroups": int(mixed.ngroups), "singular": bool(mixed.singular),
-        "converged": bool(getattr(mixed, "converged", True)),
+        "converged": bool(mixed.converged),
+        "convergence_messages": list(mixed.convergence_messages),
+        "optimizer_message": str(mixed.optimizer_message),
     }
 
 

@@ -184,15 +184,16 @@ def _exact_subset_solver(loss: QuadraticLoss):
 SCREEN_SIZE = 500
 
 
-def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20) -> PathStep:
+def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20,
+                screen_size: int = SCREEN_SIZE) -> PathStep:
     """Best subset of size k among the penalised columns (skscope splicing)."""
     loss = problem.loss
     if k == 0:
         b = np.zeros(loss.p)
-    elif loss.p <= SCREEN_SIZE:
+    elif loss.p <= screen_size:
         b = _splice(loss, k, init_support, max_iter)
     else:
-        b = _screened_splice(loss, k, init_support, max_iter)
+        b = _screened_splice(loss, k, init_support, max_iter, size=screen_size)
     support_local = np.flatnonzero(b)
     coef = problem.recover(b / problem.scale)
     return PathStep(k=k, support=problem.penalised[support_local], coef=coef, rss=loss.rss(b))
@@ -228,7 +229,7 @@ def _screened_splice(loss: QuadraticLoss, k: int, init_support, max_iter,
     warm = np.asarray([] if init_support is None else init_support, dtype=np.int64)
     score = np.abs(loss.gradient(loss.solve_on(warm)))
     score[warm] = np.inf
-    screen = np.sort(np.argsort(-score, kind="stable")[:max(size, warm.size)])
+    screen = np.sort(np.argsort(-score, kind="stable")[:max(size, warm.size, 2 * k)])
     while True:
         b_screen = _splice(loss.restricted(screen), k, np.searchsorted(screen, warm), max_iter)
         b = np.zeros(loss.p)
@@ -246,13 +247,13 @@ def _screened_splice(loss: QuadraticLoss, k: int, init_support, max_iter,
         warm = support
 
 
-def selection_path(problem: ReducedProblem, ks, progress=None):
+def selection_path(problem: ReducedProblem, ks, progress=None, screen_size: int = SCREEN_SIZE):
     """Best subsets for each k in ``ks`` (increasing), warm-started from the last."""
     steps = []
     warm = None
     with one_blas_thread():  # splicing steps are k-column products and k x k solves
         for k in ks:
-            step = best_subset(problem, int(k), init_support=warm)
+            step = best_subset(problem, int(k), init_support=warm, screen_size=screen_size)
             local = np.searchsorted(problem.penalised, step.support)
             warm = local if len(local) else None
             steps.append(step)

@@ -1,49 +1,53 @@
 """Selection with tuning of the support size k and of the proxy-covariance scale a.
 
-k: an integer fixes it; ``None`` walks k = 0..k_max (warm-started best subsets) and
-picks the minimiser of an information criterion of the profiled quasi-likelihood
-(GIC by default); ``"cv"`` scores each k by the whitened prediction error on held-out
-clusters (K-fold, folds of whole clusters).
+k (the k choice, :func:`choose_k`): an integer fixes it; ``None`` walks k = 0..k_max
+(warm-started best subsets) and picks the minimiser of an information criterion of
+the profiled quasi-likelihood (GIC by default); ``"cv"`` scores each k by the
+whitened prediction error on held-out clusters (K-fold, folds of whole clusters).
 
-a: a number fixes it; ``None`` (default) iterates "select, refit the mixed model by
-REML on the selected support, set a to the fitted random-effect to noise variance
-ratio" until the support stops changing or a moves by less than 1%; ``"cv"`` picks a on a grid by the raw
-prediction error sum((y - X beta)^2) on held-out clusters, which is comparable
-across a (the whitened loss is not).
+a (the tuning of a) scales the proxy Sigma_a = a Z~ Z~' + I, where Z~ is Z with each
+column divided by its root mean square (``Control.unit_free_z``), so neither a nor the
+selection depends on Z's units:
+- a number fixes it.
+- ``None`` (default): "select, refit the mixed model by REML on the selected support,
+  set a to the fitted random-effect to noise variance ratio", repeated until the
+  support stops changing or a moves by less than ``Control.a_relative_tol``, from two
+  unit-free starts: the REML variance ratio of the model with only the unpenalised
+  columns, and a = 0 (no whitening, so no fixed slope can be whitened away into the
+  random slope).  Every support visited is then scored on the mixed model refitted
+  by ML on it (-2 log-likelihood, plus the penalty of ``criterion`` on its size) and
+  the best one is returned, with the a at which it was selected: the iteration cannot
+  settle on a fixed point that another start beats on the refitted likelihood.
+- ``"cv"`` picks a on a grid by the raw prediction error sum((y - X beta)^2) on
+  held-out clusters, which is comparable across a (the whitened loss is not).  The
+  k of each training fold is fixed when k is an integer, and chosen on the fold by
+  ``criterion`` when k is None or "cv" (one level of cross-validation, not nested).
+  Then k is chosen at that a as for a fixed a: by ``criterion``, fixed, or (k="cv")
+  by the whitened held-out error.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from . import checks
-from .crossprod import compute_cluster_stats, whiten_rows, whiten_stats
-from .profiled import optimise_theta, solve_pls
-from .selection import CRITERIA, information_criteria, reduce_gram, reduce_rows, selection_path
+from .control import Control, as_control
+from .crossprod import compute_cluster_stats, whiten_rows
+from .layouts import GramLayout, RowLayout, choose_layout
+from .profiled import rescale_z, z_column_scale
+from .refit import Refitter
+from .selection import CRITERIA, PathStep, information_criteria, selection_path
 
 DEFAULT_A_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
-# Above this many columns (and when p > N) the p x p Gram is not formed.
-GRAM_LIMIT = 4000
-# A single selection (k and a both fixed) runs on whitened rows up to this size:
-# its tens of O(Np) gradient evaluations cost less than the O(Np^2) Gram, and the
-# rows are one copy of X.
-SINGLE_PROBLEM_ROWS_BYTES = 2**28
 
 
-A_RELATIVE_TOL = 1e-2  # the a-iteration stops when a moves by less than 1%
-
-
-def gram_pays_off(n_obs: int, p: int, k, a) -> bool:
+def gram_pays_off(n_obs: int, p: int, k, a, control: Control | None = None) -> bool:
     """Whether to work on the p x p whitened Gram (True) or on whitened rows."""
-    single_problem = (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
-                      and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
-    if single_problem and 8 * n_obs * p <= SINGLE_PROBLEM_ROWS_BYTES:
-        return False
-    return p <= max(n_obs, GRAM_LIMIT)
+    return choose_layout(n_obs, p, k, a, control).uses_gram
 
 
 def default_k_max(n_penalised: int, n_obs: int, n_unpenalised: int) -> int:
@@ -63,26 +67,44 @@ class Progress:
 
 
 class Data:
-    """The raw arrays and their per-cluster statistics (one pass), Gram or row form."""
+    """The in-memory data backend (contract 2): the raw arrays, their per-cluster
+    statistics (one pass) and the layout (Gram or rows, :mod:`lmmscope.layouts`)
+    chosen once.  ``layout`` may be given; else ``use_gram`` picks it, else the size."""
 
-    def __init__(self, X, y, Z, codes, n_groups, use_gram=None):
+    def __init__(self, X, y, Z, codes, n_groups, use_gram=None, control: Control | None = None,
+                 layout=None):
         self.X, self.y, self.Z, self.codes, self.n_groups = X, y, Z, codes, n_groups
         self.N, self.p = X.shape
-        self.use_gram = gram_pays_off(self.N, self.p, None, None) if use_gram is None else use_gram
-        self.stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=self.use_gram)
+        self.control = as_control(control)
+        if layout is None:
+            layout = (choose_layout(self.N, self.p, control=self.control) if use_gram is None
+                      else GramLayout() if use_gram else RowLayout())
+        self.layout = layout
+        # The proxy Sigma_a = a Z Z' + I is built on Z's columns scaled to unit root mean
+        # square, so a and the selection do not depend on Z's units; ``stats`` and ``Z``
+        # describe the scaled columns, ``subset_stats`` (for the refit) the data's own.
+        raw = compute_cluster_stats(X, y, Z, codes, n_groups, gram=self.use_gram)
+        self.z_scale = (z_column_scale(raw) if self.control.unit_free_z
+                        else np.ones(raw.q))
+        self.stats = rescale_z(raw, self.z_scale)
+        self.Z = np.asarray(Z, dtype=float) / self.z_scale
         self._fold_cache = {}
 
-    def reduced(self, a, unpenalised, rows=None):
-        """The penalised problem at ``a`` on all clusters, or on the rows ``rows``."""
-        if self.use_gram:
-            if rows is None:
-                w = whiten_stats(self.stats, a)
-                return reduce_gram(w.gram, w.xty, w.yty, unpenalised), w.trace_inv
-            raise ValueError("use fold_problems for subsets in Gram form")
-        Xa, ya = self.whitened_rows(a)
-        if rows is not None:
-            Xa, ya = Xa[rows], ya[rows]
-        return reduce_rows(Xa, ya, unpenalised), None
+    @property
+    def use_gram(self) -> bool:
+        return self.layout.uses_gram
+
+    def reduced(self, a, unpenalised):
+        """(penalised problem at ``a`` on all clusters, tr(Sigma_a^{-1}) or None)."""
+        return self.layout.reduced(self, a, unpenalised)
+
+    def whitened_gram(self, a):
+        """(X_a'X_a, pseudo-rows R with R'R = X_a'X_a / N): for inference."""
+        return self.layout.whitened_gram(self, a)
+
+    def held_out_rows(self, rows):
+        """Raw (X, y) of the rows ``rows`` (a boolean mask), for held-out errors."""
+        return self.X[rows], self.y[rows]
 
     def whitened_rows(self, a):
         """(X_a, y_a): fresh arrays, reusing the stored cross-products."""
@@ -91,8 +113,9 @@ class Data:
     def subset_stats(self, columns):
         """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
         if self.stats.XtX is not None:
-            return self.stats.subset(columns)
-        return compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes, self.n_groups)
+            return rescale_z(self.stats.subset(columns), 1.0 / self.z_scale)
+        return rescale_z(compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes,
+                                               self.n_groups), 1.0 / self.z_scale)
 
     def fold_stats(self, fold_of_cluster):
         """Per-fold ClusterStats (computed once; cluster codes renumbered within a fold)."""
@@ -113,25 +136,7 @@ class Data:
 
     def fold_problems(self, a, unpenalised, fold_of_cluster):
         """Per fold: (training problem, held-out whitened and raw quadratics, training rows)."""
-        folds = self.fold_stats(fold_of_cluster)
-        out = []
-        if self.use_gram:
-            total = whiten_stats(self.stats, a)
-            for rows, st in folds:
-                held = whiten_stats(st, a)
-                train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
-                                    total.yty - held.yty, unpenalised)
-                out.append((train, (held.gram, held.xty, held.yty), (st.XtX, st.Xty, st.yty),
-                            self.N - st.n_obs))
-        else:
-            Xa, ya = self.whitened_rows(a)
-            for rows, st in folds:
-                train = reduce_rows(Xa[~rows], ya[~rows], unpenalised)
-                Xh, yh = Xa[rows], ya[rows]
-                Xr, yr = self.X[rows], self.y[rows]
-                out.append((train, (Xh.T @ Xh, Xh.T @ yh, float(yh @ yh)),
-                            (Xr.T @ Xr, Xr.T @ yr, float(yr @ yr)), int((~rows).sum())))
-        return out
+        return self.layout.fold_problems(self, a, unpenalised, self.fold_stats(fold_of_cluster))
 
 
 def quadratic_error(quad, beta):
@@ -158,8 +163,38 @@ class SelectionResult:
     path_coef: np.ndarray  # (len(path), p)
     criterion: str
     a_history: pd.DataFrame
-    trace_inv: float | None
-    reml_start: tuple | None = None  # (columns, theta) of the last REML fit, for warm starts
+
+
+@dataclass
+class KChoice:
+    """The selection path at one a and the k chosen on it."""
+
+    a: float
+    chosen: object  # selection.PathStep
+    path: pd.DataFrame
+    path_coef: np.ndarray
+
+
+@dataclass
+class Tuning:
+    """The fixed settings of one :func:`select` call, and its caches."""
+
+    data: object  # a data backend (contract 2: N, p, n_groups, stats, reduced, ...)
+    unpenalised: list
+    k: object
+    criterion: str
+    k_max: int
+    cv_folds: int
+    random_state: object
+    progress: Progress
+    control: Control
+    refitter: Refitter
+    paths: dict = field(default_factory=dict)  # a -> (steps, criteria rows)
+    cv_errors: dict = field(default_factory=dict)  # a -> whitened held-out error per k
+
+    @property
+    def n_pen(self) -> int:
+        return self.data.p - len(self.unpenalised)
 
 
 def _path_frame(steps, criterion_rows, cv_error=None):
@@ -171,126 +206,211 @@ def _path_frame(steps, criterion_rows, cv_error=None):
     return df
 
 
-def select_at_a(data: Data, a, unpenalised, k, criterion, k_max, n_folds, random_state, progress):
-    """Selection for one value of a: the path over k and the chosen k."""
-    n_unpen = len(unpenalised)
-    n_pen = data.p - n_unpen
-    problem, trace_inv = data.reduced(a, unpenalised)
-    ks = np.arange(0, k_max + 1) if (k is None or isinstance(k, str)) else np.array([k])
-    steps = selection_path(problem, ks, progress=(lambda s: progress(f"  a={a:.4g} k={s.k} "
-                                                                     f"rss={s.rss:.6g}"))
-                           if progress.verbose and len(ks) > 1 else None)
-    crit = [information_criteria(s.rss, s.k, n_unpen, data.N, n_pen) for s in steps]
-    cv_error = None
-    if isinstance(k, str):  # "cv"
-        folds = make_folds(data.n_groups, n_folds, random_state)
-        cv_error = np.zeros(len(ks))
-        for f, (train, held_white, _raw, _n) in enumerate(data.fold_problems(a, unpenalised, folds)):
-            fold_steps = selection_path(train, ks)
-            cv_error += [quadratic_error(held_white, s.coef) for s in fold_steps]
-            progress(f"  a={a:.4g} fold {f + 1}/{n_folds} done")
+def _ks(t: Tuning):
+    return np.arange(0, t.k_max + 1) if (t.k is None or isinstance(t.k, str)) else np.array([t.k])
+
+
+def _path_at(t: Tuning, a):
+    """Best subsets over k at ``a`` with their criteria (cached by a)."""
+    if a not in t.paths:
+        problem, _ = t.data.reduced(a, t.unpenalised)
+        ks = _ks(t)
+        report = None
+        if t.progress.verbose and len(ks) > 1:
+            report = lambda s: t.progress(f"  a={a:.4g} k={s.k} rss={s.rss:.6g}")
+        steps = selection_path(problem, ks, progress=report, screen_size=t.control.screen_size)
+        crit = [information_criteria(s.rss, s.k, len(t.unpenalised), t.data.N, t.n_pen)
+                for s in steps]
+        t.paths[a] = (steps, crit)
+    return t.paths[a]
+
+
+def choose_k(t: Tuning, a, k_index=None, cv_error=None) -> KChoice:
+    """The k choice at ``a``: by the criterion, by CV (whitened held-out error), fixed,
+    or (``k_index``) a position on the path chosen elsewhere."""
+    steps, crit = _path_at(t, a)
+    if isinstance(t.k, str) and cv_error is None:
+        cv_error = _whitened_cv_errors(t, a)
+    if k_index is not None:
+        best = int(k_index)
+    elif isinstance(t.k, str):
         best = int(np.argmin(cv_error))
-    elif k is None:
-        best = int(np.argmin([c[criterion] for c in crit]))
+    elif t.k is None:
+        best = int(np.argmin([c[t.criterion] for c in crit]))
     else:
         best = 0
-    path = _path_frame(steps, crit, cv_error)
-    chosen = steps[best]
-    return chosen, path, np.array([s.coef for s in steps]), trace_inv
+    return KChoice(a, steps[best], _path_frame(steps, crit, cv_error),
+                   np.array([s.coef for s in steps]))
 
 
-def variance_ratio(data: "Data", columns):
-    """a = tr(Psi S) / (sigma^2 tr S), S = sum_i Z_i'Z_i, from a REML fit on ``columns``.
-
-    Returns (a, theta); theta warm-starts the final refit on the same support.
-    This is the average share of random-effect to noise variance per row, in the
-    units of the data, so it is invariant to rescaling the columns of Z.
-    """
-    stats = data.stats
-    sub = data.subset_stats(columns)
-    theta, _dev, _ = optimise_theta(sub, reml=True)
-    sol = solve_pls(sub, theta)
-    # Psi / sigma^2 = Lam Lam'
-    S = stats.ZtZ.sum(axis=0)
-    rel = sol.Lam @ sol.Lam.T
-    return float(np.trace(rel @ S) / max(np.trace(S), 1e-300)), theta
+def _whitened_cv_errors(t: Tuning, a) -> np.ndarray:
+    if a in t.cv_errors:
+        return t.cv_errors[a]
+    folds = make_folds(t.data.n_groups, t.cv_folds, t.random_state)
+    ks = _ks(t)
+    errors = np.zeros(len(ks))
+    for f, (train, held_white, _raw, _n) in enumerate(t.data.fold_problems(a, t.unpenalised, folds)):
+        errors += [quadratic_error(held_white, s.coef)
+                   for s in selection_path(train, ks, screen_size=t.control.screen_size)]
+        t.progress(f"  a={a:.4g} fold {f + 1}/{t.cv_folds} done")
+    t.cv_errors[a] = errors
+    return errors
 
 
-def select(data: Data, *, unpenalised, names, k=None, a=None, criterion="gic",
-           k_max=None, cv_folds=5, a_grid=DEFAULT_A_GRID, max_a_iter=6,
-           random_state=0, verbose=False) -> SelectionResult:
-    """Best-subset selection of fixed effects with k and a tuned as documented above."""
-    progress = verbose if isinstance(verbose, Progress) else Progress(verbose)
+def _refit_score(t: Tuning, support) -> float:
+    """-2 log-likelihood of the ML refit on the support plus the criterion's penalty."""
+    columns = sorted(set(t.unpenalised) | set(int(j) for j in support))
+    N = t.data.N
+    penalty = information_criteria(N, len(support), len(t.unpenalised), N, t.n_pen)[t.criterion]
+    return t.refitter.ml_deviance(columns) + penalty
+
+
+def _a_starts(t: Tuning):
+    """Unit-free starts: the REML variance ratio of the unpenalised-only model, and 0."""
+    return [("unpenalised REML", t.refitter.variance_ratio(t.unpenalised)),
+            ("a = 0", 0.0)]
+
+
+def _iterate_from(t: Tuning, label, a_start, visited, history):
+    """The select/refit iteration from one start; records every support it selects
+    (and, for k=None, the path's supports up to two beyond the chosen size)."""
+    earlier = set(visited)
+    a_cur, previous = a_start, None
+    for it in range(t.control.max_a_iter):
+        choice = choose_k(t, a_cur)
+        support = tuple(int(j) for j in choice.chosen.support)
+        history.append({"start": label, "iteration": it, "a": a_cur, "k": choice.chosen.k,
+                        "support": support})
+        _record(t, visited, earlier, a_cur, choice)
+        t.progress(f"[{label}] a={a_cur:.4g}: k={choice.chosen.k}, support={list(support)}")
+        if support == previous or support in earlier:
+            break  # a fixed point, or the path an earlier start already followed
+        previous = support
+        a_next = _support_ratio(t, support)
+        history[-1]["a_next"] = a_next
+        if abs(a_next - a_cur) <= t.control.a_relative_tol * max(a_cur, 1e-8):
+            break  # a selection at a_next would be at (almost) the same a
+        a_cur = a_next
+
+
+def _support_ratio(t: Tuning, support) -> float:
+    return t.refitter.variance_ratio(sorted(set(t.unpenalised) | set(support)))
+
+
+def _record(t: Tuning, visited, earlier, a, choice):
+    """support -> the a it was selected at; an earlier start's record is kept."""
+    support = tuple(int(j) for j in choice.chosen.support)
+    if support not in earlier:
+        visited[support] = a
+    if t.k is None:
+        steps, _ = _path_at(t, a)
+        for step in steps[:choice.chosen.k + 3]:
+            visited.setdefault(tuple(int(j) for j in step.support), a)
+
+
+def _tune_a_by_refit(t: Tuning):
+    visited, history = {}, []
+    for label, a_start in _a_starts(t):
+        _iterate_from(t, label, a_start, visited, history)
+    scores = {s: _refit_score(t, s) for s in visited}
+    for row in history:
+        row["refit_criterion"] = scores[row["support"]]
+    best = min(scores, key=scores.get)
+    t.progress(f"refitted-likelihood comparison of {len(scores)} supports: "
+               f"{list(best)} ({scores[best]:.6g})")
+    a_best = _support_ratio(t, best)
+    if abs(a_best - visited[best]) <= t.control.a_relative_tol * max(visited[best], 1e-8):
+        a_best = visited[best]  # selected at its own variance ratio: a fixed point
+    history.append({"start": "refitted likelihood", "iteration": 0, "a": a_best,
+                    "k": len(best), "support": best, "refit_criterion": scores[best]})
+    return _forced_choice(t, a_best, best), history
+
+
+def _forced_choice(t: Tuning, a, support) -> KChoice:
+    """The path at ``a``, with the quasi-likelihood fit on ``support`` as the chosen step."""
+    steps, crit = _path_at(t, a)
+    for index, step in enumerate(steps):
+        if tuple(int(j) for j in step.support) == tuple(support):
+            return choose_k(t, a, k_index=index)
+    problem, _ = t.data.reduced(a, t.unpenalised)
+    local = np.searchsorted(problem.penalised, np.asarray(support, dtype=np.int64))
+    b = problem.loss.solve_on(local)
+    chosen = PathStep(k=len(support), support=np.asarray(support, dtype=np.int64),
+                      coef=problem.recover(b / problem.scale), rss=problem.loss.rss(b))
+    cv_error = _whitened_cv_errors(t, a) if isinstance(t.k, str) else None
+    return KChoice(a, chosen, _path_frame(steps, crit, cv_error), np.array([s.coef for s in steps]))
+
+
+def _tune_a_by_cv(t: Tuning, grid):
+    """a by the raw held-out prediction error; then k at that a by the rule asked."""
+    folds = make_folds(t.data.n_groups, t.cv_folds, t.random_state)
+    errors = [_raw_cv_error(t, a, folds) for a in grid]
+    history = [{"iteration": i, "a": a, "cv_error": err} for i, (a, err) in enumerate(zip(grid, errors))]
+    for row in history:
+        t.progress(f"a={row['a']:.4g}: held-out prediction error {row['cv_error']:.6g}")
+    return choose_k(t, grid[int(np.argmin(errors))]), history
+
+
+def _raw_cv_error(t: Tuning, a, folds) -> float:
+    """Summed raw held-out error at ``a`` of each training fold's fit, its k fixed (integer
+    k) or chosen on the fold by ``criterion`` (k None or "cv": one CV level, not nested)."""
+    ks = _ks(t)
+    total = 0.0
+    for train, _held_white, held_raw, n_train in t.data.fold_problems(a, t.unpenalised, folds):
+        steps = selection_path(train, ks, screen_size=t.control.screen_size)
+        crit = [information_criteria(s.rss, s.k, len(t.unpenalised), n_train, t.n_pen)[t.criterion]
+                for s in steps]
+        total += quadratic_error(held_raw, steps[int(np.argmin(crit))].coef)
+    return total
+
+
+def _validated_settings(data, unpenalised, k, criterion, k_max):
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    N, p, n_groups = data.N, data.p, data.n_groups
-    unpenalised = sorted(int(j) for j in unpenalised)
+    N = data.N
     n_unpen = len(unpenalised)
-    n_pen = p - n_unpen
+    n_pen = data.p - n_unpen
     if n_unpen >= N:
         raise ValueError(f"{n_unpen} unpenalised columns but only {N} rows")
     if isinstance(k, str) and k != "cv":
         raise ValueError(f"k must be an integer, None or 'cv', got {k!r}")
     if k is not None and not isinstance(k, str):
         k = checks.check_k(k, n_pen, N, n_unpen)
-    if k_max is None:
-        k_max = default_k_max(n_pen, N, n_unpen)
-    else:
-        k_max = checks.check_k(k_max, n_pen, N, n_unpen)
-    checks.check_columns_distinct(data.X, names, unpenalised, gram=data.stats.XtX)
+    k_max = default_k_max(n_pen, N, n_unpen) if k_max is None else checks.check_k(k_max, n_pen, N, n_unpen)
+    return k, k_max
 
-    history = []
-    reml_start = None
-    if a is None or isinstance(a, (int, float, np.floating, np.integer)) and not isinstance(a, bool):
-        if a is not None:
-            a_values = [checks.check_a(a)]
-        else:
-            a_values = [1.0]
-        previous = None
-        for it in range(max_a_iter if a is None else 1):
-            a_cur = a_values[-1]
-            chosen, path, path_coef, trace_inv = select_at_a(
-                data, a_cur, unpenalised, k, criterion, k_max, cv_folds, random_state, progress)
-            support = tuple(chosen.support)
-            row = {"iteration": it, "a": a_cur, "k": chosen.k, "support": support}
-            history.append(row)
-            progress(f"a={a_cur:.4g}: k={chosen.k}, support={[int(j) for j in support]}")
-            if a is not None or support == previous:
-                break
-            previous = support
-            reml_columns = sorted(set(unpenalised) | set(support))
-            a_next, theta = variance_ratio(data, reml_columns)
-            reml_start = (tuple(reml_columns), theta)
-            row["a_next"] = a_next
-            if abs(a_next - a_cur) <= A_RELATIVE_TOL * max(a_cur, 1e-8):
-                break  # a selection at a_next would be at (almost) the same a
-            a_values.append(a_next)
-    elif a == "cv":
-        grid = [checks.check_a(v) for v in a_grid]
-        folds = make_folds(n_groups, cv_folds, random_state)
-        errors = []
-        for a_cur in grid:
-            err = 0.0
-            for train, _held_white, held_raw, n_train in data.fold_problems(a_cur, unpenalised, folds):
-                if k is None or isinstance(k, str):
-                    ks = np.arange(0, k_max + 1)
-                    steps = selection_path(train, ks)
-                    crit = [information_criteria(s.rss, s.k, n_unpen, n_train, n_pen)[criterion]
-                            for s in steps]
-                    beta = steps[int(np.argmin(crit))].coef
-                else:
-                    beta = selection_path(train, [k])[0].coef
-                err += quadratic_error(held_raw, beta)
-            errors.append(err)
-            history.append({"iteration": len(history), "a": a_cur, "cv_error": err})
-            progress(f"a={a_cur:.4g}: held-out prediction error {err:.6g}")
-        a_cur = grid[int(np.argmin(errors))]
-        chosen, path, path_coef, trace_inv = select_at_a(
-            data, a_cur, unpenalised, k, criterion, k_max, cv_folds, random_state, progress)
+
+def _is_number(a) -> bool:
+    return isinstance(a, (int, float, np.floating, np.integer)) and not isinstance(a, bool)
+
+
+def select(data, *, unpenalised, names, k=None, a=None, criterion="gic", k_max=None,
+           cv_folds=5, a_grid=DEFAULT_A_GRID, random_state=0, verbose=False,
+           control: Control | None = None, refitter: Refitter | None = None) -> SelectionResult:
+    """Best-subset selection of fixed effects with k and a tuned as documented above.
+
+    ``refitter`` (a :class:`~lmmscope.refit.Refitter` on ``data``) is shared with the
+    caller so the final refit reuses the tuning's fits."""
+    control = as_control(control)
+    progress = verbose if isinstance(verbose, Progress) else Progress(verbose)
+    unpenalised = sorted(int(j) for j in unpenalised)
+    k, k_max = _validated_settings(data, unpenalised, k, criterion, k_max)
+    checks.check_columns_distinct(data.X, names, unpenalised, gram=data.stats.XtX)
+    t = Tuning(data, unpenalised, k, criterion, k_max, cv_folds, random_state, progress,
+               control, refitter or Refitter(data, control))
+    if a is None:
+        choice, history = _tune_a_by_refit(t)
+    elif isinstance(a, str) and a == "cv":
+        choice, history = _tune_a_by_cv(t, [checks.check_a(v) for v in a_grid])
+    elif _is_number(a):
+        choice = choose_k(t, checks.check_a(a))
+        history = [{"iteration": 0, "a": choice.a, "k": choice.chosen.k,
+                    "support": tuple(int(j) for j in choice.chosen.support)}]
     else:
         raise ValueError(f"a must be a non-negative number, None or 'cv', got {a!r}")
+    chosen = choice.chosen
     return SelectionResult(coef=chosen.coef, support=np.asarray(chosen.support, dtype=np.int64),
-                           k=chosen.k, a=float(a_cur), path=path, path_coef=path_coef,
+                           k=chosen.k, a=float(choice.a), path=choice.path,
+                           path_coef=choice.path_coef,
                            criterion="cv" if isinstance(k, str) else criterion,
-                           a_history=pd.DataFrame(history), trace_inv=trace_inv,
-                           reml_start=reml_start)
+                           a_history=pd.DataFrame(history))

@@ -1,0 +1,83 @@
+"""Gram or rows: the two layouts of the whitened problem, chosen once per fit.
+
+:class:`GramLayout` works on the p x p whitened Gram, computed from the per-cluster
+cross-products by Woodbury (no pass over the rows per a); :class:`RowLayout` on the
+whitened rows X_a themselves, for p too large for a Gram (p >> N) or for one fixed
+(k, a) problem.  A data backend (:class:`lmmscope.tuning.Data`, or a streamed one)
+holds one of them and answers ``reduced``, ``fold_problems`` and ``whitened_gram``
+through it, so no other module branches on the layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .control import Control, as_control
+from .crossprod import whiten_stats
+from .selection import reduce_gram, reduce_rows
+
+
+def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = None):
+    """GramLayout unless one fixed (k, a) problem fits in ``single_problem_rows_bytes``
+    (tens of O(Np) gradients cost less than the O(Np^2) Gram), or p exceeds both N
+    and ``gram_limit``."""
+    control = as_control(control)
+    single_problem = (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+                      and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
+    if single_problem and 8 * n_obs * p <= control.single_problem_rows_bytes:
+        return RowLayout()
+    return GramLayout() if p <= max(n_obs, control.gram_limit) else RowLayout()
+
+
+class GramLayout:
+    """Whitened cross-products X_a'X_a, X_a'y_a from the per-cluster statistics."""
+
+    uses_gram = True
+
+    def reduced(self, data, a, unpenalised):
+        w = whiten_stats(data.stats, a)
+        return reduce_gram(w.gram, w.xty, w.yty, unpenalised), w.trace_inv
+
+    def fold_problems(self, data, a, unpenalised, folds):
+        """Training statistics = totals minus the held-out fold's."""
+        total = whiten_stats(data.stats, a)
+        out = []
+        for _rows, st in folds:
+            held = whiten_stats(st, a)
+            train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
+                                total.yty - held.yty, unpenalised)
+            out.append((train, (held.gram, held.xty, held.yty), (st.XtX, st.Xty, st.yty),
+                        data.N - st.n_obs))
+        return out
+
+    def whitened_gram(self, data, a):
+        """X_a'X_a, and pseudo-rows R (r x p, r <= min(N, p)) with R'R = X_a'X_a / N."""
+        G = whiten_stats(data.stats, a).gram
+        vals, vecs = np.linalg.eigh(G / data.N)
+        keep = vals > 1e-12 * max(vals.max(), 1e-300)
+        return G, (vecs[:, keep] * np.sqrt(vals[keep])).T
+
+
+class RowLayout:
+    """Whitened rows (X_a, y_a), one copy of X at a time."""
+
+    uses_gram = False
+
+    def reduced(self, data, a, unpenalised):
+        Xa, ya = data.whitened_rows(a)
+        return reduce_rows(Xa, ya, unpenalised), None
+
+    def fold_problems(self, data, a, unpenalised, folds):
+        Xa, ya = data.whitened_rows(a)
+        out = []
+        for rows, _st in folds:
+            train = reduce_rows(Xa[~rows], ya[~rows], unpenalised)
+            Xh, yh = Xa[rows], ya[rows]
+            Xr, yr = data.held_out_rows(rows)
+            out.append((train, (Xh.T @ Xh, Xh.T @ yh, float(yh @ yh)),
+                        (Xr.T @ Xr, Xr.T @ yr, float(yr @ yr)), int((~rows).sum())))
+        return out
+
+    def whitened_gram(self, data, a):
+        Xa, _ = data.whitened_rows(a)
+        return Xa.T @ Xa, Xa / np.sqrt(data.N)
