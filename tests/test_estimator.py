@@ -51,7 +51,8 @@ def test_clone_get_params_set_params_round_trip():
     assert params == {"k": 3, "a": 2.0, "fit_intercept": True, "always": ["x2"],
                       "criterion": "bic", "k_max": None, "cv_folds": 5, "a_grid": (0.5, 1.0),
                       "method": "REML", "random_state": 0, "verbose": False,
-                      "group_column": "g", "random_columns": ["z0"]}
+                      "group_column": "g", "random_columns": ["z0"],
+                      "penalize_random_slopes": False, "control": None}
     twin = clone(est)
     assert twin is not est and twin.get_params() == params
     assert LmmScope(**params).get_params() == params
@@ -192,18 +193,23 @@ def test_not_fitted_error():
 
 
 def test_sleepstudy_with_noise_columns_matches_lmer(lme4):
-    """Real data: sleepstudy plus 10 pure-noise columns; the estimator keeps Days only,
-    and its refit is lmer's Reaction ~ Days + (Days | Subject)."""
+    """Real data: sleepstudy plus 10 pure-noise columns; the estimator keeps Days only
+    (a random slope, so unpenalised by default; and selected when penalised), and its
+    refit is lmer's Reaction ~ Days + (Days | Subject)."""
     df = lme4.r_frame("lme4::sleepstudy")
     rng = np.random.default_rng(1)
     X = df[["Days", "Subject"]].copy()
     for j in range(10):
         X[f"noise{j}"] = rng.standard_normal(len(df))
     est = LmmScope(group_column="Subject", random_columns=["Days"]).fit(X, df["Reaction"])
-    assert [X.drop(columns="Subject").columns[j] for j in est.support_] == ["Days"]
+    assert est.result_.selected == ["Intercept", "Days"] and list(est.support_) == []
+    penalised = LmmScope(group_column="Subject", random_columns=["Days"],
+                         penalize_random_slopes=True).fit(X, df["Reaction"])
+    assert [X.drop(columns="Subject").columns[j] for j in penalised.support_] == ["Days"]
     ref = lme4.lmer_fit("Reaction ~ Days + (Days | Subject)", df)
     lme4.assert_agrees(est.result_, ref, case="LmmScope on sleepstudy + noise", ranef=False)
-    scores = {k: cross_val_score(LmmScope(k=k, group_column="Subject", random_columns=["Days"]),
+    scores = {k: cross_val_score(LmmScope(k=k, group_column="Subject", random_columns=["Days"],
+                                          penalize_random_slopes=True),
                                  X, df["Reaction"], groups=X["Subject"], cv=GroupKFold(6))
               for k in (None, 0)}
     # Days predicts the reaction times of unseen subjects better than their mean does

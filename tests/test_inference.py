@@ -51,18 +51,20 @@ def _dense_reference(X, Z, y, groups, a, beta_hat, tol):
 
 def test_debiased_estimates_equal_dense_computation():
     X, Zs, y, groups, beta = make_unbalanced(n=25, p=15, q=2, min_size=3, max_size=9, seed=4)
+    Zs = Zs / np.sqrt((Zs ** 2).mean(axis=0))  # the proxy's units (Control.unit_free_z)
     est = lmmscope.LmmScope(k=3, a=1.5, fit_intercept=False).fit(X, y, Z=Zs, groups=groups)
     res = est.result_
     tab = res.inference(lasso_tol=1e-13)
     ref_est, ref_se = _dense_reference(X, Zs, y, groups, 1.5, res.coef.to_numpy(), tol=1e-13)
     # measured: 2.4e-14 (estimates), 2.6e-15 (standard errors) relative
-    np.testing.assert_allclose(tab["estimate"].to_numpy(), ref_est, rtol=1e-12, atol=0)
+    # (an estimate near 0 agrees to 1e-16 absolute, so an absolute floor of 1e-14)
+    np.testing.assert_allclose(tab["estimate"].to_numpy(), ref_est, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(tab["std_error"].to_numpy(), ref_se, rtol=1e-13, atol=0)
     # t, p-values and intervals from the dense estimates with scipy's Student t on the
     # documented clusters - 1 degrees of freedom
     df = len(np.unique(groups)) - 1
     t = ref_est / ref_se
-    np.testing.assert_allclose(tab["t"].to_numpy(), t, rtol=1e-12)
+    np.testing.assert_allclose(tab["t"].to_numpy(), t, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(tab["p_value"].to_numpy(), 2 * stats.t.sf(np.abs(t), df), rtol=1e-10)
     ci = res.inference(level=0.9, lasso_tol=1e-13)
     half = stats.t.ppf(0.95, df) * ref_se

@@ -30,7 +30,7 @@ def test_sleepstudy(sleepstudy, formula, method):
     new.loc[new.index[0], "Subject"] = "999"  # an unseen cluster: population level
     ref = lmer_fit(formula, sleepstudy, reml=method == "REML", newdata=new)
     predictions = {
-        "pred level 1 (abs)": float(np.max(np.abs(ours.predict(new, level=1) - ref["pred1"]))),
+        "pred level 1 (abs)": float(np.max(np.abs(ours.predict(new, level=1, allow_new_levels=True) - ref["pred1"]))),
         "pred level 0 (abs)": float(np.max(np.abs(ours.predict(new, level=0) - ref["pred0"]))),
     }
     assert_agrees(ours, ref, case=f"sleepstudy {formula} {method}", extra=predictions)

@@ -23,9 +23,13 @@ from lme4_helper import lmer_fit
 
 @pytest.fixture(scope="module")
 def small_p():
-    """p = 11 candidates (best subsets can be enumerated), 30 clusters, two random slopes."""
+    """p = 11 candidates (best subsets can be enumerated), 30 clusters, two random slopes.
+
+    Z's columns are scaled to unit root mean square, the units in which the proxy
+    Sigma_a = a Z Z' + I is defined (Control.unit_free_z), so the dense references below
+    can use Z as it is."""
     X, Zs, y, groups, beta = make_unbalanced(n=30, p=11, q=2, min_size=3, max_size=8, seed=21)
-    return X, Zs, y, groups
+    return X, Zs / np.sqrt((Zs ** 2).mean(axis=0)), y, groups
 
 
 def whitener(Z, a):
@@ -197,7 +201,8 @@ def test_predict_level1_of_array_fit_equals_lme4(small_p, lme4):
     new["g"] = new_groups
     ref = lmer_fit(f"y ~ {' + '.join(support)} + (0 + z0 + z1 | g)", frame, newdata=new)
     ours = fit.predict(X[new_rows], Z=Zs[new_rows], groups=np.where(new_groups == "unseen", -1,
-                                                                     groups[new_rows]))
+                                                                     groups[new_rows]),
+                       allow_new_levels=True)
     # measured: 6.0e-9 (level 1) and 5.9e-10 (level 0), on values of size ~3
     np.testing.assert_allclose(ours, ref["pred1"], rtol=0, atol=1e-7)
     np.testing.assert_allclose(fit.predict(X[new_rows]), ref["pred0"], rtol=0, atol=1e-8)

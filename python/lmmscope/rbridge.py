@@ -75,7 +75,7 @@ def _core_fit(X, y, Z, groups, names, random_names, group_name, unpenalised, rem
 def _condvar(mixed) -> list:
     """Conditional covariance of each cluster's random effects, sigma^2 F_i'F_i
     (F_i = L_i^{-1} Lambda'), as lme4's ranef(condVar = TRUE): (clusters, q, q)."""
-    F = mixed._sol.F
+    F = mixed._sol.LinvLamT
     return (mixed.sigma ** 2 * np.swapaxes(F, 1, 2) @ F).tolist()
 
 
