@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import checks
+from . import checks, sources
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
 from .intercept import InterceptPrepended
@@ -79,7 +79,7 @@ def _check_method(method) -> bool:
 def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
               criterion: str = "gic", k_max=None, cv_folds: int = 5, a_grid=DEFAULT_A_GRID,
               method: str = "REML", na_action: str = "omit", random_state=0,
-              verbose=False) -> LmmScopeResult:
+              verbose=False, chunk_rows=None) -> LmmScopeResult:
     """Select the fixed effects of a linear mixed model by quasi-likelihood best subset.
 
     Parameters
@@ -104,7 +104,16 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     method : "REML" (default) or "ML" for the refit on the selected support.
     na_action : "omit" (drop rows with missing values, reported) or "fail".
     verbose : print progress over the tuning grid.
+    chunk_rows : rows per chunk when ``data`` is a path or glob of parquet files
+        (data larger than memory, streamed; see :mod:`lmmscope.sources`); ``data`` may
+        also be a dask.dataframe.DataFrame.
     """
+    if sources.is_external(data):
+        return sources.fit_external("scope", formula, data, chunk_rows=chunk_rows, k=k, a=a,
+                                    always=always, criterion=criterion, k_max=k_max,
+                                    cv_folds=cv_folds, a_grid=a_grid, method=method,
+                                    na_action=na_action, random_state=random_state,
+                                    verbose=verbose)
     design = build_design(formula, data, na_action=na_action)
     names = design.fixed_names
     unpen = [names.index(INTERCEPT)] if INTERCEPT in names else []
@@ -117,8 +126,16 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
                           random_state=random_state, verbose=verbose)
 
 
-def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit") -> LmmResult:
-    """Fit a linear mixed model with every listed fixed effect (no selection), like lme4::lmer."""
+def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit", *,
+        chunk_rows=None, verbose=False) -> LmmResult:
+    """Fit a linear mixed model with every listed fixed effect (no selection), like lme4::lmer.
+
+    ``data`` may be a DataFrame, a path or glob of parquet files (streamed in chunks of
+    ``chunk_rows`` rows) or a dask.dataframe.DataFrame.
+    """
+    if sources.is_external(data):
+        return sources.fit_external("lmm", formula, data, chunk_rows=chunk_rows, method=method,
+                                    na_action=na_action, verbose=verbose)
     design = build_design(formula, data, na_action=na_action)
     X, y, Z, codes, labels = _validated_arrays(design.X, design.y, design.Z, design.groups,
                                                design.fixed_names, design.random_names)

@@ -1,0 +1,116 @@
+"""Per-cluster statistics of one chunk, and their sum over chunks, files and partitions.
+
+Every statistic is a sum over rows, so a cluster whose rows straddle chunks, files or
+Dask partitions gets the sum of its pieces: a chunk's statistics are computed for the
+clusters it holds (codes renumbered locally, so a chunk costs what its rows cost), and
+added into the global arrays at the clusters' global codes.  With cross-validation
+the chunk is split by the fold of each row's cluster (known after pass 1), so the
+X'X, X'y, y'y of each fold are accumulated at no extra cost: the total is their sum.
+
+Every call of ``compute_cluster_stats`` and every addition of statistics is in the
+two small functions below, so that switching to shifted (centred) statistics is a
+change in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..crossprod import ClusterStats, compute_cluster_stats
+
+
+def _chunk_stats(X, y, Z, codes, n_groups, shift) -> ClusterStats:
+    """The statistics of one chunk's rows, all chunks sharing the shift ``shift``.
+
+    integrator: pass center=shift (x_shift, y_shift) once robust-stats lands.
+    """
+    return compute_cluster_stats(X, y, Z, codes, n_groups)
+
+
+def _add_stats(total: ClusterStats, part: ClusterStats, clusters: np.ndarray) -> None:
+    """total += part, where part's cluster r is the total's cluster ``clusters[r]``.
+
+    integrator: once robust-stats lands, check part.x_shift/y_shift equal the total's
+    (ClusterStats.__add__ adds statistics of the same clusters; this one scatters a
+    chunk's few clusters into the global arrays in place).
+    """
+    total.ZtZ[clusters] += part.ZtZ
+    total.ZtX[clusters] += part.ZtX
+    total.Zty[clusters] += part.Zty
+    total.sizes[clusters] += part.sizes
+    total.XtX += part.XtX
+    total.Xty += part.Xty
+    total.yty += part.yty
+
+
+def empty_stats(n_groups: int, q: int, p: int) -> ClusterStats:
+    """Zero statistics (integrator: carry x_shift, y_shift, intercept once they exist)."""
+    return ClusterStats(ZtZ=np.zeros((n_groups, q, q)), ZtX=np.zeros((n_groups, q, p)),
+                        Zty=np.zeros((n_groups, q)), XtX=np.zeros((p, p)), Xty=np.zeros(p),
+                        yty=0.0, sizes=np.zeros(n_groups, dtype=np.int64))
+
+
+@dataclass
+class ChunkStats:
+    """One chunk's statistics per fold: (fold, global codes of its clusters, stats)."""
+
+    pieces: list
+    column_min: np.ndarray
+    column_max: np.ndarray
+
+
+def chunk_stats(spec, frame, fold_of_cluster=None) -> ChunkStats | None:
+    """Materialise a chunk with the spec and compute its per-cluster statistics."""
+    X, y, Z, codes = spec.arrays(frame)
+    if y.size == 0:
+        return None
+    shift = (spec.x_shift, spec.y_shift)
+    fold_of_row = np.zeros(y.size, np.int64) if fold_of_cluster is None else fold_of_cluster[codes]
+    pieces = []
+    for fold in np.unique(fold_of_row):
+        rows = fold_of_row == fold
+        if rows.all():
+            Xf, yf, Zf, cf = X, y, Z, codes
+        else:
+            Xf, yf, Zf, cf = X[rows], y[rows], Z[rows], codes[rows]
+        clusters, local = np.unique(cf, return_inverse=True)
+        stats = _chunk_stats(Xf, yf, Zf, local.ravel(), clusters.size, shift)
+        pieces.append((int(fold), clusters, stats))
+    return ChunkStats(pieces, X.min(axis=0), X.max(axis=0))
+
+
+class StatsTotals:
+    """The running sums: per-cluster blocks, per-fold Gram parts, column ranges."""
+
+    def __init__(self, n_groups: int, q: int, p: int, n_folds: int = 1):
+        self.folds = [empty_stats(0, q, p) for _ in range(n_folds)]
+        self.total = empty_stats(n_groups, q, p)
+        self.column_min = np.full(p, np.inf)
+        self.column_max = np.full(p, -np.inf)
+        self.n_chunks = 0
+
+    def add(self, part: ChunkStats | None) -> None:
+        if part is None:
+            return
+        self.n_chunks += 1
+        for fold, clusters, stats in part.pieces:
+            _add_stats(self.total, stats, clusters)
+            fold_total = self.folds[fold]
+            fold_total.XtX += stats.XtX
+            fold_total.Xty += stats.Xty
+            fold_total.yty += stats.yty
+        np.minimum(self.column_min, part.column_min, out=self.column_min)
+        np.maximum(self.column_max, part.column_max, out=self.column_max)
+
+    def fold_stats(self, fold_of_cluster: np.ndarray) -> list:
+        """Per fold: the fold's clusters' blocks with the fold's own X'X, X'y, y'y."""
+        out = []
+        for fold, gram_part in enumerate(self.folds):
+            clusters = np.flatnonzero(fold_of_cluster == fold)
+            t = self.total
+            out.append(ClusterStats(t.ZtZ[clusters], t.ZtX[clusters], t.Zty[clusters],
+                                    gram_part.XtX, gram_part.Xty, gram_part.yty,
+                                    t.sizes[clusters]))
+        return out

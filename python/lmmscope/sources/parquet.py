@@ -1,0 +1,66 @@
+"""Parquet files on one machine: record batches streamed with pyarrow, memory bounded.
+
+At most ``chunk_rows`` rows (of the model's columns only) are materialised at a time;
+pyarrow reads a row group at a time, so files written with huge row groups cost a
+row group of memory in its Arrow form.  Read-ahead is limited to one batch and one
+file for the same reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+DEFAULT_CHUNK_ROWS = 65536
+
+
+def parquet_files(path) -> list:
+    """A file, a directory (every *.parquet in it) or a glob, as a sorted list of files."""
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        files = sorted(str(p) for p in Path(text).glob("*.parquet"))
+        where = f"directory {text!r} holds no *.parquet files"
+    elif any(ch in text for ch in "*?["):
+        files = sorted(glob.glob(text))
+        where = f"no file matches {text!r}"
+    else:
+        files = [text] if os.path.isfile(text) else []
+        where = f"no such file: {text!r}"
+    if not files:
+        raise FileNotFoundError(where)
+    return files
+
+
+class ParquetSource:
+    """Chunks of parquet files in file order, read by pyarrow.dataset."""
+
+    kind = "parquet"
+
+    def __init__(self, path, chunk_rows=None):
+        import pyarrow.dataset as ds
+
+        chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
+        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+        self.files = parquet_files(path)
+        self.chunk_rows = chunk_rows
+        try:
+            self.dataset = ds.dataset(self.files, format="parquet")
+        except Exception as exc:  # pyarrow's errors name the bad file
+            raise ValueError(f"cannot read the parquet files: {exc}") from None
+        self.columns = [str(name) for name in self.dataset.schema.names]
+
+    def describe(self) -> str:
+        return f"{len(self.files)} parquet file(s), chunks of {self.chunk_rows} rows"
+
+    def map_combine(self, columns, mapper, combiner, progress, label):
+        """combiner(mapper(i, chunk_i)) for every chunk, one chunk in memory at a time."""
+        batches = self.dataset.to_batches(columns=columns, batch_size=self.chunk_rows,
+                                          batch_readahead=1, fragment_readahead=1)
+        n = 0
+        for n, batch in enumerate(batches, start=1):
+            combiner(mapper(n - 1, batch.to_pandas()))
+            if n % 50 == 0:
+                progress(f"{label}: {n} chunks done")
+        progress(f"{label}: {n} chunks done")

@@ -1,0 +1,72 @@
+"""Results of fits on streamed or Dask data: everything but what needs the rows.
+
+Fixed effects, variance components, random effects (by cluster label), the selection
+path and ``predict(newdata)`` are in memory, as for an in-memory fit.  ``fitted()``,
+``residuals()``, ``predict()`` without newdata and ``inference()`` need a pass over the
+rows and raise a clear error instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..formula import INTERCEPT
+from ..prediction import Predictor
+from ..results import LmmResult, LmmScopeResult
+
+
+def _not_available(what: str, why: str):
+    raise NotImplementedError(f"{what} is not available for streamed data (parquet files or a "
+                              f"Dask DataFrame): {why}")
+
+
+class _StreamedMethods:
+    """Overrides shared by the two streamed result classes."""
+
+    def _full_fixef(self) -> np.ndarray:
+        beta = np.zeros(len(self.design.fixed_names))
+        beta[self._refit_columns] = self.mixed.fixef.to_numpy()
+        return beta
+
+    def fitted(self):
+        _not_available("fitted()", "the rows were not kept; use predict(newdata, level=1) "
+                       "on the rows you need")
+
+    def residuals(self):
+        _not_available("residuals()", "the rows were not kept; compute y - predict(newdata, "
+                       "level=1) on the rows you need")
+
+    def predictor(self) -> Predictor:
+        intercept_only = self.design.random_names == [INTERCEPT]
+        return Predictor(self.design.without_data(), self._full_fixef(),
+                         self.mixed.ranef.to_numpy(), self._group_labels, intercept_only)
+
+    def predict(self, newdata=None, level: int = 0, Z=None, groups=None) -> np.ndarray:
+        if newdata is None:
+            _not_available("predict() without newdata", "pass the rows as newdata")
+        return self.predictor().predict(newdata, level=level, Z=Z, groups=groups)
+
+
+class StreamedLmmResult(_StreamedMethods, LmmResult):
+    """:func:`lmmscope.lmm` on parquet files or a Dask DataFrame."""
+
+    def __init__(self, mixed, design, group_labels):
+        super().__init__(mixed, design, np.empty((0, len(design.fixed_names))), None, None,
+                         None, group_labels)
+
+
+class StreamedScopeResult(_StreamedMethods, LmmScopeResult):
+    """:func:`lmmscope.lmm_scope` on parquet files or a Dask DataFrame."""
+
+    def __init__(self, selection, mixed, design, group_labels, names, unpenalised,
+                 refit_columns, backend):
+        super().__init__(selection, mixed, design, None, None, None, None, group_labels,
+                         names, unpenalised, refit_columns, data=backend)
+
+    def inference(self, *args, **kwargs):
+        _not_available("inference()", "the debiased cluster scores X_i' Sigma_i^-1 r_i need "
+                       "the rows once more at the selected coefficients; fit in memory on a "
+                       "sample of clusters, or use the refit's vcov()")
+
+    def confint(self, *args, **kwargs):
+        self.inference()
