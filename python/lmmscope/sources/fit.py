@@ -42,7 +42,7 @@ def read_spec(source, formula, na_action, progress) -> StreamSpec:
     spec = StreamSpec(formula, used, summary, na_action)
     if spec.n_dropped:
         warnings.warn(f"lmmscope: dropped {spec.n_dropped} rows with missing values (na.omit)",
-                      stacklevel=4)
+                      stacklevel=5)
     progress(f"pass 1: {spec.n_rows} rows, {spec.group_labels.size} clusters, "
              f"p={len(spec.names)}, {spec.n_dropped} rows with missing values dropped")
     return spec

@@ -49,7 +49,12 @@ class ParquetSource:
             self.dataset = ds.dataset(self.files, format="parquet")
         except Exception as exc:  # pyarrow's errors name the bad file
             raise ValueError(f"cannot read the parquet files: {exc}") from None
-        self.columns = [str(name) for name in self.dataset.schema.names]
+        # A pandas index written along (``__index_level_0__``) is not a data column: '.'
+        # must not expand to it, as it does not for the DataFrame read back.
+        metadata = self.dataset.schema.pandas_metadata or {}
+        index_columns = {c for c in metadata.get("index_columns", []) if isinstance(c, str)}
+        self.columns = [str(name) for name in self.dataset.schema.names
+                        if name not in index_columns]
 
     def describe(self) -> str:
         return f"{len(self.files)} parquet file(s), chunks of {self.chunk_rows} rows"
@@ -60,7 +65,8 @@ class ParquetSource:
                                           batch_readahead=1, fragment_readahead=1)
         n = 0
         for n, batch in enumerate(batches, start=1):
-            combiner(mapper(n - 1, batch.to_pandas()))
+            frame = batch.to_pandas().reset_index(drop=True)  # rows from 0 in every chunk
+            combiner(mapper(n - 1, frame))
             if n % 50 == 0:
                 progress(f"{label}: {n} chunks done")
         progress(f"{label}: {n} chunks done")

@@ -155,8 +155,9 @@ class StreamSpec:
         frame = frame.rename(columns=str)
         frame = frame.loc[_complete_rows(frame, self.used), self.used]
         for name in self.levels:
-            if isinstance(frame[name].dtype, pd.CategoricalDtype):
-                frame[name] = frame[name].astype(object)  # chunk-local categories
+            # Plain values: chunk-local categories or Arrow-backed strings must not decide
+            # the encoding (formulaic takes it from the spec's full level set).
+            frame[name] = frame[name].astype(object)
         X, Z = new_design_matrices(self.design, frame, need_random=True)
         y = np.asarray(self.response_spec.get_model_matrix(frame, context=R_FUNCTIONS),
                        dtype=float)[:, 0]
