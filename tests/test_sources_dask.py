@@ -1,0 +1,60 @@
+"""A Dask DataFrame on a 2-worker LocalCluster gives the in-memory fit."""
+
+import dask.dataframe as dd  # the lmmscope[dask] extra: a missing install fails, not skips
+import distributed
+import numpy as np
+import pytest
+from test_sources_parquet import (FORMULA, RTOL, assert_same_fit, fit_quietly, streamed_frame,
+                                  write_parts)
+
+from lmmscope import lmm, lmm_scope
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return streamed_frame(seed=2)
+
+
+def test_lmm_and_default_scheduler(frame):
+    # runs before the module's Client starts: Dask's default scheduler, same tasks
+    with pytest.raises(ValueError):
+        distributed.get_client()
+    formula = "y ~ x0 + x3 + f + (1 + z1 | g)"
+    mem = fit_quietly(lmm, formula, frame)
+    ext = fit_quietly(lmm, formula, dd.from_pandas(frame, npartitions=3))
+    np.testing.assert_allclose(ext.fixef.to_numpy(), mem.fixef.to_numpy(), rtol=RTOL)
+    np.testing.assert_allclose(ext.mixed.theta, mem.mixed.theta, rtol=RTOL)
+    with pytest.raises(ValueError, match="chunk_rows applies to parquet"):
+        lmm(formula, dd.from_pandas(frame, npartitions=3), chunk_rows=10)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def memory_fit(frame):
+    return fit_quietly(lmm_scope, FORMULA, frame)
+
+
+def test_partitions_on_two_workers_equal_memory(client, frame, memory_fit):
+    ddf = dd.from_pandas(frame, npartitions=5)  # shuffled rows: clusters straddle partitions
+    assert ddf.npartitions > 1
+    with pytest.warns(UserWarning, match="dropped 2 rows"):
+        ext = lmm_scope(FORMULA, ddf)
+    assert_same_fit(memory_fit, ext)
+    assert len(client.cluster.workers) == 2
+
+
+def test_read_parquet_and_cross_validation(client, frame, tmp_path):
+    ddf = dd.read_parquet(str(write_parts(frame, tmp_path / "d", n_files=4)))
+    mem = fit_quietly(lmm_scope, FORMULA, frame, k="cv", cv_folds=3)
+    ext = fit_quietly(lmm_scope, FORMULA, ddf, k="cv", cv_folds=3)
+    assert_same_fit(mem, ext)
+    np.testing.assert_allclose(ext.path["cv_error"], mem.path["cv_error"], rtol=RTOL)
+
+
