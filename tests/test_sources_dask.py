@@ -31,7 +31,7 @@ def test_lmm_and_default_scheduler(frame):
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         with distributed.Client(cluster) as c:
             yield c
 
@@ -48,6 +48,9 @@ def test_partitions_on_two_workers_equal_memory(client, frame, memory_fit):
         ext = lmm_scope(FORMULA, ddf)
     assert_same_fit(memory_fit, ext)
     assert len(client.cluster.workers) == 2
+    # Z_i'X_i stayed on the workers: the client's statistics hold none of its columns,
+    # and the per-cluster blocks were combined there in several buckets
+    assert ext._data.stats.ZtX.shape[2] == 0 and ext._data.n_buckets == 5
 
 
 def test_read_parquet_and_cross_validation(client, frame, tmp_path):
@@ -56,5 +59,10 @@ def test_read_parquet_and_cross_validation(client, frame, tmp_path):
     ext = fit_quietly(lmm_scope, FORMULA, ddf, k="cv", cv_folds=3)
     assert_same_fit(mem, ext)
     np.testing.assert_allclose(ext.path["cv_error"], mem.path["cv_error"], rtol=RTOL)
+    grid = (0.5, 2.0, 8.0)
+    mem = fit_quietly(lmm_scope, FORMULA, frame, a="cv", a_grid=grid, cv_folds=3)
+    ext = fit_quietly(lmm_scope, FORMULA, ddf, a="cv", a_grid=grid, cv_folds=3)
+    assert_same_fit(mem, ext)
+    np.testing.assert_allclose(ext.a_history["cv_error"], mem.a_history["cv_error"], rtol=RTOL)
 
 

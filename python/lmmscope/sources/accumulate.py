@@ -32,24 +32,41 @@ def _chunk_stats(X, y, Z, codes, n_groups, shift) -> ClusterStats:
 def _add_stats(total: ClusterStats, part: ClusterStats, clusters: np.ndarray) -> None:
     """total += part, where part's cluster r is the total's cluster ``clusters[r]``.
 
+    Per-cluster blocks are scattered in place; the Gram part (X'X, X'y, y'y) is added
+    when ``total`` carries one (the buckets of the Dask backend hold blocks only).
     integrator: once robust-stats lands, check part.x_shift/y_shift equal the total's
     (ClusterStats.__add__ adds statistics of the same clusters; this one scatters a
-    chunk's few clusters into the global arrays in place).
+    chunk's few clusters into the global arrays).
     """
     total.ZtZ[clusters] += part.ZtZ
     total.ZtX[clusters] += part.ZtX
     total.Zty[clusters] += part.Zty
     total.sizes[clusters] += part.sizes
+    if total.XtX is not None:
+        _add_gram(total, part)
+
+
+def _add_gram(total: ClusterStats, part: ClusterStats) -> None:
+    """total's X'X, X'y, y'y += part's (the same shift; see _add_stats)."""
     total.XtX += part.XtX
     total.Xty += part.Xty
     total.yty += part.yty
 
 
-def empty_stats(n_groups: int, q: int, p: int) -> ClusterStats:
+def cluster_subset(stats: ClusterStats, keep) -> ClusterStats:
+    """The per-cluster blocks of the clusters ``keep`` (boolean or indices), no Gram part.
+
+    integrator: carry x_shift, y_shift, intercept once they exist.
+    """
+    return ClusterStats(stats.ZtZ[keep], stats.ZtX[keep], stats.Zty[keep], None,
+                        np.zeros(stats.p), 0.0, stats.sizes[keep])
+
+
+def empty_stats(n_groups: int, q: int, p: int, gram: bool = True) -> ClusterStats:
     """Zero statistics (integrator: carry x_shift, y_shift, intercept once they exist)."""
     return ClusterStats(ZtZ=np.zeros((n_groups, q, q)), ZtX=np.zeros((n_groups, q, p)),
-                        Zty=np.zeros((n_groups, q)), XtX=np.zeros((p, p)), Xty=np.zeros(p),
-                        yty=0.0, sizes=np.zeros(n_groups, dtype=np.int64))
+                        Zty=np.zeros((n_groups, q)), XtX=np.zeros((p, p)) if gram else None,
+                        Xty=np.zeros(p), yty=0.0, sizes=np.zeros(n_groups, dtype=np.int64))
 
 
 @dataclass
@@ -97,10 +114,7 @@ class StatsTotals:
         self.n_chunks += 1
         for fold, clusters, stats in part.pieces:
             _add_stats(self.total, stats, clusters)
-            fold_total = self.folds[fold]
-            fold_total.XtX += stats.XtX
-            fold_total.Xty += stats.Xty
-            fold_total.yty += stats.yty
+            _add_gram(self.folds[fold], stats)
         np.minimum(self.column_min, part.column_min, out=self.column_min)
         np.maximum(self.column_max, part.column_max, out=self.column_max)
 

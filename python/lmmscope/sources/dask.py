@@ -1,14 +1,11 @@
-"""A Dask DataFrame: statistics per partition on the workers, summed on the client.
+"""A Dask DataFrame: every pass runs as Dask tasks, one per partition.
 
 Each partition goes through the same code as a parquet chunk (``spec.arrays`` then
-``compute_cluster_stats``) in a task of its own; the scheduler runs the tasks (a
-``distributed.Client`` when one is active, so the dashboard shows them, else Dask's
-default scheduler).  A partition's result holds only the clusters present in it, so
-clusters straddling partitions are combined by cluster key on the client, as each
-result arrives: the client holds the per-cluster blocks Z_i'Z_i, Z_i'X_i, Z_i'y_i of
-all clusters (n_groups * q * (p + q + 1) floats, the size of the in-memory fit's
-statistics) and the p x p Gram, never the rows; every later step (the whitened Gram of
-each ``a``, cross-validation, the REML refit) runs there from these statistics.
+``compute_cluster_stats``).  The tasks go to the active ``distributed.Client`` when
+there is one (so the dashboard shows them as usual), else to Dask's default
+scheduler.  Pass 1 (levels, cluster labels, missing rows) returns small summaries to
+the client; pass 2 keeps the per-cluster blocks on the workers, combined by cluster
+key there (:mod:`.dask_backend`).
 """
 
 from __future__ import annotations
@@ -46,6 +43,25 @@ class DaskSource:
             return get_client()
         except (ImportError, ValueError):
             return None
+
+    def partitions(self, columns):
+        return self.ddf[columns].to_delayed()
+
+    def persist(self, items):
+        client = self._client()
+        if client is not None:
+            return client.persist(items)
+        import dask
+
+        return list(dask.persist(*items))
+
+    def compute(self, *items):
+        client = self._client()
+        if client is not None:
+            return tuple(client.gather(client.compute(list(items))))
+        import dask
+
+        return dask.compute(*items)
 
     def map_combine(self, columns, mapper, combiner, progress, label):
         import dask

@@ -55,11 +55,25 @@ def read_stats(source, spec, progress, fold_of_cluster=None) -> StatsTotals:
                          len(spec.names), n_folds)
     source.map_combine(spec.used, partial(_stats_mapper, spec, fold_of_cluster), totals.add,
                        progress, "pass 2 (per-cluster cross-products)")
-    if totals.total.n_obs != spec.n_rows:
-        raise ValueError(f"the statistics pass read {totals.total.n_obs} complete rows, the "
-                         f"first pass {spec.n_rows}: the data changed while being read")
-    checks.check_clusters(totals.total.sizes)
     return totals
+
+
+def make_backend(source, spec, progress, fold_of_cluster=None):
+    """Pass 2 and the backend over its statistics: on the workers for Dask, here else."""
+    if source.kind == "dask":
+        from .dask_backend import DaskStatsBackend
+
+        backend = DaskStatsBackend(source, spec, fold_of_cluster, progress)
+    else:
+        totals = read_stats(source, spec, progress, fold_of_cluster)
+        folds = None if fold_of_cluster is None else totals.fold_stats(fold_of_cluster)
+        backend = StatsBackend(totals.total, totals.column_min, totals.column_max,
+                               fold_of_cluster, folds)
+    if backend.N != spec.n_rows:
+        raise ValueError(f"the statistics pass read {backend.N} complete rows, the first "
+                         f"pass {spec.n_rows}: the data changed while being read")
+    checks.check_clusters(backend.stats.sizes)
+    return backend
 
 
 def _uses_cv(k, a) -> bool:
@@ -99,9 +113,7 @@ def fit_scope(source, formula, *, k, a, always, criterion, k_max, cv_folds, a_gr
     folds = None
     if _uses_cv(k, a):
         folds = make_folds(spec.group_labels.size, cv_folds, random_state)
-    totals = read_stats(source, spec, progress, folds)
-    backend = StatsBackend(totals.total, totals.column_min, totals.column_max, folds,
-                           None if folds is None else totals.fold_stats(folds))
+    backend = make_backend(source, spec, progress, folds)
     sel, mixed, columns = _select_and_refit(
         backend, spec, unpen, k=k, a=a, criterion=criterion, k_max=k_max, cv_folds=cv_folds,
         a_grid=a_grid, reml=reml, random_state=random_state, progress=progress)
@@ -116,7 +128,9 @@ def fit_lmm(source, formula, *, method, na_action, verbose=False):
     progress = Progress(verbose)
     reml = _check_method(method)
     spec = read_spec(source, formula, na_action, progress)
-    totals = read_stats(source, spec, progress)
-    mixed = MixedModelFit(totals.total, spec.names, spec.design.random_names, spec.group_labels,
+    backend = make_backend(source, spec, progress)
+    p = len(spec.names)
+    stats = backend.stats if backend.stats.p == p else backend.subset_stats(np.arange(p))
+    mixed = MixedModelFit(stats, spec.names, spec.design.random_names, spec.group_labels,
                           spec.design.group_name, reml=reml)
     return StreamedLmmResult(mixed, spec.design, spec.group_labels)
