@@ -60,7 +60,7 @@ def first_pass_part(index: int, frame: pd.DataFrame, used, group: str) -> FirstP
     """Pass-1 summary of one chunk: runs on a worker for Dask, in the loop for parquet."""
     frame = frame.rename(columns=str)
     complete = _complete_rows(frame, used)
-    kept = frame.loc[complete, used]
+    kept = frame[used] if complete.all() else frame.loc[complete, used]
     levels, infinite = {}, []
     for name in used:
         col = kept[name]
@@ -153,7 +153,8 @@ class StreamSpec:
     def arrays(self, frame: pd.DataFrame):
         """(X, y, Z, global cluster codes) of a chunk's complete rows."""
         frame = frame.rename(columns=str)
-        frame = frame.loc[_complete_rows(frame, self.used), self.used]
+        complete = _complete_rows(frame, self.used)
+        frame = frame[self.used] if complete.all() else frame.loc[complete, self.used]
         for name in self.levels:
             # Plain values: chunk-local categories or Arrow-backed strings must not decide
             # the encoding (formulaic takes it from the spec's full level set).
