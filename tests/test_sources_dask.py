@@ -51,6 +51,10 @@ def test_partitions_on_two_workers_equal_memory(client, frame, memory_fit):
     # Z_i'X_i stayed on the workers: the client's statistics hold none of its columns,
     # and the per-cluster blocks were combined there in several buckets
     assert ext._data.stats.ZtX.shape[2] == 0 and ext._data.n_buckets == 5
+    mem_table, ext_table = memory_fit.inference(terms=["x0", "x1", "f[T.lo]"]), \
+        ext.inference(terms=["x0", "x1", "f[T.lo]"])
+    for column in ("estimate", "std_error"):
+        np.testing.assert_allclose(ext_table[column], mem_table[column], rtol=RTOL)
 
 
 def test_read_parquet_and_cross_validation(client, frame, tmp_path):

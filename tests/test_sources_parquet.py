@@ -117,9 +117,17 @@ def test_predict_newdata_and_row_methods(frame, parts, memory_fit):
     for level in (0, 1):
         np.testing.assert_allclose(ext.predict(new, level=level),
                                    memory_fit.predict(new, level=level), rtol=1e-9)
-    for call in (ext.fitted, ext.residuals, ext.predict, ext.inference):
+    for call in (ext.fitted, ext.residuals, ext.predict):
         with pytest.raises(NotImplementedError, match="not available for streamed data"):
             call()
+
+
+def test_inference_by_one_more_pass_equals_memory(parts, memory_fit):
+    ext = fit_quietly(lmm_scope, FORMULA, parts, chunk_rows=41)
+    mem_table, ext_table = memory_fit.inference(), ext.inference()
+    assert mem_table.loc["x0", "p_value"] < 1e-10 and mem_table.loc["x1", "p_value"] > 0.01
+    for column in ("estimate", "std_error", "ci_lower", "ci_upper"):
+        np.testing.assert_allclose(ext_table[column], mem_table[column], rtol=RTOL)
 
 
 def test_level_unseen_in_one_file_is_encoded_as_in_memory(tmp_path):

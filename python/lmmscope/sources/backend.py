@@ -37,6 +37,13 @@ class StatsBackend:
     def subset_stats(self, columns) -> ClusterStats:
         return self.stats.subset(columns)
 
+    def whitened(self, a):
+        return whiten_stats(self.stats, a)
+
+    def cluster_Zt_Xbeta(self, beta) -> np.ndarray:
+        """Z_i'X_i beta for every cluster, (clusters, q)."""
+        return np.einsum("iqp,p->iq", self.stats.ZtX, beta)
+
     def fold_problems(self, a, unpenalised, fold_of_cluster):
         """As tuning.Data.fold_problems: training statistics are totals minus the fold's."""
         if self._folds is None:

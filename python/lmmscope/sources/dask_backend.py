@@ -97,6 +97,11 @@ def column_blocks(bucket, columns):
     return clusters, stats.ZtX[:, :, columns]
 
 
+def cluster_Zt_Xbeta(bucket, beta):
+    clusters, stats = bucket
+    return clusters, np.einsum("iqp,p->iq", stats.ZtX, beta)
+
+
 def _with_zero_gram(stats: ClusterStats) -> ClusterStats:
     p = stats.p
     return ClusterStats(stats.ZtZ, stats.ZtX, stats.Zty, np.zeros((p, p)), np.zeros(p), 0.0,
@@ -206,6 +211,19 @@ class DaskStatsBackend:
                 parts += [_plus_gram(g, s) for g, s in zip(self._gram.folds, reduced[1:])]
                 self._whitened = {a: parts}  # one a at a time: p x p per fold
         return self._whitened[a]
+
+    def whitened(self, a):
+        return self._whitened_at(a)[0]
+
+    def cluster_Zt_Xbeta(self, beta) -> np.ndarray:
+        """Z_i'X_i beta for every cluster, computed on the workers: (clusters, q)."""
+        import dask
+
+        out = np.zeros((self.n_groups, self.stats.q))
+        for clusters, block in self._source.compute(
+                *[dask.delayed(cluster_Zt_Xbeta)(bk, beta) for bk in self._buckets]):
+            out[clusters] = block
+        return out
 
     def reduced(self, a, unpenalised, rows=None):
         if rows is not None:

@@ -119,7 +119,7 @@ def fit_scope(source, formula, *, k, a, always, criterion, k_max, cv_folds, a_gr
         a_grid=a_grid, reml=reml, random_state=random_state, progress=progress)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
     return StreamedScopeResult(sel, mixed, spec.design, spec.group_labels, names, unpen,
-                               columns, backend)
+                               columns, backend, source, spec)
 
 
 def fit_lmm(source, formula, *, method, na_action, verbose=False):

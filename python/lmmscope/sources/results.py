@@ -2,8 +2,8 @@
 
 Fixed effects, variance components, random effects (by cluster label), the selection
 path and ``predict(newdata)`` are in memory, as for an in-memory fit.  ``fitted()``,
-``residuals()``, ``predict()`` without newdata and ``inference()`` need a pass over the
-rows and raise a clear error instead.
+``residuals()`` and ``predict()`` without newdata would need the rows back and raise a
+clear error instead; ``inference()`` makes one more pass over the data.
 """
 
 from __future__ import annotations
@@ -59,14 +59,33 @@ class StreamedScopeResult(_StreamedMethods, LmmScopeResult):
     """:func:`lmmscope.lmm_scope` on parquet files or a Dask DataFrame."""
 
     def __init__(self, selection, mixed, design, group_labels, names, unpenalised,
-                 refit_columns, backend):
+                 refit_columns, backend, source=None, spec=None):
         super().__init__(selection, mixed, design, None, None, None, None, group_labels,
                          names, unpenalised, refit_columns, data=backend)
+        self._source, self._spec = source, spec
 
-    def inference(self, *args, **kwargs):
-        _not_available("inference()", "the debiased cluster scores X_i' Sigma_i^-1 r_i need "
-                       "the rows once more at the selected coefficients; fit in memory on a "
-                       "sample of clusters, or use the refit's vcov()")
+    def inference(self, terms=None, level: float = 0.95, adjust="bh", n_jobs=None,
+                  verbose=False, lasso_tol: float = 1e-8):
+        """As :meth:`LmmScopeResult.inference`; the cluster scores take one more pass over
+        the data (parquet files or the Dask DataFrame, which must still be readable)."""
+        from .. import inference as inf
+        from ..tuning import Progress
+        from .inference import cluster_scores, pseudo_rows
 
-    def confint(self, *args, **kwargs):
-        self.inference()
+        columns = self._term_indices(terms)
+        progress = Progress(verbose)
+        if self._inference_cache is None or self._inference_cache["tol"] != lasso_tol:
+            G = self._data.whitened(self.a).gram
+            scores = cluster_scores(self._source, self._spec, self._data, self.a,
+                                    self.coef.to_numpy(), progress)
+            self._inference_cache = {"G": G, "R": pseudo_rows(G, self.nobs), "scores": scores,
+                                     "rows": {}, "tol": lasso_tol}
+        cache = self._inference_cache
+        todo = [j for j in columns if j not in cache["rows"]]
+        if todo:
+            fit = inf.nodewise_lasso(cache["G"], cache["R"], self.nobs, todo, n_jobs=n_jobs,
+                                     progress=progress, tol=lasso_tol)
+            cache["rows"].update(zip(todo, fit.coef))
+        directions = np.array([cache["rows"][j] for j in columns])
+        est, se = inf.debias(cache["G"], cache["scores"], self.coef.to_numpy(), columns, directions)
+        return inf.inference_table(self.names, columns, est, se, self.ngroups - 1, level, adjust)
