@@ -155,3 +155,15 @@ def test_clear_errors(frame, parts, tmp_path):
     bad.to_parquet(tmp_path / "inf.parquet")
     with pytest.raises(ValueError, match="'x2' contains infinite"):
         lmm_scope(FORMULA, tmp_path / "inf.parquet")
+
+
+def test_fixed_k_and_a_and_transformed_response(frame, parts, tmp_path):
+    # in memory, fixed k and a run on whitened rows; streamed, on the whitened Gram
+    mem = fit_quietly(lmm_scope, FORMULA, frame, k=4, a=1.5)
+    assert_same_fit(mem, fit_quietly(lmm_scope, FORMULA, parts, k=4, a=1.5))
+    df = frame.assign(yp=np.exp(frame.y / 5))
+    df.to_parquet(tmp_path / "yp.parquet")
+    formula = "np.log(yp) ~ x0 + x3 + f + (1 | g)"
+    mem, ext = fit_quietly(lmm, formula, df), fit_quietly(lmm, formula, tmp_path / "yp.parquet")
+    assert ext.fixef["x0"] == pytest.approx(2 / 5, abs=0.05)
+    np.testing.assert_allclose(ext.fixef.to_numpy(), mem.fixef.to_numpy(), rtol=RTOL)
