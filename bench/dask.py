@@ -129,6 +129,7 @@ def main(argv=None):
     ap.add_argument("--chunk-rows", type=int, default=16384)
     ap.add_argument("--dir", default="/tmp/lmmscope-bench")
     ap.add_argument("--keep", action="store_true", help="keep the parquet files")
+    ap.add_argument("--reuse", action="store_true", help="reuse files kept by --keep")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -139,7 +140,10 @@ def main(argv=None):
     from distributed import Client, LocalCluster
 
     t0 = time.perf_counter()
-    files = write_dataset(args.dir, max(args.rows), args.p, args.file_rows, args.cluster_size)
+    if args.reuse:
+        files = sorted(os.path.join(args.dir, f) for f in os.listdir(args.dir))
+    else:
+        files = write_dataset(args.dir, max(args.rows), args.p, args.file_rows, args.cluster_size)
     print(f"wrote {max(args.rows)} rows x {args.p} candidates in {len(files)} files "
           f"({sum(os.path.getsize(f) for f in files) / 2**30:.2f} GiB) in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)

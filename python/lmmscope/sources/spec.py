@@ -138,6 +138,8 @@ class StreamSpec:
                     "data-dependent transforms (" + ", ".join(sorted(spec.transform_state))
                     + ") cannot be used with streamed or Dask data: their centre and scale "
                     "would come from one chunk; transform the column before fitting")
+        self._plain = None
+        self._plain = self._plain_columns(summary.head)
         X, y, _Z, _codes = self.arrays(summary.head)
         # Any shift close to the column means keeps the cross-products well conditioned
         # (contract 1); the first complete rows give it without another pass.
@@ -145,6 +147,39 @@ class StreamSpec:
         if INTERCEPT in self.design.fixed_names:
             self.x_shift[self.design.fixed_names.index(INTERCEPT)] = 0.0
         self.y_shift = float(y.mean())
+
+    def _plain_columns(self, prototype):
+        """(fixed, random, response) column names when every design column is a numeric
+        data column (or the intercept), else None.  Then a chunk's arrays are its columns,
+        without formulaic (which costs more than reading the chunk); the prototype checks
+        that both routes give the same arrays."""
+        d = self.design
+        response = str(self.response_spec.column_names[0]) if len(
+            self.response_spec.column_names) == 1 else None
+        names = [n for n in d.fixed_names + d.random_names if n != INTERCEPT] + [response]
+        numeric = all(n in prototype.columns and pd.api.types.is_numeric_dtype(prototype[n])
+                      and prototype[n].dtype != bool for n in names)
+        if not numeric:
+            return None
+        plain = (d.fixed_names, d.random_names, response)
+        fast = self._plain_arrays(prototype, plain)
+        X, Z = new_design_matrices(d, prototype, need_random=True)
+        y = np.asarray(self.response_spec.get_model_matrix(prototype, context=R_FUNCTIONS),
+                       dtype=float)[:, 0]
+        same = all(np.array_equal(a, b) for a, b in zip(fast, (X, Z, y)))
+        return plain if same else None
+
+    @staticmethod
+    def _plain_arrays(frame, plain):
+        fixed, random, response = plain
+
+        def matrix(names):
+            out = np.empty((frame.shape[0], len(names)))
+            for j, name in enumerate(names):
+                out[:, j] = 1.0 if name == INTERCEPT else frame[name].to_numpy(dtype=float)
+            return out
+
+        return matrix(fixed), matrix(random), frame[response].to_numpy(dtype=float)
 
     @property
     def names(self) -> list:
@@ -159,9 +194,12 @@ class StreamSpec:
             # Plain values: chunk-local categories or Arrow-backed strings must not decide
             # the encoding (formulaic takes it from the spec's full level set).
             frame[name] = frame[name].astype(object)
-        X, Z = new_design_matrices(self.design, frame, need_random=True)
-        y = np.asarray(self.response_spec.get_model_matrix(frame, context=R_FUNCTIONS),
-                       dtype=float)[:, 0]
+        if self._plain is not None:
+            X, Z, y = self._plain_arrays(frame, self._plain)
+        else:
+            X, Z = new_design_matrices(self.design, frame, need_random=True)
+            y = np.asarray(self.response_spec.get_model_matrix(frame, context=R_FUNCTIONS),
+                           dtype=float)[:, 0]
         for what, M, names in (("X", X, self.design.fixed_names),
                                ("Z", Z, self.design.random_names)):
             bad = ~np.isfinite(M).all(axis=0)
