@@ -167,3 +167,12 @@ def test_fixed_k_and_a_and_transformed_response(frame, parts, tmp_path):
     mem, ext = fit_quietly(lmm, formula, df), fit_quietly(lmm, formula, tmp_path / "yp.parquet")
     assert ext.fixef["x0"] == pytest.approx(2 / 5, abs=0.05)
     np.testing.assert_allclose(ext.fixef.to_numpy(), mem.fixef.to_numpy(), rtol=RTOL)
+
+
+def test_numeric_design_read_without_formulaic_equals_memory(frame, parts):
+    # every design column is a data column: chunks skip formulaic (checked on the prototype)
+    formula = "y ~ x0 + x1 + x2 + x3 + x4 + (1 + z1 | g)"
+    mem = fit_quietly(lmm_scope, formula, frame)
+    ext = fit_quietly(lmm_scope, formula, parts, chunk_rows=29)
+    assert set(mem.support) == {"x0", "x3"}
+    assert_same_fit(mem, ext)
