@@ -10,16 +10,10 @@ key there (:mod:`.dask_backend`).
 
 from __future__ import annotations
 
-from functools import partial
-
 
 def is_dask_dataframe(data) -> bool:
     module = type(data).__module__ or ""
     return module.startswith("dask") and hasattr(data, "to_delayed") and hasattr(data, "columns")
-
-
-def _apply(mapper, index, frame):
-    return mapper(index, frame)
 
 
 class DaskSource:
@@ -63,12 +57,23 @@ class DaskSource:
 
         return dask.compute(*items)
 
-    def map_combine(self, columns, mapper, combiner, progress, label):
+    def share(self, value):
+        """One copy of ``value`` for every task (the model spec, the cluster labels):
+        scattered to the workers once, not embedded in each task of the graph."""
+        client = self._client()
+        if client is not None:
+            return client.scatter(value, broadcast=True, hash=False)
+        import dask
+
+        return dask.delayed(value, traverse=False)
+
+    def map_combine(self, columns, func, args, combiner, progress, label):
+        """combiner(func(*args, i, partition_i)) for every partition, as results arrive."""
         import dask
 
         parts = self.ddf[columns].to_delayed()
-        tasks = [dask.delayed(partial(_apply, mapper))(i, part)
-                 for i, part in enumerate(parts)]
+        shared = [self.share(a) for a in args]
+        tasks = [dask.delayed(func)(*shared, i, part) for i, part in enumerate(parts)]
         client = self._client()
         total = len(tasks)
         if client is None:

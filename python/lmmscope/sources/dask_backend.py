@@ -168,8 +168,9 @@ class DaskStatsBackend:
         q, p = len(spec.design.random_names), len(spec.names)
         parts = source.partitions(spec.used)
         self.n_buckets = max(1, min(len(parts), MAX_BUCKETS, n_groups))
+        spec_shared, folds_shared = source.share(spec), source.share(fold_of_cluster)
         pieces = [dask.delayed(partition_pieces, pure=False)(
-            spec, fold_of_cluster, self.n_buckets, self._n_folds, i, part)
+            spec_shared, folds_shared, self.n_buckets, self._n_folds, i, part)
             for i, part in enumerate(parts)]
         buckets = [dask.delayed(combine_bucket)(
             b, self.n_buckets, n_groups, q, p, *[dask.delayed(_bucket_of)(pc, b) for pc in pieces])
@@ -201,7 +202,8 @@ class DaskStatsBackend:
         import dask
 
         if a not in self._whitened:
-            shares = [dask.delayed(whitened_shares)(bk, a, self._folds, self._n_folds)
+            folds = self._source.share(self._folds)
+            shares = [dask.delayed(whitened_shares)(bk, a, folds, self._n_folds)
                       for bk in self._buckets]
             (reduced,) = self._source.compute(tree_reduce(shares, sum_whitened))
             if self._folds is None:

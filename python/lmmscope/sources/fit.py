@@ -7,8 +7,6 @@ partitions); everything after them runs on the statistics alone.
 from __future__ import annotations
 
 import warnings
-from functools import partial
-
 import numpy as np
 
 from .. import checks
@@ -37,7 +35,7 @@ def read_spec(source, formula, na_action, progress) -> StreamSpec:
     from ..formula import parse_formula
     group = parse_formula(formula).group
     summary = FirstPass()
-    source.map_combine(used, partial(_first_pass_mapper, used, group), summary.add, progress,
+    source.map_combine(used, _first_pass_mapper, (used, group), summary.add, progress,
                        "pass 1 (levels, clusters, missing rows)")
     spec = StreamSpec(formula, used, summary, na_action)
     if spec.n_dropped:
@@ -53,7 +51,7 @@ def read_stats(source, spec, progress, fold_of_cluster=None) -> StatsTotals:
     n_folds = 1 if fold_of_cluster is None else int(fold_of_cluster.max()) + 1
     totals = StatsTotals(spec.group_labels.size, len(spec.design.random_names),
                          len(spec.names), n_folds)
-    source.map_combine(spec.used, partial(_stats_mapper, spec, fold_of_cluster), totals.add,
+    source.map_combine(spec.used, _stats_mapper, (spec, fold_of_cluster), totals.add,
                        progress, "pass 2 (per-cluster cross-products)")
     return totals
 

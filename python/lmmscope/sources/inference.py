@@ -11,8 +11,6 @@ client, as the in-memory fit holds them.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -49,7 +47,7 @@ def cluster_scores(source, spec, backend, a, beta, progress):
             clusters, block = part
             scores[clusters] += block
 
-    source.map_combine(spec.used, partial(_chunk_scores, spec, a, beta, directions), add,
+    source.map_combine(spec.used, _chunk_scores, (spec, a, beta, directions), add,
                        progress, "inference pass (cluster scores)")
     return scores
 

@@ -71,12 +71,12 @@ class ParquetSource:
                     yield from table.to_batches(max_chunksize=self.chunk_rows)
                     del table
 
-    def map_combine(self, columns, mapper, combiner, progress, label):
-        """combiner(mapper(i, chunk_i)) for every chunk, one chunk in memory at a time."""
+    def map_combine(self, columns, func, args, combiner, progress, label):
+        """combiner(func(*args, i, chunk_i)) for every chunk, one chunk in memory at a time."""
         n = 0
         for n, batch in enumerate(self._batches(columns), start=1):
             frame = batch.to_pandas().reset_index(drop=True)  # rows from 0 in every chunk
-            combiner(mapper(n - 1, frame))
+            combiner(func(*args, n - 1, frame))
             if n % 50 == 0:
                 progress(f"{label}: {n} chunks done")
         progress(f"{label}: {n} chunks done")

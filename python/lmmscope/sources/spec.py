@@ -147,6 +147,7 @@ class StreamSpec:
         if INTERCEPT in self.design.fixed_names:
             self.x_shift[self.design.fixed_names.index(INTERCEPT)] = 0.0
         self.y_shift = float(y.mean())
+        self.design = self.design.without_data()  # the spec travels to every worker
 
     def _plain_columns(self, prototype):
         """(fixed, random, response) column names when every design column is a numeric
