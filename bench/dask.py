@@ -109,14 +109,29 @@ def run_dask_fit(directory):
     return time.perf_counter() - t0, fit
 
 
+def _gram_of_partition(frame):
+    values = frame.to_numpy(dtype=float)
+    return values.T @ values
+
+
+def _sum(*grams):
+    return sum(grams)
+
+
 def run_floor(directory, p):
-    """One read of the files and X'X (with y) on the same cluster: the floor."""
+    """One read of the files and X'X (with y) on the same cluster: the floor.
+
+    One task per partition forms its [X y]'[X y], and a tree (fan-in 8) sums them.
+    """
+    import dask
     import dask.dataframe as dd
 
     t0 = time.perf_counter()
-    A = dd.read_parquet(directory, columns=[f"x{j}" for j in range(p)] + ["y"]).to_dask_array(
-        lengths=True)
-    (A.T @ A).compute()
+    parts = dd.read_parquet(directory, columns=[f"x{j}" for j in range(p)] + ["y"]).to_delayed()
+    level = [dask.delayed(_gram_of_partition)(part) for part in parts]
+    while len(level) > 1:
+        level = [dask.delayed(_sum)(*level[i:i + 8]) for i in range(0, len(level), 8)]
+    level[0].compute()
     return time.perf_counter() - t0
 
 
