@@ -8,6 +8,7 @@ from test_sources_parquet import (FORMULA, RTOL, assert_same_fit, fit_quietly, s
                                   write_parts)
 
 from lmmscope import lmm, lmm_scope
+from lmmscope.sources import dask_backend
 
 
 @pytest.fixture(scope="module")
@@ -15,13 +16,18 @@ def frame():
     return streamed_frame(seed=2)
 
 
-def test_lmm_and_default_scheduler(frame):
+def test_lmm_and_default_scheduler(frame, monkeypatch):
     # runs before the module's Client starts: Dask's default scheduler, same tasks
     with pytest.raises(ValueError):
         distributed.get_client()
     formula = "y ~ x0 + x3 + f + (1 + z1 | g)"
     mem = fit_quietly(lmm, formula, frame)
+    read = []
+    pieces = dask_backend.partition_pieces
+    monkeypatch.setattr(dask_backend, "partition_pieces",
+                        lambda *args: read.append(args[4]) or pieces(*args))
     ext = fit_quietly(lmm, formula, dd.from_pandas(frame, npartitions=3))
+    assert sorted(read) == [0, 1, 2]  # the statistics pass reads each partition once
     np.testing.assert_allclose(ext.fixef.to_numpy(), mem.fixef.to_numpy(), rtol=RTOL)
     np.testing.assert_allclose(ext.mixed.theta, mem.mixed.theta, rtol=RTOL)
     with pytest.raises(ValueError, match="chunk_rows applies to parquet"):

@@ -160,42 +160,54 @@ class DaskStatsBackend:
     use_gram = True
 
     def __init__(self, source, spec, fold_of_cluster, progress):
-        import dask
-
         self._source, self._folds = source, fold_of_cluster
         self._n_folds = 1 if fold_of_cluster is None else int(fold_of_cluster.max()) + 1
-        n_groups = spec.group_labels.size
-        q, p = len(spec.design.random_names), len(spec.names)
+        self.n_groups, self.p = spec.group_labels.size, len(spec.names)
+        q = len(spec.design.random_names)
+        self._buckets, self._gram = self._statistics_pass(spec, progress)
+        self.stats = self._client_stats(q)
+        self.N = self.stats.n_obs
+        self.X = np.vstack([self._gram.column_min, self._gram.column_max])  # see StatsBackend.X
+        self._whitened, self._subsets = {}, {}
+
+    def _statistics_pass(self, spec, progress):
+        """Pass 2 as one graph: buckets persisted on the workers, the Gram part reduced.
+
+        Both are persisted together, so every partition is read once."""
+        import dask
+
+        source, q = self._source, len(spec.design.random_names)
         parts = source.partitions(spec.used)
-        self.n_buckets = max(1, min(len(parts), MAX_BUCKETS, n_groups))
-        spec_shared, folds_shared = source.share(spec), source.share(fold_of_cluster)
+        self.n_buckets = max(1, min(len(parts), MAX_BUCKETS, self.n_groups))
+        spec_shared, folds_shared = source.share(spec), source.share(self._folds)
         pieces = [dask.delayed(partition_pieces, pure=False)(
             spec_shared, folds_shared, self.n_buckets, self._n_folds, i, part)
             for i, part in enumerate(parts)]
         buckets = [dask.delayed(combine_bucket)(
-            b, self.n_buckets, n_groups, q, p, *[dask.delayed(_bucket_of)(pc, b) for pc in pieces])
-            for b in range(self.n_buckets)]
-        self._buckets = source.persist(buckets)
+            b, self.n_buckets, self.n_groups, q, self.p,
+            *[dask.delayed(_bucket_of)(pc, b) for pc in pieces]) for b in range(self.n_buckets)]
         gram = tree_reduce([dask.delayed(_gram_of)(pc) for pc in pieces], sum_gram_parts)
-        gram, small = source.compute(gram, [dask.delayed(small_blocks)(bk) for bk in self._buckets])
+        *buckets, gram = source.persist(buckets + [gram])
+        (gram,) = source.compute(gram)
         progress(f"pass 2: {len(parts)} partitions -> {self.n_buckets} buckets of per-cluster "
                  "blocks persisted on the workers")
-        self._gram = gram
-        ZtZ, Zty = np.zeros((n_groups, q, q)), np.zeros((n_groups, q))
-        sizes = np.zeros(n_groups, dtype=np.int64)
-        for clusters, zz, zy, m in small:
+        return buckets, gram
+
+    def _client_stats(self, q) -> ClusterStats:
+        """The client's statistics: Z_i'Z_i, Z_i'y_i, sizes and the Gram part; Z'X lives on
+        the workers, so this ClusterStats has no columns of Z'X (whitened Grams and
+        column subsets come from the methods below)."""
+        import dask
+
+        n = self.n_groups
+        ZtZ, Zty, sizes = np.zeros((n, q, q)), np.zeros((n, q)), np.zeros(n, dtype=np.int64)
+        for clusters, zz, zy, m in self._source.compute(
+                *[dask.delayed(small_blocks)(bk) for bk in self._buckets]):
             ZtZ[clusters], Zty[clusters], sizes[clusters] = zz, zy, m
-        total = empty_stats(0, q, p)
-        for fold in gram.folds:
+        total = empty_stats(0, q, self.p)
+        for fold in self._gram.folds:
             _add_gram(total, fold)
-        # Z'X lives on the workers: this ClusterStats has no columns of Z'X (p = 0 there);
-        # whitened Grams and column subsets come from the methods below.
-        self.stats = ClusterStats(ZtZ, np.zeros((n_groups, q, 0)), Zty, total.XtX, total.Xty,
-                                  total.yty, sizes)
-        self.N, self.p, self.n_groups = int(sizes.sum()), p, n_groups
-        self.X = np.vstack([gram.column_min, gram.column_max])  # see StatsBackend.X
-        self._whitened = {}
-        self._subsets = {}
+        return ClusterStats(ZtZ, np.zeros((n, q, 0)), Zty, total.XtX, total.Xty, total.yty, sizes)
 
     def _whitened_at(self, a):
         """[total, fold 0, fold 1, ...] whitened statistics at a: one tree reduction."""
