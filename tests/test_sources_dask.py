@@ -76,3 +76,12 @@ def test_read_parquet_and_cross_validation(client, frame, tmp_path):
     np.testing.assert_allclose(ext.a_history["cv_error"], mem.a_history["cv_error"], rtol=RTOL)
 
 
+
+
+def test_missing_only_clusters_and_levels_equal_memory(client):
+    from test_sources_parquet import frame_with_missing_only_clusters_and_levels
+
+    df = frame_with_missing_only_clusters_and_levels(seed=6)
+    mem = fit_quietly(lmm_scope, FORMULA, df, k="cv", cv_folds=3)
+    ext = fit_quietly(lmm_scope, FORMULA, dd.from_pandas(df, npartitions=4), k="cv", cv_folds=3)
+    assert_same_fit(mem, ext)

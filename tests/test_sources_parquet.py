@@ -176,3 +176,26 @@ def test_numeric_design_read_without_formulaic_equals_memory(frame, parts):
     ext = fit_quietly(lmm_scope, formula, parts, chunk_rows=29)
     assert set(mem.support) == {"x0", "x3"}
     assert_same_fit(mem, ext)
+
+
+def frame_with_missing_only_clusters_and_levels(seed=5):
+    """A cluster and a factor level whose rows all miss a value, and a missing label."""
+    df = streamed_frame(seed=seed)
+    df.loc[df.g == "c007", "x5"] = np.nan  # cluster c007 has no complete row
+    rare = df.index[df.g == "c011"][:3]
+    df.loc[rare, "f"] = "rare"  # level 'rare' only on rows missing x2
+    df.loc[rare, "x2"] = np.nan
+    df.loc[df.index[40], "g"] = None
+    return df
+
+
+def test_clusters_and_levels_only_in_missing_rows_are_dropped_as_in_memory(tmp_path):
+    df = frame_with_missing_only_clusters_and_levels()
+    mem = fit_quietly(lmm_scope, FORMULA, df)
+    assert "c007" not in mem.ranef.index and "f[T.rare]" not in mem.names
+    directory = write_parts(df, tmp_path / "d")
+    n_missing = int(df.drop(columns=["z1"]).isna().any(axis=1).sum())
+    with pytest.warns(UserWarning, match=f"dropped {n_missing} rows with missing values"):
+        ext = lmm_scope(FORMULA, directory, chunk_rows=45)
+    assert_same_fit(mem, ext)
+    assert ext.n_dropped == n_missing

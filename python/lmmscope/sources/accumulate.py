@@ -76,13 +76,33 @@ class ChunkStats:
     pieces: list
     column_min: np.ndarray
     column_max: np.ndarray
+    rows: "RowCounts"
+
+
+@dataclass
+class RowCounts:
+    """Rows dropped for missing values, and complete rows per level of each factor."""
+
+    n_dropped: int
+    level_counts: dict
+
+    def __add__(self, other: "RowCounts") -> "RowCounts":
+        return RowCounts(self.n_dropped + other.n_dropped,
+                         {k: v + other.level_counts[k] for k, v in self.level_counts.items()})
+
+
+def empty_counts(spec) -> RowCounts:
+    return RowCounts(0, {name: np.zeros(len(v), np.int64) for name, v in spec.levels.items()})
 
 
 def chunk_stats(spec, frame, fold_of_cluster=None) -> ChunkStats | None:
     """Materialise a chunk with the spec and compute its per-cluster statistics."""
-    X, y, Z, codes = spec.arrays(frame)
+    kept = spec.complete(frame)
+    counts = RowCounts(int(frame.shape[0] - kept.shape[0]), spec.level_counts(kept))
+    X, y, Z, codes = spec.design_arrays(kept)
     if y.size == 0:
-        return None
+        p = len(spec.names)
+        return ChunkStats([], np.full(p, np.inf), np.full(p, -np.inf), counts)
     shift = (spec.x_shift, spec.y_shift)
     fold_of_row = np.zeros(y.size, np.int64) if fold_of_cluster is None else fold_of_cluster[codes]
     pieces = []
@@ -95,13 +115,14 @@ def chunk_stats(spec, frame, fold_of_cluster=None) -> ChunkStats | None:
         clusters, local = np.unique(cf, return_inverse=True)
         stats = _chunk_stats(Xf, yf, Zf, local.ravel(), clusters.size, shift)
         pieces.append((int(fold), clusters, stats))
-    return ChunkStats(pieces, X.min(axis=0), X.max(axis=0))
+    return ChunkStats(pieces, X.min(axis=0), X.max(axis=0), counts)
 
 
 class StatsTotals:
     """The running sums: per-cluster blocks, per-fold Gram parts, column ranges."""
 
-    def __init__(self, n_groups: int, q: int, p: int, n_folds: int = 1):
+    def __init__(self, n_groups: int, q: int, p: int, n_folds: int = 1, rows=None):
+        self.rows = rows
         self.folds = [empty_stats(0, q, p) for _ in range(n_folds)]
         self.total = empty_stats(n_groups, q, p)
         self.column_min = np.full(p, np.inf)
@@ -112,6 +133,7 @@ class StatsTotals:
         if part is None:
             return
         self.n_chunks += 1
+        self.rows = self.rows + part.rows
         for fold, clusters, stats in part.pieces:
             _add_stats(self.total, stats, clusters)
             _add_gram(self.folds[fold], stats)

@@ -38,6 +38,15 @@ class DaskSource:
         except (ImportError, ValueError):
             return None
 
+    def meta(self):
+        return self.ddf._meta
+
+    def head(self, columns):
+        """The first partition's first rows."""
+        from .spec import PROTOTYPE_ROWS
+
+        return self.ddf[columns].partitions[0].compute().head(4 * PROTOTYPE_ROWS)
+
     def partitions(self, columns):
         return self.ddf[columns].to_delayed()
 

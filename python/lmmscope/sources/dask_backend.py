@@ -24,7 +24,8 @@ import numpy as np
 
 from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
 from ..selection import reduce_gram
-from .accumulate import _add_gram, _add_stats, chunk_stats, cluster_subset, empty_stats
+from .accumulate import (RowCounts, _add_gram, _add_stats, chunk_stats, cluster_subset,
+                         empty_stats)
 
 MAX_BUCKETS = 16  # graph edges grow as partitions x buckets
 TREE_FAN_IN = 8
@@ -37,17 +38,16 @@ class GramPart:
     folds: list  # ClusterStats with no clusters: X'X, X'y, y'y of each fold
     column_min: np.ndarray
     column_max: np.ndarray
+    rows: RowCounts
 
 
 def partition_pieces(spec, fold_of_cluster, n_buckets, n_folds, index, frame):
     """Worker: a partition's blocks split by bucket, and its Gram part."""
     q, p = len(spec.design.random_names), len(spec.names)
-    gram = GramPart([empty_stats(0, q, p) for _ in range(n_folds)],
-                    np.full(p, np.inf), np.full(p, -np.inf))
-    blocks = [[] for _ in range(n_buckets)]
     part = chunk_stats(spec, frame, fold_of_cluster)
-    if part is None:
-        return blocks, gram
+    gram = GramPart([empty_stats(0, q, p) for _ in range(n_folds)],
+                    np.full(p, np.inf), np.full(p, -np.inf), part.rows)
+    blocks = [[] for _ in range(n_buckets)]
     for fold, clusters, stats in part.pieces:
         _add_gram(gram.folds[fold], stats)
         bucket = clusters % n_buckets
@@ -82,7 +82,7 @@ def sum_gram_parts(*parts):
         for mine, theirs in zip(out.folds, part.folds):
             _add_gram(mine, theirs)
         out = GramPart(out.folds, np.minimum(out.column_min, part.column_min),
-                       np.maximum(out.column_max, part.column_max))
+                       np.maximum(out.column_max, part.column_max), out.rows + part.rows)
     return out
 
 
@@ -167,6 +167,7 @@ class DaskStatsBackend:
         self._buckets, self._gram = self._statistics_pass(spec, progress)
         self.stats = self._client_stats(q)
         self.N = self.stats.n_obs
+        self.rows = self._gram.rows
         self.X = np.vstack([self._gram.column_min, self._gram.column_max])  # see StatsBackend.X
         self._whitened, self._subsets = {}, {}
 

@@ -59,6 +59,15 @@ class ParquetSource:
     def describe(self) -> str:
         return f"{len(self.files)} parquet file(s), chunks of {self.chunk_rows} rows"
 
+    def meta(self):
+        """An empty DataFrame with the columns' pandas dtypes."""
+        return self.dataset.schema.empty_table().to_pandas()
+
+    def head(self, columns):
+        """The first chunk, all of ``columns``."""
+        for batch in self._batches(columns):
+            return batch.to_pandas().reset_index(drop=True)
+
     def _batches(self, columns):
         """Record batches file by file, a row group at a time: no read-ahead, no
         pre-buffering of whole files (a dataset scan held a file and more in memory)."""

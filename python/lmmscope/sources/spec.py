@@ -56,6 +56,11 @@ def _complete_rows(frame: pd.DataFrame, used) -> np.ndarray:
     return ~frame[used].isna().any(axis=1).to_numpy()
 
 
+def light_columns(meta: pd.DataFrame, used, group: str) -> list:
+    """The columns pass 1 must read for labels and levels: grouping and categorical."""
+    return [c for c in used if c == group or _is_categorical(meta[c])]
+
+
 def first_pass_part(index: int, frame: pd.DataFrame, used, group: str) -> FirstPassPart:
     """Pass-1 summary of one chunk: runs on a worker for Dask, in the loop for parquet."""
     frame = frame.rename(columns=str)
@@ -110,10 +115,14 @@ def _sorted_distinct(arrays) -> np.ndarray:
 class StreamSpec:
     """The model's encodings, fixed by the first pass: turns any chunk into arrays."""
 
-    def __init__(self, formula: str, used: list, summary: FirstPass, na_action: str):
+    def __init__(self, formula: str, used: list, summary: FirstPass, na_action: str,
+                 provisional: bool = False):
         if summary.infinite:
             name = sorted(summary.infinite)[0]
             raise ValueError(f"column {name!r} contains infinite values")
+        # provisional: pass 1 read only the grouping and categorical columns; the rows
+        # with missing values are counted, and the labels and levels checked, in pass 2.
+        self.provisional = provisional
         if summary.n_missing and na_action == "fail":
             raise ValueError(f"{summary.n_missing} rows have missing values in the model's "
                              "columns (na_action='fail')")
@@ -186,11 +195,26 @@ class StreamSpec:
     def names(self) -> list:
         return self.design.fixed_names
 
-    def arrays(self, frame: pd.DataFrame):
-        """(X, y, Z, global cluster codes) of a chunk's complete rows."""
+    def complete(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The chunk's rows with no missing value in the model's columns (na.omit)."""
         frame = frame.rename(columns=str)
         complete = _complete_rows(frame, self.used)
-        frame = frame[self.used] if complete.all() else frame.loc[complete, self.used]
+        return frame[self.used] if complete.all() else frame.loc[complete, self.used]
+
+    def level_counts(self, kept: pd.DataFrame) -> dict:
+        """Complete rows per level of every categorical column (to check the first pass)."""
+        return {name: np.bincount(pd.Categorical(kept[name].astype(object),
+                                                 categories=levels).codes + 1,
+                                  minlength=len(levels) + 1)[1:]
+                for name, levels in self.levels.items()}
+
+    def arrays(self, frame: pd.DataFrame):
+        """(X, y, Z, global cluster codes) of a chunk's complete rows."""
+        return self.design_arrays(self.complete(frame))
+
+    def design_arrays(self, frame: pd.DataFrame):
+        """(X, y, Z, global cluster codes) of complete rows."""
+        frame = frame.copy(deep=False)
         for name in self.levels:
             # Plain values: chunk-local categories or Arrow-backed strings must not decide
             # the encoding (formulaic takes it from the spec's full level set).
