@@ -151,6 +151,29 @@ def run_floor(directory, p):
     return time.perf_counter() - t0
 
 
+def measure(directory, n, args):
+    """(a), (b), (c) and the one-process floor, interleaved ``args.repeat`` times."""
+    runs = []
+    for _ in range(args.repeat):  # interleaved, so a noisy spell hits every column
+        floor = run_floor(directory, args.p)
+        local_floor = run_local_floor(directory, args.p, args.chunk_rows)
+        dask_seconds, fit = run_dask_fit(directory)
+        local = run_parquet(directory, args.chunk_rows)
+        assert local["support"] == fit.support, (local["support"], fit.support)
+        runs.append((floor, local_floor, dask_seconds, local))
+    floor = min(r[0] for r in runs)
+    local_floor = min(r[1] for r in runs)
+    dask_seconds = min(r[2] for r in runs)
+    local = min((r[3] for r in runs), key=lambda r: r["seconds"])
+    return {"rows": n, "floor_s": floor, "local_floor_s": local_floor,
+            "parquet_s": local["seconds"], "dask_s": dask_seconds,
+            "parquet_ratio": local["seconds"] / floor,
+            "parquet_local_ratio": local["seconds"] / local_floor,
+            "dask_ratio": dask_seconds / floor,
+            "peak_mb": max(r[3]["peak_mb"] for r in runs),
+            "import_mb": local["import_mb"], "support": len(fit.support)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[10**6, 3 * 10**6, 10**7])
@@ -185,25 +208,7 @@ def main(argv=None):
             Client(cluster):
         for n in sorted(args.rows):
             directory = subset_dir(args.dir, files, -(-n // args.file_rows))
-            runs = []
-            for _ in range(args.repeat):  # interleaved, so a noisy spell hits every column
-                floor = run_floor(directory, args.p)
-                local_floor = run_local_floor(directory, args.p, args.chunk_rows)
-                dask_seconds, fit = run_dask_fit(directory)
-                local = run_parquet(directory, args.chunk_rows)
-                assert local["support"] == fit.support, (local["support"], fit.support)
-                runs.append((floor, local_floor, dask_seconds, local))
-            floor = min(r[0] for r in runs)
-            local_floor = min(r[1] for r in runs)
-            dask_seconds = min(r[2] for r in runs)
-            local = min((r[3] for r in runs), key=lambda r: r["seconds"])
-            rows.append({"rows": n, "floor_s": floor, "local_floor_s": local_floor,
-                         "parquet_s": local["seconds"], "dask_s": dask_seconds,
-                         "parquet_ratio": local["seconds"] / floor,
-                         "parquet_local_ratio": local["seconds"] / local_floor,
-                         "dask_ratio": dask_seconds / floor,
-                         "peak_mb": max(r[3]["peak_mb"] for r in runs),
-                         "import_mb": local["import_mb"], "support": len(fit.support)})
+            rows.append(measure(directory, n, args))
             print(json.dumps(rows[-1]), flush=True)
             shutil.rmtree(directory)
     print("\n| rows | (c) floor: read + X'X, Dask | (a) out of core, one process | (a)/(c) | "

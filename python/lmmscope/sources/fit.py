@@ -1,19 +1,20 @@
 """lmm_scope / lmm on external data: first pass, statistics pass, selection, refit.
 
-The two passes go through ``source.map_combine`` (a parquet stream or Dask
-partitions); everything after them runs on the statistics alone.
+Pass 1 reads the grouping and categorical columns (labels, levels) through
+``source.map_combine`` (a parquet stream or Dask partitions); pass 2 the model's
+columns.  Everything after them runs on the statistics alone.
 """
 
 from __future__ import annotations
 
 import warnings
+
 import numpy as np
 
 from .. import checks
-from ..formula import INTERCEPT
+from ..formula import INTERCEPT, parse_formula
 from ..mixed import MixedModelFit
 from ..tuning import Progress, make_folds, select
-from ..formula import parse_formula
 from .accumulate import StatsTotals, chunk_stats, empty_counts
 from .backend import StatsBackend
 from .results import StreamedLmmResult, StreamedScopeResult

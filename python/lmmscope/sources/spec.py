@@ -112,6 +112,15 @@ def _sorted_distinct(arrays) -> np.ndarray:
     return np.unique(values)
 
 
+def _refuse_stateful(*specs):
+    for spec in specs:
+        if spec.transform_state:
+            raise ValueError(
+                "data-dependent transforms (" + ", ".join(sorted(spec.transform_state))
+                + ") cannot be used with streamed or Dask data: their centre and scale "
+                "would come from one chunk; transform the column before fitting")
+
+
 class StreamSpec:
     """The model's encodings, fixed by the first pass: turns any chunk into arrays."""
 
@@ -141,12 +150,7 @@ class StreamSpec:
         self.design.n_dropped = summary.n_missing
         self.response_spec = model_matrix(self.design.fixed_formula, prototype,
                                           context=R_FUNCTIONS).lhs.model_spec
-        for spec in (self.design.fixed_spec, self.design.random_spec, self.response_spec):
-            if spec.transform_state:
-                raise ValueError(
-                    "data-dependent transforms (" + ", ".join(sorted(spec.transform_state))
-                    + ") cannot be used with streamed or Dask data: their centre and scale "
-                    "would come from one chunk; transform the column before fitting")
+        _refuse_stateful(self.design.fixed_spec, self.design.random_spec, self.response_spec)
         self._plain = None
         self._plain = self._plain_columns(summary.head)
         X, y, _Z, _codes = self.arrays(summary.head)
