@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import checks
+from . import checks, sources
 from .control import Control, as_control
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
@@ -87,17 +87,37 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
                    control=None) -> LmmScopeResult:
     control = as_control(control)
     progress = Progress(verbose)
-    if not penalize_random_slopes:
-        slopes = [j for j in random_slope_columns(names, random_names) if j not in unpenalised]
-        if slopes:
-            progress(f"unpenalised as random slopes: {', '.join(names[j] for j in slopes)}")
-        _check_k_after_slopes(k, len(names) - len(set(unpenalised) | set(slopes)), names, slopes)
-        unpenalised = sorted(set(unpenalised) | set(slopes))
+    unpenalised = with_random_slopes(names, random_names, unpenalised, k,
+                                     penalize_random_slopes, progress)
     progress(f"N={X.shape[0]}, p={X.shape[1]} ({len(unpenalised)} unpenalised), "
              f"q={Z.shape[1]}, clusters={labels.size}")
     data = Data(X, y, Z, codes, labels.size, control=control,
                 layout=choose_layout(X.shape[0], X.shape[1], k, a, control))
     progress("per-cluster cross-products done")
+    sel, mixed, columns = select_and_refit(
+        data, names, random_names, labels, group_name, unpenalised, k=k, a=a,
+        criterion=criterion, k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, method=method,
+        random_state=random_state, progress=progress, control=control)
+    return LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns,
+                          data=data)
+
+
+def with_random_slopes(names, random_names, unpenalised, k, penalize_random_slopes, progress):
+    """The unpenalised columns, plus the random slopes unless ``penalize_random_slopes``."""
+    if penalize_random_slopes:
+        return unpenalised
+    slopes = [j for j in random_slope_columns(names, random_names) if j not in unpenalised]
+    if slopes:
+        progress(f"unpenalised as random slopes: {', '.join(names[j] for j in slopes)}")
+    _check_k_after_slopes(k, len(names) - len(set(unpenalised) | set(slopes)), names, slopes)
+    return sorted(set(unpenalised) | set(slopes))
+
+
+def select_and_refit(data, names, random_names, labels, group_name, unpenalised, *, k, a,
+                     criterion, k_max, cv_folds, a_grid, method, random_state, progress,
+                     control):
+    """Tuning and selection on a data backend (contract 2: in memory, streamed or Dask),
+    then the (RE)ML refit on the selected columns.  Returns (selection, refit, columns)."""
     refitter = Refitter(data, control)
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
@@ -108,8 +128,7 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     mixed = MixedModelFit(data.subset_stats(columns), [names[j] for j in columns], random_names,
                           labels, group_name, reml=reml, optimum=optimum, control=control)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
-    return LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns,
-                          data=data)
+    return sel, mixed, columns
 
 
 def _check_method(method) -> bool:
@@ -122,7 +141,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
               criterion: str = "gic", k_max=None, cv_folds: int = 5, a_grid=DEFAULT_A_GRID,
               method: str = "REML", na_action: str = "omit", random_state=0,
               verbose=False, penalize_random_slopes: bool = False,
-              control: Control | None = None) -> LmmScopeResult:
+              control: Control | None = None, chunk_rows=None) -> LmmScopeResult:
     """Select the fixed effects of a linear mixed model by quasi-likelihood best subset.
 
     Parameters
@@ -173,7 +192,17 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     LmmScopeResult.  Its refit reports ``converged`` / ``convergence_messages``; a refit
     that fails lme4's final convergence check issues a
     :class:`lmmscope.ConvergenceWarning`.
+    chunk_rows : rows per chunk when ``data`` is a path or glob of parquet files (data
+        larger than memory, streamed; see :mod:`lmmscope.sources`); ``data`` may also be
+        a dask.dataframe.DataFrame.
     """
+    if sources.is_external(data):
+        return sources.fit_external("scope", formula, data, chunk_rows=chunk_rows, k=k, a=a,
+                                    always=always, criterion=criterion, k_max=k_max,
+                                    cv_folds=cv_folds, a_grid=a_grid, method=method,
+                                    na_action=na_action, random_state=random_state,
+                                    verbose=verbose, penalize_random_slopes=penalize_random_slopes,
+                                    control=control)
     design = build_design(formula, data, na_action=na_action)
     names = design.fixed_names
     if not names:
@@ -190,12 +219,17 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
 
 
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit",
-        *, control: Control | None = None) -> LmmResult:
+        *, control: Control | None = None, chunk_rows=None, verbose=False) -> LmmResult:
     """Fit a linear mixed model with every listed fixed effect (no selection), like lme4::lmer.
 
+    ``data`` may be a DataFrame, a path or glob of parquet files (streamed in chunks of
+    ``chunk_rows`` rows) or a dask.dataframe.DataFrame.
     ``control``: a :class:`lmmscope.Control` (optimiser and convergence-check tolerances).
     The result reports ``converged``; a fit failing lme4's final convergence check
     issues a :class:`lmmscope.ConvergenceWarning`."""
+    if sources.is_external(data):
+        return sources.fit_external("lmm", formula, data, chunk_rows=chunk_rows, method=method,
+                                    na_action=na_action, verbose=verbose, control=control)
     design = build_design(formula, data, na_action=na_action)
     X, y, Z, codes, labels = _validated_design(design)
     stats = compute_cluster_stats(X, y, Z, codes, labels.size)

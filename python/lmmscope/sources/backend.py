@@ -1,0 +1,71 @@
+"""The data backend of tuning (contract 2) built from statistics alone, no rows.
+
+Everything selection and the REML refit need is a function of the per-cluster
+statistics: the whitened Gram of each ``a`` by Woodbury (crossprod.whiten_stats), the
+training problem of a cross-validation fold as totals minus the fold's, the refit's
+statistics as a column subset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..control import as_control
+from ..crossprod import ClusterStats, whiten_stats
+from ..profiled import rescale_z, z_column_scale
+from ..selection import reduce_gram
+
+
+class StatsBackend:
+    """tuning's data interface (N, p, n_groups, stats, use_gram; reduced, fold_problems,
+    subset_stats) over a :class:`ClusterStats` with its p x p Gram."""
+
+    use_gram = True
+
+    def __init__(self, stats: ClusterStats, column_min, column_max, folds=None, fold_stats=None,
+                 control=None):
+        # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
+        # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
+        control = as_control(control)
+        self.z_scale = z_column_scale(stats) if control.unit_free_z else np.ones(stats.q)
+        self.stats = rescale_z(stats, self.z_scale)
+        if fold_stats is not None:
+            fold_stats = [rescale_z(st, self.z_scale) for st in fold_stats]
+        self.N, self.p, self.n_groups = stats.n_obs, stats.p, stats.n_groups
+        # Two rows whose column ranges are the data's: today's constant-column check
+        # reads ranges from X (np.ptp); integrator: drop once checks run on stats alone.
+        self.X = np.vstack([column_min, column_max])
+        self._folds, self._fold_stats = folds, fold_stats
+
+    def reduced(self, a, unpenalised, rows=None):
+        if rows is not None:
+            raise ValueError("streamed data have no rows; use fold_problems for subsets")
+        w = whiten_stats(self.stats, a)
+        return reduce_gram(w.gram, w.xty, w.yty, unpenalised), w.trace_inv
+
+    def subset_stats(self, columns) -> ClusterStats:
+        return rescale_z(self.stats.subset(columns), 1.0 / self.z_scale)
+
+    def whitened(self, a):
+        return whiten_stats(self.stats, a)
+
+    def cluster_Zt_Xbeta(self, beta) -> np.ndarray:
+        """Z_i'X_i beta for every cluster, (clusters, q)."""
+        return np.einsum("iqp,p->iq", self.stats.ZtX, beta)
+
+    def fold_problems(self, a, unpenalised, fold_of_cluster):
+        """As tuning.Data.fold_problems: training statistics are totals minus the fold's."""
+        if self._folds is None:
+            raise ValueError("cross-validation folds were not accumulated in the data pass")
+        if not np.array_equal(fold_of_cluster, self._folds):
+            raise ValueError("streamed data accumulate the statistics of the folds fixed before "
+                             "the data pass (cv_folds, random_state); other folds need another pass")
+        total = whiten_stats(self.stats, a)
+        out = []
+        for st in self._fold_stats:
+            held = whiten_stats(st, a)
+            train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
+                                total.yty - held.yty, unpenalised)
+            out.append((train, (held.gram, held.xty, held.yty), (st.XtX, st.Xty, st.yty),
+                        self.N - st.n_obs))
+        return out

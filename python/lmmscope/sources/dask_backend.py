@@ -1,0 +1,288 @@
+"""Tuning's data backend with the per-cluster blocks kept on the Dask workers.
+
+Pass 2 (one task per partition) computes a partition's statistics with the same code
+as a parquet chunk, then splits them: the per-cluster blocks Z_i'Z_i, Z_i'X_i, Z_i'y_i
+go to ``n_buckets`` buckets by cluster key (global code mod n_buckets), and the Gram
+part (X'X, X'y, y'y, per cross-validation fold) is summed by a tree reduction.  A
+bucket task adds the pieces of its clusters from every partition, so a cluster that
+straddles partitions is combined by key on a worker, and the buckets are persisted
+there.  The client keeps only p x p matrices and the q x q blocks Z_i'Z_i (plus
+Z_i'y_i and the sizes): n_groups * q * (q + 1) floats, not n_groups * q * p.
+
+Each ``a`` step asks every bucket for its share of the whitened Gram (Woodbury's
+correction over its clusters, per fold when cross-validating: whiten_stats on the
+bucket with a zero Gram part, which is additive over clusters) and tree-reduces them:
+p x p per step travels to the client.  The REML refit gathers Z_i'X_i of the selected
+columns only (n_groups * q * k floats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..control import as_control
+from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
+from ..profiled import rescale_z, z_column_scale
+from ..selection import reduce_gram
+from .accumulate import (RowCounts, _add_gram, _add_stats, chunk_stats, cluster_subset,
+                         empty_stats)
+
+MAX_BUCKETS = 16  # graph edges grow as partitions x buckets
+TREE_FAN_IN = 8
+
+
+@dataclass
+class GramPart:
+    """The Gram part of some rows, per fold, and their column ranges."""
+
+    folds: list  # ClusterStats with no clusters: X'X, X'y, y'y of each fold
+    column_min: np.ndarray
+    column_max: np.ndarray
+    rows: RowCounts
+
+
+def partition_pieces(spec, fold_of_cluster, n_buckets, n_folds, index, frame):
+    """Worker: a partition's blocks split by bucket, and its Gram part."""
+    q, p = len(spec.design.random_names), len(spec.names)
+    part = chunk_stats(spec, frame, fold_of_cluster)
+    gram = GramPart([empty_stats(0, q, p) for _ in range(n_folds)],
+                    np.full(p, np.inf), np.full(p, -np.inf), part.rows)
+    blocks = [[] for _ in range(n_buckets)]
+    for fold, clusters, stats in part.pieces:
+        _add_gram(gram.folds[fold], stats)
+        bucket = clusters % n_buckets
+        for b in np.unique(bucket):
+            keep = bucket == b
+            blocks[b].append((clusters[keep], cluster_subset(stats, keep)))
+    gram.column_min, gram.column_max = part.column_min, part.column_max
+    return blocks, gram
+
+
+def _bucket_of(pieces, b):
+    return pieces[0][b]
+
+
+def _gram_of(pieces):
+    return pieces[1]
+
+
+def combine_bucket(b, n_buckets, n_groups, q, p, *block_lists):
+    """Worker: every piece of the clusters b, b + n_buckets, ... summed by cluster."""
+    clusters = np.arange(b, n_groups, n_buckets)
+    total = empty_stats(clusters.size, q, p, gram=False)
+    for blocks in block_lists:
+        for codes, stats in blocks:
+            _add_stats(total, stats, codes // n_buckets)
+    return clusters, total
+
+
+def sum_gram_parts(*parts):
+    out = parts[0]
+    for part in parts[1:]:
+        for mine, theirs in zip(out.folds, part.folds):
+            _add_gram(mine, theirs)
+        out = GramPart(out.folds, np.minimum(out.column_min, part.column_min),
+                       np.maximum(out.column_max, part.column_max), out.rows + part.rows)
+    return out
+
+
+def small_blocks(bucket):
+    """Worker -> client: the q x q blocks, Z_i'y_i and sizes of a bucket."""
+    clusters, stats = bucket
+    return clusters, stats.ZtZ, stats.Zty, stats.sizes
+
+
+def column_blocks(bucket, columns):
+    clusters, stats = bucket
+    return clusters, stats.ZtX[:, :, columns]
+
+
+def cluster_Zt_Xbeta(bucket, beta):
+    clusters, stats = bucket
+    return clusters, np.einsum("iqp,p->iq", stats.ZtX, beta)
+
+
+def _with_zero_gram(stats: ClusterStats) -> ClusterStats:
+    p = stats.p
+    return ClusterStats(stats.ZtZ, stats.ZtX, stats.Zty, np.zeros((p, p)), np.zeros(p), 0.0,
+                        stats.sizes)
+
+
+def whitened_shares(bucket, a, fold_of_cluster, n_folds, z_scale):
+    """Worker: the bucket's additive share of whiten_stats (Z's columns scaled by
+    ``z_scale``, as the in-memory proxy), in total and per fold."""
+    clusters, stats = bucket
+    stats = rescale_z(stats, z_scale)
+    if fold_of_cluster is None:
+        return [whiten_stats(_with_zero_gram(stats), a)]
+    folds = fold_of_cluster[clusters]
+    shares = [whiten_stats(_with_zero_gram(cluster_subset(stats, folds == f)), a)
+              if np.any(folds == f) else _zero_whitened(a, stats.p) for f in range(n_folds)]
+    return [sum_whitened(*shares)] + shares
+
+
+def sum_whitened(*shares):
+    """Sum of WhitenedStats (or of lists of them, elementwise): every field is additive."""
+    if isinstance(shares[0], list):
+        return [sum_whitened(*column) for column in zip(*shares)]
+    first = shares[0]
+    return WhitenedStats(a=first.a, gram=sum(s.gram for s in shares),
+                         xty=sum(s.xty for s in shares), yty=sum(s.yty for s in shares),
+                         trace_inv=sum(s.trace_inv for s in shares),
+                         logdet=sum(s.logdet for s in shares),
+                         n_obs=sum(s.n_obs for s in shares))
+
+
+def tree_reduce(delayed_items, combine):
+    """Pairwise-tree (fan-in TREE_FAN_IN) reduction of delayed values, as one graph."""
+    import dask
+
+    level = list(delayed_items)
+    while len(level) > 1:
+        level = [dask.delayed(combine)(*level[i:i + TREE_FAN_IN])
+                 for i in range(0, len(level), TREE_FAN_IN)]
+    return level[0]
+
+
+def _plus_gram(gram_stats: ClusterStats, share: WhitenedStats) -> WhitenedStats:
+    """The whitened statistics: the rows' Gram part plus the clusters' Woodbury share."""
+    return WhitenedStats(a=share.a, gram=gram_stats.XtX + share.gram,
+                         xty=gram_stats.Xty + share.xty, yty=gram_stats.yty + share.yty,
+                         trace_inv=share.trace_inv, logdet=share.logdet, n_obs=share.n_obs)
+
+
+def _zero_whitened(a, p) -> WhitenedStats:
+    return WhitenedStats(a=a, gram=np.zeros((p, p)), xty=np.zeros(p), yty=0.0, trace_inv=0.0,
+                         logdet=0.0, n_obs=0)
+
+
+class DaskStatsBackend:
+    """Contract 2 over buckets of per-cluster blocks persisted on the workers."""
+
+    use_gram = True
+
+    def __init__(self, source, spec, fold_of_cluster, progress, control=None):
+        self._source, self._folds = source, fold_of_cluster
+        self._n_folds = 1 if fold_of_cluster is None else int(fold_of_cluster.max()) + 1
+        self.n_groups, self.p = spec.group_labels.size, len(spec.names)
+        q = len(spec.design.random_names)
+        self._buckets, self._gram = self._statistics_pass(spec, progress)
+        # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
+        # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
+        self._raw_stats = self._client_stats(q)
+        self.z_scale = (z_column_scale(self._raw_stats) if as_control(control).unit_free_z
+                        else np.ones(q))
+        self.stats = rescale_z(self._raw_stats, self.z_scale)
+        self.N = self.stats.n_obs
+        self.rows = self._gram.rows
+        self.X = np.vstack([self._gram.column_min, self._gram.column_max])  # see StatsBackend.X
+        self._whitened, self._subsets = {}, {}
+
+    def _statistics_pass(self, spec, progress):
+        """Pass 2 as one graph: buckets persisted on the workers, the Gram part reduced.
+
+        Both are persisted together, so every partition is read once."""
+        import dask
+
+        source, q = self._source, len(spec.design.random_names)
+        parts = source.partitions(spec.used)
+        self.n_buckets = max(1, min(len(parts), MAX_BUCKETS, self.n_groups))
+        spec_shared, folds_shared = source.share(spec), source.share(self._folds)
+        pieces = [dask.delayed(partition_pieces, pure=False)(
+            spec_shared, folds_shared, self.n_buckets, self._n_folds, i, part)
+            for i, part in enumerate(parts)]
+        buckets = [dask.delayed(combine_bucket)(
+            b, self.n_buckets, self.n_groups, q, self.p,
+            *[dask.delayed(_bucket_of)(pc, b) for pc in pieces]) for b in range(self.n_buckets)]
+        gram = tree_reduce([dask.delayed(_gram_of)(pc) for pc in pieces], sum_gram_parts)
+        *buckets, gram = source.persist(buckets + [gram])
+        (gram,) = source.compute(gram)
+        progress(f"pass 2: {len(parts)} partitions -> {self.n_buckets} buckets of per-cluster "
+                 "blocks persisted on the workers")
+        return buckets, gram
+
+    def _client_stats(self, q) -> ClusterStats:
+        """The client's statistics: Z_i'Z_i, Z_i'y_i, sizes and the Gram part; Z'X lives on
+        the workers, so this ClusterStats has no columns of Z'X (whitened Grams and
+        column subsets come from the methods below)."""
+        import dask
+
+        n = self.n_groups
+        ZtZ, Zty, sizes = np.zeros((n, q, q)), np.zeros((n, q)), np.zeros(n, dtype=np.int64)
+        for clusters, zz, zy, m in self._source.compute(
+                *[dask.delayed(small_blocks)(bk) for bk in self._buckets]):
+            ZtZ[clusters], Zty[clusters], sizes[clusters] = zz, zy, m
+        total = empty_stats(0, q, self.p)
+        for fold in self._gram.folds:
+            _add_gram(total, fold)
+        return ClusterStats(ZtZ, np.zeros((n, q, 0)), Zty, total.XtX, total.Xty, total.yty, sizes)
+
+    def _whitened_at(self, a):
+        """[total, fold 0, fold 1, ...] whitened statistics at a: one tree reduction."""
+        import dask
+
+        if a not in self._whitened:
+            folds = self._source.share(self._folds)
+            shares = [dask.delayed(whitened_shares)(bk, a, folds, self._n_folds, self.z_scale)
+                      for bk in self._buckets]
+            (reduced,) = self._source.compute(tree_reduce(shares, sum_whitened))
+            if self._folds is None:
+                self._whitened = {a: [_plus_gram(self.stats, reduced[0])]}
+            else:
+                parts = [_plus_gram(self.stats, reduced[0])]
+                parts += [_plus_gram(g, s) for g, s in zip(self._gram.folds, reduced[1:])]
+                self._whitened = {a: parts}  # one a at a time: p x p per fold
+        return self._whitened[a]
+
+    def whitened(self, a):
+        return self._whitened_at(a)[0]
+
+    def cluster_Zt_Xbeta(self, beta) -> np.ndarray:
+        """Z_i'X_i beta for every cluster (Z's columns scaled as ``stats``), computed on
+        the workers: (clusters, q)."""
+        import dask
+
+        out = np.zeros((self.n_groups, self.stats.q))
+        for clusters, block in self._source.compute(
+                *[dask.delayed(cluster_Zt_Xbeta)(bk, beta) for bk in self._buckets]):
+            out[clusters] = block
+        return out / self.z_scale
+
+    def reduced(self, a, unpenalised, rows=None):
+        if rows is not None:
+            raise ValueError("Dask data have no rows here; use fold_problems for subsets")
+        w = self._whitened_at(a)[0]
+        return reduce_gram(w.gram, w.xty, w.yty, unpenalised), w.trace_inv
+
+    def fold_problems(self, a, unpenalised, fold_of_cluster):
+        if self._folds is None or not np.array_equal(fold_of_cluster, self._folds):
+            raise ValueError("Dask data accumulate the statistics of the folds fixed before "
+                             "the data pass (cv_folds, random_state); other folds need another pass")
+        total, *held_parts = self._whitened_at(a)
+        out = []
+        for fold, held in enumerate(held_parts):
+            raw = self._gram.folds[fold]
+            train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
+                                total.yty - held.yty, unpenalised)
+            out.append((train, (held.gram, held.xty, held.yty), (raw.XtX, raw.Xty, raw.yty),
+                        self.N - held.n_obs))
+        return out
+
+    def subset_stats(self, columns) -> ClusterStats:
+        """Statistics of the columns ``columns``: their Z_i'X_i gathered from the workers."""
+        import dask
+
+        key = tuple(int(j) for j in columns)
+        if key not in self._subsets:
+            cols = np.asarray(key, dtype=np.int64)
+            parts = self._source.compute(*[dask.delayed(column_blocks)(bk, cols)
+                                           for bk in self._buckets])
+            ZtX = np.zeros((self.n_groups, self.stats.q, cols.size))
+            for clusters, block in parts:
+                ZtX[clusters] = block
+            st = self._raw_stats
+            self._subsets = {key: ClusterStats(st.ZtZ, ZtX, st.Zty, st.XtX[np.ix_(cols, cols)],
+                                               st.Xty[cols], st.yty, st.sizes)}
+        return self._subsets[key]

@@ -1,0 +1,91 @@
+"""Results of fits on streamed or Dask data: everything but what needs the rows.
+
+Fixed effects, variance components, random effects (by cluster label), the selection
+path and ``predict(newdata)`` are in memory, as for an in-memory fit.  ``fitted()``,
+``residuals()`` and ``predict()`` without newdata would need the rows back and raise a
+clear error instead; ``inference()`` makes one more pass over the data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..formula import INTERCEPT
+from ..prediction import Predictor
+from ..results import LmmResult, LmmScopeResult
+
+
+def _not_available(what: str, why: str):
+    raise NotImplementedError(f"{what} is not available for streamed data (parquet files or a "
+                              f"Dask DataFrame): {why}")
+
+
+class _StreamedMethods:
+    """Overrides shared by the two streamed result classes."""
+
+    def _full_fixef(self) -> np.ndarray:
+        beta = np.zeros(len(self.design.fixed_names))
+        beta[self._refit_columns] = self.mixed.fixef.to_numpy()
+        return beta
+
+    def fitted(self):
+        _not_available("fitted()", "the rows were not kept; use predict(newdata, level=1) "
+                       "on the rows you need")
+
+    def residuals(self):
+        _not_available("residuals()", "the rows were not kept; compute y - predict(newdata, "
+                       "level=1) on the rows you need")
+
+    def predictor(self) -> Predictor:
+        intercept_only = self.design.random_names == [INTERCEPT]
+        return Predictor(self.design.without_data(), self._full_fixef(),
+                         self.mixed.ranef.to_numpy(), self._group_labels, intercept_only)
+
+    def predict(self, newdata=None, level: int = 0, Z=None, groups=None) -> np.ndarray:
+        if newdata is None:
+            _not_available("predict() without newdata", "pass the rows as newdata")
+        return self.predictor().predict(newdata, level=level, Z=Z, groups=groups)
+
+
+class StreamedLmmResult(_StreamedMethods, LmmResult):
+    """:func:`lmmscope.lmm` on parquet files or a Dask DataFrame."""
+
+    def __init__(self, mixed, design, group_labels):
+        super().__init__(mixed, design, np.empty((0, len(design.fixed_names))), None, None,
+                         None, group_labels)
+
+
+class StreamedScopeResult(_StreamedMethods, LmmScopeResult):
+    """:func:`lmmscope.lmm_scope` on parquet files or a Dask DataFrame."""
+
+    def __init__(self, selection, mixed, design, group_labels, names, unpenalised,
+                 refit_columns, backend, source=None, spec=None):
+        super().__init__(selection, mixed, design, None, None, None, None, group_labels,
+                         names, unpenalised, refit_columns, data=backend)
+        self._source, self._spec = source, spec
+
+    def inference(self, terms=None, level: float = 0.95, adjust="bh", n_jobs=None,
+                  verbose=False, lasso_tol: float = 1e-8):
+        """As :meth:`LmmScopeResult.inference`; the cluster scores take one more pass over
+        the data (parquet files or the Dask DataFrame, which must still be readable)."""
+        from .. import inference as inf
+        from ..tuning import Progress
+        from .inference import cluster_scores, pseudo_rows
+
+        columns = self._term_indices(terms)
+        progress = Progress(verbose)
+        if self._inference_cache is None or self._inference_cache["tol"] != lasso_tol:
+            G = self._data.whitened(self.a).gram
+            scores = cluster_scores(self._source, self._spec, self._data, self.a,
+                                    self.coef.to_numpy(), progress)
+            self._inference_cache = {"G": G, "R": pseudo_rows(G, self.nobs), "scores": scores,
+                                     "rows": {}, "tol": lasso_tol}
+        cache = self._inference_cache
+        todo = [j for j in columns if j not in cache["rows"]]
+        if todo:
+            fit = inf.nodewise_lasso(cache["G"], cache["R"], self.nobs, todo, n_jobs=n_jobs,
+                                     progress=progress, tol=lasso_tol)
+            cache["rows"].update(zip(todo, fit.coef))
+        directions = np.array([cache["rows"][j] for j in columns])
+        est, se = inf.debias(cache["G"], cache["scores"], self.coef.to_numpy(), columns, directions)
+        return inf.inference_table(self.names, columns, est, se, self.ngroups - 1, level, adjust)

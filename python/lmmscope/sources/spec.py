@@ -1,0 +1,249 @@
+"""The first pass over external data, and the model spec every chunk is materialised with.
+
+Pass 1 reads only the model's columns and collects what fixes the encodings for all
+later chunks: the row count, rows with missing values (dropped, as R's na.omit), the
+levels of every categorical column and the cluster labels, both over the complete rows
+only, as the in-memory fit sees them.  The formula is then materialised once on a
+small prototype frame whose categorical columns carry the full level sets
+(:func:`lmmscope.formula.build_design`), and every chunk goes through
+:func:`lmmscope.formula.new_design_matrices` with that design: the same columns, in
+the same order, in every chunk, file and partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from formulaic import model_matrix
+
+from ..formula import (INTERCEPT, R_FUNCTIONS, _is_categorical, _required, build_design,
+                       expand_dot, new_design_matrices, parse_formula)
+
+PROTOTYPE_ROWS = 1000  # complete rows kept from the first chunk: prototype and shift
+
+
+def used_columns(formula: str, columns) -> list:
+    """The data columns a formula reads, in the data's column order ('.' expanded)."""
+    parsed = parse_formula(formula)
+    columns = [str(c) for c in columns]
+    if parsed.group not in columns:
+        raise KeyError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
+    response_vars = _required(parsed.response)
+    fixed = expand_dot(parsed.fixed, columns, response_vars | {parsed.response, parsed.group})
+    needed = response_vars | _required(fixed) | _required(parsed.random) | {parsed.group}
+    unknown = sorted(v for v in needed if v not in columns)
+    if unknown:
+        raise KeyError("unknown column(s) in formula: " + ", ".join(unknown))
+    return [c for c in columns if c in needed]
+
+
+@dataclass
+class FirstPassPart:
+    """What one chunk (or partition) contributes to the first pass."""
+
+    index: int
+    n_rows: int
+    n_missing: int
+    groups: np.ndarray  # distinct cluster labels among complete rows
+    levels: dict  # column -> distinct values among complete rows (categorical columns)
+    infinite: list  # numeric columns holding +-inf
+    head: pd.DataFrame  # first complete rows (prototype)
+
+
+def _complete_rows(frame: pd.DataFrame, used) -> np.ndarray:
+    return ~frame[used].isna().any(axis=1).to_numpy()
+
+
+def light_columns(meta: pd.DataFrame, used, group: str) -> list:
+    """The columns pass 1 must read for labels and levels: grouping and categorical."""
+    return [c for c in used if c == group or _is_categorical(meta[c])]
+
+
+def first_pass_part(index: int, frame: pd.DataFrame, used, group: str) -> FirstPassPart:
+    """Pass-1 summary of one chunk: runs on a worker for Dask, in the loop for parquet."""
+    frame = frame.rename(columns=str)
+    complete = _complete_rows(frame, used)
+    kept = frame[used] if complete.all() else frame.loc[complete, used]
+    levels, infinite = {}, []
+    for name in used:
+        col = kept[name]
+        if name != group and _is_categorical(col):
+            levels[name] = pd.unique(col.astype(object).to_numpy())
+        elif pd.api.types.is_numeric_dtype(col) and col.dtype != bool:
+            if np.isinf(col.to_numpy(dtype=float)).any():
+                infinite.append(name)
+    return FirstPassPart(index, int(frame.shape[0]), int((~complete).sum()),
+                         pd.unique(kept[group].to_numpy()), levels, infinite,
+                         kept.head(PROTOTYPE_ROWS))
+
+
+@dataclass
+class FirstPass:
+    """The combination of every chunk's :class:`FirstPassPart` (order does not matter)."""
+
+    n_rows: int = 0
+    n_missing: int = 0
+    n_parts: int = 0
+    groups: list = field(default_factory=list)
+    levels: dict = field(default_factory=dict)
+    infinite: set = field(default_factory=set)
+    head_index: int = -1
+    head: pd.DataFrame | None = None
+
+    def add(self, part: FirstPassPart) -> None:
+        self.n_rows += part.n_rows
+        self.n_missing += part.n_missing
+        self.n_parts += 1
+        self.groups.append(part.groups)
+        for name, values in part.levels.items():
+            self.levels.setdefault(name, []).append(values)
+        self.infinite.update(part.infinite)
+        # The earliest chunk with complete rows gives the prototype, whatever the
+        # order in which Dask partitions finish.
+        if part.head.shape[0] and (self.head is None or part.index < self.head_index):
+            self.head_index, self.head = part.index, part.head
+
+
+def _sorted_distinct(arrays) -> np.ndarray:
+    """Distinct values in np.unique's order (what the in-memory encoding uses)."""
+    values = np.concatenate([np.asarray(a) for a in arrays]) if arrays else np.empty(0)
+    return np.unique(values)
+
+
+def _refuse_stateful(*specs):
+    for spec in specs:
+        if spec.transform_state:
+            raise ValueError(
+                "data-dependent transforms (" + ", ".join(sorted(spec.transform_state))
+                + ") cannot be used with streamed or Dask data: their centre and scale "
+                "would come from one chunk; transform the column before fitting")
+
+
+class StreamSpec:
+    """The model's encodings, fixed by the first pass: turns any chunk into arrays."""
+
+    def __init__(self, formula: str, used: list, summary: FirstPass, na_action: str,
+                 provisional: bool = False):
+        if summary.infinite:
+            name = sorted(summary.infinite)[0]
+            raise ValueError(f"column {name!r} contains infinite values")
+        # provisional: pass 1 read only the grouping and categorical columns; the rows
+        # with missing values are counted, and the labels and levels checked, in pass 2.
+        self.provisional = provisional
+        if summary.n_missing and na_action == "fail":
+            raise ValueError(f"{summary.n_missing} rows have missing values in the model's "
+                             "columns (na_action='fail')")
+        if summary.head is None:
+            raise ValueError("no rows left after removing missing values")
+        self.used = used
+        self.n_rows = summary.n_rows - summary.n_missing
+        self.n_dropped = summary.n_missing
+        self.group_labels = _sorted_distinct(summary.groups)
+        self.levels = {name: [v for v in _sorted_distinct(vals)]
+                       for name, vals in summary.levels.items()}
+        prototype = summary.head.copy()
+        for name, levels in self.levels.items():
+            prototype[name] = pd.Categorical(prototype[name].astype(object), categories=levels)
+        self.design = build_design(formula, prototype, na_action="fail")
+        self.design.n_dropped = summary.n_missing
+        self.response_spec = model_matrix(self.design.fixed_formula, prototype,
+                                          context=R_FUNCTIONS).lhs.model_spec
+        _refuse_stateful(self.design.fixed_spec, self.design.random_spec, self.response_spec)
+        self._plain = None
+        self._plain = self._plain_columns(summary.head)
+        X, y, _Z, _codes = self.arrays(summary.head)
+        # Any shift close to the column means keeps the cross-products well conditioned
+        # (contract 1); the first complete rows give it without another pass.
+        self.x_shift = X.mean(axis=0)
+        if INTERCEPT in self.design.fixed_names:
+            self.x_shift[self.design.fixed_names.index(INTERCEPT)] = 0.0
+        self.y_shift = float(y.mean())
+        self.design = self.design.without_data()  # the spec travels to every worker
+
+    def _plain_columns(self, prototype):
+        """(fixed, random, response) column names when every design column is a numeric
+        data column (or the intercept), else None.  Then a chunk's arrays are its columns,
+        without formulaic (which costs more than reading the chunk); the prototype checks
+        that both routes give the same arrays."""
+        d = self.design
+        response = str(self.response_spec.column_names[0]) if len(
+            self.response_spec.column_names) == 1 else None
+        names = [n for n in d.fixed_names + d.random_names if n != INTERCEPT] + [response]
+        numeric = all(n in prototype.columns and pd.api.types.is_numeric_dtype(prototype[n])
+                      and prototype[n].dtype != bool for n in names)
+        if not numeric:
+            return None
+        plain = (d.fixed_names, d.random_names, response)
+        fast = self._plain_arrays(prototype, plain)
+        X, Z = new_design_matrices(d, prototype, need_random=True)
+        y = np.asarray(self.response_spec.get_model_matrix(prototype, context=R_FUNCTIONS),
+                       dtype=float)[:, 0]
+        same = all(np.array_equal(a, b) for a, b in zip(fast, (X, Z, y)))
+        return plain if same else None
+
+    @staticmethod
+    def _plain_arrays(frame, plain):
+        fixed, random, response = plain
+
+        def matrix(names):
+            out = np.empty((frame.shape[0], len(names)))
+            for j, name in enumerate(names):
+                out[:, j] = 1.0 if name == INTERCEPT else frame[name].to_numpy(dtype=float)
+            return out
+
+        return matrix(fixed), matrix(random), frame[response].to_numpy(dtype=float)
+
+    @property
+    def names(self) -> list:
+        return self.design.fixed_names
+
+    def complete(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The chunk's rows with no missing value in the model's columns (na.omit)."""
+        frame = frame.rename(columns=str)
+        complete = _complete_rows(frame, self.used)
+        return frame[self.used] if complete.all() else frame.loc[complete, self.used]
+
+    def level_counts(self, kept: pd.DataFrame) -> dict:
+        """Complete rows per level of every categorical column (to check the first pass)."""
+        return {name: np.bincount(pd.Categorical(kept[name].astype(object),
+                                                 categories=levels).codes + 1,
+                                  minlength=len(levels) + 1)[1:]
+                for name, levels in self.levels.items()}
+
+    def arrays(self, frame: pd.DataFrame):
+        """(X, y, Z, global cluster codes) of a chunk's complete rows."""
+        return self.design_arrays(self.complete(frame))
+
+    def design_arrays(self, frame: pd.DataFrame):
+        """(X, y, Z, global cluster codes) of complete rows."""
+        frame = frame.copy(deep=False)
+        for name in self.levels:
+            # Plain values: chunk-local categories or Arrow-backed strings must not decide
+            # the encoding (formulaic takes it from the spec's full level set).
+            frame[name] = frame[name].astype(object)
+        if self._plain is not None:
+            X, Z, y = self._plain_arrays(frame, self._plain)
+        else:
+            X, Z = new_design_matrices(self.design, frame, need_random=True)
+            y = np.asarray(self.response_spec.get_model_matrix(frame, context=R_FUNCTIONS),
+                           dtype=float)[:, 0]
+        for what, M, names in (("X", X, self.design.fixed_names),
+                               ("Z", Z, self.design.random_names)):
+            bad = ~np.isfinite(M).all(axis=0)
+            if bad.any():
+                raise ValueError(f"{what} contains NaN or infinite values in column(s): "
+                                 + ", ".join(n for n, b in zip(names, bad) if b))
+        if not np.isfinite(y).all():
+            raise ValueError("the response contains NaN or infinite values")
+        return X, y, Z, self.codes(frame[self.design.group_name].to_numpy())
+
+    def codes(self, groups: np.ndarray) -> np.ndarray:
+        """Positions of the labels among the first pass's cluster labels."""
+        codes = np.searchsorted(self.group_labels, groups)
+        codes = np.clip(codes, 0, self.group_labels.size - 1)
+        if groups.size and not np.array_equal(self.group_labels[codes], groups):
+            raise ValueError("a chunk holds cluster labels not seen in the first pass: "
+                             "the data changed while being read")
+        return codes.astype(np.int64)
