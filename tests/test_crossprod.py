@@ -31,7 +31,6 @@ def test_whitened_gram_matches_dense_reference():
         np.testing.assert_allclose(w.xty, Xa.T @ ya, atol=1e-10, rtol=0)
         assert abs(w.yty - ya @ ya) < 1e-10
         assert abs(w.trace_inv - np.trace(np.linalg.inv(S))) < 1e-10
-        assert abs(w.logdet - np.linalg.slogdet(S)[1]) < 1e-10
         Xr, yr = whiten_rows(X, y, Z, codes, 25, a)
         np.testing.assert_allclose(Xr, Xa, atol=1e-10, rtol=0)
         np.testing.assert_allclose(yr, ya, atol=1e-10, rtol=0)

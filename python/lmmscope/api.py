@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -57,6 +59,9 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
                  verbose=progress)
+    # selection ran on centred statistics: convert its coefficients (intercept only)
+    sel = dataclasses.replace(sel, coef=data.stats.original_coef(sel.coef),
+                              path_coef=data.stats.original_coef(sel.path_coef))
     columns = sorted(set(unpenalised) | set(sel.support.tolist()))
     stats = data.subset_stats(columns)
     reml = _check_method(method)

@@ -27,7 +27,6 @@ import scipy.sparse as sp
 from scipy import stats as sps
 
 from .crossprod import cluster_factors, cluster_transpose_operator, whiten_stats
-from .intercept import left_multiply
 
 ADJUSTMENTS = ("bh", "holm", None)
 
@@ -38,7 +37,6 @@ class NodewiseFit:
 
     columns: np.ndarray
     coef: np.ndarray  # (len(columns), p): row r is e_j - g_j, the score direction on X_a
-    sigma: np.ndarray  # scaled-lasso noise level of each node-wise regression (unit scale)
     iterations: np.ndarray
 
 
@@ -55,17 +53,31 @@ def whitened_gram(data, a):
 
 
 def cluster_scores(data, a, beta):
-    """Per-cluster X_i' Sigma_a,i^{-1} (y_i - X_i beta): (clusters, p)."""
-    r = data.y - data.X @ beta
-    indicator = sp.csr_matrix((r, (data.codes, np.arange(data.N))), shape=(data.n_groups, data.N))
-    Xr = left_multiply(indicator, data.X)
+    """Per-cluster Xc_i' Sigma_a,i^{-1} (yc_i - Xc_i c): (clusters, p).
+
+    ``beta`` is in the original parametrisation; the scores are formed on the centred
+    data of ``data.stats`` (c = beta but for the intercept), one chunk of rows at a
+    time, so they do not depend on the location of X or y.
+    """
+    stats = data.stats
+    coef = stats.centred_coef(beta)
+    Xr = np.zeros((data.n_groups, data.p))
+    r = np.empty(data.N)
+    rows_per_chunk = max(512, (32 * 2**20) // (8 * max(data.p, 1)))
+    for first in range(0, data.N, rows_per_chunk):
+        rows = slice(first, min(first + rows_per_chunk, data.N))
+        Xc = np.asarray(data.X[rows]) - stats.x_shift
+        r[rows] = (data.y[rows] - stats.y_shift) - Xc @ coef
+        indicator = sp.csr_matrix((r[rows], (data.codes[rows], np.arange(Xc.shape[0]))),
+                                  shape=(data.n_groups, Xc.shape[0]))
+        Xr += indicator @ Xc
     Zt = cluster_transpose_operator(data.Z, data.codes, data.n_groups)
     q = data.Z.shape[1]
     Zr = np.asarray(Zt @ r).reshape(data.n_groups, q)
-    _, Linv = cluster_factors(data.stats.ZtZ, a)
+    _, Linv = cluster_factors(stats.ZtZ, a)
     # Sigma^{-1} = I - a Z (I + a Z'Z)^{-1} Z' = I - a Z L^{-T} L^{-1} Z'
     c = (np.swapaxes(Linv, 1, 2) @ (Linv @ Zr[:, :, None]))[:, :, 0]  # (I + aZ'Z)^{-1} Z'r
-    return Xr - a * np.einsum("iqp,iq->ip", data.stats.ZtX, c)
+    return Xr - a * np.einsum("iqp,iq->ip", stats.ZtX, c)
 
 
 def _scaled_lasso(R, j, lam0, tol, max_iter, sigma_tol=1e-6, max_rounds=30):
@@ -120,8 +132,7 @@ def nodewise_lasso(G, R, n_obs, columns, *, tol=1e-8, max_iter=10_000, n_jobs=No
     results = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one)(j) for j in columns)
     coef = np.array([d for d, _, _ in results]).reshape(len(columns), p)
     coef = coef / scale[None, :] * scale[columns][:, None]  # back to X_a's column scale
-    return NodewiseFit(columns, coef, np.array([s for _, s, _ in results]),
-                       np.array([k for _, _, k in results]))
+    return NodewiseFit(columns, coef, np.array([k for _, _, k in results]))
 
 
 def adjust_pvalues(p, method):

@@ -106,7 +106,8 @@ class Data:
                 remap[clusters] = np.arange(clusters.size)
                 st = compute_cluster_stats(self.X[rows], self.y[rows], self.Z[rows],
                                            remap[self.codes[rows]], clusters.size,
-                                           gram=self.use_gram)
+                                           gram=self.use_gram,
+                                           center=(self.stats.x_shift, self.stats.y_shift))
                 out.append((rows, st))
             self._fold_cache[key] = out
         return self._fold_cache[key]
@@ -128,7 +129,8 @@ class Data:
             for rows, st in folds:
                 train = reduce_rows(Xa[~rows], ya[~rows], unpenalised)
                 Xh, yh = Xa[rows], ya[rows]
-                Xr, yr = self.X[rows], self.y[rows]
+                Xr = self.X[rows] - self.stats.x_shift  # centred, as the coefficients
+                yr = self.y[rows] - self.stats.y_shift
                 out.append((train, (Xh.T @ Xh, Xh.T @ yh, float(yh @ yh)),
                             (Xr.T @ Xr, Xr.T @ yr, float(yr @ yr)), int((~rows).sum())))
         return out
