@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from . import checks
+from . import checks, rank
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
 from .intercept import InterceptPrepended
@@ -30,6 +30,7 @@ def _validated_arrays(X, y, Z, groups, names, random_names):
     checks.check_finite_columns(Z, random_names, "Z")
     codes, labels = encode_groups(groups)
     checks.check_clusters(np.bincount(codes))
+    checks.check_random_effects_identifiable(np.bincount(codes), Z, random_names)
     return X, y, Z, codes, labels
 
 
@@ -56,6 +57,11 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
              f"q={Z.shape[1]}, clusters={labels.size}")
     data = Data(X, y, Z, codes, labels.size, use_gram=gram_pays_off(X.shape[0], X.shape[1], k, a))
     progress("per-cluster cross-products done")
+    checks.check_statistics_finite(data.stats, names, y_scale=float(np.abs(y).max()))
+    checks.check_design_columns(data.stats, names, unpenalised, X=data.X)
+    checks.check_scales(data.stats, names)
+    unpenalised, excluded = rank.screen_design(data.stats, names, unpenalised, X=data.X)
+    checks.check_k_selectable(k, X.shape[1] - len(unpenalised) - len(excluded))
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
                  verbose=progress)
@@ -64,6 +70,8 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
                               path_coef=data.stats.original_coef(sel.path_coef))
     columns = sorted(set(unpenalised) | set(sel.support.tolist()))
     stats = data.subset_stats(columns)
+    kept = rank.full_rank_columns(stats, [names[j] for j in columns])  # collinear support
+    columns, stats = [columns[i] for i in kept], stats.subset(kept)
     reml = _check_method(method)
     theta0 = None
     if sel.reml_start is not None and reml and list(sel.reml_start[0]) == columns:
@@ -71,8 +79,11 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     mixed = MixedModelFit(stats, [names[j] for j in columns], random_names, labels, group_name,
                           reml=reml, theta0=theta0, theta_optimal=theta0 is not None)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
-    return LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns,
-                          data=data)
+    result = LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns,
+                            data=data)
+    result.dropped_columns = [names[j] for j in sorted(set(excluded) | (
+        set(unpenalised) | set(sel.support.tolist())) - set(columns))]
+    return result
 
 
 def _check_method(method) -> bool:
@@ -128,9 +139,16 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     X, y, Z, codes, labels = _validated_arrays(design.X, design.y, design.Z, design.groups,
                                                design.fixed_names, design.random_names)
     stats = compute_cluster_stats(X, y, Z, codes, labels.size)
-    mixed = MixedModelFit(stats, design.fixed_names, design.random_names, labels,
-                          design.group_name, reml=_check_method(method))
-    return LmmResult(mixed, design, X, y, Z, codes, labels)
+    names = design.fixed_names
+    checks.check_statistics_finite(stats, names, y_scale=float(np.abs(y).max()))
+    checks.check_scales(stats, names)
+    kept = rank.full_rank_columns(stats, names)  # aliased columns dropped, as lme4
+    mixed = MixedModelFit(stats.subset(kept), [names[j] for j in kept], design.random_names,
+                          labels, design.group_name, reml=_check_method(method))
+    result = LmmResult(mixed, design, X, y, Z, codes, labels)
+    result._refit_columns = kept
+    result.dropped_columns = [names[j] for j in np.setdiff1d(np.arange(len(names)), kept)]
+    return result
 
 
 class LmmScope:

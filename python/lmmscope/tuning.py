@@ -239,7 +239,6 @@ def select(data: Data, *, unpenalised, names, k=None, a=None, criterion="gic",
         k_max = default_k_max(n_pen, N, n_unpen)
     else:
         k_max = checks.check_k(k_max, n_pen, N, n_unpen)
-    checks.check_columns_distinct(data.X, names, unpenalised, gram=data.stats.XtX)
 
     history = []
     reml_start = None
