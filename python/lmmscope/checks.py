@@ -34,6 +34,11 @@ def check_response(y, n_rows: int) -> np.ndarray:
     if not np.all(np.isfinite(y)):
         raise ValueError("the response contains NaN or infinite values "
                          f"({int((~np.isfinite(y)).sum())} rows)")
+    largest = float(np.abs(y).max()) if y.size else 0.0
+    if largest > HUGE or 0 < largest < TINY:
+        verb = "overflow" if largest > HUGE else "underflow"
+        raise ValueError(f"the response's scale ({largest:.3g}) would {verb} the "
+                         "cross-products; rescale y")
     return y
 
 
