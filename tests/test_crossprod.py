@@ -131,13 +131,20 @@ def _centring_case(seed=7, sorted_rows=True, shifts=(1.7e9, -3e6, 0.0, 5.0, 1e3)
 
 @pytest.mark.parametrize("sorted_rows", [True, False])
 @pytest.mark.parametrize("chunk_bytes", [1, 2**25])
-def test_centred_statistics_equal_dense_centred_products(monkeypatch, sorted_rows, chunk_bytes):
+@pytest.mark.parametrize("shifts", [(1.7e9, -3e6, 0.0, 5.0, 1e3), (3.0, -2.0, 0.0, 5.0, 1.0)],
+                         ids=["centred-by-chunks", "corrected"])
+def test_centred_statistics_equal_dense_centred_products(monkeypatch, sorted_rows, chunk_bytes,
+                                                         shifts):
     """Automatic centring (an all-ones column anywhere) gives the products of the centred
-    data, also when the rows are centred a few at a time (batched and sparse paths)."""
+    data, also when the rows are centred a few at a time (batched and sparse paths), and
+    when means are small enough for the uncentred products to be corrected instead."""
     from lmmscope import crossprod
     monkeypatch.setattr(crossprod, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(crossprod, "MIN_CHUNK_ROWS", 3)
-    X, y, Z, codes, n = _centring_case(sorted_rows=sorted_rows)
+    X, y, Z, codes, n = _centring_case(sorted_rows=sorted_rows, shifts=shifts)
+    base = np.delete(X, 2, axis=1)
+    mild = crossprod._cancellation_is_mild(base, base.mean(axis=0), chunk_bytes)
+    assert mild == (shifts[0] < 10)
     stats = compute_cluster_stats(X, y, Z, codes, n)
     assert stats.intercept == 2
     shift = X.mean(axis=0)

@@ -176,6 +176,7 @@ def duplicate_pairs_from_gram(G, skip=(), tol=DUPLICATE_TOL, block_bytes=16 * 2*
         for i, j in np.argwhere(block >= 1 - tol):
             if j > first + i:
                 pairs.append((int(first + i), int(j)))
+        del block  # before the next one is made
     return sorted(pairs)
 
 

@@ -349,27 +349,68 @@ def _shifts(base, y, prepended: bool, intercept, center):
 def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES):
     """((base - shift)'(base - shift) or None, (base - shift)'yc, column sums of base - shift).
 
-    Row chunks are centred one at a time; the Gram is accumulated by rank-updates
-    (BLAS syrk) into one p x p array, so nothing as large as X is allocated.
+    Row chunks are centred one at a time.  While a p x p temporary is small (below
+    ``chunk_bytes``) each chunk's Gram is numpy's product (its BLAS is the faster
+    one); beyond, rank-updates (scipy's BLAS syrk) accumulate in place into the one
+    p x p result, so no second p x p array and nothing as large as X is allocated.
     """
     N, p = base.shape
     if not _has_shift(shift):
         return (base.T @ base if gram else None), base.T @ yc, base.sum(axis=0)
+    if _cancellation_is_mild(base, shift, chunk_bytes):
+        return _corrected_products(base, shift, yc, gram)
     XtX = np.zeros((p, p)) if gram else None
+    in_place = 8 * p * p > chunk_bytes
     Xty = np.zeros(p)
     sums = np.zeros(p)
-    rows = _row_chunk(p, chunk_bytes)
+    rows = _row_chunk(p, 4 * chunk_bytes if in_place else chunk_bytes)
     buffer = np.empty((min(rows, N), p))
     for first in range(0, N, rows):
         stop = min(first + rows, N)
         chunk = np.subtract(base[first:stop], shift, out=buffer[:stop - first])
         Xty += yc[first:stop] @ chunk
         sums += chunk.sum(axis=0)
-        if gram:  # XtX.T is Fortran-ordered: syrk updates its upper = our lower triangle
+        if gram and in_place:  # XtX.T is Fortran-ordered: syrk fills its upper triangle
             dsyrk(1.0, chunk.T, beta=1.0, c=XtX.T, trans=0, lower=0, overwrite_c=1)
-    if gram:
+        elif gram:
+            XtX += chunk.T @ chunk
+    if gram and in_place:
         _fill_upper_from_lower(XtX)
     return XtX, Xty, sums
+
+
+# Below this ratio of squared mean to variance (every column), the uncentred products
+# corrected afterwards lose at most ~2 digits: then one BLAS call on X is cheaper than
+# centring X chunk by chunk.
+MILD_MEAN_TO_SD_SQUARED = 99.0
+
+
+def _cancellation_is_mild(base, shift, chunk_bytes) -> bool:
+    N, p = base.shape
+    squares = np.zeros(p)
+    rows = _row_chunk(p, chunk_bytes)
+    for first in range(0, N, rows):
+        chunk = base[first:first + rows]
+        squares += np.einsum("ij,ij->j", chunk, chunk)
+    mean_part = N * shift ** 2  # of the raw sum of squares, when shift is the mean
+    return bool(np.all(mean_part <= MILD_MEAN_TO_SD_SQUARED / (1 + MILD_MEAN_TO_SD_SQUARED)
+                       * squares))
+
+
+def _corrected_products(base, shift, yc, gram, block=512):
+    """Centred products from the uncentred ones: (X - 1 s')'(X - 1 s') =
+    X'X - s S' - S s' + N s s' (S the column sums), corrected a block of rows at a time."""
+    N = base.shape[0]
+    sums = base.sum(axis=0)
+    Xty = base.T @ yc - shift * yc.sum()
+    XtX = None
+    if gram:
+        XtX = base.T @ base
+        for first in range(0, XtX.shape[0], block):
+            rows = slice(first, first + block)
+            XtX[rows] -= (np.outer(shift[rows], sums) + np.outer(sums[rows], shift)
+                          - N * np.outer(shift[rows], shift))
+    return XtX, Xty, sums - N * shift
 
 
 def _fill_upper_from_lower(S: np.ndarray, block: int = 512) -> None:

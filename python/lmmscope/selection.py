@@ -248,8 +248,7 @@ def _exact_subset_solver(loss: QuadraticLoss, failures: list):
     return numeric_solver
 
 
-# skscope's solve costs O(p^2) whatever k (63 ms for one k at p = 4,000, 3 ms at
-# p = 1,000, measured with a trivial loss), so wider problems are screened first.
+# skscope's solve costs O(p^2) whatever k, so wider problems are screened first.
 SCREEN_SIZE = 500
 
 
