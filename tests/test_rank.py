@@ -46,11 +46,13 @@ def test_candidate_in_span_of_always_leaves_the_candidate_set(cohort):
     assert np.all(np.diff(fit.path["rss_whitened"]) <= 1e-9 * fit.path["rss_whitened"].iloc[0])
 
 
-def test_fixed_k_in_a_rank_deficient_design_is_a_real_best_subset(cohort):
+@pytest.mark.parametrize("a", [None, 1.0], ids=["gram", "rows"])
+def test_fixed_k_in_a_rank_deficient_design_is_a_real_best_subset(cohort, a):
     """k = 5 used to return arbitrary coefficients here: now the refit equals lmm() on
     the same columns, and the selection's coefficients are its least-squares fit."""
     with pytest.warns(RankDeficiencyWarning, match="year"):
-        fit = lmmscope.lmm_scope("y ~ . + (1 | g)", cohort, always=["age", "byear"], k=5)
+        fit = lmmscope.lmm_scope("y ~ . + (1 | g)", cohort, always=["age", "byear"], k=5, a=a)
+    assert fit._data.use_gram == (a is None)
     assert len(fit.support) == 5 and "x1" in fit.support and "year" not in fit.support
     formula = "y ~ " + " + ".join(["age", "byear"] + fit.support) + " + (1 | g)"
     reference = lmmscope.lmm(formula, cohort)
@@ -140,3 +142,20 @@ def lme4_or_skip():
     if not HAVE_LME4:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(WHY)
     return lmer_fit
+
+
+def test_span_candidates_excluded_on_the_wide_rows_path(monkeypatch):
+    """p > N beyond the Gram limit: the same checks run on row chunks of X."""
+    from lmmscope import tuning
+    monkeypatch.setattr(tuning, "GRAM_LIMIT", 50)
+    rng = np.random.default_rng(10)
+    groups = np.repeat(np.arange(20), 5)
+    X = rng.standard_normal((100, 150))
+    X[:, 149] = 2 * X[:, 0] - X[:, 1] + 3
+    y = X[:, 0] + X[:, 1] + 2 * X[:, 2] + rng.standard_normal(20)[groups] \
+        + 0.3 * rng.standard_normal(100)
+    with pytest.warns(RankDeficiencyWarning, match="leave the candidate set: x149$"):
+        est = lmmscope.LmmScope(always=[0, 1]).fit(X, y, groups=groups)
+    assert not est.result_._data.use_gram
+    assert 2 in est.support_ and 149 not in est.support_
+    assert est.coef_[149] == 0.0 and est.result_.dropped_columns == ["x149"]
