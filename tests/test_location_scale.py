@@ -141,6 +141,17 @@ def test_debiased_inference_unchanged_by_location(frames):
     slopes = [t for t in a.index if t != "Intercept"]
     for column in ("estimate", "std_error", "p_value"):
         _close(b.loc[slopes, column], a.loc[slopes, column], rtol=1e-8)
+    # the original intercept is the debiased linear function of the centred coefficients
+    _close(b.loc["Intercept", "estimate"], _intercept_after_shift(a["estimate"]), rtol=1e-8)
+    assert b.loc["Intercept", "std_error"] > 1e3 * a.loc["Intercept", "std_error"]
+
+
+def test_intercept_row_needs_every_shifted_column(frames):
+    df, _ = frames
+    fit = lmmscope.lmm_scope("y ~ . + (days | g)", df)
+    table = fit.inference(terms=["Intercept", "x1"], adjust=None)
+    assert np.isnan(table.loc["Intercept", "std_error"])
+    _close(table.loc["x1", "std_error"], fit.inference(adjust=None).loc["x1", "std_error"])
 
 
 UNITS = {"x1": 1e6, "x2": 1e-6, "n0": 1e6}
