@@ -191,3 +191,27 @@ def test_lmm_scope_units(frames, kwargs):
     # REML logLik moves by -log(scale) of each refitted rescaled column (see above)
     moved = -sum(np.log(v) for c, v in UNITS.items() if c in a.fixef.index)
     assert b.loglik - a.loglik == pytest.approx(moved, abs=1e-9)
+
+
+def test_sleepstudy_with_noise_unchanged_by_location():
+    """Real data: lme4's sleepstudy with 20 pure-noise columns, two of them as epoch
+    seconds, and the response + 1e7."""
+    import os
+    from lme4_helper import HAVE_LME4, WHY, r_frame
+    if not HAVE_LME4:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(WHY)
+    df = r_frame("lme4::sleepstudy")
+    rng = np.random.default_rng(5)
+    for j in range(20):
+        df[f"noise{j}"] = _grid(rng.standard_normal(len(df)))
+    shifted = df.assign(Reaction=df.Reaction + Y_SHIFT, noise0=df.noise0 + X_SHIFT,
+                        noise1=df.noise1 + X_SHIFT)
+    f = "Reaction ~ . + (Days | Subject)"
+    a, b = lmmscope.lmm_scope(f, df, k="cv"), lmmscope.lmm_scope(f, shifted, k="cv")
+    assert "Days" in a.support
+    assert b.support == a.support
+    _close(b.a, a.a)
+    _close(b.sigma, a.sigma)
+    _close(b.loglik, a.loglik)
+    slopes = [n for n in a.fixef.index if n != "Intercept"]
+    _close(b.fixef[slopes], a.fixef[slopes])
