@@ -204,3 +204,30 @@ def test_scale_warning_as_lme4s_check_scale_x(small_frame):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ScaleWarning)  # a 0/1 column is not "on a scale"
         lmmscope.lmm("y ~ x1 + x2 + b + (1 | cluster)", binary)
+
+
+def test_column_checks_run_from_summed_chunk_statistics_alone():
+    """A streamed source has only statistics (chunks added up, one shared shift): the
+    constant, duplicate and rank checks need no rows of X."""
+    from lmmscope.checks import check_design_columns
+    from lmmscope.crossprod import compute_cluster_stats
+    from lmmscope.intercept import InterceptPrepended
+    from lmmscope.rank import screen_design
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((90, 5)) + 1.7e9
+    X[:, 4] = 2 * (X[:, 1] - 1.7e9) + 5  # equal to x1 up to location and scale
+    codes = np.repeat(np.arange(15), 6)
+    Xp, y, Z = InterceptPrepended(X), rng.standard_normal(90), np.ones((90, 1))
+    whole = compute_cluster_stats(Xp, y, Z, codes, 15)
+    shift = (whole.x_shift, whole.y_shift)
+    rows = [slice(0, 40), slice(40, 90)]
+    parts = [compute_cluster_stats(InterceptPrepended(X[r]), y[r], Z[r], codes[r], 15,
+                                   center=shift) for r in rows]
+    total = parts[0] + parts[1]
+    names = ["Intercept", "x0", "x1", "x2", "x3", "x4"]
+    with pytest.raises(ValueError, match="duplicated column\\(s\\).*: x1 = x4"):
+        check_design_columns(total, names, [0])
+    from lmmscope.rank import RankDeficiencyWarning
+    with pytest.warns(RankDeficiencyWarning, match="dropping 1 column / coefficient: x4"):
+        kept, excluded = screen_design(total, names, [0, 2, 5])
+    assert kept == [0, 2] and excluded == [5]

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from . import rank
+from .crossprod import compute_cluster_stats
 
 
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
@@ -211,8 +212,6 @@ def _row_column_scan(X, stats, chunk_rows=4096, tol=DUPLICATE_TOL):
 def check_columns_distinct(X, names, unpenalised, gram=None) -> None:
     """Deprecated entry point (the checks now run from the statistics, in the api):
     the same checks, on statistics computed here without a Gram when none is given."""
-    from .crossprod import compute_cluster_stats  # a cycle at import time otherwise
-
     N = X.shape[0]
     stats = compute_cluster_stats(X, np.zeros(N), np.ones((N, 1)), np.zeros(N, dtype=np.int64),
                                   1, gram=False)

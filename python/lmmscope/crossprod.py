@@ -413,6 +413,17 @@ def _corrected_products(base, shift, yc, gram, block=512):
     return XtX, Xty, sums - N * shift
 
 
+def symmetrise(S: np.ndarray, block: int = 512) -> np.ndarray:
+    """(S + S') / 2 in place, a block of columns at a time (no p x p temporary)."""
+    p = S.shape[0]
+    for first in range(0, p, block):
+        stop = min(first + block, p)
+        mean = (S[first:stop, first:] + S[first:, first:stop].T) / 2
+        S[first:stop, first:] = mean
+        S[first:, first:stop] = mean.T
+    return S
+
+
 def _fill_upper_from_lower(S: np.ndarray, block: int = 512) -> None:
     """Symmetrise in place, a block of columns at a time (no p x p temporary)."""
     p = S.shape[0]
@@ -501,8 +512,9 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
         B = np.matmul(Linv[start:stop], stats.ZtX[start:stop], out=buffer[:stop - start])
         B = B.reshape(-1, p)
         correction += B.T @ B
-    gram = stats.XtX - a * correction
-    gram = (gram + gram.T) / 2
+    correction *= -a  # in place: the whitened Gram is the only new p x p array
+    correction += stats.XtX
+    gram = symmetrise(correction)
     Linv_Zty = Linv @ stats.Zty[:, :, None]  # (n, q, 1)
     # B'(L^{-1} Z'y) = sum_i Z_i'X_i' L_i^{-T} L_i^{-1} Z_i'y_i, without forming B again.
     xty = stats.Xty - a * (stats.ZtX.reshape(n * q, p).T

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.linalg as sla
 from skscope import ScopeSolver
 
+from .crossprod import symmetrise
 from .rank import independent_columns, squared_tolerance
 from .threads import one_blas_thread
 
@@ -147,7 +148,9 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
         chol = sla.cho_factor(G_uu)
         A = sla.cho_solve(chol, G_up)  # G_uu^{-1} G_up
         au = sla.cho_solve(chol, xty[unpen])
-        G_pp = G_pp - G_up.T @ A
+        for first in range(0, others.size, 512):  # Schur complement, in place by blocks
+            rows = slice(first, first + 512)
+            G_pp[rows] -= G_up[:, rows].T @ A
         c_p = c_p - G_up.T @ au
         yy = yy - float(xty[unpen] @ au)
     keep = _selectable(np.diag(gram)[others], np.diag(G_pp))
@@ -157,8 +160,9 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
         if unpen.size:
             A = A[:, keep]
     scale = np.sqrt(np.clip(np.diag(G_pp), 1e-300, None))
-    G_s = G_pp / scale[:, None] / scale[None, :]
-    loss = QuadraticLoss(gram=(G_s + G_s.T) / 2, xty=c_p / scale, yty=yy)
+    G_pp /= scale[:, None]  # unit-norm columns, in place
+    G_pp /= scale[None, :]
+    loss = QuadraticLoss(gram=symmetrise(G_pp), xty=c_p / scale, yty=yy)
     _require_finite(loss, scale)
 
     def recover(b_pen):
