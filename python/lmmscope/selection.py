@@ -135,16 +135,21 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
     Unpenalised columns aliased with earlier ones (R's limited-pivoting rule, see
     :mod:`lmmscope.rank`) are left out (coefficient 0), and so are candidates in the
     span of the unpenalised columns (a training fold can make a column constant).
+    ``gram`` (fresh from the caller, as the rows given to :func:`reduce_rows`) is
+    overwritten where the unpenalised columns lead (the intercept): a copy of a p x p
+    matrix is avoided.
     """
     p = gram.shape[0]
     unpen, _aliased = independent_columns(gram, sorted(unpenalised))
     others = np.setdiff1d(np.arange(p), unpen)
-    G_pp = gram[np.ix_(others, others)]
+    own = np.diag(gram)[others].copy()  # norms before profiling
+    G_up = gram[np.ix_(unpen, others)]
+    leading = np.array_equal(unpen, np.arange(unpen.size))
+    G_pp = gram[unpen.size:, unpen.size:] if leading else gram[np.ix_(others, others)]
     c_p = xty[others]
     yy = float(yty)
     if unpen.size:
         G_uu = gram[np.ix_(unpen, unpen)]
-        G_up = gram[np.ix_(unpen, others)]
         chol = sla.cho_factor(G_uu)
         A = sla.cho_solve(chol, G_up)  # G_uu^{-1} G_up
         au = sla.cho_solve(chol, xty[unpen])
@@ -153,7 +158,7 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
             G_pp[rows] -= G_up[:, rows].T @ A
         c_p = c_p - G_up.T @ au
         yy = yy - float(xty[unpen] @ au)
-    keep = _selectable(np.diag(gram)[others], np.diag(G_pp))
+    keep = _selectable(own, np.diag(G_pp))
     pen = others[keep]
     if not np.all(keep):
         G_pp, c_p = G_pp[np.ix_(keep, keep)], c_p[keep]
