@@ -346,20 +346,26 @@ def _shifts(base, y, prepended: bool, intercept, center):
     return x_shift, float(y_shift)
 
 
-def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES):
+def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=None):
     """((base - shift)'(base - shift) or None, (base - shift)'yc, column sums of base - shift).
 
     Row chunks are centred one at a time.  While a p x p temporary is small (below
     ``chunk_bytes``) each chunk's Gram is numpy's product (its BLAS is the faster
     one); beyond, rank-updates (scipy's BLAS syrk) accumulate in place into the one
     p x p result, so no second p x p array and nothing as large as X is allocated.
+    The Gram is written into ``out`` (C-contiguous p x p) when given.
     """
     N, p = base.shape
     if not _has_shift(shift):
-        return (base.T @ base if gram else None), base.T @ yc, base.sum(axis=0)
+        XtX = np.matmul(base.T, base, out=out) if gram else None
+        return XtX, base.T @ yc, base.sum(axis=0)
     if _cancellation_is_mild(base, shift, chunk_bytes):
-        return _corrected_products(base, shift, yc, gram)
-    XtX = np.zeros((p, p)) if gram else None
+        return _corrected_products(base, shift, yc, gram, out=out)
+    if gram:
+        XtX = np.zeros((p, p)) if out is None else out
+        XtX[...] = 0.0
+    else:
+        XtX = None
     in_place = 8 * p * p > chunk_bytes
     Xty = np.zeros(p)
     sums = np.zeros(p)
@@ -397,7 +403,7 @@ def _cancellation_is_mild(base, shift, chunk_bytes) -> bool:
                        * squares))
 
 
-def _corrected_products(base, shift, yc, gram, block=512):
+def _corrected_products(base, shift, yc, gram, block=512, out=None):
     """Centred products from the uncentred ones: (X - 1 s')'(X - 1 s') =
     X'X - s S' - S s' + N s s' (S the column sums), corrected a block of rows at a time."""
     N = base.shape[0]
@@ -405,7 +411,7 @@ def _corrected_products(base, shift, yc, gram, block=512):
     Xty = base.T @ yc - shift * yc.sum()
     XtX = None
     if gram:
-        XtX = base.T @ base
+        XtX = np.matmul(base.T, base, out=out)
         for first in range(0, XtX.shape[0], block):
             rows = slice(first, first + block)
             XtX[rows] -= (np.outer(shift[rows], sums) + np.outer(sums[rows], shift)
@@ -462,16 +468,32 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None)
     cluster_products(Z, base, codes, n_groups, out=ZtX[:, :, first:], shift=base_shift)
     Zty = np.asarray(Zt @ yc).reshape(n_groups, q)
     ZtZ = np.asarray(Zt @ Z).reshape(n_groups, q, q)
-    XtX, Xty, column_sums = centred_products(base, base_shift, yc, gram)
+    m = base.shape[1]
+    flat = np.empty((m + 1) ** 2) if (gram and prepended) else None
+    XtX, Xty, column_sums = centred_products(
+        base, base_shift, yc, gram, out=None if flat is None else flat[:m * m].reshape(m, m))
     if prepended:
         ZtX[:, :, 0] = np.asarray(Zt.sum(axis=1)).reshape(n_groups, q)
         Xty = np.concatenate([[yc.sum()], Xty])
         if gram:
-            XtX = np.block([[np.full((1, 1), float(base.shape[0])), column_sums[None, :]],
-                            [column_sums[:, None], XtX]])
+            XtX = _border_in_place(flat, m, float(base.shape[0]), column_sums)
     return ClusterStats(ZtZ=ZtZ, ZtX=ZtX, Zty=Zty, XtX=XtX, Xty=Xty, yty=float(yc @ yc),
                         sizes=np.bincount(codes, minlength=n_groups), x_shift=x_shift,
                         y_shift=y_shift, intercept=intercept)
+
+
+def _border_in_place(flat, m, corner, border):
+    """The (m+1) x (m+1) matrix [[corner, border'], [border, G]] from G stored in the
+    first m*m entries of ``flat``: rows move back to front into their bordered places
+    (each row's target lies past its own source and past the rows still to move)."""
+    for i in range(m - 1, -1, -1):
+        start = (i + 1) * (m + 1) + 1
+        flat[start:start + m] = flat[i * m:(i + 1) * m]
+    full = flat.reshape(m + 1, m + 1)
+    full[0, 0] = corner
+    full[0, 1:] = border
+    full[1:, 0] = border
+    return full
 
 
 @dataclass
@@ -507,11 +529,17 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
     correction = np.zeros((p, p))
     step = max(1, chunk_bytes // (8 * q * max(p, 1)))
     buffer = np.empty((min(step, n), q, p))
+    in_place = 8 * p * p > chunk_bytes  # a p x p temporary per chunk would be large
     for start in range(0, n, step):
         stop = min(start + step, n)
         B = np.matmul(Linv[start:stop], stats.ZtX[start:stop], out=buffer[:stop - start])
         B = B.reshape(-1, p)
-        correction += B.T @ B
+        if in_place:  # lower triangle of correction (upper of its Fortran view)
+            dsyrk(1.0, B.T, beta=1.0, c=correction.T, trans=0, lower=0, overwrite_c=1)
+        else:
+            correction += B.T @ B
+    if in_place:
+        _fill_upper_from_lower(correction)
     correction *= -a  # in place: the whitened Gram is the only new p x p array
     correction += stats.XtX
     gram = symmetrise(correction)
