@@ -322,13 +322,15 @@ class ClusterStats:
                             y_shift=self.y_shift, intercept=self.intercept)
 
 
-def _shifts(base, y, prepended: bool, intercept, center):
+def _shifts(base, y, prepended: bool, intercept, center, sums=None):
     """(x_shift over every column of X, y_shift) for ``center`` (see compute_cluster_stats)."""
     p = base.shape[1] + int(prepended)
     if center is None:
         if intercept is None:
             return np.zeros(p), 0.0
-        means = base.mean(axis=0) if base.shape[0] else np.zeros(base.shape[1])
+        if sums is None:
+            sums = base.sum(axis=0)
+        means = sums / base.shape[0] if base.shape[0] else np.zeros(base.shape[1])
         x_shift = np.concatenate([[0.0], means]) if prepended else means
         x_shift[intercept] = 0.0
         return x_shift, float(y.mean())
@@ -346,7 +348,8 @@ def _shifts(base, y, prepended: bool, intercept, center):
     return x_shift, float(y_shift)
 
 
-def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=None):
+def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=None, mild=None,
+                     sums=None):
     """((base - shift)'(base - shift) or None, (base - shift)'yc, column sums of base - shift).
 
     Row chunks are centred one at a time.  While a p x p temporary is small (below
@@ -359,8 +362,10 @@ def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=No
     if not _has_shift(shift):
         XtX = np.matmul(base.T, base, out=out) if gram else None
         return XtX, base.T @ yc, base.sum(axis=0)
-    if _cancellation_is_mild(base, shift, chunk_bytes):
-        return _corrected_products(base, shift, yc, gram, out=out)
+    if mild is None:
+        mild = _cancellation_is_mild(base, shift, chunk_bytes)
+    if mild:
+        return _corrected_products(base, shift, yc, gram, out=out, sums=sums)
     if gram:
         XtX = np.zeros((p, p)) if out is None else out
         XtX[...] = 0.0
@@ -391,23 +396,33 @@ def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=No
 MILD_MEAN_TO_SD_SQUARED = 99.0
 
 
-def _cancellation_is_mild(base, shift, chunk_bytes) -> bool:
+def column_moments(base, chunk_bytes=CHUNK_BYTES):
+    """Column sums and sums of squares, in one pass over row chunks."""
     N, p = base.shape
-    squares = np.zeros(p)
+    sums, squares = np.zeros(p), np.zeros(p)
     rows = _row_chunk(p, chunk_bytes)
     for first in range(0, N, rows):
         chunk = base[first:first + rows]
+        sums += chunk.sum(axis=0)
         squares += np.einsum("ij,ij->j", chunk, chunk)
-    mean_part = N * shift ** 2  # of the raw sum of squares, when shift is the mean
+    return sums, squares
+
+
+def _mild(n_obs, shift, squares) -> bool:
+    mean_part = n_obs * shift ** 2  # of the raw sum of squares, when shift is the mean
     return bool(np.all(mean_part <= MILD_MEAN_TO_SD_SQUARED / (1 + MILD_MEAN_TO_SD_SQUARED)
                        * squares))
 
 
-def _corrected_products(base, shift, yc, gram, block=512, out=None):
+def _cancellation_is_mild(base, shift, chunk_bytes=CHUNK_BYTES) -> bool:
+    return _mild(base.shape[0], shift, column_moments(base, chunk_bytes)[1])
+
+
+def _corrected_products(base, shift, yc, gram, block=512, out=None, sums=None):
     """Centred products from the uncentred ones: (X - 1 s')'(X - 1 s') =
     X'X - s S' - S s' + N s s' (S the column sums), corrected a block of rows at a time."""
     N = base.shape[0]
-    sums = base.sum(axis=0)
+    sums = base.sum(axis=0) if sums is None else sums
     Xty = base.T @ yc - shift * yc.sum()
     XtX = None
     if gram:
@@ -460,20 +475,31 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None)
     q = Z.shape[1]
     first = int(prepended)
     intercept = intercept_column(X)
-    x_shift, y_shift = _shifts(base, y, prepended, intercept, center)
+    may_shift = center is not False and (center is not None or intercept is not None)
+    sums, squares = column_moments(base) if may_shift else (None, None)
+    x_shift, y_shift = _shifts(base, y, prepended, intercept, center, sums)
     base_shift = x_shift[first:]
     yc = y - y_shift if y_shift else y
     Zt = cluster_transpose_operator(Z, codes, n_groups)
     ZtX = np.empty((n_groups, q, base.shape[1] + first))
-    cluster_products(Z, base, codes, n_groups, out=ZtX[:, :, first:], shift=base_shift)
+    Zt_ones = np.asarray(Zt.sum(axis=1)).reshape(n_groups, q)
+    # small means: correct the uncentred products; large ones: centre rows as they go
+    mild = _has_shift(base_shift) and _mild(base.shape[0], base_shift, squares)
+    cluster_products(Z, base, codes, n_groups, out=ZtX[:, :, first:],
+                     shift=None if mild else base_shift)
+    if mild:  # Z_i'(X_i - 1 s') = Z_i'X_i - (Z_i'1) s'
+        for start in range(0, n_groups, 4096):
+            block = ZtX[start:start + 4096, :, first:]
+            block -= Zt_ones[start:start + 4096, :, None] * base_shift[None, None, :]
     Zty = np.asarray(Zt @ yc).reshape(n_groups, q)
     ZtZ = np.asarray(Zt @ Z).reshape(n_groups, q, q)
     m = base.shape[1]
     flat = np.empty((m + 1) ** 2) if (gram and prepended) else None
     XtX, Xty, column_sums = centred_products(
-        base, base_shift, yc, gram, out=None if flat is None else flat[:m * m].reshape(m, m))
+        base, base_shift, yc, gram, out=None if flat is None else flat[:m * m].reshape(m, m),
+        mild=mild, sums=sums)
     if prepended:
-        ZtX[:, :, 0] = np.asarray(Zt.sum(axis=1)).reshape(n_groups, q)
+        ZtX[:, :, 0] = Zt_ones
         Xty = np.concatenate([[yc.sum()], Xty])
         if gram:
             XtX = _border_in_place(flat, m, float(base.shape[0]), column_sums)
