@@ -215,3 +215,13 @@ def test_sleepstudy_with_noise_unchanged_by_location():
     _close(b.loglik, a.loglik)
     slopes = [n for n in a.fixef.index if n != "Intercept"]
     _close(b.fixef[slopes], a.fixef[slopes])
+
+
+def test_inference_with_the_intercept_as_the_only_other_column(frames):
+    """Two columns, both unpenalised: each node-wise fit has nothing to penalise."""
+    df, shifted = frames
+    f = "y ~ days + (days | g)"
+    a = lmmscope.lmm_scope(f, df, always=["days"]).inference(adjust=None)
+    b = lmmscope.lmm_scope(f, shifted, always=["days"]).inference(adjust=None)
+    assert np.all(np.isfinite(a.to_numpy()))
+    _close(b.loc["days"], a.loc["days"], rtol=1e-8)

@@ -119,10 +119,12 @@ def _scaled_lasso(R, j, lam0, tol, max_iter, sigma_tol=1e-6, max_rounds=30, free
     model = Lasso(alpha=lam0 / r, fit_intercept=False, warm_start=True, tol=tol,
                   max_iter=max_iter, selection="cyclic")
     sigma = float(np.sqrt(y @ y))
-    for rounds in range(1, max_rounds + 1):
+    coef, rounds = np.zeros(others.size), 0
+    for rounds in range(1, max_rounds + 1 if others.size else 1):  # nothing to regress on
         model.alpha = lam0 * sigma / r
         model.fit(X, y)
-        resid = y - X @ model.coef_
+        coef = model.coef_
+        resid = y - X @ coef
         new_sigma = float(np.sqrt(resid @ resid))
         if abs(new_sigma - sigma) <= sigma_tol * max(sigma, 1e-12) or new_sigma <= 0:
             sigma = new_sigma
@@ -130,9 +132,9 @@ def _scaled_lasso(R, j, lam0, tol, max_iter, sigma_tol=1e-6, max_rounds=30, free
         sigma = new_sigma
     direction = np.zeros(R.shape[1])
     direction[j] = 1.0
-    direction[others] = -model.coef_
+    direction[others] = -coef
     if free is not None:  # the free column's least-squares coefficient given the others
-        rest = R[:, j] - R[:, others] @ model.coef_
+        rest = R[:, j] - R[:, others] @ coef
         direction[free] = -(R[:, free] @ rest) / (R[:, free] @ R[:, free])
     return direction, sigma, rounds
 
