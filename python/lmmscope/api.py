@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
-from . import checks, sources
+from . import checks, rank, sources
 from .control import Control, as_control
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
@@ -33,6 +35,7 @@ def _validated_arrays(X, y, Z, groups, names, random_names):
     checks.check_finite_columns(Z, random_names, "Z")
     codes, labels = encode_groups(groups)
     checks.check_clusters(np.bincount(codes))
+    checks.check_random_effects_identifiable(np.bincount(codes), Z, random_names)
     return X, y, Z, codes, labels
 
 
@@ -94,12 +97,15 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     data = Data(X, y, Z, codes, labels.size, control=control,
                 layout=choose_layout(X.shape[0], X.shape[1], k, a, control))
     progress("per-cluster cross-products done")
-    sel, mixed, columns = select_and_refit(
+    checks.check_statistics_finite(data.stats, names, y_scale=float(np.abs(y).max()))
+    sel, mixed, columns, dropped = select_and_refit(
         data, names, random_names, labels, group_name, unpenalised, k=k, a=a,
         criterion=criterion, k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, method=method,
-        random_state=random_state, progress=progress, control=control)
-    return LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised, columns,
-                          data=data)
+        random_state=random_state, progress=progress, control=control, rows=data.X)
+    result = LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised,
+                            columns, data=data)
+    result.dropped_columns = dropped
+    return result
 
 
 def with_random_slopes(names, random_names, unpenalised, k, penalize_random_slopes, progress):
@@ -115,20 +121,32 @@ def with_random_slopes(names, random_names, unpenalised, k, penalize_random_slop
 
 def select_and_refit(data, names, random_names, labels, group_name, unpenalised, *, k, a,
                      criterion, k_max, cv_folds, a_grid, method, random_state, progress,
-                     control):
-    """Tuning and selection on a data backend (contract 2: in memory, streamed or Dask),
-    then the (RE)ML refit on the selected columns.  Returns (selection, refit, columns)."""
+                     control, rows=None):
+    """Column checks, tuning and selection on a data backend (contract 2: in memory,
+    streamed or Dask), then the (RE)ML refit on the selected columns.  ``rows``: the raw
+    X where there is one (column checks without a Gram).  Returns (selection, refit,
+    columns, names of the columns dropped as aliased or in the span of the unpenalised)."""
+    checks.check_design_columns(data.stats, names, unpenalised, X=rows)
+    checks.check_scales(data.stats, names)
+    unpenalised, excluded = rank.screen_design(data.stats, names, unpenalised, X=rows)
+    checks.check_k_selectable(k, data.p - len(unpenalised) - len(excluded))
     refitter = Refitter(data, control)
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
                  verbose=progress, control=control, refitter=refitter)
-    columns = sorted(set(unpenalised) | set(sel.support.tolist()))
+    # selection ran on centred statistics: convert its coefficients (intercept only)
+    sel = dataclasses.replace(sel, coef=data.stats.original_coef(sel.coef),
+                              path_coef=data.stats.original_coef(sel.path_coef))
+    selected = sorted(set(unpenalised) | set(sel.support.tolist()))
+    kept = rank.full_rank_columns(data.subset_stats(selected), [names[j] for j in selected])
+    columns = [selected[i] for i in kept]  # a collinear support loses its aliased columns
     reml = _check_method(method)
     optimum = refitter.fit(columns, reml=reml, check=True)
     mixed = MixedModelFit(data.subset_stats(columns), [names[j] for j in columns], random_names,
                           labels, group_name, reml=reml, optimum=optimum, control=control)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
-    return sel, mixed, columns
+    dropped = [names[j] for j in sorted(set(excluded) | (set(selected) - set(columns)))]
+    return sel, mixed, columns, dropped
 
 
 def _check_method(method) -> bool:
@@ -233,9 +251,17 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     design = build_design(formula, data, na_action=na_action)
     X, y, Z, codes, labels = _validated_design(design)
     stats = compute_cluster_stats(X, y, Z, codes, labels.size)
-    mixed = MixedModelFit(stats, design.fixed_names, design.random_names, labels,
-                          design.group_name, reml=_check_method(method), control=control)
-    return LmmResult(mixed, design, X, y, Z, codes, labels)
+    names = design.fixed_names
+    checks.check_statistics_finite(stats, names, y_scale=float(np.abs(y).max()))
+    checks.check_scales(stats, names)
+    kept = rank.full_rank_columns(stats, names)  # aliased columns dropped, as lme4
+    mixed = MixedModelFit(stats.subset(kept), [names[j] for j in kept], design.random_names,
+                          labels, design.group_name, reml=_check_method(method),
+                          control=control)
+    result = LmmResult(mixed, design, X, y, Z, codes, labels)
+    result._refit_columns = kept
+    result.dropped_columns = [names[j] for j in np.setdiff1d(np.arange(len(names)), kept)]
+    return result
 
 
 def __getattr__(name):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from .intercept import InterceptPrepended, left_multiply
+from . import rank
+from .crossprod import compute_cluster_stats
 
 
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
@@ -32,58 +35,187 @@ def check_response(y, n_rows: int) -> np.ndarray:
     if not np.all(np.isfinite(y)):
         raise ValueError("the response contains NaN or infinite values "
                          f"({int((~np.isfinite(y)).sum())} rows)")
+    largest = float(np.abs(y).max()) if y.size else 0.0
+    if largest > HUGE or 0 < largest < TINY:
+        verb = "overflow" if largest > HUGE else "underflow"
+        raise ValueError(f"the response's scale ({largest:.3g}) would {verb} the "
+                         "cross-products; rescale y")
     return y
 
 
+# Squares of values beyond these magnitudes overflow (or underflow) in X'X and y'y.
+HUGE, TINY = 1e150, 1e-150
+
+
 def check_finite_columns(M: np.ndarray, names, what: str, chunk_rows: int = 8192) -> None:
-    """Raise naming the columns that hold NaN or Inf (row chunks keep the temporary small)."""
+    """Raise naming the columns that hold NaN or Inf, or values whose squares overflow
+    or underflow the cross-products (row chunks keep the temporaries small)."""
     ok = np.ones(M.shape[1], dtype=bool)
+    largest = np.zeros(M.shape[1])
     for start in range(0, M.shape[0], chunk_rows):
-        ok &= np.isfinite(M[start:start + chunk_rows]).all(axis=0)
+        chunk = M[start:start + chunk_rows]
+        ok &= np.isfinite(chunk).all(axis=0)
+        with np.errstate(invalid="ignore"):
+            largest = np.fmax(largest, np.abs(chunk).max(axis=0, initial=0.0))
     bad = [names[j] for j in np.flatnonzero(~ok)]
     if bad:
-        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        raise ValueError(f"{what} contains NaN or infinite values in column(s): {shown}")
+        raise ValueError(f"{what} contains NaN or infinite values in column(s): {_shown(bad)}")
+    _check_magnitudes(largest, names, what)
 
 
-def column_ranges(X) -> np.ndarray:
-    """max - min of each column; 0 for the implicit column of an InterceptPrepended."""
-    if isinstance(X, InterceptPrepended):
-        return np.concatenate([[0.0], np.ptp(X.base, axis=0)])
-    return np.ptp(X, axis=0)
+def _shown(items, limit=10):
+    items = list(map(str, items))
+    return ", ".join(items[:limit]) + (" ..." if len(items) > limit else "")
 
 
-def check_columns_distinct(X: np.ndarray, names, unpenalised, gram=None) -> None:
-    """Constant (non-intercept) and exactly duplicated columns make the selection ill-posed."""
-    unpen = set(unpenalised)
-    spread = column_ranges(X)
-    constant = [names[j] for j in np.flatnonzero(spread == 0) if j not in unpen]
-    if constant:
-        raise ValueError("constant column(s) in the fixed-effects design: "
-                         + ", ".join(map(str, constant[:10]))
-                         + " (remove them; the intercept is already in the model)")
-    p = X.shape[1]
-    if gram is not None:
-        d = np.diag(gram)
-        # ||x_j - x_k||^2 = G_jj + G_kk - 2 G_jk, zero exactly for duplicates.
-        dist = d[:, None] + d[None, :] - 2 * gram
-        tol = 1e-12 * np.maximum(d[:, None], d[None, :]).clip(min=1e-300)
-        iu = np.triu_indices(p, 1)
-        dup = np.flatnonzero(dist[iu] <= tol[iu])
-        pairs = [(iu[0][i], iu[1][i]) for i in dup]
+def _check_magnitudes(largest, names, what):
+    for bad, verb in ((largest > HUGE, "overflow"), ((largest > 0) & (largest < TINY), "underflow")):
+        if np.any(bad):
+            cols = np.flatnonzero(bad)
+            scales = ", ".join(f"{names[j]} ({largest[j]:.3g})" for j in cols[:10])
+            raise ValueError(f"{what}: the scale of column(s) {scales} would {verb} the "
+                             "cross-products; rescale them")
+
+
+def check_statistics_finite(stats, names, y_scale=None) -> None:
+    """Nothing non-finite may reach the solvers (skscope's C++ core aborts the process on
+    a non-finite objective): name what overflowed in the cross-products."""
+    if not (np.isfinite(stats.yty) and np.all(np.isfinite(stats.Zty))):
+        scale = "" if y_scale is None else f" ({y_scale:.3g})"
+        raise ValueError(f"the response's scale{scale} overflows the cross-products; rescale y")
+    if not np.all(np.isfinite(stats.ZtZ)):
+        raise ValueError("the random-effects columns (Z) overflow the cross-products; rescale them")
+    bad = ~np.isfinite(stats.Xty) | ~np.isfinite(stats.ZtX).all(axis=(0, 1))
+    if stats.XtX is not None:
+        bad |= ~np.isfinite(np.diag(stats.XtX))
+    if np.any(bad):
+        raise ValueError("column(s) " + _shown(names[j] for j in np.flatnonzero(bad))
+                         + " overflow the cross-products; rescale them")
+
+
+def check_scales(stats, names, tol: float = 1e3) -> None:
+    """lme4's checkScaleX: warn when the standard deviations of the non-binary columns
+    differ by more than a factor ``tol``, or one is above ``tol`` or below 1/tol.
+    Needs centred statistics (a model with an intercept); the fit itself does not
+    depend on units (columns are normalised for the selection; the refit is
+    equivariant), so this is advice for the reader, as in lme4."""
+    if stats.intercept is None or stats.XtX is None or stats.n_obs < 2:
+        return
+    N = stats.n_obs
+    spread = np.clip(np.diag(stats.XtX), 0, None)
+    raw_sum = N * stats.x_shift + _column_sums(stats)
+    raw_squares = spread + 2 * stats.x_shift * _column_sums(stats) + N * stats.x_shift ** 2
+    binary = np.abs(raw_squares - raw_sum) <= 1e-9 * np.maximum(raw_squares, 1e-300)
+    continuous = np.flatnonzero(~binary & (spread > 0))
+    if continuous.size == 0:
+        return
+    sd = np.sqrt(spread[continuous] / (N - 1))
+    if sd.max() / sd.min() > tol or sd.max() > tol or sd.min() < 1 / tol:
+        lo, hi = continuous[np.argmin(sd)], continuous[np.argmax(sd)]
+        warnings.warn("Some predictor variables are on very different scales: consider "
+                      f"rescaling (standard deviations from {sd.min():.3g} ({names[lo]}) to "
+                      f"{sd.max():.3g} ({names[hi]}))", ScaleWarning, stacklevel=3)
+
+
+class ScaleWarning(UserWarning):
+    """Predictors on very different scales (lme4's check.scaleX)."""
+
+
+def _column_sums(stats):
+    """Column sums of the centred columns: the intercept's row of the Gram."""
+    return stats.XtX[stats.intercept]
+
+
+def check_design_columns(stats, names, unpenalised, X=None) -> None:
+    """Columns that make the selection ill-posed, from the statistics (X only where
+    there is no Gram): constant candidates (with an intercept) and duplicated columns
+    (equal after centring and normalising, either sign).  No p x p or N x p temporary."""
+    unpen = set(int(j) for j in unpenalised)
+    if stats.XtX is not None:
+        constant = rank.constant_columns(stats)
+        pairs = duplicate_pairs_from_gram(stats.XtX, constant)
+    elif X is not None:
+        spread, pairs = _row_column_scan(X, stats)
+        magnitude = spread + stats.n_obs * stats.x_shift ** 2
+        constant = np.flatnonzero(spread <= rank.CONSTANT_TOL ** 2 * magnitude)
+        constant = constant[constant != stats.intercept] if stats.intercept is not None else []
     else:
-        # Equal columns have (almost: BLAS may sum in another order) equal random
-        # projections; only neighbours in projection order are compared exactly.
-        keys = left_multiply(np.random.default_rng(0).standard_normal((2, X.shape[0])), X)
-        order = np.argsort(keys[0], kind="stable")
-        gap = np.abs(np.diff(keys[:, order], axis=1))
-        tol = 1e-9 * (np.abs(keys[:, order[1:]]) + np.abs(keys[:, order[:-1]]) + 1e-300)
-        candidates = np.flatnonzero(np.all(gap <= tol, axis=0))
-        pairs = sorted(tuple(sorted((int(order[t]), int(order[t + 1])))) for t in candidates
-                       if np.array_equal(X[:, order[t]], X[:, order[t + 1]]))
+        raise ValueError("column checks need the Gram matrix or the rows of X")
+    constant = [names[j] for j in constant if j not in unpen]
+    if constant:
+        raise ValueError("constant column(s) in the fixed-effects design: " + _shown(constant)
+                         + " (remove them; the intercept is already in the model)")
     if pairs:
         shown = ", ".join(f"{names[i]} = {names[j]}" for i, j in pairs[:5])
-        raise ValueError(f"duplicated column(s) in the fixed-effects design: {shown}")
+        raise ValueError(f"duplicated column(s) in the fixed-effects design: {shown} (equal "
+                         "up to location and scale)" if stats.intercept is not None else
+                         f"duplicated column(s) in the fixed-effects design: {shown} (equal "
+                         "up to scale)")
+
+
+# Two columns are duplicates when their correlation (cosine, without an intercept) is
+# within this of +-1: their independent parts are below ~1e-6 of their norms.
+DUPLICATE_TOL = 1e-12
+
+
+def duplicate_pairs_from_gram(G, skip=(), tol=DUPLICATE_TOL, block_bytes=16 * 2**20):
+    """Pairs (i < j) of columns with |G_ij| >= (1 - tol) sqrt(G_ii G_jj), scanning G a
+    block of rows at a time (columns in ``skip`` and zero columns are ignored)."""
+    p = G.shape[0]
+    norm = np.sqrt(np.clip(np.diag(G), 0, None))
+    usable = norm > 0
+    usable[np.asarray(skip, dtype=np.int64)] = False
+    inv = np.zeros(p)
+    inv[usable] = 1 / norm[usable]
+    rows = max(1, block_bytes // (8 * max(p, 1)))
+    pairs = []
+    for first in range(0, p, rows):
+        stop = min(first + rows, p)
+        block = G[first:stop] * inv[None, :]
+        block *= inv[first:stop, None]
+        np.abs(block, out=block)
+        for i, j in np.argwhere(block >= 1 - tol):
+            if j > first + i:
+                pairs.append((int(first + i), int(j)))
+        del block  # before the next one is made
+    return sorted(pairs)
+
+
+def _row_column_scan(X, stats, chunk_rows=4096, tol=DUPLICATE_TOL):
+    """Without a Gram: centred sums of squares, and duplicated pairs found by random
+    projections of the centred, normalised columns (equal columns have equal keys; only
+    neighbours in key order are compared exactly)."""
+    N, p = X.shape
+    R = np.random.default_rng(0).standard_normal((2, N))
+    keys = np.zeros((2, p))
+    spread = np.zeros(p)
+    for first in range(0, N, chunk_rows):
+        chunk = np.asarray(X[first:first + chunk_rows]) - stats.x_shift
+        keys += R[:, first:first + chunk_rows] @ chunk
+        spread += np.einsum("ij,ij->j", chunk, chunk)
+    norm = np.sqrt(spread)
+    usable = norm > 1e-300
+    keys[:, usable] /= norm[usable]
+    keys *= np.where(keys[0] < 0, -1.0, 1.0)  # x and -x are duplicates too
+    order = np.flatnonzero(usable)[np.argsort(keys[0, usable], kind="stable")]
+    gap = np.abs(np.diff(keys[:, order], axis=1)).max(axis=0)
+    pairs = []
+    for t in np.flatnonzero(gap <= 1e-6):
+        i, j = sorted((int(order[t]), int(order[t + 1])))
+        xi = np.asarray(X[:, i]) - stats.x_shift[i]
+        xj = np.asarray(X[:, j]) - stats.x_shift[j]
+        if abs(xi @ xj) >= (1 - tol) * norm[i] * norm[j]:
+            pairs.append((i, j))
+    return spread, sorted(pairs)
+
+
+def check_columns_distinct(X, names, unpenalised, gram=None) -> None:
+    """Deprecated entry point (the checks now run from the statistics, in the api):
+    the same checks, on statistics computed here without a Gram when none is given."""
+    N = X.shape[0]
+    stats = compute_cluster_stats(X, np.zeros(N), np.ones((N, 1)), np.zeros(N, dtype=np.int64),
+                                  1, gram=False)
+    check_design_columns(stats, names, unpenalised, X=X)
 
 
 def check_groups(groups, n_rows: int) -> np.ndarray:
@@ -103,9 +235,30 @@ def check_clusters(sizes: np.ndarray) -> None:
     if sizes.size < 2:
         raise ValueError("the grouping factor has a single level; a mixed model needs "
                          "at least two clusters")
-    if np.all(sizes == 1):
+    if np.all(sizes == 1):  # lme4's check.nobs.vs.nlev (an error by default)
         raise ValueError("every cluster has a single row, so random effects cannot be "
-                         "told apart from the noise; check the grouping column")
+                         "told apart from the noise (number of levels of the grouping factor "
+                         "must be < number of observations); check the grouping column")
+
+
+def check_random_effects_identifiable(sizes: np.ndarray, Z: np.ndarray, random_names) -> None:
+    """lme4's check.nobs.vs.nRE (an error by default): more random effects (clusters x q)
+    than rows leave the random effects and the residual variance unidentifiable.  (lme4's
+    check.nobs.vs.nlev, levels < rows, is :func:`check_clusters`.)"""
+    n_obs, q = int(sizes.sum()), Z.shape[1]
+    n_random = int(sizes.size) * q
+    if n_obs <= n_random:
+        term = " + ".join(map(str, random_names))
+        raise ValueError(f"number of observations (={n_obs}) <= number of random effects "
+                         f"(={n_random}) for term ({term} | group); the random-effects "
+                         "parameters and the residual variance are probably unidentifiable")
+
+
+def check_k_selectable(k, n_selectable: int) -> None:
+    """An explicit k must not exceed the candidates left after the rank checks."""
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > n_selectable:
+        raise ValueError(f"k = {k} exceeds the number of candidate predictors left after "
+                         f"dropping aliased columns ({n_selectable})")
 
 
 def check_k(k, n_penalised: int, n_obs: int, n_unpenalised: int) -> int:

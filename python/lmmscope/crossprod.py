@@ -9,6 +9,14 @@ computed from these blocks by Woodbury's identity, so changing ``a`` never touch
 the raw rows again and no N x N matrix is ever formed.  The per-cluster products
 are computed with one sparse-times-dense product (the block-diagonal Z' times X),
 and the per-``a`` work is a batched q x q factorisation plus one Gram product.
+
+Location.  When the model has an intercept column, every other column of X and y
+are shifted by their means before any product is formed (row chunks are centred as
+they are multiplied; no centred copy of X exists): uncentred cross-products cancel
+catastrophically once a mean reaches ~1e6 (epoch seconds, calendar years, y + 1e7).
+The statistics then describe Xc = X - 1 x_shift', yc = y - y_shift; coefficients on
+Xc equal those on X except the intercept, which :meth:`ClusterStats.original_coef`
+converts back.  Nothing but the intercept (and its covariances) depends on the shift.
 """
 
 from __future__ import annotations
@@ -17,15 +25,51 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.blas import dsyrk
 
 from .batched import cholesky_with_inverse
 from .intercept import InterceptPrepended
 
+# Row chunks centred at a time: big enough for BLAS-3 efficiency (>= 512 rows),
+# small enough to stay a fraction of X.
+CHUNK_BYTES = 32 * 2**20
+MIN_CHUNK_ROWS = 512
+
 
 def encode_groups(groups):
-    """Return (codes 0..n-1, labels) for an arbitrary 1-D array of cluster labels."""
-    labels, codes = np.unique(np.asarray(groups), return_inverse=True)
+    """Return (codes 0..n-1, labels) for an arbitrary 1-D array of cluster labels.
+
+    Labels of mixed types (say the integer 3 and the string "a") cannot be ordered;
+    as R's ``factor()`` does for such a vector, they are then compared as strings, so
+    3 and "3" are the same cluster and the labels returned are strings.
+    """
+    g = np.asarray(groups)
+    try:
+        labels, codes = np.unique(g, return_inverse=True)
+    except TypeError:  # mixed int/str: '<' is not defined between them
+        labels, codes = np.unique(g.astype(str), return_inverse=True)
     return codes.ravel().astype(np.int64), labels
+
+
+def intercept_column(X) -> int | None:
+    """Index of the first all-ones column of X (0 for an InterceptPrepended), or None."""
+    if isinstance(X, InterceptPrepended):
+        return 0
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] == 0:
+        return None
+    candidates = np.flatnonzero(X[0] == 1.0)
+    step = max(1, CHUNK_BYTES // (8 * max(candidates.size, 1)))
+    for first in range(0, X.shape[0], step):
+        if candidates.size == 0:
+            return None
+        block = X[first:first + step][:, candidates]
+        candidates = candidates[np.all(block == 1.0, axis=0)]
+    return int(candidates[0]) if candidates.size else None
+
+
+def _row_chunk(p: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    return max(MIN_CHUNK_ROWS, chunk_bytes // (8 * max(p, 1)))
 
 
 def cluster_transpose_operator(Z: np.ndarray, codes: np.ndarray, n_groups: int) -> sp.csr_matrix:
@@ -68,19 +112,25 @@ def equal_size_runs(codes: np.ndarray, n_groups: int):
         return None
     bounds = np.append(run_starts, n_groups)
     first_rows = np.concatenate(([0], np.cumsum(sizes)))[bounds[:-1]]
-    return [(int(a), int(b), int(r), int(sizes[a]))
-            for a, b, r in zip(bounds[:-1], bounds[1:], first_rows)]
+    return [(int(first), int(stop), int(row), int(sizes[first]))
+            for first, stop, row in zip(bounds[:-1], bounds[1:], first_rows)]
+
+
+def _has_shift(shift) -> bool:
+    return shift is not None and bool(np.any(shift))
 
 
 def cluster_products(Z: np.ndarray, X: np.ndarray, codes: np.ndarray, n_groups: int,
-                     out: np.ndarray | None = None, chunk_bytes: int = 16 * 2**20) -> np.ndarray:
-    """Stacked Z_i'X_i, shape (n_groups, q, p), written into ``out`` when given.
+                     out: np.ndarray | None = None, chunk_bytes: int = 16 * 2**20,
+                     shift: np.ndarray | None = None) -> np.ndarray:
+    """Stacked Z_i'(X_i - 1 shift'), shape (n_groups, q, p), written into ``out`` when given.
 
     When the rows are sorted by cluster, runs of equal-size clusters reshape (without
-    copying) to (clusters, size, p), and one batched matmul per run does the work:
-    7x faster than the sparse block-diagonal product at N = 100,000 with clusters of
-    10.  Otherwise the sparse product runs on chunks of clusters, so no temporary as
-    large as the result is allocated; copying rows into order would cost more.
+    copying) to (clusters, size, p), and one batched matmul per run does the work
+    (several times faster than the sparse block-diagonal product).  Otherwise the
+    sparse product runs on chunks of clusters, so no temporary as large as the result
+    is allocated; copying rows into order would cost more.  A ``shift`` is subtracted
+    from one chunk of rows at a time, before it is multiplied.
     """
     N, q = Z.shape
     p = X.shape[1]
@@ -88,17 +138,49 @@ def cluster_products(Z: np.ndarray, X: np.ndarray, codes: np.ndarray, n_groups: 
         out = np.empty((n_groups, q, p))
     runs = equal_size_runs(codes, n_groups)
     if runs is not None:
-        for a, b, row, size in runs:
-            rows = slice(row, row + size * (b - a))
-            Zb = Z[rows].reshape(b - a, size, q)
-            np.matmul(np.swapaxes(Zb, 1, 2), X[rows].reshape(b - a, size, p), out=out[a:b])
+        _run_products(Z, X, runs, out, chunk_bytes, shift)
         return out
     Zt = cluster_transpose_operator(Z, codes, n_groups)
-    step = max(1, chunk_bytes // (8 * q * max(p, 1)))
-    for start in range(0, n_groups, step):
-        stop = min(start + step, n_groups)
-        out[start:stop] = np.asarray(Zt[start * q:stop * q] @ X).reshape(stop - start, q, p)
+    if not _has_shift(shift):
+        step = max(1, chunk_bytes // (8 * q * max(p, 1)))
+        for start in range(0, n_groups, step):
+            stop = min(start + step, n_groups)
+            out[start:stop] = np.asarray(Zt[start * q:stop * q] @ X).reshape(stop - start, q, p)
+        return out
+    row_ends = np.cumsum(np.bincount(codes, minlength=n_groups))
+    rows_per_chunk = max(1, chunk_bytes // (8 * max(p, 1)))
+    start = 0
+    while start < n_groups:
+        # clusters [start, stop) hold about rows_per_chunk rows (at least one cluster)
+        base_rows = row_ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(row_ends, base_rows + rows_per_chunk, "right")))
+        stop = min(stop, n_groups)
+        block = Zt[start * q:stop * q]
+        rows = np.unique(block.indices)
+        local = sp.csr_matrix((block.data, np.searchsorted(rows, block.indices), block.indptr),
+                              shape=(block.shape[0], rows.size))
+        centred = np.subtract(X[rows], shift)
+        out[start:stop] = np.asarray(local @ centred).reshape(stop - start, q, p)
+        start = stop
     return out
+
+
+def _run_products(Z, X, runs, out, chunk_bytes, shift):
+    """Batched Z_i'(X_i - shift) over runs of equal-size clusters (rows sorted)."""
+    q, p = Z.shape[1], X.shape[1]
+    centre = _has_shift(shift)
+    buffer = None
+    for first, stop, row, size in runs:
+        step = (stop - first) if not centre else max(1, chunk_bytes // (8 * size * max(p, 1)))
+        if centre and (buffer is None or buffer.shape[0] < step * size):
+            buffer = np.empty((step * size, p))
+        for c0 in range(first, stop, step):
+            c1 = min(c0 + step, stop)
+            r0 = row + (c0 - first) * size
+            r1 = r0 + (c1 - c0) * size
+            Xb = X[r0:r1] if not centre else np.subtract(X[r0:r1], shift, out=buffer[:r1 - r0])
+            Zb = Z[r0:r1].reshape(c1 - c0, size, q)
+            np.matmul(np.swapaxes(Zb, 1, 2), Xb.reshape(c1 - c0, size, p), out=out[c0:c1])
 
 
 def cluster_expand(Z: np.ndarray, V: np.ndarray, codes: np.ndarray, n_groups: int,
@@ -119,15 +201,20 @@ def cluster_expand(Z: np.ndarray, V: np.ndarray, codes: np.ndarray, n_groups: in
             cols = slice(start, min(start + step, p))
             out[:, cols] = Zt @ V[:, :, cols].reshape(n_groups * q, -1)
         return out
-    for a, b, row, size in runs:
-        rows = slice(row, row + size * (b - a))
-        np.matmul(Z[rows].reshape(b - a, size, q), V[a:b], out=out[rows].reshape(b - a, size, p))
+    for first, stop, row, size in runs:
+        rows = slice(row, row + size * (stop - first))
+        np.matmul(Z[rows].reshape(stop - first, size, q), V[first:stop],
+                  out=out[rows].reshape(stop - first, size, p))
     return out
 
 
 @dataclass
 class ClusterStats:
-    """Cross-product statistics of (X, y, Z) grouped by cluster."""
+    """Cross-product statistics of (Xc, yc, Z) grouped by cluster.
+
+    Xc = X - 1 x_shift' and yc = y - y_shift (no shift: x_shift = 0, y_shift = 0).
+    ``intercept`` is the index of the all-ones column (it is never shifted), or None.
+    """
 
     ZtZ: np.ndarray  # (n, q, q)
     ZtX: np.ndarray  # (n, q, p)
@@ -136,6 +223,15 @@ class ClusterStats:
     Xty: np.ndarray  # (p,)
     yty: float
     sizes: np.ndarray  # (n,) rows per cluster
+    x_shift: np.ndarray | None = None  # (p,); None means zeros
+    y_shift: float = 0.0
+    intercept: int | None = None
+
+    def __post_init__(self):
+        if self.x_shift is None:
+            self.x_shift = np.zeros(self.ZtX.shape[2])
+        self.x_shift = np.asarray(self.x_shift, dtype=float)
+        self.y_shift = float(self.y_shift)
 
     @property
     def n_obs(self) -> int:
@@ -153,43 +249,277 @@ class ClusterStats:
     def p(self) -> int:
         return self.ZtX.shape[2]
 
+    @property
+    def centred(self) -> bool:
+        return bool(self.y_shift != 0 or np.any(self.x_shift))
+
     def subset(self, columns) -> "ClusterStats":
-        """Statistics restricted to a subset of the columns of X."""
+        """Statistics restricted to a subset of the columns of X (shifts carried)."""
         columns = np.asarray(columns, dtype=np.int64)
         XtX = None if self.XtX is None else self.XtX[np.ix_(columns, columns)]
+        at = np.flatnonzero(columns == self.intercept) if self.intercept is not None else []
         return ClusterStats(self.ZtZ, self.ZtX[:, :, columns], self.Zty, XtX,
-                            self.Xty[columns], self.yty, self.sizes)
+                            self.Xty[columns], self.yty, self.sizes,
+                            x_shift=self.x_shift[columns], y_shift=self.y_shift,
+                            intercept=int(at[0]) if len(at) else None)
+
+    def _intercept_position(self, columns):
+        """(column indices, position of the intercept among them or None)."""
+        columns = np.arange(self.p) if columns is None else np.asarray(columns, dtype=np.int64)
+        shift = self.x_shift[columns]
+        at = np.flatnonzero(columns == self.intercept) if self.intercept is not None else []
+        if not len(at):
+            if np.any(shift) or self.y_shift:
+                raise ValueError("these statistics are centred, but the columns given leave "
+                                 "out the intercept: the coefficients cannot be converted")
+            return shift, None
+        return shift, int(at[0])
+
+    def original_coef(self, coef_c, columns=None) -> np.ndarray:
+        """Coefficients on (columns of) Xc -> on X: only the intercept changes,
+        b_int = c_int + y_shift - x_shift' c."""
+        coef = np.array(coef_c, dtype=float)
+        shift, at = self._intercept_position(columns)
+        if at is not None:
+            coef[..., at] = coef[..., at] + self.y_shift - coef @ shift
+        return coef
+
+    def centred_coef(self, coef, columns=None) -> np.ndarray:
+        """The inverse of :meth:`original_coef`."""
+        out = np.array(coef, dtype=float)
+        shift, at = self._intercept_position(columns)
+        if at is not None:
+            out[..., at] = out[..., at] - self.y_shift + out @ shift
+        return out
+
+    def original_vcov(self, vcov_c, columns=None) -> np.ndarray:
+        """Covariance of coefficients on Xc -> on X: T V T' with b = T c + const."""
+        V = np.array(vcov_c, dtype=float)
+        shift, at = self._intercept_position(columns)
+        if at is None or not np.any(shift):
+            return V
+        t = -shift
+        t[at] = 1.0
+        V[at, :] = t @ V  # rows of T V
+        column = V @ t  # column ``at`` of (T V) T'
+        V[:, at] = column
+        V[at, :] = column
+        return V
+
+    def __add__(self, other: "ClusterStats") -> "ClusterStats":
+        """Statistics of the union of two disjoint row sets (same clusters and shifts)."""
+        if not isinstance(other, ClusterStats):
+            return NotImplemented
+        if (self.ZtX.shape != other.ZtX.shape or self.intercept != other.intercept
+                or not np.array_equal(self.x_shift, other.x_shift)
+                or self.y_shift != other.y_shift or (self.XtX is None) != (other.XtX is None)):
+            raise ValueError("only statistics with the same clusters, columns and shifts "
+                             "(center=(x_shift, y_shift)) can be added")
+        XtX = None if self.XtX is None else self.XtX + other.XtX
+        return ClusterStats(self.ZtZ + other.ZtZ, self.ZtX + other.ZtX, self.Zty + other.Zty,
+                            XtX, self.Xty + other.Xty, self.yty + other.yty,
+                            self.sizes + other.sizes, x_shift=self.x_shift.copy(),
+                            y_shift=self.y_shift, intercept=self.intercept)
 
 
-def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True) -> ClusterStats:
+def _shifts(base, y, prepended: bool, intercept, center, sums=None):
+    """(x_shift over every column of X, y_shift) for ``center`` (see compute_cluster_stats)."""
+    p = base.shape[1] + int(prepended)
+    if center is None:
+        if intercept is None:
+            return np.zeros(p), 0.0
+        if sums is None:
+            sums = base.sum(axis=0)
+        means = sums / base.shape[0] if base.shape[0] else np.zeros(base.shape[1])
+        x_shift = np.concatenate([[0.0], means]) if prepended else means
+        x_shift[intercept] = 0.0
+        return x_shift, float(y.mean())
+    if center is False:
+        return np.zeros(p), 0.0
+    try:
+        x_shift, y_shift = center
+    except (TypeError, ValueError):
+        raise ValueError("center must be None, False or a pair (x_shift, y_shift)") from None
+    x_shift = np.asarray(x_shift, dtype=float).ravel()
+    if x_shift.shape != (p,):
+        raise ValueError(f"center: x_shift has {x_shift.size} entries, X has {p} columns")
+    if intercept is not None and x_shift[intercept] != 0:
+        raise ValueError("center: the intercept column cannot be shifted (x_shift must be 0 there)")
+    return x_shift, float(y_shift)
+
+
+def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=None, mild=None,
+                     sums=None):
+    """((base - shift)'(base - shift) or None, (base - shift)'yc, column sums of base - shift).
+
+    Row chunks are centred one at a time.  While a p x p temporary is small (below
+    ``chunk_bytes``) each chunk's Gram is numpy's product (its BLAS is the faster
+    one); beyond, rank-updates (scipy's BLAS syrk) accumulate in place into the one
+    p x p result, so no second p x p array and nothing as large as X is allocated.
+    The Gram is written into ``out`` (C-contiguous p x p) when given.
+    """
+    N, p = base.shape
+    if not _has_shift(shift):
+        XtX = np.matmul(base.T, base, out=out) if gram else None
+        return XtX, base.T @ yc, base.sum(axis=0)
+    if mild is None:
+        mild = _cancellation_is_mild(base, shift, chunk_bytes)
+    if mild:
+        return _corrected_products(base, shift, yc, gram, out=out, sums=sums)
+    if gram:
+        XtX = np.zeros((p, p)) if out is None else out
+        XtX[...] = 0.0
+    else:
+        XtX = None
+    in_place = 8 * p * p > chunk_bytes
+    Xty = np.zeros(p)
+    sums = np.zeros(p)
+    rows = _row_chunk(p, 4 * chunk_bytes if in_place else chunk_bytes)
+    buffer = np.empty((min(rows, N), p))
+    for first in range(0, N, rows):
+        stop = min(first + rows, N)
+        chunk = np.subtract(base[first:stop], shift, out=buffer[:stop - first])
+        Xty += yc[first:stop] @ chunk
+        sums += chunk.sum(axis=0)
+        if gram and in_place:  # XtX.T is Fortran-ordered: syrk fills its upper triangle
+            dsyrk(1.0, chunk.T, beta=1.0, c=XtX.T, trans=0, lower=0, overwrite_c=1)
+        elif gram:
+            XtX += chunk.T @ chunk
+    if gram and in_place:
+        _fill_upper_from_lower(XtX)
+    return XtX, Xty, sums
+
+
+# Below this ratio of squared mean to variance (every column), the uncentred products
+# corrected afterwards lose at most ~2 digits: then one BLAS call on X is cheaper than
+# centring X chunk by chunk.
+MILD_MEAN_TO_SD_SQUARED = 99.0
+
+
+def column_moments(base, chunk_bytes=CHUNK_BYTES):
+    """Column sums and sums of squares, in one pass over row chunks."""
+    N, p = base.shape
+    sums, squares = np.zeros(p), np.zeros(p)
+    rows = _row_chunk(p, chunk_bytes)
+    for first in range(0, N, rows):
+        chunk = base[first:first + rows]
+        sums += chunk.sum(axis=0)
+        squares += np.einsum("ij,ij->j", chunk, chunk)
+    return sums, squares
+
+
+def _mild(n_obs, shift, squares) -> bool:
+    mean_part = n_obs * shift ** 2  # of the raw sum of squares, when shift is the mean
+    return bool(np.all(mean_part <= MILD_MEAN_TO_SD_SQUARED / (1 + MILD_MEAN_TO_SD_SQUARED)
+                       * squares))
+
+
+def _cancellation_is_mild(base, shift, chunk_bytes=CHUNK_BYTES) -> bool:
+    return _mild(base.shape[0], shift, column_moments(base, chunk_bytes)[1])
+
+
+def _corrected_products(base, shift, yc, gram, block=512, out=None, sums=None):
+    """Centred products from the uncentred ones: (X - 1 s')'(X - 1 s') =
+    X'X - s S' - S s' + N s s' (S the column sums), corrected a block of rows at a time."""
+    N = base.shape[0]
+    sums = base.sum(axis=0) if sums is None else sums
+    Xty = base.T @ yc - shift * yc.sum()
+    XtX = None
+    if gram:
+        XtX = np.matmul(base.T, base, out=out)
+        for first in range(0, XtX.shape[0], block):
+            rows = slice(first, first + block)
+            XtX[rows] -= (np.outer(shift[rows], sums) + np.outer(sums[rows], shift)
+                          - N * np.outer(shift[rows], shift))
+    return XtX, Xty, sums - N * shift
+
+
+def symmetrise(S: np.ndarray, block: int = 512) -> np.ndarray:
+    """(S + S') / 2 in place, a block of columns at a time (no p x p temporary)."""
+    p = S.shape[0]
+    for first in range(0, p, block):
+        stop = min(first + block, p)
+        mean = (S[first:stop, first:] + S[first:, first:stop].T) / 2
+        S[first:stop, first:] = mean
+        S[first:, first:stop] = mean.T
+    return S
+
+
+def _fill_upper_from_lower(S: np.ndarray, block: int = 512) -> None:
+    """Symmetrise in place, a block of columns at a time (no p x p temporary)."""
+    p = S.shape[0]
+    for first in range(0, p, block):
+        stop = min(first + block, p)
+        S[first:stop, stop:] = S[stop:, first:stop].T
+        tile = S[first:stop, first:stop]
+        lower = np.tril(tile)
+        tile[...] = lower + np.tril(tile, -1).T
+
+
+def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None) -> ClusterStats:
     """One pass over the data: every cross-product that later steps need.
 
-    ``X`` may be an :class:`~lmmscope.intercept.InterceptPrepended`; the intercept's
-    statistics are then column sums, bordered onto those of the user's columns.
+    ``center``: None (automatic) shifts every column but the intercept, and y, by
+    their means when X has an intercept column (an InterceptPrepended, or an all-ones
+    column); False: no shift; ``(x_shift, y_shift)``: these shifts (x_shift of length
+    p, 0 for the intercept), so that statistics of row chunks share one shift and add
+    up.  ``X`` may be an :class:`~lmmscope.intercept.InterceptPrepended`; the
+    intercept's statistics are then column sums, bordered onto those of the user's
+    columns.
     """
-    intercept = isinstance(X, InterceptPrepended)
-    base = X.base if intercept else np.asarray(X, dtype=float)
+    prepended = isinstance(X, InterceptPrepended)
+    base = X.base if prepended else np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     Z = np.asarray(Z, dtype=float)
     n_groups = int(codes.max()) + 1 if n_groups is None else n_groups
     q = Z.shape[1]
-    first = int(intercept)
+    first = int(prepended)
+    intercept = intercept_column(X)
+    may_shift = center is not False and (center is not None or intercept is not None)
+    sums, squares = column_moments(base) if may_shift else (None, None)
+    x_shift, y_shift = _shifts(base, y, prepended, intercept, center, sums)
+    base_shift = x_shift[first:]
+    yc = y - y_shift if y_shift else y
     Zt = cluster_transpose_operator(Z, codes, n_groups)
     ZtX = np.empty((n_groups, q, base.shape[1] + first))
-    cluster_products(Z, base, codes, n_groups, out=ZtX[:, :, first:])
-    Zty = np.asarray(Zt @ y).reshape(n_groups, q)
+    Zt_ones = np.asarray(Zt.sum(axis=1)).reshape(n_groups, q)
+    # small means: correct the uncentred products; large ones: centre rows as they go
+    mild = _has_shift(base_shift) and _mild(base.shape[0], base_shift, squares)
+    cluster_products(Z, base, codes, n_groups, out=ZtX[:, :, first:],
+                     shift=None if mild else base_shift)
+    if mild:  # Z_i'(X_i - 1 s') = Z_i'X_i - (Z_i'1) s'
+        for start in range(0, n_groups, 4096):
+            block = ZtX[start:start + 4096, :, first:]
+            block -= Zt_ones[start:start + 4096, :, None] * base_shift[None, None, :]
+    Zty = np.asarray(Zt @ yc).reshape(n_groups, q)
     ZtZ = np.asarray(Zt @ Z).reshape(n_groups, q, q)
-    Xty = base.T @ y
-    XtX = base.T @ base if gram else None
-    if intercept:
-        ZtX[:, :, 0] = np.asarray(Zt.sum(axis=1)).reshape(n_groups, q)
-        Xty = np.concatenate([[y.sum()], Xty])
+    m = base.shape[1]
+    flat = np.empty((m + 1) ** 2) if (gram and prepended) else None
+    XtX, Xty, column_sums = centred_products(
+        base, base_shift, yc, gram, out=None if flat is None else flat[:m * m].reshape(m, m),
+        mild=mild, sums=sums)
+    if prepended:
+        ZtX[:, :, 0] = Zt_ones
+        Xty = np.concatenate([[yc.sum()], Xty])
         if gram:
-            column_sums = base.sum(axis=0)
-            XtX = np.block([[np.full((1, 1), float(base.shape[0])), column_sums[None, :]],
-                            [column_sums[:, None], XtX]])
-    return ClusterStats(ZtZ=ZtZ, ZtX=ZtX, Zty=Zty, XtX=XtX, Xty=Xty,
-                        yty=float(y @ y), sizes=np.bincount(codes, minlength=n_groups))
+            XtX = _border_in_place(flat, m, float(base.shape[0]), column_sums)
+    return ClusterStats(ZtZ=ZtZ, ZtX=ZtX, Zty=Zty, XtX=XtX, Xty=Xty, yty=float(yc @ yc),
+                        sizes=np.bincount(codes, minlength=n_groups), x_shift=x_shift,
+                        y_shift=y_shift, intercept=intercept)
+
+
+def _border_in_place(flat, m, corner, border):
+    """The (m+1) x (m+1) matrix [[corner, border'], [border, G]] from G stored in the
+    first m*m entries of ``flat``: rows move back to front into their bordered places
+    (each row's target lies past its own source and past the rows still to move)."""
+    for i in range(m - 1, -1, -1):
+        start = (i + 1) * (m + 1) + 1
+        flat[start:start + m] = flat[i * m:(i + 1) * m]
+    full = flat.reshape(m + 1, m + 1)
+    full[0, 0] = corner
+    full[0, 1:] = border
+    full[1:, 0] = border
+    return full
 
 
 @dataclass
@@ -201,7 +531,6 @@ class WhitenedStats:
     xty: np.ndarray  # X_a'y_a (p,)
     yty: float  # y_a'y_a
     trace_inv: float  # tr(Sigma_a^{-1})
-    logdet: float  # log|Sigma_a|
     n_obs: int
 
 
@@ -216,7 +545,8 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
 
     With B_i = L_i^{-1} Z_i'X_i the sum is B'B, accumulated over chunks of clusters
     so the temporary stays small (a fresh array the size of Z'X would cost more to
-    fault in than the products themselves).
+    fault in than the products themselves).  Centred statistics give the whitened
+    cross-products of the centred data.
     """
     if stats.XtX is None:
         raise ValueError("these statistics were computed without the p x p Gram matrix")
@@ -225,35 +555,43 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
     correction = np.zeros((p, p))
     step = max(1, chunk_bytes // (8 * q * max(p, 1)))
     buffer = np.empty((min(step, n), q, p))
+    in_place = 8 * p * p > chunk_bytes  # a p x p temporary per chunk would be large
     for start in range(0, n, step):
         stop = min(start + step, n)
         B = np.matmul(Linv[start:stop], stats.ZtX[start:stop], out=buffer[:stop - start])
         B = B.reshape(-1, p)
-        correction += B.T @ B
-    gram = stats.XtX - a * correction
-    gram = (gram + gram.T) / 2
-    b = Linv @ stats.Zty[:, :, None]  # (n, q, 1)
-    # B'b = sum_i Z_i'X_i' L_i^{-T} b_i, without forming B again.
-    xty = stats.Xty - a * (stats.ZtX.reshape(n * q, p).T @ (np.swapaxes(Linv, 1, 2) @ b).ravel())
-    yty = stats.yty - a * float(b.ravel() @ b.ravel())
+        if in_place:  # lower triangle of correction (upper of its Fortran view)
+            dsyrk(1.0, B.T, beta=1.0, c=correction.T, trans=0, lower=0, overwrite_c=1)
+        else:
+            correction += B.T @ B
+    if in_place:
+        _fill_upper_from_lower(correction)
+    correction *= -a  # in place: the whitened Gram is the only new p x p array
+    correction += stats.XtX
+    gram = symmetrise(correction)
+    Linv_Zty = Linv @ stats.Zty[:, :, None]  # (n, q, 1)
+    # B'(L^{-1} Z'y) = sum_i Z_i'X_i' L_i^{-T} L_i^{-1} Z_i'y_i, without forming B again.
+    xty = stats.Xty - a * (stats.ZtX.reshape(n * q, p).T
+                           @ (np.swapaxes(Linv, 1, 2) @ Linv_Zty).ravel())
+    yty = stats.yty - a * float(Linv_Zty.ravel() @ Linv_Zty.ravel())
     # tr(M_i Z_i'Z_i) = tr(L^{-1} Z'Z L^{-T}) = sum of the entries of (L^{-1} Z'Z) * L^{-1}.
     trace_inv = float(stats.sizes.sum() - a * np.einsum("nij,nij->", Linv @ stats.ZtZ, Linv))
-    logdet = float(2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
     return WhitenedStats(a=a, gram=gram, xty=xty, yty=yty, trace_inv=trace_inv,
-                         logdet=logdet, n_obs=stats.n_obs)
+                         n_obs=stats.n_obs)
 
 
 def whiten_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None):
-    """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(X, y), for p too large for a Gram.
+    """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), for p too large for a Gram.
 
     Sigma_a,i^{-1/2} = I - Z_i H_i Z_i' with H_i = Q diag(h) Q' from the eigen-
     decomposition Z_i'Z_i = Q diag(s) Q' and h = (1 - (1 + a s)^{-1/2}) / s.
     ``stats`` (the per-cluster cross-products of these arrays) is reused when the
-    caller already has it.  X_a is the only array the size of X that is allocated,
+    caller already has it, and its shifts centre X and y (Xc, yc as in
+    :class:`ClusterStats`).  X_a is the only array the size of X that is allocated,
     also for an InterceptPrepended.
     """
-    intercept = isinstance(X, InterceptPrepended)
-    base = X.base if intercept else np.asarray(X, dtype=float)
+    prepended = isinstance(X, InterceptPrepended)
+    base = X.base if prepended else np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     Z = np.asarray(Z, dtype=float)
     if stats is None:
@@ -264,9 +602,25 @@ def whiten_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None):
         h = np.where(s > 1e-12 * max(1.0, s.max()), (1 - 1 / np.sqrt(1 + a * s)) / s, a / 2)
     H = (Q * h[:, None, :]) @ np.swapaxes(Q, 1, 2)
     Xa = cluster_expand(Z, H @ stats.ZtX, codes, n_groups, out=np.empty(X.shape))
-    first = int(intercept)
-    np.subtract(base, Xa[:, first:], out=Xa[:, first:])
-    if intercept:
+    first = int(prepended)
+    _subtract_from_centred(base, stats.x_shift[first:], Xa[:, first:])
+    if prepended:
         np.subtract(1.0, Xa[:, 0], out=Xa[:, 0])
-    ya = y - cluster_expand(Z, H @ stats.Zty[:, :, None], codes, n_groups)[:, 0]
+    yc = y - stats.y_shift if stats.y_shift else y
+    ya = yc - cluster_expand(Z, H @ stats.Zty[:, :, None], codes, n_groups)[:, 0]
     return Xa, ya
+
+
+def _subtract_from_centred(base, shift, out, chunk_bytes=CHUNK_BYTES):
+    """out <- (base - shift) - out, centring a chunk of rows at a time so that the
+    centred values are formed before anything of smaller magnitude is subtracted."""
+    if not _has_shift(shift):
+        np.subtract(base, out, out=out)
+        return
+    N, p = base.shape
+    rows = _row_chunk(p, chunk_bytes)
+    buffer = np.empty((min(rows, N), p))
+    for first in range(0, N, rows):
+        stop = min(first + rows, N)
+        chunk = np.subtract(base[first:stop], shift, out=buffer[:stop - first])
+        np.subtract(chunk, out[first:stop], out=out[first:stop])

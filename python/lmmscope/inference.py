@@ -14,6 +14,11 @@ Nothing N x N and no whitened rows are needed: w_j'X_a[:, k] comes from the whit
 matrix, and w_j,i'r_a,i from the per-cluster vectors X_i' Sigma_a,i^{-1} r_i (Woodbury).
 The lasso itself runs on "pseudo-rows" R with R'R equal to the scaled Gram matrix
 (min(N, p) rows), with scikit-learn's coordinate descent.
+
+Location: the statistics are centred when the model has an intercept, so the node-wise
+regressions, scores and every row but the intercept's do not depend on where X and y
+sit.  The original intercept is a linear function of the centred coefficients; its row
+is the debiased linear function (see :func:`debias`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import scipy.sparse as sp
 from scipy import stats as sps
 
 from .crossprod import cluster_factors, cluster_transpose_operator, whiten_stats
-from .intercept import left_multiply
 
 ADJUSTMENTS = ("bh", "holm", None)
 
@@ -38,51 +42,89 @@ class NodewiseFit:
 
     columns: np.ndarray
     coef: np.ndarray  # (len(columns), p): row r is e_j - g_j, the score direction on X_a
-    sigma: np.ndarray  # scaled-lasso noise level of each node-wise regression (unit scale)
     iterations: np.ndarray
 
 
+class CentredGram(np.ndarray):
+    """X_a'X_a of the centred columns, carrying their centring (``intercept``,
+    ``x_shift``) so that :func:`debias` can report the intercept on the original scale."""
+
+    def __array_finalize__(self, obj):
+        self.intercept = getattr(obj, "intercept", None)
+        self.x_shift = getattr(obj, "x_shift", None)
+
+
+def _carrying_centring(G, stats):
+    out = np.asarray(G).view(CentredGram)
+    out.intercept, out.x_shift = stats.intercept, stats.x_shift
+    return out
+
+
 def whitened_gram(data, a):
-    """X_a'X_a, and pseudo-rows R (r x p, r <= min(N, p)) with R'R = X_a'X_a / N."""
+    """X_a'X_a (of the centred columns, see :mod:`lmmscope.crossprod`), and pseudo-rows R
+    (r x p, r <= min(N, p)) with R'R = X_a'X_a / N."""
     if data.use_gram:
         G = whiten_stats(data.stats, a).gram
         vals, vecs = np.linalg.eigh(G / data.N)
         keep = vals > 1e-12 * max(vals.max(), 1e-300)
         R = (vecs[:, keep] * np.sqrt(vals[keep])).T
-        return G, R
+        return _carrying_centring(G, data.stats), R
     Xa, _ = data.whitened_rows(a)
-    return Xa.T @ Xa, Xa / np.sqrt(data.N)
+    return _carrying_centring(Xa.T @ Xa, data.stats), Xa / np.sqrt(data.N)
 
 
 def cluster_scores(data, a, beta):
-    """Per-cluster X_i' Sigma_a,i^{-1} (y_i - X_i beta): (clusters, p)."""
-    r = data.y - data.X @ beta
-    indicator = sp.csr_matrix((r, (data.codes, np.arange(data.N))), shape=(data.n_groups, data.N))
-    Xr = left_multiply(indicator, data.X)
+    """Per-cluster Xc_i' Sigma_a,i^{-1} (yc_i - Xc_i c): (clusters, p).
+
+    ``beta`` is in the original parametrisation; the scores are formed on the centred
+    data of ``data.stats`` (c = beta but for the intercept), one chunk of rows at a
+    time, so they do not depend on the location of X or y.
+    """
+    stats = data.stats
+    coef = stats.centred_coef(beta)
+    Xr = np.zeros((data.n_groups, data.p))
+    r = np.empty(data.N)
+    rows_per_chunk = max(512, (32 * 2**20) // (8 * max(data.p, 1)))
+    for first in range(0, data.N, rows_per_chunk):
+        rows = slice(first, min(first + rows_per_chunk, data.N))
+        Xc = np.asarray(data.X[rows]) - stats.x_shift
+        r[rows] = (data.y[rows] - stats.y_shift) - Xc @ coef
+        indicator = sp.csr_matrix((r[rows], (data.codes[rows], np.arange(Xc.shape[0]))),
+                                  shape=(data.n_groups, Xc.shape[0]))
+        Xr += indicator @ Xc
     Zt = cluster_transpose_operator(data.Z, data.codes, data.n_groups)
     q = data.Z.shape[1]
     Zr = np.asarray(Zt @ r).reshape(data.n_groups, q)
-    _, Linv = cluster_factors(data.stats.ZtZ, a)
+    _, Linv = cluster_factors(stats.ZtZ, a)
     # Sigma^{-1} = I - a Z (I + a Z'Z)^{-1} Z' = I - a Z L^{-T} L^{-1} Z'
     c = (np.swapaxes(Linv, 1, 2) @ (Linv @ Zr[:, :, None]))[:, :, 0]  # (I + aZ'Z)^{-1} Z'r
-    return Xr - a * np.einsum("iqp,iq->ip", data.stats.ZtX, c)
+    return Xr - a * np.einsum("iqp,iq->ip", stats.ZtX, c)
 
 
-def _scaled_lasso(R, j, lam0, tol, max_iter, sigma_tol=1e-6, max_rounds=30):
-    """Scaled lasso of R[:, j] on the other columns (unit-scale columns)."""
+def _scaled_lasso(R, j, lam0, tol, max_iter, sigma_tol=1e-6, max_rounds=30, free=None):
+    """Scaled lasso of R[:, j] on the other columns (unit-scale columns); the column
+    ``free`` (the intercept) is not penalised: it is profiled out first, as in the
+    selection, so the direction does not depend on where the other columns sit."""
     from sklearn.linear_model import Lasso
 
     r = R.shape[0]
-    others = np.delete(np.arange(R.shape[1]), j)
+    free = None if free is None or free == j else int(free)
+    others = np.setdiff1d(np.arange(R.shape[1]), [j] if free is None else [j, free])
     X = np.asfortranarray(R[:, others])
     y = R[:, j]
+    if free is not None:
+        u = R[:, free] / np.sqrt(R[:, free] @ R[:, free])
+        X -= np.outer(u, u @ X)
+        y = y - u * (u @ y)
     model = Lasso(alpha=lam0 / r, fit_intercept=False, warm_start=True, tol=tol,
                   max_iter=max_iter, selection="cyclic")
     sigma = float(np.sqrt(y @ y))
-    for rounds in range(1, max_rounds + 1):
+    coef, rounds = np.zeros(others.size), 0
+    for rounds in range(1, max_rounds + 1 if others.size else 1):  # nothing to regress on
         model.alpha = lam0 * sigma / r
         model.fit(X, y)
-        resid = y - X @ model.coef_
+        coef = model.coef_
+        resid = y - X @ coef
         new_sigma = float(np.sqrt(resid @ resid))
         if abs(new_sigma - sigma) <= sigma_tol * max(sigma, 1e-12) or new_sigma <= 0:
             sigma = new_sigma
@@ -90,7 +132,10 @@ def _scaled_lasso(R, j, lam0, tol, max_iter, sigma_tol=1e-6, max_rounds=30):
         sigma = new_sigma
     direction = np.zeros(R.shape[1])
     direction[j] = 1.0
-    direction[others] = -model.coef_
+    direction[others] = -coef
+    if free is not None:  # the free column's least-squares coefficient given the others
+        rest = R[:, j] - R[:, others] @ coef
+        direction[free] = -(R[:, free] @ rest) / (R[:, free] @ R[:, free])
     return direction, sigma, rounds
 
 
@@ -110,8 +155,10 @@ def nodewise_lasso(G, R, n_obs, columns, *, tol=1e-8, max_iter=10_000, n_jobs=No
     n_jobs = n_jobs or min(len(columns), os.cpu_count() or 1)
     done = [0]
 
+    intercept = getattr(G, "intercept", None)  # unpenalised in every node-wise fit
+
     def one(j):
-        out = _scaled_lasso(Rs, j, lam0, tol, max_iter)
+        out = _scaled_lasso(Rs, j, lam0, tol, max_iter, free=intercept)
         done[0] += 1
         if progress is not None and (done[0] % max(1, len(columns) // 10) == 0):
             progress(f"node-wise lasso {done[0]}/{len(columns)}")
@@ -120,8 +167,7 @@ def nodewise_lasso(G, R, n_obs, columns, *, tol=1e-8, max_iter=10_000, n_jobs=No
     results = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one)(j) for j in columns)
     coef = np.array([d for d, _, _ in results]).reshape(len(columns), p)
     coef = coef / scale[None, :] * scale[columns][:, None]  # back to X_a's column scale
-    return NodewiseFit(columns, coef, np.array([s for _, s, _ in results]),
-                       np.array([k for _, _, k in results]))
+    return NodewiseFit(columns, coef, np.array([k for _, _, k in results]))
 
 
 def adjust_pvalues(p, method):
@@ -145,13 +191,41 @@ def adjust_pvalues(p, method):
 
 def debias(G, scores, beta, cols, D):
     """Debiased estimates and cluster-sandwich standard errors for the columns ``cols``,
-    with ``D`` their score directions (rows of :attr:`NodewiseFit.coef`)."""
+    with ``D`` their score directions (rows of :attr:`NodewiseFit.coef`).
+
+    ``beta`` is in the original parametrisation.  The directions and scores are those
+    of the centred columns, so every row but the intercept's is free of the location
+    of X and y.  The original intercept is the linear function c_int - x_shift'c (+
+    y_shift) of the centred coefficients: its estimate and sandwich standard error come
+    from the debiased coordinates' per-cluster influences, so they need the rows of
+    every shifted column (all terms, the default); otherwise its row is NaN.
+    """
     cols = np.asarray(cols)
-    denom = np.einsum("kp,pk->k", D, G[:, cols])  # w_j'X_a[:, j]
-    per_cluster = scores @ D.T  # (clusters, k): w_j,i' r_a,i
-    estimate = beta[cols] + per_cluster.sum(axis=0) / denom
-    std_error = np.sqrt((per_cluster ** 2).sum(axis=0)) / np.abs(denom)
+    denom = np.einsum("kp,pk->k", D, np.asarray(G)[:, cols])  # w_j'X_a[:, j]
+    influence = (scores @ D.T) / denom  # (clusters, k): w_j,i' r_a,i / w_j'X_a[:, j]
+    estimate = beta[cols] + influence.sum(axis=0)
+    std_error = np.sqrt((influence ** 2).sum(axis=0))
+    _original_intercept(G, cols, beta, influence, estimate, std_error)
     return estimate, std_error
+
+
+def _original_intercept(G, cols, beta, influence, estimate, std_error):
+    """Replace the intercept's row (centred) by the original intercept's, in place."""
+    intercept, shift = getattr(G, "intercept", None), getattr(G, "x_shift", None)
+    if intercept is None or shift is None or not np.any(shift) or intercept not in cols:
+        return
+    at = {int(c): i for i, c in enumerate(cols)}
+    row = at[int(intercept)]
+    shifted = np.flatnonzero(shift)
+    if not all(int(j) in at for j in shifted):
+        estimate[row] = std_error[row] = np.nan
+        return
+    weights = np.zeros(len(cols))
+    weights[row] = 1.0
+    weights[[at[int(j)] for j in shifted]] -= shift[shifted]
+    functional = influence @ weights  # per cluster
+    estimate[row] = beta[intercept] + functional.sum()
+    std_error[row] = np.sqrt(functional @ functional)
 
 
 def inference_table(names, columns, estimate, std_error, df, level, adjust) -> pd.DataFrame:

@@ -58,9 +58,11 @@ class MixedModelFit:
         self._sol = sol
         dfr = self.nobs - p if reml else self.nobs
         self.sigma = float(np.sqrt(sol.pwrss / dfr))
-        self.fixef = pd.Series(sol.beta, index=self.fixed_names, name="fixef")
+        # The statistics may be centred (crossprod): only the intercept and its
+        # covariances change back; deviance, theta, sigma and ranef are invariant.
+        self.fixef = pd.Series(stats.original_coef(sol.beta), index=self.fixed_names, name="fixef")
         RXinv = np.linalg.inv(sol.RX) if p else np.zeros((0, 0))
-        self.vcov_matrix = pd.DataFrame(self.sigma ** 2 * RXinv @ RXinv.T,
+        self.vcov_matrix = pd.DataFrame(stats.original_vcov(self.sigma ** 2 * RXinv @ RXinv.T),
                                         index=self.fixed_names, columns=self.fixed_names)
         self.psi = self.sigma ** 2 * sol.Lam @ sol.Lam.T
         ranef = sol.u @ sol.Lam.T  # b_i = Lambda u_i

@@ -10,11 +10,14 @@ while a closed-form least-squares solve replaces its generic numeric optimiser.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
 
+from .crossprod import symmetrise
+from .rank import independent_columns, squared_tolerance
 from .threads import one_blas_thread
 
 CRITERIA = ("gic", "ebic", "bic", "aic")
@@ -59,26 +62,46 @@ class QuadraticLoss:
         return QuadraticLoss(gram=self.gram[np.ix_(columns, columns)], xty=self.xty[columns],
                              yty=self.yty)
 
-    def hessian_diag_matrix(self):
-        # skscope only needs a Hessian when use_hessian=True; give it the Gram
-        # (or its diagonal when only rows are held) so it never tries JAX autodiff.
+    def hessian_or_diagonal(self):
+        """skscope asks for a Hessian only when use_hessian=True; give it X'X (Gram
+        form) or, when only rows are held, its diagonal, so it never tries JAX autodiff."""
         return self.gram if self.rows is None else np.diag(self._diag)
 
     def solve_on(self, support):
-        """Exact least-squares coefficients restricted to ``support``."""
+        """Exact least-squares coefficients restricted to ``support``.
+
+        Candidates in the span of the unpenalised columns are removed before the
+        search (:func:`reduce_gram`), so a singular support means candidates collinear
+        among themselves: the minimum-norm solution is used, with a warning.
+        """
         b = np.zeros(self.p)
         support = np.asarray(support, dtype=np.int64)
         if support.size == 0:
             return b
         if self.rows is not None:
-            b[support] = np.linalg.lstsq(self.rows[:, support], self.response, rcond=None)[0]
-        else:
-            G = self.gram[np.ix_(support, support)]
-            try:
-                b[support] = sla.solve(G, self.xty[support], assume_a="pos")
-            except (np.linalg.LinAlgError, sla.LinAlgError):
-                b[support] = np.linalg.lstsq(G, self.xty[support], rcond=None)[0]
+            coef, _res, rank_found, _sv = np.linalg.lstsq(self.rows[:, support], self.response,
+                                                          rcond=None)
+            if rank_found < support.size:
+                _warn_singular_support()
+            b[support] = coef
+            return b
+        G = self.gram[np.ix_(support, support)]
+        try:
+            b[support] = sla.solve(G, self.xty[support], assume_a="pos")
+        except (np.linalg.LinAlgError, sla.LinAlgError):
+            _warn_singular_support()
+            b[support] = np.linalg.lstsq(G, self.xty[support], rcond=None)[0]
         return b
+
+
+class SingularSupportWarning(UserWarning):
+    """A support searched by the selection has collinear columns."""
+
+
+def _warn_singular_support():
+    warnings.warn("a support searched by the selection has collinear candidate columns; "
+                  "its coefficients are the minimum-norm least-squares solution",
+                  SingularSupportWarning, stacklevel=4)
 
 
 @dataclass
@@ -92,26 +115,59 @@ class ReducedProblem:
     recover: object  # callable: penalised coefs (original scale) -> full coefficient vector
 
 
+def _selectable(own, residual):
+    """Candidates whose norm survives profiling out the unpenalised columns: the others
+    lie in their span (to lme4's rank tolerance) and can never improve the fit."""
+    return (own > 0) & (residual > squared_tolerance() * own)
+
+
+def _require_finite(loss: QuadraticLoss, scale) -> None:
+    """skscope's C++ core aborts the interpreter on a non-finite objective: refuse first."""
+    if not (np.isfinite(loss.yty) and np.all(np.isfinite(loss.xty)) and np.all(np.isfinite(scale))):
+        raise ValueError("the whitened cross-products are not finite (an overflow): rescale y "
+                         "or the columns of X")
+
+
 def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
-    """Profile unpenalised columns out of a Gram-form quadratic and scale the rest."""
+    """Profile unpenalised columns out of a Gram-form quadratic and scale the rest.
+
+    Unpenalised columns aliased with earlier ones (R's limited-pivoting rule, see
+    :mod:`lmmscope.rank`) are left out (coefficient 0), and so are candidates in the
+    span of the unpenalised columns (a training fold can make a column constant).
+    ``gram`` (fresh from the caller, as the rows given to :func:`reduce_rows`) is
+    overwritten where the unpenalised columns lead (the intercept): a copy of a p x p
+    matrix is avoided.
+    """
     p = gram.shape[0]
-    unpen = np.asarray(sorted(unpenalised), dtype=np.int64)
-    pen = np.setdiff1d(np.arange(p), unpen)
-    G_pp = gram[np.ix_(pen, pen)]
-    c_p = xty[pen]
+    unpen, _aliased = independent_columns(gram, sorted(unpenalised))
+    others = np.setdiff1d(np.arange(p), unpen)
+    own = np.diag(gram)[others].copy()  # norms before profiling
+    G_up = gram[np.ix_(unpen, others)]
+    leading = np.array_equal(unpen, np.arange(unpen.size))
+    G_pp = gram[unpen.size:, unpen.size:] if leading else gram[np.ix_(others, others)]
+    c_p = xty[others]
     yy = float(yty)
     if unpen.size:
         G_uu = gram[np.ix_(unpen, unpen)]
-        G_up = gram[np.ix_(unpen, pen)]
         chol = sla.cho_factor(G_uu)
         A = sla.cho_solve(chol, G_up)  # G_uu^{-1} G_up
         au = sla.cho_solve(chol, xty[unpen])
-        G_pp = G_pp - G_up.T @ A
+        for first in range(0, others.size, 512):  # Schur complement, in place by blocks
+            rows = slice(first, first + 512)
+            G_pp[rows] -= G_up[:, rows].T @ A
         c_p = c_p - G_up.T @ au
         yy = yy - float(xty[unpen] @ au)
+    keep = _selectable(own, np.diag(G_pp))
+    pen = others[keep]
+    if not np.all(keep):
+        G_pp, c_p = G_pp[np.ix_(keep, keep)], c_p[keep]
+        if unpen.size:
+            A = A[:, keep]
     scale = np.sqrt(np.clip(np.diag(G_pp), 1e-300, None))
-    G_s = G_pp / scale[:, None] / scale[None, :]
-    loss = QuadraticLoss(gram=(G_s + G_s.T) / 2, xty=c_p / scale, yty=yy)
+    G_pp /= scale[:, None]  # unit-norm columns, in place
+    G_pp /= scale[None, :]
+    loss = QuadraticLoss(gram=symmetrise(G_pp), xty=c_p / scale, yty=yy)
+    _require_finite(loss, scale)
 
     def recover(b_pen):
         beta = np.zeros(p)
@@ -128,27 +184,39 @@ def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20) -> ReducedPr
 
     ``Xa`` (fresh whitened rows from the caller) is projected and rescaled in place
     where its penalised columns form one block (no unpenalised columns, or only
-    leading ones such as the intercept): a copy would double the memory.
+    leading ones such as the intercept): a copy would double the memory.  Only when
+    some candidates lie in the span of the unpenalised columns are the others copied.
     """
     N, p = Xa.shape
-    unpen = np.asarray(sorted(unpenalised), dtype=np.int64)
-    pen = np.setdiff1d(np.arange(p), unpen)
+    listed = np.asarray(sorted(unpenalised), dtype=np.int64)
+    unpen, _aliased = independent_columns(Xa[:, listed].T @ Xa[:, listed])
+    unpen = listed[unpen]
+    others = np.setdiff1d(np.arange(p), unpen)
     leading = np.array_equal(unpen, np.arange(unpen.size))
-    Xp = Xa[:, unpen.size:] if leading else Xa[:, pen]
+    Xp = Xa[:, unpen.size:] if leading else Xa[:, others]
+    own = np.einsum("ij,ij->j", Xp, Xp)
     if unpen.size:
         Qu, Ru = np.linalg.qr(Xa[:, unpen])
         cross = Qu.T @ Xp  # Qu'X_pen, before projection: also recovers the unpenalised part
         qy = Qu.T @ ya
         step = max(1, chunk_bytes // (8 * N))
-        for start in range(0, pen.size, step):
+        for start in range(0, others.size, step):
             cols = slice(start, start + step)
             Xp[:, cols] -= Qu @ cross[:, cols]
         yp = ya - Qu @ qy
     else:
         yp = ya
-    scale = np.sqrt(np.clip(np.einsum("ij,ij->j", Xp, Xp), 1e-300, None))
+    residual = np.einsum("ij,ij->j", Xp, Xp)
+    keep = _selectable(own, residual)
+    pen = others[keep]
+    if not np.all(keep):
+        Xp, residual = Xp[:, keep], residual[keep]
+        if unpen.size:
+            cross = cross[:, keep]
+    scale = np.sqrt(np.clip(residual, 1e-300, None))
     Xp /= scale
     loss = QuadraticLoss(rows=Xp, response=yp)
+    _require_finite(loss, scale)
 
     def recover(b_pen):
         beta = np.zeros(p)
@@ -169,18 +237,26 @@ class PathStep:
     rss: float  # whitened residual sum of squares
 
 
-def _exact_subset_solver(loss: QuadraticLoss):
-    """A skscope ``numeric_solver`` that returns the closed-form restricted LS fit."""
+def _exact_subset_solver(loss: QuadraticLoss, failures: list):
+    """A skscope ``numeric_solver`` that returns the closed-form restricted LS fit.
+
+    A non-finite value must never reach skscope's C++ core (it aborts the process):
+    such a support is reported as the empty model's value, and recorded in
+    ``failures`` for the caller to raise on once skscope has returned.
+    """
 
     def numeric_solver(objective_func, value_and_grad, init_params, optim_variable_set, data):
         b = loss.solve_on(np.asarray(optim_variable_set))
-        return loss.value(b), b
+        value = loss.value(b)
+        if not (np.isfinite(value) and np.all(np.isfinite(b))):
+            failures.append(np.asarray(optim_variable_set))
+            return 0.5 * loss.yty, np.zeros(loss.p)
+        return value, b
 
     return numeric_solver
 
 
-# skscope's solve costs O(p^2) whatever k (63 ms for one k at p = 4,000, 3 ms at
-# p = 1,000, measured with a trivial loss), so wider problems are screened first.
+# skscope's solve costs O(p^2) whatever k, so wider problems are screened first.
 SCREEN_SIZE = 500
 
 
@@ -188,8 +264,11 @@ def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20,
                 screen_size: int = SCREEN_SIZE) -> PathStep:
     """Best subset of size k among the penalised columns (skscope splicing)."""
     loss = problem.loss
+    k = min(k, loss.p)  # a path may ask for more than the candidates left (rank.py)
     if k == 0:
         b = np.zeros(loss.p)
+    elif k == loss.p:
+        b = loss.solve_on(np.arange(loss.p))
     elif loss.p <= screen_size:
         b = _splice(loss, k, init_support, max_iter)
     else:
@@ -201,15 +280,19 @@ def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20,
 
 def _splice(loss: QuadraticLoss, k: int, init_support, max_iter) -> np.ndarray:
     from skscope import ScopeSolver  # JAX loads with skscope: only when a search runs
-    solver = ScopeSolver(loss.p, sparsity=k, numeric_solver=_exact_subset_solver(loss),
+    failures = []
+    solver = ScopeSolver(loss.p, sparsity=k, numeric_solver=_exact_subset_solver(loss, failures),
                          max_iter=max_iter)
-    solver.hessian = lambda params, data=None: loss.hessian_diag_matrix()
+    solver.hessian = lambda params, data=None: loss.hessian_or_diagonal()
     if init_support is not None and len(init_support) == 0:
         init_support = None
     # One-argument callables: skscope passes no data argument to them.
     b = np.asarray(solver.solve(lambda params: loss.value(params),
                                 gradient=lambda params: loss.gradient(params),
                                 init_support_set=init_support))
+    if failures:
+        raise FloatingPointError("the selection's loss was not finite on some supports "
+                                 "(an overflow in the whitened cross-products); rescale y or X")
     # skscope returns params on the final support; polish to the exact LS solution.
     return loss.solve_on(np.flatnonzero(b))
 

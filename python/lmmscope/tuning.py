@@ -103,8 +103,9 @@ class Data:
         return self.layout.whitened_gram(self, a)
 
     def held_out_rows(self, rows):
-        """Raw (X, y) of the rows ``rows`` (a boolean mask), for held-out errors."""
-        return self.X[rows], self.y[rows]
+        """(X, y) of the rows ``rows`` (a boolean mask), for held-out errors: centred by
+        the statistics' shifts, as the coefficients inside tuning are."""
+        return self.X[rows] - self.stats.x_shift, self.y[rows] - self.stats.y_shift
 
     def whitened_rows(self, a):
         """(X_a, y_a): fresh arrays, reusing the stored cross-products."""
@@ -129,7 +130,8 @@ class Data:
                 remap[clusters] = np.arange(clusters.size)
                 st = compute_cluster_stats(self.X[rows], self.y[rows], self.Z[rows],
                                            remap[self.codes[rows]], clusters.size,
-                                           gram=self.use_gram)
+                                           gram=self.use_gram,
+                                           center=(self.stats.x_shift, self.stats.y_shift))
                 out.append((rows, st))
             self._fold_cache[key] = out
         return self._fold_cache[key]
@@ -395,7 +397,6 @@ def select(data, *, unpenalised, names, k=None, a=None, criterion="gic", k_max=N
     progress = verbose if isinstance(verbose, Progress) else Progress(verbose)
     unpenalised = sorted(int(j) for j in unpenalised)
     k, k_max = _validated_settings(data, unpenalised, k, criterion, k_max)
-    checks.check_columns_distinct(data.X, names, unpenalised, gram=data.stats.XtX)
     t = Tuning(data, unpenalised, k, criterion, k_max, cv_folds, random_state, progress,
                control, refitter or Refitter(data, control))
     if a is None:

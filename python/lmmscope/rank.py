@@ -1,0 +1,186 @@
+"""Rank of the fixed-effects design, from its (centred) Gram matrix, as lme4 does it.
+
+lme4 (``chkRank.drop.cols``, ``check.rankX = "message+drop.cols"``) runs R's QR with
+limited pivoting (``qr(X, tol = 1e-7)``): columns are taken in order, and one whose
+norm, after projecting out the columns kept before it, falls below ``tol`` times its
+own norm is aliased and dropped ("fixed-effect model matrix is rank deficient so
+dropping 1 column / coefficient").  The same sequential test runs here on the Gram
+matrix (a Cholesky factor grown one column at a time), so it needs no raw X.  The
+Gram is centred when the model has an intercept (see :mod:`lmmscope.crossprod`), so
+a column's "own norm" is its spread around its mean: x + 1.7e9 is not aliased with
+the intercept, and a constant column is.
+
+What lmmscope does with what it finds:
+
+* unpenalised columns (intercept, ``always=``, every column of ``lmm()``) aliased with
+  earlier ones are dropped from the model with lme4's message naming them;
+* candidate (penalised) columns in the span of the kept unpenalised ones can never
+  improve the fit: they leave the candidate set, with a message naming them;
+* dropped columns keep coefficient 0 in the selection's ``coef``, are absent from
+  the refit's ``fixef`` (as in lme4's ``fixef()``), and are listed in
+  ``dropped_columns`` of the result.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.linalg as sla
+
+# R's qr() tolerance, as lme4's chkRank.drop.cols uses it, on a column's relative norm.
+RANK_TOL = 1e-7
+# On a Gram matrix the squared relative residual is what is computed, with an error of
+# a few hundred ulps at worst; the squared tolerance is kept above that floor.
+_SQUARED_FLOOR = 1000 * np.finfo(float).eps
+# A column whose spread around its mean is below this fraction of its magnitude is
+# constant to the precision of its values.
+CONSTANT_TOL = 1e-11
+
+
+class RankDeficiencyWarning(UserWarning):
+    """Aliased columns were dropped (lme4 reports the same as a message)."""
+
+
+def squared_tolerance(tol: float = RANK_TOL) -> float:
+    return max(tol * tol, _SQUARED_FLOOR)
+
+
+def constant_columns(stats) -> np.ndarray:
+    """Indices of columns constant to their own precision (never the intercept).
+
+    Only defined for centred statistics (a model with an intercept): the centred sum
+    of squares is then compared with the column's uncentred magnitude.  Without an
+    intercept a constant column is not aliased with anything, so none is reported.
+    """
+    if stats.intercept is None or stats.XtX is None:
+        return np.zeros(0, dtype=np.int64)
+    spread = np.clip(np.diag(stats.XtX), 0, None)  # sum of squares around x_shift
+    magnitude = spread + stats.n_obs * stats.x_shift ** 2
+    constant = spread <= CONSTANT_TOL ** 2 * magnitude
+    constant[stats.intercept] = False
+    return np.flatnonzero(constant)
+
+
+def independent_columns(gram: np.ndarray, order=None, always_aliased=(), tol: float = RANK_TOL):
+    """Split ``order`` (positions in ``gram``, default all) into (kept, aliased), in
+    order, by R's limited-pivoting rule; ``always_aliased`` positions (e.g. constant
+    columns) are aliased whatever their norm."""
+    order = np.arange(gram.shape[0]) if order is None else np.asarray(order, dtype=np.int64)
+    forced = set(int(j) for j in always_aliased)
+    threshold = squared_tolerance(tol)
+    kept, aliased = [], []
+    L = np.zeros((order.size, order.size))
+    for j in order:
+        j = int(j)
+        own = gram[j, j]
+        if j in forced or not own > 0:
+            aliased.append(j)
+            continue
+        k = len(kept)
+        w = sla.solve_triangular(L[:k, :k], gram[kept, j], lower=True) if k else np.zeros(0)
+        residual = own - w @ w
+        if residual <= threshold * own:
+            aliased.append(j)
+            continue
+        L[k, :k] = w
+        L[k, k] = np.sqrt(residual)
+        kept.append(j)
+    return np.asarray(kept, dtype=np.int64), np.asarray(aliased, dtype=np.int64)
+
+
+def in_span(gram_uu: np.ndarray, gram_up: np.ndarray, own: np.ndarray, tol: float = RANK_TOL):
+    """Mask of the columns p whose residual after projecting on the (independent)
+    columns u is below ``tol`` of their norm.  ``gram_up`` is u x p, ``own`` their
+    squared norms."""
+    if gram_uu.shape[0] == 0:
+        return ~(own > 0)
+    chol = sla.cho_factor(gram_uu, lower=True)
+    W = sla.solve_triangular(chol[0], gram_up, lower=True)
+    residual = own - np.einsum("ij,ij->j", W, W)
+    return ~(own > 0) | (residual <= squared_tolerance(tol) * own)
+
+
+def drop_message(names, dropped) -> str:
+    n = len(dropped)
+    what = "column / coefficient" if n == 1 else "columns / coefficients"
+    return (f"fixed-effect model matrix is rank deficient so dropping {n} {what}: "
+            + ", ".join(str(names[j]) for j in dropped))
+
+
+def warn_dropped(names, dropped) -> None:
+    if len(dropped):
+        warnings.warn(drop_message(names, dropped), RankDeficiencyWarning, stacklevel=3)
+
+
+def full_rank_columns(stats, names, columns=None) -> np.ndarray:
+    """Columns (default all) of a fit without selection, aliased ones dropped with
+    lme4's message.  Needs the Gram of ``stats``."""
+    columns = np.arange(stats.p) if columns is None else np.asarray(columns, dtype=np.int64)
+    constant = set(constant_columns(stats).tolist())
+    # the intercept first, as lme4 puts it first: it is kept, the constants dropped
+    order = sorted(columns.tolist(), key=lambda j: j != stats.intercept)
+    kept, aliased = independent_columns(stats.XtX, order, always_aliased=constant)
+    warn_dropped(names, aliased)
+    return np.asarray(sorted(kept.tolist()), dtype=np.int64)
+
+
+def _products_with(stats, columns, X=None, chunk_rows=4096):
+    """(Gram rows of ``columns`` (u x p), squared norms of every column), from the
+    statistics' Gram, or from row chunks of X (centred by the statistics' shifts)."""
+    if stats.XtX is not None:
+        return stats.XtX[columns], np.diag(stats.XtX).copy()
+    if X is None:
+        raise ValueError("rank checks need the Gram matrix or the rows of X")
+    N, p = X.shape
+    rows_of = np.zeros((len(columns), p))
+    own = np.zeros(p)
+    for first in range(0, N, chunk_rows):
+        chunk = np.asarray(X[first:first + chunk_rows]) - stats.x_shift
+        rows_of += chunk[:, columns].T @ chunk
+        own += np.einsum("ij,ij->j", chunk, chunk)
+    return rows_of, own
+
+
+def _constant_mask(stats, own):
+    if stats.intercept is None:
+        return np.zeros(own.size, dtype=bool)
+    constant = own <= CONSTANT_TOL ** 2 * (own + stats.n_obs * stats.x_shift ** 2)
+    constant[stats.intercept] = False
+    return constant
+
+
+def screen_design(stats, names, unpenalised, X=None):
+    """Rank checks before a selection: returns (unpenalised columns kept, candidate
+    columns excluded), warning with names.
+
+    An all-ones column is the intercept and is unpenalised (the statistics are centred
+    on it).  Unpenalised columns aliased with the intercept or with earlier ones are
+    dropped (lme4's message); candidates in the span of the kept unpenalised columns
+    leave the candidate set.
+    """
+    unpen = sorted(set(int(j) for j in unpenalised))
+    if stats.intercept is not None and stats.intercept not in unpen:
+        warnings.warn(f"column {names[stats.intercept]!r} is all ones: it is the intercept, "
+                      "so it is not penalised", RankDeficiencyWarning, stacklevel=3)
+        unpen = sorted(unpen + [stats.intercept])
+    rows_of, own = _products_with(stats, unpen, X)
+    constant = _constant_mask(stats, own)
+    order = sorted(range(len(unpen)), key=lambda i: unpen[i] != stats.intercept)
+    forced = [i for i in range(len(unpen)) if constant[unpen[i]]]
+    kept_pos, aliased_pos = independent_columns(rows_of[:, unpen], order, always_aliased=forced)
+    kept = np.asarray(sorted(unpen[i] for i in kept_pos), dtype=np.int64)
+    aliased = [unpen[i] for i in aliased_pos]
+    warn_dropped(names, aliased)
+    candidates = np.setdiff1d(np.arange(stats.p), kept)
+    pos = np.searchsorted(unpen, kept)
+    span = in_span(rows_of[np.ix_(pos, kept)], rows_of[np.ix_(pos, candidates)], own[candidates])
+    span |= constant[candidates]
+    excluded = candidates[span]
+    left = [j for j in excluded if j not in set(aliased)]
+    if left:
+        warnings.warn("candidate column(s) in the span of the unpenalised columns (intercept, "
+                      "always=) can never improve the fit and leave the candidate set: "
+                      + ", ".join(str(names[j]) for j in left), RankDeficiencyWarning,
+                      stacklevel=3)
+    return kept.tolist(), excluded.tolist()
