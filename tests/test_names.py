@@ -122,8 +122,11 @@ def test_mixed_type_cluster_labels(frames):
     same = lmmscope.lmm("y ~ x0 + (1 | g)", plain.assign(g=labels.astype(str)))
     np.testing.assert_array_equal(fit.fixef.to_numpy(), same.fixef.to_numpy())
     clash = plain.assign(g=np.array([1 if i == 0 else "1" if i == 1 else i for i in plain.g], dtype=object))
-    with pytest.raises(ValueError, match="mixes label types"):
-        lmmscope.lmm("y ~ x0 + (1 | g)", clash)
+    with pytest.warns(UserWarning, match="mixes label types.*one cluster"):
+        merged = lmmscope.lmm("y ~ x0 + (1 | g)", clash)
+    as_text = lmmscope.lmm("y ~ x0 + (1 | g)", clash.assign(g=clash.g.astype(str)))
+    assert merged.ngroups == as_text.ngroups == plain.g.nunique() - 1
+    np.testing.assert_array_equal(merged.fixef.to_numpy(), as_text.fixef.to_numpy())
 
 
 @needs_lme4

@@ -144,10 +144,8 @@ def lme4_or_skip():
     return lmer_fit
 
 
-def test_span_candidates_excluded_on_the_wide_rows_path(monkeypatch):
+def test_span_candidates_excluded_on_the_wide_rows_path():
     """p > N beyond the Gram limit: the same checks run on row chunks of X."""
-    from lmmscope import tuning
-    monkeypatch.setattr(tuning, "GRAM_LIMIT", 50)
     rng = np.random.default_rng(10)
     groups = np.repeat(np.arange(20), 5)
     X = rng.standard_normal((100, 150))
@@ -155,7 +153,8 @@ def test_span_candidates_excluded_on_the_wide_rows_path(monkeypatch):
     y = X[:, 0] + X[:, 1] + 2 * X[:, 2] + rng.standard_normal(20)[groups] \
         + 0.3 * rng.standard_normal(100)
     with pytest.warns(RankDeficiencyWarning, match="leave the candidate set: x149$"):
-        est = lmmscope.LmmScope(always=[0, 1]).fit(X, y, groups=groups)
+        est = lmmscope.LmmScope(always=[0, 1], control=lmmscope.Control(gram_limit=50)).fit(
+            X, y, groups=groups)
     assert not est.result_._data.use_gram
     assert 2 in est.support_ and 149 not in est.support_
     assert est.coef_[149] == 0.0 and est.result_.dropped_columns == ["x149"]

@@ -119,14 +119,17 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
 
 def _group_labels(values: np.ndarray, name: str) -> np.ndarray:
     """Cluster labels that sort: labels of mixed types (1 and "a") become their text,
-    as in an R factor, unless two labels would then coincide (1 and "1")."""
+    as in an R factor (and as the arrays interface compares them); where two labels
+    then coincide (1 and "1") they are one cluster, with a warning."""
     if values.dtype != object or len({type(v) for v in values}) < 2:
         return values
     import pandas as pd
     text = values.astype(str)
     if pd.unique(text).size != pd.unique(values).size:
-        raise ValueError(f"the grouping column {name!r} mixes label types whose text coincides "
-                         "(such as 1 and '1'); give it one type")
+        import warnings
+        warnings.warn(f"lmmscope: the grouping column {name!r} mixes label types whose text "
+                      "coincides (such as 1 and '1'); they are one cluster, as in R's factor()",
+                      stacklevel=4)
     return text
 
 
