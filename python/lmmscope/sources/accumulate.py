@@ -21,12 +21,18 @@ import numpy as np
 from ..crossprod import ClusterStats, compute_cluster_stats
 
 
-def _chunk_stats(X, y, Z, codes, n_groups, shift) -> ClusterStats:
-    """The statistics of one chunk's rows, all chunks sharing the shift ``shift``.
+def _chunk_stats(X, y, Z, codes, n_groups, spec) -> ClusterStats:
+    """The statistics of one chunk's rows, all chunks sharing the spec's shift.
 
-    integrator: pass center=shift (x_shift, y_shift) once robust-stats lands.
+    With an intercept every chunk is centred by the prototype's shift (x_shift,
+    y_shift; 0 for the intercept column), never by its own means, so the statistics
+    of chunks add up; without one nothing is shifted (as in memory).  The intercept's
+    position is the spec's, whatever columns happen to be all ones in a chunk.
     """
-    return compute_cluster_stats(X, y, Z, codes, n_groups)
+    center = False if spec.intercept is None else (spec.x_shift, spec.y_shift)
+    stats = compute_cluster_stats(X, y, Z, codes, n_groups, center=center)
+    stats.intercept = spec.intercept
+    return stats
 
 
 def _add_stats(total: ClusterStats, part: ClusterStats, clusters: np.ndarray) -> None:
@@ -34,10 +40,10 @@ def _add_stats(total: ClusterStats, part: ClusterStats, clusters: np.ndarray) ->
 
     Per-cluster blocks are scattered in place; the Gram part (X'X, X'y, y'y) is added
     when ``total`` carries one (the buckets of the Dask backend hold blocks only).
-    integrator: once robust-stats lands, check part.x_shift/y_shift equal the total's
-    (ClusterStats.__add__ adds statistics of the same clusters; this one scatters a
-    chunk's few clusters into the global arrays).
+    Both must share one shift (ClusterStats.__add__ adds statistics of the same
+    clusters; this one scatters a chunk's few clusters into the global arrays).
     """
+    _check_same_shift(total, part)
     total.ZtZ[clusters] += part.ZtZ
     total.ZtX[clusters] += part.ZtX
     total.Zty[clusters] += part.Zty
@@ -46,27 +52,87 @@ def _add_stats(total: ClusterStats, part: ClusterStats, clusters: np.ndarray) ->
         _add_gram(total, part)
 
 
+def _check_same_shift(total: ClusterStats, part: ClusterStats) -> None:
+    if (total.intercept != part.intercept or total.y_shift != part.y_shift
+            or not np.array_equal(total.x_shift, part.x_shift)):
+        raise ValueError("statistics with different shifts cannot be added")
+
+
 def _add_gram(total: ClusterStats, part: ClusterStats) -> None:
     """total's X'X, X'y, y'y += part's (the same shift; see _add_stats)."""
+    _check_same_shift(total, part)
     total.XtX += part.XtX
     total.Xty += part.Xty
     total.yty += part.yty
 
 
+def _shifts_of(stats: ClusterStats) -> dict:
+    return dict(x_shift=stats.x_shift, y_shift=stats.y_shift, intercept=stats.intercept)
+
+
 def cluster_subset(stats: ClusterStats, keep) -> ClusterStats:
-    """The per-cluster blocks of the clusters ``keep`` (boolean or indices), no Gram part.
-
-    integrator: carry x_shift, y_shift, intercept once they exist.
-    """
+    """The per-cluster blocks of the clusters ``keep`` (boolean or indices), no Gram part."""
     return ClusterStats(stats.ZtZ[keep], stats.ZtX[keep], stats.Zty[keep], None,
-                        np.zeros(stats.p), 0.0, stats.sizes[keep])
+                        np.zeros(stats.p), 0.0, stats.sizes[keep], **_shifts_of(stats))
 
 
-def empty_stats(n_groups: int, q: int, p: int, gram: bool = True) -> ClusterStats:
-    """Zero statistics (integrator: carry x_shift, y_shift, intercept once they exist)."""
+def empty_stats(n_groups: int, q: int, p: int, gram: bool = True, like=None) -> ClusterStats:
+    """Zero statistics with the shift (x_shift, y_shift, intercept) of ``like`` (a
+    StreamSpec or ClusterStats; no shift when None)."""
+    shifts = {} if like is None else dict(x_shift=np.array(like.x_shift, dtype=float),
+                                          y_shift=like.y_shift, intercept=like.intercept)
     return ClusterStats(ZtZ=np.zeros((n_groups, q, q)), ZtX=np.zeros((n_groups, q, p)),
                         Zty=np.zeros((n_groups, q)), XtX=np.zeros((p, p)) if gram else None,
-                        Xty=np.zeros(p), yty=0.0, sizes=np.zeros(n_groups, dtype=np.int64))
+                        Xty=np.zeros(p), yty=0.0, sizes=np.zeros(n_groups, dtype=np.int64),
+                        **shifts)
+
+
+def mean_shift(stats: ClusterStats):
+    """(d, e): the shifts that move centred statistics with a Gram part onto the column
+    means of their own rows (x_shift + d, y_shift + e), as the in-memory fit centres
+    (crossprod.compute_cluster_stats with center=None); zeros without an intercept."""
+    if stats.intercept is None:
+        return np.zeros(stats.p), 0.0
+    i = stats.intercept
+    n = stats.XtX[i, i]  # the intercept's sum of squares: the row count, exactly
+    d = stats.XtX[i] / n  # column sums of Xc over N
+    d[i] = 0.0
+    return d, float(stats.Xty[i] / n)
+
+
+def shift_gram(stats: ClusterStats, d, e) -> ClusterStats:
+    """X'X, X'y, y'y of (Xc - 1 d', yc - e) from those of (Xc, yc) (a rank-2 update; d is
+    small when the old shift was near the means, so little cancels).  In place; the
+    shifts are moved by :func:`moved_shift`."""
+    if stats.intercept is None:
+        return stats
+    i = stats.intercept
+    n, S, Y = stats.XtX[i, i], stats.XtX[i].copy(), stats.Xty[i]
+    stats.XtX += n * np.outer(d, d) - np.outer(d, S) - np.outer(S, d)
+    stats.Xty += n * d * e - S * e - d * Y
+    stats.yty += n * e * e - 2 * e * Y
+    return stats
+
+
+def shift_blocks(stats: ClusterStats, d, e) -> ClusterStats:
+    """Z_i'(Xc_i - 1 d') and Z_i'(yc_i - e) from the per-cluster blocks (Z_i'1 is the
+    intercept's column of Z_i'X_i).  In place; the Gram part is not touched, and the
+    shifts are moved by :func:`moved_shift`."""
+    if stats.intercept is None:
+        return stats
+    Zt1 = stats.ZtX[:, :, stats.intercept].copy()
+    stats.ZtX -= Zt1[:, :, None] * d[None, None, :]
+    stats.Zty -= Zt1 * e
+    return stats
+
+
+def moved_shift(stats: ClusterStats, d, e) -> ClusterStats:
+    """Record that the statistics now describe (Xc - 1 d', yc - e): once all of their
+    parts went through shift_gram / shift_blocks.  In place."""
+    if stats.intercept is not None:
+        stats.x_shift = stats.x_shift + d
+        stats.y_shift = stats.y_shift + e
+    return stats
 
 
 @dataclass
@@ -103,7 +169,6 @@ def chunk_stats(spec, frame, fold_of_cluster=None) -> ChunkStats | None:
     if y.size == 0:
         p = len(spec.names)
         return ChunkStats([], np.full(p, np.inf), np.full(p, -np.inf), counts)
-    shift = (spec.x_shift, spec.y_shift)
     fold_of_row = np.zeros(y.size, np.int64) if fold_of_cluster is None else fold_of_cluster[codes]
     pieces = []
     for fold in np.unique(fold_of_row):
@@ -113,7 +178,7 @@ def chunk_stats(spec, frame, fold_of_cluster=None) -> ChunkStats | None:
         else:
             Xf, yf, Zf, cf = X[rows], y[rows], Z[rows], codes[rows]
         clusters, local = np.unique(cf, return_inverse=True)
-        stats = _chunk_stats(Xf, yf, Zf, local.ravel(), clusters.size, shift)
+        stats = _chunk_stats(Xf, yf, Zf, local.ravel(), clusters.size, spec)
         pieces.append((int(fold), clusters, stats))
     return ChunkStats(pieces, X.min(axis=0), X.max(axis=0), counts)
 
@@ -121,10 +186,10 @@ def chunk_stats(spec, frame, fold_of_cluster=None) -> ChunkStats | None:
 class StatsTotals:
     """The running sums: per-cluster blocks, per-fold Gram parts, column ranges."""
 
-    def __init__(self, n_groups: int, q: int, p: int, n_folds: int = 1, rows=None):
+    def __init__(self, n_groups: int, q: int, p: int, n_folds: int = 1, rows=None, spec=None):
         self.rows = rows
-        self.folds = [empty_stats(0, q, p) for _ in range(n_folds)]
-        self.total = empty_stats(n_groups, q, p)
+        self.folds = [empty_stats(0, q, p, like=spec) for _ in range(n_folds)]
+        self.total = empty_stats(n_groups, q, p, like=spec)
         self.column_min = np.full(p, np.inf)
         self.column_max = np.full(p, -np.inf)
         self.n_chunks = 0
@@ -140,6 +205,14 @@ class StatsTotals:
         np.minimum(self.column_min, part.column_min, out=self.column_min)
         np.maximum(self.column_max, part.column_max, out=self.column_max)
 
+    def centre_on_means(self) -> None:
+        """Move every statistic from the prototype's shift onto the column means of all
+        rows (the in-memory fit's shift), once every chunk is in."""
+        d, e = mean_shift(self.total)
+        moved_shift(shift_blocks(shift_gram(self.total, d, e), d, e), d, e)
+        for fold in self.folds:
+            moved_shift(shift_gram(fold, d, e), d, e)
+
     def fold_stats(self, fold_of_cluster: np.ndarray) -> list:
         """Per fold: the fold's clusters' blocks with the fold's own X'X, X'y, y'y."""
         out = []
@@ -148,5 +221,5 @@ class StatsTotals:
             t = self.total
             out.append(ClusterStats(t.ZtZ[clusters], t.ZtX[clusters], t.Zty[clusters],
                                     gram_part.XtX, gram_part.Xty, gram_part.yty,
-                                    t.sizes[clusters]))
+                                    t.sizes[clusters], **_shifts_of(t)))
         return out

@@ -26,11 +26,21 @@ from ..control import as_control
 from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
 from ..profiled import rescale_z, z_column_scale
 from ..selection import reduce_gram
-from .accumulate import (RowCounts, _add_gram, _add_stats, chunk_stats, cluster_subset,
-                         empty_stats)
+from .accumulate import (RowCounts, _add_gram, _add_stats, _shifts_of, chunk_stats,
+                         cluster_subset, empty_stats, mean_shift, moved_shift, shift_blocks,
+                         shift_gram)
 
 MAX_BUCKETS = 16  # graph edges grow as partitions x buckets
 TREE_FAN_IN = 8
+
+
+class ClientStats(ClusterStats):
+    """The client's statistics of the Dask backend: every field of ClusterStats but Z'X,
+    which stays on the workers (its array has no columns); ``p`` is the model's."""
+
+    @property
+    def p(self) -> int:
+        return self.x_shift.size
 
 
 @dataclass
@@ -47,7 +57,7 @@ def partition_pieces(spec, fold_of_cluster, n_buckets, n_folds, index, frame):
     """Worker: a partition's blocks split by bucket, and its Gram part."""
     q, p = len(spec.design.random_names), len(spec.names)
     part = chunk_stats(spec, frame, fold_of_cluster)
-    gram = GramPart([empty_stats(0, q, p) for _ in range(n_folds)],
+    gram = GramPart([empty_stats(0, q, p, like=spec) for _ in range(n_folds)],
                     np.full(p, np.inf), np.full(p, -np.inf), part.rows)
     blocks = [[] for _ in range(n_buckets)]
     for fold, clusters, stats in part.pieces:
@@ -71,11 +81,24 @@ def _gram_of(pieces):
 def combine_bucket(b, n_buckets, n_groups, q, p, *block_lists):
     """Worker: every piece of the clusters b, b + n_buckets, ... summed by cluster."""
     clusters = np.arange(b, n_groups, n_buckets)
-    total = empty_stats(clusters.size, q, p, gram=False)
+    total = None
     for blocks in block_lists:
         for codes, stats in blocks:
+            if total is None:  # every piece has the spec's shift
+                total = empty_stats(clusters.size, q, p, gram=False, like=stats)
             _add_stats(total, stats, codes // n_buckets)
+    if total is None:
+        total = empty_stats(clusters.size, q, p, gram=False)
     return clusters, total
+
+
+def shift_bucket(bucket, d, e):
+    """Worker: a bucket's blocks moved onto the column means of all rows (see
+    accumulate.shift_blocks), as a new bucket."""
+    clusters, stats = bucket
+    stats = cluster_subset(stats, slice(None))
+    stats.ZtX, stats.Zty = stats.ZtX.copy(), stats.Zty.copy()
+    return clusters, moved_shift(shift_blocks(stats, d, e), d, e)
 
 
 def sum_gram_parts(*parts):
@@ -89,9 +112,11 @@ def sum_gram_parts(*parts):
 
 
 def small_blocks(bucket):
-    """Worker -> client: the q x q blocks, Z_i'y_i and sizes of a bucket."""
+    """Worker -> client: the q x q blocks, Z_i'y_i, sizes and Z_i'1 (the intercept's
+    column of Z_i'X_i, or None) of a bucket."""
     clusters, stats = bucket
-    return clusters, stats.ZtZ, stats.Zty, stats.sizes
+    ones = None if stats.intercept is None else stats.ZtX[:, :, stats.intercept]
+    return clusters, stats.ZtZ, stats.Zty, stats.sizes, ones
 
 
 def column_blocks(bucket, columns):
@@ -107,7 +132,7 @@ def cluster_Zt_Xbeta(bucket, beta):
 def _with_zero_gram(stats: ClusterStats) -> ClusterStats:
     p = stats.p
     return ClusterStats(stats.ZtZ, stats.ZtX, stats.Zty, np.zeros((p, p)), np.zeros(p), 0.0,
-                        stats.sizes)
+                        stats.sizes, **_shifts_of(stats))
 
 
 def whitened_shares(bucket, a, fold_of_cluster, n_folds, z_scale):
@@ -131,7 +156,6 @@ def sum_whitened(*shares):
     return WhitenedStats(a=first.a, gram=sum(s.gram for s in shares),
                          xty=sum(s.xty for s in shares), yty=sum(s.yty for s in shares),
                          trace_inv=sum(s.trace_inv for s in shares),
-                         logdet=sum(s.logdet for s in shares),
                          n_obs=sum(s.n_obs for s in shares))
 
 
@@ -150,12 +174,12 @@ def _plus_gram(gram_stats: ClusterStats, share: WhitenedStats) -> WhitenedStats:
     """The whitened statistics: the rows' Gram part plus the clusters' Woodbury share."""
     return WhitenedStats(a=share.a, gram=gram_stats.XtX + share.gram,
                          xty=gram_stats.Xty + share.xty, yty=gram_stats.yty + share.yty,
-                         trace_inv=share.trace_inv, logdet=share.logdet, n_obs=share.n_obs)
+                         trace_inv=share.trace_inv, n_obs=share.n_obs)
 
 
 def _zero_whitened(a, p) -> WhitenedStats:
     return WhitenedStats(a=a, gram=np.zeros((p, p)), xty=np.zeros(p), yty=0.0, trace_inv=0.0,
-                         logdet=0.0, n_obs=0)
+                         n_obs=0)
 
 
 class DaskStatsBackend:
@@ -169,6 +193,7 @@ class DaskStatsBackend:
         self.n_groups, self.p = spec.group_labels.size, len(spec.names)
         q = len(spec.design.random_names)
         self._buckets, self._gram = self._statistics_pass(spec, progress)
+        self._spec = spec
         # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
         # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
         self._raw_stats = self._client_stats(q)
@@ -206,18 +231,34 @@ class DaskStatsBackend:
     def _client_stats(self, q) -> ClusterStats:
         """The client's statistics: Z_i'Z_i, Z_i'y_i, sizes and the Gram part; Z'X lives on
         the workers, so this ClusterStats has no columns of Z'X (whitened Grams and
-        column subsets come from the methods below)."""
+        column subsets come from the methods below).
+
+        Every statistic is then moved from the prototype's shift onto the column means
+        of all rows, as the in-memory fit centres: the Gram parts here, Z_i'y_i with
+        Z_i'1, and the buckets' Z_i'X_i on the workers (persisted again)."""
         import dask
 
         n = self.n_groups
         ZtZ, Zty, sizes = np.zeros((n, q, q)), np.zeros((n, q)), np.zeros(n, dtype=np.int64)
-        for clusters, zz, zy, m in self._source.compute(
+        Zt1 = np.zeros((n, q))
+        for clusters, zz, zy, m, ones in self._source.compute(
                 *[dask.delayed(small_blocks)(bk) for bk in self._buckets]):
             ZtZ[clusters], Zty[clusters], sizes[clusters] = zz, zy, m
-        total = empty_stats(0, q, self.p)
+            if ones is not None:
+                Zt1[clusters] = ones
+        total = empty_stats(0, q, self.p, like=self._spec)
         for fold in self._gram.folds:
             _add_gram(total, fold)
-        return ClusterStats(ZtZ, np.zeros((n, q, 0)), Zty, total.XtX, total.Xty, total.yty, sizes)
+        d, e = mean_shift(total)
+        if total.intercept is not None:
+            moved_shift(shift_gram(total, d, e), d, e)
+            for fold in self._gram.folds:
+                moved_shift(shift_gram(fold, d, e), d, e)
+            Zty -= Zt1 * e
+            self._buckets = self._source.persist(
+                [dask.delayed(shift_bucket)(bk, d, e) for bk in self._buckets])
+        return ClientStats(ZtZ, np.zeros((n, q, 0)), Zty, total.XtX, total.Xty, total.yty,
+                           sizes, **_shifts_of(total))
 
     def _whitened_at(self, a):
         """[total, fold 0, fold 1, ...] whitened statistics at a: one tree reduction."""
@@ -283,6 +324,9 @@ class DaskStatsBackend:
             for clusters, block in parts:
                 ZtX[clusters] = block
             st = self._raw_stats
-            self._subsets = {key: ClusterStats(st.ZtZ, ZtX, st.Zty, st.XtX[np.ix_(cols, cols)],
-                                               st.Xty[cols], st.yty, st.sizes)}
+            at = np.flatnonzero(cols == st.intercept) if st.intercept is not None else []
+            self._subsets = {key: ClusterStats(
+                st.ZtZ, ZtX, st.Zty, st.XtX[np.ix_(cols, cols)], st.Xty[cols], st.yty,
+                st.sizes, x_shift=st.x_shift[cols], y_shift=st.y_shift,
+                intercept=int(at[0]) if len(at) else None)}
         return self._subsets[key]

@@ -31,6 +31,13 @@ def _stats_mapper(spec, fold_of_cluster, index, frame):
     return chunk_stats(spec, frame, fold_of_cluster)
 
 
+def _meta(source):
+    """An empty frame with the source's data columns (not a pandas index written along)
+    and their dtypes."""
+    meta = source.meta().rename(columns=str)
+    return meta[list(source.columns)]
+
+
 def read_spec(source, formula, na_action, progress, light=True):
     """Pass 1: cluster labels and levels; then the model's encodings.
 
@@ -41,9 +48,10 @@ def read_spec(source, formula, na_action, progress, light=True):
     """
     if na_action not in ("omit", "fail"):
         raise ValueError("na_action must be 'omit' or 'fail'")
-    used = used_columns(formula, source.columns)
+    meta = _meta(source)
+    used = used_columns(formula, meta)
     group = parse_formula(formula).group
-    columns = light_columns(source.meta(), used, group) if light else used
+    columns = light_columns(meta, used, group) if light else used
     summary = FirstPass()
     source.map_combine(columns, _first_pass_mapper, (columns, group), summary.add, progress,
                        "pass 1 (levels, clusters" + (")" if light else ", missing rows)"))
@@ -59,7 +67,7 @@ def read_stats(source, spec, progress, fold_of_cluster=None) -> StatsTotals:
     """Pass 2: per-cluster statistics (per fold too when folds are given), summed."""
     n_folds = 1 if fold_of_cluster is None else int(fold_of_cluster.max()) + 1
     totals = StatsTotals(spec.group_labels.size, len(spec.design.random_names),
-                         len(spec.names), n_folds, empty_counts(spec))
+                         len(spec.names), n_folds, empty_counts(spec), spec)
     source.map_combine(spec.used, _stats_mapper, (spec, fold_of_cluster), totals.add,
                        progress, "pass 2 (per-cluster cross-products)")
     return totals
@@ -72,6 +80,7 @@ def make_backend(source, spec, progress, fold_of_cluster=None, control=None):
 
         return DaskStatsBackend(source, spec, fold_of_cluster, progress, control)
     totals = read_stats(source, spec, progress, fold_of_cluster)
+    totals.centre_on_means()
     folds = None if fold_of_cluster is None else totals.fold_stats(fold_of_cluster)
     backend = StatsBackend(totals.total, totals.column_min, totals.column_max,
                            fold_of_cluster, folds, control)
@@ -144,7 +153,7 @@ def fit_scope(source, formula, *, k, a, always, criterion, k_max, cv_folds, a_gr
     names, random_names = spec.names, spec.design.random_names
     unpen = _resolve_always(always, names, [names.index(INTERCEPT)] if INTERCEPT in names else [])
     unpen = with_random_slopes(names, random_names, unpen, k, penalize_random_slopes, progress)
-    sel, mixed, columns = select_and_refit(
+    sel, mixed, columns, _dropped = select_and_refit(
         backend, names, random_names, spec.group_labels, spec.design.group_name, unpen, k=k,
         a=a, criterion=criterion, k_max=k_max, cv_folds=cv_folds, a_grid=a_grid,
         method=method, random_state=random_state, progress=progress, control=control)

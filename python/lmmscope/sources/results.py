@@ -75,7 +75,9 @@ class StreamedScopeResult(_StreamedMethods, LmmScopeResult):
         columns = self._term_indices(terms)
         progress = Progress(verbose)
         if self._inference_cache is None or self._inference_cache["tol"] != lasso_tol:
-            G = self._data.whitened(self.a).gram
+            # the whitened Gram of the centred columns, carrying their centring so that
+            # debias reports the intercept on the original scale (as in memory)
+            G = inf._carrying_centring(self._data.whitened(self.a).gram, self._data.stats)
             scores = cluster_scores(self._source, self._spec, self._data, self.a,
                                     self.coef.to_numpy(), progress)
             self._inference_cache = {"G": G, "R": pseudo_rows(G, self.nobs), "scores": scores,

@@ -7,36 +7,59 @@ only, as the in-memory fit sees them.  The formula is then materialised once on 
 small prototype frame whose categorical columns carry the full level sets
 (:func:`lmmscope.formula.build_design`), and every chunk goes through
 :func:`lmmscope.formula.new_design_matrices` with that design: the same columns, in
-the same order, in every chunk, file and partition.
+the same order, in every chunk, file and partition.  Which columns a formula reads,
+and which of them are categorical, is decided by the formula package's own planning
+(:func:`lmmscope.formula.design._plans`) on the source's column names and dtypes.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from formulaic import model_matrix
 
-from ..formula import (INTERCEPT, R_FUNCTIONS, _is_categorical, _required, build_design,
-                       expand_dot, new_design_matrices, parse_formula)
+from ..formula import INTERCEPT, R_FUNCTIONS, build_design, new_design_matrices, parse_formula
+from ..formula.columns import formulaic_part
+from ..formula.design import _columns_of, _plans
+from ..formula.names import ColumnNames
+from ..formula.terms import Column
+from ..frames import _numeric_dtype, as_source
 
 PROTOTYPE_ROWS = 1000  # complete rows kept from the first chunk: prototype and shift
 
 
-def used_columns(formula: str, columns) -> list:
-    """The data columns a formula reads, in the data's column order ('.' expanded)."""
+def _planned(formula: str, table: pd.DataFrame):
+    """(parsed formula, column names, plans of the three sides) on ``table``'s columns
+    and dtypes, as :func:`lmmscope.formula.build_design` plans them ('.' expanded to
+    every column but the response and the grouping column)."""
+    source = as_source(table)
     parsed = parse_formula(formula)
-    columns = [str(c) for c in columns]
-    if parsed.group not in columns:
+    names = ColumnNames(source.columns)
+    if parsed.group not in names:
         raise KeyError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
-    response_vars = _required(parsed.response)
-    fixed = expand_dot(parsed.fixed, columns, response_vars | {parsed.response, parsed.group})
-    needed = response_vars | _required(fixed) | _required(parsed.random) | {parsed.group}
-    unknown = sorted(v for v in needed if v not in columns)
-    if unknown:
-        raise KeyError("unknown column(s) in formula: " + ", ".join(unknown))
-    return [c for c in columns if c in needed]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # build_design on the prototype warns, once
+        plans = _plans(parsed, names, source)
+    return source, parsed, names, plans
+
+
+def used_columns(formula: str, meta: pd.DataFrame) -> list:
+    """The data columns a formula reads, in the data's column order ('.' expanded).
+
+    ``meta``: a (possibly empty) frame with the data's columns and dtypes."""
+    meta = meta.rename(columns=str)
+    _source, parsed, _names, plans = _planned(formula, meta)
+    needed = set(_columns_of(plans.response)) | set(_columns_of(plans.fixed)) \
+        | set(_columns_of(plans.random)) | {parsed.group}
+    return [c for c in meta.columns if c in needed]
+
+
+def is_categorical(col: pd.Series) -> bool:
+    """A column the formula encodes by levels (object, string, category, bool), as the
+    formula package decides (:func:`lmmscope.frames._numeric_dtype`)."""
+    return not _numeric_dtype(col.dtype)
 
 
 @dataclass
@@ -58,7 +81,8 @@ def _complete_rows(frame: pd.DataFrame, used) -> np.ndarray:
 
 def light_columns(meta: pd.DataFrame, used, group: str) -> list:
     """The columns pass 1 must read for labels and levels: grouping and categorical."""
-    return [c for c in used if c == group or _is_categorical(meta[c])]
+    meta = meta.rename(columns=str)
+    return [c for c in used if c == group or is_categorical(meta[c])]
 
 
 def first_pass_part(index: int, frame: pd.DataFrame, used, group: str) -> FirstPassPart:
@@ -69,7 +93,7 @@ def first_pass_part(index: int, frame: pd.DataFrame, used, group: str) -> FirstP
     levels, infinite = {}, []
     for name in used:
         col = kept[name]
-        if name != group and _is_categorical(col):
+        if name != group and is_categorical(col):
             levels[name] = pd.unique(col.astype(object).to_numpy())
         elif pd.api.types.is_numeric_dtype(col) and col.dtype != bool:
             if np.isinf(col.to_numpy(dtype=float)).any():
@@ -114,7 +138,7 @@ def _sorted_distinct(arrays) -> np.ndarray:
 
 def _refuse_stateful(*specs):
     for spec in specs:
-        if spec.transform_state:
+        if spec is not None and spec.transform_state:
             raise ValueError(
                 "data-dependent transforms (" + ", ".join(sorted(spec.transform_state))
                 + ") cannot be used with streamed or Dask data: their centre and scale "
@@ -148,52 +172,48 @@ class StreamSpec:
             prototype[name] = pd.Categorical(prototype[name].astype(object), categories=levels)
         self.design = build_design(formula, prototype, na_action="fail")
         self.design.n_dropped = summary.n_missing
-        self.response_spec = model_matrix(self.design.fixed_formula, prototype,
-                                          context=R_FUNCTIONS).lhs.model_spec
-        _refuse_stateful(self.design.fixed_spec, self.design.random_spec, self.response_spec)
-        self._plain = None
-        self._plain = self._plain_columns(summary.head)
+        self._response_plan(formula, prototype)
+        _refuse_stateful(self.design.fixed_spec.model_spec, self.design.random_spec.model_spec,
+                         self._response_spec)
+        self.intercept = (self.design.fixed_names.index(INTERCEPT)
+                          if self.design.fixed_spec.intercept else None)
         X, y, _Z, _codes = self.arrays(summary.head)
-        # Any shift close to the column means keeps the cross-products well conditioned
-        # (contract 1); the first complete rows give it without another pass.
-        self.x_shift = X.mean(axis=0)
-        if INTERCEPT in self.design.fixed_names:
-            self.x_shift[self.design.fixed_names.index(INTERCEPT)] = 0.0
-        self.y_shift = float(y.mean())
+        # Any shift close to the column means keeps the cross-products well conditioned;
+        # the first complete rows give it without another pass.  Every chunk's
+        # statistics share it (so they add up); the intercept column is never shifted.
+        # Without an intercept the statistics are not shifted (as in memory).
+        if self.intercept is None:
+            self.x_shift, self.y_shift = np.zeros(X.shape[1]), 0.0
+        else:
+            self.x_shift = X.mean(axis=0)
+            self.x_shift[self.intercept] = 0.0
+            self.y_shift = float(y.mean())
         self.design = self.design.without_data()  # the spec travels to every worker
 
-    def _plain_columns(self, prototype):
-        """(fixed, random, response) column names when every design column is a numeric
-        data column (or the intercept), else None.  Then a chunk's arrays are its columns,
-        without formulaic (which costs more than reading the chunk); the prototype checks
-        that both routes give the same arrays."""
-        d = self.design
-        response = str(self.response_spec.column_names[0]) if len(
-            self.response_spec.column_names) == 1 else None
-        names = [n for n in d.fixed_names + d.random_names if n != INTERCEPT] + [response]
-        numeric = all(n in prototype.columns and pd.api.types.is_numeric_dtype(prototype[n])
-                      and prototype[n].dtype != bool for n in names)
-        if not numeric:
-            return None
-        plain = (d.fixed_names, d.random_names, response)
-        fast = self._plain_arrays(prototype, plain)
-        X, Z = new_design_matrices(d, prototype, need_random=True)
-        y = np.asarray(self.response_spec.get_model_matrix(prototype, context=R_FUNCTIONS),
-                       dtype=float)[:, 0]
-        same = all(np.array_equal(a, b) for a, b in zip(fast, (X, Z, y)))
-        return plain if same else None
+    def _response_plan(self, formula: str, prototype: pd.DataFrame) -> None:
+        """How a chunk's response is computed, as build_design computes y: a numeric
+        column read as it is, or formulaic's (stateless) transform of its columns, with
+        the model spec fitted on the prototype."""
+        source, _parsed, names, plans = _planned(formula, prototype)
+        term = plans.response.terms[0]
+        self._response_spec, self._response_placeholders = None, {}
+        if isinstance(term, Column):
+            self._response_column = term.name
+            return
+        self._response_column = None
+        mm = formulaic_part(plans.response, names, source, None)
+        self._response_spec = mm.model_spec
+        wanted = set(plans.response.referenced)
+        self._response_placeholders = {ph: c for ph, c in names.used.items() if c in wanted}
 
-    @staticmethod
-    def _plain_arrays(frame, plain):
-        fixed, random, response = plain
-
-        def matrix(names):
-            out = np.empty((frame.shape[0], len(names)))
-            for j, name in enumerate(names):
-                out[:, j] = 1.0 if name == INTERCEPT else frame[name].to_numpy(dtype=float)
-            return out
-
-        return matrix(fixed), matrix(random), frame[response].to_numpy(dtype=float)
+    def _response(self, frame: pd.DataFrame) -> np.ndarray:
+        if self._response_column is not None:
+            return frame[self._response_column].to_numpy(dtype=float, na_value=np.nan)
+        placed = pd.DataFrame({ph: frame[c] for ph, c in self._response_placeholders.items()},
+                              copy=False)
+        values = self._response_spec.get_model_matrix(placed, na_action="ignore",
+                                                      context=R_FUNCTIONS)
+        return np.asarray(values, dtype=float)[:, 0]
 
     @property
     def names(self) -> list:
@@ -217,18 +237,18 @@ class StreamSpec:
         return self.design_arrays(self.complete(frame))
 
     def design_arrays(self, frame: pd.DataFrame):
-        """(X, y, Z, global cluster codes) of complete rows."""
+        """(X, y, Z, global cluster codes) of complete rows.
+
+        The formula package reads plain numeric columns as they are (no formulaic) and
+        encodes the other terms with the prototype's model spec, whose categorical
+        columns carry the first pass's full level sets."""
         frame = frame.copy(deep=False)
         for name in self.levels:
             # Plain values: chunk-local categories or Arrow-backed strings must not decide
             # the encoding (formulaic takes it from the spec's full level set).
             frame[name] = frame[name].astype(object)
-        if self._plain is not None:
-            X, Z, y = self._plain_arrays(frame, self._plain)
-        else:
-            X, Z = new_design_matrices(self.design, frame, need_random=True)
-            y = np.asarray(self.response_spec.get_model_matrix(frame, context=R_FUNCTIONS),
-                           dtype=float)[:, 0]
+        X, Z = new_design_matrices(self.design, frame, need_random=True)
+        y = self._response(frame)
         for what, M, names in (("X", X, self.design.fixed_names),
                                ("Z", Z, self.design.random_names)):
             bad = ~np.isfinite(M).all(axis=0)
