@@ -39,7 +39,7 @@
 #'   \code{lme4_optimum_worse} and \code{messages} (lmer's warnings and messages).
 #' @examples
 #' if (lmmscope_available() && requireNamespace("lme4", quietly = TRUE)) {
-#'   fit <- lmm_scope(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, k = 1)
+#'   fit <- lmm_scope(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, k = 0)
 #'   check <- check_against_lmer(fit)
 #'   check
 #'   attr(check, "passed")
