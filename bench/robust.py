@@ -92,7 +92,7 @@ def case_units(sleep):
 
 def case_rank(ortho):
     d = ortho.assign(age2=2 * ortho.age + 1)
-    fit = lambda: (lambda f: f"fixef {dict(f.fixef.round(4))}")(
+    fit = lambda: (lambda f: "fixef " + ", ".join(f"{k} {v:.4f}" for k, v in f.fixef.items()))(
         lmmscope.lmm("distance ~ age + age2 + (1 | Subject)", d))
     return ("4. aliased column age2 = 2 age + 1 (Orthodont, lmm)", ours(fit),
             lmer("m <- lmer(distance ~ age + age2 + (1 | Subject), d); "
