@@ -8,6 +8,7 @@ import numpy as np
 
 from . import rank
 from .crossprod import compute_cluster_stats
+from .intercept import InterceptPrepended
 
 
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
@@ -181,18 +182,13 @@ def duplicate_pairs_from_gram(G, skip=(), tol=DUPLICATE_TOL, block_bytes=16 * 2*
     return sorted(pairs)
 
 
-def _row_column_scan(X, stats, chunk_rows=4096, tol=DUPLICATE_TOL):
+def _row_column_scan(X, stats, tol=DUPLICATE_TOL):
     """Without a Gram: centred sums of squares, and duplicated pairs found by random
     projections of the centred, normalised columns (equal columns have equal keys; only
     neighbours in key order are compared exactly)."""
     N, p = X.shape
     R = np.random.default_rng(0).standard_normal((2, N))
-    keys = np.zeros((2, p))
-    spread = np.zeros(p)
-    for first in range(0, N, chunk_rows):
-        chunk = np.asarray(X[first:first + chunk_rows]) - stats.x_shift
-        keys += R[:, first:first + chunk_rows] @ chunk
-        spread += np.einsum("ij,ij->j", chunk, chunk)
+    spread, keys = _centred_squares_and_keys(X, R, stats.x_shift)
     norm = np.sqrt(spread)
     usable = norm > 1e-300
     keys[:, usable] /= norm[usable]
@@ -207,6 +203,35 @@ def _row_column_scan(X, stats, chunk_rows=4096, tol=DUPLICATE_TOL):
         if abs(xi @ xj) >= (1 - tol) * norm[i] * norm[j]:
             pairs.append((i, j))
     return spread, sorted(pairs)
+
+
+# Uncentred sums of squares minus N mean^2 lose log10(ratio) digits to cancellation:
+# at most ~6 of 16 where the ratio of the raw to the centred sum is below this.
+MILD_LOCATION = 1e6
+
+
+def _centred_squares_and_keys(X, R, shift, chunk_rows=4096):
+    """Column sums of squares of X - 1 shift' and the projections R (X - 1 shift'), without
+    a centred copy of X: from the raw products where the location is mild, from centred
+    row chunks of only the other columns."""
+    intercept = isinstance(X, InterceptPrepended)
+    base = X.base if intercept else np.asarray(X)
+    first = int(intercept)
+    own = shift[first:]
+    raw = np.einsum("ij,ij->j", base, base)
+    spread = raw - 2 * own * base.sum(axis=0) + base.shape[0] * own ** 2
+    keys = R @ base - np.outer(R.sum(axis=1), own)
+    far = np.flatnonzero(raw > MILD_LOCATION * np.maximum(spread, 0) + (raw == 0))
+    if far.size:  # large means: recompute those columns on centred row chunks
+        spread[far], keys[:, far] = 0.0, 0.0
+        for start in range(0, base.shape[0], chunk_rows):
+            chunk = base[start:start + chunk_rows, far] - own[far]
+            keys[:, far] += R[:, start:start + chunk_rows] @ chunk
+            spread[far] += np.einsum("ij,ij->j", chunk, chunk)
+    if intercept:  # the all-ones column is not shifted
+        spread = np.concatenate([[float(base.shape[0])], spread])
+        keys = np.column_stack([R.sum(axis=1), keys])
+    return np.maximum(spread, 0), keys
 
 
 def check_columns_distinct(X, names, unpenalised, gram=None) -> None:
