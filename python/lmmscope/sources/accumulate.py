@@ -7,9 +7,12 @@ added into the global arrays at the clusters' global codes.  With cross-validati
 the chunk is split by the fold of each row's cluster (known after pass 1), so the
 X'X, X'y, y'y of each fold are accumulated at no extra cost: the total is their sum.
 
-Every call of ``compute_cluster_stats`` and every addition of statistics is in the
-two small functions below, so that switching to shifted (centred) statistics is a
-change in one place.
+Location (see :mod:`lmmscope.crossprod`).  With an intercept the statistics are
+centred, and statistics add up only when they share one shift: every chunk is
+centred by the prototype's shift (the first complete rows' means), never by its own.
+Once every chunk is in, the sums are moved onto the column means of all rows by a
+rank-2 update (:func:`mean_shift`, :func:`shift_gram`, :func:`shift_blocks`), so the
+streamed statistics are centred exactly where the in-memory fit centres them.
 """
 
 from __future__ import annotations
@@ -140,8 +143,6 @@ class ChunkStats:
     """One chunk's statistics per fold: (fold, global codes of its clusters, stats)."""
 
     pieces: list
-    column_min: np.ndarray
-    column_max: np.ndarray
     rows: "RowCounts"
 
 
@@ -167,8 +168,7 @@ def chunk_stats(spec, frame, fold_of_cluster=None) -> ChunkStats | None:
     counts = RowCounts(int(frame.shape[0] - kept.shape[0]), spec.level_counts(kept))
     X, y, Z, codes = spec.design_arrays(kept)
     if y.size == 0:
-        p = len(spec.names)
-        return ChunkStats([], np.full(p, np.inf), np.full(p, -np.inf), counts)
+        return ChunkStats([], counts)
     fold_of_row = np.zeros(y.size, np.int64) if fold_of_cluster is None else fold_of_cluster[codes]
     pieces = []
     for fold in np.unique(fold_of_row):
@@ -180,18 +180,16 @@ def chunk_stats(spec, frame, fold_of_cluster=None) -> ChunkStats | None:
         clusters, local = np.unique(cf, return_inverse=True)
         stats = _chunk_stats(Xf, yf, Zf, local.ravel(), clusters.size, spec)
         pieces.append((int(fold), clusters, stats))
-    return ChunkStats(pieces, X.min(axis=0), X.max(axis=0), counts)
+    return ChunkStats(pieces, counts)
 
 
 class StatsTotals:
-    """The running sums: per-cluster blocks, per-fold Gram parts, column ranges."""
+    """The running sums: per-cluster blocks and per-fold Gram parts."""
 
     def __init__(self, n_groups: int, q: int, p: int, n_folds: int = 1, rows=None, spec=None):
         self.rows = rows
         self.folds = [empty_stats(0, q, p, like=spec) for _ in range(n_folds)]
         self.total = empty_stats(n_groups, q, p, like=spec)
-        self.column_min = np.full(p, np.inf)
-        self.column_max = np.full(p, -np.inf)
         self.n_chunks = 0
 
     def add(self, part: ChunkStats | None) -> None:
@@ -202,8 +200,6 @@ class StatsTotals:
         for fold, clusters, stats in part.pieces:
             _add_stats(self.total, stats, clusters)
             _add_gram(self.folds[fold], stats)
-        np.minimum(self.column_min, part.column_min, out=self.column_min)
-        np.maximum(self.column_max, part.column_max, out=self.column_max)
 
     def centre_on_means(self) -> None:
         """Move every statistic from the prototype's shift onto the column means of all

@@ -22,8 +22,7 @@ class StatsBackend:
 
     use_gram = True
 
-    def __init__(self, stats: ClusterStats, column_min, column_max, folds=None, fold_stats=None,
-                 control=None):
+    def __init__(self, stats: ClusterStats, folds=None, fold_stats=None, control=None):
         # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
         # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
         control = as_control(control)
@@ -32,9 +31,6 @@ class StatsBackend:
         if fold_stats is not None:
             fold_stats = [rescale_z(st, self.z_scale) for st in fold_stats]
         self.N, self.p, self.n_groups = stats.n_obs, stats.p, stats.n_groups
-        # Two rows whose column ranges are the data's: today's constant-column check
-        # reads ranges from X (np.ptp); integrator: drop once checks run on stats alone.
-        self.X = np.vstack([column_min, column_max])
         self._folds, self._fold_stats = folds, fold_stats
 
     def reduced(self, a, unpenalised, rows=None):

@@ -45,11 +45,9 @@ class ClientStats(ClusterStats):
 
 @dataclass
 class GramPart:
-    """The Gram part of some rows, per fold, and their column ranges."""
+    """The Gram part of some rows, per fold, and their row counts."""
 
     folds: list  # ClusterStats with no clusters: X'X, X'y, y'y of each fold
-    column_min: np.ndarray
-    column_max: np.ndarray
     rows: RowCounts
 
 
@@ -57,8 +55,7 @@ def partition_pieces(spec, fold_of_cluster, n_buckets, n_folds, index, frame):
     """Worker: a partition's blocks split by bucket, and its Gram part."""
     q, p = len(spec.design.random_names), len(spec.names)
     part = chunk_stats(spec, frame, fold_of_cluster)
-    gram = GramPart([empty_stats(0, q, p, like=spec) for _ in range(n_folds)],
-                    np.full(p, np.inf), np.full(p, -np.inf), part.rows)
+    gram = GramPart([empty_stats(0, q, p, like=spec) for _ in range(n_folds)], part.rows)
     blocks = [[] for _ in range(n_buckets)]
     for fold, clusters, stats in part.pieces:
         _add_gram(gram.folds[fold], stats)
@@ -66,7 +63,6 @@ def partition_pieces(spec, fold_of_cluster, n_buckets, n_folds, index, frame):
         for b in np.unique(bucket):
             keep = bucket == b
             blocks[b].append((clusters[keep], cluster_subset(stats, keep)))
-    gram.column_min, gram.column_max = part.column_min, part.column_max
     return blocks, gram
 
 
@@ -106,8 +102,7 @@ def sum_gram_parts(*parts):
     for part in parts[1:]:
         for mine, theirs in zip(out.folds, part.folds):
             _add_gram(mine, theirs)
-        out = GramPart(out.folds, np.minimum(out.column_min, part.column_min),
-                       np.maximum(out.column_max, part.column_max), out.rows + part.rows)
+        out = GramPart(out.folds, out.rows + part.rows)
     return out
 
 
@@ -202,7 +197,6 @@ class DaskStatsBackend:
         self.stats = rescale_z(self._raw_stats, self.z_scale)
         self.N = self.stats.n_obs
         self.rows = self._gram.rows
-        self.X = np.vstack([self._gram.column_min, self._gram.column_max])  # see StatsBackend.X
         self._whitened, self._subsets = {}, {}
 
     def _statistics_pass(self, spec, progress):
@@ -295,7 +289,8 @@ class DaskStatsBackend:
         if rows is not None:
             raise ValueError("Dask data have no rows here; use fold_problems for subsets")
         w = self._whitened_at(a)[0]
-        return reduce_gram(w.gram, w.xty, w.yty, unpenalised), w.trace_inv
+        # reduce_gram overwrites the Gram it is given, and this one is cached
+        return reduce_gram(w.gram.copy(), w.xty, w.yty, unpenalised), w.trace_inv
 
     def fold_problems(self, a, unpenalised, fold_of_cluster):
         if self._folds is None or not np.array_equal(fold_of_cluster, self._folds):

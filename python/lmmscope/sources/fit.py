@@ -7,11 +7,12 @@ columns.  Everything after them runs on the statistics alone.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 
-from .. import checks
+from .. import checks, rank
 from ..formula import INTERCEPT, parse_formula
 from ..control import as_control
 from ..mixed import MixedModelFit
@@ -82,8 +83,7 @@ def make_backend(source, spec, progress, fold_of_cluster=None, control=None):
     totals = read_stats(source, spec, progress, fold_of_cluster)
     totals.centre_on_means()
     folds = None if fold_of_cluster is None else totals.fold_stats(fold_of_cluster)
-    backend = StatsBackend(totals.total, totals.column_min, totals.column_max,
-                           fold_of_cluster, folds, control)
+    backend = StatsBackend(totals.total, fold_of_cluster, folds, control)
     backend.rows = totals.rows
     return backend
 
@@ -132,6 +132,14 @@ def _checked(spec, backend, na_action, progress):
     return spec
 
 
+def _check_finite(stats, names) -> None:
+    """checks.check_statistics_finite; the Dask backend's client statistics hold no
+    Z'X (it stays on the workers, finite where X is), so the rest is checked."""
+    if stats.ZtX.shape[2] != len(names):
+        stats = dataclasses.replace(stats, ZtX=np.zeros((0, stats.q, len(names))))
+    checks.check_statistics_finite(stats, names)
+
+
 def _uses_cv(k, a) -> bool:
     return (isinstance(k, str) and k == "cv") or (isinstance(a, str) and a == "cv")
 
@@ -153,12 +161,15 @@ def fit_scope(source, formula, *, k, a, always, criterion, k_max, cv_folds, a_gr
     names, random_names = spec.names, spec.design.random_names
     unpen = _resolve_always(always, names, [names.index(INTERCEPT)] if INTERCEPT in names else [])
     unpen = with_random_slopes(names, random_names, unpen, k, penalize_random_slopes, progress)
-    sel, mixed, columns, _dropped = select_and_refit(
+    _check_finite(backend.stats, names)
+    sel, mixed, columns, dropped = select_and_refit(
         backend, names, random_names, spec.group_labels, spec.design.group_name, unpen, k=k,
         a=a, criterion=criterion, k_max=k_max, cv_folds=cv_folds, a_grid=a_grid,
         method=method, random_state=random_state, progress=progress, control=control)
-    return StreamedScopeResult(sel, mixed, spec.design, spec.group_labels, names, unpen,
-                               columns, backend, source, spec)
+    result = StreamedScopeResult(sel, mixed, spec.design, spec.group_labels, names, unpen,
+                                 columns, backend, source, spec)
+    result.dropped_columns = dropped
+    return result
 
 
 def fit_lmm(source, formula, *, method, na_action, verbose=False, control=None):
@@ -168,7 +179,16 @@ def fit_lmm(source, formula, *, method, na_action, verbose=False, control=None):
     reml = _check_method(method)
     control = as_control(control)
     spec, backend, _folds = prepare(source, formula, na_action, progress, control=control)
-    stats = backend.subset_stats(np.arange(len(spec.names)))
-    mixed = MixedModelFit(stats, spec.names, spec.design.random_names, spec.group_labels,
-                          spec.design.group_name, reml=reml, control=control)
-    return StreamedLmmResult(mixed, spec.design, spec.group_labels)
+    names = spec.names
+    stats = backend.subset_stats(np.arange(len(names)))
+    # as lmmscope.lmm in memory: the same checks, aliased columns dropped as lme4 does
+    checks.check_statistics_finite(stats, names)
+    checks.check_scales(stats, names)
+    kept = rank.full_rank_columns(stats, names)
+    mixed = MixedModelFit(stats.subset(kept), [names[j] for j in kept],
+                          spec.design.random_names, spec.group_labels, spec.design.group_name,
+                          reml=reml, control=control)
+    result = StreamedLmmResult(mixed, spec.design, spec.group_labels)
+    result._refit_columns = kept
+    result.dropped_columns = [names[j] for j in np.setdiff1d(np.arange(len(names)), kept)]
+    return result

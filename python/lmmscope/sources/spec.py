@@ -57,9 +57,12 @@ def used_columns(formula: str, meta: pd.DataFrame) -> list:
 
 
 def is_categorical(col: pd.Series) -> bool:
-    """A column the formula encodes by levels (object, string, category, bool), as the
-    formula package decides (:func:`lmmscope.frames._numeric_dtype`)."""
-    return not _numeric_dtype(col.dtype)
+    """A column the formula encodes by levels (object, string, category), whose level
+    set the first pass must collect.  The formula package hands every non-numeric
+    column to formulaic (:func:`lmmscope.frames._numeric_dtype`), which encodes a bool
+    column as one 0/1 column named as the column: no levels to fix, so bool is not
+    categorical here (its prototype stays bool, and the names match the in-memory fit)."""
+    return not _numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype)
 
 
 @dataclass
