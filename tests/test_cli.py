@@ -85,13 +85,17 @@ def test_parquet_file_and_directory_equal_csv(tmp_path, small_frame, csv_path, c
     pq.write_table(table.slice(0, 100), folder / "part-0.parquet")
     pq.write_table(table.slice(100), folder / "part-1.parquet")
     results = []
-    for data in (csv_path, tmp_path / "d.parquet", folder):
-        assert main(["fit", str(data), "--formula", FORMULA, "--json"]) == 0
+    runs = [[csv_path], [tmp_path / "d.parquet"], [folder],
+            [folder, "--chunk-rows", "37"]]  # streamed out of core, chunks cutting clusters
+    for data, *extra in runs:
+        assert main(["fit", str(data), "--formula", FORMULA, "--json", *extra]) == 0
         results.append(json.loads(capsys.readouterr().out, parse_constant=_refuse))
     for other in results[1:]:
         assert other["support"] == results[0]["support"]
         assert other["names"] == results[0]["names"]
         np.testing.assert_allclose(other["coef"], results[0]["coef"], rtol=1e-10)
+        np.testing.assert_allclose(other["loglik"], results[0]["loglik"], rtol=1e-10)
+    assert main(["fit", str(csv_path), "--formula", FORMULA, "--chunk-rows", "37"]) == 2
 
 
 def test_warnings_are_one_line(tmp_path, small_frame):

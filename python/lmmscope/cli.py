@@ -1,7 +1,8 @@
 """Command line: ``lmmscope demo``, ``lmmscope fit DATA --formula ...`` and
 ``lmmscope validate DATA --formula ...``.
 
-DATA is a CSV file, a parquet file, or a directory of parquet files.  A problem with
+DATA is a CSV file, a parquet file, or a directory of parquet files (read into memory,
+or streamed in chunks of ``--chunk-rows`` rows for data larger than memory).  A problem with
 the input (a missing file, a bad formula, an unknown column) is reported as one line
 on stderr with exit status 2; ``--json`` writes strict JSON (null for NaN and Inf).
 """
@@ -64,6 +65,17 @@ def read_data(path_text: str):
         raise InputError(f"cannot read {path_text} as CSV: {_one_line(exc)}") from None
 
 
+def _parquet_path(path_text: str) -> str:
+    """A parquet file or a directory of them, checked, for streaming."""
+    path = Path(path_text)
+    if not path.exists():
+        raise InputError(f"no such file or directory: {path_text}")
+    if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
+        return str(path)
+    raise InputError(f"--chunk-rows streams parquet files; {path_text} is not a parquet file "
+                     "or a directory of them")
+
+
 def _read_parquet(path: Path, what: str):
     try:
         import pyarrow.parquet as pq
@@ -121,10 +133,14 @@ def demo(args) -> int:
 def fit_data(args) -> int:
     from . import lmm_scope
 
-    data = read_data(args.data)
     always = [s.strip() for s in args.always.split(",")] if args.always else None
-    fit = lmm_scope(args.formula, data, k=_parse_k(args.k), a=_parse_a(args.a), always=always,
-                    criterion=args.criterion, method=args.method, verbose=args.verbose)
+    options = dict(k=_parse_k(args.k), a=_parse_a(args.a), always=always,
+                   criterion=args.criterion, method=args.method, verbose=args.verbose)
+    if args.chunk_rows is not None:  # out of core: parquet streamed by lmmscope.sources
+        fit = lmm_scope(args.formula, _parquet_path(args.data), chunk_rows=args.chunk_rows,
+                        **options)
+    else:
+        fit = lmm_scope(args.formula, read_data(args.data), **options)
     if args.json:
         print(json.dumps(strict_json(fit.to_dict()), indent=2, allow_nan=False))
     else:
@@ -175,6 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--criterion", default="gic", choices=["gic", "ebic", "bic", "aic"])
     p_fit.add_argument("--method", default="REML", choices=["REML", "ML"])
     p_fit.add_argument("--json", action="store_true", help="print the result as strict JSON")
+    p_fit.add_argument("--chunk-rows", type=int, default=None,
+                       help="stream parquet input in chunks of this many rows (data larger "
+                            "than memory) instead of reading it whole")
     p_fit.add_argument("--verbose", action="store_true")
     p_fit.set_defaults(func=fit_data)
     p_val = sub.add_parser("validate", help="fit, then check the fit against lme4::lmer")
