@@ -31,7 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats as sps
 
-from .crossprod import cluster_factors, cluster_transpose_operator, whiten_stats
+from .crossprod import cluster_factors, cluster_transpose_operator
 
 ADJUSTMENTS = ("bh", "holm", None)
 
@@ -62,15 +62,10 @@ def _carrying_centring(G, stats):
 
 def whitened_gram(data, a):
     """X_a'X_a (of the centred columns, see :mod:`lmmscope.crossprod`), and pseudo-rows R
-    (r x p, r <= min(N, p)) with R'R = X_a'X_a / N."""
-    if data.use_gram:
-        G = whiten_stats(data.stats, a).gram
-        vals, vecs = np.linalg.eigh(G / data.N)
-        keep = vals > 1e-12 * max(vals.max(), 1e-300)
-        R = (vecs[:, keep] * np.sqrt(vals[keep])).T
-        return _carrying_centring(G, data.stats), R
-    Xa, _ = data.whitened_rows(a)
-    return _carrying_centring(Xa.T @ Xa, data.stats), Xa / np.sqrt(data.N)
+    (r x p, r <= min(N, p)) with R'R = X_a'X_a / N, from the data backend's layout
+    (:mod:`lmmscope.layouts`: the Gram, or whitened rows)."""
+    G, R = data.whitened_gram(a)
+    return _carrying_centring(G, data.stats), R
 
 
 def cluster_scores(data, a, beta):
@@ -226,6 +221,22 @@ def _original_intercept(G, cols, beta, influence, estimate, std_error):
     functional = influence @ weights  # per cluster
     estimate[row] = beta[intercept] + functional.sum()
     std_error[row] = np.sqrt(functional @ functional)
+
+
+def table_from_cache(cache, names, columns, coef, n_obs, df, level, adjust, n_jobs, progress,
+                     tol):
+    """The inference table of ``columns`` from a fit's cache (whitened Gram ``G``, its
+    pseudo-rows ``R``, cluster ``scores``, node-wise ``rows`` fitted so far): the missing
+    node-wise fits first, then the debiased estimates and the table."""
+    todo = [j for j in columns if j not in cache["rows"]]
+    if todo:
+        progress(f"node-wise scaled lasso for {len(todo)} coordinates")
+        fit = nodewise_lasso(cache["G"], cache["R"], n_obs, todo, n_jobs=n_jobs,
+                             progress=progress, tol=tol)
+        cache["rows"].update(zip(todo, fit.coef))
+    directions = np.array([cache["rows"][j] for j in columns])
+    est, se = debias(cache["G"], cache["scores"], coef, columns, directions)
+    return inference_table(names, columns, est, se, df, level, adjust)
 
 
 def inference_table(names, columns, estimate, std_error, df, level, adjust) -> pd.DataFrame:

@@ -29,6 +29,20 @@ def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = 
     return GramLayout() if p <= max(n_obs, control.gram_limit) else RowLayout()
 
 
+def gram_fold_problems(stats, fold_stats, a, unpenalised):
+    """Per fold: (training problem, held-out whitened and raw quadratics, training rows),
+    the training statistics being the totals minus the held-out fold's."""
+    total = whiten_stats(stats, a)
+    out = []
+    for st in fold_stats:
+        held = whiten_stats(st, a)
+        train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
+                            total.yty - held.yty, unpenalised)
+        out.append((train, (held.gram, held.xty, held.yty), (st.XtX, st.Xty, st.yty),
+                    stats.n_obs - st.n_obs))
+    return out
+
+
 class GramLayout:
     """Whitened cross-products X_a'X_a, X_a'y_a from the per-cluster statistics."""
 
@@ -39,16 +53,7 @@ class GramLayout:
         return reduce_gram(w.gram, w.xty, w.yty, unpenalised), w.trace_inv
 
     def fold_problems(self, data, a, unpenalised, folds):
-        """Training statistics = totals minus the held-out fold's."""
-        total = whiten_stats(data.stats, a)
-        out = []
-        for _rows, st in folds:
-            held = whiten_stats(st, a)
-            train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
-                                total.yty - held.yty, unpenalised)
-            out.append((train, (held.gram, held.xty, held.yty), (st.XtX, st.Xty, st.yty),
-                        data.N - st.n_obs))
-        return out
+        return gram_fold_problems(data.stats, [st for _rows, st in folds], a, unpenalised)
 
     def whitened_gram(self, data, a):
         """X_a'X_a, and pseudo-rows R (r x p, r <= min(N, p)) with R'R = X_a'X_a / N."""

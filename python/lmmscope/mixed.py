@@ -10,7 +10,7 @@ import pandas as pd
 from .control import as_control
 from .crossprod import ClusterStats
 from .exceptions import ConvergenceWarning
-from .profiled import check_fixed_rank, optimise_theta, solve_pls
+from .profiled import check_fixed_rank, solve_pls
 
 
 class MixedModelFit:

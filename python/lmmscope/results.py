@@ -243,16 +243,9 @@ class LmmScopeResult(MixedResult):
             G, R = inf.whitened_gram(self._data, self.a)
             scores = inf.cluster_scores(self._data, self.a, self.coef.to_numpy())
             self._inference_cache = {"G": G, "R": R, "scores": scores, "rows": {}, "tol": lasso_tol}
-        cache = self._inference_cache
-        todo = [j for j in columns if j not in cache["rows"]]
-        if todo:
-            progress(f"node-wise scaled lasso for {len(todo)} coordinates")
-            fit = inf.nodewise_lasso(cache["G"], cache["R"], self.nobs, todo, n_jobs=n_jobs,
-                                     progress=progress, tol=lasso_tol)
-            cache["rows"].update(zip(todo, fit.coef))
-        directions = np.array([cache["rows"][j] for j in columns])
-        est, se = inf.debias(cache["G"], cache["scores"], self.coef.to_numpy(), columns, directions)
-        return inf.inference_table(self.names, columns, est, se, self.ngroups - 1, level, adjust)
+        return inf.table_from_cache(self._inference_cache, self.names, columns,
+                                    self.coef.to_numpy(), self.nobs, self.ngroups - 1, level,
+                                    adjust, n_jobs, progress, lasso_tol)
 
     def confint(self, level: float = 0.95, terms=None) -> pd.DataFrame:
         """Debiased confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""

@@ -13,6 +13,7 @@ import numpy as np
 from ..control import as_control
 from ..crossprod import ClusterStats, whiten_stats
 from ..profiled import rescale_z, z_column_scale
+from ..layouts import gram_fold_problems
 from ..selection import reduce_gram
 
 
@@ -56,12 +57,4 @@ class StatsBackend:
         if not np.array_equal(fold_of_cluster, self._folds):
             raise ValueError("streamed data accumulate the statistics of the folds fixed before "
                              "the data pass (cv_folds, random_state); other folds need another pass")
-        total = whiten_stats(self.stats, a)
-        out = []
-        for st in self._fold_stats:
-            held = whiten_stats(st, a)
-            train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
-                                total.yty - held.yty, unpenalised)
-            out.append((train, (held.gram, held.xty, held.yty), (st.XtX, st.Xty, st.yty),
-                        self.N - st.n_obs))
-        return out
+        return gram_fold_problems(self.stats, self._fold_stats, a, unpenalised)

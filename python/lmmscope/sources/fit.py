@@ -150,7 +150,8 @@ def fit_scope(source, formula, *, k, a, always, criterion, k_max, cv_folds, a_gr
 
     progress = Progress(verbose)
     progress(f"reading {source.describe()}")
-    reml = _check_method(method)
+    _check_method(method)  # before reading the data
+
     def folds_for(spec):
         if _uses_cv(k, a):
             return make_folds(spec.group_labels.size, cv_folds, random_state)
