@@ -134,3 +134,16 @@ def test_theta_given_as_optimal_is_checked():
         off = MixedModelFit(stats, ["Intercept", "x"], ["Intercept", "z"], labels,
                             theta0=2 * fit.theta, theta_optimal=True)
     assert not off.converged and off.loglik < fit.loglik
+
+
+@needs_lme4
+def test_second_local_minimum_is_not_taken():
+    """A random intercept without a fixed intercept: the profiled deviance has a worse
+    local minimum near the identity start (age 2.094, REML logLik -309.511, where a
+    single start stopped, and where lme4 stops with our tests' tight BOBYQA settings);
+    the scaled starts find the better one (age 0.7303, logLik -278.150, lmer's default
+    fit)."""
+    fit = lmmscope.lmm("distance ~ 0 + age + (1 | Subject)", r_frame("nlme::Orthodont"))
+    assert fit.converged
+    assert fit.loglik == pytest.approx(-278.15006577, abs=1e-6)
+    assert fit.fixef["age"] == pytest.approx(0.73034452, rel=1e-6)

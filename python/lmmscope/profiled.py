@@ -309,12 +309,24 @@ def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None,
     return theta_rescaled(theta, scale, to_scaled=False), value, info
 
 
+# Multiples of the identity start tried before optimising: the profiled deviance can
+# have a second, worse local minimum (e.g. a random intercept without a fixed one, where
+# the intercept variance must absorb the mean), which a single start may fall into.
+START_SCALES = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+def _best_scaled_start(stats, reml, identity):
+    """The multiple of the (unit-free) identity start with the lowest deviance."""
+    values = [_deviance_at(stats, s * identity, reml)[1] for s in START_SCALES]
+    return START_SCALES[int(np.argmin(values))] * identity
+
+
 def _optimise_theta(stats, reml, theta0, control):
     from scipy.optimize import OptimizeResult  # lazily: a heavy import
     q = stats.q
     lower = theta_lower_bounds(q)
     if theta0 is None:
-        theta0 = np.where(lower == 0, 1.0, 0.0)
+        theta0 = _best_scaled_start(stats, reml, np.where(lower == 0, 1.0, 0.0))
     scored = _fisher_scoring(stats, reml, theta0)
     if scored is not None:
         theta, value, iterations = scored
