@@ -139,3 +139,34 @@ def test_dotted_names_of_real_data_agree_with_lmer():
     assert list(fit.fixef.index) == ["Intercept", "Sepal.Width", "Petal.Length", "log(Petal.Width)"]
     np.testing.assert_allclose(fit.fixef.to_numpy(), ref["fixef"], rtol=1e-6)
     np.testing.assert_allclose(fit.loglik, ref["loglik"], rtol=1e-8)
+
+
+@needs_lme4
+def test_r_power_inside_I_is_a_power_not_xor():
+    """lme4 users write I(Days^2); in Python code ^ is XOR, silently wrong on integer
+    columns.  The formula front reads ^ as R's power (lmer: 0.3370223 for I(Days^2))."""
+    ss = r_frame("lme4::sleepstudy").astype({"Days": "int64"})
+    caret = lmmscope.lmm("Reaction ~ Days + I(Days^2) + (1 | Subject)", ss)
+    stars = lmmscope.lmm("Reaction ~ Days + I(Days**2) + (1 | Subject)", ss)
+    np.testing.assert_array_equal(caret.fixef.to_numpy(), stars.fixef.to_numpy())
+    assert caret.fixef.iloc[2] == pytest.approx(0.3370223274, rel=1e-8)
+
+
+def test_stateful_transform_after_dropped_rows_warns(frames):
+    plain, _ = frames
+    df = plain.copy()
+    df.loc[df.index[:3], "y"] = np.nan
+    with pytest.warns(UserWarning, match=r"scale\(\) computed on the rows left"):
+        lmmscope.lmm("y ~ scale(x0) + (1 | g)", df)
+
+
+@needs_lme4
+def test_r_factor_and_offset_in_python_formulas():
+    """factor(x) is formulaic's C(x) (lmer's fixef on Orthodont's factor(age) to 1e-6);
+    offset() is refused with what to do instead."""
+    o = r_frame("nlme::Orthodont")
+    fit = lmmscope.lmm("distance ~ factor(age) + (1 | Subject)", o)
+    ref = lmer_fit("distance ~ factor(age) + (1 | Subject)", o)
+    np.testing.assert_allclose(fit.fixef.to_numpy(), ref["fixef"], rtol=1e-6)
+    with pytest.raises(ValueError, match="offset.*subtract the offset from the response"):
+        lmmscope.lmm("distance ~ age + offset(age) + (1 | Subject)", o)

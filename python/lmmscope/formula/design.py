@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -96,6 +97,8 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
     plans = _plans(parsed, names, source)
     _check_unique(source, plans, parsed.group)
     keep, dropped = _rows_to_keep(source, plans, parsed.group, na_action)
+    if dropped:
+        _warn_stateful_after_na(formula)
     n = source.n_rows if keep is None else int(keep.sum())
     if n == 0:
         raise ValueError("no rows left after removing missing values")
@@ -115,6 +118,21 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
         n_dropped=len(dropped), dropped_rows=dropped,
         factor_levels=_factor_levels(plans.fixed, source),
         row_index=source.index if keep is None else source.index[keep])
+
+
+# formulaic's transforms whose values depend on the rows they see (centre, scale, bases)
+_STATEFUL = re.compile(r"\b(scale|center|standardize|poly|bs|cr|cc|cs|te|hashed)\s*\(")
+
+
+def _warn_stateful_after_na(formula: str) -> None:
+    """R's model.frame evaluates poly(), scale() etc. before na.action drops rows; here
+    (as formulaic does) they are computed on the complete rows only.  Say so, since the
+    numbers then differ from lme4's."""
+    found = sorted(set(m.group(1) for m in _STATEFUL.finditer(formula)))
+    if found:
+        warnings.warn(f"lmmscope: {', '.join(f + '()' for f in found)} computed on the rows left "
+                      "after dropping missing values; R's model.frame computes them before "
+                      "(drop the incomplete rows first to match lme4 exactly)", stacklevel=4)
 
 
 def _group_labels(values: np.ndarray, name: str) -> np.ndarray:

@@ -82,7 +82,9 @@ class ColumnNames:
     def rewrite_code(self, code: str) -> str:
         """Python code with each column reference replaced by its placeholder.
 
-        References are backticked names, ``Q('name')``, and identifiers (or R-style dotted
+        ``^`` is R's power (``**``), as in lme4's ``I(x^2)``; R's ``factor(x)`` is
+        formulaic's ``C(x)``.  References are backticked
+        names, ``Q('name')``, and identifiers (or R-style dotted
         names like ``Sepal.Length``) that name a column and are not called, not an
         attribute and not a keyword argument: so ``exp(exp)`` reads the column ``exp``
         with numpy's ``exp``.
@@ -104,8 +106,15 @@ class ColumnNames:
         return code
 
     def _reference_at(self, tokens, i):
-        """(tokens consumed, (start, end, placeholder) or None) at token i."""
+        """(tokens consumed, (start, end, replacement) or None) at token i."""
         tok = tokens[i]
+        if tok.type == pytokenize.OP and tok.string == "^":
+            # R's power, as formulas are written (lme4's I(x^2)); Python's XOR of integer
+            # columns would be a silent wrong answer
+            return 1, (tok.start[1], tok.end[1], "**")
+        if tok.type == pytokenize.NAME and tok.string == "factor" and \
+                i + 1 < len(tokens) and tokens[i + 1].string == "(" and not _after_dot(tokens, i):
+            return 1, (tok.start[1], tok.end[1], "C")  # R's factor(x): formulaic's C(x)
         if tok.type != pytokenize.NAME or keyword.iskeyword(tok.string) or _after_dot(tokens, i):
             return 1, None
         nxt = tokens[i + 1].string if i + 1 < len(tokens) else ""

@@ -150,6 +150,10 @@ def _rewritten(tok, names: ColumnNames, dot_columns) -> str:
     if kind == "NAME":
         return names.variable(tok.token)
     if kind == "PYTHON":
+        if tok.token.replace(" ", "").startswith("offset("):
+            raise ValueError("offset() is not supported in Python formulas: subtract the offset "
+                             "from the response (an LMM's fit is the same) and add it back to "
+                             "predictions; the R package supports offset()")
         q = names.q_argument(tok.token)
         return names.variable(q) if q is not None else "{" + names.rewrite_code(tok.token) + "}"
     if kind == "VALUE" and tok.token == ".":
