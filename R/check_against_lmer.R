@@ -100,7 +100,7 @@ check_against_lmer <- function(fit, tol = 1e-6) {
   intercept <- ncol(M) > 0 && all(M[, 1] == 1)
   terms <- if (intercept) "1" else "0"
   rename <- if (intercept) c("(Intercept)" = names[1]) else character()
-  for (j in seq_len(ncol(M))[-seq_len(as.integer(intercept))]) {
+  for (j in setdiff(seq_len(ncol(M)), if (intercept) 1L)) {
     candidate <- make.names(names[j])
     if (candidate %in% names(cols) && isTRUE(all(cols[[candidate]] == M[, j]))) {
       safe <- candidate  # a slope that is also a fixed effect: one data column

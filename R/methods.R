@@ -209,11 +209,14 @@ fitted.lmm_scope <- function(object, ...) stats::napredict(object$na.action, obj
 
 #' @rdname lmm_scope-methods
 #' @export
-residuals.lmm_scope <- function(object, type = "response", ...) {
-  if (!identical(type, "response")) {
-    stop("only type = \"response\" residuals are available", call. = FALSE)
-  }
-  stats::naresid(object$na.action, object$residuals)
+residuals.lmm_scope <- function(object, type = c("response", "working", "deviance", "pearson"),
+                                scaled = FALSE, ...) {
+  # As lme4 for a linear mixed model with unit weights: the four types coincide, and
+  # scaled = TRUE divides by sigma.
+  type <- match.arg(type)
+  r <- object$residuals
+  if (isTRUE(scaled)) r <- r / sigma(object)
+  stats::naresid(object$na.action, r)
 }
 
 #' @details \code{formula(fit)} is an lme4 formula of the selected model: the
