@@ -81,7 +81,7 @@ def test_na_rows_dropped_and_reported(small_frame):
 def test_unseen_factor_level_in_newdata(small_frame):
     fit = lmmscope.lmm_scope("y ~ x1 + f + (1 | cluster)", small_frame, a=1.0)
     new = small_frame.iloc[:2].assign(f=["a", "zzz"])
-    with pytest.raises(ValueError, match="'f' has level\\(s\\) not seen in fitting: zzz"):
+    with pytest.raises(ValueError, match="'f' has level\\(s\\) not seen in fitting: 'zzz'"):
         fit.predict(new)
 
 

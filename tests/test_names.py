@@ -170,3 +170,16 @@ def test_r_factor_and_offset_in_python_formulas():
     np.testing.assert_allclose(fit.fixef.to_numpy(), ref["fixef"], rtol=1e-6)
     with pytest.raises(ValueError, match="offset.*subtract the offset from the response"):
         lmmscope.lmm("distance ~ age + offset(age) + (1 | Subject)", o)
+
+
+def test_factor_levels_in_new_data_match_by_value(frames):
+    """A factor fitted with text levels "1".."3" and new data holding the integers 1..3:
+    the same predictions (matched as cluster labels are); an unseen level is refused
+    naming the fitted ones."""
+    plain, _ = frames
+    df = plain.assign(f=np.array(["1", "2", "3"])[np.arange(len(plain)) % 3])
+    fit = lmmscope.lmm("y ~ x0 + f + (1 | g)", df)
+    new = df.iloc[:12]
+    np.testing.assert_array_equal(fit.predict(new.assign(f=new.f.astype(int))), fit.predict(new))
+    with pytest.raises(ValueError, match="level\\(s\\) not seen in fitting: 7; fitted levels: '1'"):
+        fit.predict(new.assign(f=7))

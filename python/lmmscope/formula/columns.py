@@ -164,16 +164,27 @@ def rebuild(spec: SideSpec, source, factor_levels: dict) -> np.ndarray:
     return out
 
 
+def _as_fitted_levels(column: pd.Series, levels, name: str) -> pd.Series:
+    """New data's factor values matched to the fitted levels by value, then by text (the
+    integer 3 where "3" was fitted, as cluster labels are matched); unseen ones refused."""
+    seen, by_text = set(levels), {str(v): v for v in levels}
+    mapped = [v if pd.isna(v) or v in seen else by_text.get(str(v), v)
+              for v in column.astype(object)]
+    unseen = sorted({v for v in mapped if not pd.isna(v) and v not in seen}, key=str)
+    if unseen:
+        raise ValueError(f"newdata column {name!r} has level(s) not seen in fitting: "
+                         + ", ".join(map(repr, unseen)) + "; fitted levels: "
+                         + ", ".join(map(repr, list(levels)[:10])))
+    return pd.Series(mapped, index=column.index, dtype=object)
+
+
 def _formulaic_on_new_rows(spec: SideSpec, source, factor_levels: dict):
     if spec.model_spec is None:
         return None
     frame = source.pandas(sorted(set(spec.placeholders.values()), key=source.columns.index))
     for name, levels in factor_levels.items():
         if name in frame.columns:
-            unseen = sorted(set(frame[name].dropna().astype(object)) - set(levels), key=str)
-            if unseen:
-                raise ValueError(f"newdata column {name!r} has level(s) not seen in fitting: "
-                                 + ", ".join(map(str, unseen)))
+            frame = frame.assign(**{name: _as_fitted_levels(frame[name], levels, name)})
     frame = pd.DataFrame({ph: frame[c] for ph, c in spec.placeholders.items()}, copy=False)
     from formulaic.errors import DataMismatchWarning
     with warnings.catch_warnings():
