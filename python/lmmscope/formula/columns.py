@@ -168,8 +168,10 @@ def _as_fitted_levels(column: pd.Series, levels, name: str) -> pd.Series:
     """New data's factor values matched to the fitted levels by value, then by text (the
     integer 3 where "3" was fitted, as cluster labels are matched); unseen ones refused."""
     seen, by_text = set(levels), {str(v): v for v in levels}
-    mapped = [v if pd.isna(v) or v in seen else by_text.get(str(v), v)
-              for v in column.astype(object)]
+    values = column.astype(object)
+    if all(pd.isna(v) or v in seen for v in values):
+        return column  # as fitted (its dtype too: formulaic codes a bool column as 0/1)
+    mapped = [v if pd.isna(v) or v in seen else by_text.get(str(v), v) for v in values]
     unseen = sorted({v for v in mapped if not pd.isna(v) and v not in seen}, key=str)
     if unseen:
         raise ValueError(f"newdata column {name!r} has level(s) not seen in fitting: "
