@@ -81,6 +81,11 @@ parse_mixed_formula <- function(formula) {
          length(bars), ": ", paste(vapply(bars, deparse1, ""), collapse = ", "), call. = FALSE)
   }
   bar <- bars[[1L]]
+  if (!is.name(bar[[3L]])) {
+    stop("the grouping factor must be one column, got ", deparse1(bar[[3L]]),
+         ": nested (a/b) or crossed (a:b) grouping is not supported; make one factor of ",
+         "the combination first, e.g. interaction(a, b)", call. = FALSE)
+  }
   fixed <- formula
   rhs <- no_bars(formula[[3L]])
   fixed[[3L]] <- if (is.null(rhs)) 1 else rhs

@@ -252,3 +252,13 @@ test_that("lmm() drops aliased fixed-effect columns with lme4's message and fit"
   ref <- suppressMessages(lmer_tight(Reaction ~ Days + Weeks + (Days | Subject), d))
   expect_same_as_lmer(fit, ref, d[c(3, 33), ])
 })
+
+test_that("nested or crossed grouping is refused with a message saying what to do", {
+  skip_if_no_lmmscope()
+  d <- lme4::sleepstudy
+  d$half <- factor(d$Days < 5)
+  expect_error(lmm(Reaction ~ Days + (1 | half / Subject), d),
+               "grouping factor must be one column, got half/Subject: nested")
+  expect_error(lmm(Reaction ~ Days + (1 | half:Subject), d), "crossed .* not supported")
+  expect_error(lmm(Reaction ~ Days + (Days || Subject), d), "uncorrelated")
+})
