@@ -24,7 +24,10 @@ nlme::VarCorr
 #'   criterion), \code{TRUE} or \code{FALSE}: the REML or ML criterion at the
 #'   fitted estimates, as lme4 computes it.
 #' @param sigma Unused (for the generic).
-#' @param type Residual type; only \code{"response"}.
+#' @param type Residual type: \code{"response"}, \code{"working"},
+#'   \code{"deviance"} or \code{"pearson"}, which coincide for a linear mixed
+#'   model (as in lme4).
+#' @param scaled For \code{residuals}: divide by \code{sigma(object)}, as lme4.
 #' @param name For \code{getME}: \code{"X"} (the refit design, columns named as
 #'   \code{fixef}), \code{"Z"} (sparse, needs Matrix), \code{"y"}, \code{"mu"},
 #'   \code{"offset"}, \code{"flist"}, \code{"cnms"}, \code{"mmList"},
