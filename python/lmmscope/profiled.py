@@ -212,9 +212,16 @@ def z_column_scale(stats: ClusterStats) -> np.ndarray:
     return np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
 
 
-def rescale_z(stats: ClusterStats, scale: np.ndarray) -> ClusterStats:
-    """The statistics of Z D^{-1}, D = diag(scale) (theta then has unit-free entries)."""
+def rescale_z(stats: ClusterStats, scale: np.ndarray, inplace: bool = False) -> ClusterStats:
+    """The statistics of Z D^{-1}, D = diag(scale) (theta then has unit-free entries).
+    ``inplace``: overwrite ``stats``' arrays (Z'X is as large as X / mean cluster size
+    times q: a fresh copy costs more to fault in than the products themselves)."""
     inv = 1.0 / scale
+    if inplace:
+        stats.ZtZ *= inv[None, :, None] * inv[None, None, :]
+        stats.ZtX *= inv[None, :, None]
+        stats.Zty *= inv[None, :]
+        return stats
     return replace(stats, ZtZ=stats.ZtZ * inv[None, :, None] * inv[None, None, :],
                    ZtX=stats.ZtX * inv[None, :, None], Zty=stats.Zty * inv[None, :])
 

@@ -86,7 +86,7 @@ class Data:
         raw = compute_cluster_stats(X, y, Z, codes, n_groups, gram=self.use_gram)
         self.z_scale = (z_column_scale(raw) if self.control.unit_free_z
                         else np.ones(raw.q))
-        self.stats = rescale_z(raw, self.z_scale)
+        self.stats = rescale_z(raw, self.z_scale, inplace=True)  # raw is not kept
         self.Z = np.asarray(Z, dtype=float) / self.z_scale
         self._fold_cache = {}
 
