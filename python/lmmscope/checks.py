@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 
 from . import rank
-from .crossprod import compute_cluster_stats
 from .intercept import InterceptPrepended
 
 
@@ -232,15 +231,6 @@ def _centred_squares_and_keys(X, R, shift, chunk_rows=4096):
         spread = np.concatenate([[float(base.shape[0])], spread])
         keys = np.column_stack([R.sum(axis=1), keys])
     return np.maximum(spread, 0), keys
-
-
-def check_columns_distinct(X, names, unpenalised, gram=None) -> None:
-    """Deprecated entry point (the checks now run from the statistics, in the api):
-    the same checks, on statistics computed here without a Gram when none is given."""
-    N = X.shape[0]
-    stats = compute_cluster_stats(X, np.zeros(N), np.ones((N, 1)), np.zeros(N, dtype=np.int64),
-                                  1, gram=False)
-    check_design_columns(stats, names, unpenalised, X=X)
 
 
 def check_groups(groups, n_rows: int) -> np.ndarray:
