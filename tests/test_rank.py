@@ -158,3 +158,50 @@ def test_span_candidates_excluded_on_the_wide_rows_path():
     assert not est.result_._data.use_gram
     assert 2 in est.support_ and 149 not in est.support_
     assert est.coef_[149] == 0.0 and est.result_.dropped_columns == ["x149"]
+
+
+@pytest.mark.parametrize("prepended", [True, False])
+def test_row_moments_equal_the_centred_columns_own_sums(prepended):
+    """One scan gives the centred sums, sums of squares and projections, also for a column
+    at epoch-seconds location (computed on centred chunks) and with a prepended intercept."""
+    from lmmscope.intercept import InterceptPrepended
+    from lmmscope.rank import row_moments
+
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((500, 6)) * [1, 10, 1e-3, 1, 5, 1]
+    base[:, 1] += 1.7e9  # far location: the raw-product route would lose every digit
+    base[:, 4] += 3.0
+    shift = base.mean(axis=0)
+    X = InterceptPrepended(base) if prepended else base
+    full_shift = np.concatenate([[0.0], shift]) if prepended else shift
+    dense = np.column_stack([np.ones(500), base]) if prepended else base
+    centred = dense - full_shift
+    got = row_moments(X, full_shift)
+    np.testing.assert_allclose(got.squares, (centred ** 2).sum(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(got.sums, centred.sum(axis=0), atol=1e-9 * np.sqrt(500))
+    R = np.random.default_rng(0).standard_normal((2, 500))
+    np.testing.assert_allclose(got.keys, R @ centred, rtol=1e-9, atol=1e-8)
+
+
+def test_screen_from_row_moments_equals_the_gram_route():
+    """The rows route (moments, the intercept's row from the centred sums) drops and
+    excludes what the Gram route does."""
+    from lmmscope.crossprod import compute_cluster_stats
+    from lmmscope.intercept import InterceptPrepended
+    from lmmscope.rank import row_moments, screen_design
+
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((300, 5))
+    base[:, 3] = 2.0 + 1e-14 * rng.standard_normal(300)  # constant to its precision
+    base[:, 4] += 1e8
+    X = InterceptPrepended(base)
+    y = base[:, 0] + rng.standard_normal(300)
+    codes = np.repeat(np.arange(30), 10)
+    names = ["(Intercept)"] + [f"x{j}" for j in range(5)]
+    outcomes = []
+    for gram in (True, False):
+        stats = compute_cluster_stats(X, y, np.ones((300, 1)), codes, 30, gram=gram)
+        moments = None if gram else row_moments(X, stats.x_shift)
+        with pytest.warns(RankDeficiencyWarning, match="x3"):
+            outcomes.append(screen_design(stats, names, [0], X=X, moments=moments))
+    assert outcomes[0] == outcomes[1] == ([0], [4])

@@ -126,9 +126,13 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
     streamed or Dask), then the (RE)ML refit on the selected columns.  ``rows``: the raw
     X where there is one (column checks without a Gram).  Returns (selection, refit,
     columns, names of the columns dropped as aliased or in the span of the unpenalised)."""
-    checks.check_design_columns(data.stats, names, unpenalised, X=rows)
+    # one scan of the rows serves both checks where there is no Gram
+    moments = (rank.row_moments(rows, data.stats.x_shift)
+               if data.stats.XtX is None and rows is not None else None)
+    checks.check_design_columns(data.stats, names, unpenalised, X=rows, moments=moments)
     checks.check_scales(data.stats, names)
-    unpenalised, excluded = rank.screen_design(data.stats, names, unpenalised, X=rows)
+    unpenalised, excluded = rank.screen_design(data.stats, names, unpenalised, X=rows,
+                                               moments=moments)
     checks.check_k_selectable(k, data.p - len(unpenalised) - len(excluded))
     refitter = Refitter(data, control)
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 
 from . import rank
-from .intercept import InterceptPrepended
 
 
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
@@ -49,14 +48,18 @@ HUGE, TINY = 1e150, 1e-150
 
 def check_finite_columns(M: np.ndarray, names, what: str, chunk_rows: int = 8192) -> None:
     """Raise naming the columns that hold NaN or Inf, or values whose squares overflow
-    or underflow the cross-products (row chunks keep the temporaries small)."""
-    ok = np.ones(M.shape[1], dtype=bool)
+    or underflow the cross-products.  Column maxima and minima find both (NaN and
+    Inf propagate to them) in two reductions without temporaries."""
     largest = np.zeros(M.shape[1])
+    ok = np.ones(M.shape[1], dtype=bool)
     for start in range(0, M.shape[0], chunk_rows):
         chunk = M[start:start + chunk_rows]
-        ok &= np.isfinite(chunk).all(axis=0)
+        if chunk.shape[0] == 0:
+            continue
         with np.errstate(invalid="ignore"):
-            largest = np.fmax(largest, np.abs(chunk).max(axis=0, initial=0.0))
+            hi, lo = chunk.max(axis=0), chunk.min(axis=0)
+        ok &= np.isfinite(hi) & np.isfinite(lo)
+        largest = np.fmax(largest, np.fmax(np.abs(hi), np.abs(lo)))
     bad = [names[j] for j in np.flatnonzero(~ok)]
     if bad:
         raise ValueError(f"{what} contains NaN or infinite values in column(s): {_shown(bad)}")
@@ -126,16 +129,17 @@ def _column_sums(stats):
     return stats.XtX[stats.intercept]
 
 
-def check_design_columns(stats, names, unpenalised, X=None) -> None:
+def check_design_columns(stats, names, unpenalised, X=None, moments=None) -> None:
     """Columns that make the selection ill-posed, from the statistics (X only where
-    there is no Gram): constant candidates (with an intercept) and duplicated columns
-    (equal after centring and normalising, either sign).  No p x p or N x p temporary."""
+    there is no Gram; ``moments``: its :func:`rank.row_moments`, when already computed):
+    constant candidates (with an intercept) and duplicated columns (equal after
+    centring and normalising, either sign).  No p x p or N x p temporary."""
     unpen = set(int(j) for j in unpenalised)
     if stats.XtX is not None:
         constant = rank.constant_columns(stats)
         pairs = duplicate_pairs_from_gram(stats.XtX, constant)
     elif X is not None:
-        spread, pairs = _row_column_scan(X, stats)
+        spread, pairs = _row_column_scan(X, stats, moments)
         magnitude = spread + stats.n_obs * stats.x_shift ** 2
         constant = np.flatnonzero(spread <= rank.CONSTANT_TOL ** 2 * magnitude)
         constant = constant[constant != stats.intercept] if stats.intercept is not None else []
@@ -181,15 +185,14 @@ def duplicate_pairs_from_gram(G, skip=(), tol=DUPLICATE_TOL, block_bytes=16 * 2*
     return sorted(pairs)
 
 
-def _row_column_scan(X, stats, tol=DUPLICATE_TOL):
-    """Without a Gram: centred sums of squares, and duplicated pairs found by random
-    projections of the centred, normalised columns (equal columns have equal keys; only
-    neighbours in key order are compared exactly)."""
-    N, p = X.shape
-    R = np.random.default_rng(0).standard_normal((2, N))
-    spread, keys = _centred_squares_and_keys(X, R, stats.x_shift)
-    norm = np.sqrt(spread)
+def _row_column_scan(X, stats, moments=None, tol=DUPLICATE_TOL):
+    """Without a Gram: duplicated pairs found by random projections of the centred,
+    normalised columns (equal columns have equal keys; only neighbours in key order
+    are compared exactly)."""
+    moments = rank.row_moments(X, stats.x_shift) if moments is None else moments
+    norm = np.sqrt(moments.squares)
     usable = norm > 1e-300
+    keys = moments.keys.copy()
     keys[:, usable] /= norm[usable]
     keys *= np.where(keys[0] < 0, -1.0, 1.0)  # x and -x are duplicates too
     order = np.flatnonzero(usable)[np.argsort(keys[0, usable], kind="stable")]
@@ -201,36 +204,7 @@ def _row_column_scan(X, stats, tol=DUPLICATE_TOL):
         xj = np.asarray(X[:, j]) - stats.x_shift[j]
         if abs(xi @ xj) >= (1 - tol) * norm[i] * norm[j]:
             pairs.append((i, j))
-    return spread, sorted(pairs)
-
-
-# Uncentred sums of squares minus N mean^2 lose log10(ratio) digits to cancellation:
-# at most ~6 of 16 where the ratio of the raw to the centred sum is below this.
-MILD_LOCATION = 1e6
-
-
-def _centred_squares_and_keys(X, R, shift, chunk_rows=4096):
-    """Column sums of squares of X - 1 shift' and the projections R (X - 1 shift'), without
-    a centred copy of X: from the raw products where the location is mild, from centred
-    row chunks of only the other columns."""
-    intercept = isinstance(X, InterceptPrepended)
-    base = X.base if intercept else np.asarray(X)
-    first = int(intercept)
-    own = shift[first:]
-    raw = np.einsum("ij,ij->j", base, base)
-    spread = raw - 2 * own * base.sum(axis=0) + base.shape[0] * own ** 2
-    keys = R @ base - np.outer(R.sum(axis=1), own)
-    far = np.flatnonzero(raw > MILD_LOCATION * np.maximum(spread, 0) + (raw == 0))
-    if far.size:  # large means: recompute those columns on centred row chunks
-        spread[far], keys[:, far] = 0.0, 0.0
-        for start in range(0, base.shape[0], chunk_rows):
-            chunk = base[start:start + chunk_rows, far] - own[far]
-            keys[:, far] += R[:, start:start + chunk_rows] @ chunk
-            spread[far] += np.einsum("ij,ij->j", chunk, chunk)
-    if intercept:  # the all-ones column is not shifted
-        spread = np.concatenate([[float(base.shape[0])], spread])
-        keys = np.column_stack([R.sum(axis=1), keys])
-    return np.maximum(spread, 0), keys
+    return moments.squares, sorted(pairs)
 
 
 def check_groups(groups, n_rows: int) -> np.ndarray:

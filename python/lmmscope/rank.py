@@ -24,9 +24,12 @@ What lmmscope does with what it finds:
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
+
+from .intercept import InterceptPrepended
 
 # R's qr() tolerance, as lme4's chkRank.drop.cols uses it, on a column's relative norm.
 RANK_TOL = 1e-7
@@ -125,21 +128,68 @@ def full_rank_columns(stats, names, columns=None) -> np.ndarray:
     return np.asarray(sorted(kept.tolist()), dtype=np.int64)
 
 
-def _products_with(stats, columns, X=None, chunk_rows=4096):
+@dataclass
+class RowMoments:
+    """Column statistics of X - 1 shift' from one scan of its rows, for the column and
+    rank checks where there is no Gram: sums, sums of squares, and two random
+    projections (keys that equal columns share)."""
+
+    sums: np.ndarray
+    squares: np.ndarray
+    keys: np.ndarray  # (2, p)
+
+
+# Uncentred sums of squares minus N mean^2 lose log10(ratio) digits to cancellation:
+# at most ~6 of 16 where the ratio of the raw to the centred sum is below this.
+MILD_LOCATION = 1e6
+
+
+def row_moments(X, shift, chunk_rows=4096) -> RowMoments:
+    """:class:`RowMoments` of X centred by ``shift``, without a centred copy of X: from
+    the raw products where the location is mild, from centred row chunks of only the
+    other columns.  Sums and projections come from one product with [1; R]."""
+    intercept = isinstance(X, InterceptPrepended)
+    base = X.base if intercept else np.asarray(X)
+    N = base.shape[0]
+    own = np.asarray(shift, float)[int(intercept):]
+    R = np.vstack([np.ones(N), np.random.default_rng(0).standard_normal((2, N))])
+    raw = np.einsum("ij,ij->j", base, base)
+    products = R @ base
+    spread = raw - 2 * own * products[0] + N * own ** 2
+    projected = products - np.outer(R.sum(axis=1), own)  # row 0: the centred sums
+    far = np.flatnonzero(raw > MILD_LOCATION * np.maximum(spread, 0) + (raw == 0))
+    if far.size:  # large means: recompute those columns on centred row chunks
+        spread[far], projected[:, far] = 0.0, 0.0
+        for start in range(0, N, chunk_rows):
+            chunk = base[start:start + chunk_rows, far] - own[far]
+            projected[:, far] += R[:, start:start + chunk_rows] @ chunk
+            spread[far] += np.einsum("ij,ij->j", chunk, chunk)
+    if intercept:  # the all-ones column is not shifted
+        spread = np.concatenate([[float(N)], spread])
+        projected = np.column_stack([R.sum(axis=1), projected])
+    return RowMoments(projected[0], np.maximum(spread, 0), projected[1:])
+
+
+def _products_with(stats, columns, X=None, moments=None, chunk_rows=4096):
     """(Gram rows of ``columns`` (u x p), squared norms of every column), from the
-    statistics' Gram, or from row chunks of X (centred by the statistics' shifts)."""
+    statistics' Gram, or from the rows of X (centred by the statistics' shifts):
+    ``moments`` give the norms and the intercept's row; other columns need a scan."""
     if stats.XtX is not None:
         return stats.XtX[columns], np.diag(stats.XtX).copy()
     if X is None:
         raise ValueError("rank checks need the Gram matrix or the rows of X")
+    moments = row_moments(X, stats.x_shift) if moments is None else moments
     N, p = X.shape
     rows_of = np.zeros((len(columns), p))
-    own = np.zeros(p)
-    for first in range(0, N, chunk_rows):
-        chunk = np.asarray(X[first:first + chunk_rows]) - stats.x_shift
-        rows_of += chunk[:, columns].T @ chunk
-        own += np.einsum("ij,ij->j", chunk, chunk)
-    return rows_of, own
+    others = [i for i, j in enumerate(columns) if j != stats.intercept]
+    if len(others) < len(columns):
+        rows_of[columns.index(stats.intercept)] = moments.sums
+    if others:
+        picked = [columns[i] for i in others]
+        for first in range(0, N, chunk_rows):
+            chunk = np.asarray(X[first:first + chunk_rows]) - stats.x_shift
+            rows_of[others] += chunk[:, picked].T @ chunk
+    return rows_of, moments.squares.copy()
 
 
 def _constant_mask(stats, own):
@@ -150,21 +200,21 @@ def _constant_mask(stats, own):
     return constant
 
 
-def screen_design(stats, names, unpenalised, X=None):
+def screen_design(stats, names, unpenalised, X=None, moments=None):
     """Rank checks before a selection: returns (unpenalised columns kept, candidate
     columns excluded), warning with names.
 
     An all-ones column is the intercept and is unpenalised (the statistics are centred
     on it).  Unpenalised columns aliased with the intercept or with earlier ones are
     dropped (lme4's message); candidates in the span of the kept unpenalised columns
-    leave the candidate set.
+    leave the candidate set.  ``moments``: X's :func:`row_moments`, when already computed.
     """
     unpen = sorted(set(int(j) for j in unpenalised))
     if stats.intercept is not None and stats.intercept not in unpen:
         warnings.warn(f"column {names[stats.intercept]!r} is all ones: it is the intercept, "
                       "so it is not penalised", RankDeficiencyWarning, stacklevel=3)
         unpen = sorted(unpen + [stats.intercept])
-    rows_of, own = _products_with(stats, unpen, X)
+    rows_of, own = _products_with(stats, unpen, X, moments)
     constant = _constant_mask(stats, own)
     order = sorted(range(len(unpen)), key=lambda i: unpen[i] != stats.intercept)
     forced = [i for i in range(len(unpen)) if constant[unpen[i]]]
