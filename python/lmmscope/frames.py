@@ -48,6 +48,10 @@ def _as_arrow_table(data):
     return from_dataframe(data)
 
 
+def _as_text(names: list) -> list:
+    return names if all(type(name) is str for name in names) else [str(name) for name in names]
+
+
 def _duplicates(names) -> list:
     seen, dup = set(), []
     for name in names:
@@ -62,11 +66,11 @@ class PandasSource:
 
     def __init__(self, df: pd.DataFrame):
         self.df = df
-        self.columns = [str(c) for c in df.columns]
+        self.columns = _as_text(df.columns.tolist())  # not per element: pandas 3 indexes are Arrow-backed
         self.n_rows = df.shape[0]
         self.position = {name: j for j, name in enumerate(self.columns)}
         self.duplicated = set(_duplicates(self.columns))
-        dtypes = list(df.dtypes)
+        dtypes = df.dtypes.tolist()
         numeric = {dt: _numeric_dtype(dt) for dt in set(dtypes)}  # few distinct dtypes
         self._numeric = dict(zip(self.columns, (numeric[dt] for dt in dtypes)))
         self._float64 = [dt == np.float64 for dt in dtypes]
@@ -124,7 +128,7 @@ class ArrowSource:
     def __init__(self, table):
         import pyarrow.types as pat
         self.table = table
-        self.columns = [str(c) for c in table.column_names]
+        self.columns = _as_text(list(table.column_names))
         self.n_rows = table.num_rows
         self.position = {name: j for j, name in enumerate(self.columns)}
         self.duplicated = set(_duplicates(self.columns))

@@ -58,7 +58,8 @@ class _Plans:
 def _plans(parsed: ParsedFormula, names: ColumnNames, source) -> _Plans:
     response = plan_terms(parsed.response, names, source.is_numeric, intercept=False)
     lhs = _columns_of(response)
-    dot = [c for c in source.columns if c not in set(lhs) | {parsed.group}]
+    not_dot = set(lhs) | {parsed.group}
+    dot = [c for c in source.columns if c not in not_dot]
     y_col = response.terms[0].name if len(response.terms) == 1 and isinstance(response.terms[0], Column) else None
     fixed = plan_terms(parsed.fixed, names, source.is_numeric, dot, response=y_col)
     random = plan_terms(parsed.random, names, source.is_numeric)

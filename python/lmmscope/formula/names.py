@@ -43,6 +43,13 @@ class ColumnNames:
         """Placeholder of a column used as a formula variable (``x``, ``x:f``)."""
         return self._placeholder("c", name)
 
+    def variables(self, names: list) -> list:
+        """:meth:`variable` of many known columns at once ('.' may mean 10^4 of them)."""
+        position = self.position
+        texts = [f"__lmmscope_c{position[name]}__" for name in names]
+        self.used.update(zip(texts, names))
+        return texts
+
     def in_code(self, name: str) -> str:
         """Placeholder of a column read inside Python code (``log(x)``)."""
         return self._placeholder("p", name)

@@ -63,11 +63,20 @@ class _Terms:
     def add(self, term):
         self.items.setdefault(_key(term), term)
 
+    def add_columns(self, columns: list):
+        """:meth:`add` for many :class:`Column` terms (what '.' expands to)."""
+        setdefault = self.items.setdefault
+        for column in columns:
+            setdefault((column.placeholder,), column)
+
     def remove(self, term):
         self.items.pop(_key(term), None)
 
     def ordered(self) -> list:
-        return sorted(self.items.values(), key=_degree)  # stable: first appearance within a degree
+        terms = list(self.items.values())
+        if all(type(t) is Column for t in terms):
+            return terms  # all of degree 1
+        return sorted(terms, key=_degree)  # stable: first appearance within a degree
 
 
 def plan_terms(rhs: str, names: ColumnNames, is_numeric, dot_columns=None,
@@ -79,7 +88,11 @@ def plan_terms(rhs: str, names: ColumnNames, is_numeric, dot_columns=None,
         if switch is not None:
             intercept = switch
             continue
-        for term in _summand_terms(summand, names, is_numeric, dot_columns):
+        found = _summand_terms(summand, names, is_numeric, dot_columns)
+        if summand.sign > 0 and all(type(t) is Column for t in found):
+            terms.add_columns(found)
+            continue
+        for term in found:
             (terms.add if summand.sign > 0 else terms.remove)(term)
     removed = response is not None and terms.items.pop((names.variable(response),), None) is not None
     plan = TermPlan(intercept, terms.ordered(), removed_response=removed)
@@ -107,12 +120,10 @@ def _summand_terms(summand: Summand, names: ColumnNames, is_numeric, dot_columns
             if summand.sign < 0:
                 raise ValueError("'- .' is not supported; remove columns one by one")
             from formulaic.parser.types import Factor, Term
-            out = []
-            for c in dot_columns:  # '.' may mean tens of thousands of columns: kept lean
-                placeholder = names.variable(c)
-                out.append(Column(c, placeholder) if is_numeric(c)
-                           else Term([Factor(placeholder, eval_method="lookup")]))
-            return out
+            # '.' may mean tens of thousands of columns: kept lean
+            return [Column(c, placeholder) if is_numeric(c)
+                    else Term([Factor(placeholder, eval_method="lookup")])
+                    for c, placeholder in zip(dot_columns, names.variables(dot_columns))]
         name = tok.token if kind == "NAME" else names.q_argument(tok.token) if kind == "PYTHON" else None
         if name is not None:
             return [_column_term(name, names, is_numeric)]
