@@ -15,7 +15,8 @@ with r^2 the penalised residual sum of squares.  Minimising over theta reproduce
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 
 import numpy as np
 import scipy.linalg as sla
@@ -31,17 +32,32 @@ def theta_size(q: int) -> int:
     return q * (q + 1) // 2
 
 
-def theta_positions(q: int):
-    """(rows, cols) of Lambda's entries in lme4's theta order: the lower triangle
-    column by column."""
+@lru_cache(maxsize=None)
+def _cached_positions(q: int):
     rows, cols = np.tril_indices(q)
     order = np.lexsort((rows, cols))
-    return rows[order], cols[order]
+    rows, cols = rows[order], cols[order]
+    rows.flags.writeable = cols.flags.writeable = False  # shared by every caller
+    return rows, cols
+
+
+def theta_positions(q: int):
+    """(rows, cols) of Lambda's entries in lme4's theta order: the lower triangle
+    column by column (read-only arrays, computed once per q)."""
+    return _cached_positions(int(q))
 
 
 def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
     Lam = np.zeros((q, q))
     Lam[theta_positions(q)] = theta
+    return Lam
+
+
+def thetas_to_lambdas(thetas: np.ndarray, q: int) -> np.ndarray:
+    """Lambda for each row of ``thetas`` (T, q(q+1)/2): a (T, q, q) stack."""
+    rows, cols = theta_positions(q)
+    Lam = np.zeros((thetas.shape[0], q, q))
+    Lam[:, rows, cols] = thetas
     return Lam
 
 
@@ -68,59 +84,113 @@ class PLSSolution:
     Linv: np.ndarray | None = None  # (n, q, q) L_i^{-1}, L_i = chol(Lam'Z_i'Z_i Lam + I)
     LinvLamT: np.ndarray | None = None  # (n, q, q) L_i^{-1} Lam'
 
+    def as_batch(self) -> "PLSBatch":
+        """This solution as a batch of one (views, no copies)."""
+        return PLSBatch(*(np.asarray(getattr(self, f.name))[None] for f in fields(PLSBatch)))
 
-def _right_multiply(stack: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """stack_i @ M for every i, as one BLAS call on the stacked rows."""
-    n, r, c = stack.shape
-    return (stack.reshape(n * r, c) @ M).reshape(n, r, M.shape[1])
+
+@dataclass
+class PLSBatch:
+    """:func:`solve_pls` at T thetas at once: each field of :class:`PLSSolution` with a
+    leading axis of length T."""
+
+    theta: np.ndarray  # (T, m)
+    Lam: np.ndarray  # (T, q, q)
+    beta: np.ndarray  # (T, p)
+    u: np.ndarray  # (T, n, q)
+    pwrss: np.ndarray  # (T,)
+    logdet_L: np.ndarray
+    logdet_RX: np.ndarray
+    RX: np.ndarray  # (T, p, p)
+    deviance_ml: np.ndarray
+    deviance_reml: np.ndarray
+    Linv: np.ndarray  # (T, n, q, q)
+    LinvLamT: np.ndarray  # (T, n, q, q)
+
+    def deviance(self, reml: bool) -> np.ndarray:
+        return self.deviance_reml if reml else self.deviance_ml
+
+    def __getitem__(self, t: int) -> PLSSolution:
+        return PLSSolution(self.theta[t], self.Lam[t], self.beta[t], self.u[t],
+                           float(self.pwrss[t]), float(self.logdet_L[t]),
+                           float(self.logdet_RX[t]), self.RX[t], float(self.deviance_ml[t]),
+                           float(self.deviance_reml[t]), self.Linv[t], self.LinvLamT[t])
+
+
+def _transposed(stack: np.ndarray) -> np.ndarray:
+    return np.swapaxes(stack, -1, -2)
+
+
+def _row_dots(rows: np.ndarray) -> np.ndarray:
+    """Each row's squared norm, as a BLAS dot (the summation order of a single solve)."""
+    return (rows[:, None, :] @ rows[:, :, None])[:, 0, 0]
 
 
 def solve_pls(stats: ClusterStats, theta: np.ndarray) -> PLSSolution:
-    """Penalised least squares at theta.
+    """Penalised least squares at theta (:func:`solve_pls_batch` with one theta)."""
+    return solve_pls_batch(stats, np.asarray(theta, float)[None])[0]
+
+
+def solve_pls_batch(stats: ClusterStats, thetas: np.ndarray) -> PLSBatch:
+    """Penalised least squares at each row of ``thetas`` (T, m), as one vectorised pass
+    over the T x n_groups per-cluster blocks (a batch costs a fraction of T solves: at
+    a few hundred clusters a solve is mostly per-call overhead).
 
     Each L_i has eigenvalues >= 1, so its explicit inverse is as accurate as a
     triangular solve, and batched q x q products are cheaper than batched solves.
+    Raises ``np.linalg.LinAlgError`` when a factorisation fails at any of the thetas.
     """
-    q = stats.q
-    n_obs = stats.n_obs
-    p = stats.p
-    Lam = theta_to_lambda(np.asarray(theta, float), q)
-    ZtZLam = _right_multiply(stats.ZtZ, Lam)
-    A = _right_multiply(np.swapaxes(ZtZLam, 1, 2), Lam) + np.eye(q)  # Lam'Z'Z Lam + I
-    L, Linv = cholesky_with_inverse(A)
-    LinvLamT = _right_multiply(Linv, Lam.T)
-    RZX = LinvLamT @ stats.ZtX  # (n, q, p)
-    cu = (LinvLamT @ stats.Zty[:, :, None])[:, :, 0]
-    nq = stats.n_groups * q
-    RZX_flat = RZX.reshape(nq, p)
-    cu_flat = cu.reshape(nq)
-    schur = stats.XtX - RZX_flat.T @ RZX_flat
-    cbeta_raw = stats.Xty - RZX_flat.T @ cu_flat
+    thetas = np.asarray(thetas, float)
+    q, p, n, n_obs = stats.q, stats.p, stats.n_groups, stats.n_obs
+    T = thetas.shape[0]
+    Lam = thetas_to_lambdas(thetas, q)
+    LamT = _transposed(Lam)
+    ZtZLam = stats.ZtZ.reshape(n * q, q) @ Lam  # (T, n q, q): one BLAS call per theta
+    A = (_transposed(ZtZLam.reshape(T, n, q, q)).reshape(T, n * q, q) @ Lam).reshape(T * n, q * q)
+    A[:, ::q + 1] += 1.0  # Lam'Z'Z Lam + I
+    L, Linv = cholesky_with_inverse(A.reshape(T * n, q, q))
+    Linv = Linv.reshape(T, n, q, q)
+    LinvLamT = (Linv.reshape(T, n * q, q) @ LamT).reshape(T, n, q, q)
+    RZX = LinvLamT @ stats.ZtX  # (T, n, q, p)
+    cu = (LinvLamT @ stats.Zty[:, :, None]).reshape(T, n * q)
+    RZX_flat = RZX.reshape(T, n * q, p)
+    schur = stats.XtX - _transposed(RZX_flat) @ RZX_flat
+    cbeta_raw = stats.Xty - (cu[:, None, :] @ RZX_flat)[:, 0]
     if p:
-        RX = sla.cholesky((schur + schur.T) / 2, lower=False)
-        cbeta = sla.solve_triangular(RX, cbeta_raw, trans="T")
-        beta = sla.solve_triangular(RX, cbeta)
-        logdet_RX = float(2 * np.log(np.abs(np.diag(RX))).sum())
+        lower = np.linalg.cholesky((schur + _transposed(schur)) / 2)
+        RX = _transposed(lower)
+        cbeta = np.linalg.solve(lower, cbeta_raw[:, :, None])
+        beta = np.linalg.solve(RX, cbeta)[:, :, 0]
+        cbeta = cbeta[:, :, 0]
+        logdet_RX = 2 * np.log(np.abs(np.diagonal(lower, axis1=1, axis2=2))).sum(axis=1)
     else:
-        RX = np.zeros((0, 0))
-        cbeta = beta = np.zeros(0)
-        logdet_RX = 0.0
-    pwrss = float(stats.yty - cu_flat @ cu_flat - cbeta @ cbeta)
-    pwrss = max(pwrss, 1e-300)
+        RX = np.zeros((T, 0, 0))
+        cbeta = beta = np.zeros((T, 0))
+        logdet_RX = np.zeros(T)
+    pwrss = stats.yty - _row_dots(cu) - _row_dots(cbeta)
+    pwrss = np.maximum(pwrss, 1e-300)
     # u_i = L_i^{-T} (cu_i - RZX_i beta)
-    rhs = cu - RZX @ beta if p else cu
-    u = (np.swapaxes(Linv, 1, 2) @ rhs[:, :, None])[:, :, 0]
-    logdet_L = float(2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
+    rhs = cu.reshape(T, n, q)
+    if p:
+        rhs = rhs - (RZX_flat @ beta[:, :, None]).reshape(T, n, q)
+    u = (_transposed(Linv) @ rhs[..., None])[..., 0]
+    logdet_L = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).reshape(T, n * q).sum(axis=1)
     dev_ml = logdet_L + n_obs * (1 + np.log(2 * np.pi * pwrss / n_obs))
     dfr = n_obs - p
     dev_reml = logdet_L + logdet_RX + dfr * (1 + np.log(2 * np.pi * pwrss / dfr))
-    return PLSSolution(np.asarray(theta, float), Lam, beta, u, pwrss, logdet_L, logdet_RX, RX,
-                       float(dev_ml), float(dev_reml), Linv, LinvLamT)
+    return PLSBatch(thetas, Lam, beta, u, pwrss, logdet_L, logdet_RX, RX, dev_ml, dev_reml,
+                    Linv, LinvLamT)
 
 
 def deviance_slope(stats: ClusterStats, sol: PLSSolution, reml: bool):
     """(dev_T, Z'WZ): dev_T = d deviance / dT, so the profiled deviance changes by
-    tr(dev_T dT) when T = Lam Lam' does.
+    tr(dev_T dT) when T = Lam Lam' does (:func:`deviance_slopes` at one theta)."""
+    dev_T, ZWZ = deviance_slopes(stats, sol.as_batch(), reml)
+    return dev_T[0], ZWZ[0]
+
+
+def deviance_slopes(stats: ClusterStats, batch: PLSBatch, reml: bool):
+    """(dev_T, Z'WZ) at each theta of ``batch``: (T, q, q) and (T, n, q, q).
 
     With W_i = (I + Z_i T Z_i')^{-1}, dev_T = sum_i Z_i'W_i Z_i - (dof / r^2) sum_i v_i v_i'
     (v_i = Z_i'W_i r_i, dof = N for ML, N - p for REML), and for REML minus
@@ -129,23 +199,44 @@ def deviance_slope(stats: ClusterStats, sol: PLSSolution, reml: bool):
     Woodbury: Z'W = Z' - Z'Z Lam M^{-1} Lam'Z' with Lam M^{-1} Lam' = (L^{-1}Lam')'(L^{-1}Lam').
     """
     q, p, n_obs = stats.q, stats.p, stats.n_obs
-    K = stats.ZtZ @ (np.swapaxes(sol.LinvLamT, 1, 2) @ sol.LinvLamT)  # Z'W(.) = (I - K) Z'(.)
+    T, n = batch.LinvLamT.shape[:2]
+    K = stats.ZtZ @ (_transposed(batch.LinvLamT) @ batch.LinvLamT)  # Z'W(.) = (I - K) Z'(.)
     ZWZ = stats.ZtZ - K @ stats.ZtZ
-    Ztr = stats.Zty - (stats.ZtX @ sol.beta if p else 0.0)
-    v = Ztr - (K @ Ztr[:, :, None])[:, :, 0]
+    Ztr = np.broadcast_to(stats.Zty, (T, n, q))  # Z'r, r = y - X beta
+    if p:
+        Ztr = Ztr - (stats.ZtX @ batch.beta.T).transpose(2, 0, 1)
+    v = Ztr - (K @ Ztr[..., None])[..., 0]
     dof = n_obs - p if reml else n_obs
-    dev_T = ZWZ.sum(axis=0) - (dof / sol.pwrss) * (v.T @ v)
+    dev_T = ZWZ.sum(axis=1) - (dof / batch.pwrss)[:, None, None] * (_transposed(v) @ v)
     if reml and p:
-        ZWX = (stats.ZtX - K @ stats.ZtX).reshape(-1, p)
-        C = sla.solve_triangular(sol.RX, ZWX.T, trans="T").reshape(-1, q)  # rows: (col, cluster)
-        dev_T = dev_T - C.T @ C
-    return (dev_T + dev_T.T) / 2, ZWZ
+        ZWX = (stats.ZtX - K @ stats.ZtX).reshape(T, n * q, p)
+        # rows of C: (column, cluster) pairs
+        C = np.linalg.solve(_transposed(batch.RX), _transposed(ZWX)).reshape(T, p * n, q)
+        dev_T = dev_T - _transposed(C) @ C
+    return (dev_T + _transposed(dev_T)) / 2, ZWZ
 
 
 def deviance_gradient(stats: ClusterStats, sol: PLSSolution, reml: bool) -> np.ndarray:
     """Analytic gradient of the profiled deviance with respect to theta: d/dLam = 2 dev_T Lam."""
-    dev_T, _ = deviance_slope(stats, sol, reml)
-    return (2 * dev_T @ sol.Lam)[theta_positions(stats.q)]
+    return deviance_gradients(stats, sol.as_batch(), reml)[0]
+
+
+def deviance_gradients(stats: ClusterStats, batch: PLSBatch, reml: bool) -> np.ndarray:
+    """:func:`deviance_gradient` at each theta of ``batch``: (T, m)."""
+    dev_T, _ = deviance_slopes(stats, batch, reml)
+    return (2 * dev_T @ batch.Lam)[(slice(None),) + theta_positions(stats.q)]
+
+
+@lru_cache(maxsize=None)
+def _theta_units(q: int):
+    """(E, same_column): E[k] the q x q unit matrix of theta_k's position in Lambda;
+    same_column[k, l] whether theta_k and theta_l sit in one column of Lambda."""
+    rows, cols = theta_positions(q)
+    E = np.zeros((rows.size, q, q))
+    E[np.arange(rows.size), rows, cols] = 1.0
+    same_column = cols[:, None] == cols[None, :]
+    E.flags.writeable = same_column.flags.writeable = False
+    return E, same_column
 
 
 def expected_hessian(Lam, dev_T, ZWZ, dof):
@@ -160,34 +251,71 @@ def expected_hessian(Lam, dev_T, ZWZ, dof):
     error ~20-fold each.
     """
     q = Lam.shape[0]
-    rows, cols = theta_positions(q)
-    m = rows.size
-    E = np.zeros((m, q, q))
-    E[np.arange(m), rows, cols] = 1.0
-    D = E @ Lam.T + Lam @ np.swapaxes(E, 1, 2)  # dT / dtheta_k
-    M = np.einsum("nab,kbc,ncd->kad", ZWZ, D, ZWZ, optimize=True)  # sum_i A_i D_k A_i
-    t = np.einsum("ab,kba->k", ZWZ.sum(axis=0), D)
-    info = np.einsum("kad,lda->kl", M, D) - np.outer(t, t) / dof
-    second = 2 * (cols[:, None] == cols[None, :]) * dev_T[rows[:, None], rows[None, :]]
+    rows, _cols = theta_positions(q)
+    E, same_column = _theta_units(q)
+    D = (E @ Lam.T + Lam @ _transposed(E)).reshape(-1, q * q)  # dT / dtheta_k, symmetric
+    flat = ZWZ.reshape(-1, q * q)
+    # sum_i tr(A_i D_k A_i D_l) = sum A_i[a,b] A_i[c,d] D_k[b,c] D_l[d,a]: one q^2 x q^2 product
+    pairs = (flat.T @ flat).reshape(q, q, q, q).transpose(0, 3, 1, 2).reshape(q * q, q * q)
+    t = D @ flat.sum(axis=0)  # sum_i tr(A_i D_k)
+    info = D @ pairs @ D.T - np.outer(t, t) / dof
+    second = 2 * same_column * dev_T[rows[:, None], rows[None, :]]
     H = info + second
     return (H + H.T) / 2, (info + info.T) / 2
 
 
-def _deviance_at(stats: ClusterStats, theta, reml: bool):
-    """(PLS solution, profiled deviance) at theta; (None, inf) where it is not defined.
+# Largest number of doubles in one batched evaluation's (T, n, q, p) blocks: at 10^4
+# clusters and a few hundred columns a batch of 11 thetas would otherwise take GBs.
+_BATCH_DOUBLES = 2**23
 
-    Only a factorisation failing at this theta (a domain problem: extreme theta) gives
+
+def _evaluate(stats: ClusterStats, thetas, reml: bool, gradients: bool = True,
+              fill: float = np.nan):
+    """(values (T,), gradients (T, m)) of the profiled deviance at each row of ``thetas``,
+    in batches; inf (and ``fill`` for the gradient) where it is not defined.
+
+    Only a factorisation failing at a theta (a domain problem: extreme theta) gives
     inf; linearly dependent fixed effects are refused before optimising
     (:func:`check_fixed_rank`), so they never hide here.
     """
+    thetas = np.atleast_2d(np.asarray(thetas, float))
+    values = np.full(thetas.shape[0], np.inf)
+    grads = np.full(thetas.shape, fill) if gradients else None
+    finite = np.flatnonzero(np.all(np.isfinite(thetas), axis=1))
+    per_theta = stats.n_groups * stats.q * max(stats.p, stats.q, 1)
+    size = max(1, _BATCH_DOUBLES // per_theta)
+    for start in range(0, finite.size, size):
+        rows = finite[start:start + size]
+        try:
+            batch = solve_pls_batch(stats, thetas[rows])
+        except np.linalg.LinAlgError:
+            if rows.size > 1:  # find which thetas fail: one at a time
+                for r in rows:
+                    v, g = _evaluate(stats, thetas[r:r + 1], reml, gradients, fill)
+                    values[r] = v[0]
+                    if gradients:
+                        grads[r] = g[0]
+            continue
+        value = batch.deviance(reml)
+        ok = np.isfinite(value)
+        values[rows[ok]] = value[ok]
+        if gradients:
+            grads[rows[ok]] = deviance_gradients(stats, batch, reml)[ok]
+    return values, grads
+
+
+def _deviance_at(stats: ClusterStats, theta, reml: bool):
+    """(PLS solution as a batch of one, profiled deviance) at theta; (None, inf) where
+    it is not defined (see :func:`_evaluate`)."""
+    theta = np.asarray(theta, float)
     if not np.all(np.isfinite(theta)):
         return None, np.inf
     try:
-        sol = solve_pls(stats, theta)
+        batch = solve_pls_batch(stats, theta[None])
     except np.linalg.LinAlgError:
         return None, np.inf
-    value = sol.deviance_reml if reml else sol.deviance_ml
-    return (sol, value) if np.isfinite(value) else (None, np.inf)
+    value = float(batch.deviance(reml)[0])
+    return (batch, value) if np.isfinite(value) else (None, np.inf)
 
 
 def check_fixed_rank(stats: ClusterStats, names=None) -> None:
@@ -250,10 +378,11 @@ def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
     for it in range(1, max_iter + 1):
         if sol is None:
             return None
-        dev_T, ZWZ = deviance_slope(stats, sol, reml)
-        g = (2 * dev_T @ sol.Lam)[rows, cols]
+        dev_T, ZWZ = deviance_slopes(stats, sol, reml)
+        dev_T, ZWZ, Lam = dev_T[0], ZWZ[0], sol.Lam[0]
+        g = (2 * dev_T @ Lam)[rows, cols]
         step = None
-        for H in expected_hessian(sol.Lam, dev_T, ZWZ, dof):
+        for H in expected_hessian(Lam, dev_T, ZWZ, dof):
             try:
                 step = -sla.cho_solve(sla.cho_factor(H), g)
                 break
@@ -324,7 +453,7 @@ START_SCALES = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 def _best_scaled_start(stats, reml, identity):
     """The multiple of the (unit-free) identity start with the lowest deviance."""
-    values = [_deviance_at(stats, s * identity, reml)[1] for s in START_SCALES]
+    values, _ = _evaluate(stats, np.multiply.outer(START_SCALES, identity), reml, gradients=False)
     return START_SCALES[int(np.argmin(values))] * identity
 
 
@@ -340,14 +469,15 @@ def _optimise_theta(stats, reml, theta0, control):
         return theta, value, OptimizeResult(x=theta, fun=value, nit=iterations, success=True,
                                             message="Fisher scoring converged")
 
+    def values_and_gradients(thetas):
+        return _evaluate(stats, thetas, reml, fill=0.0)
+
     def value_and_gradient(theta):
-        sol, value = _deviance_at(stats, theta, reml)
-        if sol is None:
-            return value, np.zeros_like(theta)
-        return value, deviance_gradient(stats, sol, reml)
+        values, grads = values_and_gradients(theta[None])
+        return values[0], grads[0]
 
     best, theta = _bounded_search(value_and_gradient, np.asarray(theta0, float), lower, control)
-    theta, value, polish = _newton_polish(value_and_gradient, theta, lower)
+    theta, value, polish = _newton_polish(values_and_gradients, theta, lower)
     # status 1: iteration or evaluation limit, a failure (lme4 warns on bobyqa's code 1
     # too); status 2 (e.g. no progress in the line search at ftol ~1e-10) is common at
     # an optimum: the final gradient check judges it.
@@ -389,17 +519,13 @@ def check_convergence(stats: ClusterStats, theta, reml: bool, control: Control,
     """
     if singular:
         return []
-    sol, value = _deviance_at(stats, theta, reml)
-    if sol is None:
+    # The gradient at theta and at its m forward shifts: one batched evaluation.
+    shifts = _forward_shifts(theta, np.arange(theta.size), 1e-6)
+    values, grads = _evaluate(stats, np.vstack([theta, theta + np.diag(shifts)]), reml)
+    if not np.isfinite(values[0]):
         return ["the deviance is not finite at the optimum"]
-    gradient = deviance_gradient(stats, sol, reml)
-
-    def value_and_gradient(t):
-        s, v = _deviance_at(stats, t, reml)
-        return v, (np.full_like(t, np.nan) if s is None else deviance_gradient(stats, s, reml))
-
-    H = _forward_difference_hessian(value_and_gradient, theta, gradient,
-                                    np.arange(theta.size), 1e-6)
+    gradient = grads[0]
+    H = _difference_quotients(grads[1:], gradient, shifts)
     problems = []
     if not np.all(np.isfinite(gradient)) or not np.all(np.isfinite(H)):
         return ["the gradient or Hessian at the optimum contains non-finite values"]
@@ -436,19 +562,19 @@ def _leave_false_boundary(value, theta, on_diag):
     return None
 
 
-def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=8):
+def _newton_polish(values_and_gradients, theta, lower, h=1e-6, max_iter=8):
     """Newton steps on the coordinates off the boundary, so the optimum is reached to
     ~1e-9 in theta whatever the order of the rows, and agrees with lme4 to its own
     optimiser tolerance.  Returns (theta, deviance, status); a polish that gives up
     leaves the L-BFGS-B point, which the final convergence check then judges.
 
+    ``values_and_gradients(thetas)``: deviances and gradients at each row of ``thetas``.
     The Hessian comes from forward differences of the analytic gradient, once, and
     is reused for every step (a chord iteration): near the optimum its error only
-    slows convergence from quadratic to a rate of ~1e-4 per step, and one Hessian
-    costs as many gradients as there are free parameters.
+    slows convergence from quadratic to a rate of ~1e-4 per step.
     """
     theta = theta.copy()
-    f0, g0 = value_and_gradient(theta)
+    f0, g0 = (out[0] for out in values_and_gradients(theta[None]))
     H, free = None, None
     status = f"stopped after {max_iter} steps"
     for _ in range(max_iter):
@@ -458,7 +584,7 @@ def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=8):
             break
         if H is None or not np.array_equal(now_free, free):
             free = now_free
-            H = _forward_difference_hessian(value_and_gradient, theta, g0, free, h)
+            H = _forward_difference_hessian(values_and_gradients, theta, g0, free, h)
             try:
                 if not np.all(np.isfinite(H)) or np.linalg.eigvalsh(H).min() <= 0:
                     status = "gave up: Hessian not positive definite"
@@ -471,7 +597,7 @@ def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=8):
             cand = theta.copy()
             cand[free] += shrink * step
             cand[lower == 0] = np.clip(cand[lower == 0], 0, None)
-            fc, gc = value_and_gradient(cand)
+            fc, gc = (out[0] for out in values_and_gradients(cand[None]))
             if fc <= f0 + 1e-12 * abs(f0):
                 break
         else:
@@ -485,11 +611,21 @@ def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=8):
     return theta, f0, status
 
 
-def _forward_difference_hessian(value_and_gradient, theta, gradient, free, h):
-    steps = h * np.maximum(1.0, np.abs(theta[free]))
-    H = np.empty((free.size, free.size))
-    for col, (j, s) in enumerate(zip(free, steps)):
-        shifted = theta.copy()
-        shifted[j] += s
-        H[:, col] = (value_and_gradient(shifted)[1][free] - gradient[free]) / s
+def _forward_shifts(theta, free, h):
+    """Forward-difference step of each free coordinate (as lme4's derivative check)."""
+    return h * np.maximum(1.0, np.abs(theta[free]))
+
+
+def _difference_quotients(shifted_gradients, gradient, shifts, free=None):
+    """The symmetrised forward-difference Hessian on ``free`` from the gradients at
+    theta + shifts[j] e_free[j] (rows) and at theta."""
+    free = slice(None) if free is None else free
+    H = ((shifted_gradients[:, free] - gradient[free]) / shifts[:, None]).T
     return (H + H.T) / 2
+
+
+def _forward_difference_hessian(values_and_gradients, theta, gradient, free, h):
+    shifts = _forward_shifts(theta, free, h)
+    shifted = np.repeat(theta[None], free.size, axis=0)
+    shifted[np.arange(free.size), free] += shifts
+    return _difference_quotients(values_and_gradients(shifted)[1], gradient, shifts, free)
