@@ -21,18 +21,20 @@ def cholesky_with_inverse(A: np.ndarray):
     n, q, _ = A.shape
     At = np.ascontiguousarray(np.moveaxis(A, 0, -1))  # (q, q, n): rows of scalars
     L = np.zeros_like(At)
-    for j in range(q):
-        pivot = At[j, j] - np.einsum("kn,kn->n", L[j, :j], L[j, :j])
-        if not np.all(pivot > 0):
+    Linv = np.zeros_like(At)
+    for j in range(q):  # column j of L, all rows below the diagonal at once
+        pivot = At[j, j] - np.einsum("kn,kn->n", L[j, :j], L[j, :j]) if j else At[j, j]
+        if not (pivot > 0).all():
             raise np.linalg.LinAlgError("matrix is not positive definite")
         L[j, j] = np.sqrt(pivot)
-        for i in range(j + 1, q):
-            L[i, j] = (At[i, j] - np.einsum("kn,kn->n", L[i, :j], L[j, :j])) / L[j, j]
-    # Forward substitution, one column of the inverse at a time.
-    Linv = np.zeros_like(At)
-    for j in range(q):
         Linv[j, j] = 1.0 / L[j, j]
+        if j + 1 < q:
+            below = At[j + 1:, j] - np.einsum("ikn,kn->in", L[j + 1:, :j], L[j, :j]) if j \
+                else At[j + 1:, j]
+            L[j + 1:, j] = below * Linv[j, j]
+    # Forward substitution, one column of the inverse at a time.
+    for j in range(q):
         for i in range(j + 1, q):
-            Linv[i, j] = -np.einsum("kn,kn->n", L[i, j:i], Linv[j:i, j]) / L[i, i]
+            Linv[i, j] = -np.einsum("kn,kn->n", L[i, j:i], Linv[j:i, j]) * Linv[i, i]
     return (np.ascontiguousarray(np.moveaxis(L, -1, 0)),
             np.ascontiguousarray(np.moveaxis(Linv, -1, 0)))

@@ -86,7 +86,8 @@ class PLSSolution:
 
     def as_batch(self) -> "PLSBatch":
         """This solution as a batch of one (views, no copies)."""
-        return PLSBatch(*(np.asarray(getattr(self, f.name))[None] for f in fields(PLSBatch)))
+        values = (getattr(self, f.name) for f in fields(PLSBatch))
+        return PLSBatch(*(None if v is None else np.asarray(v)[None] for v in values))
 
 
 @dataclass
@@ -97,7 +98,7 @@ class PLSBatch:
     theta: np.ndarray  # (T, m)
     Lam: np.ndarray  # (T, q, q)
     beta: np.ndarray  # (T, p)
-    u: np.ndarray  # (T, n, q)
+    u: np.ndarray | None  # (T, n, q); None where not asked for
     pwrss: np.ndarray  # (T,)
     logdet_L: np.ndarray
     logdet_RX: np.ndarray
@@ -111,7 +112,8 @@ class PLSBatch:
         return self.deviance_reml if reml else self.deviance_ml
 
     def __getitem__(self, t: int) -> PLSSolution:
-        return PLSSolution(self.theta[t], self.Lam[t], self.beta[t], self.u[t],
+        return PLSSolution(self.theta[t], self.Lam[t], self.beta[t],
+                           None if self.u is None else self.u[t],
                            float(self.pwrss[t]), float(self.logdet_L[t]),
                            float(self.logdet_RX[t]), self.RX[t], float(self.deviance_ml[t]),
                            float(self.deviance_reml[t]), self.Linv[t], self.LinvLamT[t])
@@ -131,7 +133,7 @@ def solve_pls(stats: ClusterStats, theta: np.ndarray) -> PLSSolution:
     return solve_pls_batch(stats, np.asarray(theta, float)[None])[0]
 
 
-def solve_pls_batch(stats: ClusterStats, thetas: np.ndarray) -> PLSBatch:
+def solve_pls_batch(stats: ClusterStats, thetas: np.ndarray, with_u: bool = True) -> PLSBatch:
     """Penalised least squares at each row of ``thetas`` (T, m), as one vectorised pass
     over the T x n_groups per-cluster blocks (a batch costs a fraction of T solves: at
     a few hundred clusters a solve is mostly per-call overhead).
@@ -139,6 +141,7 @@ def solve_pls_batch(stats: ClusterStats, thetas: np.ndarray) -> PLSBatch:
     Each L_i has eigenvalues >= 1, so its explicit inverse is as accurate as a
     triangular solve, and batched q x q products are cheaper than batched solves.
     Raises ``np.linalg.LinAlgError`` when a factorisation fails at any of the thetas.
+    ``with_u``: also the random effects u (else None: the optimiser does not need them).
     """
     thetas = np.asarray(thetas, float)
     q, p, n, n_obs = stats.q, stats.p, stats.n_groups, stats.n_obs
@@ -169,17 +172,19 @@ def solve_pls_batch(stats: ClusterStats, thetas: np.ndarray) -> PLSBatch:
         logdet_RX = np.zeros(T)
     pwrss = stats.yty - _row_dots(cu) - _row_dots(cbeta)
     pwrss = np.maximum(pwrss, 1e-300)
-    # u_i = L_i^{-T} (cu_i - RZX_i beta)
-    rhs = cu.reshape(T, n, q)
-    if p:
-        rhs = rhs - (RZX_flat @ beta[:, :, None]).reshape(T, n, q)
-    u = (_transposed(Linv) @ rhs[..., None])[..., 0]
+    u = _spherical_effects(Linv, cu.reshape(T, n, q), RZX_flat, beta) if with_u else None
     logdet_L = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).reshape(T, n * q).sum(axis=1)
     dev_ml = logdet_L + n_obs * (1 + np.log(2 * np.pi * pwrss / n_obs))
     dfr = n_obs - p
     dev_reml = logdet_L + logdet_RX + dfr * (1 + np.log(2 * np.pi * pwrss / dfr))
     return PLSBatch(thetas, Lam, beta, u, pwrss, logdet_L, logdet_RX, RX, dev_ml, dev_reml,
                     Linv, LinvLamT)
+
+
+def _spherical_effects(Linv, cu, RZX_flat, beta):
+    """u_i = L_i^{-T} (cu_i - RZX_i beta), (T, n, q)."""
+    rhs = cu - (RZX_flat @ beta[:, :, None]).reshape(cu.shape) if beta.shape[1] else cu
+    return (_transposed(Linv) @ rhs[..., None])[..., 0]
 
 
 def deviance_slope(stats: ClusterStats, sol: PLSSolution, reml: bool):
@@ -269,7 +274,7 @@ def observed_hessian(stats: ClusterStats, sol: PLSBatch, reml: bool, parts=None)
         RX = sol.RX[0]
         Y = (B.transpose(1, 2, 0).reshape(q * p, n) @ v).reshape(q, p, q)  # sum_i B_ap v_b
         g = D @ Y.transpose(0, 2, 1).reshape(q * q, p)  # (m, p)
-        h = sla.solve_triangular(RX, g.T, trans="T")
+        h = np.linalg.solve(RX.T, g.T)
         d2r2 = d2r2 - 2 * h.T @ h
     H = H + dof * (d2r2 / r2 - np.outer(dr2, dr2) / r2 ** 2)
     if reml and p:
@@ -285,7 +290,7 @@ def _reml_hessian_term(A, B, RX, D):
     n, q, p = B.shape
     BB = (B.reshape(n, q * p).T @ B.reshape(n, q * p)).reshape(q, p, q, p)
     dS = -(D @ BB.transpose(0, 2, 1, 3).reshape(q * q, p * p)).reshape(-1, p, p)
-    RXinv = sla.solve_triangular(RX, np.eye(p))
+    RXinv = np.linalg.inv(RX)
     Sinv_dS = (RXinv @ RXinv.T) @ dS  # (m, p, p)
     first = -np.einsum("kab,lba->kl", Sinv_dS, Sinv_dS)
     BR = B @ RXinv  # G_i = (B_i R^-1)(B_i R^-1)'
@@ -364,7 +369,7 @@ def _evaluate(stats: ClusterStats, thetas, reml: bool, gradients: bool = True,
     for start in range(0, finite.size, size):
         rows = finite[start:start + size]
         try:
-            batch = solve_pls_batch(stats, thetas[rows])
+            batch = solve_pls_batch(stats, thetas[rows], with_u=False)
         except np.linalg.LinAlgError:
             if rows.size > 1:  # find which thetas fail: one at a time
                 for r in rows:
@@ -388,7 +393,7 @@ def _deviance_at(stats: ClusterStats, theta, reml: bool):
     if not np.all(np.isfinite(theta)):
         return None, np.inf
     try:
-        batch = solve_pls_batch(stats, theta[None])
+        batch = solve_pls_batch(stats, theta[None], with_u=False)
     except np.linalg.LinAlgError:
         return None, np.inf
     value = float(batch.deviance(reml)[0])
