@@ -100,9 +100,34 @@ def test_fisher_scoring_ends_with_what_the_check_needs():
     """The solve, slope and Hessian Fisher scoring hands the check are those at its theta."""
     stats = _stats()
     scaled = profiled.rescale_z(stats, profiled.z_column_scale(stats))
-    start = profiled._best_scaled_start(scaled, True, np.array([1.0, 0, 0, 1, 0, 1]))
+    start, _solution = profiled._best_scaled_start(scaled, True, np.array([1.0, 0, 0, 1, 0, 1]))
     theta, value, _iterations, (sol, parts, H) = profiled._fisher_scoring(scaled, True, start)
     fresh = profiled.solve_pls_batch(scaled, theta[None])
     assert value == pytest.approx(float(fresh.deviance_reml[0]), rel=1e-14)
     np.testing.assert_allclose(H, profiled.observed_hessian(scaled, fresh, True), rtol=1e-9)
     assert np.abs(profiled.deviance_gradients(scaled, fresh, True)).max() < 1e-6
+
+
+def test_fitted_model_reuses_the_optimisers_solve():
+    """MixedModelFit takes the optimiser's last solve (in Z's units) instead of solving
+    again: the same numbers as a fresh solve at the fitted theta."""
+    from lmmscope.mixed import MixedModelFit
+
+    stats = _stats()
+    optimum = fit_theta(stats, True, check=True)
+    assert optimum.solution is not None and "pls_solution" not in optimum.info
+    fresh = profiled.solve_pls(stats, optimum.theta)
+    for name in ("beta", "u", "Lam", "LinvLamT", "Linv", "RX"):
+        np.testing.assert_allclose(getattr(optimum.solution, name), getattr(fresh, name),
+                                   rtol=1e-12, atol=1e-14, err_msg=name)  # measured 3e-14
+    assert optimum.solution.pwrss == pytest.approx(fresh.pwrss, rel=1e-13)
+    assert optimum.solution.deviance_reml == pytest.approx(fresh.deviance_reml, abs=1e-11)
+    mixed = MixedModelFit(stats, ["(Intercept)", "a", "b", "c"], ["z0", "z1", "z2"],
+                          np.arange(stats.n_groups), optimum=optimum)
+    assert mixed._sol is optimum.solution
+    assert mixed.sigma == pytest.approx(np.sqrt(fresh.pwrss / (stats.n_obs - 4)), rel=1e-12)
+    np.testing.assert_allclose(mixed.ranef.to_numpy(), fresh.u @ fresh.Lam.T, rtol=1e-12,
+                               atol=1e-14)
+    # an optimum without a solve (unchecked fits keep none) is solved afresh
+    unchecked = fit_theta(stats, True, check=False)
+    assert unchecked.solution is None

@@ -54,7 +54,10 @@ class MixedModelFit:
         if not self.converged:
             warnings.warn(ConvergenceWarning("; ".join(self.convergence_messages)
                                              or self.optimizer_message), stacklevel=3)
-        sol = solve_pls(stats, self.theta)
+        sol = optimum.solution  # the optimiser's own solve at theta, where it has one
+        if (sol is None or not np.array_equal(sol.theta, self.theta)
+                or sol.beta.shape != (p,) or sol.u.shape != (self.ngroups, q)):
+            sol = solve_pls(stats, self.theta)
         self.deviance = sol.deviance_reml if reml else sol.deviance_ml
         self._sol = sol
         dfr = self.nobs - p if reml else self.nobs

@@ -86,7 +86,7 @@ class PLSSolution:
 
     def as_batch(self) -> "PLSBatch":
         """This solution as a batch of one (views, no copies)."""
-        values = (getattr(self, f.name) for f in fields(PLSBatch))
+        values = (getattr(self, f.name) for f in fields(PLSSolution))
         return PLSBatch(*(None if v is None else np.asarray(v)[None] for v in values))
 
 
@@ -107,9 +107,16 @@ class PLSBatch:
     deviance_reml: np.ndarray
     Linv: np.ndarray  # (T, n, q, q)
     LinvLamT: np.ndarray  # (T, n, q, q)
+    cu: np.ndarray | None = None  # (T, n, q) L^{-1} Lam'Z'y, for u when not computed
+    RZX: np.ndarray | None = None  # (T, n q, p) L^{-1} Lam'Z'X
 
     def deviance(self, reml: bool) -> np.ndarray:
         return self.deviance_reml if reml else self.deviance_ml
+
+    def row(self, t: int) -> "PLSBatch":
+        """The solve at the t-th theta as a batch of one (views)."""
+        values = (getattr(self, f.name) for f in fields(PLSBatch))
+        return PLSBatch(*(None if v is None else v[t:t + 1] for v in values))
 
     def __getitem__(self, t: int) -> PLSSolution:
         return PLSSolution(self.theta[t], self.Lam[t], self.beta[t],
@@ -178,13 +185,25 @@ def solve_pls_batch(stats: ClusterStats, thetas: np.ndarray, with_u: bool = True
     dfr = n_obs - p
     dev_reml = logdet_L + logdet_RX + dfr * (1 + np.log(2 * np.pi * pwrss / dfr))
     return PLSBatch(thetas, Lam, beta, u, pwrss, logdet_L, logdet_RX, RX, dev_ml, dev_reml,
-                    Linv, LinvLamT)
+                    Linv, LinvLamT, cu.reshape(T, n, q), RZX_flat)
 
 
 def _spherical_effects(Linv, cu, RZX_flat, beta):
     """u_i = L_i^{-T} (cu_i - RZX_i beta), (T, n, q)."""
     rhs = cu - (RZX_flat @ beta[:, :, None]).reshape(cu.shape) if beta.shape[1] else cu
     return (_transposed(Linv) @ rhs[..., None])[..., 0]
+
+
+def solution_in_units(sol: PLSBatch, scale: np.ndarray, theta: np.ndarray) -> PLSSolution:
+    """The solve at the single theta of ``sol`` (on Z's columns divided by ``scale``) as
+    the solve on Z itself at ``theta`` (Lambda_Z = D^{-1} Lambda): beta, u, r^2, the
+    factors and deviances are invariant; Lambda and L^{-1} Lambda' change by D^{-1}."""
+    u = sol.u if sol.u is not None else _spherical_effects(sol.Linv, sol.cu, sol.RZX, sol.beta)
+    Lam = sol.Lam[0] / scale[:, None]
+    return PLSSolution(np.asarray(theta, float), Lam, sol.beta[0], u[0], float(sol.pwrss[0]),
+                       float(sol.logdet_L[0]), float(sol.logdet_RX[0]), sol.RX[0],
+                       float(sol.deviance_ml[0]), float(sol.deviance_reml[0]), sol.Linv[0],
+                       sol.LinvLamT[0] / scale[None, None, :])
 
 
 def deviance_slope(stats: ClusterStats, sol: PLSSolution, reml: bool):
@@ -219,7 +238,7 @@ def _slope_parts(stats: ClusterStats, batch: PLSBatch, reml: bool, with_zwx: boo
     v = Ztr - (K @ Ztr[..., None])[..., 0]
     dof = n_obs - p if reml else n_obs
     dev_T = ZWZ.sum(axis=1) - (dof / batch.pwrss)[:, None, None] * (_transposed(v) @ v)
-    ZWX = stats.ZtX - K @ stats.ZtX if (with_zwx and p) else None  # (T, n, q, p)
+    ZWX = stats.ZtX - K @ stats.ZtX if ((with_zwx or reml) and p) else None  # (T, n, q, p)
     if reml and p:
         # rows of C: (column, cluster) pairs; C'C = sum_i Z_i'W_iX_i (X'WX)^{-1} X_i'W_iZ_i
         C = np.linalg.solve(_transposed(batch.RX), _transposed(ZWX.reshape(T, n * q, p)))
@@ -352,9 +371,11 @@ _BATCH_DOUBLES = 2**23
 
 
 def _evaluate(stats: ClusterStats, thetas, reml: bool, gradients: bool = True,
-              fill: float = np.nan):
+              fill: float = np.nan, solutions: list | None = None):
     """(values (T,), gradients (T, m)) of the profiled deviance at each row of ``thetas``,
     in batches; inf (and ``fill`` for the gradient) where it is not defined.
+    ``solutions``: a list of length T that receives each row's PLS solve (a batch of
+    one) where it is defined.
 
     Only a factorisation failing at a theta (a domain problem: extreme theta) gives
     inf; linearly dependent fixed effects are refused before optimising
@@ -373,14 +394,20 @@ def _evaluate(stats: ClusterStats, thetas, reml: bool, gradients: bool = True,
         except np.linalg.LinAlgError:
             if rows.size > 1:  # find which thetas fail: one at a time
                 for r in rows:
-                    v, g = _evaluate(stats, thetas[r:r + 1], reml, gradients, fill)
+                    one = None if solutions is None else [None]
+                    v, g = _evaluate(stats, thetas[r:r + 1], reml, gradients, fill, one)
                     values[r] = v[0]
                     if gradients:
                         grads[r] = g[0]
+                    if solutions is not None:
+                        solutions[r] = one[0]
             continue
         value = batch.deviance(reml)
         ok = np.isfinite(value)
         values[rows[ok]] = value[ok]
+        if solutions is not None:
+            for i in np.flatnonzero(ok):
+                solutions[rows[i]] = batch.row(i)
         if gradients:
             grads[rows[ok]] = deviance_gradients(stats, batch, reml)[ok]
     return values, grads
@@ -450,7 +477,7 @@ def theta_rescaled(theta, scale: np.ndarray, to_scaled: bool) -> np.ndarray:
 NEWTON_SWITCH = 1e-2
 
 
-def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
+def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30, solution=None):
     """Newton steps with :func:`expected_hessian` from ``theta``, with
     :func:`observed_hessian` once close to the optimum (where it is positive definite),
     until the step is below 1e-10 (relative).
@@ -459,24 +486,28 @@ def _fisher_scoring(stats: ClusterStats, reml: bool, theta, max_iter=30):
     check needs at theta (see :func:`check_convergence`), or None where the fast path
     does not apply (a Hessian not positive definite, no descent, a diagonal entry of
     Lambda near the boundary, or no convergence): the caller then falls back.
+    ``solution``: the PLS solve at ``theta`` (a batch of one), if at hand.
     """
     rows, cols = theta_positions(stats.q)
     on_diag = rows == cols
     theta = np.asarray(theta, float).copy()
-    sol, f = _deviance_at(stats, theta, reml)
+    if solution is None:
+        sol, f = _deviance_at(stats, theta, reml)
+    else:
+        sol, f = solution, float(solution.deviance(reml)[0])
     moved = np.inf
     for it in range(1, max_iter + 1):
         size = max(1.0, np.abs(theta).max())
         if sol is None or np.any(theta[on_diag] < 1e-4 * size):
             return None  # near the boundary: the bounded optimiser handles it
-        parts = _slope_parts(stats, sol, reml, with_zwx=True)
-        g = (2 * parts[0][0] @ sol.Lam[0])[rows, cols]
         near = moved < NEWTON_SWITCH * size
+        parts = _slope_parts(stats, sol, reml, with_zwx=near)  # Z'WX: for the observed H
+        g = (2 * parts[0][0] @ sol.Lam[0])[rows, cols]
         H, step = _newton_step(_scoring_hessians(stats, sol, reml, parts, near), g)
         if step is None:
             return None
         if np.max(np.abs(step)) < 1e-10 * size:
-            return theta, f, it, (sol, parts, H if near else None)
+            return theta, f, it, (sol, parts, H) if near else (sol, None, None)
         for shrink in (1.0, 0.5, 0.25, 0.125, 0.0625):
             cand = theta + shrink * step
             # The deviance is even in each column of Lambda: keep its diagonal >= 0.
@@ -545,7 +576,10 @@ def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None,
     info["converged"] = bool(info.success) and not messages
     info["singular"] = singular
     info["theta_unit_free"] = theta
-    return theta_rescaled(theta, scale, to_scaled=False), value, info
+    theta_z = theta_rescaled(theta, scale, to_scaled=False)
+    if at_theta is not None:  # the fitted model's solve, for fit_theta to hand on
+        info["pls_solution"] = solution_in_units(at_theta[0], scale, theta_z)
+    return theta_z, value, info
 
 
 # Multiples of the identity start tried before optimising: the profiled deviance can
@@ -555,18 +589,23 @@ START_SCALES = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 def _best_scaled_start(stats, reml, identity):
-    """The multiple of the (unit-free) identity start with the lowest deviance."""
-    values, _ = _evaluate(stats, np.multiply.outer(START_SCALES, identity), reml, gradients=False)
-    return START_SCALES[int(np.argmin(values))] * identity
+    """(the multiple of the (unit-free) identity start with the lowest deviance, the PLS
+    solve there as a batch of one or None)."""
+    starts = np.multiply.outer(START_SCALES, identity)
+    solutions = [None] * len(starts)
+    values, _ = _evaluate(stats, starts, reml, gradients=False, solutions=solutions)
+    best = int(np.argmin(values))
+    return starts[best], solutions[best]
 
 
 def _optimise_theta(stats, reml, theta0, control):
     from scipy.optimize import OptimizeResult  # lazily: a heavy import
     q = stats.q
     lower = theta_lower_bounds(q)
+    solution = None
     if theta0 is None:
-        theta0 = _best_scaled_start(stats, reml, np.where(lower == 0, 1.0, 0.0))
-    scored = _fisher_scoring(stats, reml, theta0)
+        theta0, solution = _best_scaled_start(stats, reml, np.where(lower == 0, 1.0, 0.0))
+    scored = _fisher_scoring(stats, reml, theta0, solution=solution)
     if scored is not None:
         theta, value, iterations, at_theta = scored
         return theta, value, OptimizeResult(x=theta, fun=value, nit=iterations, success=True,
