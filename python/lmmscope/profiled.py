@@ -11,6 +11,11 @@ complement of the same cross-products, and
 
 with r^2 the penalised residual sum of squares.  Minimising over theta reproduces
 ``lme4::lmer``.  The quasi-likelihood of the selection step is Lambda = sqrt(a) I.
+
+At a few hundred clusters one solve is mostly per-call overhead, so the solve, the
+gradient and the multi-start run on a stack of thetas at once (:func:`solve_pls_batch`),
+and the Newton steps near the optimum and the final convergence check use the exact
+Hessian (:func:`observed_hessian`) instead of differencing the gradient.
 """
 
 from __future__ import annotations
@@ -353,13 +358,10 @@ def expected_hessian(Lam, dev_T, ZWZ, dof):
     """
     q = Lam.shape[0]
     rows, _cols = theta_positions(q)
-    E, same_column = _theta_units(q)
-    D = (E @ Lam.T + Lam @ _transposed(E)).reshape(-1, q * q)  # dT / dtheta_k, symmetric
-    flat = ZWZ.reshape(-1, q * q)
-    # sum_i tr(A_i D_k A_i D_l) = sum A_i[a,b] A_i[c,d] D_k[b,c] D_l[d,a]: one q^2 x q^2 product
-    pairs = (flat.T @ flat).reshape(q, q, q, q).transpose(0, 3, 1, 2).reshape(q * q, q * q)
-    t = D @ flat.sum(axis=0)  # sum_i tr(A_i D_k)
-    info = D @ pairs @ D.T - np.outer(t, t) / dof
+    _E, same_column = _theta_units(q)
+    D = _lambda_directions(Lam)
+    t = D @ ZWZ.reshape(-1, q * q).sum(axis=0)  # sum_i tr(A_i D_k)
+    info = _trace_pairs(ZWZ, ZWZ, D) - np.outer(t, t) / dof
     second = 2 * same_column * dev_T[rows[:, None], rows[None, :]]
     H = info + second
     return (H + H.T) / 2, (info + info.T) / 2
@@ -546,8 +548,8 @@ def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None,
                    control: Control | None = None, check: bool = True):
     """Minimise the profiled deviance over theta.
 
-    Newton steps with the expected information (:func:`_fisher_scoring`); where that
-    does not apply (optimum at or near the boundary, indefinite Hessian), L-BFGS-B
+    Newton steps with the expected information, then the observed one near the optimum
+    (:func:`_fisher_scoring`); where that does not apply (optimum at or near the boundary, indefinite Hessian), L-BFGS-B
     with the analytic gradient, then Newton steps with a Hessian from differences of
     that gradient.  The optimisation runs on Z's columns scaled to unit root mean
     square, so its start (identity) and its boundary tests do not depend on Z's units;
@@ -756,21 +758,11 @@ def _newton_polish(values_and_gradients, theta, lower, h=1e-6, max_iter=8):
     return theta, f0, status
 
 
-def _forward_shifts(theta, free, h):
-    """Forward-difference step of each free coordinate (as lme4's derivative check)."""
-    return h * np.maximum(1.0, np.abs(theta[free]))
-
-
-def _difference_quotients(shifted_gradients, gradient, shifts, free=None):
-    """The symmetrised forward-difference Hessian on ``free`` from the gradients at
-    theta + shifts[j] e_free[j] (rows) and at theta."""
-    free = slice(None) if free is None else free
-    H = ((shifted_gradients[:, free] - gradient[free]) / shifts[:, None]).T
-    return (H + H.T) / 2
-
-
 def _forward_difference_hessian(values_and_gradients, theta, gradient, free, h):
-    shifts = _forward_shifts(theta, free, h)
+    """The symmetrised Hessian on the coordinates ``free`` from forward differences of
+    the gradient (steps h max(1, |theta_j|)), its m shifted gradients in one batch."""
+    steps = h * np.maximum(1.0, np.abs(theta[free]))
     shifted = np.repeat(theta[None], free.size, axis=0)
-    shifted[np.arange(free.size), free] += shifts
-    return _difference_quotients(values_and_gradients(shifted)[1], gradient, shifts, free)
+    shifted[np.arange(free.size), free] += steps
+    H = ((values_and_gradients(shifted)[1][:, free] - gradient[free]) / steps[:, None]).T
+    return (H + H.T) / 2
