@@ -131,3 +131,21 @@ def test_fitted_model_reuses_the_optimisers_solve():
     # an optimum without a solve (unchecked fits keep none) is solved afresh
     unchecked = fit_theta(stats, True, check=False)
     assert unchecked.solution is None
+
+
+@pytest.mark.parametrize("n", [50, 1000])  # LAPACK's stack, then the column algorithm
+@pytest.mark.parametrize("q", [1, 4, 7])
+def test_batched_cholesky_both_regimes(n, q):
+    from lmmscope.batched import LAPACK_STACK, cholesky_with_inverse
+    assert (n <= LAPACK_STACK) == (n == 50)
+    rng = np.random.default_rng(q)
+    B = rng.standard_normal((n, q, q + 1))
+    A = B @ np.swapaxes(B, 1, 2) + np.eye(q)
+    L, Linv = cholesky_with_inverse(A)
+    np.testing.assert_allclose(L @ np.swapaxes(L, 1, 2), A, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(Linv @ L, np.broadcast_to(np.eye(q), A.shape), atol=1e-13)
+    assert np.all(np.triu(Linv, 1) == 0) and L.flags.c_contiguous and Linv.flags.c_contiguous
+    for bad in (-np.eye(q), np.full((q, q), np.nan)):
+        A[n // 2] = bad
+        with pytest.raises(np.linalg.LinAlgError):
+            cholesky_with_inverse(A)
