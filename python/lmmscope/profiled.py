@@ -373,9 +373,11 @@ def expected_hessian(Lam, dev_T, ZWZ, dof):
     return (H + H.T) / 2, (info + info.T) / 2
 
 
-# Largest number of doubles in one batched evaluation's (T, n, q, p) blocks: at 10^4
-# clusters and a few hundred columns a batch of 11 thetas would otherwise take GBs.
-_BATCH_DOUBLES = 2**23
+# Largest number of doubles in one batched evaluation's (T, n, q, max(p, q)) blocks.
+# Batches pay where one theta's blocks are small (numpy's per-call overhead); beyond
+# ~1 MB per block memory traffic dominates and one theta at a time is as fast (measured,
+# the 8 starts at 10^4 clusters, q = 4: 37 ms in one batch, 21 ms one by one).
+_BATCH_DOUBLES = 2**17
 
 
 def _evaluate(stats: ClusterStats, thetas, reml: bool, gradients: bool = True,
