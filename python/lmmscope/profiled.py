@@ -559,9 +559,9 @@ def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None,
     """Minimise the profiled deviance over theta.
 
     Newton steps with the expected information, then the observed one near the optimum
-    (:func:`_fisher_scoring`); where that does not apply (optimum at or near the boundary, indefinite Hessian), L-BFGS-B
-    with the analytic gradient, then Newton steps with a Hessian from differences of
-    that gradient.  The optimisation runs on Z's columns scaled to unit root mean
+    (:func:`_fisher_scoring`); where that does not apply (optimum at or near the
+    boundary, indefinite Hessian), L-BFGS-B with the analytic gradient, then Newton
+    steps with a Hessian from differences of that gradient.  The optimisation runs on Z's columns scaled to unit root mean
     square, so its start (identity) and its boundary tests do not depend on Z's units;
     theta is mapped back at the end.  ``check``: run lme4's final convergence check
     (:func:`check_convergence`).
