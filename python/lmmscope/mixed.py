@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -53,25 +54,42 @@ class MixedModelFit:
         if not self.converged:
             warnings.warn(ConvergenceWarning("; ".join(self.convergence_messages)
                                              or self.optimizer_message), stacklevel=3)
-        sol = solve_pls(stats, self.theta)
+        sol = optimum.solution  # the optimiser's own solve at theta, where it has one
+        if (sol is None or not np.array_equal(sol.theta, self.theta)
+                or sol.beta.shape != (p,) or sol.u.shape != (self.ngroups, q)):
+            sol = solve_pls(stats, self.theta)
         self.deviance = sol.deviance_reml if reml else sol.deviance_ml
         self._sol = sol
         dfr = self.nobs - p if reml else self.nobs
         self.sigma = float(np.sqrt(sol.pwrss / dfr))
-        # The statistics may be centred (crossprod): only the intercept and its
-        # covariances change back; deviance, theta, sigma and ranef are invariant.
-        self.fixef = pd.Series(stats.original_coef(sol.beta), index=self.fixed_names, name="fixef")
-        RXinv = np.linalg.inv(sol.RX) if p else np.zeros((0, 0))
-        self.vcov_matrix = pd.DataFrame(stats.original_vcov(self.sigma ** 2 * RXinv @ RXinv.T),
-                                        index=self.fixed_names, columns=self.fixed_names)
+        self._stats = stats
         self.psi = self.sigma ** 2 * sol.Lam @ sol.Lam.T
-        ranef = sol.u @ sol.Lam.T  # b_i = Lambda u_i
-        self.ranef = pd.DataFrame(ranef, index=pd.Index(self.group_labels, name=group_name),
-                                  columns=self.random_names)
         self.loglik = -0.5 * self.deviance
         self.n_params = p + q * (q + 1) // 2 + 1
         self.aic = -2 * self.loglik + 2 * self.n_params
         self.bic = -2 * self.loglik + np.log(self.nobs) * self.n_params
+
+    # The tables below are built on first use: pandas construction costs more than the
+    # refit's own algebra at a few hundred clusters.  The statistics may be centred
+    # (crossprod): only the intercept and its covariances change back; deviance, theta,
+    # sigma and ranef are invariant.
+    @cached_property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self._stats.original_coef(self._sol.beta), index=self.fixed_names,
+                         name="fixef")
+
+    @cached_property
+    def vcov_matrix(self) -> pd.DataFrame:
+        p = len(self.fixed_names)
+        RXinv = np.linalg.inv(self._sol.RX) if p else np.zeros((0, 0))
+        return pd.DataFrame(self._stats.original_vcov(self.sigma ** 2 * RXinv @ RXinv.T),
+                            index=self.fixed_names, columns=self.fixed_names)
+
+    @cached_property
+    def ranef(self) -> pd.DataFrame:
+        ranef = self._sol.u @ self._sol.Lam.T  # b_i = Lambda u_i
+        return pd.DataFrame(ranef, index=pd.Index(self.group_labels, name=self.group_name),
+                            columns=self.random_names)
 
     def vcov(self) -> pd.DataFrame:
         return self.vcov_matrix

@@ -16,7 +16,7 @@ import numpy as np
 
 from .control import Control, as_control
 from .crossprod import ClusterStats
-from .profiled import (check_convergence, optimise_theta, rescale_z, solve_pls,
+from .profiled import (PLSSolution, check_convergence, optimise_theta, rescale_z, solve_pls,
                        theta_lower_bounds, theta_rescaled, theta_to_lambda, z_column_scale)
 
 
@@ -32,6 +32,9 @@ class ThetaOptimum:
     message: str  # the optimiser's own message
     singular: bool  # a bounded entry of the unit-free theta below Control.singular_tol
     info: object  # scipy.optimize.OptimizeResult
+    # the PLS solve at theta on these statistics (checked fits only, so that the fitted
+    # model does not solve again; None where the optimiser did not end with one)
+    solution: PLSSolution | None = None
 
 
 def fit_theta(stats: ClusterStats, reml: bool = True, theta0=None, control: Control | None = None,
@@ -43,11 +46,12 @@ def fit_theta(stats: ClusterStats, reml: bool = True, theta0=None, control: Cont
                                                check=check)
     else:
         theta, deviance, info = _checked_start(stats, reml, theta0, control, check)
+    solution = info.pop("pls_solution", None)
     return ThetaOptimum(theta=np.asarray(theta, float), deviance=float(deviance), reml=reml,
                         converged=bool(info["converged"]),
                         messages=list(info["convergence_messages"]),
                         message=str(info.get("message", "")), singular=bool(info["singular"]),
-                        info=info)
+                        info=info, solution=solution if check else None)
 
 
 def _checked_start(stats, reml, theta, control, check):
@@ -64,7 +68,7 @@ def _checked_start(stats, reml, theta, control, check):
     info = OptimizeResult(x=np.asarray(theta, float), fun=deviance, success=True,
                           message="optimised during the tuning of a", converged=not messages,
                           convergence_messages=messages, singular=singular,
-                          theta_unit_free=unit_free)
+                          theta_unit_free=unit_free, pls_solution=sol)
     return theta, deviance, info
 
 
