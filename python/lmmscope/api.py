@@ -146,8 +146,8 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
     columns = [selected[i] for i in kept]  # a collinear support loses its aliased columns
     reml = _check_method(method)
     optimum = refitter.fit(columns, reml=reml, check=True)
-    mixed = MixedModelFit(data.subset_stats(columns), [names[j] for j in columns], random_names,
-                          labels, group_name, reml=reml, optimum=optimum, control=control)
+    mixed = MixedModelFit(refitter.subset_stats(columns), [names[j] for j in columns],
+                          random_names, labels, group_name, reml=reml, optimum=optimum, control=control)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
     dropped = [names[j] for j in sorted(set(excluded) | (set(selected) - set(columns)))]
     return sel, mixed, columns, dropped

@@ -66,7 +66,8 @@ class PandasSource:
 
     def __init__(self, df: pd.DataFrame):
         self.df = df
-        self.columns = _as_text(df.columns.tolist())  # not per element: pandas 3 indexes are Arrow-backed
+        # in one call: pandas 3's Arrow-backed index is slow element by element
+        self.columns = _as_text(df.columns.tolist())
         self.n_rows = df.shape[0]
         self.position = {name: j for j, name in enumerate(self.columns)}
         self.duplicated = set(_duplicates(self.columns))

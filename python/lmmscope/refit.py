@@ -82,13 +82,22 @@ class Refitter:
         self.source = source
         self.control = as_control(control)
         self._cache = {}
+        self._last_stats = (None, None)  # (columns, statistics): the final fit's, reused
+
+    def subset_stats(self, columns) -> ClusterStats:
+        """The source's statistics of ``columns``, the last ones kept (the final refit
+        and the fitted model ask for the same columns one after the other)."""
+        key = tuple(int(j) for j in columns)
+        if self._last_stats[0] != key:
+            self._last_stats = (key, self.source.subset_stats(list(key)))
+        return self._last_stats[1]
 
     def fit(self, columns, reml: bool = True, check: bool = False) -> ThetaOptimum:
         """The optimum on ``columns`` (sorted, deduplicated); cached."""
         key = (tuple(sorted(int(j) for j in set(columns))), bool(reml))
         cached = self._cache.get(key)
         if cached is None or (check and not cached.info.get("checked", False)):
-            stats = self.source.subset_stats(list(key[0]))
+            stats = self.subset_stats(key[0])
             theta0 = None if cached is None else cached.theta
             cached = fit_theta(stats, reml, theta0=theta0, control=self.control, check=check)
             cached.info["checked"] = check
