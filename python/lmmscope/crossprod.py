@@ -68,6 +68,13 @@ def intercept_column(X) -> int | None:
     return int(candidates[0]) if candidates.size else None
 
 
+def column_root_mean_squares(Z: np.ndarray) -> np.ndarray:
+    """Root mean square of each column of Z, 1 where it is 0 or not finite: the unit
+    in which Z's columns enter the proxy covariance and theta."""
+    scale = np.sqrt(np.einsum("ij,ij->j", Z, Z) / max(Z.shape[0], 1))
+    return np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
+
+
 def _row_chunk(p: int, chunk_bytes: int = CHUNK_BYTES) -> int:
     return max(MIN_CHUNK_ROWS, chunk_bytes // (8 * max(p, 1)))
 
@@ -349,8 +356,10 @@ def _shifts(base, y, prepended: bool, intercept, center, sums=None):
 
 
 def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=None, mild=None,
-                     sums=None):
+                     sums=None, column_sums=True):
     """((base - shift)'(base - shift) or None, (base - shift)'yc, column sums of base - shift).
+
+    ``column_sums=False``: the sums may be None when they would cost a pass of their own.
 
     Row chunks are centred one at a time.  While a p x p temporary is small (below
     ``chunk_bytes``) each chunk's Gram is numpy's product (its BLAS is the faster
@@ -361,7 +370,9 @@ def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=No
     N, p = base.shape
     if not _has_shift(shift):
         XtX = np.matmul(base.T, base, out=out) if gram else None
-        return XtX, base.T @ yc, base.sum(axis=0)
+        if sums is None and column_sums:
+            sums = base.sum(axis=0)
+        return XtX, base.T @ yc, sums
     if mild is None:
         mild = _cancellation_is_mild(base, shift, chunk_bytes)
     if mild:
@@ -497,7 +508,7 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None)
     flat = np.empty((m + 1) ** 2) if (gram and prepended) else None
     XtX, Xty, column_sums = centred_products(
         base, base_shift, yc, gram, out=None if flat is None else flat[:m * m].reshape(m, m),
-        mild=mild, sums=sums)
+        mild=mild, sums=sums, column_sums=prepended)
     if prepended:
         ZtX[:, :, 0] = Zt_ones
         Xty = np.concatenate([[yc.sum()], Xty])
@@ -580,15 +591,47 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
                          n_obs=stats.n_obs)
 
 
+@dataclass
+class WhitenedRows:
+    """Whitened rows (X_a, y_a) and, from the same pass, X_a's column sums of squares
+    and X_a'y_a."""
+
+    X: np.ndarray  # (N, p), a fresh array
+    y: np.ndarray  # (N,)
+    squares: np.ndarray  # (p,) column sums of squares of X_a
+    xty: np.ndarray  # (p,) X_a'y_a
+
+
 def whiten_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None):
-    """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), for p too large for a Gram.
+    """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), for p too large for a Gram
+    (see :func:`whitened_rows`)."""
+    rows = whitened_rows(X, y, Z, codes, n_groups, a, stats=stats)
+    return rows.X, rows.y
+
+
+def _inverse_root_factors(ZtZ: np.ndarray, a: float) -> np.ndarray:
+    """H_i with Sigma_a,i^{-1/2} = I - Z_i H_i Z_i' (see :func:`whitened_rows`)."""
+    s, Q = np.linalg.eigh(ZtZ)
+    s = np.clip(s, 0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.where(s > 1e-12 * max(1.0, s.max(initial=0.0)), (1 - 1 / np.sqrt(1 + a * s)) / s,
+                     a / 2)
+    return (Q * h[:, None, :]) @ np.swapaxes(Q, 1, 2)
+
+
+def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None,
+                  chunk_bytes: int = 2**20) -> WhitenedRows:
+    """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), with X_a's column sums of
+    squares and X_a'y_a accumulated while each block of X_a is still in cache.
 
     Sigma_a,i^{-1/2} = I - Z_i H_i Z_i' with H_i = Q diag(h) Q' from the eigen-
     decomposition Z_i'Z_i = Q diag(s) Q' and h = (1 - (1 + a s)^{-1/2}) / s.
     ``stats`` (the per-cluster cross-products of these arrays) is reused when the
     caller already has it, and its shifts centre X and y (Xc, yc as in
-    :class:`ClusterStats`).  X_a is the only array the size of X that is allocated,
-    also for an InterceptPrepended.
+    :class:`ClusterStats`); centred values are formed before anything of smaller
+    magnitude is subtracted.  X_a is the only array the size of X that is allocated,
+    also for an InterceptPrepended; blocks of rows (clusters sorted, runs of equal
+    size) or of columns (otherwise) go through whitening and products in one pass.
     """
     prepended = isinstance(X, InterceptPrepended)
     base = X.base if prepended else np.asarray(X, dtype=float)
@@ -596,31 +639,84 @@ def whiten_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None):
     Z = np.asarray(Z, dtype=float)
     if stats is None:
         stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=False)
-    s, Q = np.linalg.eigh(stats.ZtZ)
-    s = np.clip(s, 0, None)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = np.where(s > 1e-12 * max(1.0, s.max()), (1 - 1 / np.sqrt(1 + a * s)) / s, a / 2)
-    H = (Q * h[:, None, :]) @ np.swapaxes(Q, 1, 2)
-    Xa = cluster_expand(Z, H @ stats.ZtX, codes, n_groups, out=np.empty(X.shape))
-    first = int(prepended)
-    _subtract_from_centred(base, stats.x_shift[first:], Xa[:, first:])
-    if prepended:
-        np.subtract(1.0, Xa[:, 0], out=Xa[:, 0])
+    H = _inverse_root_factors(stats.ZtZ, a)
     yc = y - stats.y_shift if stats.y_shift else y
     ya = yc - cluster_expand(Z, H @ stats.Zty[:, :, None], codes, n_groups)[:, 0]
-    return Xa, ya
+    out = WhitenedRows(np.empty(X.shape), ya, np.zeros(X.shape[1]), np.zeros(X.shape[1]))
+    block = _WhiteningBlock(base, stats.x_shift[int(prepended):], prepended, out)
+    runs = equal_size_runs(codes, n_groups)
+    if runs is not None:
+        _whiten_row_blocks(Z, H, stats.ZtX, runs, block, chunk_bytes)
+    else:
+        _whiten_column_blocks(Z, H, stats.ZtX, codes, n_groups, block, chunk_bytes)
+    return out
 
 
-def _subtract_from_centred(base, shift, out, chunk_bytes=CHUNK_BYTES):
-    """out <- (base - shift) - out, centring a chunk of rows at a time so that the
-    centred values are formed before anything of smaller magnitude is subtracted."""
-    if not _has_shift(shift):
-        np.subtract(base, out, out=out)
-        return
-    N, p = base.shape
-    rows = _row_chunk(p, chunk_bytes)
-    buffer = np.empty((min(rows, N), p))
-    for first in range(0, N, rows):
-        stop = min(first + rows, N)
-        chunk = np.subtract(base[first:stop], shift, out=buffer[:stop - first])
-        np.subtract(chunk, out[first:stop], out=out[first:stop])
+class _WhiteningBlock:
+    """X_a[rows, cols] <- (Xc - Z H Z'Xc)[rows, cols] from the expanded Z H Z'Xc already
+    written there, then that block's sums of squares and X_a'y_a."""
+
+    def __init__(self, base, shift, prepended, out: WhitenedRows):
+        self.base, self.prepended, self.out = base, prepended, out
+        self.shift = shift if _has_shift(shift) else None
+        self.first = int(prepended)
+        self._scratch = np.empty(0)
+
+    def _centred(self, raw, shift):
+        """raw - shift (shift None: no shift), contiguous: numpy's element-wise loops run
+        a row at a time (2x slower) on a strided block, such as a column slice of a
+        wider array; a copy into a contiguous scratch block costs less."""
+        if shift is None and raw.flags.c_contiguous:
+            return raw
+        if self._scratch.size < raw.size:
+            self._scratch = np.empty(raw.size)
+        out = self._scratch[:raw.size].reshape(raw.shape)
+        if raw.flags.c_contiguous:
+            return np.subtract(raw, shift, out=out)
+        np.copyto(out, raw)
+        if shift is not None:
+            np.subtract(out, shift, out=out)
+        return out
+
+    def finish(self, rows, cols):
+        """``rows``, ``cols``: slices of X_a (cols in X's own columns, intercept first)."""
+        Xa = self.out.X[rows, cols]
+        lo, hi = cols.start - self.first, cols.stop - self.first
+        if self.prepended and cols.start == 0:
+            np.subtract(1.0, Xa[:, 0], out=Xa[:, 0])
+            lo = 0
+        own = Xa[:, lo + self.first - cols.start:]
+        shift = None if self.shift is None else self.shift[lo:hi]
+        np.subtract(self._centred(self.base[rows, lo:hi], shift), own, out=own)
+        self.out.squares[cols] += np.einsum("ij,ij->j", Xa, Xa)
+        self.out.xty[cols] += self.out.y[rows] @ Xa
+
+
+def _whiten_row_blocks(Z, H, ZtX, runs, block: _WhiteningBlock, chunk_bytes):
+    """Sorted rows, runs of equal-size clusters: a few clusters' rows at a time."""
+    q, p = Z.shape[1], ZtX.shape[2]
+    every_column = slice(0, p)
+    for first, stop, row, size in runs:
+        step = max(1, chunk_bytes // (8 * size * max(p, 1)))
+        for c0 in range(first, stop, step):
+            c1 = min(c0 + step, stop)
+            r0 = row + (c0 - first) * size
+            r1 = r0 + (c1 - c0) * size
+            V = H[c0:c1] @ ZtX[c0:c1]
+            np.matmul(Z[r0:r1].reshape(c1 - c0, size, q), V,
+                      out=block.out.X[r0:r1].reshape(c1 - c0, size, p))
+            block.finish(slice(r0, r1), every_column)
+
+
+def _whiten_column_blocks(Z, H, ZtX, codes, n_groups, block: _WhiteningBlock, chunk_bytes):
+    """Any row order: a few columns at a time through the sparse block-diagonal Z."""
+    N, q = Z.shape
+    p = ZtX.shape[2]
+    Zt = cluster_transpose_operator(Z, codes, n_groups).T.tocsr()
+    step = max(1, 16 * chunk_bytes // (8 * max(N, 1)))
+    every_row = slice(0, N)
+    for start in range(0, p, step):
+        cols = slice(start, min(start + step, p))
+        V = (H @ ZtX[:, :, cols]).reshape(n_groups * q, -1)
+        block.out.X[:, cols] = Zt @ V
+        block.finish(every_row, cols)

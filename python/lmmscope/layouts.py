@@ -69,11 +69,12 @@ class RowLayout:
     uses_gram = False
 
     def reduced(self, data, a, unpenalised):
-        Xa, ya = data.whitened_rows(a)
-        return reduce_rows(Xa, ya, unpenalised), None
+        w = data.whitened_rows(a)
+        return reduce_rows(w.X, w.y, unpenalised, squares=w.squares, xty=w.xty), None
 
     def fold_problems(self, data, a, unpenalised, folds):
-        Xa, ya = data.whitened_rows(a)
+        w = data.whitened_rows(a)
+        Xa, ya = w.X, w.y
         out = []
         for rows, _st in folds:
             train = reduce_rows(Xa[~rows], ya[~rows], unpenalised)
@@ -84,5 +85,5 @@ class RowLayout:
         return out
 
     def whitened_gram(self, data, a):
-        Xa, _ = data.whitened_rows(a)
+        Xa = data.whitened_rows(a).X
         return Xa.T @ Xa, Xa / np.sqrt(data.N)

@@ -24,15 +24,23 @@ CRITERIA = ("gic", "ebic", "bic", "aic")
 
 
 class QuadraticLoss:
-    """0.5 * ||y - X b||^2 on unit-norm penalised columns, given by its Gram or its rows."""
+    """0.5 * ||y - X b||^2 on unit-norm penalised columns, given by its Gram or its rows.
 
-    def __init__(self, gram=None, xty=None, yty=None, rows=None, response=None):
+    In row form the columns of X are ``rows[:, j] / column_scale[j]``: the rows are
+    kept as given (dividing every entry would cost a pass over them), and the k
+    columns a product needs are scaled when taken.  ``xty`` (X'y, of the scaled
+    columns) may be given when the caller has it: a pass over the rows is saved."""
+
+    def __init__(self, gram=None, xty=None, yty=None, rows=None, response=None,
+                 column_scale=None):
         self.rows = rows
         if rows is not None:
             self.response = response
-            self.xty = rows.T @ response
+            self.column_scale = (np.ones(rows.shape[1]) if column_scale is None
+                                 else np.asarray(column_scale, dtype=float))
+            self.xty = (rows.T @ response) / self.column_scale if xty is None else xty
             self.yty = float(response @ response)
-            self._diag = np.einsum("ij,ij->j", rows, rows)
+            self._diag = None  # computed when asked for (skscope's Hessian only)
         else:
             self.gram, self.xty, self.yty = gram, xty, float(yty)
             self._diag = np.diag(gram).copy()
@@ -41,31 +49,47 @@ class QuadraticLoss:
     def value(self, b):
         return 0.5 * self.rss(b)
 
+    def columns(self, s):
+        """Row form: the (scaled) columns ``s`` of X, an N x len(s) array."""
+        return self.rows[:, s] / self.column_scale[s]
+
     def rss(self, b):
         s = np.flatnonzero(b)  # the solver's iterates are k-sparse: O(k^2), not O(p^2)
         if self.rows is not None:
-            r = self.response - self.rows[:, s] @ b[s]
+            r = self.response - self.columns(s) @ b[s]
             return float(r @ r)
         bs = b[s]
         return float(max(self.yty - 2 * self.xty[s] @ bs + bs @ self.gram[np.ix_(s, s)] @ bs, 0.0))
 
     def gradient(self, b):
         s = np.flatnonzero(b)
+        if s.size == 0:
+            return -self.xty
         if self.rows is not None:
-            return self.rows.T @ (self.rows[:, s] @ b[s]) - self.xty
+            return (self.rows.T @ (self.columns(s) @ b[s])) / self.column_scale - self.xty
         return self.gram[:, s] @ b[s] - self.xty
 
     def restricted(self, columns) -> "QuadraticLoss":
-        """The same loss on a subset of the columns (the others fixed at zero)."""
+        """The same loss on a subset of the columns (the others fixed at zero).  In row
+        form a large subset is a view (:class:`ColumnSubsetLoss`): copying half of the
+        rows costs more than the few gradients a search takes on all of them."""
+        columns = np.asarray(columns, dtype=np.int64)
         if self.rows is not None:
-            return QuadraticLoss(rows=self.rows[:, columns], response=self.response)
+            if 2 * columns.size >= self.p:
+                return ColumnSubsetLoss(self, columns)
+            return QuadraticLoss(rows=self.rows[:, columns], response=self.response,
+                                 xty=self.xty[columns], column_scale=self.column_scale[columns])
         return QuadraticLoss(gram=self.gram[np.ix_(columns, columns)], xty=self.xty[columns],
                              yty=self.yty)
 
     def hessian_or_diagonal(self):
         """skscope asks for a Hessian only when use_hessian=True; give it X'X (Gram
         form) or, when only rows are held, its diagonal, so it never tries JAX autodiff."""
-        return self.gram if self.rows is None else np.diag(self._diag)
+        if self.rows is None:
+            return self.gram
+        if self._diag is None:
+            self._diag = np.einsum("ij,ij->j", self.rows, self.rows) / self.column_scale ** 2
+        return np.diag(self._diag)
 
     def solve_on(self, support):
         """Exact least-squares coefficients restricted to ``support``.
@@ -79,7 +103,7 @@ class QuadraticLoss:
         if support.size == 0:
             return b
         if self.rows is not None:
-            coef, _res, rank_found, _sv = np.linalg.lstsq(self.rows[:, support], self.response,
+            coef, _res, rank_found, _sv = np.linalg.lstsq(self.columns(support), self.response,
                                                           rcond=None)
             if rank_found < support.size:
                 _warn_singular_support()
@@ -92,6 +116,36 @@ class QuadraticLoss:
             _warn_singular_support()
             b[support] = np.linalg.lstsq(G, self.xty[support], rcond=None)[0]
         return b
+
+
+class ColumnSubsetLoss:
+    """The row-form loss of ``parent`` on its columns ``columns`` (the others fixed at
+    zero), without copying them: a gradient is the parent's, restricted."""
+
+    def __init__(self, parent: QuadraticLoss, columns: np.ndarray):
+        self.parent, self.columns = parent, columns
+        self.xty, self.yty, self.p = parent.xty[columns], parent.yty, columns.size
+
+    def _lift(self, b):
+        full = np.zeros(self.parent.p)
+        full[self.columns] = b
+        return full
+
+    def value(self, b):
+        return self.parent.value(self._lift(b))
+
+    def rss(self, b):
+        return self.parent.rss(self._lift(b))
+
+    def gradient(self, b):
+        return self.parent.gradient(self._lift(b))[self.columns]
+
+    def hessian_or_diagonal(self):
+        return self.parent.hessian_or_diagonal()[np.ix_(self.columns, self.columns)]
+
+    def solve_on(self, support):
+        support = np.asarray(support, dtype=np.int64)
+        return self.parent.solve_on(self.columns[support])[self.columns]
 
 
 class SingularSupportWarning(UserWarning):
@@ -179,13 +233,17 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
     return ReducedProblem(loss, pen, unpen, scale, recover)
 
 
-def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20) -> ReducedProblem:
+def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20, squares=None,
+                xty=None) -> ReducedProblem:
     """Row form of :func:`reduce_gram`, for p too large for a p x p Gram.
 
-    ``Xa`` (fresh whitened rows from the caller) is projected and rescaled in place
-    where its penalised columns form one block (no unpenalised columns, or only
-    leading ones such as the intercept): a copy would double the memory.  Only when
+    ``Xa`` (fresh whitened rows from the caller) is projected in place where its
+    penalised columns form one block (no unpenalised columns, or only leading ones
+    such as the intercept): a copy would double the memory.  The unit-norm scaling is
+    the loss's ``column_scale``, not a pass over the rows.  Only when
     some candidates lie in the span of the unpenalised columns are the others copied.
+    ``squares`` (Xa's column sums of squares) and ``xty`` (Xa'ya), when the caller
+    has them from the pass that formed Xa, save passes over the rows.
     """
     N, p = Xa.shape
     listed = np.asarray(sorted(unpenalised), dtype=np.int64)
@@ -194,7 +252,8 @@ def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20) -> ReducedPr
     others = np.setdiff1d(np.arange(p), unpen)
     leading = np.array_equal(unpen, np.arange(unpen.size))
     Xp = Xa[:, unpen.size:] if leading else Xa[:, others]
-    own = np.einsum("ij,ij->j", Xp, Xp)
+    own = np.einsum("ij,ij->j", Xp, Xp) if squares is None else squares[others]
+    c_p = None  # Xp'yp, when known without a pass
     if unpen.size:
         Qu, Ru = np.linalg.qr(Xa[:, unpen])
         cross = Qu.T @ Xp  # Qu'X_pen, before projection: also recovers the unpenalised part
@@ -204,18 +263,20 @@ def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20) -> ReducedPr
             cols = slice(start, start + step)
             Xp[:, cols] -= Qu @ cross[:, cols]
         yp = ya - Qu @ qy
+        residual = np.einsum("ij,ij->j", Xp, Xp)
     else:
-        yp = ya
-    residual = np.einsum("ij,ij->j", Xp, Xp)
+        yp, residual = ya, own
+        c_p = None if xty is None else xty[others]
     keep = _selectable(own, residual)
     pen = others[keep]
     if not np.all(keep):
         Xp, residual = Xp[:, keep], residual[keep]
+        c_p = None if c_p is None else c_p[keep]
         if unpen.size:
             cross = cross[:, keep]
     scale = np.sqrt(np.clip(residual, 1e-300, None))
-    Xp /= scale
-    loss = QuadraticLoss(rows=Xp, response=yp)
+    loss = QuadraticLoss(rows=Xp, response=yp, xty=None if c_p is None else c_p / scale,
+                         column_scale=scale)
     _require_finite(loss, scale)
 
     def recover(b_pen):
