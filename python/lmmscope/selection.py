@@ -41,6 +41,10 @@ class QuadraticLoss:
             self.xty = (rows.T @ response) / self.column_scale if xty is None else xty
             self.yty = float(response @ response)
             self._diag = None  # computed when asked for (skscope's Hessian only)
+            # A search asks for the same support's columns, fit and gradient several
+            # times in a row; each gradient is a pass over the rows.
+            self._last_columns = self._last_gradient = (None, None)
+            self._solutions = {}  # support -> (coefficients on it, singular)
         else:
             self.gram, self.xty, self.yty = gram, xty, float(yty)
             self._diag = np.diag(gram).copy()
@@ -50,8 +54,13 @@ class QuadraticLoss:
         return 0.5 * self.rss(b)
 
     def columns(self, s):
-        """Row form: the (scaled) columns ``s`` of X, an N x len(s) array."""
-        return self.rows[:, s] / self.column_scale[s]
+        """Row form: the (scaled) columns ``s`` of X, an N x len(s) array (read only)."""
+        key = s.tobytes()
+        if self._last_columns[0] != key:
+            block = self.rows[:, s] / self.column_scale[s]
+            block.flags.writeable = False
+            self._last_columns = (key, block)
+        return self._last_columns[1]
 
     def rss(self, b):
         s = np.flatnonzero(b)  # the solver's iterates are k-sparse: O(k^2), not O(p^2)
@@ -66,7 +75,11 @@ class QuadraticLoss:
         if s.size == 0:
             return -self.xty
         if self.rows is not None:
-            return (self.rows.T @ (self.columns(s) @ b[s])) / self.column_scale - self.xty
+            key = s.tobytes() + b[s].tobytes()
+            if self._last_gradient[0] != key:
+                g = (self.rows.T @ (self.columns(s) @ b[s])) / self.column_scale - self.xty
+                self._last_gradient = (key, g)
+            return self._last_gradient[1].copy()
         return self.gram[:, s] @ b[s] - self.xty
 
     def restricted(self, columns) -> "QuadraticLoss":
@@ -103,9 +116,13 @@ class QuadraticLoss:
         if support.size == 0:
             return b
         if self.rows is not None:
-            coef, _res, rank_found, _sv = np.linalg.lstsq(self.columns(support), self.response,
-                                                          rcond=None)
-            if rank_found < support.size:
+            key = support.tobytes()
+            if key not in self._solutions:
+                coef, _res, rank_found, _sv = np.linalg.lstsq(self.columns(support),
+                                                              self.response, rcond=None)
+                self._solutions[key] = (coef, rank_found < support.size)
+            coef, singular = self._solutions[key]
+            if singular:
                 _warn_singular_support()
             b[support] = coef
             return b
