@@ -491,9 +491,10 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None)
     x_shift, y_shift = _shifts(base, y, prepended, intercept, center, sums)
     base_shift = x_shift[first:]
     yc = y - y_shift if y_shift else y
-    Zt = cluster_transpose_operator(Z, codes, n_groups)
+    # Z_i'[Z_i, yc_i, 1] in one product (batched when clusters are sorted)
+    small = cluster_products(Z, np.column_stack([Z, yc, np.ones(Z.shape[0])]), codes, n_groups)
+    ZtZ, Zty, Zt_ones = small[:, :, :q].copy(), small[:, :, q].copy(), small[:, :, q + 1].copy()
     ZtX = np.empty((n_groups, q, base.shape[1] + first))
-    Zt_ones = np.asarray(Zt.sum(axis=1)).reshape(n_groups, q)
     # small means: correct the uncentred products; large ones: centre rows as they go
     mild = _has_shift(base_shift) and _mild(base.shape[0], base_shift, squares)
     cluster_products(Z, base, codes, n_groups, out=ZtX[:, :, first:],
@@ -502,8 +503,6 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None)
         for start in range(0, n_groups, 4096):
             block = ZtX[start:start + 4096, :, first:]
             block -= Zt_ones[start:start + 4096, :, None] * base_shift[None, None, :]
-    Zty = np.asarray(Zt @ yc).reshape(n_groups, q)
-    ZtZ = np.asarray(Zt @ Z).reshape(n_groups, q, q)
     m = base.shape[1]
     flat = np.empty((m + 1) ** 2) if (gram and prepended) else None
     XtX, Xty, column_sums = centred_products(
@@ -620,7 +619,7 @@ def _inverse_root_factors(ZtZ: np.ndarray, a: float) -> np.ndarray:
 
 
 def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None,
-                  chunk_bytes: int = 2**20) -> WhitenedRows:
+                  chunk_bytes: int = 2**21) -> WhitenedRows:
     """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), with X_a's column sums of
     squares and X_a'y_a accumulated while each block of X_a is still in cache.
 
@@ -720,3 +719,77 @@ def _whiten_column_blocks(Z, H, ZtX, codes, n_groups, block: _WhiteningBlock, ch
         V = (H @ ZtX[:, :, cols]).reshape(n_groups * q, -1)
         block.out.X[:, cols] = Zt @ V
         block.finish(every_row, cols)
+
+
+class WhitenedOperator:
+    """X_a = Sigma_a^{-1/2} X as an operator, never formed: X_a'r = X'r - sum_i
+    (Z_i'X_i)' H_i Z_i'r_i is one pass over X plus one over Z'X, and only the few
+    columns a fit needs are whitened explicitly.  For uncentred statistics and an X
+    without a prepended intercept (centring first is what keeps shifted columns
+    accurate, see :func:`whitened_rows`).  ``y``: y_a; ``squares``: X_a's column sums
+    of squares, X'X's diagonal minus the per-cluster correction
+    (Sigma_a^{-1} = I - Z (2H - H Z'Z H) Z')."""
+
+    def __init__(self, X, y, Z, codes, n_groups, a, stats: ClusterStats):
+        if isinstance(X, InterceptPrepended) or stats.centred:
+            raise ValueError("the whitened operator is for uncentred statistics of an array")
+        self.X, self.Z = np.asarray(X, dtype=float), np.asarray(Z, dtype=float)
+        self.codes, self.n_groups, self.ZtX = codes, n_groups, stats.ZtX
+        self.shape = self.X.shape
+        self.H = _inverse_root_factors(stats.ZtZ, a)
+        self._runs = equal_size_runs(codes, n_groups)
+        self._Zt = None if self._runs is not None else cluster_transpose_operator(Z, codes,
+                                                                                  n_groups)
+        y = np.asarray(y, dtype=float)
+        self.y = y - self._expand(self.H @ stats.Zty[:, :, None])[:, 0]
+        self._columns = {}  # column -> whitened column: supports searched share columns
+        correction = 2 * self.H - self.H @ stats.ZtZ @ self.H
+        self.squares = np.clip(np.einsum("ij,ij->j", self.X, self.X)
+                               - _quadratic_forms(correction, stats.ZtX), 0.0, None)
+
+    def _expand(self, V):
+        return cluster_expand(self.Z, V, self.codes, self.n_groups)
+
+    def _cluster_sums(self, r):
+        """Z_i'r_i, shape (n_groups, q)."""
+        q = self.Z.shape[1]
+        if self._runs is None:
+            return np.asarray(self._Zt @ r).reshape(self.n_groups, q)
+        out = np.empty((self.n_groups, q))
+        for first, stop, row, size in self._runs:
+            rows = slice(row, row + size * (stop - first))
+            np.matmul(r[rows].reshape(stop - first, 1, size),
+                      self.Z[rows].reshape(stop - first, size, q), out=out[first:stop, None, :])
+        return out
+
+    def rmatvec(self, r):
+        """X_a'r."""
+        w = np.einsum("nij,nj->ni", self.H, self._cluster_sums(r)).ravel()
+        n, q, p = self.ZtX.shape
+        return self.X.T @ r - self.ZtX.reshape(n * q, p).T @ w
+
+    def columns(self, idx):
+        """The whitened columns ``idx``, an N x len(idx) array."""
+        idx = np.asarray(idx, dtype=np.int64)
+        new = np.asarray([j for j in dict.fromkeys(idx.tolist()) if j not in self._columns],
+                         dtype=np.int64)
+        if len(self._columns) + new.size > max(64, 2**25 // (8 * max(self.shape[0], 1))):
+            self._columns.clear()  # a long search: keep the cache a small share of X
+        if new.size:
+            block = self.X[:, new] - self._expand(self.H @ self.ZtX[:, :, new])
+            self._columns.update(zip(new.tolist(), block.T))
+        out = np.empty((self.shape[0], idx.size))
+        for at, j in enumerate(idx.tolist()):
+            out[:, at] = self._columns[j]
+        return out
+
+
+def _quadratic_forms(W, ZtX, chunk_bytes: int = 16 * 2**20):
+    """sum_i ZtX_i[:, j]' W_i ZtX_i[:, j] for every column j, a chunk of clusters at a time."""
+    n, q, p = ZtX.shape
+    out = np.zeros(p)
+    step = max(1, chunk_bytes // (8 * q * max(p, 1)))
+    for start in range(0, n, step):
+        block = ZtX[start:start + step]
+        out += np.einsum("nqp,nqp->p", block, W[start:start + step] @ block)
+    return out

@@ -14,7 +14,7 @@ import numpy as np
 
 from .control import Control, as_control
 from .crossprod import whiten_stats
-from .selection import reduce_gram, reduce_rows
+from .selection import reduce_gram, reduce_operator, reduce_rows
 
 
 def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = None):
@@ -69,6 +69,9 @@ class RowLayout:
     uses_gram = False
 
     def reduced(self, data, a, unpenalised):
+        op = None if len(unpenalised) else data.whitened_operator(a)
+        if op is not None:  # nothing the size of X is formed
+            return reduce_operator(op), None
         w = data.whitened_rows(a)
         return reduce_rows(w.X, w.y, unpenalised, squares=w.squares, xty=w.xty), None
 

@@ -23,22 +23,40 @@ from .threads import one_blas_thread
 CRITERIA = ("gic", "ebic", "bic", "aic")
 
 
+class DenseRows:
+    """An N x p array with the two operations the row-form loss needs (the interface
+    of :class:`lmmscope.crossprod.WhitenedOperator`)."""
+
+    def __init__(self, array):
+        self.array, self.shape = array, array.shape
+
+    def rmatvec(self, r):
+        return self.array.T @ r
+
+    def columns(self, idx):
+        return self.array[:, idx]
+
+
 class QuadraticLoss:
     """0.5 * ||y - X b||^2 on unit-norm penalised columns, given by its Gram or its rows.
 
     In row form the columns of X are ``rows[:, j] / column_scale[j]``: the rows are
     kept as given (dividing every entry would cost a pass over them), and the k
-    columns a product needs are scaled when taken.  ``xty`` (X'y, of the scaled
-    columns) may be given when the caller has it: a pass over the rows is saved."""
+    columns a product needs are scaled when taken.  ``rows`` is an array or an
+    operator with ``rmatvec`` (X'r) and ``columns`` (see :class:`DenseRows`).  ``xty``
+    (X'y, of the scaled columns) may be given when the caller has it: a pass over the
+    rows is saved."""
 
     def __init__(self, gram=None, xty=None, yty=None, rows=None, response=None,
                  column_scale=None):
+        if isinstance(rows, np.ndarray):
+            rows = DenseRows(rows)
         self.rows = rows
         if rows is not None:
             self.response = response
             self.column_scale = (np.ones(rows.shape[1]) if column_scale is None
                                  else np.asarray(column_scale, dtype=float))
-            self.xty = (rows.T @ response) / self.column_scale if xty is None else xty
+            self.xty = rows.rmatvec(response) / self.column_scale if xty is None else xty
             self.yty = float(response @ response)
             self._diag = None  # computed when asked for (skscope's Hessian only)
             # A search asks for the same support's columns, fit and gradient several
@@ -57,7 +75,7 @@ class QuadraticLoss:
         """Row form: the (scaled) columns ``s`` of X, an N x len(s) array (read only)."""
         key = s.tobytes()
         if self._last_columns[0] != key:
-            block = self.rows[:, s] / self.column_scale[s]
+            block = self.rows.columns(s) / self.column_scale[s]
             block.flags.writeable = False
             self._last_columns = (key, block)
         return self._last_columns[1]
@@ -77,7 +95,7 @@ class QuadraticLoss:
         if self.rows is not None:
             key = s.tobytes() + b[s].tobytes()
             if self._last_gradient[0] != key:
-                g = (self.rows.T @ (self.columns(s) @ b[s])) / self.column_scale - self.xty
+                g = self.rows.rmatvec(self.columns(s) @ b[s]) / self.column_scale - self.xty
                 self._last_gradient = (key, g)
             return self._last_gradient[1].copy()
         return self.gram[:, s] @ b[s] - self.xty
@@ -88,9 +106,9 @@ class QuadraticLoss:
         rows costs more than the few gradients a search takes on all of them."""
         columns = np.asarray(columns, dtype=np.int64)
         if self.rows is not None:
-            if 2 * columns.size >= self.p:
+            if 2 * columns.size >= self.p or not isinstance(self.rows, DenseRows):
                 return ColumnSubsetLoss(self, columns)
-            return QuadraticLoss(rows=self.rows[:, columns], response=self.response,
+            return QuadraticLoss(rows=self.rows.array[:, columns], response=self.response,
                                  xty=self.xty[columns], column_scale=self.column_scale[columns])
         return QuadraticLoss(gram=self.gram[np.ix_(columns, columns)], xty=self.xty[columns],
                              yty=self.yty)
@@ -101,7 +119,8 @@ class QuadraticLoss:
         if self.rows is None:
             return self.gram
         if self._diag is None:
-            self._diag = np.einsum("ij,ij->j", self.rows, self.rows) / self.column_scale ** 2
+            own = self.rows.columns(np.arange(self.p))
+            self._diag = np.einsum("ij,ij->j", own, own) / self.column_scale ** 2
         return np.diag(self._diag)
 
     def solve_on(self, support):
@@ -305,6 +324,45 @@ def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20, squares=None
         return beta
 
     return ReducedProblem(loss, pen, unpen, scale, recover)
+
+
+def reduce_operator(op) -> ReducedProblem:
+    """:func:`reduce_rows` with no unpenalised columns, for whitened rows given as an
+    operator (:class:`lmmscope.crossprod.WhitenedOperator`): nothing the size of X is
+    formed."""
+    p = op.shape[1]
+    own = op.squares
+    keep = _selectable(own, own)
+    pen = np.flatnonzero(keep)
+    scale = np.sqrt(np.clip(own[keep], 1e-300, None))
+    if np.all(keep):
+        rows, xty = op, op.rmatvec(op.y)
+    else:
+        rows = ColumnsOf(op, pen)
+        xty = rows.rmatvec(op.y)
+    loss = QuadraticLoss(rows=rows, response=op.y, xty=xty / scale, column_scale=scale)
+    _require_finite(loss, scale)
+
+    def recover(b_pen):
+        beta = np.zeros(p)
+        beta[pen] = b_pen
+        return beta
+
+    return ReducedProblem(loss, pen, np.zeros(0, dtype=np.int64), scale, recover)
+
+
+class ColumnsOf:
+    """Some columns of a row operator (interface of :class:`DenseRows`)."""
+
+    def __init__(self, op, columns):
+        self.op, self.columns_kept = op, columns
+        self.shape = (op.shape[0], columns.size)
+
+    def rmatvec(self, r):
+        return self.op.rmatvec(r)[self.columns_kept]
+
+    def columns(self, idx):
+        return self.op.columns(self.columns_kept[idx])
 
 
 @dataclass

@@ -36,7 +36,9 @@ import pandas as pd
 
 from . import checks
 from .control import Control, as_control
-from .crossprod import column_root_mean_squares, compute_cluster_stats, whitened_rows
+from .crossprod import (WhitenedOperator, column_root_mean_squares, compute_cluster_stats,
+                        whitened_rows)
+from .intercept import InterceptPrepended
 from .layouts import GramLayout, RowLayout, choose_layout
 from .profiled import rescale_z
 from .refit import Refitter
@@ -102,6 +104,14 @@ class Data:
     def whitened_gram(self, a):
         """(X_a'X_a, pseudo-rows R with R'R = X_a'X_a / N): for inference."""
         return self.layout.whitened_gram(self, a)
+
+    def whitened_operator(self, a):
+        """X_a as a :class:`~lmmscope.crossprod.WhitenedOperator` (nothing the size of X
+        formed), or None where centring must come first (shifted statistics, or an
+        intercept prepended)."""
+        if self.stats.centred or isinstance(self.X, InterceptPrepended):
+            return None
+        return WhitenedOperator(self.X, self.y, self.Z, self.codes, self.n_groups, a, self.stats)
 
     def held_out_rows(self, rows):
         """(X, y) of the rows ``rows`` (a boolean mask), for held-out errors: centred by
