@@ -171,3 +171,49 @@ def test_row_and_gram_layouts_select_the_same(intercept):
     assert {1, 2} <= set(fits[False].support.tolist())
     assert intercept or 0 in fits[False].support
     _close(fits[False].coef, fits[True].coef, 1e-9)
+
+
+@pytest.mark.parametrize("order", ["runs", "shuffled"])
+@pytest.mark.parametrize("unpenalised", [[], [0], [0, 5]])
+def test_gram_columns_on_demand_equal_the_whitened_gram(order, unpenalised):
+    from lmmscope.crossprod import WhitenedGramColumns, whiten_stats
+    from lmmscope.selection import reduce_gram, reduce_gram_columns
+
+    X, y, Z, codes, n = _problem(9, order, p=40, mean=2.0)
+    X[:, 0] = 1.0  # an intercept: the statistics are centred
+    X[:, 7] = 2.0 * X[:, 5] + 1.0  # in the span of columns 0 and 5: left out when they are
+    stats = compute_cluster_stats(X, y, Z, codes, n, gram=True)
+    a = 1.4
+    explicit = whiten_stats(stats, a)
+    columns = WhitenedGramColumns(stats, a)
+    _close(columns.columns(np.array([3, 0, 39])), explicit.gram[:, [3, 0, 39]])
+    _close(columns.diagonal, np.diag(explicit.gram))
+    _close(columns.xty, explicit.xty)
+    assert columns.trace_inv == pytest.approx(explicit.trace_inv, rel=1e-13)
+    fast = reduce_gram_columns(columns, unpenalised)
+    slow = reduce_gram(explicit.gram.copy(), explicit.xty, explicit.yty, unpenalised)
+    assert fast.penalised.tolist() == slow.penalised.tolist()
+    assert (7 in fast.penalised) == (5 not in unpenalised)
+    _close(fast.scale, slow.scale)
+    every = np.arange(fast.penalised.size)
+    _close(fast.loss.gram_columns(every), slow.loss.gram, 1e-11)
+    _close(fast.loss.xty, slow.loss.xty, 1e-11)
+    assert fast.loss.yty == pytest.approx(slow.loss.yty, rel=1e-12)
+    for f, s in zip(selection_path(fast, [1, 3], screen_size=10),
+                    selection_path(slow, [1, 3], screen_size=10)):
+        assert f.support.tolist() == s.support.tolist()
+        _close(f.coef, s.coef, 1e-10)
+
+
+def test_single_problem_gram_layout_reads_columns_on_demand():
+    from lmmscope.layouts import GramLayout, choose_layout
+
+    layout = choose_layout(20_000, 3_000, k=3, a=1.0)
+    assert isinstance(layout, GramLayout) and layout.columns_on_demand
+    assert not choose_layout(20_000, 3_000, k=None, a=1.0).columns_on_demand
+    X, y, Z, codes, n = _problem(10, "runs", p=60)
+    X[:, 0] = 1.0
+    fits = [select(Data(X, y, Z, codes, n, layout=GramLayout(columns_on_demand=flag)),
+                   unpenalised=[0], names=list(range(60)), k=3, a=0.7) for flag in (False, True)]
+    assert fits[0].support.tolist() == fits[1].support.tolist()
+    _close(fits[1].coef, fits[0].coef, 1e-10)

@@ -579,6 +579,15 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
     correction *= -a  # in place: the whitened Gram is the only new p x p array
     correction += stats.XtX
     gram = symmetrise(correction)
+    xty, yty, trace_inv = _whitened_vectors(stats, a, Linv)
+    return WhitenedStats(a=a, gram=gram, xty=xty, yty=yty, trace_inv=trace_inv,
+                         n_obs=stats.n_obs)
+
+
+def _whitened_vectors(stats: ClusterStats, a: float, Linv: np.ndarray):
+    """(X_a'y_a, y_a'y_a, tr(Sigma_a^{-1})) by Woodbury, L_i^{-1} the inverse Cholesky
+    factors of I + a Z_i'Z_i."""
+    n, q, p = stats.ZtX.shape
     Linv_Zty = Linv @ stats.Zty[:, :, None]  # (n, q, 1)
     # B'(L^{-1} Z'y) = sum_i Z_i'X_i' L_i^{-T} L_i^{-1} Z_i'y_i, without forming B again.
     xty = stats.Xty - a * (stats.ZtX.reshape(n * q, p).T
@@ -586,8 +595,40 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
     yty = stats.yty - a * float(Linv_Zty.ravel() @ Linv_Zty.ravel())
     # tr(M_i Z_i'Z_i) = tr(L^{-1} Z'Z L^{-T}) = sum of the entries of (L^{-1} Z'Z) * L^{-1}.
     trace_inv = float(stats.sizes.sum() - a * np.einsum("nij,nij->", Linv @ stats.ZtZ, Linv))
-    return WhitenedStats(a=a, gram=gram, xty=xty, yty=yty, trace_inv=trace_inv,
-                         n_obs=stats.n_obs)
+    return xty, yty, trace_inv
+
+
+class WhitenedGramColumns:
+    """X_a'X_a = X'X - a sum_i (Z_i'X_i)' M_i (Z_i'X_i) a few columns at a time, never
+    the p x p whole: for one selection (k and a fixed), whose search needs the
+    columns of its support and of its screen, not a second p x p array beside X'X
+    (and O(p q n) flops a column instead of O(p^2 q n) for the whole).
+    ``diagonal``, ``xty``, ``yty``, ``trace_inv`` as :class:`WhitenedStats`'."""
+
+    def __init__(self, stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20):
+        if stats.XtX is None:
+            raise ValueError("these statistics were computed without the p x p Gram matrix")
+        n, q, p = stats.ZtX.shape
+        self.stats, self.a, self.p = stats, a, p
+        _L, Linv = cluster_factors(stats.ZtZ, a)
+        self.M = np.swapaxes(Linv, 1, 2) @ Linv  # (I + a Z_i'Z_i)^{-1}
+        self.xty, self.yty, self.trace_inv = _whitened_vectors(stats, a, Linv)
+        squares = np.zeros(p)
+        step = max(1, chunk_bytes // (8 * q * max(p, 1)))
+        for start in range(0, n, step):
+            B = Linv[start:start + step] @ stats.ZtX[start:start + step]
+            squares += np.einsum("nqp,nqp->p", B, B)
+        self.diagonal = np.diag(stats.XtX) - a * squares
+
+    def columns(self, idx) -> np.ndarray:
+        """Columns ``idx`` of X_a'X_a, a p x len(idx) array."""
+        idx = np.asarray(idx, dtype=np.int64)
+        n, q, p = self.stats.ZtX.shape
+        MB = (self.M @ self.stats.ZtX[:, :, idx]).reshape(n * q, idx.size)
+        out = self.stats.ZtX.reshape(n * q, p).T @ MB
+        out *= -self.a
+        out += self.stats.XtX[:, idx]
+        return out
 
 
 @dataclass

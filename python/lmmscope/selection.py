@@ -65,7 +65,8 @@ class QuadraticLoss:
             self._solutions = {}  # support -> (coefficients on it, singular)
         else:
             self.gram, self.xty, self.yty = gram, xty, float(yty)
-            self._diag = np.diag(gram).copy()
+            self._diag = (np.diag(gram) if isinstance(gram, np.ndarray) else gram.diagonal).copy()
+            self._last_gram_columns = (None, None)
         self.p = self.xty.shape[0]
 
     def value(self, b):
@@ -80,13 +81,33 @@ class QuadraticLoss:
             self._last_columns = (key, block)
         return self._last_columns[1]
 
+    def gram_columns(self, s):
+        """Gram form: columns ``s`` of the Gram (p x len(s)); an operator's (one with
+        ``columns`` and ``diagonal``, see :class:`ReducedGramColumns`) are computed once
+        for the last support asked."""
+        if isinstance(self.gram, np.ndarray):
+            return self.gram[:, s]
+        key = np.asarray(s, dtype=np.int64).tobytes()
+        if self._last_gram_columns[0] != key:
+            block = self.gram.columns(s)
+            block.flags.writeable = False
+            self._last_gram_columns = (key, block)
+        return self._last_gram_columns[1]
+
+    def gram_block(self, s):
+        """Gram form: the block (s, s) of the Gram, symmetric."""
+        if isinstance(self.gram, np.ndarray):
+            return self.gram[np.ix_(s, s)]
+        block = self.gram_columns(s)[s]
+        return (block + block.T) / 2
+
     def rss(self, b):
         s = np.flatnonzero(b)  # the solver's iterates are k-sparse: O(k^2), not O(p^2)
         if self.rows is not None:
             r = self.response - self.columns(s) @ b[s]
             return float(r @ r)
         bs = b[s]
-        return float(max(self.yty - 2 * self.xty[s] @ bs + bs @ self.gram[np.ix_(s, s)] @ bs, 0.0))
+        return float(max(self.yty - 2 * self.xty[s] @ bs + bs @ self.gram_block(s) @ bs, 0.0))
 
     def gradient(self, b):
         s = np.flatnonzero(b)
@@ -98,7 +119,7 @@ class QuadraticLoss:
                 g = self.rows.rmatvec(self.columns(s) @ b[s]) / self.column_scale - self.xty
                 self._last_gradient = (key, g)
             return self._last_gradient[1].copy()
-        return self.gram[:, s] @ b[s] - self.xty
+        return self.gram_columns(s) @ b[s] - self.xty
 
     def restricted(self, columns) -> "QuadraticLoss":
         """The same loss on a subset of the columns (the others fixed at zero).  In row
@@ -110,14 +131,15 @@ class QuadraticLoss:
                 return ColumnSubsetLoss(self, columns)
             return QuadraticLoss(rows=self.rows.array[:, columns], response=self.response,
                                  xty=self.xty[columns], column_scale=self.column_scale[columns])
-        return QuadraticLoss(gram=self.gram[np.ix_(columns, columns)], xty=self.xty[columns],
+        return QuadraticLoss(gram=self.gram_block(columns), xty=self.xty[columns],
                              yty=self.yty)
 
     def hessian_or_diagonal(self):
         """skscope asks for a Hessian only when use_hessian=True; give it X'X (Gram
         form) or, when only rows are held, its diagonal, so it never tries JAX autodiff."""
         if self.rows is None:
-            return self.gram
+            return self.gram if isinstance(self.gram, np.ndarray) else self.gram_block(
+                np.arange(self.p))
         if self._diag is None:
             own = self.rows.columns(np.arange(self.p))
             self._diag = np.einsum("ij,ij->j", own, own) / self.column_scale ** 2
@@ -145,7 +167,7 @@ class QuadraticLoss:
                 _warn_singular_support()
             b[support] = coef
             return b
-        G = self.gram[np.ix_(support, support)]
+        G = self.gram_block(support)
         try:
             b[support] = sla.solve(G, self.xty[support], assume_a="pos")
         except (np.linalg.LinAlgError, sla.LinAlgError):
@@ -267,6 +289,68 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
         return beta
 
     return ReducedProblem(loss, pen, unpen, scale, recover)
+
+
+def reduce_gram_columns(wg, unpenalised) -> ReducedProblem:
+    """:func:`reduce_gram` on a whitened Gram given by its columns
+    (:class:`lmmscope.crossprod.WhitenedGramColumns`): the profiling of the unpenalised
+    columns and the unit-norm scaling are applied to each block of columns asked for,
+    so no p x p array is formed."""
+    p = wg.p
+    listed = np.asarray(sorted(unpenalised), dtype=np.int64)
+    W_u = wg.columns(listed)  # p x u
+    kept, _aliased = independent_columns(W_u[listed])
+    unpen, W_u = listed[kept], W_u[:, kept]
+    others = np.setdiff1d(np.arange(p), unpen)
+    own = wg.diagonal[others]
+    c_p, yy = wg.xty[others], float(wg.yty)
+    G_up = W_u[others].T  # u x (p - u)
+    A = au = None
+    residual = own
+    if unpen.size:
+        chol = sla.cho_factor(W_u[unpen])
+        A = sla.cho_solve(chol, G_up)  # G_uu^{-1} G_up
+        au = sla.cho_solve(chol, wg.xty[unpen])
+        residual = own - np.einsum("up,up->p", G_up, A)
+        c_p = c_p - G_up.T @ au
+        yy = yy - float(wg.xty[unpen] @ au)
+    keep = _selectable(own, residual)
+    pen = others[keep]
+    G_up, residual, c_p = G_up[:, keep], residual[keep], c_p[keep]
+    if unpen.size:
+        A = A[:, keep]
+    scale = np.sqrt(np.clip(residual, 1e-300, None))
+    loss = QuadraticLoss(gram=ReducedGramColumns(wg, pen, G_up, A, scale, residual),
+                         xty=c_p / scale, yty=yy)
+    _require_finite(loss, scale)
+
+    def recover(b_pen):
+        beta = np.zeros(p)
+        beta[pen] = b_pen
+        if unpen.size:
+            beta[unpen] = au - A @ b_pen
+        return beta
+
+    return ReducedProblem(loss, pen, unpen, scale, recover)
+
+
+class ReducedGramColumns:
+    """Columns of the penalised block of a whitened Gram given by columns, with the
+    unpenalised columns profiled out (Schur complement G_pp - G_up' A) and unit-norm
+    scaling: the Gram of :func:`reduce_gram`, a block of columns at a time."""
+
+    def __init__(self, wg, pen, G_up, A, scale, residual):
+        self.wg, self.pen, self.G_up, self.A, self.scale = wg, pen, G_up, A, scale
+        self.diagonal = residual / scale ** 2
+
+    def columns(self, s):
+        s = np.asarray(s, dtype=np.int64)
+        out = self.wg.columns(self.pen[s])[self.pen]
+        if self.A is not None:
+            out -= self.G_up.T @ self.A[:, s]
+        out /= self.scale[:, None]
+        out /= self.scale[s]
+        return out
 
 
 def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20, squares=None,
