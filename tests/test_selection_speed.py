@@ -140,11 +140,13 @@ def test_restricted_row_loss_equals_loss_on_the_columns(size):
 @pytest.mark.parametrize("order", ORDERS)
 def test_operator_problem_selects_as_the_explicit_rows(order):
     X, y, Z, codes, n = _problem(7, order, p=60)
+    X[:, 11] = 0.0  # never selectable: the problem keeps the other columns
     a = 1.1
     stats = compute_cluster_stats(X, y, Z, codes, n, gram=False)
     op = reduce_operator(WhitenedOperator(X, y, Z, codes, n, a, stats))
     Xa, ya = _reference_whitening(X, y, Z, codes, n, a)
     rows = reduce_rows(Xa, ya, [])
+    assert op.penalised.tolist() == rows.penalised.tolist() == [j for j in range(60) if j != 11]
     _close(op.scale, rows.scale, 1e-11)
     # a screen smaller than p: the screened splice and its subset view run
     fast = selection_path(op, [0, 1, 2, 3, 5], screen_size=20)

@@ -6,6 +6,11 @@ whitened rows X_a themselves, for p too large for a Gram (p >> N) or for one fix
 (k, a) problem.  A data backend (:class:`lmmscope.tuning.Data`, or a streamed one)
 holds one of them and answers ``reduced``, ``fold_problems`` and ``whitened_gram``
 through it, so no other module branches on the layout.
+
+One fixed (k, a) problem never forms a second array as large as its data: on a
+Gram, the whitened Gram's columns are computed as the search asks for them
+(:class:`~lmmscope.crossprod.WhitenedGramColumns`); on rows without a shift or
+unpenalised columns, X_a is an operator (:class:`~lmmscope.crossprod.WhitenedOperator`).
 """
 
 from __future__ import annotations
