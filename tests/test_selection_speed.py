@@ -219,3 +219,25 @@ def test_single_problem_gram_layout_reads_columns_on_demand():
                    unpenalised=[0], names=list(range(60)), k=3, a=0.7) for flag in (False, True)]
     assert fits[0].support.tolist() == fits[1].support.tolist()
     _close(fits[1].coef, fits[0].coef, 1e-10)
+
+
+@pytest.mark.parametrize("unpenalised", [[0], [0, 1], [3, 8]])  # leading, or not
+def test_row_reduction_equals_the_gram_reduction(unpenalised):
+    from lmmscope.selection import reduce_gram
+
+    rng = np.random.default_rng(11)
+    Xa, ya = rng.standard_normal((80, 25)), rng.standard_normal(80)
+    Xa[:, 12] = Xa[:, 3] - 2 * Xa[:, 8]  # in the span of columns 3 and 8
+    gram = reduce_gram(Xa.T @ Xa, Xa.T @ ya, ya @ ya, unpenalised)
+    rows = reduce_rows(Xa.copy(), ya, unpenalised)
+    assert rows.penalised.tolist() == gram.penalised.tolist()
+    assert (12 in rows.penalised) == (unpenalised != [3, 8])
+    _close(rows.scale, gram.scale)
+    every = np.arange(rows.penalised.size)
+    R = rows.loss.columns(every)
+    _close(R.T @ R, gram.loss.gram, 1e-11)
+    _close(rows.loss.xty, gram.loss.xty, 1e-11)
+    assert rows.loss.yty == pytest.approx(gram.loss.yty, rel=1e-12)
+    b = np.zeros(every.size)
+    b[[2, 5]] = [0.7, -1.1]
+    _close(rows.recover(b), gram.recover(b), 1e-11)

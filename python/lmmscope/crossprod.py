@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.blas import dsyrk
+from scipy.linalg.blas import dgemm, dsyrk
 
 from .batched import cholesky_with_inverse
 from .intercept import InterceptPrepended
@@ -456,6 +456,21 @@ def symmetrise(S: np.ndarray, block: int = 512) -> np.ndarray:
     return S
 
 
+def subtract_product(C: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """C <- C - A @ B in place by one BLAS call (C C-contiguous; A, B small): numpy's
+    element-wise loops run a row at a time on a broadcast or strided operand, and
+    A @ B would be a temporary as large as C.  Returns C."""
+    if not C.flags.c_contiguous:
+        C -= A @ B
+        return C
+    # C' = C' - B'A' on the Fortran-ordered view: dgemm writes into C's own memory
+    out = dgemm(-1.0, np.asfortranarray(B.T), np.asfortranarray(A.T), beta=1.0, c=C.T,
+                overwrite_c=1)
+    if not np.shares_memory(out, C):
+        C[...] = out.T
+    return C
+
+
 def _fill_upper_from_lower(S: np.ndarray, block: int = 512) -> None:
     """Symmetrise in place, a block of columns at a time (no p x p temporary)."""
     p = S.shape[0]
@@ -698,36 +713,36 @@ class _WhiteningBlock:
 
     def __init__(self, base, shift, prepended, out: WhitenedRows):
         self.base, self.prepended, self.out = base, prepended, out
-        self.shift = shift if _has_shift(shift) else None
         self.first = int(prepended)
+        # the shift of every column of X_a (0 for a prepended intercept), or None
+        self.shift = (np.concatenate([np.zeros(self.first), shift]) if _has_shift(shift)
+                      else None)
         self._scratch = np.empty(0)
 
-    def _centred(self, raw, shift):
-        """raw - shift (shift None: no shift), contiguous: numpy's element-wise loops run
-        a row at a time (2x slower) on a strided block, such as a column slice of a
-        wider array; a copy into a contiguous scratch block costs less."""
-        if shift is None and raw.flags.c_contiguous:
+    def centred(self, rows, cols):
+        """Xc[rows, cols] (the intercept's ones included), C-contiguous: numpy's
+        element-wise loops run a row at a time (2x slower) on a strided block, such as
+        a column slice of a wider array, so a strided block is copied first."""
+        lead = int(self.prepended and cols.start == 0)
+        raw = self.base[rows, cols.start - self.first + lead:cols.stop - self.first]
+        shift = None if self.shift is None else self.shift[cols]
+        if not lead and shift is None and raw.flags.c_contiguous:
             return raw
-        if self._scratch.size < raw.size:
-            self._scratch = np.empty(raw.size)
-        out = self._scratch[:raw.size].reshape(raw.shape)
-        if raw.flags.c_contiguous:
-            return np.subtract(raw, shift, out=out)
-        np.copyto(out, raw)
-        if shift is not None:
-            np.subtract(out, shift, out=out)
+        shape = (raw.shape[0], raw.shape[1] + lead)
+        if self._scratch.size < shape[0] * shape[1]:
+            self._scratch = np.empty(shape[0] * shape[1])
+        out = self._scratch[:shape[0] * shape[1]].reshape(shape)
+        if lead:
+            out[:, 0] = 1.0
+        np.copyto(out[:, lead:], raw)
+        if shift is not None:  # x - 1 * s, exactly as x - s
+            subtract_product(out, np.ones((shape[0], 1)), shift[None, :])
         return out
 
     def finish(self, rows, cols):
-        """``rows``, ``cols``: slices of X_a (cols in X's own columns, intercept first)."""
+        """``rows``, ``cols``: slices of X_a (columns of X_a: a prepended intercept first)."""
         Xa = self.out.X[rows, cols]
-        lo, hi = cols.start - self.first, cols.stop - self.first
-        if self.prepended and cols.start == 0:
-            np.subtract(1.0, Xa[:, 0], out=Xa[:, 0])
-            lo = 0
-        own = Xa[:, lo + self.first - cols.start:]
-        shift = None if self.shift is None else self.shift[lo:hi]
-        np.subtract(self._centred(self.base[rows, lo:hi], shift), own, out=own)
+        np.subtract(self.centred(rows, cols), Xa, out=Xa)
         self.out.squares[cols] += np.einsum("ij,ij->j", Xa, Xa)
         self.out.xty[cols] += self.out.y[rows] @ Xa
 

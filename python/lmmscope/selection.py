@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from .crossprod import symmetrise
+from .crossprod import subtract_product, symmetrise
 from .rank import independent_columns, squared_tolerance
 from .threads import one_blas_thread
 
@@ -353,8 +353,7 @@ class ReducedGramColumns:
         return out
 
 
-def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20, squares=None,
-                xty=None) -> ReducedProblem:
+def reduce_rows(Xa, ya, unpenalised, squares=None, xty=None) -> ReducedProblem:
     """Row form of :func:`reduce_gram`, for p too large for a p x p Gram.
 
     ``Xa`` (fresh whitened rows from the caller) is projected in place where its
@@ -376,12 +375,15 @@ def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20, squares=None
     c_p = None  # Xp'yp, when known without a pass
     if unpen.size:
         Qu, Ru = np.linalg.qr(Xa[:, unpen])
-        cross = Qu.T @ Xp  # Qu'X_pen, before projection: also recovers the unpenalised part
+        # Qu'X_pen, before projection: also recovers the unpenalised part.  Leading
+        # unpenalised columns are projected with the rest (nothing reads them later):
+        # one BLAS update of the contiguous whole, no temporary the size of X.
+        target = Xa if (leading and Xa.flags.c_contiguous) else Xp
+        cross = Qu.T @ target
+        subtract_product(target, Qu, cross)
+        if target is Xa:
+            cross = cross[:, unpen.size:]
         qy = Qu.T @ ya
-        step = max(1, chunk_bytes // (8 * N))
-        for start in range(0, others.size, step):
-            cols = slice(start, start + step)
-            Xp[:, cols] -= Qu @ cross[:, cols]
         yp = ya - Qu @ qy
         residual = np.einsum("ij,ij->j", Xp, Xp)
     else:
