@@ -456,19 +456,35 @@ def symmetrise(S: np.ndarray, block: int = 512) -> np.ndarray:
     return S
 
 
-def subtract_product(C: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """C <- C - A @ B in place by one BLAS call (C C-contiguous; A, B small): numpy's
+def subtract_product(C: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float = 1.0
+                     ) -> np.ndarray:
+    """C <- C - alpha A @ B in place by one BLAS call (C C-contiguous): numpy's
     element-wise loops run a row at a time on a broadcast or strided operand, and
-    A @ B would be a temporary as large as C.  Returns C."""
-    if not C.flags.c_contiguous:
-        C -= A @ B
+    A @ B would be a temporary as large as C.  A and B are read where they lie when
+    C- or Fortran-ordered (no copy of a large factor).  Returns C."""
+    if C.size == 0:
         return C
-    # C' = C' - B'A' on the Fortran-ordered view: dgemm writes into C's own memory
-    out = dgemm(-1.0, np.asfortranarray(B.T), np.asfortranarray(A.T), beta=1.0, c=C.T,
-                overwrite_c=1)
+    if not C.flags.c_contiguous or A.shape[1] == 0:
+        C -= alpha * (A @ B)
+        return C
+    # C' = C' - alpha B'A' on the Fortran-ordered view: dgemm writes into C's memory
+    first, trans_first = _fortran_operand(B.T)
+    second, trans_second = _fortran_operand(A.T)
+    out = dgemm(-alpha, first, second, beta=1.0, c=C.T, trans_a=trans_first,
+                trans_b=trans_second, overwrite_c=1)
     if not np.shares_memory(out, C):
         C[...] = out.T
     return C
+
+
+def _fortran_operand(M):
+    """(array, transpose flag) giving M to BLAS without a copy where M or M' is
+    Fortran-ordered."""
+    if M.flags.f_contiguous:
+        return M, 0
+    if M.T.flags.f_contiguous:
+        return M.T, 1
+    return np.asfortranarray(M), 0
 
 
 def _fill_upper_from_lower(S: np.ndarray, block: int = 512) -> None:
@@ -640,10 +656,8 @@ class WhitenedGramColumns:
         idx = np.asarray(idx, dtype=np.int64)
         n, q, p = self.stats.ZtX.shape
         MB = (self.M @ self.stats.ZtX[:, :, idx]).reshape(n * q, idx.size)
-        out = self.stats.ZtX.reshape(n * q, p).T @ MB
-        out *= -self.a
-        out += self.stats.XtX[:, idx]
-        return out
+        out = self.stats.XtX[:, idx]  # a copy, updated in place: no second p x len(idx)
+        return subtract_product(out, self.stats.ZtX.reshape(n * q, p).T, MB, alpha=self.a)
 
 
 @dataclass

@@ -22,6 +22,12 @@ from .crossprod import WhitenedGramColumns, whiten_stats
 from .selection import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
 
 
+# Above this size of the p x p Gram, even a path of selections reads the whitened
+# Gram's columns on demand (the screens of successive k overlap, and are cached)
+# rather than forming a second p x p array beside X'X.
+ON_DEMAND_GRAM_BYTES = 2**28
+
+
 def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = None):
     """GramLayout unless one fixed (k, a) problem fits in ``single_problem_rows_bytes``
     (tens of O(Np) gradients cost less than the O(Np^2) Gram), or p exceeds both N
@@ -33,7 +39,7 @@ def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = 
         return RowLayout()
     if p > max(n_obs, control.gram_limit):
         return RowLayout()
-    return GramLayout(columns_on_demand=single_problem)
+    return GramLayout(columns_on_demand=single_problem or 8 * p * p > ON_DEMAND_GRAM_BYTES)
 
 
 def gram_fold_problems(stats, fold_stats, a, unpenalised):

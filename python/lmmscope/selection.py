@@ -98,7 +98,7 @@ class QuadraticLoss:
         """Gram form: the block (s, s) of the Gram, symmetric."""
         if isinstance(self.gram, np.ndarray):
             return self.gram[np.ix_(s, s)]
-        block = self.gram_columns(s)[s]
+        block = self.gram.block(s) if hasattr(self.gram, "block") else self.gram_columns(s)[s]
         return (block + block.T) / 2
 
     def rss(self, b):
@@ -337,19 +337,56 @@ def reduce_gram_columns(wg, unpenalised) -> ReducedProblem:
 class ReducedGramColumns:
     """Columns of the penalised block of a whitened Gram given by columns, with the
     unpenalised columns profiled out (Schur complement G_pp - G_up' A) and unit-norm
-    scaling: the Gram of :func:`reduce_gram`, a block of columns at a time."""
+    scaling: the Gram of :func:`reduce_gram`, a block of columns at a time.  Columns
+    are kept (up to ``cache_bytes``): the screens of successive k overlap."""
 
-    def __init__(self, wg, pen, G_up, A, scale, residual):
+    def __init__(self, wg, pen, G_up, A, scale, residual, cache_bytes: int = 2**26,
+                 block: int = 64):
         self.wg, self.pen, self.G_up, self.A, self.scale = wg, pen, G_up, A, scale
         self.diagonal = residual / scale ** 2
+        self._kept = {}  # column -> its (scaled, profiled) column
+        self._max_kept = max(4 * block, cache_bytes // (8 * max(pen.size, 1)))
+        self._block = block  # columns computed at a time: small temporaries
+        # the penalised rows as a slice where they are one (no copy of each block)
+        contiguous = pen.size and pen[-1] - pen[0] + 1 == pen.size
+        self._rows = slice(int(pen[0]), int(pen[-1]) + 1) if contiguous else pen
+
+    def _compute(self, s):
+        out = np.empty((self.pen.size, s.size))
+        for first in range(0, s.size, self._block):
+            part = s[first:first + self._block]
+            block = self.wg.columns(self.pen[part])[self._rows]
+            if self.A is not None:
+                subtract_product(block, self.G_up.T, self.A[:, part])
+            # one element-wise pass (a broadcast divisor runs numpy a row at a time)
+            block /= np.multiply.outer(self.scale, self.scale[part])
+            out[:, first:first + part.size] = block
+        return out
+
+    def _ensure(self, s):
+        missing = np.asarray([j for j in dict.fromkeys(s.tolist()) if j not in self._kept],
+                             dtype=np.int64)
+        if len(self._kept) + missing.size > self._max_kept:
+            self._kept.clear()
+            missing = np.unique(s)
+        if missing.size:
+            self._kept.update(zip(missing.tolist(), self._compute(missing).T))
 
     def columns(self, s):
         s = np.asarray(s, dtype=np.int64)
-        out = self.wg.columns(self.pen[s])[self.pen]
-        if self.A is not None:
-            out -= self.G_up.T @ self.A[:, s]
-        out /= self.scale[:, None]
-        out /= self.scale[s]
+        self._ensure(s)
+        out = np.empty((self.pen.size, s.size))
+        for at, j in enumerate(s.tolist()):
+            out[:, at] = self._kept[j]
+        return out
+
+    def block(self, s):
+        """The (s, s) block (of a screen: only those rows are gathered)."""
+        s = np.asarray(s, dtype=np.int64)
+        self._ensure(s)
+        out = np.empty((s.size, s.size))
+        for at, j in enumerate(s.tolist()):
+            out[:, at] = self._kept[j][s]
         return out
 
 
