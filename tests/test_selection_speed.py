@@ -241,3 +241,21 @@ def test_row_reduction_equals_the_gram_reduction(unpenalised):
     b = np.zeros(every.size)
     b[[2, 5]] = [0.7, -1.1]
     _close(rows.recover(b), gram.recover(b), 1e-11)
+
+
+def test_gram_column_store_refills_and_grows_without_stale_columns():
+    from lmmscope.crossprod import WhitenedGramColumns, whiten_stats
+    from lmmscope.selection import ReducedGramColumns, reduce_gram, reduce_gram_columns
+
+    X, y, Z, codes, n = _problem(12, "shuffled", p=30)
+    X[:, 0] = 1.0
+    stats = compute_cluster_stats(X, y, Z, codes, n, gram=True)
+    explicit = whiten_stats(stats, 0.6)
+    slow = reduce_gram(explicit.gram.copy(), explicit.xty, explicit.yty, [0]).loss.gram
+    fast = reduce_gram_columns(WhitenedGramColumns(stats, 0.6), [0]).loss.gram
+    # a store of 8 columns (blocks of 2): refilled, then grown for a 12-column request
+    small = ReducedGramColumns(fast.wg, fast.pen, fast.G_up, fast.A, fast.scale,
+                               fast.diagonal * fast.scale ** 2, cache_bytes=1, block=2)
+    for request in ([3, 1, 4], [1, 5, 9, 2, 6], [5, 3, 5, 8], list(range(12)), [28, 0]):
+        _close(small.columns(request), slow[:, request], 1e-11)
+        _close(small.block(request), slow[np.ix_(request, request)], 1e-11)

@@ -338,56 +338,56 @@ class ReducedGramColumns:
     """Columns of the penalised block of a whitened Gram given by columns, with the
     unpenalised columns profiled out (Schur complement G_pp - G_up' A) and unit-norm
     scaling: the Gram of :func:`reduce_gram`, a block of columns at a time.  Columns
-    are kept (up to ``cache_bytes``): the screens of successive k overlap."""
+    are kept in one store of ``cache_bytes`` (the screens of successive k overlap);
+    when it is full it starts again."""
 
     def __init__(self, wg, pen, G_up, A, scale, residual, cache_bytes: int = 2**26,
                  block: int = 64):
         self.wg, self.pen, self.G_up, self.A, self.scale = wg, pen, G_up, A, scale
         self.diagonal = residual / scale ** 2
-        self._kept = {}  # column -> its (scaled, profiled) column
-        self._max_kept = max(4 * block, cache_bytes // (8 * max(pen.size, 1)))
         self._block = block  # columns computed at a time: small temporaries
+        self._capacity = int(min(pen.size, max(4 * block, cache_bytes // (8 * max(pen.size, 1)))))
+        self._store = None  # (capacity, penalised): row r holds the column in slot r
+        self._slot = {}  # column -> its row in the store
         # the penalised rows as a slice where they are one (no copy of each block)
         contiguous = pen.size and pen[-1] - pen[0] + 1 == pen.size
         self._rows = slice(int(pen[0]), int(pen[-1]) + 1) if contiguous else pen
 
-    def _compute(self, s):
-        out = np.empty((self.pen.size, s.size))
-        for first in range(0, s.size, self._block):
-            part = s[first:first + self._block]
-            block = self.wg.columns(self.pen[part])[self._rows]
-            if self.A is not None:
-                subtract_product(block, self.G_up.T, self.A[:, part])
-            # one element-wise pass (a broadcast divisor runs numpy a row at a time)
-            block /= np.multiply.outer(self.scale, self.scale[part])
-            out[:, first:first + part.size] = block
-        return out
-
     def _ensure(self, s):
-        missing = np.asarray([j for j in dict.fromkeys(s.tolist()) if j not in self._kept],
-                             dtype=np.int64)
-        if len(self._kept) + missing.size > self._max_kept:
-            self._kept.clear()
-            missing = np.unique(s)
-        if missing.size:
-            self._kept.update(zip(missing.tolist(), self._compute(missing).T))
+        """Slots of the columns ``s`` in the store, computing the missing ones."""
+        missing = [j for j in dict.fromkeys(s.tolist()) if j not in self._slot]
+        if len(self._slot) + len(missing) > self._capacity:
+            self._slot.clear()
+            missing = list(dict.fromkeys(s.tolist()))
+        if len(missing) > self._capacity:  # more than the store holds: a larger one
+            self._capacity = len(missing)
+            self._store = None
+        if self._store is None:
+            self._store = np.empty((self._capacity, self.pen.size))
+        for first in range(0, len(missing), self._block):
+            part = np.asarray(missing[first:first + self._block], dtype=np.int64)
+            slots = np.arange(len(self._slot), len(self._slot) + part.size)
+            self._store[slots] = self._compute(part).T
+            self._slot.update(zip(part.tolist(), slots.tolist()))
+        return np.asarray([self._slot[j] for j in s.tolist()], dtype=np.int64)
+
+    def _compute(self, part):
+        block = self.wg.columns(self.pen[part])[self._rows]
+        if self.A is not None:
+            subtract_product(block, self.G_up.T, self.A[:, part])
+        # one element-wise pass (a broadcast divisor runs numpy a row at a time)
+        block /= np.multiply.outer(self.scale, self.scale[part])
+        return block
 
     def columns(self, s):
-        s = np.asarray(s, dtype=np.int64)
-        self._ensure(s)
-        out = np.empty((self.pen.size, s.size))
-        for at, j in enumerate(s.tolist()):
-            out[:, at] = self._kept[j]
-        return out
+        slots = self._ensure(np.asarray(s, dtype=np.int64))
+        return self._store[slots].T
 
     def block(self, s):
         """The (s, s) block (of a screen: only those rows are gathered)."""
         s = np.asarray(s, dtype=np.int64)
-        self._ensure(s)
-        out = np.empty((s.size, s.size))
-        for at, j in enumerate(s.tolist()):
-            out[:, at] = self._kept[j][s]
-        return out
+        slots = self._ensure(s)
+        return self._store[np.ix_(slots, s)].T
 
 
 def reduce_rows(Xa, ya, unpenalised, squares=None, xty=None) -> ReducedProblem:
