@@ -93,6 +93,15 @@ def test_whitened_operator_equals_dense_reference(order):
     _close(op.columns(np.array([17, 2])), ref_X[:, [17, 2]])  # partly cached
 
 
+def test_whitened_operator_column_cache_refills_without_losing_columns():
+    X, y, Z, codes, n = _problem(13, "shuffled", p=90)
+    stats = compute_cluster_stats(X, y, Z, codes, n, gram=False)
+    ref_X, _ = _reference_whitening(X, y, Z, codes, n, 0.5)
+    op = WhitenedOperator(X, y, Z, codes, n, 0.5, stats)
+    for request in (np.arange(60), np.arange(50, 70), np.array([3, 89, 3])):  # 64 kept
+        _close(op.columns(request), ref_X[:, request])
+
+
 def test_whitened_operator_refuses_centred_statistics():
     X, y, Z, codes, n = _problem(4, "runs")
     X[:, 0] = 1.0

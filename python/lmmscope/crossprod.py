@@ -845,6 +845,7 @@ class WhitenedOperator:
                          dtype=np.int64)
         if len(self._columns) + new.size > max(64, 2**25 // (8 * max(self.shape[0], 1))):
             self._columns.clear()  # a long search: keep the cache a small share of X
+            new = np.unique(idx)
         if new.size:
             block = self.X[:, new] - self._expand(self.H @ self.ZtX[:, :, new])
             self._columns.update(zip(new.tolist(), block.T))

@@ -9,8 +9,9 @@ through it, so no other module branches on the layout.
 
 One fixed (k, a) problem never forms a second array as large as its data: on a
 Gram, the whitened Gram's columns are computed as the search asks for them
-(:class:`~lmmscope.crossprod.WhitenedGramColumns`); on rows without a shift or
-unpenalised columns, X_a is an operator (:class:`~lmmscope.crossprod.WhitenedOperator`).
+(:class:`~lmmscope.crossprod.WhitenedGramColumns`; so is every problem on a Gram
+over ``ON_DEMAND_GRAM_BYTES``); on rows without a shift or unpenalised columns,
+X_a is an operator (:class:`~lmmscope.crossprod.WhitenedOperator`).
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def gram_fold_problems(stats, fold_stats, a, unpenalised):
 class GramLayout:
     """Whitened cross-products X_a'X_a, X_a'y_a from the per-cluster statistics.
 
-    ``columns_on_demand``: one selection (k and a fixed) reads the whitened Gram's
-    columns as its search asks for them (those of its supports and screen) instead
-    of forming it: no second p x p array beside X'X, and far fewer flops."""
+    ``columns_on_demand``: the search reads the whitened Gram's columns as it asks
+    for them (those of its supports and screens) instead of forming it: no second
+    p x p array beside X'X, and for one selection (k and a fixed) far fewer flops."""
 
     uses_gram = True
 

@@ -88,7 +88,8 @@ class Data:
         # Z's columns are scaled before the products: rescaling Z'X afterwards would
         # cost a pass over an array q / (mean cluster size) times the size of X.
         Z = np.asarray(Z, dtype=float)
-        self.z_scale = column_root_mean_squares(Z) if self.control.unit_free_z else np.ones(Z.shape[1])
+        self.z_scale = (column_root_mean_squares(Z) if self.control.unit_free_z
+                        else np.ones(Z.shape[1]))
         self.Z = Z / self.z_scale
         self.stats = compute_cluster_stats(X, y, self.Z, codes, n_groups, gram=self.use_gram)
         self._fold_cache = {}
