@@ -800,7 +800,8 @@ class WhitenedOperator:
     of squares, X'X's diagonal minus the per-cluster correction
     (Sigma_a^{-1} = I - Z (2H - H Z'Z H) Z')."""
 
-    def __init__(self, X, y, Z, codes, n_groups, a, stats: ClusterStats):
+    def __init__(self, X, y, Z, codes, n_groups, a, stats: ClusterStats,
+                 cache_bytes: int = 2**25):
         if isinstance(X, InterceptPrepended) or stats.centred:
             raise ValueError("the whitened operator is for uncentred statistics of an array")
         self.X, self.Z = np.asarray(X, dtype=float), np.asarray(Z, dtype=float)
@@ -813,6 +814,7 @@ class WhitenedOperator:
         y = np.asarray(y, dtype=float)
         self.y = y - self._expand(self.H @ stats.Zty[:, :, None])[:, 0]
         self._columns = {}  # column -> whitened column: supports searched share columns
+        self._max_columns = max(64, cache_bytes // (8 * max(self.shape[0], 1)))
         correction = 2 * self.H - self.H @ stats.ZtZ @ self.H
         self.squares = np.clip(np.einsum("ij,ij->j", self.X, self.X)
                                - _quadratic_forms(correction, stats.ZtX), 0.0, None)
@@ -843,7 +845,7 @@ class WhitenedOperator:
         idx = np.asarray(idx, dtype=np.int64)
         new = np.asarray([j for j in dict.fromkeys(idx.tolist()) if j not in self._columns],
                          dtype=np.int64)
-        if len(self._columns) + new.size > max(64, 2**25 // (8 * max(self.shape[0], 1))):
+        if len(self._columns) + new.size > self._max_columns:
             self._columns.clear()  # a long search: keep the cache a small share of X
             new = np.unique(idx)
         if new.size:
