@@ -21,6 +21,7 @@ import numpy as np
 from .control import Control, as_control
 from .crossprod import WhitenedGramColumns, whiten_stats
 from .selection import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
+from .threads import one_blas_thread
 
 
 # Above this size of the p x p Gram, even a path of selections reads the whitened
@@ -93,11 +94,14 @@ class RowLayout:
     uses_gram = False
 
     def reduced(self, data, a, unpenalised):
-        op = None if len(unpenalised) else data.whitened_operator(a)
-        if op is not None:  # nothing the size of X is formed
-            return reduce_operator(op), None
-        w = data.whitened_rows(a)
-        return reduce_rows(w.X, w.y, unpenalised, squares=w.squares, xty=w.xty), None
+        # passes over the rows (matrix-vector products, rank-k updates) are bound by
+        # memory: a second BLAS thread adds little, and waits on a busy core
+        with one_blas_thread():
+            op = None if len(unpenalised) else data.whitened_operator(a)
+            if op is not None:  # nothing the size of X is formed
+                return reduce_operator(op), None
+            w = data.whitened_rows(a)
+            return reduce_rows(w.X, w.y, unpenalised, squares=w.squares, xty=w.xty), None
 
     def fold_problems(self, data, a, unpenalised, folds):
         w = data.whitened_rows(a)
