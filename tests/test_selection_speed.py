@@ -268,3 +268,14 @@ def test_gram_column_store_refills_and_grows_without_stale_columns():
     for request in ([3, 1, 4], [1, 5, 9, 2, 6], [5, 3, 5, 8], list(range(12)), [28, 0]):
         _close(small.columns(request), slow[:, request], 1e-11)
         _close(small.block(request), slow[np.ix_(request, request)], 1e-11)
+
+
+@pytest.mark.parametrize("mean", [0.5, 3.0])  # corrected after the product (mild means)
+def test_centred_gram_equals_the_gram_of_centred_columns(mean):
+    X, y, Z, codes, n = _problem(14, "runs", p=25, mean=mean)
+    X[:, 0] = 1.0
+    stats = compute_cluster_stats(X, y, Z, codes, n, gram=True)
+    assert stats.centred
+    Xc = X - stats.x_shift
+    _close(stats.XtX, Xc.T @ Xc, 1e-12)
+    _close(stats.Xty, Xc.T @ (y - stats.y_shift), 1e-12)

@@ -429,19 +429,18 @@ def _cancellation_is_mild(base, shift, chunk_bytes=CHUNK_BYTES) -> bool:
     return _mild(base.shape[0], shift, column_moments(base, chunk_bytes)[1])
 
 
-def _corrected_products(base, shift, yc, gram, block=512, out=None, sums=None):
+def _corrected_products(base, shift, yc, gram, out=None, sums=None):
     """Centred products from the uncentred ones: (X - 1 s')'(X - 1 s') =
-    X'X - s S' - S s' + N s s' (S the column sums), corrected a block of rows at a time."""
+    X'X - s S' - S s' + N s s' (S the column sums), corrected in place."""
     N = base.shape[0]
     sums = base.sum(axis=0) if sums is None else sums
     Xty = base.T @ yc - shift * yc.sum()
     XtX = None
     if gram:
         XtX = np.matmul(base.T, base, out=out)
-        for first in range(0, XtX.shape[0], block):
-            rows = slice(first, first + block)
-            XtX[rows] -= (np.outer(shift[rows], sums) + np.outer(sums[rows], shift)
-                          - N * np.outer(shift[rows], shift))
+        # s S' + S s' - N s s' = s (S - N s)' + S s': one rank-2 update in place (block
+        # by block outer products would leave p x p-sized temporaries behind)
+        subtract_product(XtX, np.column_stack([shift, sums]), np.vstack([sums - N * shift, shift]))
     return XtX, Xty, sums - N * shift
 
 
