@@ -355,21 +355,36 @@ class ReducedGramColumns:
 
     def _ensure(self, s):
         """Slots of the columns ``s`` in the store, computing the missing ones."""
-        missing = [j for j in dict.fromkeys(s.tolist()) if j not in self._slot]
+        wanted = list(dict.fromkeys(s.tolist()))
+        missing = [j for j in wanted if j not in self._slot]
         if len(self._slot) + len(missing) > self._capacity:
-            self._slot.clear()
-            missing = list(dict.fromkeys(s.tolist()))
-        if len(missing) > self._capacity:  # more than the store holds: a larger one
-            self._capacity = len(missing)
-            self._store = None
+            self._keep_only([j for j in wanted if j in self._slot])
+        if len(wanted) > self._capacity:  # more than the store holds: a larger one
+            self._capacity = len(wanted)
+            old, self._store = self._store, None
+        else:
+            old = None
         if self._store is None:
             self._store = np.empty((self._capacity, self.pen.size))
+            if old is not None and self._slot:  # carry the kept columns over
+                rows = np.asarray(list(self._slot.values()), dtype=np.int64)
+                self._store[:rows.size] = old[rows]
+                self._slot = dict(zip(self._slot, range(rows.size)))
+            del old
         for first in range(0, len(missing), self._block):
             part = np.asarray(missing[first:first + self._block], dtype=np.int64)
             slots = np.arange(len(self._slot), len(self._slot) + part.size)
             self._store[slots] = self._compute(part).T
             self._slot.update(zip(part.tolist(), slots.tolist()))
         return np.asarray([self._slot[j] for j in s.tolist()], dtype=np.int64)
+
+    def _keep_only(self, columns):
+        """Free every slot but those of ``columns`` (moved to the front of the store):
+        the next screen overlaps the last one."""
+        rows = np.asarray([self._slot[j] for j in columns], dtype=np.int64)
+        if rows.size:
+            self._store[:rows.size] = self._store[rows]  # fancy indexing copies first
+        self._slot = dict(zip(columns, range(rows.size)))
 
     def _compute(self, part):
         block = self.wg.columns(self.pen[part])[self._rows]
