@@ -640,6 +640,8 @@ class WhitenedGramColumns:
             raise ValueError("these statistics were computed without the p x p Gram matrix")
         n, q, p = stats.ZtX.shape
         self.stats, self.a, self.p = stats, a, p
+        # Z'X as one (n q) x p matrix, a view (a copy only if Z'X was not contiguous)
+        self._ZtX_rows = np.ascontiguousarray(stats.ZtX).reshape(n * q, p)
         _L, Linv = cluster_factors(stats.ZtZ, a)
         self.M = np.swapaxes(Linv, 1, 2) @ Linv  # (I + a Z_i'Z_i)^{-1}
         self.xty, self.yty, self.trace_inv = _whitened_vectors(stats, a, Linv)
@@ -653,10 +655,10 @@ class WhitenedGramColumns:
     def columns(self, idx) -> np.ndarray:
         """Columns ``idx`` of X_a'X_a, a p x len(idx) array."""
         idx = np.asarray(idx, dtype=np.int64)
-        n, q, p = self.stats.ZtX.shape
+        n, q, _ = self.stats.ZtX.shape
         MB = (self.M @ self.stats.ZtX[:, :, idx]).reshape(n * q, idx.size)
         out = self.stats.XtX[:, idx]  # a copy, updated in place: no second p x len(idx)
-        return subtract_product(out, self.stats.ZtX.reshape(n * q, p).T, MB, alpha=self.a)
+        return subtract_product(out, self._ZtX_rows.T, MB, alpha=self.a)
 
 
 @dataclass
@@ -804,7 +806,7 @@ class WhitenedOperator:
         if isinstance(X, InterceptPrepended) or stats.centred:
             raise ValueError("the whitened operator is for uncentred statistics of an array")
         self.X, self.Z = np.asarray(X, dtype=float), np.asarray(Z, dtype=float)
-        self.codes, self.n_groups, self.ZtX = codes, n_groups, stats.ZtX
+        self.codes, self.n_groups, self.ZtX = codes, n_groups, np.ascontiguousarray(stats.ZtX)
         self.shape = self.X.shape
         self.H = _inverse_root_factors(stats.ZtZ, a)
         self._runs = equal_size_runs(codes, n_groups)
