@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.blas import dsyrk
+from scipy.linalg.blas import dgemm, dsyrk
 
 from .batched import cholesky_with_inverse
 from .intercept import InterceptPrepended
@@ -66,6 +66,13 @@ def intercept_column(X) -> int | None:
         block = X[first:first + step][:, candidates]
         candidates = candidates[np.all(block == 1.0, axis=0)]
     return int(candidates[0]) if candidates.size else None
+
+
+def column_root_mean_squares(Z: np.ndarray) -> np.ndarray:
+    """Root mean square of each column of Z, 1 where it is 0 or not finite: the unit
+    in which Z's columns enter the proxy covariance and theta."""
+    scale = np.sqrt(np.einsum("ij,ij->j", Z, Z) / max(Z.shape[0], 1))
+    return np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
 
 
 def _row_chunk(p: int, chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -349,8 +356,10 @@ def _shifts(base, y, prepended: bool, intercept, center, sums=None):
 
 
 def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=None, mild=None,
-                     sums=None):
+                     sums=None, column_sums=True):
     """((base - shift)'(base - shift) or None, (base - shift)'yc, column sums of base - shift).
+
+    ``column_sums=False``: the sums may be None when they would cost a pass of their own.
 
     Row chunks are centred one at a time.  While a p x p temporary is small (below
     ``chunk_bytes``) each chunk's Gram is numpy's product (its BLAS is the faster
@@ -361,7 +370,9 @@ def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=No
     N, p = base.shape
     if not _has_shift(shift):
         XtX = np.matmul(base.T, base, out=out) if gram else None
-        return XtX, base.T @ yc, base.sum(axis=0)
+        if sums is None and column_sums:
+            sums = base.sum(axis=0)
+        return XtX, base.T @ yc, sums
     if mild is None:
         mild = _cancellation_is_mild(base, shift, chunk_bytes)
     if mild:
@@ -418,19 +429,18 @@ def _cancellation_is_mild(base, shift, chunk_bytes=CHUNK_BYTES) -> bool:
     return _mild(base.shape[0], shift, column_moments(base, chunk_bytes)[1])
 
 
-def _corrected_products(base, shift, yc, gram, block=512, out=None, sums=None):
+def _corrected_products(base, shift, yc, gram, out=None, sums=None):
     """Centred products from the uncentred ones: (X - 1 s')'(X - 1 s') =
-    X'X - s S' - S s' + N s s' (S the column sums), corrected a block of rows at a time."""
+    X'X - s S' - S s' + N s s' (S the column sums), corrected in place."""
     N = base.shape[0]
     sums = base.sum(axis=0) if sums is None else sums
     Xty = base.T @ yc - shift * yc.sum()
     XtX = None
     if gram:
         XtX = np.matmul(base.T, base, out=out)
-        for first in range(0, XtX.shape[0], block):
-            rows = slice(first, first + block)
-            XtX[rows] -= (np.outer(shift[rows], sums) + np.outer(sums[rows], shift)
-                          - N * np.outer(shift[rows], shift))
+        # s S' + S s' - N s s' = s (S - N s)' + S s': one rank-2 update in place (block
+        # by block outer products would leave p x p-sized temporaries behind)
+        subtract_product(XtX, np.column_stack([shift, sums]), np.vstack([sums - N * shift, shift]))
     return XtX, Xty, sums - N * shift
 
 
@@ -443,6 +453,37 @@ def symmetrise(S: np.ndarray, block: int = 512) -> np.ndarray:
         S[first:stop, first:] = mean
         S[first:, first:stop] = mean.T
     return S
+
+
+def subtract_product(C: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float = 1.0
+                     ) -> np.ndarray:
+    """C <- C - alpha A @ B in place by one BLAS call (C C-contiguous): numpy's
+    element-wise loops run a row at a time on a broadcast or strided operand, and
+    A @ B would be a temporary as large as C.  A and B are read where they lie when
+    C- or Fortran-ordered (no copy of a large factor).  Returns C."""
+    if C.size == 0:
+        return C
+    if not C.flags.c_contiguous or A.shape[1] == 0:
+        C -= alpha * (A @ B)
+        return C
+    # C' = C' - alpha B'A' on the Fortran-ordered view: dgemm writes into C's memory
+    first, trans_first = _fortran_operand(B.T)
+    second, trans_second = _fortran_operand(A.T)
+    out = dgemm(-alpha, first, second, beta=1.0, c=C.T, trans_a=trans_first,
+                trans_b=trans_second, overwrite_c=1)
+    if not np.shares_memory(out, C):
+        C[...] = out.T
+    return C
+
+
+def _fortran_operand(M):
+    """(array, transpose flag) giving M to BLAS without a copy where M or M' is
+    Fortran-ordered."""
+    if M.flags.f_contiguous:
+        return M, 0
+    if M.T.flags.f_contiguous:
+        return M.T, 1
+    return np.asfortranarray(M), 0
 
 
 def _fill_upper_from_lower(S: np.ndarray, block: int = 512) -> None:
@@ -480,9 +521,10 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None)
     x_shift, y_shift = _shifts(base, y, prepended, intercept, center, sums)
     base_shift = x_shift[first:]
     yc = y - y_shift if y_shift else y
-    Zt = cluster_transpose_operator(Z, codes, n_groups)
+    # Z_i'[Z_i, yc_i, 1] in one product (batched when clusters are sorted)
+    small = cluster_products(Z, np.column_stack([Z, yc, np.ones(Z.shape[0])]), codes, n_groups)
+    ZtZ, Zty, Zt_ones = small[:, :, :q].copy(), small[:, :, q].copy(), small[:, :, q + 1].copy()
     ZtX = np.empty((n_groups, q, base.shape[1] + first))
-    Zt_ones = np.asarray(Zt.sum(axis=1)).reshape(n_groups, q)
     # small means: correct the uncentred products; large ones: centre rows as they go
     mild = _has_shift(base_shift) and _mild(base.shape[0], base_shift, squares)
     cluster_products(Z, base, codes, n_groups, out=ZtX[:, :, first:],
@@ -491,13 +533,11 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None)
         for start in range(0, n_groups, 4096):
             block = ZtX[start:start + 4096, :, first:]
             block -= Zt_ones[start:start + 4096, :, None] * base_shift[None, None, :]
-    Zty = np.asarray(Zt @ yc).reshape(n_groups, q)
-    ZtZ = np.asarray(Zt @ Z).reshape(n_groups, q, q)
     m = base.shape[1]
     flat = np.empty((m + 1) ** 2) if (gram and prepended) else None
     XtX, Xty, column_sums = centred_products(
         base, base_shift, yc, gram, out=None if flat is None else flat[:m * m].reshape(m, m),
-        mild=mild, sums=sums)
+        mild=mild, sums=sums, column_sums=prepended)
     if prepended:
         ZtX[:, :, 0] = Zt_ones
         Xty = np.concatenate([[yc.sum()], Xty])
@@ -569,6 +609,15 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
     correction *= -a  # in place: the whitened Gram is the only new p x p array
     correction += stats.XtX
     gram = symmetrise(correction)
+    xty, yty, trace_inv = _whitened_vectors(stats, a, Linv)
+    return WhitenedStats(a=a, gram=gram, xty=xty, yty=yty, trace_inv=trace_inv,
+                         n_obs=stats.n_obs)
+
+
+def _whitened_vectors(stats: ClusterStats, a: float, Linv: np.ndarray):
+    """(X_a'y_a, y_a'y_a, tr(Sigma_a^{-1})) by Woodbury, L_i^{-1} the inverse Cholesky
+    factors of I + a Z_i'Z_i."""
+    n, q, p = stats.ZtX.shape
     Linv_Zty = Linv @ stats.Zty[:, :, None]  # (n, q, 1)
     # B'(L^{-1} Z'y) = sum_i Z_i'X_i' L_i^{-T} L_i^{-1} Z_i'y_i, without forming B again.
     xty = stats.Xty - a * (stats.ZtX.reshape(n * q, p).T
@@ -576,19 +625,83 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
     yty = stats.yty - a * float(Linv_Zty.ravel() @ Linv_Zty.ravel())
     # tr(M_i Z_i'Z_i) = tr(L^{-1} Z'Z L^{-T}) = sum of the entries of (L^{-1} Z'Z) * L^{-1}.
     trace_inv = float(stats.sizes.sum() - a * np.einsum("nij,nij->", Linv @ stats.ZtZ, Linv))
-    return WhitenedStats(a=a, gram=gram, xty=xty, yty=yty, trace_inv=trace_inv,
-                         n_obs=stats.n_obs)
+    return xty, yty, trace_inv
+
+
+class WhitenedGramColumns:
+    """X_a'X_a = X'X - a sum_i (Z_i'X_i)' M_i (Z_i'X_i) a few columns at a time, never
+    the p x p whole: for one selection (k and a fixed), whose search needs the
+    columns of its support and of its screen, not a second p x p array beside X'X
+    (and O(p q n) flops a column instead of O(p^2 q n) for the whole).
+    ``diagonal``, ``xty``, ``yty``, ``trace_inv`` as :class:`WhitenedStats`'."""
+
+    def __init__(self, stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20):
+        if stats.XtX is None:
+            raise ValueError("these statistics were computed without the p x p Gram matrix")
+        n, q, p = stats.ZtX.shape
+        self.stats, self.a, self.p = stats, a, p
+        # Z'X as one (n q) x p matrix, a view (a copy only if Z'X was not contiguous)
+        self._ZtX_rows = np.ascontiguousarray(stats.ZtX).reshape(n * q, p)
+        _L, Linv = cluster_factors(stats.ZtZ, a)
+        self.M = np.swapaxes(Linv, 1, 2) @ Linv  # (I + a Z_i'Z_i)^{-1}
+        self.xty, self.yty, self.trace_inv = _whitened_vectors(stats, a, Linv)
+        squares = np.zeros(p)
+        step = max(1, chunk_bytes // (8 * q * max(p, 1)))
+        for start in range(0, n, step):
+            B = Linv[start:start + step] @ stats.ZtX[start:start + step]
+            squares += np.einsum("nqp,nqp->p", B, B)
+        self.diagonal = np.diag(stats.XtX) - a * squares
+
+    def columns(self, idx) -> np.ndarray:
+        """Columns ``idx`` of X_a'X_a, a p x len(idx) array."""
+        idx = np.asarray(idx, dtype=np.int64)
+        n, q, _ = self.stats.ZtX.shape
+        MB = (self.M @ self.stats.ZtX[:, :, idx]).reshape(n * q, idx.size)
+        out = self.stats.XtX[:, idx]  # a copy, updated in place: no second p x len(idx)
+        return subtract_product(out, self._ZtX_rows.T, MB, alpha=self.a)
+
+
+@dataclass
+class WhitenedRows:
+    """Whitened rows (X_a, y_a) and, from the same pass, X_a's column sums of squares
+    and X_a'y_a."""
+
+    X: np.ndarray  # (N, p), a fresh array
+    y: np.ndarray  # (N,)
+    squares: np.ndarray  # (p,) column sums of squares of X_a
+    xty: np.ndarray  # (p,) X_a'y_a
 
 
 def whiten_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None):
-    """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), for p too large for a Gram.
+    """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), for p too large for a Gram
+    (see :func:`whitened_rows`)."""
+    rows = whitened_rows(X, y, Z, codes, n_groups, a, stats=stats)
+    return rows.X, rows.y
+
+
+def _inverse_root_factors(ZtZ: np.ndarray, a: float) -> np.ndarray:
+    """H_i with Sigma_a,i^{-1/2} = I - Z_i H_i Z_i' (see :func:`whitened_rows`)."""
+    s, Q = np.linalg.eigh(ZtZ)
+    s = np.clip(s, 0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.where(s > 1e-12 * max(1.0, s.max(initial=0.0)), (1 - 1 / np.sqrt(1 + a * s)) / s,
+                     a / 2)
+    return (Q * h[:, None, :]) @ np.swapaxes(Q, 1, 2)
+
+
+def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None,
+                  chunk_bytes: int = 2**21) -> WhitenedRows:
+    """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), with X_a's column sums of
+    squares and X_a'y_a accumulated while each block of X_a is still in cache.
 
     Sigma_a,i^{-1/2} = I - Z_i H_i Z_i' with H_i = Q diag(h) Q' from the eigen-
     decomposition Z_i'Z_i = Q diag(s) Q' and h = (1 - (1 + a s)^{-1/2}) / s.
     ``stats`` (the per-cluster cross-products of these arrays) is reused when the
     caller already has it, and its shifts centre X and y (Xc, yc as in
-    :class:`ClusterStats`).  X_a is the only array the size of X that is allocated,
-    also for an InterceptPrepended.
+    :class:`ClusterStats`); centred values are formed before anything of smaller
+    magnitude is subtracted.  X_a is the only array the size of X that is allocated,
+    also for an InterceptPrepended; blocks of rows (clusters sorted, runs of equal
+    size) or of columns (otherwise) go through whitening and products in one pass.
     """
     prepended = isinstance(X, InterceptPrepended)
     base = X.base if prepended else np.asarray(X, dtype=float)
@@ -596,31 +709,161 @@ def whiten_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None):
     Z = np.asarray(Z, dtype=float)
     if stats is None:
         stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=False)
-    s, Q = np.linalg.eigh(stats.ZtZ)
-    s = np.clip(s, 0, None)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = np.where(s > 1e-12 * max(1.0, s.max()), (1 - 1 / np.sqrt(1 + a * s)) / s, a / 2)
-    H = (Q * h[:, None, :]) @ np.swapaxes(Q, 1, 2)
-    Xa = cluster_expand(Z, H @ stats.ZtX, codes, n_groups, out=np.empty(X.shape))
-    first = int(prepended)
-    _subtract_from_centred(base, stats.x_shift[first:], Xa[:, first:])
-    if prepended:
-        np.subtract(1.0, Xa[:, 0], out=Xa[:, 0])
+    H = _inverse_root_factors(stats.ZtZ, a)
     yc = y - stats.y_shift if stats.y_shift else y
     ya = yc - cluster_expand(Z, H @ stats.Zty[:, :, None], codes, n_groups)[:, 0]
-    return Xa, ya
+    out = WhitenedRows(np.empty(X.shape), ya, np.zeros(X.shape[1]), np.zeros(X.shape[1]))
+    block = _WhiteningBlock(base, stats.x_shift[int(prepended):], prepended, out)
+    runs = equal_size_runs(codes, n_groups)
+    if runs is not None:
+        _whiten_row_blocks(Z, H, stats.ZtX, runs, block, chunk_bytes)
+    else:
+        _whiten_column_blocks(Z, H, stats.ZtX, codes, n_groups, block, chunk_bytes)
+    return out
 
 
-def _subtract_from_centred(base, shift, out, chunk_bytes=CHUNK_BYTES):
-    """out <- (base - shift) - out, centring a chunk of rows at a time so that the
-    centred values are formed before anything of smaller magnitude is subtracted."""
-    if not _has_shift(shift):
-        np.subtract(base, out, out=out)
-        return
-    N, p = base.shape
-    rows = _row_chunk(p, chunk_bytes)
-    buffer = np.empty((min(rows, N), p))
-    for first in range(0, N, rows):
-        stop = min(first + rows, N)
-        chunk = np.subtract(base[first:stop], shift, out=buffer[:stop - first])
-        np.subtract(chunk, out[first:stop], out=out[first:stop])
+class _WhiteningBlock:
+    """X_a[rows, cols] <- (Xc - Z H Z'Xc)[rows, cols] from the expanded Z H Z'Xc already
+    written there, then that block's sums of squares and X_a'y_a."""
+
+    def __init__(self, base, shift, prepended, out: WhitenedRows):
+        self.base, self.prepended, self.out = base, prepended, out
+        self.first = int(prepended)
+        # the shift of every column of X_a (0 for a prepended intercept), or None
+        self.shift = (np.concatenate([np.zeros(self.first), shift]) if _has_shift(shift)
+                      else None)
+        self._scratch = np.empty(0)
+
+    def centred(self, rows, cols):
+        """Xc[rows, cols] (the intercept's ones included), C-contiguous: numpy's
+        element-wise loops run a row at a time (2x slower) on a strided block, such as
+        a column slice of a wider array, so a strided block is copied first."""
+        lead = int(self.prepended and cols.start == 0)
+        raw = self.base[rows, cols.start - self.first + lead:cols.stop - self.first]
+        shift = None if self.shift is None else self.shift[cols]
+        if not lead and shift is None and raw.flags.c_contiguous:
+            return raw
+        shape = (raw.shape[0], raw.shape[1] + lead)
+        if self._scratch.size < shape[0] * shape[1]:
+            self._scratch = np.empty(shape[0] * shape[1])
+        out = self._scratch[:shape[0] * shape[1]].reshape(shape)
+        if lead:
+            out[:, 0] = 1.0
+        np.copyto(out[:, lead:], raw)
+        if shift is not None:  # x - 1 * s, exactly as x - s
+            subtract_product(out, np.ones((shape[0], 1)), shift[None, :])
+        return out
+
+    def finish(self, rows, cols):
+        """``rows``, ``cols``: slices of X_a (columns of X_a: a prepended intercept first)."""
+        Xa = self.out.X[rows, cols]
+        np.subtract(self.centred(rows, cols), Xa, out=Xa)
+        self.out.squares[cols] += np.einsum("ij,ij->j", Xa, Xa)
+        self.out.xty[cols] += self.out.y[rows] @ Xa
+
+
+def _whiten_row_blocks(Z, H, ZtX, runs, block: _WhiteningBlock, chunk_bytes):
+    """Sorted rows, runs of equal-size clusters: a few clusters' rows at a time."""
+    q, p = Z.shape[1], ZtX.shape[2]
+    every_column = slice(0, p)
+    for first, stop, row, size in runs:
+        step = max(1, chunk_bytes // (8 * size * max(p, 1)))
+        for c0 in range(first, stop, step):
+            c1 = min(c0 + step, stop)
+            r0 = row + (c0 - first) * size
+            r1 = r0 + (c1 - c0) * size
+            V = H[c0:c1] @ ZtX[c0:c1]
+            np.matmul(Z[r0:r1].reshape(c1 - c0, size, q), V,
+                      out=block.out.X[r0:r1].reshape(c1 - c0, size, p))
+            block.finish(slice(r0, r1), every_column)
+
+
+def _whiten_column_blocks(Z, H, ZtX, codes, n_groups, block: _WhiteningBlock, chunk_bytes):
+    """Any row order: a few columns at a time through the sparse block-diagonal Z."""
+    N, q = Z.shape
+    p = ZtX.shape[2]
+    Zt = cluster_transpose_operator(Z, codes, n_groups).T.tocsr()
+    step = max(1, 16 * chunk_bytes // (8 * max(N, 1)))
+    every_row = slice(0, N)
+    for start in range(0, p, step):
+        cols = slice(start, min(start + step, p))
+        V = (H @ ZtX[:, :, cols]).reshape(n_groups * q, -1)
+        block.out.X[:, cols] = Zt @ V
+        block.finish(every_row, cols)
+
+
+class WhitenedOperator:
+    """X_a = Sigma_a^{-1/2} X as an operator, never formed: X_a'r = X'r - sum_i
+    (Z_i'X_i)' H_i Z_i'r_i is one pass over X plus one over Z'X, and only the few
+    columns a fit needs are whitened explicitly.  For uncentred statistics and an X
+    without a prepended intercept (centring first is what keeps shifted columns
+    accurate, see :func:`whitened_rows`).  ``y``: y_a; ``squares``: X_a's column sums
+    of squares, X'X's diagonal minus the per-cluster correction
+    (Sigma_a^{-1} = I - Z (2H - H Z'Z H) Z')."""
+
+    def __init__(self, X, y, Z, codes, n_groups, a, stats: ClusterStats,
+                 cache_bytes: int = 2**25):
+        if isinstance(X, InterceptPrepended) or stats.centred:
+            raise ValueError("the whitened operator is for uncentred statistics of an array")
+        self.X, self.Z = np.asarray(X, dtype=float), np.asarray(Z, dtype=float)
+        self.codes, self.n_groups, self.ZtX = codes, n_groups, np.ascontiguousarray(stats.ZtX)
+        self.shape = self.X.shape
+        self.H = _inverse_root_factors(stats.ZtZ, a)
+        self._runs = equal_size_runs(codes, n_groups)
+        self._Zt = None if self._runs is not None else cluster_transpose_operator(Z, codes,
+                                                                                  n_groups)
+        y = np.asarray(y, dtype=float)
+        self.y = y - self._expand(self.H @ stats.Zty[:, :, None])[:, 0]
+        self._columns = {}  # column -> whitened column: supports searched share columns
+        self._max_columns = max(64, cache_bytes // (8 * max(self.shape[0], 1)))
+        correction = 2 * self.H - self.H @ stats.ZtZ @ self.H
+        self.squares = np.clip(np.einsum("ij,ij->j", self.X, self.X)
+                               - _quadratic_forms(correction, stats.ZtX), 0.0, None)
+
+    def _expand(self, V):
+        return cluster_expand(self.Z, V, self.codes, self.n_groups)
+
+    def _cluster_sums(self, r):
+        """Z_i'r_i, shape (n_groups, q)."""
+        q = self.Z.shape[1]
+        if self._runs is None:
+            return np.asarray(self._Zt @ r).reshape(self.n_groups, q)
+        out = np.empty((self.n_groups, q))
+        for first, stop, row, size in self._runs:
+            rows = slice(row, row + size * (stop - first))
+            np.matmul(r[rows].reshape(stop - first, 1, size),
+                      self.Z[rows].reshape(stop - first, size, q), out=out[first:stop, None, :])
+        return out
+
+    def rmatvec(self, r):
+        """X_a'r."""
+        w = np.einsum("nij,nj->ni", self.H, self._cluster_sums(r)).ravel()
+        n, q, p = self.ZtX.shape
+        return self.X.T @ r - self.ZtX.reshape(n * q, p).T @ w
+
+    def columns(self, idx):
+        """The whitened columns ``idx``, an N x len(idx) array."""
+        idx = np.asarray(idx, dtype=np.int64)
+        new = np.asarray([j for j in dict.fromkeys(idx.tolist()) if j not in self._columns],
+                         dtype=np.int64)
+        if len(self._columns) + new.size > self._max_columns:
+            self._columns.clear()  # a long search: keep the cache a small share of X
+            new = np.unique(idx)
+        if new.size:
+            block = self.X[:, new] - self._expand(self.H @ self.ZtX[:, :, new])
+            self._columns.update(zip(new.tolist(), block.T))
+        out = np.empty((self.shape[0], idx.size))
+        for at, j in enumerate(idx.tolist()):
+            out[:, at] = self._columns[j]
+        return out
+
+
+def _quadratic_forms(W, ZtX, chunk_bytes: int = 16 * 2**20):
+    """sum_i ZtX_i[:, j]' W_i ZtX_i[:, j] for every column j, a chunk of clusters at a time."""
+    n, q, p = ZtX.shape
+    out = np.zeros(p)
+    step = max(1, chunk_bytes // (8 * q * max(p, 1)))
+    for start in range(0, n, step):
+        block = ZtX[start:start + step]
+        out += np.einsum("nqp,nqp->p", block, W[start:start + step] @ block)
+    return out

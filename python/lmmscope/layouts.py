@@ -6,6 +6,12 @@ whitened rows X_a themselves, for p too large for a Gram (p >> N) or for one fix
 (k, a) problem.  A data backend (:class:`lmmscope.tuning.Data`, or a streamed one)
 holds one of them and answers ``reduced``, ``fold_problems`` and ``whitened_gram``
 through it, so no other module branches on the layout.
+
+One fixed (k, a) problem never forms a second array as large as its data: on a
+Gram, the whitened Gram's columns are computed as the search asks for them
+(:class:`~lmmscope.crossprod.WhitenedGramColumns`; so is every problem on a Gram
+over ``ON_DEMAND_GRAM_BYTES``); on rows without a shift or unpenalised columns,
+X_a is an operator (:class:`~lmmscope.crossprod.WhitenedOperator`).
 """
 
 from __future__ import annotations
@@ -13,8 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from .control import Control, as_control
-from .crossprod import whiten_stats
-from .selection import reduce_gram, reduce_rows
+from .crossprod import WhitenedGramColumns, whiten_stats
+from .selection import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
+from .threads import one_blas_thread
+
+
+# Above this size of the p x p Gram, even a path of selections reads the whitened
+# Gram's columns on demand (the screens of successive k overlap, and are cached)
+# rather than forming a second p x p array beside X'X.
+ON_DEMAND_GRAM_BYTES = 2**28
 
 
 def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = None):
@@ -26,7 +39,9 @@ def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = 
                       and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
     if single_problem and 8 * n_obs * p <= control.single_problem_rows_bytes:
         return RowLayout()
-    return GramLayout() if p <= max(n_obs, control.gram_limit) else RowLayout()
+    if p > max(n_obs, control.gram_limit):
+        return RowLayout()
+    return GramLayout(columns_on_demand=single_problem or 8 * p * p > ON_DEMAND_GRAM_BYTES)
 
 
 def gram_fold_problems(stats, fold_stats, a, unpenalised):
@@ -44,11 +59,21 @@ def gram_fold_problems(stats, fold_stats, a, unpenalised):
 
 
 class GramLayout:
-    """Whitened cross-products X_a'X_a, X_a'y_a from the per-cluster statistics."""
+    """Whitened cross-products X_a'X_a, X_a'y_a from the per-cluster statistics.
+
+    ``columns_on_demand``: the search reads the whitened Gram's columns as it asks
+    for them (those of its supports and screens) instead of forming it: no second
+    p x p array beside X'X, and for one selection (k and a fixed) far fewer flops."""
 
     uses_gram = True
 
+    def __init__(self, columns_on_demand: bool = False):
+        self.columns_on_demand = columns_on_demand
+
     def reduced(self, data, a, unpenalised):
+        if self.columns_on_demand:
+            w = WhitenedGramColumns(data.stats, a)
+            return reduce_gram_columns(w, unpenalised), w.trace_inv
         w = whiten_stats(data.stats, a)
         return reduce_gram(w.gram, w.xty, w.yty, unpenalised), w.trace_inv
 
@@ -69,11 +94,18 @@ class RowLayout:
     uses_gram = False
 
     def reduced(self, data, a, unpenalised):
-        Xa, ya = data.whitened_rows(a)
-        return reduce_rows(Xa, ya, unpenalised), None
+        # passes over the rows (matrix-vector products, rank-k updates) are bound by
+        # memory: a second BLAS thread adds little, and waits on a busy core
+        with one_blas_thread():
+            op = None if len(unpenalised) else data.whitened_operator(a)
+            if op is not None:  # nothing the size of X is formed
+                return reduce_operator(op), None
+            w = data.whitened_rows(a)
+            return reduce_rows(w.X, w.y, unpenalised, squares=w.squares, xty=w.xty), None
 
     def fold_problems(self, data, a, unpenalised, folds):
-        Xa, ya = data.whitened_rows(a)
+        w = data.whitened_rows(a)
+        Xa, ya = w.X, w.y
         out = []
         for rows, _st in folds:
             train = reduce_rows(Xa[~rows], ya[~rows], unpenalised)
@@ -84,5 +116,5 @@ class RowLayout:
         return out
 
     def whitened_gram(self, data, a):
-        Xa, _ = data.whitened_rows(a)
+        Xa = data.whitened_rows(a).X
         return Xa.T @ Xa, Xa / np.sqrt(data.N)

@@ -16,56 +16,134 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from .crossprod import symmetrise
+from .crossprod import subtract_product, symmetrise
 from .rank import independent_columns, squared_tolerance
 from .threads import one_blas_thread
 
 CRITERIA = ("gic", "ebic", "bic", "aic")
 
 
-class QuadraticLoss:
-    """0.5 * ||y - X b||^2 on unit-norm penalised columns, given by its Gram or its rows."""
+class DenseRows:
+    """An N x p array with the two operations the row-form loss needs (the interface
+    of :class:`lmmscope.crossprod.WhitenedOperator`)."""
 
-    def __init__(self, gram=None, xty=None, yty=None, rows=None, response=None):
+    def __init__(self, array):
+        self.array, self.shape = array, array.shape
+
+    def rmatvec(self, r):
+        return self.array.T @ r
+
+    def columns(self, idx):
+        return self.array[:, idx]
+
+
+class QuadraticLoss:
+    """0.5 * ||y - X b||^2 on unit-norm penalised columns, given by its Gram or its rows.
+
+    In row form the columns of X are ``rows[:, j] / column_scale[j]``: the rows are
+    kept as given (dividing every entry would cost a pass over them), and the k
+    columns a product needs are scaled when taken.  ``rows`` is an array or an
+    operator with ``rmatvec`` (X'r) and ``columns`` (see :class:`DenseRows`).  ``xty``
+    (X'y, of the scaled columns) may be given when the caller has it: a pass over the
+    rows is saved."""
+
+    def __init__(self, gram=None, xty=None, yty=None, rows=None, response=None,
+                 column_scale=None):
+        if isinstance(rows, np.ndarray):
+            rows = DenseRows(rows)
         self.rows = rows
         if rows is not None:
             self.response = response
-            self.xty = rows.T @ response
+            self.column_scale = (np.ones(rows.shape[1]) if column_scale is None
+                                 else np.asarray(column_scale, dtype=float))
+            self.xty = rows.rmatvec(response) / self.column_scale if xty is None else xty
             self.yty = float(response @ response)
-            self._diag = np.einsum("ij,ij->j", rows, rows)
+            self._diag = None  # computed when asked for (skscope's Hessian only)
+            # A search asks for the same support's columns, fit and gradient several
+            # times in a row; each gradient is a pass over the rows.
+            self._last_columns = self._last_gradient = (None, None)
+            self._solutions = {}  # support -> (coefficients on it, singular)
         else:
             self.gram, self.xty, self.yty = gram, xty, float(yty)
-            self._diag = np.diag(gram).copy()
+            self._diag = (np.diag(gram) if isinstance(gram, np.ndarray) else gram.diagonal).copy()
+            self._last_gram_columns = (None, None)
         self.p = self.xty.shape[0]
 
     def value(self, b):
         return 0.5 * self.rss(b)
 
+    def columns(self, s):
+        """Row form: the (scaled) columns ``s`` of X, an N x len(s) array (read only)."""
+        key = s.tobytes()
+        if self._last_columns[0] != key:
+            block = self.rows.columns(s) / self.column_scale[s]
+            block.flags.writeable = False
+            self._last_columns = (key, block)
+        return self._last_columns[1]
+
+    def gram_columns(self, s):
+        """Gram form: columns ``s`` of the Gram (p x len(s)); an operator's (one with
+        ``columns`` and ``diagonal``, see :class:`ReducedGramColumns`) are computed once
+        for the last support asked."""
+        if isinstance(self.gram, np.ndarray):
+            return self.gram[:, s]
+        key = np.asarray(s, dtype=np.int64).tobytes()
+        if self._last_gram_columns[0] != key:
+            block = self.gram.columns(s)
+            block.flags.writeable = False
+            self._last_gram_columns = (key, block)
+        return self._last_gram_columns[1]
+
+    def gram_block(self, s):
+        """Gram form: the block (s, s) of the Gram, symmetric."""
+        if isinstance(self.gram, np.ndarray):
+            return self.gram[np.ix_(s, s)]
+        block = self.gram.block(s) if hasattr(self.gram, "block") else self.gram_columns(s)[s]
+        return (block + block.T) / 2
+
     def rss(self, b):
         s = np.flatnonzero(b)  # the solver's iterates are k-sparse: O(k^2), not O(p^2)
         if self.rows is not None:
-            r = self.response - self.rows[:, s] @ b[s]
+            r = self.response - self.columns(s) @ b[s]
             return float(r @ r)
         bs = b[s]
-        return float(max(self.yty - 2 * self.xty[s] @ bs + bs @ self.gram[np.ix_(s, s)] @ bs, 0.0))
+        return float(max(self.yty - 2 * self.xty[s] @ bs + bs @ self.gram_block(s) @ bs, 0.0))
 
     def gradient(self, b):
         s = np.flatnonzero(b)
+        if s.size == 0:
+            return -self.xty
         if self.rows is not None:
-            return self.rows.T @ (self.rows[:, s] @ b[s]) - self.xty
-        return self.gram[:, s] @ b[s] - self.xty
+            key = s.tobytes() + b[s].tobytes()
+            if self._last_gradient[0] != key:
+                g = self.rows.rmatvec(self.columns(s) @ b[s]) / self.column_scale - self.xty
+                self._last_gradient = (key, g)
+            return self._last_gradient[1].copy()
+        return self.gram_columns(s) @ b[s] - self.xty
 
     def restricted(self, columns) -> "QuadraticLoss":
-        """The same loss on a subset of the columns (the others fixed at zero)."""
+        """The same loss on a subset of the columns (the others fixed at zero).  In row
+        form a large subset is a view (:class:`ColumnSubsetLoss`): copying half of the
+        rows costs more than the few gradients a search takes on all of them."""
+        columns = np.asarray(columns, dtype=np.int64)
         if self.rows is not None:
-            return QuadraticLoss(rows=self.rows[:, columns], response=self.response)
-        return QuadraticLoss(gram=self.gram[np.ix_(columns, columns)], xty=self.xty[columns],
+            if 2 * columns.size >= self.p or not isinstance(self.rows, DenseRows):
+                return ColumnSubsetLoss(self, columns)
+            return QuadraticLoss(rows=self.rows.array[:, columns], response=self.response,
+                                 xty=self.xty[columns], column_scale=self.column_scale[columns])
+        return QuadraticLoss(gram=self.gram_block(columns), xty=self.xty[columns],
                              yty=self.yty)
 
     def hessian_or_diagonal(self):
         """skscope asks for a Hessian only when use_hessian=True; give it X'X (Gram
         form) or, when only rows are held, its diagonal, so it never tries JAX autodiff."""
-        return self.gram if self.rows is None else np.diag(self._diag)
+        if self.rows is None:
+            return self.gram if isinstance(self.gram, np.ndarray) else self.gram_block(
+                np.arange(self.p))
+        if self._diag is None:
+            own = self.rows.columns(np.arange(self.p))
+            self._diag = np.einsum("ij,ij->j", own, own) / self.column_scale ** 2
+        return np.diag(self._diag)
 
     def solve_on(self, support):
         """Exact least-squares coefficients restricted to ``support``.
@@ -79,19 +157,53 @@ class QuadraticLoss:
         if support.size == 0:
             return b
         if self.rows is not None:
-            coef, _res, rank_found, _sv = np.linalg.lstsq(self.rows[:, support], self.response,
-                                                          rcond=None)
-            if rank_found < support.size:
+            key = support.tobytes()
+            if key not in self._solutions:
+                coef, _res, rank_found, _sv = np.linalg.lstsq(self.columns(support),
+                                                              self.response, rcond=None)
+                self._solutions[key] = (coef, rank_found < support.size)
+            coef, singular = self._solutions[key]
+            if singular:
                 _warn_singular_support()
             b[support] = coef
             return b
-        G = self.gram[np.ix_(support, support)]
+        G = self.gram_block(support)
         try:
             b[support] = sla.solve(G, self.xty[support], assume_a="pos")
         except (np.linalg.LinAlgError, sla.LinAlgError):
             _warn_singular_support()
             b[support] = np.linalg.lstsq(G, self.xty[support], rcond=None)[0]
         return b
+
+
+class ColumnSubsetLoss:
+    """The row-form loss of ``parent`` on its columns ``columns`` (the others fixed at
+    zero), without copying them: a gradient is the parent's, restricted."""
+
+    def __init__(self, parent: QuadraticLoss, columns: np.ndarray):
+        self.parent, self.columns = parent, columns
+        self.xty, self.yty, self.p = parent.xty[columns], parent.yty, columns.size
+
+    def _lift(self, b):
+        full = np.zeros(self.parent.p)
+        full[self.columns] = b
+        return full
+
+    def value(self, b):
+        return self.parent.value(self._lift(b))
+
+    def rss(self, b):
+        return self.parent.rss(self._lift(b))
+
+    def gradient(self, b):
+        return self.parent.gradient(self._lift(b))[self.columns]
+
+    def hessian_or_diagonal(self):
+        return self.parent.hessian_or_diagonal()[np.ix_(self.columns, self.columns)]
+
+    def solve_on(self, support):
+        support = np.asarray(support, dtype=np.int64)
+        return self.parent.solve_on(self.columns[support])[self.columns]
 
 
 class SingularSupportWarning(UserWarning):
@@ -179,13 +291,130 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
     return ReducedProblem(loss, pen, unpen, scale, recover)
 
 
-def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20) -> ReducedProblem:
+def reduce_gram_columns(wg, unpenalised) -> ReducedProblem:
+    """:func:`reduce_gram` on a whitened Gram given by its columns
+    (:class:`lmmscope.crossprod.WhitenedGramColumns`): the profiling of the unpenalised
+    columns and the unit-norm scaling are applied to each block of columns asked for,
+    so no p x p array is formed."""
+    p = wg.p
+    listed = np.asarray(sorted(unpenalised), dtype=np.int64)
+    W_u = wg.columns(listed)  # p x u
+    kept, _aliased = independent_columns(W_u[listed])
+    unpen, W_u = listed[kept], W_u[:, kept]
+    others = np.setdiff1d(np.arange(p), unpen)
+    own = wg.diagonal[others]
+    c_p, yy = wg.xty[others], float(wg.yty)
+    G_up = W_u[others].T  # u x (p - u)
+    A = au = None
+    residual = own
+    if unpen.size:
+        chol = sla.cho_factor(W_u[unpen])
+        A = sla.cho_solve(chol, G_up)  # G_uu^{-1} G_up
+        au = sla.cho_solve(chol, wg.xty[unpen])
+        residual = own - np.einsum("up,up->p", G_up, A)
+        c_p = c_p - G_up.T @ au
+        yy = yy - float(wg.xty[unpen] @ au)
+    keep = _selectable(own, residual)
+    pen = others[keep]
+    G_up, residual, c_p = G_up[:, keep], residual[keep], c_p[keep]
+    if unpen.size:
+        A = A[:, keep]
+    scale = np.sqrt(np.clip(residual, 1e-300, None))
+    loss = QuadraticLoss(gram=ReducedGramColumns(wg, pen, G_up, A, scale, residual),
+                         xty=c_p / scale, yty=yy)
+    _require_finite(loss, scale)
+
+    def recover(b_pen):
+        beta = np.zeros(p)
+        beta[pen] = b_pen
+        if unpen.size:
+            beta[unpen] = au - A @ b_pen
+        return beta
+
+    return ReducedProblem(loss, pen, unpen, scale, recover)
+
+
+class ReducedGramColumns:
+    """Columns of the penalised block of a whitened Gram given by columns, with the
+    unpenalised columns profiled out (Schur complement G_pp - G_up' A) and unit-norm
+    scaling: the Gram of :func:`reduce_gram`, a block of columns at a time.  Columns
+    are kept in one store of ``cache_bytes`` (the screens of successive k overlap);
+    when it is full it starts again."""
+
+    def __init__(self, wg, pen, G_up, A, scale, residual, cache_bytes: int = 2**26,
+                 block: int = 64):
+        self.wg, self.pen, self.G_up, self.A, self.scale = wg, pen, G_up, A, scale
+        self.diagonal = residual / scale ** 2
+        self._block = block  # columns computed at a time: small temporaries
+        self._capacity = int(min(pen.size, max(4 * block, cache_bytes // (8 * max(pen.size, 1)))))
+        self._store = None  # (capacity, penalised): row r holds the column in slot r
+        self._slot = {}  # column -> its row in the store
+        # the penalised rows as a slice where they are one (no copy of each block)
+        contiguous = pen.size and pen[-1] - pen[0] + 1 == pen.size
+        self._rows = slice(int(pen[0]), int(pen[-1]) + 1) if contiguous else pen
+
+    def _ensure(self, s):
+        """Slots of the columns ``s`` in the store, computing the missing ones."""
+        wanted = list(dict.fromkeys(s.tolist()))
+        missing = [j for j in wanted if j not in self._slot]
+        if len(self._slot) + len(missing) > self._capacity:
+            self._keep_only([j for j in wanted if j in self._slot])
+        if len(wanted) > self._capacity:  # more than the store holds: a larger one
+            self._capacity = len(wanted)
+            old, self._store = self._store, None
+        else:
+            old = None
+        if self._store is None:
+            self._store = np.empty((self._capacity, self.pen.size))
+            if old is not None and self._slot:  # carry the kept columns over
+                rows = np.asarray(list(self._slot.values()), dtype=np.int64)
+                self._store[:rows.size] = old[rows]
+                self._slot = dict(zip(self._slot, range(rows.size)))
+            del old
+        for first in range(0, len(missing), self._block):
+            part = np.asarray(missing[first:first + self._block], dtype=np.int64)
+            slots = np.arange(len(self._slot), len(self._slot) + part.size)
+            self._store[slots] = self._compute(part).T
+            self._slot.update(zip(part.tolist(), slots.tolist()))
+        return np.asarray([self._slot[j] for j in s.tolist()], dtype=np.int64)
+
+    def _keep_only(self, columns):
+        """Free every slot but those of ``columns`` (moved to the front of the store):
+        the next screen overlaps the last one."""
+        rows = np.asarray([self._slot[j] for j in columns], dtype=np.int64)
+        if rows.size:
+            self._store[:rows.size] = self._store[rows]  # fancy indexing copies first
+        self._slot = dict(zip(columns, range(rows.size)))
+
+    def _compute(self, part):
+        block = self.wg.columns(self.pen[part])[self._rows]
+        if self.A is not None:
+            subtract_product(block, self.G_up.T, self.A[:, part])
+        # one element-wise pass (a broadcast divisor runs numpy a row at a time)
+        block /= np.multiply.outer(self.scale, self.scale[part])
+        return block
+
+    def columns(self, s):
+        slots = self._ensure(np.asarray(s, dtype=np.int64))
+        return self._store[slots].T
+
+    def block(self, s):
+        """The (s, s) block (of a screen: only those rows are gathered)."""
+        s = np.asarray(s, dtype=np.int64)
+        slots = self._ensure(s)
+        return self._store[np.ix_(slots, s)].T
+
+
+def reduce_rows(Xa, ya, unpenalised, squares=None, xty=None) -> ReducedProblem:
     """Row form of :func:`reduce_gram`, for p too large for a p x p Gram.
 
-    ``Xa`` (fresh whitened rows from the caller) is projected and rescaled in place
-    where its penalised columns form one block (no unpenalised columns, or only
-    leading ones such as the intercept): a copy would double the memory.  Only when
+    ``Xa`` (fresh whitened rows from the caller) is projected in place where its
+    penalised columns form one block (no unpenalised columns, or only leading ones
+    such as the intercept): a copy would double the memory.  The unit-norm scaling is
+    the loss's ``column_scale``, not a pass over the rows.  Only when
     some candidates lie in the span of the unpenalised columns are the others copied.
+    ``squares`` (Xa's column sums of squares) and ``xty`` (Xa'ya), when the caller
+    has them from the pass that formed Xa, save passes over the rows.
     """
     N, p = Xa.shape
     listed = np.asarray(sorted(unpenalised), dtype=np.int64)
@@ -194,28 +423,34 @@ def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20) -> ReducedPr
     others = np.setdiff1d(np.arange(p), unpen)
     leading = np.array_equal(unpen, np.arange(unpen.size))
     Xp = Xa[:, unpen.size:] if leading else Xa[:, others]
-    own = np.einsum("ij,ij->j", Xp, Xp)
+    own = np.einsum("ij,ij->j", Xp, Xp) if squares is None else squares[others]
+    c_p = None  # Xp'yp, when known without a pass
     if unpen.size:
         Qu, Ru = np.linalg.qr(Xa[:, unpen])
-        cross = Qu.T @ Xp  # Qu'X_pen, before projection: also recovers the unpenalised part
+        # Qu'X_pen, before projection: also recovers the unpenalised part.  Leading
+        # unpenalised columns are projected with the rest (nothing reads them later):
+        # one BLAS update of the contiguous whole, no temporary the size of X.
+        target = Xa if (leading and Xa.flags.c_contiguous) else Xp
+        cross = Qu.T @ target
+        subtract_product(target, Qu, cross)
+        if target is Xa:
+            cross = cross[:, unpen.size:]
         qy = Qu.T @ ya
-        step = max(1, chunk_bytes // (8 * N))
-        for start in range(0, others.size, step):
-            cols = slice(start, start + step)
-            Xp[:, cols] -= Qu @ cross[:, cols]
         yp = ya - Qu @ qy
+        residual = np.einsum("ij,ij->j", Xp, Xp)
     else:
-        yp = ya
-    residual = np.einsum("ij,ij->j", Xp, Xp)
+        yp, residual = ya, own
+        c_p = None if xty is None else xty[others]
     keep = _selectable(own, residual)
     pen = others[keep]
     if not np.all(keep):
         Xp, residual = Xp[:, keep], residual[keep]
+        c_p = None if c_p is None else c_p[keep]
         if unpen.size:
             cross = cross[:, keep]
     scale = np.sqrt(np.clip(residual, 1e-300, None))
-    Xp /= scale
-    loss = QuadraticLoss(rows=Xp, response=yp)
+    loss = QuadraticLoss(rows=Xp, response=yp, xty=None if c_p is None else c_p / scale,
+                         column_scale=scale)
     _require_finite(loss, scale)
 
     def recover(b_pen):
@@ -227,6 +462,45 @@ def reduce_rows(Xa, ya, unpenalised, chunk_bytes: int = 16 * 2**20) -> ReducedPr
         return beta
 
     return ReducedProblem(loss, pen, unpen, scale, recover)
+
+
+def reduce_operator(op) -> ReducedProblem:
+    """:func:`reduce_rows` with no unpenalised columns, for whitened rows given as an
+    operator (:class:`lmmscope.crossprod.WhitenedOperator`): nothing the size of X is
+    formed."""
+    p = op.shape[1]
+    own = op.squares
+    keep = _selectable(own, own)
+    pen = np.flatnonzero(keep)
+    scale = np.sqrt(np.clip(own[keep], 1e-300, None))
+    if np.all(keep):
+        rows, xty = op, op.rmatvec(op.y)
+    else:
+        rows = ColumnsOf(op, pen)
+        xty = rows.rmatvec(op.y)
+    loss = QuadraticLoss(rows=rows, response=op.y, xty=xty / scale, column_scale=scale)
+    _require_finite(loss, scale)
+
+    def recover(b_pen):
+        beta = np.zeros(p)
+        beta[pen] = b_pen
+        return beta
+
+    return ReducedProblem(loss, pen, np.zeros(0, dtype=np.int64), scale, recover)
+
+
+class ColumnsOf:
+    """Some columns of a row operator (interface of :class:`DenseRows`)."""
+
+    def __init__(self, op, columns):
+        self.op, self.columns_kept = op, columns
+        self.shape = (op.shape[0], columns.size)
+
+    def rmatvec(self, r):
+        return self.op.rmatvec(r)[self.columns_kept]
+
+    def columns(self, idx):
+        return self.op.columns(self.columns_kept[idx])
 
 
 @dataclass
