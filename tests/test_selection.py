@@ -187,3 +187,41 @@ def test_screened_splicing_matches_full_search(monkeypatch):
         assert list(a.support) == list(b.support)
         assert a.rss == pytest.approx(b.rss, rel=1e-10)
     assert list(full[3].support) == [1, 5, 10]
+
+
+GUARD_SCRIPT = """
+import numpy as np, lmmscope
+from lmmscope import selection
+from lmmscope.simulate import make_data
+X, Z, Zs, y, beta, _ = make_data(m=10, n=40, p=60, q=2, seed=0)
+calls = {"n": 0}
+real = selection.QuadraticLoss.gradient
+def interrupted(self, b):
+    calls["n"] += 1
+    if calls["n"] == 3:
+        raise {exc}
+    return real(self, b)
+selection.QuadraticLoss.gradient = interrupted
+try:
+    lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
+except {exc} as err:
+    print("raised", type(err).__name__)
+selection.QuadraticLoss.gradient = real
+est = lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
+print("support", sorted(est.support_.tolist()))
+"""
+
+
+@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "MemoryError"])
+def test_an_exception_inside_the_search_reaches_the_caller_without_aborting(exc):
+    """skscope's C++ core aborts the process when a Python callback raises (Ctrl-C in an R
+    session or a notebook would kill it): the exception is re-raised after the search
+    instead, and the process goes on to fit again."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", GUARD_SCRIPT.replace("{exc}", exc)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"raised {exc}" in out.stdout
+    assert "support [1, 5, 10]" in out.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -183,7 +185,6 @@ class LmmScopeResult(MixedResult):
         self.names = list(names)
         self.unpenalised = [self.names[j] for j in unpenalised]
         self._refit_columns = np.asarray(refit_columns)
-        self.coef = pd.Series(selection.coef, index=self.names, name="coef")
         self.support = [self.names[j] for j in selection.support]
         self.k = int(selection.k)
         self.a = float(selection.a)
@@ -191,10 +192,24 @@ class LmmScopeResult(MixedResult):
         self.path = selection.path.copy()
         self.path["support"] = [", ".join(self.names[j] for j in np.flatnonzero(row) if j not in unpenalised)
                                 for row in selection.path_coef]
-        self.coef_path = pd.DataFrame(selection.path_coef, index=pd.Index(selection.path["k"], name="k"),
-                                      columns=self.names)
         self.a_history = selection.a_history
         self.n_dropped = 0 if design is None else design.n_dropped
+
+    # pandas objects over p names cost more than a small fit: built on first use
+    @functools.cached_property
+    def _name_index(self) -> pd.Index:
+        return pd.Index(self.names)
+
+    @functools.cached_property
+    def coef(self) -> pd.Series:
+        """Selection estimates over every fixed-effect column (zeros off the support)."""
+        return pd.Series(self.selection.coef, index=self._name_index, name="coef")
+
+    @functools.cached_property
+    def coef_path(self) -> pd.DataFrame:
+        """Selection estimates at each k of the path (rows), every column."""
+        return pd.DataFrame(self.selection.path_coef, columns=self._name_index,
+                            index=pd.Index(self.selection.path["k"], name="k"))
 
     @property
     def selected(self) -> list:

@@ -552,18 +552,55 @@ def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20,
     return PathStep(k=k, support=problem.penalised[support_local], coef=coef, rss=loss.rss(b))
 
 
+class _CallbackGuard:
+    """skscope's C++ core aborts the whole process (an R session, a notebook kernel) when
+    a Python callback raises, Ctrl-C included.  Every callback runs under this guard: the
+    first exception is kept, later calls answer harmless finite values so skscope ends
+    its few remaining iterations, and :meth:`reraise` raises it once skscope returns."""
+
+    def __init__(self):
+        self.error = None
+
+    def run(self, fallback, function, *args):
+        """function(*args), or fallback() once anything has raised.  (Callers wrap it in
+        callables of their own arity: skscope reads ``co_argcount`` to decide what to pass.)"""
+        if self.error is None:
+            try:
+                return function(*args)
+            except BaseException as exc:  # noqa: B036 - Ctrl-C must not abort the process
+                self.error = exc
+        return fallback()
+
+    def reraise(self):
+        if self.error is not None:
+            raise self.error
+
+
 def _splice(loss: QuadraticLoss, k: int, init_support, max_iter) -> np.ndarray:
     from skscope import ScopeSolver  # JAX loads with skscope: only when a search runs
-    failures = []
-    solver = ScopeSolver(loss.p, sparsity=k, numeric_solver=_exact_subset_solver(loss, failures),
-                         max_iter=max_iter)
-    solver.hessian = lambda params, data=None: loss.hessian_or_diagonal()
+    failures, guard = [], _CallbackGuard()
+    exact = _exact_subset_solver(loss, failures)
+
+    def empty():
+        return 0.5 * loss.yty
+
+    def zeros():
+        return np.zeros(loss.p)
+
+    def numeric_solver(objective_func, value_and_grad, init_params, optim_variable_set, data):
+        return guard.run(lambda: (empty(), zeros()), exact, objective_func, value_and_grad,
+                         init_params, optim_variable_set, data)
+
+    solver = ScopeSolver(loss.p, sparsity=k, numeric_solver=numeric_solver, max_iter=max_iter)
+    solver.hessian = lambda params, data=None: guard.run(lambda: np.ones(loss.p),
+                                                         loss.hessian_or_diagonal)
     if init_support is not None and len(init_support) == 0:
         init_support = None
     # One-argument callables: skscope passes no data argument to them.
-    b = np.asarray(solver.solve(lambda params: loss.value(params),
-                                gradient=lambda params: loss.gradient(params),
+    b = np.asarray(solver.solve(lambda params: guard.run(empty, loss.value, params),
+                                gradient=lambda params: guard.run(zeros, loss.gradient, params),
                                 init_support_set=init_support))
+    guard.reraise()
     if failures:
         raise FloatingPointError("the selection's loss was not finite on some supports "
                                  "(an overflow in the whitened cross-products); rescale y or X")
