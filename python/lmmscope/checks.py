@@ -88,7 +88,8 @@ def check_statistics_finite(stats, names, y_scale=None) -> None:
         raise ValueError(f"the response's scale{scale} overflows the cross-products; rescale y")
     if not np.all(np.isfinite(stats.ZtZ)):
         raise ValueError("the random-effects columns (Z) overflow the cross-products; rescale them")
-    bad = ~np.isfinite(stats.Xty) | ~np.isfinite(stats.ZtX).all(axis=(0, 1))
+    # a column's sum is non-finite iff an entry is, or the entries are near overflow
+    bad = ~np.isfinite(stats.Xty) | ~np.isfinite(stats.ZtX.sum(axis=(0, 1)))
     if stats.XtX is not None:
         bad |= ~np.isfinite(np.diag(stats.XtX))
     if np.any(bad):

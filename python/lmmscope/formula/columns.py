@@ -31,7 +31,10 @@ class SideSpec:
     """What rebuilds one side's columns on new rows (picklable, no training data)."""
 
     intercept: bool
-    entries: list  # per term: ("column", data column) or ("term", slice of the formulaic matrix)
+    # ("columns", [data columns]) per run of plain columns (one list, not a tuple per
+    # column: 10^4 small objects per fit would wake the garbage collector), ("term",
+    # slice of the formulaic matrix) per other term
+    entries: list
     names: list  # the design's column names, intercept first
     model_spec: object  # formulaic ModelSpec of the formulaic terms, or None
     placeholders: dict  # placeholder -> data column, for the formulaic terms
@@ -103,7 +106,10 @@ def side_matrix(plan: TermPlan, names: ColumnNames, source, mm, keep, n_rows: in
     width = 0
     for t in plan.terms:
         if isinstance(t, Column):
-            entries.append(("column", t.name))
+            if entries and entries[-1][0] == "columns":
+                entries[-1][1].append(t.name)
+            else:
+                entries.append(("columns", [t.name]))
             out_names.append(t.name if t.name != INTERCEPT else f"`{INTERCEPT}`")
             plain_pos.append(width)
             width += 1
@@ -141,7 +147,7 @@ def _assemble(plan, entries, runs, plain_pos, mm, keep, n_rows, width):
                 matrix[:, pos:pos + what.stop - what.start] = values[:, what]
                 pos += what.stop - what.start
             else:
-                pos += 1
+                pos += len(what)
     return matrix
 
 
@@ -154,9 +160,10 @@ def rebuild(spec: SideSpec, source, factor_levels: dict) -> np.ndarray:
         out[:, 0], pos = 1.0, 1
     values = _formulaic_on_new_rows(spec, source, factor_levels)
     for kind, what in spec.entries:
-        if kind == "column":
-            out[:, pos] = source.numeric(what)
-            pos += 1
+        if kind == "columns":
+            for name in what:
+                out[:, pos] = source.numeric(name)
+                pos += 1
         else:
             width = what.stop - what.start
             out[:, pos:pos + width] = values[:, what]

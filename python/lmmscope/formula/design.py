@@ -185,13 +185,10 @@ def _rows_to_keep(source, plans: _Plans, group: str, na_action: str):
     missing = plain_missing(source, plain)
     others = set(_columns_of(plans.response)) | set(plans.fixed.referenced) \
         | set(_columns_of(plans.random)) | {group}
-    for name in sorted(others - set(plain), key=source.columns.index):
-        if source.is_numeric(name):
-            values = source.numeric(name)
-            if np.isinf(values).any():
-                raise ValueError(f"column {name!r} contains infinite values")
-            missing |= np.isnan(values)
-        else:
+    others = sorted(others - set(plain), key=source.position.get)
+    missing |= plain_missing(source, [name for name in others if source.is_numeric(name)])
+    for name in others:
+        if not source.is_numeric(name):
             missing |= source.isna(name)
     if not missing.any():
         return None, []
