@@ -231,3 +231,27 @@ def test_column_checks_run_from_summed_chunk_statistics_alone():
     with pytest.warns(RankDeficiencyWarning, match="dropping 1 column / coefficient: x4"):
         kept, excluded = screen_design(total, names, [0, 2, 5])
     assert kept == [0, 2] and excluded == [5]
+
+
+@pytest.mark.parametrize("value, message", [
+    (1e151, "would overflow"), (1e149, None), (1e-151, "would underflow"), (1e-149, None),
+    (np.inf, "NaN or infinite"), (-np.inf, "NaN or infinite"), (np.nan, "NaN or infinite"),
+    (0.0, None)])
+def test_column_value_checks_decide_as_the_value_by_value_scan(value, message):
+    """The sums of squares clear a column only where the scan of its values would; near
+    the limits (1e149 and 1e-149 in 2,000 rows) the column is scanned, not refused."""
+    from lmmscope.checks import check_finite_columns
+
+    X = np.random.default_rng(0).standard_normal((2000, 3))
+    if value in (1e149, 1e-149, 1e-151, 0.0):
+        X[:, 1] = value  # a whole column at that magnitude
+    else:
+        X[7, 1] = value
+    names = ["a", "b", "c"]
+    if message is None:
+        moments = check_finite_columns(X, names, "X")
+        np.testing.assert_allclose(moments.squares, (X ** 2).sum(axis=0), rtol=1e-12)
+    else:
+        with pytest.raises(ValueError, match=message) as err:
+            check_finite_columns(X, names, "X")
+        assert "column(s) b" in str(err.value) or "column(s): b" in str(err.value)

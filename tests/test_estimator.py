@@ -227,3 +227,25 @@ def test_row_order_and_label_type_do_not_matter(data):
         assert list(other.support_) == list(base.support_)
         np.testing.assert_allclose(other.coef_, base.coef_, rtol=0, atol=1e-10)
         assert other.a_ == pytest.approx(base.a_, rel=1e-7)
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+@pytest.mark.parametrize("k, a", [(3, 1.0), (None, None)])  # rows layout, Gram layout
+def test_fit_leaves_the_callers_arrays_and_frame_untouched(intercept, k, a):
+    """Centring, scaling and whitening work on buffers of their own (and the column
+    checks reuse the input checks' moments of X): the caller's X, y, Z and data frame
+    are bit for bit what they were."""
+    from lmmscope.simulate import make_data
+
+    X, _Z, Zs, y, _beta, _ = make_data(m=8, n=40, p=60, q=2, seed=3)
+    X = X + 5.0  # a location to centre away
+    groups = np.repeat(np.arange(40), 8)
+    copies = [X.copy(), y.copy(), Zs.copy()]
+    lmmscope.LmmScope(k=k, a=a, fit_intercept=intercept).fit(X, y, Z=Zs, groups=groups)
+    for before, after in zip(copies, (X, y, Zs)):
+        np.testing.assert_array_equal(before, after)
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(60)]).assign(
+        y=y, z0=Zs[:, 0], z1=Zs[:, 1], g=groups)
+    snapshot = frame.copy()
+    lmmscope.lmm_scope("y ~ . - z0 - z1 + (0 + z0 + z1 | g)", frame, k=k, a=a)
+    pd.testing.assert_frame_equal(frame, snapshot, check_exact=True)

@@ -21,7 +21,9 @@ from .tuning import DEFAULT_A_GRID, Data, Progress, select
 INTERCEPT_NAMES = (INTERCEPT, "(Intercept)")
 
 
-def _validated_arrays(X, y, Z, groups, names, random_names):
+def _validated_arrays(X, y, Z, groups, names, random_names, with_moments=False):
+    """Checked arrays (X, y, Z, cluster codes, labels); ``with_moments``: and X's
+    :class:`rank.RawMoments`, which the column checks of the selection reuse."""
     X = checks.as_float_matrix(X, "X")
     N = X.shape[0]
     y = checks.check_response(y, N)
@@ -31,22 +33,24 @@ def _validated_arrays(X, y, Z, groups, names, random_names):
     if groups is None:
         raise ValueError("groups= (the cluster of each row) is required")
     groups = checks.check_groups(groups, N)
-    checks.check_finite_columns(X, names, "X")
+    moments = checks.check_finite_columns(X, names, "X")
     checks.check_finite_columns(Z, random_names, "Z")
     codes, labels = encode_groups(groups)
-    checks.check_clusters(np.bincount(codes))
-    checks.check_random_effects_identifiable(np.bincount(codes), Z, random_names)
-    return X, y, Z, codes, labels
+    sizes = np.bincount(codes)
+    checks.check_clusters(sizes)
+    checks.check_random_effects_identifiable(sizes, Z, random_names)
+    return (X, y, Z, codes, labels, moments) if with_moments else (X, y, Z, codes, labels)
 
 
 def _validated_design(design):
-    """_validated_arrays on a formula's Design; an InterceptPrepended X stays unmaterialised
-    (the formula front hands over the frame's own float block when it can, not a copy)."""
+    """_validated_arrays (with X's moments) on a formula's Design; an InterceptPrepended X
+    stays unmaterialised (the formula front hands over the frame's own float block when
+    it can, not a copy)."""
     prepended = isinstance(design.X, InterceptPrepended)
-    X, y, Z, codes, labels = _validated_arrays(
+    X, y, Z, codes, labels, moments = _validated_arrays(
         design.X.base if prepended else design.X, design.y, design.Z, design.groups,
-        design.fixed_names[int(prepended):], design.random_names)
-    return (InterceptPrepended(X) if prepended else X), y, Z, codes, labels
+        design.fixed_names[int(prepended):], design.random_names, with_moments=True)
+    return (InterceptPrepended(X) if prepended else X), y, Z, codes, labels, moments
 
 
 def _resolve_always(always, names, unpenalised):
@@ -87,7 +91,7 @@ def _check_k_after_slopes(k, n_candidates, names, slopes):
 def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpenalised,
                    design, *, k, a, criterion, k_max, cv_folds, a_grid, method,
                    random_state, verbose, penalize_random_slopes=False,
-                   control=None) -> LmmScopeResult:
+                   control=None, x_moments=None) -> LmmScopeResult:
     control = as_control(control)
     progress = Progress(verbose)
     unpenalised = with_random_slopes(names, random_names, unpenalised, k,
@@ -101,7 +105,8 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     sel, mixed, columns, dropped = select_and_refit(
         data, names, random_names, labels, group_name, unpenalised, k=k, a=a,
         criterion=criterion, k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, method=method,
-        random_state=random_state, progress=progress, control=control, rows=data.X)
+        random_state=random_state, progress=progress, control=control, rows=data.X,
+        raw_moments=x_moments)
     result = LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised,
                             columns, data=data)
     result.dropped_columns = dropped
@@ -121,13 +126,14 @@ def with_random_slopes(names, random_names, unpenalised, k, penalize_random_slop
 
 def select_and_refit(data, names, random_names, labels, group_name, unpenalised, *, k, a,
                      criterion, k_max, cv_folds, a_grid, method, random_state, progress,
-                     control, rows=None):
+                     control, rows=None, raw_moments=None):
     """Column checks, tuning and selection on a data backend (contract 2: in memory,
     streamed or Dask), then the (RE)ML refit on the selected columns.  ``rows``: the raw
-    X where there is one (column checks without a Gram).  Returns (selection, refit,
+    X where there is one (column checks without a Gram), ``raw_moments`` its columns'
+    :class:`rank.RawMoments` when the input checks computed them.  Returns (selection, refit,
     columns, names of the columns dropped as aliased or in the span of the unpenalised)."""
     # one scan of the rows serves both checks where there is no Gram
-    moments = (rank.row_moments(rows, data.stats.x_shift)
+    moments = (rank.row_moments(rows, data.stats.x_shift, raw=raw_moments)
                if data.stats.XtX is None and rows is not None else None)
     checks.check_design_columns(data.stats, names, unpenalised, X=rows, moments=moments)
     checks.check_scales(data.stats, names)
@@ -232,12 +238,13 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
                          "without fixed effects")
     unpen = [names.index(INTERCEPT)] if INTERCEPT in names else []
     unpen = _resolve_always(always, names, unpen)
-    X, y, Z, codes, labels = _validated_design(design)
+    X, y, Z, codes, labels, moments = _validated_design(design)
     return _fit_selection(X, y, Z, codes, labels, names, design.random_names, design.group_name,
                           unpen, design, k=k, a=a, criterion=criterion, k_max=k_max,
                           cv_folds=cv_folds, a_grid=a_grid, method=method,
                           random_state=random_state, verbose=verbose,
-                          penalize_random_slopes=penalize_random_slopes, control=control)
+                          penalize_random_slopes=penalize_random_slopes, control=control,
+                          x_moments=moments)
 
 
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit",
@@ -253,7 +260,7 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
         return sources.fit_external("lmm", formula, data, chunk_rows=chunk_rows, method=method,
                                     na_action=na_action, verbose=verbose, control=control)
     design = build_design(formula, data, na_action=na_action)
-    X, y, Z, codes, labels = _validated_design(design)
+    X, y, Z, codes, labels, _moments = _validated_design(design)
     stats = compute_cluster_stats(X, y, Z, codes, labels.size)
     names = design.fixed_names
     checks.check_statistics_finite(stats, names, y_scale=float(np.abs(y).max()))

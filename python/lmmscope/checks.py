@@ -46,10 +46,27 @@ def check_response(y, n_rows: int) -> np.ndarray:
 HUGE, TINY = 1e150, 1e-150
 
 
-def check_finite_columns(M: np.ndarray, names, what: str, chunk_rows: int = 8192) -> None:
+def check_finite_columns(M: np.ndarray, names, what: str):
     """Raise naming the columns that hold NaN or Inf, or values whose squares overflow
-    or underflow the cross-products.  Column maxima and minima find both (NaN and
-    Inf propagate to them) in two reductions without temporaries."""
+    or underflow the cross-products; return the columns' :class:`rank.RawMoments`.
+
+    Their sums of squares clear most columns at once (finite and at most HUGE^2: every
+    value is finite and at most HUGE; at least N TINY^2: some value is at least TINY);
+    only the other columns are scanned value by value."""
+    moments = rank.raw_moments(M)
+    squares = moments.squares
+    with np.errstate(invalid="ignore"):
+        cleared = np.isfinite(squares) & (squares <= HUGE ** 2) \
+            & (squares >= M.shape[0] * TINY ** 2) & np.isfinite(moments.products).all(axis=0)
+    suspect = np.flatnonzero(~cleared)
+    if suspect.size:
+        _check_values(M[:, suspect], [names[j] for j in suspect], what)
+    return moments
+
+
+def _check_values(M: np.ndarray, names, what: str, chunk_rows: int = 8192) -> None:
+    """The value-by-value check of :func:`check_finite_columns`: column maxima and minima
+    find NaN and Inf too (they propagate), in two reductions without temporaries."""
     largest = np.zeros(M.shape[1])
     ok = np.ones(M.shape[1], dtype=bool)
     for start in range(0, M.shape[0], chunk_rows):

@@ -147,7 +147,8 @@ class LmmScope(RegressorMixin, BaseEstimator):
         self._record_input(X)
         X_fixed, names, Z, random_names, groups = self._split_columns(X, Z, groups)
         Xm = checks.as_float_matrix(X_fixed, "X")
-        Xv, y, Zv, codes, labels = _validated_arrays(Xm, y, Z, groups, names, random_names)
+        Xv, y, Zv, codes, labels, moments = _validated_arrays(Xm, y, Z, groups, names,
+                                                              random_names, with_moments=True)
         always, unpenalised = list(self.always or []), []
         if self.fit_intercept:
             Xv = InterceptPrepended(Xv)  # [1, X] without copying X
@@ -160,7 +161,8 @@ class LmmScope(RegressorMixin, BaseEstimator):
             k=self.k, a=self.a, criterion=self.criterion, k_max=self.k_max,
             cv_folds=self.cv_folds, a_grid=self.a_grid, method=self.method,
             random_state=self.random_state, verbose=self.verbose,
-            penalize_random_slopes=self.penalize_random_slopes, control=self.control)
+            penalize_random_slopes=self.penalize_random_slopes, control=self.control,
+            x_moments=moments)
         self.result_._prepend_intercept = self.fit_intercept
         self._set_fitted_attributes()
         return self

@@ -139,22 +139,40 @@ class RowMoments:
     keys: np.ndarray  # (2, p)
 
 
+@dataclass
+class RawMoments:
+    """Uncentred column statistics of an array from one scan: sums of squares, and the
+    products [1; R] X with two fixed random rows R (column sums and projections).  The
+    input checks compute them; :func:`row_moments` centres them without a second scan."""
+
+    squares: np.ndarray
+    products: np.ndarray  # (3, p)
+
+
+def _projection_rows(n_rows: int) -> np.ndarray:
+    return np.vstack([np.ones(n_rows), np.random.default_rng(0).standard_normal((2, n_rows))])
+
+
+def raw_moments(base: np.ndarray) -> RawMoments:
+    return RawMoments(np.einsum("ij,ij->j", base, base), _projection_rows(base.shape[0]) @ base)
+
+
 # Uncentred sums of squares minus N mean^2 lose log10(ratio) digits to cancellation:
 # at most ~6 of 16 where the ratio of the raw to the centred sum is below this.
 MILD_LOCATION = 1e6
 
 
-def row_moments(X, shift, chunk_rows=4096) -> RowMoments:
+def row_moments(X, shift, raw: RawMoments | None = None, chunk_rows=4096) -> RowMoments:
     """:class:`RowMoments` of X centred by ``shift``, without a centred copy of X: from
-    the raw products where the location is mild, from centred row chunks of only the
-    other columns.  Sums and projections come from one product with [1; R]."""
+    the raw moments (``raw``: those of X's own columns, when already computed) where
+    the location is mild, from centred row chunks of only the other columns."""
     intercept = isinstance(X, InterceptPrepended)
     base = X.base if intercept else np.asarray(X)
     N = base.shape[0]
     own = np.asarray(shift, float)[int(intercept):]
-    R = np.vstack([np.ones(N), np.random.default_rng(0).standard_normal((2, N))])
-    raw = np.einsum("ij,ij->j", base, base)
-    products = R @ base
+    R = _projection_rows(N)
+    raw = raw_moments(base) if raw is None else raw
+    raw, products = raw.squares, raw.products
     spread = raw - 2 * own * products[0] + N * own ** 2
     projected = products - np.outer(R.sum(axis=1), own)  # row 0: the centred sums
     far = np.flatnonzero(raw > MILD_LOCATION * np.maximum(spread, 0) + (raw == 0))
