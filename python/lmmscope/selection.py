@@ -259,6 +259,7 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
     G_pp = gram[unpen.size:, unpen.size:] if leading else gram[np.ix_(others, others)]
     c_p = xty[others]
     yy = float(yty)
+    A = au = None
     if unpen.size:
         G_uu = gram[np.ix_(unpen, unpen)]
         chol = sla.cho_factor(G_uu)
@@ -281,6 +282,12 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
     loss = QuadraticLoss(gram=symmetrise(G_pp), xty=c_p / scale, yty=yy)
     _require_finite(loss, scale)
 
+    return ReducedProblem(loss, pen, unpen, scale, _recoverer(p, pen, unpen, au, A))
+
+
+def _recoverer(p, pen, unpen, au, A):
+    """Full coefficients from the penalised ones: the unpenalised columns' profiled
+    least-squares values au - A b_pen (A = G_uu^{-1} G_up)."""
     def recover(b_pen):
         beta = np.zeros(p)
         beta[pen] = b_pen
@@ -288,7 +295,7 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
             beta[unpen] = au - A @ b_pen
         return beta
 
-    return ReducedProblem(loss, pen, unpen, scale, recover)
+    return recover
 
 
 def reduce_gram_columns(wg, unpenalised) -> ReducedProblem:
@@ -324,14 +331,7 @@ def reduce_gram_columns(wg, unpenalised) -> ReducedProblem:
                          xty=c_p / scale, yty=yy)
     _require_finite(loss, scale)
 
-    def recover(b_pen):
-        beta = np.zeros(p)
-        beta[pen] = b_pen
-        if unpen.size:
-            beta[unpen] = au - A @ b_pen
-        return beta
-
-    return ReducedProblem(loss, pen, unpen, scale, recover)
+    return ReducedProblem(loss, pen, unpen, scale, _recoverer(p, pen, unpen, au, A))
 
 
 class ReducedGramColumns:
