@@ -279,3 +279,24 @@ def test_centred_gram_equals_the_gram_of_centred_columns(mean):
     Xc = X - stats.x_shift
     _close(stats.XtX, Xc.T @ Xc, 1e-12)
     _close(stats.Xty, Xc.T @ (y - stats.y_shift), 1e-12)
+
+
+@pytest.mark.parametrize("centre", ["none", "prepended"])
+def test_column_major_whitening_in_tiles_equals_dense_reference(centre, monkeypatch):
+    """A column-major X (a data frame's own block) is whitened in tiles of columns;
+    tiles of 8 of its 30 columns (a partial last one) give the dense reference's numbers."""
+    import lmmscope.crossprod as crossprod
+
+    monkeypatch.setattr(crossprod, "COLUMN_TILE", 8)
+    X, y, Z, codes, n = _problem(4, "runs", mean=5.0)
+    X = np.asfortranarray(X)
+    a = 0.7
+    design = InterceptPrepended(X) if centre == "prepended" else X
+    stats = compute_cluster_stats(design, y, Z, codes, n, gram=False,
+                                  center=False if centre == "none" else None)
+    dense = np.column_stack([np.ones(X.shape[0]), X]) if centre == "prepended" else X
+    ref_X, ref_y = _reference_whitening(dense - stats.x_shift, y - stats.y_shift, Z, codes, n, a)
+    w = whitened_rows(design, y, Z, codes, n, a, stats=stats, chunk_bytes=4096)
+    _close(w.X, ref_X)
+    _close(w.squares, np.einsum("ij,ij->j", ref_X, ref_X))
+    _close(w.xty, ref_X.T @ ref_y)
