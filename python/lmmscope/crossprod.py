@@ -173,21 +173,38 @@ def cluster_products(Z: np.ndarray, X: np.ndarray, codes: np.ndarray, n_groups: 
 
 
 def _run_products(Z, X, runs, out, chunk_bytes, shift):
-    """Batched Z_i'(X_i - shift) over runs of equal-size clusters (rows sorted)."""
+    """Batched Z_i'(X_i - shift) over runs of equal-size clusters (rows sorted).  A
+    column-major X (a data frame's own block) is copied a tile of whole column segments
+    at a time into a row-major buffer first: numpy's batched products of small
+    matrices read strided operands several times slower."""
     q, p = Z.shape[1], X.shape[1]
     centre = _has_shift(shift)
+    column_major = X.flags.f_contiguous and not X.flags.c_contiguous
+    width = min(p, COLUMN_TILE) if column_major else p
+    budget = min(chunk_bytes, 2**21) if column_major else chunk_bytes
+    copied = centre or column_major
     buffer = None
     for first, stop, row, size in runs:
-        step = (stop - first) if not centre else max(1, chunk_bytes // (8 * size * max(p, 1)))
-        if centre and (buffer is None or buffer.shape[0] < step * size):
-            buffer = np.empty((step * size, p))
+        step = (stop - first) if not copied else max(1, budget // (8 * size * max(width, 1)))
+        if copied and (buffer is None or buffer.size < step * size * width):
+            buffer = np.empty(step * size * width)
         for c0 in range(first, stop, step):
             c1 = min(c0 + step, stop)
             r0 = row + (c0 - first) * size
             r1 = r0 + (c1 - c0) * size
-            Xb = X[r0:r1] if not centre else np.subtract(X[r0:r1], shift, out=buffer[:r1 - r0])
             Zb = Z[r0:r1].reshape(c1 - c0, size, q)
-            np.matmul(np.swapaxes(Zb, 1, 2), Xb.reshape(c1 - c0, size, p), out=out[c0:c1])
+            for j0 in range(0, p, width):
+                cols = slice(j0, min(j0 + width, p))
+                Xb = X[r0:r1, cols]
+                if copied:
+                    tile = buffer[:(r1 - r0) * Xb.shape[1]].reshape(Xb.shape)
+                    if centre:
+                        np.subtract(Xb, shift[cols], out=tile)
+                    else:
+                        np.copyto(tile, Xb)
+                    Xb = tile
+                np.matmul(np.swapaxes(Zb, 1, 2), Xb.reshape(c1 - c0, size, -1),
+                          out=out[c0:c1, :, cols])
 
 
 def cluster_expand(Z: np.ndarray, V: np.ndarray, codes: np.ndarray, n_groups: int,
