@@ -33,6 +33,9 @@ from .intercept import InterceptPrepended
 # Row chunks centred at a time: big enough for BLAS-3 efficiency (>= 512 rows),
 # small enough to stay a fraction of X.
 CHUNK_BYTES = 32 * 2**20
+# Columns per tile where a column-major X (a data frame's own block) is read by rows of
+# clusters: 256 columns of 1,024 rows are 2 MB, with 8 KB contiguous per column.
+COLUMN_TILE = 256
 MIN_CHUNK_ROWS = 512
 
 
@@ -781,11 +784,6 @@ class _WhiteningBlock:
         np.subtract(self.centred(rows, cols), Xa, out=Xa)
         self.out.squares[cols] += np.einsum("ij,ij->j", Xa, Xa)
         self.out.xty[cols] += self.out.y[rows] @ Xa
-
-
-# Columns per tile when whitening a column-major X: 256 columns of 1,024 rows are 2 MB,
-# with 8 KB contiguous per column.
-COLUMN_TILE = 256
 
 
 def _whiten_row_blocks(Z, H, ZtX, runs, block: _WhiteningBlock, chunk_bytes,
