@@ -5,6 +5,8 @@ For each size, ``lmm_scope("y ~ . - z + (z | g)", frame)`` against
 fixed k = 3, a = 1 and with default tuning (k by GIC, a by the variance-ratio
 iteration).  Prints each front's median time and memory added during the call (peak
 RSS growth; the frame and X exist before either call) and the ratios formula / arrays.
+The two fronts' calls alternate (5 pairs; 3 for the two large sizes) after one untimed
+pair that also checks they select the same support.
 
 Sizes: N = 2,000 rows (200 clusters) with p = 1,000, 5,000 and 20,000 candidates, and
 N = 1,000,000 rows (100,000 clusters) with p = 50.  ``--quick`` runs the two smallest.
@@ -42,19 +44,31 @@ def rss_bytes(field="VmHWM:"):
     return 0
 
 
-def measured(run, repeats):
-    """(median seconds, largest memory added in bytes, last result)."""
-    times, added, out = [], [], None
+def measured_once(run):
+    """(seconds, memory added in bytes) of one call."""
+    gc.collect()
+    reset_peak_rss()
+    base = rss_bytes("VmRSS:")
+    t0 = time.perf_counter()
+    out = run()
+    seconds = time.perf_counter() - t0
+    added = rss_bytes() - base
+    del out
+    return seconds, added
+
+
+def interleaved(runs, repeats):
+    """Per named call: (median seconds, largest memory added).  The calls alternate
+    (A, B, A, B, ...), so drift of the machine's state (page cache, huge pages, other
+    load) falls on both alike; a single call of a 0.1 s fit varies by 30%."""
+    times = {name: [] for name in runs}
+    added = {name: [] for name in runs}
     for _ in range(repeats):
-        out = None
-        gc.collect()
-        reset_peak_rss()
-        base = rss_bytes("VmRSS:")
-        t0 = time.perf_counter()
-        out = run()
-        times.append(time.perf_counter() - t0)
-        added.append(rss_bytes() - base)
-    return float(np.median(times)), max(added), out
+        for name, run in runs.items():
+            seconds, grown = measured_once(run)
+            times[name].append(seconds)
+            added[name].append(grown)
+    return {name: (float(np.median(times[name])), max(added[name])) for name in runs}
 
 
 def make(N, p, n_groups, seed=0):
@@ -72,13 +86,15 @@ def compare(N, p, n_groups, repeats):
     X, y, Z, g, frame = make(N, p, n_groups)
     rows = []
     for label, k, a in (("fixed k=3, a=1", 3, 1.0), ("default tuning", None, None)):
-        t_arr, m_arr, est = measured(lambda: lmmscope.LmmScope(k=k, a=a).fit(X, y, Z=Z, groups=g), repeats)
-        support = sorted(f"x{j}" for j in est.support_)
-        del est
-        t_for, m_for, fit = measured(lambda: lmmscope.lmm_scope("y ~ . - z + (z | g)", frame, k=k, a=a),
-                                     repeats)
-        same = sorted(fit.support) == support
-        del fit
+        arrays = lmmscope.LmmScope(k=k, a=a).fit(X, y, Z=Z, groups=g)
+        formula = lmmscope.lmm_scope("y ~ . - z + (z | g)", frame, k=k, a=a)
+        same = sorted(formula.support) == sorted(f"x{j}" for j in arrays.support_)
+        del arrays, formula
+        m = interleaved({
+            "arrays": lambda: lmmscope.LmmScope(k=k, a=a).fit(X, y, Z=Z, groups=g),
+            "formula": lambda: lmmscope.lmm_scope("y ~ . - z + (z | g)", frame, k=k, a=a)},
+            repeats)
+        (t_arr, m_arr), (t_for, m_for) = m["arrays"], m["formula"]
         rows.append((N, p, label, t_arr, t_for, m_arr, m_for, X.nbytes, same))
     return rows
 
@@ -90,7 +106,7 @@ def warm_up():
     lmmscope.lmm_scope("y ~ . - z + (z | g)", frame)
 
 
-def main(quick=False, repeats=3):
+def main(quick=False, repeats=5):
     warm_up()
     sizes = [(2000, 1000, 200), (2000, 5000, 200)]
     if not quick:
@@ -99,7 +115,7 @@ def main(quick=False, repeats=3):
           f"{'arrays +mem/X':>13} {'formula +mem/X':>14} {'mem x':>6}  same support")
     for N, p, n_groups in sizes:
         for N_, p_, label, t_arr, t_for, m_arr, m_for, xbytes, same in compare(
-                N, p, n_groups, repeats if N * p <= 1e7 else 1):
+                N, p, n_groups, repeats if N * p <= 1e7 else 3):
             print(f"{N_:>8} {p_:>6}  {label:<16} {t_arr:9.3f} {t_for:9.3f} {t_for / t_arr:7.2f} "
                   f"{m_arr / xbytes:13.2f} {m_for / xbytes:14.2f} "
                   f"{m_for / max(m_arr, 1):6.2f}  {same}", flush=True)
@@ -113,6 +129,6 @@ if __name__ == "__main__":
         os.execv(sys.executable, [sys.executable] + sys.argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     main(quick=args.quick, repeats=args.repeats)
