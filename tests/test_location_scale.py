@@ -224,3 +224,25 @@ def test_inference_with_the_intercept_as_the_only_other_column(frames):
     b = lmmscope.lmm_scope(f, shifted, always=["days"]).inference(adjust=None)
     assert np.all(np.isfinite(a.to_numpy()))
     _close(b.loc["days"], a.loc["days"], rtol=1e-8)
+
+
+def test_statistics_from_the_input_checks_moments_equal_their_own_pass():
+    """Data reuses the input checks' column sums and squares of X (no second pass):
+    the statistics are bit for bit those of their own pass, with a location to centre away."""
+    from lmmscope.checks import check_finite_columns
+    from lmmscope.crossprod import compute_cluster_stats, encode_groups
+    from lmmscope.intercept import InterceptPrepended
+
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((240, 12)) + np.r_[np.zeros(11), 1.7e9]
+    y = X[:, 0] + rng.standard_normal(240)
+    Z = np.column_stack([np.ones(240), rng.standard_normal(240)])
+    codes, _ = encode_groups(np.repeat(np.arange(30), 8))
+    moments = check_finite_columns(X, [f"x{j}" for j in range(12)], "X")
+    for gram in (True, False):
+        own = compute_cluster_stats(InterceptPrepended(X), y, Z, codes, 30, gram=gram)
+        reused = compute_cluster_stats(InterceptPrepended(X), y, Z, codes, 30, gram=gram,
+                                       moments=(moments.sums, moments.squares))
+        np.testing.assert_array_equal(reused.x_shift, own.x_shift)
+        for name in ("ZtX", "Xty", "ZtZ") + (("XtX",) if gram else ()):
+            np.testing.assert_array_equal(getattr(reused, name), getattr(own, name))

@@ -99,7 +99,7 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
     progress(f"N={X.shape[0]}, p={X.shape[1]} ({len(unpenalised)} unpenalised), "
              f"q={Z.shape[1]}, clusters={labels.size}")
     data = Data(X, y, Z, codes, labels.size, control=control,
-                layout=choose_layout(X.shape[0], X.shape[1], k, a, control))
+                layout=choose_layout(X.shape[0], X.shape[1], k, a, control), x_moments=x_moments)
     progress("per-cluster cross-products done")
     checks.check_statistics_finite(data.stats, names, y_scale=float(np.abs(y).max()))
     sel, mixed, columns, dropped = select_and_refit(
@@ -153,7 +153,8 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
     reml = _check_method(method)
     optimum = refitter.fit(columns, reml=reml, check=True)
     mixed = MixedModelFit(refitter.subset_stats(columns), [names[j] for j in columns],
-                          random_names, labels, group_name, reml=reml, optimum=optimum, control=control)
+                          random_names, labels, group_name, reml=reml, optimum=optimum,
+                          control=control)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
     dropped = [names[j] for j in sorted(set(excluded) | (set(selected) - set(columns)))]
     return sel, mixed, columns, dropped

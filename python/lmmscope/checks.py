@@ -57,7 +57,8 @@ def check_finite_columns(M: np.ndarray, names, what: str):
     squares = moments.squares
     with np.errstate(invalid="ignore"):
         cleared = np.isfinite(squares) & (squares <= HUGE ** 2) \
-            & (squares >= M.shape[0] * TINY ** 2) & np.isfinite(moments.products).all(axis=0)
+            & (squares >= M.shape[0] * TINY ** 2) & np.isfinite(moments.sums) \
+            & np.isfinite(moments.projections).all(axis=0)
     suspect = np.flatnonzero(~cleared)
     if suspect.size:
         _check_values(M[:, suspect], [names[j] for j in suspect], what)

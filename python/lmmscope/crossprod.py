@@ -175,6 +175,26 @@ def cluster_products(Z: np.ndarray, X: np.ndarray, codes: np.ndarray, n_groups: 
     return out
 
 
+def _column_major(M: np.ndarray) -> bool:
+    """Fortran-ordered and not also C-ordered (a data frame's own block, transposed)."""
+    return M.flags.f_contiguous and not M.flags.c_contiguous
+
+
+def _run_tiles(runs, p, width, tile_bytes=None):
+    """Tiles (clusters c0:c1, rows r0:r1, cluster size, columns) over runs of equal-size
+    clusters (rows sorted): as many whole clusters as fill ``tile_bytes`` at ``width``
+    columns (None: the whole run), then ``width`` columns at a time."""
+    for first, stop, row, size in runs:
+        step = (stop - first if tile_bytes is None
+                else max(1, tile_bytes // (8 * size * max(width, 1))))
+        for c0 in range(first, stop, step):
+            c1 = min(c0 + step, stop)
+            r0 = row + (c0 - first) * size
+            r1 = r0 + (c1 - c0) * size
+            for j0 in range(0, p, max(width, 1)):  # p = 0: no tiles
+                yield c0, c1, r0, r1, size, slice(j0, min(j0 + width, p))
+
+
 def _run_products(Z, X, runs, out, chunk_bytes, shift):
     """Batched Z_i'(X_i - shift) over runs of equal-size clusters (rows sorted).  A
     column-major X (a data frame's own block) is copied a tile of whole column segments
@@ -182,32 +202,24 @@ def _run_products(Z, X, runs, out, chunk_bytes, shift):
     matrices read strided operands several times slower."""
     q, p = Z.shape[1], X.shape[1]
     centre = _has_shift(shift)
-    column_major = X.flags.f_contiguous and not X.flags.c_contiguous
+    column_major = _column_major(X)
     width = min(p, COLUMN_TILE) if column_major else p
-    budget = min(chunk_bytes, 2**21) if column_major else chunk_bytes
     copied = centre or column_major
-    buffer = None
-    for first, stop, row, size in runs:
-        step = (stop - first) if not copied else max(1, budget // (8 * size * max(width, 1)))
-        if copied and (buffer is None or buffer.size < step * size * width):
-            buffer = np.empty(step * size * width)
-        for c0 in range(first, stop, step):
-            c1 = min(c0 + step, stop)
-            r0 = row + (c0 - first) * size
-            r1 = r0 + (c1 - c0) * size
-            Zb = Z[r0:r1].reshape(c1 - c0, size, q)
-            for j0 in range(0, p, width):
-                cols = slice(j0, min(j0 + width, p))
-                Xb = X[r0:r1, cols]
-                if copied:
-                    tile = buffer[:(r1 - r0) * Xb.shape[1]].reshape(Xb.shape)
-                    if centre:
-                        np.subtract(Xb, shift[cols], out=tile)
-                    else:
-                        np.copyto(tile, Xb)
-                    Xb = tile
-                np.matmul(np.swapaxes(Zb, 1, 2), Xb.reshape(c1 - c0, size, -1),
-                          out=out[c0:c1, :, cols])
+    tile_bytes = (min(chunk_bytes, 2**21) if column_major else chunk_bytes) if copied else None
+    buffer = np.empty(0)
+    for c0, c1, r0, r1, size, cols in _run_tiles(runs, p, width, tile_bytes):
+        Xb = X[r0:r1, cols]
+        if copied:
+            if buffer.size < Xb.size:
+                buffer = np.empty(Xb.size)
+            tile = buffer[:Xb.size].reshape(Xb.shape)
+            if centre:
+                np.subtract(Xb, shift[cols], out=tile)
+            else:
+                np.copyto(tile, Xb)
+            Xb = tile
+        Zb = Z[r0:r1].reshape(c1 - c0, size, q)
+        np.matmul(np.swapaxes(Zb, 1, 2), Xb.reshape(c1 - c0, size, -1), out=out[c0:c1, :, cols])
 
 
 def cluster_expand(Z: np.ndarray, V: np.ndarray, codes: np.ndarray, n_groups: int,
@@ -517,7 +529,8 @@ def _fill_upper_from_lower(S: np.ndarray, block: int = 512) -> None:
         tile[...] = lower + np.tril(tile, -1).T
 
 
-def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None) -> ClusterStats:
+def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None,
+                          moments=None) -> ClusterStats:
     """One pass over the data: every cross-product that later steps need.
 
     ``center``: None (automatic) shifts every column but the intercept, and y, by
@@ -526,7 +539,8 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None)
     p, 0 for the intercept), so that statistics of row chunks share one shift and add
     up.  ``X`` may be an :class:`~lmmscope.intercept.InterceptPrepended`; the
     intercept's statistics are then column sums, bordered onto those of the user's
-    columns.
+    columns.  ``moments``: (column sums, sums of squares) of X's own columns, where the
+    input checks already computed them (else one pass here).
     """
     prepended = isinstance(X, InterceptPrepended)
     base = X.base if prepended else np.asarray(X, dtype=float)
@@ -537,7 +551,10 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None)
     first = int(prepended)
     intercept = intercept_column(X)
     may_shift = center is not False and (center is not None or intercept is not None)
-    sums, squares = column_moments(base) if may_shift else (None, None)
+    if not may_shift:
+        sums, squares = None, None
+    else:
+        sums, squares = column_moments(base) if moments is None else moments
     x_shift, y_shift = _shifts(base, y, prepended, intercept, center, sums)
     base_shift = x_shift[first:]
     yc = y - y_shift if y_shift else y
@@ -738,9 +755,8 @@ def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None
     if runs is not None:
         # a column-major X (a data frame's own block) is read in tiles of whole column
         # segments: a block of rows across every column would be p strided gathers
-        by_columns = base.flags.f_contiguous and not base.flags.c_contiguous
         _whiten_row_blocks(Z, H, stats.ZtX, runs, block, chunk_bytes,
-                           column_block=COLUMN_TILE if by_columns else None)
+                           column_block=COLUMN_TILE if _column_major(base) else None)
     else:
         _whiten_column_blocks(Z, H, stats.ZtX, codes, n_groups, block, chunk_bytes)
     return out
@@ -792,18 +808,11 @@ def _whiten_row_blocks(Z, H, ZtX, runs, block: _WhiteningBlock, chunk_bytes,
     every column, or ``column_block`` columns at a time)."""
     q, p = Z.shape[1], ZtX.shape[2]
     width = p if column_block is None else min(p, column_block)
-    for first, stop, row, size in runs:
-        step = max(1, chunk_bytes // (8 * size * max(width, 1)))
-        for c0 in range(first, stop, step):
-            c1 = min(c0 + step, stop)
-            r0 = row + (c0 - first) * size
-            r1 = r0 + (c1 - c0) * size
-            Zb = Z[r0:r1].reshape(c1 - c0, size, q)
-            for j0 in range(0, p, width):
-                cols = slice(j0, min(j0 + width, p))
-                V = H[c0:c1] @ ZtX[c0:c1, :, cols]
-                np.matmul(Zb, V, out=block.out.X[r0:r1, cols].reshape(c1 - c0, size, -1))
-                block.finish(slice(r0, r1), cols)
+    for c0, c1, r0, r1, size, cols in _run_tiles(runs, p, width, chunk_bytes):
+        V = H[c0:c1] @ ZtX[c0:c1, :, cols]
+        np.matmul(Z[r0:r1].reshape(c1 - c0, size, q), V,
+                  out=block.out.X[r0:r1, cols].reshape(c1 - c0, size, -1))
+        block.finish(slice(r0, r1), cols)
 
 
 def _whiten_column_blocks(Z, H, ZtX, codes, n_groups, block: _WhiteningBlock, chunk_bytes):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
+from .crossprod import column_moments
 from .intercept import InterceptPrepended
 
 # R's qr() tolerance, as lme4's chkRank.drop.cols uses it, on a column's relative norm.
@@ -141,20 +142,24 @@ class RowMoments:
 
 @dataclass
 class RawMoments:
-    """Uncentred column statistics of an array from one scan: sums of squares, and the
-    products [1; R] X with two fixed random rows R (column sums and projections).  The
-    input checks compute them; :func:`row_moments` centres them without a second scan."""
+    """Uncentred column statistics of an array: sums and sums of squares (as
+    :func:`lmmscope.crossprod.column_moments` computes them, so the statistics reusing
+    them are those of their own pass) and the projections R X on two fixed random rows.
+    The input checks compute them; :func:`row_moments` centres them without a second
+    scan."""
 
+    sums: np.ndarray
     squares: np.ndarray
-    products: np.ndarray  # (3, p)
+    projections: np.ndarray  # (2, p)
 
 
 def _projection_rows(n_rows: int) -> np.ndarray:
-    return np.vstack([np.ones(n_rows), np.random.default_rng(0).standard_normal((2, n_rows))])
+    return np.random.default_rng(0).standard_normal((2, n_rows))
 
 
 def raw_moments(base: np.ndarray) -> RawMoments:
-    return RawMoments(np.einsum("ij,ij->j", base, base), _projection_rows(base.shape[0]) @ base)
+    sums, squares = column_moments(base)
+    return RawMoments(sums, squares, _projection_rows(base.shape[0]) @ base)
 
 
 # Uncentred sums of squares minus N mean^2 lose log10(ratio) digits to cancellation:
@@ -170,9 +175,10 @@ def row_moments(X, shift, raw: RawMoments | None = None, chunk_rows=4096) -> Row
     base = X.base if intercept else np.asarray(X)
     N = base.shape[0]
     own = np.asarray(shift, float)[int(intercept):]
-    R = _projection_rows(N)
+    R = np.vstack([np.ones(N), _projection_rows(N)])
     raw = raw_moments(base) if raw is None else raw
-    raw, products = raw.squares, raw.products
+    products = np.vstack([raw.sums, raw.projections])  # [1; R] X
+    raw = raw.squares
     spread = raw - 2 * own * products[0] + N * own ** 2
     projected = products - np.outer(R.sum(axis=1), own)  # row 0: the centred sums
     far = np.flatnonzero(raw > MILD_LOCATION * np.maximum(spread, 0) + (raw == 0))

@@ -71,10 +71,12 @@ class Progress:
 class Data:
     """The in-memory data backend (contract 2): the raw arrays, their per-cluster
     statistics (one pass) and the layout (Gram or rows, :mod:`lmmscope.layouts`)
-    chosen once.  ``layout`` may be given; else ``use_gram`` picks it, else the size."""
+    chosen once.  ``layout`` may be given; else ``use_gram`` picks it, else the size.
+    ``x_moments``: the :class:`~lmmscope.rank.RawMoments` of X's own columns, where the
+    input checks computed them (the statistics then need no pass of their own for them)."""
 
     def __init__(self, X, y, Z, codes, n_groups, use_gram=None, control: Control | None = None,
-                 layout=None):
+                 layout=None, x_moments=None):
         self.X, self.y, self.Z, self.codes, self.n_groups = X, y, Z, codes, n_groups
         self.N, self.p = X.shape
         self.control = as_control(control)
@@ -91,7 +93,9 @@ class Data:
         self.z_scale = (column_root_mean_squares(Z) if self.control.unit_free_z
                         else np.ones(Z.shape[1]))
         self.Z = Z / self.z_scale
-        self.stats = compute_cluster_stats(X, y, self.Z, codes, n_groups, gram=self.use_gram)
+        known = None if x_moments is None else (x_moments.sums, x_moments.squares)
+        self.stats = compute_cluster_stats(X, y, self.Z, codes, n_groups, gram=self.use_gram,
+                                           moments=known)
         self._fold_cache = {}
 
     @property
