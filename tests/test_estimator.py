@@ -231,14 +231,15 @@ def test_row_order_and_label_type_do_not_matter(data):
 
 @pytest.mark.parametrize("intercept", [True, False])
 @pytest.mark.parametrize("k, a", [(3, 1.0), (None, None)])  # rows layout, Gram layout
-def test_fit_leaves_the_callers_arrays_and_frame_untouched(intercept, k, a):
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_fit_leaves_the_callers_arrays_and_frame_untouched(intercept, k, a, order):
     """Centring, scaling and whitening work on buffers of their own (and the column
-    checks reuse the input checks' moments of X): the caller's X, y, Z and data frame
-    are bit for bit what they were."""
+    checks reuse the input checks' moments of X; a column-major X is whitened in a
+    row-major copy): the caller's X, y, Z and data frame are bit for bit what they were."""
     from lmmscope.simulate import make_data
 
     X, _Z, Zs, y, _beta, _ = make_data(m=8, n=40, p=60, q=2, seed=3)
-    X = X + 5.0  # a location to centre away
+    X = np.asarray(X + 5.0, order=order)  # a location to centre away
     groups = np.repeat(np.arange(40), 8)
     copies = [X.copy(), y.copy(), Zs.copy()]
     lmmscope.LmmScope(k=k, a=a, fit_intercept=intercept).fit(X, y, Z=Zs, groups=groups)

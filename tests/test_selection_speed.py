@@ -300,3 +300,90 @@ def test_column_major_whitening_in_tiles_equals_dense_reference(centre, monkeypa
     _close(w.X, ref_X)
     _close(w.squares, np.einsum("ij,ij->j", ref_X, ref_X))
     _close(w.xty, ref_X.T @ ref_y)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("centre", ["none", "ones column", "prepended"])
+def test_whitening_in_place_equals_the_fresh_whitening(order, centre):
+    """A row-major copy of X whitened in place (``overwrite``) holds bit for bit the
+    X_a a fresh whitening gives, with the same sums of squares and X_a'y_a."""
+    X, y, Z, codes, n = _problem(5, order, mean=5.0)
+    if centre == "ones column":
+        X[:, 0] = 1.0
+    design = InterceptPrepended(np.asfortranarray(X)) if centre == "prepended" else X
+    stats = compute_cluster_stats(design, y, Z, codes, n, gram=False,
+                                  center=False if centre == "none" else None)
+    fresh = whitened_rows(design, y, Z, codes, n, 0.8, stats=stats, chunk_bytes=4096)
+    lead = int(centre == "prepended")
+    copy = np.full((X.shape[0], lead + X.shape[1]), np.nan)  # lead column: never read
+    copy[:, lead:] = X
+    done = whitened_rows(design, y, Z, codes, n, 0.8, stats=stats, chunk_bytes=4096,
+                         overwrite=copy)
+    assert done.X is copy
+    np.testing.assert_array_equal(done.X, fresh.X)
+    np.testing.assert_array_equal(done.y, fresh.y)
+    np.testing.assert_array_equal(done.squares, fresh.squares)
+    np.testing.assert_array_equal(done.xty, fresh.xty)
+    with pytest.raises(ValueError, match="row-major array of X's shape"):
+        whitened_rows(design, y, Z, codes, n, 0.8, stats=stats, overwrite=np.asfortranarray(copy))
+
+
+@pytest.mark.parametrize("shape", [(700, 300), (3000, 5), (37, 90), (2, 3)])
+def test_column_major_moments_and_row_major_copy(shape, monkeypatch):
+    """A column-major X's moments are read along its columns in tiles (small tiles
+    here: several of rows and columns, partial last ones) and agree with the row-major
+    reading; the row-major copy made in the same pass is X exactly."""
+    import lmmscope.crossprod as crossprod
+    from lmmscope import rank
+
+    monkeypatch.setattr(crossprod, "_TILE_BYTES", 2**14)
+    monkeypatch.setattr(crossprod, "_COPY_BLOCK_BYTES", 2**11)
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal(shape) * rng.uniform(0.1, 50, shape[1]) + rng.uniform(-1e3, 1e3, shape[1])
+    by_rows = rank.raw_moments(X)
+    copy = np.zeros((shape[0], 1 + shape[1]))
+    by_columns = rank.raw_moments(np.asfortranarray(X), copy_to=copy[:, 1:])
+    np.testing.assert_array_equal(copy[:, 1:], X)
+    assert not copy[:, 0].any()
+    for got, want in ((by_columns.sums, by_rows.sums), (by_columns.squares, by_rows.squares),
+                      (by_columns.projections, by_rows.projections)):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13 * np.abs(want).max())
+    with pytest.raises(ValueError, match="column-major"):
+        crossprod.column_moments(X, copy_to=np.empty(shape))
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_fit_on_a_column_major_x_whitens_a_copy_in_place(intercept, monkeypatch):
+    """One selection (k, a fixed) on a column-major X: the input checks copy X
+    row-major and the whitening overwrites that copy.  The fit equals the fit on a
+    row-major X; afterwards the data backend holds the caller's X (never the
+    overwritten copy), so inference on the result is that of the row-major fit."""
+    import lmmscope
+    import lmmscope.tuning as tuning
+
+    X, y, Z, codes, n = _problem(6, "runs", n_groups=60, p=40, mean=3.0)
+    taken = []
+    original = tuning.whitened_rows
+
+    def spy(*args, overwrite=None, **kwargs):
+        taken.append(overwrite is not None)
+        return original(*args, overwrite=overwrite, **kwargs)
+
+    monkeypatch.setattr(tuning, "whitened_rows", spy)
+    always = None if intercept else [5]
+    C = lmmscope.LmmScope(k=3, a=1.0, fit_intercept=intercept, always=always).fit(
+        X, y, Z=Z, groups=codes)
+    assert taken == [False]
+    XF = np.asfortranarray(X)
+    F = lmmscope.LmmScope(k=3, a=1.0, fit_intercept=intercept, always=always).fit(
+        XF, y, Z=Z, groups=codes)
+    assert taken == [False, True]
+    assert list(F.support_) == list(C.support_)
+    np.testing.assert_allclose(F.coef_, C.coef_, rtol=0, atol=1e-11)
+    data = F.result_._data
+    assert data._overwritable is None
+    base = data.X.base if intercept else data.X
+    assert base is XF
+    got, want = F.result_.inference(), C.result_.inference()
+    np.testing.assert_allclose(got["std_error"], want["std_error"], rtol=1e-8)
+    np.testing.assert_allclose(got["estimate"], want["estimate"], rtol=0, atol=1e-8)

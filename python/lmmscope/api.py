@@ -12,7 +12,7 @@ from .control import Control, as_control
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
 from .intercept import InterceptPrepended
-from .layouts import choose_layout
+from .layouts import choose_layout, whitens_rows_once
 from .mixed import MixedModelFit
 from .refit import Refitter
 from .results import LmmResult, LmmScopeResult
@@ -21,9 +21,12 @@ from .tuning import DEFAULT_A_GRID, Data, Progress, select
 INTERCEPT_NAMES = (INTERCEPT, "(Intercept)")
 
 
-def _validated_arrays(X, y, Z, groups, names, random_names, with_moments=False):
+def _validated_arrays(X, y, Z, groups, names, random_names, with_moments=False,
+                      row_major_lead=None):
     """Checked arrays (X, y, Z, cluster codes, labels); ``with_moments``: and X's
-    :class:`rank.RawMoments`, which the column checks of the selection reuse."""
+    :class:`rank.RawMoments`, which the column checks of the selection reuse (with a
+    row-major copy of a column-major X for the whitening to overwrite, when
+    ``row_major_lead`` is an int: see :func:`whitens_a_copy`)."""
     X = checks.as_float_matrix(X, "X")
     N = X.shape[0]
     y = checks.check_response(y, N)
@@ -33,7 +36,7 @@ def _validated_arrays(X, y, Z, groups, names, random_names, with_moments=False):
     if groups is None:
         raise ValueError("groups= (the cluster of each row) is required")
     groups = checks.check_groups(groups, N)
-    moments = checks.check_finite_columns(X, names, "X")
+    moments = checks.check_finite_columns(X, names, "X", row_major_lead=row_major_lead)
     checks.check_finite_columns(Z, random_names, "Z")
     codes, labels = encode_groups(groups)
     sizes = np.bincount(codes)
@@ -42,15 +45,25 @@ def _validated_arrays(X, y, Z, groups, names, random_names, with_moments=False):
     return (X, y, Z, codes, labels, moments) if with_moments else (X, y, Z, codes, labels)
 
 
-def _validated_design(design):
+def _validated_design(design, whiten_copy=False):
     """_validated_arrays (with X's moments) on a formula's Design; an InterceptPrepended X
     stays unmaterialised (the formula front hands over the frame's own float block when
     it can, not a copy)."""
     prepended = isinstance(design.X, InterceptPrepended)
     X, y, Z, codes, labels, moments = _validated_arrays(
         design.X.base if prepended else design.X, design.y, design.Z, design.groups,
-        design.fixed_names[int(prepended):], design.random_names, with_moments=True)
+        design.fixed_names[int(prepended):], design.random_names, with_moments=True,
+        row_major_lead=int(prepended) if whiten_copy else None)
     return (InterceptPrepended(X) if prepended else X), y, Z, codes, labels, moments
+
+
+def whitens_a_copy(shape, k, a, control, unpenalised) -> bool:
+    """Whether the fit whitens X's rows once, into a new X_a (one selection at fixed k
+    and a on rows, with unpenalised columns such as the intercept: else X_a is an
+    operator).  Then a column-major X (a data frame's own block) is copied row-major
+    in the input checks' pass and whitened in place: every later pass reads rows at
+    the row-major speed, for no more memory than the X_a it becomes."""
+    return bool(unpenalised) and whitens_rows_once(shape[0], shape[1], k, a, control)
 
 
 def _resolve_always(always, names, unpenalised):
@@ -107,6 +120,7 @@ def _fit_selection(X, y, Z, codes, labels, names, random_names, group_name, unpe
         criterion=criterion, k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, method=method,
         random_state=random_state, progress=progress, control=control, rows=data.X,
         raw_moments=x_moments)
+    data.release_row_major_copy()
     result = LmmScopeResult(sel, mixed, design, X, y, Z, codes, labels, names, unpenalised,
                             columns, data=data)
     result.dropped_columns = dropped
@@ -239,7 +253,8 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
                          "without fixed effects")
     unpen = [names.index(INTERCEPT)] if INTERCEPT in names else []
     unpen = _resolve_always(always, names, unpen)
-    X, y, Z, codes, labels, moments = _validated_design(design)
+    X, y, Z, codes, labels, moments = _validated_design(
+        design, whiten_copy=whitens_a_copy(design.X.shape, k, a, control, unpen))
     return _fit_selection(X, y, Z, codes, labels, names, design.random_names, design.group_name,
                           unpen, design, k=k, a=a, criterion=criterion, k_max=k_max,
                           cv_folds=cv_folds, a_grid=a_grid, method=method,

@@ -46,14 +46,20 @@ def check_response(y, n_rows: int) -> np.ndarray:
 HUGE, TINY = 1e150, 1e-150
 
 
-def check_finite_columns(M: np.ndarray, names, what: str):
+def check_finite_columns(M: np.ndarray, names, what: str, row_major_lead=None):
     """Raise naming the columns that hold NaN or Inf, or values whose squares overflow
     or underflow the cross-products; return the columns' :class:`rank.RawMoments`.
 
     Their sums of squares clear most columns at once (finite and at most HUGE^2: every
     value is finite and at most HUGE; at least N TINY^2: some value is at least TINY);
-    only the other columns are scanned value by value."""
-    moments = rank.raw_moments(M)
+    only the other columns are scanned value by value.  ``row_major_lead`` (an int)
+    and a column-major M: the moments' ``row_major`` is a row-major N x (lead + p)
+    copy of M made in the same pass, M in its columns after the first ``lead``."""
+    copy = None
+    if row_major_lead is not None and M.flags.f_contiguous and not M.flags.c_contiguous:
+        copy = np.empty((M.shape[0], row_major_lead + M.shape[1]))
+    moments = rank.raw_moments(M, copy_to=None if copy is None else copy[:, row_major_lead:])
+    moments.row_major = copy
     squares = moments.squares
     with np.errstate(invalid="ignore"):
         cleared = np.isfinite(squares) & (squares <= HUGE ** 2) \

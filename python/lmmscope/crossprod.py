@@ -439,16 +439,60 @@ def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=No
 MILD_MEAN_TO_SD_SQUARED = 99.0
 
 
-def column_moments(base, chunk_bytes=CHUNK_BYTES):
-    """Column sums and sums of squares, in one pass over row chunks."""
+def column_moments(base, chunk_bytes=CHUNK_BYTES, project=None, copy_to=None):
+    """Column sums and sums of squares (and ``project @ base`` when ``project``, a few
+    rows of length N, is given), in one pass over X.
+
+    A column-major X (a data frame's own block) is read as its transpose, a few whole
+    columns at a time, each contiguous: summing row chunks of it would be strided.
+    ``copy_to`` (column-major X only): a row-major N x p destination that receives X's
+    values in the same pass, block by block in cache (numpy's own copy of a transpose
+    runs 2-3x slower).  Returns (sums, squares) or (sums, squares, projections)."""
     N, p = base.shape
+    if copy_to is not None and not _column_major(base):
+        raise ValueError("copy_to is for a column-major X")
+    if _column_major(base):
+        out = _column_major_moments(base, project, copy_to)
+    else:
+        sums, squares = np.zeros(p), np.zeros(p)
+        projections = None if project is None else project @ base
+        rows = _row_chunk(p, chunk_bytes)
+        for first in range(0, N, rows):
+            chunk = base[first:first + rows]
+            sums += chunk.sum(axis=0)
+            squares += np.einsum("ij,ij->j", chunk, chunk)
+        out = sums, squares, projections
+    return out if project is not None else out[:2]
+
+
+# Tiles of a column-major X in one pass: columns of XT (whole columns of X, ~1 MB)
+# and, within them, blocks of rows copied at a time (~128 KB).
+_TILE_BYTES, _COPY_BLOCK_BYTES = 2**20, 2**17
+
+
+def _column_major_moments(base, project, copy_to):
+    N, p = base.shape
+    XT = base.T  # row-major: row j is column j of X
     sums, squares = np.zeros(p), np.zeros(p)
-    rows = _row_chunk(p, chunk_bytes)
-    for first in range(0, N, rows):
-        chunk = base[first:first + rows]
-        sums += chunk.sum(axis=0)
-        squares += np.einsum("ij,ij->j", chunk, chunk)
-    return sums, squares
+    projections = None if project is None else np.zeros((project.shape[0], p))
+    # whole rows of a narrow X; else whole columns of ~1 MB
+    width = p if p <= 64 else int(min(p, max(8, _TILE_BYTES // (8 * max(N, 1)))))
+    height = max(64, _TILE_BYTES // (8 * width))  # rows of a tile (all of them, mostly)
+    copy_height = max(64, _COPY_BLOCK_BYTES // (8 * width))
+    for j0 in range(0, p, width):
+        cols = slice(j0, min(j0 + width, p))
+        for i0 in range(0, N, height):
+            rows = slice(i0, min(i0 + height, N))
+            tile = XT[cols, rows]
+            if copy_to is not None:  # the tile transposed, a block of rows at a time
+                for c0 in range(rows.start, rows.stop, copy_height):
+                    block = slice(c0, min(c0 + copy_height, rows.stop))
+                    copy_to[block, cols] = base[block, cols]
+            sums[cols] += tile.sum(axis=1)
+            squares[cols] += np.einsum("ij,ij->i", tile, tile)
+            if project is not None:
+                projections[:, cols] += project[:, rows] @ tile.T
+    return sums, squares, projections
 
 
 def _mild(n_obs, shift, squares) -> bool:
@@ -727,7 +771,7 @@ def _inverse_root_factors(ZtZ: np.ndarray, a: float) -> np.ndarray:
 
 
 def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None,
-                  chunk_bytes: int = 2**21) -> WhitenedRows:
+                  chunk_bytes: int = 2**21, overwrite=None) -> WhitenedRows:
     """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), with X_a's column sums of
     squares and X_a'y_a accumulated while each block of X_a is still in cache.
 
@@ -739,6 +783,9 @@ def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None
     magnitude is subtracted.  X_a is the only array the size of X that is allocated,
     also for an InterceptPrepended; blocks of rows (clusters sorted, runs of equal
     size) or of columns (otherwise) go through whitening and products in one pass.
+    ``overwrite``: a row-major N x p array that holds X's values (in its columns after
+    the first, for an InterceptPrepended X) and becomes X_a, whitened in place: then
+    nothing the size of X is allocated here.
     """
     prepended = isinstance(X, InterceptPrepended)
     base = X.base if prepended else np.asarray(X, dtype=float)
@@ -749,8 +796,14 @@ def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None
     H = _inverse_root_factors(stats.ZtZ, a)
     yc = y - stats.y_shift if stats.y_shift else y
     ya = yc - cluster_expand(Z, H @ stats.Zty[:, :, None], codes, n_groups)[:, 0]
-    out = WhitenedRows(np.empty(X.shape), ya, np.zeros(X.shape[1]), np.zeros(X.shape[1]))
-    block = _WhiteningBlock(base, stats.x_shift[int(prepended):], prepended, out)
+    if overwrite is not None:
+        if overwrite.shape != X.shape or not overwrite.flags.c_contiguous:
+            raise ValueError("overwrite must be a row-major array of X's shape")
+        base = overwrite[:, int(prepended):]
+    Xa = np.empty(X.shape) if overwrite is None else overwrite
+    out = WhitenedRows(Xa, ya, np.zeros(X.shape[1]), np.zeros(X.shape[1]))
+    block = _WhiteningBlock(base, stats.x_shift[int(prepended):], prepended, out,
+                            in_place=overwrite is not None)
     runs = equal_size_runs(codes, n_groups)
     if runs is not None:
         # a column-major X (a data frame's own block) is read in tiles of whole column
@@ -763,16 +816,28 @@ def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None
 
 
 class _WhiteningBlock:
-    """X_a[rows, cols] <- (Xc - Z H Z'Xc)[rows, cols] from the expanded Z H Z'Xc already
-    written there, then that block's sums of squares and X_a'y_a."""
+    """X_a[rows, cols] <- (Xc - Z H Z'Xc)[rows, cols] from the expanded Z H Z'Xc (E),
+    then that block's sums of squares and X_a'y_a.  E is written into X_a's block
+    first, or (``in_place``: X_a's block holds X's values) into a scratch block."""
 
-    def __init__(self, base, shift, prepended, out: WhitenedRows):
+    def __init__(self, base, shift, prepended, out: WhitenedRows, in_place=False):
         self.base, self.prepended, self.out = base, prepended, out
         self.first = int(prepended)
+        self.in_place = in_place
         # the shift of every column of X_a (0 for a prepended intercept), or None
         self.shift = (np.concatenate([np.zeros(self.first), shift]) if _has_shift(shift)
                       else None)
         self._scratch = np.empty(0)
+        self._expanded = np.empty(0)
+
+    def target(self, rows, cols, shape):
+        """Where E of this block goes: X_a's block, or a scratch block of ``shape``."""
+        if not self.in_place:
+            return self.out.X[rows, cols]
+        size = int(np.prod(shape))
+        if self._expanded.size < size:
+            self._expanded = np.empty(size)
+        return self._expanded[:size].reshape(shape)
 
     def centred(self, rows, cols):
         """Xc[rows, cols] (the intercept's ones included), C-contiguous: numpy's
@@ -794,10 +859,18 @@ class _WhiteningBlock:
             subtract_product(out, np.ones((shape[0], 1)), shift[None, :])
         return out
 
-    def finish(self, rows, cols):
-        """``rows``, ``cols``: slices of X_a (columns of X_a: a prepended intercept first)."""
+    def finish(self, rows, cols, expanded):
+        """``rows``, ``cols``: slices of X_a (columns of X_a: a prepended intercept
+        first); ``expanded``: E of the block, as :meth:`target` gave it."""
         Xa = self.out.X[rows, cols]
-        np.subtract(self.centred(rows, cols), Xa, out=Xa)
+        if not self.in_place:
+            np.subtract(self.centred(rows, cols), Xa, out=Xa)
+        else:  # the same operations on the same values as centred(): x - s, then - E
+            if self.prepended and cols.start == 0:
+                Xa[:, 0] = 1.0
+            if self.shift is not None:
+                np.subtract(Xa, self.shift[cols], out=Xa)
+            np.subtract(Xa, expanded.reshape(Xa.shape), out=Xa)
         self.out.squares[cols] += np.einsum("ij,ij->j", Xa, Xa)
         self.out.xty[cols] += self.out.y[rows] @ Xa
 
@@ -810,9 +883,9 @@ def _whiten_row_blocks(Z, H, ZtX, runs, block: _WhiteningBlock, chunk_bytes,
     width = p if column_block is None else min(p, column_block)
     for c0, c1, r0, r1, size, cols in _run_tiles(runs, p, width, chunk_bytes):
         V = H[c0:c1] @ ZtX[c0:c1, :, cols]
-        np.matmul(Z[r0:r1].reshape(c1 - c0, size, q), V,
-                  out=block.out.X[r0:r1, cols].reshape(c1 - c0, size, -1))
-        block.finish(slice(r0, r1), cols)
+        E = block.target(slice(r0, r1), cols, (r1 - r0, cols.stop - cols.start))
+        np.matmul(Z[r0:r1].reshape(c1 - c0, size, q), V, out=E.reshape(c1 - c0, size, -1))
+        block.finish(slice(r0, r1), cols, E)
 
 
 def _whiten_column_blocks(Z, H, ZtX, codes, n_groups, block: _WhiteningBlock, chunk_bytes):
@@ -825,8 +898,9 @@ def _whiten_column_blocks(Z, H, ZtX, codes, n_groups, block: _WhiteningBlock, ch
     for start in range(0, p, step):
         cols = slice(start, min(start + step, p))
         V = (H @ ZtX[:, :, cols]).reshape(n_groups * q, -1)
-        block.out.X[:, cols] = Zt @ V
-        block.finish(every_row, cols)
+        E = block.target(every_row, cols, (N, cols.stop - cols.start))
+        E[...] = Zt @ V
+        block.finish(every_row, cols, E)
 
 
 class WhitenedOperator:

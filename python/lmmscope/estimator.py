@@ -142,13 +142,17 @@ class LmmScope(RegressorMixin, BaseEstimator):
         -------
         self
         """
-        from .api import _fit_selection, _resolve_always, _validated_arrays
+        from .api import _fit_selection, _resolve_always, _validated_arrays, whitens_a_copy
 
         self._record_input(X)
         X_fixed, names, Z, random_names, groups = self._split_columns(X, Z, groups)
         Xm = checks.as_float_matrix(X_fixed, "X")
-        Xv, y, Zv, codes, labels, moments = _validated_arrays(Xm, y, Z, groups, names,
-                                                              random_names, with_moments=True)
+        lead = int(self.fit_intercept)
+        copy = whitens_a_copy((Xm.shape[0], Xm.shape[1] + lead), self.k, self.a,
+                              self.control, self.fit_intercept or self.always)
+        Xv, y, Zv, codes, labels, moments = _validated_arrays(
+            Xm, y, Z, groups, names, random_names, with_moments=True,
+            row_major_lead=lead if copy else None)
         always, unpenalised = list(self.always or []), []
         if self.fit_intercept:
             Xv = InterceptPrepended(Xv)  # [1, X] without copying X

@@ -30,13 +30,24 @@ from .threads import one_blas_thread
 ON_DEMAND_GRAM_BYTES = 2**28
 
 
+def _single_problem(k, a) -> bool:
+    """k and a both fixed numbers: one selection, no tuning."""
+    return (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+            and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
+
+
+def whitens_rows_once(n_obs: int, p: int, k=None, a=None, control: Control | None = None
+                      ) -> bool:
+    """One selection (k and a fixed) on the whitened rows: X is whitened once."""
+    return _single_problem(k, a) and not choose_layout(n_obs, p, k, a, control).uses_gram
+
+
 def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = None):
     """GramLayout unless one fixed (k, a) problem fits in ``single_problem_rows_bytes``
     (tens of O(Np) gradients cost less than the O(Np^2) Gram), or p exceeds both N
     and ``gram_limit``."""
     control = as_control(control)
-    single_problem = (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
-                      and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
+    single_problem = _single_problem(k, a)
     if single_problem and 8 * n_obs * p <= control.single_problem_rows_bytes:
         return RowLayout()
     if p > max(n_obs, control.gram_limit):

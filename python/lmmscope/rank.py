@@ -151,15 +151,19 @@ class RawMoments:
     sums: np.ndarray
     squares: np.ndarray
     projections: np.ndarray  # (2, p)
+    # a row-major copy of a column-major array made in the same pass (see
+    # :func:`lmmscope.checks.check_finite_columns`), its columns after ``lead`` free
+    row_major: np.ndarray | None = None
 
 
 def _projection_rows(n_rows: int) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((2, n_rows))
 
 
-def raw_moments(base: np.ndarray) -> RawMoments:
-    sums, squares = column_moments(base)
-    return RawMoments(sums, squares, _projection_rows(base.shape[0]) @ base)
+def raw_moments(base: np.ndarray, copy_to=None) -> RawMoments:
+    """``copy_to``: see :func:`lmmscope.crossprod.column_moments`."""
+    return RawMoments(*column_moments(base, project=_projection_rows(base.shape[0]),
+                                      copy_to=copy_to))
 
 
 # Uncentred sums of squares minus N mean^2 lose log10(ratio) digits to cancellation:

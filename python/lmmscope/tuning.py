@@ -68,6 +68,11 @@ class Progress:
             print(f"[lmmscope {time.perf_counter() - self.t0:7.2f}s] {msg}", flush=True)
 
 
+def _like(X, copy):
+    """``copy`` (X's values after its first column for an InterceptPrepended X) as X."""
+    return InterceptPrepended(copy[:, 1:]) if isinstance(X, InterceptPrepended) else copy
+
+
 class Data:
     """The in-memory data backend (contract 2): the raw arrays, their per-cluster
     statistics (one pass) and the layout (Gram or rows, :mod:`lmmscope.layouts`)
@@ -94,13 +99,25 @@ class Data:
                         else np.ones(Z.shape[1]))
         self.Z = Z / self.z_scale
         known = None if x_moments is None else (x_moments.sums, x_moments.squares)
-        self.stats = compute_cluster_stats(X, y, self.Z, codes, n_groups, gram=self.use_gram,
-                                           moments=known)
+        # a row-major copy of a column-major X, made by the input checks: the products
+        # read it, and the first whitening overwrites it (it becomes X_a)
+        self._overwritable = None if x_moments is None else x_moments.row_major
+        if self._overwritable is not None:
+            x_moments.row_major = None  # owned here
+            if self._overwritable.shape != X.shape:
+                raise ValueError("the row-major copy does not match X's shape")
+        rows = X if self._overwritable is None else _like(X, self._overwritable)
+        self.stats = compute_cluster_stats(rows, y, self.Z, codes, n_groups,
+                                           gram=self.use_gram, moments=known)
         self._fold_cache = {}
 
     @property
     def use_gram(self) -> bool:
         return self.layout.uses_gram
+
+    def release_row_major_copy(self):
+        """Free the row-major copy of X if no whitening took it (the fit is over)."""
+        self._overwritable = None
 
     def reduced(self, a, unpenalised):
         """(penalised problem at ``a`` on all clusters, tr(Sigma_a^{-1}) or None)."""
@@ -126,8 +143,9 @@ class Data:
     def whitened_rows(self, a):
         """:class:`~lmmscope.crossprod.WhitenedRows` (fresh X_a, y_a, X_a's column sums
         of squares and X_a'y_a), reusing the stored cross-products."""
+        overwrite, self._overwritable = self._overwritable, None
         return whitened_rows(self.X, self.y, self.Z, self.codes, self.n_groups, a,
-                             stats=self.stats)
+                             stats=self.stats, overwrite=overwrite)
 
     def subset_stats(self, columns):
         """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
