@@ -91,6 +91,11 @@ def test_whitened_operator_equals_dense_reference(order):
     cols = np.array([4, 0, 17, 4])
     _close(op.columns(cols), ref_X[:, cols])
     _close(op.columns(np.array([17, 2])), ref_X[:, [17, 2]])  # partly cached
+    # X's own sums of squares, as the input checks computed them, are not scanned again
+    from lmmscope.rank import raw_moments
+    given = WhitenedOperator(np.asfortranarray(X), y, Z, codes, n, a, stats,
+                             raw_squares=raw_moments(np.asfortranarray(X)).squares)
+    _close(given.squares, np.einsum("ij,ij->j", ref_X, ref_X), 1e-11)
 
 
 def test_whitened_operator_column_cache_refills_without_losing_columns():

@@ -909,11 +909,11 @@ class WhitenedOperator:
     columns a fit needs are whitened explicitly.  For uncentred statistics and an X
     without a prepended intercept (centring first is what keeps shifted columns
     accurate, see :func:`whitened_rows`).  ``y``: y_a; ``squares``: X_a's column sums
-    of squares, X'X's diagonal minus the per-cluster correction
-    (Sigma_a^{-1} = I - Z (2H - H Z'Z H) Z')."""
+    of squares, X'X's diagonal (``raw_squares`` where already known) minus the
+    per-cluster correction (Sigma_a^{-1} = I - Z (2H - H Z'Z H) Z')."""
 
     def __init__(self, X, y, Z, codes, n_groups, a, stats: ClusterStats,
-                 cache_bytes: int = 2**25):
+                 cache_bytes: int = 2**25, raw_squares=None):
         if isinstance(X, InterceptPrepended) or stats.centred:
             raise ValueError("the whitened operator is for uncentred statistics of an array")
         self.X, self.Z = np.asarray(X, dtype=float), np.asarray(Z, dtype=float)
@@ -928,8 +928,9 @@ class WhitenedOperator:
         self._columns = {}  # column -> whitened column: supports searched share columns
         self._max_columns = max(64, cache_bytes // (8 * max(self.shape[0], 1)))
         correction = 2 * self.H - self.H @ stats.ZtZ @ self.H
-        self.squares = np.clip(np.einsum("ij,ij->j", self.X, self.X)
-                               - _quadratic_forms(correction, stats.ZtX), 0.0, None)
+        # X's own column sums of squares: the input checks' (``raw_squares``), or a pass
+        raw = np.einsum("ij,ij->j", self.X, self.X) if raw_squares is None else raw_squares
+        self.squares = np.clip(raw - _quadratic_forms(correction, stats.ZtX), 0.0, None)
 
     def _expand(self, V):
         return cluster_expand(self.Z, V, self.codes, self.n_groups)

@@ -99,6 +99,7 @@ class Data:
                         else np.ones(Z.shape[1]))
         self.Z = Z / self.z_scale
         known = None if x_moments is None else (x_moments.sums, x_moments.squares)
+        self._x_squares = None if x_moments is None else x_moments.squares
         # a row-major copy of a column-major X, made by the input checks: the products
         # read it, and the first whitening overwrites it (it becomes X_a)
         self._overwritable = None if x_moments is None else x_moments.row_major
@@ -133,7 +134,8 @@ class Data:
         intercept prepended)."""
         if self.stats.centred or isinstance(self.X, InterceptPrepended):
             return None
-        return WhitenedOperator(self.X, self.y, self.Z, self.codes, self.n_groups, a, self.stats)
+        return WhitenedOperator(self.X, self.y, self.Z, self.codes, self.n_groups, a, self.stats,
+                                raw_squares=self._x_squares)
 
     def held_out_rows(self, rows):
         """(X, y) of the rows ``rows`` (a boolean mask), for held-out errors: centred by
