@@ -49,7 +49,24 @@ def _as_arrow_table(data):
 
 
 def _as_text(names: list) -> list:
-    return names if all(type(name) is str for name in names) else [str(name) for name in names]
+    return names if set(map(type, names)) <= {str} else [str(name) for name in names]
+
+
+def _repeated(names: list, position: dict) -> set:
+    """Names given to several columns (none when every name has its own position)."""
+    return set() if len(position) == len(names) else set(_duplicates(names))
+
+
+def _dtype_flags(dtypes: list):
+    """(numeric, float64) boolean arrays by position, each distinct dtype classified once."""
+    kinds = list(set(dtypes))
+    numeric = np.array([_numeric_dtype(dt) for dt in kinds], dtype=bool)
+    float64 = np.array([dt == np.float64 for dt in kinds], dtype=bool)
+    if len(kinds) == 1:
+        return np.repeat(numeric, len(dtypes)), np.repeat(float64, len(dtypes))
+    code = dict(zip(kinds, range(len(kinds))))
+    at = np.fromiter(map(code.__getitem__, dtypes), dtype=np.intp, count=len(dtypes))
+    return numeric[at], float64[at]
 
 
 def _duplicates(names) -> list:
@@ -69,19 +86,22 @@ class PandasSource:
         # in one call: pandas 3's Arrow-backed index is slow element by element
         self.columns = _as_text(df.columns.tolist())
         self.n_rows = df.shape[0]
-        self.position = {name: j for j, name in enumerate(self.columns)}
-        self.duplicated = set(_duplicates(self.columns))
-        dtypes = df.dtypes.tolist()
-        numeric = {dt: _numeric_dtype(dt) for dt in set(dtypes)}  # few distinct dtypes
-        self._numeric = dict(zip(self.columns, (numeric[dt] for dt in dtypes)))
-        self._float64 = [dt == np.float64 for dt in dtypes]
+        self.position = dict(zip(self.columns, range(len(self.columns))))  # last one if repeated
+        self.duplicated = _repeated(self.columns, self.position)
+        # per position, as arrays: 10^4 columns share a few dtypes, classified once each
+        self._numeric_at, self._float64_at = _dtype_flags(df.dtypes.tolist())
+        self.non_numeric = [self.columns[j] for j in np.flatnonzero(~self._numeric_at)]
 
     @property
     def index(self):
         return self.df.index
 
     def is_numeric(self, name: str) -> bool:
-        return self._numeric[name]
+        return bool(self._numeric_at[self.position[name]])
+
+    def positions(self, names) -> np.ndarray:
+        """Each column's position in the table (the last one of a repeated name)."""
+        return np.fromiter(map(self.position.__getitem__, names), dtype=np.intp, count=len(names))
 
     def _series(self, name: str) -> pd.Series:
         return self.df.iloc[:, self.position[name]]
@@ -93,19 +113,21 @@ class PandasSource:
             return s.to_numpy()
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
 
-    def column_runs(self, names):
+    def column_runs(self, names, positions=None):
         """(index in ``names``, N x r float64 array) for each run of neighbouring columns;
-        a run inside one float64 block of the frame is a view of it, not a copy."""
-        pos = [self.position[name] for name in names]
-        start = 0
-        for end in range(1, len(pos) + 1):
-            if end == len(pos) or pos[end] != pos[end - 1] + 1:
-                part = self.df.iloc[:, pos[start]:pos[end - 1] + 1]
-                if all(self._float64[pos[start]:pos[end - 1] + 1]):
-                    yield start, part.to_numpy()
-                else:
-                    yield start, part.to_numpy(dtype=np.float64, na_value=np.nan)
-                start = end
+        a run inside one float64 block of the frame is a view of it, not a copy.
+        ``positions``: :meth:`positions` of ``names``, when known already."""
+        pos = self.positions(names) if positions is None else positions
+        if not len(pos):
+            return
+        cuts = np.flatnonzero(np.diff(pos) != 1) + 1
+        for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(pos)]):
+            first, last = int(pos[start]), int(pos[end - 1]) + 1
+            part = self.df.iloc[:, first:last]
+            if self._float64_at[first:last].all():
+                yield start, part.to_numpy()
+            else:
+                yield start, part.to_numpy(dtype=np.float64, na_value=np.nan)
 
     def isna(self, name: str) -> np.ndarray:
         return self._series(name).isna().to_numpy()
@@ -132,10 +154,11 @@ class ArrowSource:
         self.columns = _as_text(list(table.column_names))
         self.n_rows = table.num_rows
         self.position = {name: j for j, name in enumerate(self.columns)}
-        self.duplicated = set(_duplicates(self.columns))
+        self.duplicated = _repeated(self.columns, self.position)
         self._numeric = {name: bool(pat.is_integer(f.type) or pat.is_floating(f.type)
                                     or pat.is_decimal(f.type))
                          for name, f in zip(self.columns, table.schema)}
+        self.non_numeric = [name for name in self.columns if not self._numeric[name]]
 
     @property
     def index(self):
@@ -156,7 +179,10 @@ class ArrowSource:
             col = col.cast(pa.float64())
         return np.asarray(col.to_numpy(), dtype=np.float64)
 
-    def column_runs(self, names):
+    def positions(self, names) -> np.ndarray:
+        return np.fromiter(map(self.position.__getitem__, names), dtype=np.intp, count=len(names))
+
+    def column_runs(self, names, positions=None):
         """(index in ``names``, N x 1 array) per column: Arrow keeps each in its own buffer."""
         for j, name in enumerate(names):
             yield j, self.numeric(name)[:, None]
