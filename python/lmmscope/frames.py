@@ -57,16 +57,34 @@ def _repeated(names: list, position: dict) -> set:
     return set() if len(position) == len(names) else set(_duplicates(names))
 
 
-def _dtype_flags(dtypes: list):
-    """(numeric, float64) boolean arrays by position, each distinct dtype classified once."""
+def _column_names(index: pd.Index) -> list:
+    names = index.tolist()
+    if isinstance(index.dtype, pd.StringDtype) and not index.hasnans:
+        return names  # pandas 3's str index: every label a str already
+    return _as_text(names)
+
+
+def _dtype_flags(df: pd.DataFrame):
+    """(numeric, float64) boolean arrays by position.  From pandas' blocks (each holds
+    many columns of one dtype) where they cover every column once; else per column,
+    each distinct dtype classified once."""
+    n = df.shape[1]
+    numeric, float64 = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    try:
+        blocks = [(block.dtype, block.mgr_locs.as_array) for block in df._mgr.blocks]
+    except AttributeError:  # not pandas' block manager
+        blocks = []
+    if blocks and np.array_equal(np.bincount(np.concatenate([at for _, at in blocks]),
+                                             minlength=n), np.ones(n, dtype=np.intp)):
+        for dtype, at in blocks:
+            numeric[at], float64[at] = _numeric_dtype(dtype), dtype == np.float64
+        return numeric, float64
+    dtypes = df.dtypes.tolist()
     kinds = list(set(dtypes))
-    numeric = np.array([_numeric_dtype(dt) for dt in kinds], dtype=bool)
-    float64 = np.array([dt == np.float64 for dt in kinds], dtype=bool)
-    if len(kinds) == 1:
-        return np.repeat(numeric, len(dtypes)), np.repeat(float64, len(dtypes))
     code = dict(zip(kinds, range(len(kinds))))
-    at = np.fromiter(map(code.__getitem__, dtypes), dtype=np.intp, count=len(dtypes))
-    return numeric[at], float64[at]
+    at = np.fromiter(map(code.__getitem__, dtypes), dtype=np.intp, count=n)
+    return (np.array([_numeric_dtype(dt) for dt in kinds], dtype=bool)[at],
+            np.array([dt == np.float64 for dt in kinds], dtype=bool)[at])
 
 
 def _duplicates(names) -> list:
@@ -84,13 +102,14 @@ class PandasSource:
     def __init__(self, df: pd.DataFrame):
         self.df = df
         # in one call: pandas 3's Arrow-backed index is slow element by element
-        self.columns = _as_text(df.columns.tolist())
+        self.columns = _column_names(df.columns)
         self.n_rows = df.shape[0]
         self.position = dict(zip(self.columns, range(len(self.columns))))  # last one if repeated
         self.duplicated = _repeated(self.columns, self.position)
         # per position, as arrays: 10^4 columns share a few dtypes, classified once each
-        self._numeric_at, self._float64_at = _dtype_flags(df.dtypes.tolist())
+        self._numeric_at, self._float64_at = _dtype_flags(df)
         self.non_numeric = [self.columns[j] for j in np.flatnonzero(~self._numeric_at)]
+        self._last_run = (None, None, None)
 
     @property
     def index(self):
@@ -123,11 +142,18 @@ class PandasSource:
         cuts = np.flatnonzero(np.diff(pos) != 1) + 1
         for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(pos)]):
             first, last = int(pos[start]), int(pos[end - 1]) + 1
-            part = self.df.iloc[:, first:last]
             if self._float64_at[first:last].all():
-                yield start, part.to_numpy()
+                yield start, self._float_view(first, last)
             else:
-                yield start, part.to_numpy(dtype=np.float64, na_value=np.nan)
+                yield start, self.df.iloc[:, first:last].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def _float_view(self, first: int, last: int) -> np.ndarray:
+        """Columns first..last-1, all float64, as one array: a view when they lie in one
+        block.  The last one is kept (this source lives for one call, and the NaN scan and
+        the design matrix read the same run; one only, in case it is a copy)."""
+        if self._last_run[:2] != (first, last):
+            self._last_run = (first, last, self.df.iloc[:, first:last].to_numpy())
+        return self._last_run[2]
 
     def isna(self, name: str) -> np.ndarray:
         return self._series(name).isna().to_numpy()

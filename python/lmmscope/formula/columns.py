@@ -123,9 +123,11 @@ def side_matrix(plan: TermPlan, names: ColumnNames, source, mm, keep, n_rows: in
     else:
         matrix = _assemble(entries, runs, plain_pos, mm, keep, n_rows, width)
     wanted = set(plan.referenced) | {m.name for m in plan.margins()}
+    required = set(plan.plain)
+    required.update(plan.referenced)
     spec = SideSpec(plan.intercept, entries, out_names, None if mm is None else mm.model_spec,
                     {ph: c for ph, c in names.used.items() if c in wanted} if mm is not None else {},
-                    set(plan.plain) | set(plan.referenced))
+                    required)
     return matrix, spec
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..frames import as_source
 from ..intercept import InterceptPrepended
-from .columns import SideSpec, formulaic_part, plain_missing, rebuild, side_matrix
+from .columns import INTERCEPT, SideSpec, formulaic_part, plain_missing, rebuild, side_matrix
 from .names import ColumnNames
 from .parse import ParsedFormula, parse_formula
 from .terms import Dot, TermPlan, plan_terms
@@ -120,7 +120,7 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
                                 fixed_positions)
     Z, random_spec = side_matrix(plans.random, names, source,
                                  formulaic_part(plans.random, names, source, keep), keep, n)
-    _check_names(fixed_spec.names)
+    _check_names(fixed_spec.names, plain_only=not plans.fixed.formulaic_terms)
     groups = _group_labels(source.values(parsed.group), parsed.group)
     return Design(
         X=InterceptPrepended(X) if plans.fixed.intercept else X, y=y,
@@ -182,8 +182,10 @@ def _check_unique(source, plans: _Plans, group: str) -> None:
         raise ValueError("the data have several columns named " + ", ".join(map(repr, dup)))
 
 
-def _check_names(out_names: list) -> None:
-    if len(set(out_names)) == len(out_names):
+def _check_names(out_names: list, plain_only: bool = False) -> None:
+    # plain columns are distinct data columns; only a column named "`Intercept`" could
+    # then clash (with a data column Intercept, which is renamed so)
+    if plain_only and f"`{INTERCEPT}`" not in out_names or len(set(out_names)) == len(out_names):
         return
     seen, dup = set(), []
     for name in out_names:
