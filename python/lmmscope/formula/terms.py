@@ -95,22 +95,26 @@ def _key(term) -> tuple:
 
 class _Terms:
     """An insertion-ordered set of terms keyed like formulaic's Term equality: a plain
-    column by its name, a formulaic term by its factors (a tuple: never a name)."""
+    column by its name (value None), a formulaic term by its factors (a tuple: never a
+    name; value the Term)."""
 
     def __init__(self):
-        self.items = {}  # name -> name for plain columns, key -> Term for the others
+        self.items = {}
         self.formulaic = set()  # keys of the formulaic terms
 
     def add(self, term):
         if type(term) is Column:
-            self.items.setdefault(term.name, term.name)
+            self.items.setdefault(term.name, None)
         elif _key(term) not in self.items:
             self.items[_key(term)] = term
             self.formulaic.add(_key(term))
 
     def add_columns(self, names: list):
         """:meth:`add` for many plain columns ('.'): a name already there keeps its place."""
-        self.items.update(zip(names, names))
+        if self.items:
+            self.items.update(dict.fromkeys(names))
+        else:
+            self.items = dict.fromkeys(names)
 
     def add_dot(self, dot: Dot, names: ColumnNames):
         if not dot.non_numeric:
@@ -133,15 +137,15 @@ class _Terms:
     def ordered(self) -> list:
         """Runs of plain columns and formulaic terms, by degree (stable: first appearance
         within a degree), neighbouring plain columns in one run."""
-        values = list(self.items.values())
+        keys = list(self.items)
         if not self.formulaic:
-            return [ColumnRun(values)] if values else []  # all of degree 1
-        at = [j for j, v in enumerate(values) if type(v) is not str]
+            return [ColumnRun(keys)] if keys else []  # all of degree 1
+        values = list(self.items.values())
         pieces, start = [], 0
-        for j in at:
-            pieces += [(1, values[start:j]), (values[j].degree, values[j])]
+        for j in [j for j, v in enumerate(values) if v is not None]:
+            pieces += [(1, keys[start:j]), (values[j].degree, values[j])]
             start = j + 1
-        pieces.append((1, values[start:]))
+        pieces.append((1, keys[start:]))
         out = []
         for _degree, piece in sorted(pieces, key=lambda d_p: d_p[0]):
             if type(piece) is not list:
@@ -169,7 +173,9 @@ def plan_terms(rhs: str, names: ColumnNames, is_numeric, dot: Dot | None = None,
             continue
         for term in _summand_terms(summand, names, is_numeric, dot):
             (terms.add if summand.sign > 0 else terms.remove)(term)
-    removed = response is not None and terms.items.pop(response, None) is not None
+    removed = response is not None and response in terms.items
+    if removed:
+        del terms.items[response]
     plan = TermPlan(intercept, terms.ordered(), names, removed_response=removed)
     plan.referenced = sorted({c for t in plan.formulaic_terms for f in t.factors
                               for c in names.referenced(f.expr)}, key=names.position.get)
