@@ -178,3 +178,16 @@ def test_fragmented_frame_gives_the_same_design(frame):
     assert a.fixed_names == b.fixed_names
     np.testing.assert_array_equal(np.asarray(a.X), np.asarray(b.X))
     np.testing.assert_array_equal(a.Z, b.Z)
+
+
+def test_new_rows_read_in_runs_whatever_their_layout(frame):
+    """Prediction reads the fitted plain columns run by run from the new table, whose
+    columns may come in another order, with other dtypes, or with missing values."""
+    d = build_design("y ~ x3 + . - f - b + (x1 | g)", frame)
+    names = ["x3", "x0", "x1", "x2", "a", "x4", "h", "x5"]
+    new = frame.iloc[7:19][list(reversed(frame.columns))].astype({"a": float, "x0": np.float32})
+    new = new.assign(x2=new["x2"].where(new.index != 9))  # NaN passes through
+    X, Z = new_design_matrices(d, new, need_random=True)
+    np.testing.assert_array_equal(X, stacked(new, names))
+    np.testing.assert_array_equal(Z, stacked(new, ["x1"]))
+    assert np.isnan(X[2, 4]) and np.isfinite(np.delete(X, 4, axis=1)).all()

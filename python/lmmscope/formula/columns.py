@@ -183,9 +183,9 @@ def rebuild(spec: SideSpec, source, factor_levels: dict) -> np.ndarray:
     values = _formulaic_on_new_rows(spec, source, factor_levels)
     for kind, what in spec.entries:
         if kind == "columns":
-            for name in what:
-                out[:, pos] = source.numeric(name)
-                pos += 1
+            for start, block in source.column_runs(what):  # runs of neighbours, as fitted
+                out[:, pos + start:pos + start + block.shape[1]] = block
+            pos += len(what)
         else:
             width = what.stop - what.start
             out[:, pos:pos + width] = values[:, what]
