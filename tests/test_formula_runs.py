@@ -191,3 +191,23 @@ def test_new_rows_read_in_runs_whatever_their_layout(frame):
     np.testing.assert_array_equal(X, stacked(new, names))
     np.testing.assert_array_equal(Z, stacked(new, ["x1"]))
     assert np.isnan(X[2, 4]) and np.isfinite(np.delete(X, 4, axis=1)).all()
+
+
+@pytest.mark.parametrize("group", [1, 3, 64])
+def test_arrow_columns_read_in_groups_equal_pandas(frame, monkeypatch, group):
+    import pyarrow as pa
+    from lmmscope import frames
+    monkeypatch.setattr(frames, "ARROW_RUN", group)
+    df = frame.copy()
+    df.loc[[4, 30], "x2"] = np.nan
+    with pytest.warns(UserWarning, match="dropped 2 rows"):
+        expected = build_design("y ~ . - f + (x1 | g)", df)
+    with pytest.warns(UserWarning, match="dropped 2 rows"):
+        got = build_design("y ~ . - f + (x1 | g)", pa.Table.from_pandas(df, preserve_index=False))
+    assert got.fixed_names == expected.fixed_names
+    np.testing.assert_array_equal(np.asarray(got.X), np.asarray(expected.X))
+    np.testing.assert_array_equal(got.Z, expected.Z)
+    np.testing.assert_array_equal(got.y, expected.y)
+    X, _ = new_design_matrices(got, pa.Table.from_pandas(df.iloc[:9], preserve_index=False),
+                               need_random=False)
+    np.testing.assert_array_equal(X, new_design_matrices(expected, df.iloc[:9], False)[0])
