@@ -171,7 +171,7 @@ def _numeric_dtype(dtype) -> bool:
             and not isinstance(dtype, pd.CategoricalDtype))
 
 
-ARROW_RUN = 64  # columns copied together from an Arrow table
+ARROW_RUN, ARROW_RUN_BYTES = 64, 4 << 20  # columns copied together from an Arrow table
 
 
 class ArrowSource:
@@ -213,10 +213,12 @@ class ArrowSource:
 
     def column_runs(self, names, positions=None):
         """(index in ``names``, N x r column-major float64 array) per group of up to
-        ARROW_RUN columns: Arrow keeps each column in its own buffer, so a group is a copy
-        (small: it saves a Python round per column in the NaN scan and the assembly)."""
-        for start in range(0, len(names), ARROW_RUN):
-            group = names[start:start + ARROW_RUN]
+        ARROW_RUN columns and ARROW_RUN_BYTES: Arrow keeps each column in its own buffer,
+        so a group is a copy (small: it saves a Python round per column in the NaN scan
+        and the assembly)."""
+        size = max(1, min(ARROW_RUN, ARROW_RUN_BYTES // (8 * max(self.n_rows, 1))))
+        for start in range(0, len(names), size):
+            group = names[start:start + size]
             block = np.empty((len(group), self.n_rows)).T
             for j, name in enumerate(group):
                 block[:, j] = self.numeric(name)
