@@ -169,6 +169,23 @@ def test_dtype_flags_equal_per_column_classification(frame):
         assert source.non_numeric == [c for c in df.columns if not _numeric_dtype(df[c].dtype)]
 
 
+def test_dtype_flags_without_usable_blocks(frame):
+    """pandas' blocks are private: without them (or if they did not cover each column
+    once) the flags come from the public per-column dtypes, the same."""
+    from types import SimpleNamespace
+    from lmmscope.frames import _dtype_flags
+    expected = _dtype_flags(frame)
+    twice_column_0 = SimpleNamespace(as_array=np.zeros(2, np.intp))
+    overlapping = SimpleNamespace(blocks=[SimpleNamespace(dtype=np.dtype(float),
+                                                          mgr_locs=twice_column_0)])
+    for mgr in (None, overlapping):
+        stand_in = SimpleNamespace(shape=frame.shape, dtypes=frame.dtypes, _mgr=mgr)
+        got = _dtype_flags(stand_in)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+    assert expected[0].tolist() == [True] * 5 + [False, True, False, True, True, True, True]
+
+
 def test_fragmented_frame_gives_the_same_design(frame):
     fragmented = pd.DataFrame(index=frame.index)
     for name in frame.columns:
