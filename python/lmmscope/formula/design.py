@@ -80,7 +80,8 @@ def _dot(source, excluded: set) -> Dot:
         columns = [c for c in source.columns if c not in excluded]
     else:  # each excluded name at one position: cut them out of a copy
         columns = list(source.columns)
-        for j in sorted((source.position[c] for c in excluded if c in source.position), reverse=True):
+        for j in sorted((source.position[c] for c in excluded if c in source.position),
+                        reverse=True):
             del columns[j]
     return Dot(columns, {c for c in source.non_numeric
                          if c not in excluded and not source.is_numeric(c)}, excluded)
@@ -185,7 +186,7 @@ def _check_unique(source, plans: _Plans, group: str) -> None:
 def _check_names(out_names: list, plain_only: bool = False) -> None:
     # plain columns are distinct data columns; only a column named "`Intercept`" could
     # then clash (with a data column Intercept, which is renamed so)
-    if plain_only and f"`{INTERCEPT}`" not in out_names or len(set(out_names)) == len(out_names):
+    if (plain_only and f"`{INTERCEPT}`" not in out_names) or len(set(out_names)) == len(out_names):
         return
     seen, dup = set(), []
     for name in out_names:
@@ -204,7 +205,8 @@ def _rows_to_keep(source, plans: _Plans, group: str, na_action: str, fixed_posit
         | set(_columns_of(plans.random)) | {group}
     in_plain = np.zeros(len(source.columns), dtype=bool)
     in_plain[fixed_positions] = True
-    others = sorted((c for c in others if not in_plain[source.position[c]]), key=source.position.get)
+    others = sorted((c for c in others if not in_plain[source.position[c]]),
+                    key=source.position.get)
     missing |= plain_missing(source, [name for name in others if source.is_numeric(name)])
     for name in others:
         if not source.is_numeric(name):
