@@ -127,7 +127,10 @@ class PandasSource:
 
     def numeric(self, name: str) -> np.ndarray:
         """float64 values, NaN where missing (a view when the column is float64 already)."""
-        s = self._series(name)
+        return self._numeric_at_position(self.position[name])
+
+    def _numeric_at_position(self, j: int) -> np.ndarray:
+        s = self.df.iloc[:, j]
         if s.dtype == np.float64:
             return s.to_numpy()
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -142,7 +145,9 @@ class PandasSource:
         cuts = np.flatnonzero(np.diff(pos) != 1) + 1
         for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(pos)]):
             first, last = int(pos[start]), int(pos[end - 1]) + 1
-            if self._float64_at[first:last].all():
+            if last - first == 1:  # a column alone: read as a Series (a frame slice costs more)
+                yield start, self._numeric_at_position(first)[:, None]
+            elif self._float64_at[first:last].all():
                 yield start, self._float_view(first, last)
             else:
                 yield start, self.df.iloc[:, first:last].to_numpy(dtype=np.float64, na_value=np.nan)
