@@ -49,7 +49,42 @@ def _as_arrow_table(data):
 
 
 def _as_text(names: list) -> list:
-    return names if all(type(name) is str for name in names) else [str(name) for name in names]
+    return names if set(map(type, names)) <= {str} else [str(name) for name in names]
+
+
+def _repeated(names: list, position: dict) -> set:
+    """Names given to several columns (none when every name has its own position)."""
+    return set() if len(position) == len(names) else set(_duplicates(names))
+
+
+def _column_names(index: pd.Index) -> list:
+    names = index.tolist()
+    if isinstance(index.dtype, pd.StringDtype) and not index.hasnans:
+        return names  # pandas 3's str index: every label a str already
+    return _as_text(names)
+
+
+def _dtype_flags(df: pd.DataFrame):
+    """(numeric, float64) boolean arrays by position.  From pandas' blocks (each holds
+    many columns of one dtype) where they cover every column once; else per column,
+    each distinct dtype classified once."""
+    n = df.shape[1]
+    numeric, float64 = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    try:
+        blocks = [(block.dtype, block.mgr_locs.as_array) for block in df._mgr.blocks]
+    except AttributeError:  # not pandas' block manager
+        blocks = []
+    if blocks and np.array_equal(np.bincount(np.concatenate([at for _, at in blocks]),
+                                             minlength=n), np.ones(n, dtype=np.intp)):
+        for dtype, at in blocks:
+            numeric[at], float64[at] = _numeric_dtype(dtype), dtype == np.float64
+        return numeric, float64
+    dtypes = df.dtypes.tolist()
+    kinds = list(set(dtypes))
+    code = dict(zip(kinds, range(len(kinds))))
+    at = np.fromiter(map(code.__getitem__, dtypes), dtype=np.intp, count=n)
+    return (np.array([_numeric_dtype(dt) for dt in kinds], dtype=bool)[at],
+            np.array([dt == np.float64 for dt in kinds], dtype=bool)[at])
 
 
 def _duplicates(names) -> list:
@@ -67,45 +102,63 @@ class PandasSource:
     def __init__(self, df: pd.DataFrame):
         self.df = df
         # in one call: pandas 3's Arrow-backed index is slow element by element
-        self.columns = _as_text(df.columns.tolist())
+        self.columns = _column_names(df.columns)
         self.n_rows = df.shape[0]
-        self.position = {name: j for j, name in enumerate(self.columns)}
-        self.duplicated = set(_duplicates(self.columns))
-        dtypes = df.dtypes.tolist()
-        numeric = {dt: _numeric_dtype(dt) for dt in set(dtypes)}  # few distinct dtypes
-        self._numeric = dict(zip(self.columns, (numeric[dt] for dt in dtypes)))
-        self._float64 = [dt == np.float64 for dt in dtypes]
+        self.position = dict(zip(self.columns, range(len(self.columns))))  # last one if repeated
+        self.duplicated = _repeated(self.columns, self.position)
+        # per position, as arrays: 10^4 columns share a few dtypes, classified once each
+        self._numeric_at, self._float64_at = _dtype_flags(df)
+        self.non_numeric = [self.columns[j] for j in np.flatnonzero(~self._numeric_at)]
+        self._last_run = (None, None, None)
 
     @property
     def index(self):
         return self.df.index
 
     def is_numeric(self, name: str) -> bool:
-        return self._numeric[name]
+        return bool(self._numeric_at[self.position[name]])
+
+    def positions(self, names) -> np.ndarray:
+        """Each column's position in the table (the last one of a repeated name)."""
+        return np.fromiter(map(self.position.__getitem__, names), dtype=np.intp, count=len(names))
 
     def _series(self, name: str) -> pd.Series:
         return self.df.iloc[:, self.position[name]]
 
     def numeric(self, name: str) -> np.ndarray:
         """float64 values, NaN where missing (a view when the column is float64 already)."""
-        s = self._series(name)
+        return self._numeric_at_position(self.position[name])
+
+    def _numeric_at_position(self, j: int) -> np.ndarray:
+        s = self.df.iloc[:, j]
         if s.dtype == np.float64:
             return s.to_numpy()
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
 
-    def column_runs(self, names):
+    def column_runs(self, names, positions=None):
         """(index in ``names``, N x r float64 array) for each run of neighbouring columns;
-        a run inside one float64 block of the frame is a view of it, not a copy."""
-        pos = [self.position[name] for name in names]
-        start = 0
-        for end in range(1, len(pos) + 1):
-            if end == len(pos) or pos[end] != pos[end - 1] + 1:
-                part = self.df.iloc[:, pos[start]:pos[end - 1] + 1]
-                if all(self._float64[pos[start]:pos[end - 1] + 1]):
-                    yield start, part.to_numpy()
-                else:
-                    yield start, part.to_numpy(dtype=np.float64, na_value=np.nan)
-                start = end
+        a run inside one float64 block of the frame is a view of it, not a copy.
+        ``positions``: :meth:`positions` of ``names``, when known already."""
+        pos = self.positions(names) if positions is None else positions
+        if not len(pos):
+            return
+        cuts = np.flatnonzero(np.diff(pos) != 1) + 1
+        for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(pos)]):
+            first, last = int(pos[start]), int(pos[end - 1]) + 1
+            if last - first == 1:  # a column alone: read as a Series (a frame slice costs more)
+                yield start, self._numeric_at_position(first)[:, None]
+            elif self._float64_at[first:last].all():
+                yield start, self._float_view(first, last)
+            else:
+                yield start, self.df.iloc[:, first:last].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def _float_view(self, first: int, last: int) -> np.ndarray:
+        """Columns first..last-1, all float64, as one array: a view when they lie in one
+        block.  The last one is kept (this source lives for one call, and the NaN scan and
+        the design matrix read the same run; one only, in case it is a copy)."""
+        if self._last_run[:2] != (first, last):
+            self._last_run = (first, last, self.df.iloc[:, first:last].to_numpy())
+        return self._last_run[2]
 
     def isna(self, name: str) -> np.ndarray:
         return self._series(name).isna().to_numpy()
@@ -123,6 +176,9 @@ def _numeric_dtype(dtype) -> bool:
             and not isinstance(dtype, pd.CategoricalDtype))
 
 
+ARROW_RUN, ARROW_RUN_BYTES = 64, 4 << 20  # columns copied together from an Arrow table
+
+
 class ArrowSource:
     """Columns of a pyarrow Table (what polars, interchange and C-stream tables become)."""
 
@@ -132,10 +188,11 @@ class ArrowSource:
         self.columns = _as_text(list(table.column_names))
         self.n_rows = table.num_rows
         self.position = {name: j for j, name in enumerate(self.columns)}
-        self.duplicated = set(_duplicates(self.columns))
+        self.duplicated = _repeated(self.columns, self.position)
         self._numeric = {name: bool(pat.is_integer(f.type) or pat.is_floating(f.type)
                                     or pat.is_decimal(f.type))
                          for name, f in zip(self.columns, table.schema)}
+        self.non_numeric = [name for name in self.columns if not self._numeric[name]]
 
     @property
     def index(self):
@@ -156,10 +213,21 @@ class ArrowSource:
             col = col.cast(pa.float64())
         return np.asarray(col.to_numpy(), dtype=np.float64)
 
-    def column_runs(self, names):
-        """(index in ``names``, N x 1 array) per column: Arrow keeps each in its own buffer."""
-        for j, name in enumerate(names):
-            yield j, self.numeric(name)[:, None]
+    def positions(self, names) -> np.ndarray:
+        return np.fromiter(map(self.position.__getitem__, names), dtype=np.intp, count=len(names))
+
+    def column_runs(self, names, positions=None):
+        """(index in ``names``, N x r column-major float64 array) per group of up to
+        ARROW_RUN columns and ARROW_RUN_BYTES: Arrow keeps each column in its own buffer,
+        so a group is a copy (small: it saves a Python round per column in the NaN scan
+        and the assembly)."""
+        size = max(1, min(ARROW_RUN, ARROW_RUN_BYTES // (8 * max(self.n_rows, 1))))
+        for start in range(0, len(names), size):
+            group = names[start:start + size]
+            block = np.empty((len(group), self.n_rows)).T
+            for j, name in enumerate(group):
+                block[:, j] = self.numeric(name)
+            yield start, block
 
     def isna(self, name: str) -> np.ndarray:
         col = self._column(name)

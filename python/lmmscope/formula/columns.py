@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from .names import ColumnNames
-from .terms import Column, TermPlan
+from .terms import ColumnRun, TermPlan
 
 INTERCEPT = "Intercept"
 
@@ -41,27 +41,36 @@ class SideSpec:
     required_variables: set  # data columns the side reads
 
 
-def plain_missing(source, columns: list) -> np.ndarray:
+def plain_missing(source, columns: list, positions=None) -> np.ndarray:
     """Rows holding NaN in any of the columns (read in place, run by run)."""
     missing = np.zeros(source.n_rows, dtype=bool)
-    for start, block in source.column_runs(columns):
+    for start, block in source.column_runs(columns, positions):
         missing |= _nan_rows(block, columns[start:start + block.shape[1]])
     return missing
 
 
+SUSPECT_CHUNK = 256  # columns inspected at once: bounds the copy when many hold NaN
+
+
 def _nan_rows(block: np.ndarray, names) -> np.ndarray:
-    """Rows holding NaN; raise on infinite values.  One BLAS pass finds candidate rows
-    (a sum is non-finite iff a term is, or it overflowed), then they are inspected."""
-    if block.shape[1] == 0:
-        return np.zeros(block.shape[0], dtype=bool)
-    suspect = np.flatnonzero(~np.isfinite(block @ np.ones(block.shape[1])))
+    """Rows holding NaN; raise on infinite values.  One pass sums each column (a sum is
+    non-finite iff a term is, or it overflowed), then only those columns are inspected,
+    in order (so the first column holding an infinity is the one named).  numpy's own
+    sum, not BLAS: as fast for this memory-bound pass, and no thread pool to wake."""
     missing = np.zeros(block.shape[0], dtype=bool)
-    if suspect.size:
-        rows = block[suspect]
-        bad = np.isinf(rows).any(axis=0)
+    if block.shape[1] == 0:
+        return missing
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = np.add.reduce(block, axis=0)
+    suspect = np.flatnonzero(~np.isfinite(sums))
+    for lo in range(0, suspect.size, SUSPECT_CHUNK):
+        columns = suspect[lo:lo + SUSPECT_CHUNK]
+        values = block[:, columns]
+        bad = np.isinf(values).any(axis=0)
         if bad.any():
-            raise ValueError(f"column {names[int(np.flatnonzero(bad)[0])]!r} contains infinite values")
-        missing[suspect] = np.isnan(rows).any(axis=1)
+            raise ValueError(f"column {names[int(columns[np.flatnonzero(bad)[0]])]!r} "
+                             "contains infinite values")
+        missing |= np.isnan(values).any(axis=1)
     return missing
 
 
@@ -76,10 +85,14 @@ def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
     frame = placeholder_frame(plan, names, source)
     if keep is not None:
         frame = frame.iloc[np.flatnonzero(keep)]
-    margins = set(plan.margins())
+    margins = {m.name for m in plan.margins()}
     terms = [Term([Factor("1", eval_method="literal")])] if plan.intercept else []
-    terms += [Term([Factor(t.placeholder, eval_method="lookup")]) if isinstance(t, Column) else t
-              for t in plan.terms if not isinstance(t, Column) or t in margins]
+    for item in plan.items:
+        if isinstance(item, ColumnRun):
+            terms += [Term([Factor(names.variable(n), eval_method="lookup")])
+                      for n in item.names if n in margins] if margins else []
+        else:
+            terms.append(item)
     try:
         return model_matrix(SimpleFormula(terms, _ordering="none"), frame, na_action="raise",
                             context=R_FUNCTIONS)
@@ -95,44 +108,53 @@ def placeholder_frame(plan: TermPlan, names: ColumnNames, source) -> pd.DataFram
     return pd.DataFrame({ph: frame[col] for ph, col in mapping.items()}, copy=False)
 
 
-def side_matrix(plan: TermPlan, names: ColumnNames, source, mm, keep, n_rows: int):
+def side_matrix(plan: TermPlan, names: ColumnNames, source, mm, keep, n_rows: int,
+                positions=None):
     """(matrix without the intercept column, SideSpec): the plain columns read from the
-    table in runs (one run that is the whole side is used as it is), formulaic's slotted in."""
-    plain = [t.name for t in plan.terms if isinstance(t, Column)]
-    runs = iter(source.column_runs(plain))
+    table in runs (one run that is the whole side is used as it is), formulaic's slotted in.
+    ``positions``: the table positions of ``plan.plain``, when known already."""
+    runs = iter(source.column_runs(plan.plain, positions))
     first, second = next(runs, None), next(runs, None)
     runs = itertools.chain([r for r in (first, second) if r is not None], runs)
-    entries, out_names, plain_pos = [], [INTERCEPT] if plan.intercept else [], []
-    width = 0
-    for t in plan.terms:
-        if isinstance(t, Column):
-            if entries and entries[-1][0] == "columns":
-                entries[-1][1].append(t.name)
-            else:
-                entries.append(("columns", [t.name]))
-            out_names.append(t.name if t.name != INTERCEPT else f"`{INTERCEPT}`")
-            plain_pos.append(width)
-            width += 1
-        else:
-            sl = mm.model_spec.term_slices[t]
-            entries.append(("term", sl))
-            out_names.extend(names.restore(str(c)) for c in mm.columns[sl])
-            width += sl.stop - sl.start
+    entries, out_names, plain_pos = _layout(plan, names, mm)
+    width = len(out_names) - plan.intercept
     if mm is None and second is None and first is not None and first[1].shape[1] == width:
         matrix = first[1] if keep is None else first[1][keep]  # the table's own block
     else:
-        matrix = _assemble(plan, entries, runs, plain_pos, mm, keep, n_rows, width)
+        matrix = _assemble(entries, runs, plain_pos, mm, keep, n_rows, width)
     wanted = set(plan.referenced) | {m.name for m in plan.margins()}
+    required = set(plan.plain)
+    required.update(plan.referenced)
     spec = SideSpec(plan.intercept, entries, out_names, None if mm is None else mm.model_spec,
                     {ph: c for ph, c in names.used.items() if c in wanted} if mm is not None else {},
-                    {t.name for t in plan.terms if isinstance(t, Column)} | set(plan.referenced))
+                    required)
     return matrix, spec
 
 
-def _assemble(plan, entries, runs, plain_pos, mm, keep, n_rows, width):
+def _layout(plan: TermPlan, names: ColumnNames, mm):
+    """(SideSpec entries, column names, destination of each plain column): one entry
+    and one block of names per run of plain columns."""
+    entries, out_names, plain_pos = [], [INTERCEPT] if plan.intercept else [], []
+    width = 0
+    for item in plan.items:
+        if isinstance(item, ColumnRun):
+            entries.append(("columns", item.names))
+            # a data column named Intercept is R's `Intercept`
+            out_names += ([f"`{INTERCEPT}`" if n == INTERCEPT else n for n in item.names]
+                          if INTERCEPT in item.names else item.names)
+            plain_pos.append(np.arange(width, width + len(item.names)))
+            width += len(item.names)
+        else:
+            sl = mm.model_spec.term_slices[item]
+            entries.append(("term", sl))
+            out_names.extend(names.restore(str(c)) for c in mm.columns[sl])
+            width += sl.stop - sl.start
+    return entries, out_names, np.concatenate(plain_pos) if plain_pos else np.zeros(0, np.int64)
+
+
+def _assemble(entries, runs, plain_pos, mm, keep, n_rows, width):
     """One column-major float64 matrix: plain runs copied once, formulaic's columns slotted in."""
     matrix = np.empty((width, n_rows)).T
-    plain_pos = np.asarray(plain_pos, dtype=np.int64)
     for start, block in runs:
         dest = plain_pos[start:start + block.shape[1]]
         rows = block if keep is None else block[keep]
@@ -161,9 +183,9 @@ def rebuild(spec: SideSpec, source, factor_levels: dict) -> np.ndarray:
     values = _formulaic_on_new_rows(spec, source, factor_levels)
     for kind, what in spec.entries:
         if kind == "columns":
-            for name in what:
-                out[:, pos] = source.numeric(name)
-                pos += 1
+            for start, block in source.column_runs(what):  # runs of neighbours, as fitted
+                out[:, pos + start:pos + start + block.shape[1]] = block
+            pos += len(what)
         else:
             width = what.stop - what.start
             out[:, pos:pos + width] = values[:, what]

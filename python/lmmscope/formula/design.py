@@ -10,10 +10,10 @@ import numpy as np
 
 from ..frames import as_source
 from ..intercept import InterceptPrepended
-from .columns import SideSpec, formulaic_part, plain_missing, rebuild, side_matrix
+from .columns import INTERCEPT, SideSpec, formulaic_part, plain_missing, rebuild, side_matrix
 from .names import ColumnNames
 from .parse import ParsedFormula, parse_formula
-from .terms import Column, TermPlan, plan_terms
+from .terms import Dot, TermPlan, plan_terms
 
 
 @dataclass
@@ -57,27 +57,38 @@ class _Plans:
 
 def _plans(parsed: ParsedFormula, names: ColumnNames, source) -> _Plans:
     response = plan_terms(parsed.response, names, source.is_numeric, intercept=False)
-    lhs = _columns_of(response)
-    not_dot = set(lhs) | {parsed.group}
-    dot = [c for c in source.columns if c not in not_dot]
-    y_col = response.terms[0].name if len(response.terms) == 1 and isinstance(response.terms[0], Column) else None
-    fixed = plan_terms(parsed.fixed, names, source.is_numeric, dot, response=y_col)
+    y_col = response.plain[0] if response.n_terms == 1 and response.plain else None
+    fixed = plan_terms(parsed.fixed, names, source.is_numeric,
+                       _dot(source, set(_columns_of(response)) | {parsed.group}), response=y_col)
     random = plan_terms(parsed.random, names, source.is_numeric)
     if names.unknown:
         raise KeyError("unknown column(s) in formula: " + ", ".join(map(str, names.unknown)))
     if fixed.removed_response:
         warnings.warn(f"lmmscope: the response {y_col!r} appeared on the right-hand side and "
                       "was dropped", stacklevel=4)
-    if response.intercept or len(response.terms) != 1:
+    if response.intercept or response.n_terms != 1:
         raise ValueError(f"the response must be one numeric column, got {parsed.response!r}")
-    if not random.intercept and not random.terms:
+    if not random.intercept and not random.n_terms:
         raise ValueError(f"the random-effects term ({parsed.random} | {parsed.group}) has no "
                          "columns; use (1 | group) for a random intercept")
     return _Plans(response, fixed, random)
 
 
+def _dot(source, excluded: set) -> Dot:
+    """The columns '.' stands for: every column of the table but ``excluded``."""
+    if source.duplicated:
+        columns = [c for c in source.columns if c not in excluded]
+    else:  # each excluded name at one position: cut them out of a copy
+        columns = list(source.columns)
+        for j in sorted((source.position[c] for c in excluded if c in source.position),
+                        reverse=True):
+            del columns[j]
+    return Dot(columns, {c for c in source.non_numeric
+                         if c not in excluded and not source.is_numeric(c)}, excluded)
+
+
 def _columns_of(plan: TermPlan) -> list:
-    return [t.name for t in plan.terms if isinstance(t, Column)] + list(plan.referenced)
+    return plan.plain + list(plan.referenced)
 
 
 def build_design(formula: str, data, na_action: str = "omit") -> Design:
@@ -92,12 +103,13 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
         raise TypeError(f"formula must be a string, got {type(formula).__name__}")
     source = as_source(data)
     parsed = parse_formula(formula)
-    names = ColumnNames(source.columns)
+    names = ColumnNames(source.columns, source.position)
     if parsed.group not in names:
         raise KeyError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
     plans = _plans(parsed, names, source)
     _check_unique(source, plans, parsed.group)
-    keep, dropped = _rows_to_keep(source, plans, parsed.group, na_action)
+    fixed_positions = source.positions(plans.fixed.plain)
+    keep, dropped = _rows_to_keep(source, plans, parsed.group, na_action, fixed_positions)
     if dropped:
         _warn_stateful_after_na(formula)
     n = source.n_rows if keep is None else int(keep.sum())
@@ -105,10 +117,11 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
         raise ValueError("no rows left after removing missing values")
     y, response_name = _response(plans.response, names, source, keep)
     X, fixed_spec = side_matrix(plans.fixed, names, source,
-                                formulaic_part(plans.fixed, names, source, keep), keep, n)
+                                formulaic_part(plans.fixed, names, source, keep), keep, n,
+                                fixed_positions)
     Z, random_spec = side_matrix(plans.random, names, source,
                                  formulaic_part(plans.random, names, source, keep), keep, n)
-    _check_names(fixed_spec.names)
+    _check_names(fixed_spec.names, plain_only=not plans.fixed.formulaic_terms)
     groups = _group_labels(source.values(parsed.group), parsed.group)
     return Design(
         X=InterceptPrepended(X) if plans.fixed.intercept else X, y=y,
@@ -161,6 +174,8 @@ def _with_intercept(Z: np.ndarray, intercept: bool) -> np.ndarray:
 
 
 def _check_unique(source, plans: _Plans, group: str) -> None:
+    if not source.duplicated:
+        return
     used = set(_columns_of(plans.response)) | set(_columns_of(plans.fixed)) \
         | set(_columns_of(plans.random)) | {group}
     dup = sorted(used & source.duplicated)
@@ -168,24 +183,30 @@ def _check_unique(source, plans: _Plans, group: str) -> None:
         raise ValueError("the data have several columns named " + ", ".join(map(repr, dup)))
 
 
-def _check_names(out_names: list) -> None:
+def _check_names(out_names: list, plain_only: bool = False) -> None:
+    # plain columns are distinct data columns; only a column named "`Intercept`" could
+    # then clash (with a data column Intercept, which is renamed so)
+    if (plain_only and f"`{INTERCEPT}`" not in out_names) or len(set(out_names)) == len(out_names):
+        return
     seen, dup = set(), []
     for name in out_names:
         if name in seen:
             dup.append(name)
         seen.add(name)
-    if dup:
-        raise ValueError("two fixed-effect columns would both be named " + ", ".join(map(repr, dup))
-                         + "; rename a data column")
+    raise ValueError("two fixed-effect columns would both be named " + ", ".join(map(repr, dup))
+                     + "; rename a data column")
 
 
-def _rows_to_keep(source, plans: _Plans, group: str, na_action: str):
+def _rows_to_keep(source, plans: _Plans, group: str, na_action: str, fixed_positions):
     """(boolean mask of complete rows or None when all are, dropped row labels)."""
-    plain = [t.name for t in plans.fixed.terms if isinstance(t, Column)]
-    missing = plain_missing(source, plain)
+    plain = plans.fixed.plain
+    missing = plain_missing(source, plain, fixed_positions)
     others = set(_columns_of(plans.response)) | set(plans.fixed.referenced) \
         | set(_columns_of(plans.random)) | {group}
-    others = sorted(others - set(plain), key=source.position.get)
+    in_plain = np.zeros(len(source.columns), dtype=bool)
+    in_plain[fixed_positions] = True
+    others = sorted((c for c in others if not in_plain[source.position[c]]),
+                    key=source.position.get)
     missing |= plain_missing(source, [name for name in others if source.is_numeric(name)])
     for name in others:
         if not source.is_numeric(name):
@@ -201,10 +222,10 @@ def _rows_to_keep(source, plans: _Plans, group: str, na_action: str):
 
 
 def _response(plan: TermPlan, names: ColumnNames, source, keep):
-    term = plan.terms[0]
-    if isinstance(term, Column):
-        y = source.numeric(term.name)
-        return (y if keep is None else y[keep]), term.name
+    if plan.plain:
+        y = source.numeric(plan.plain[0])
+        return (y if keep is None else y[keep]), plan.plain[0]
+    term = plan.formulaic_terms[0]
     looked_up = [names.restore(f.expr) for f in term.factors if f.eval_method.name == "LOOKUP"]
     if looked_up and len(term.factors) == 1:
         raise ValueError(f"the response {looked_up[0]!r} must be numeric")

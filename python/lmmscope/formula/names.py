@@ -30,9 +30,12 @@ def spelled(name: str) -> str:
 class ColumnNames:
     """Placeholders for the columns of one table, and the way back."""
 
-    def __init__(self, columns):
+    def __init__(self, columns, position: dict | None = None):
+        """``position``: name -> index in ``columns`` (the last of a repeated name), when
+        the table has it already."""
         self.columns = list(columns)
-        self.position = {name: j for j, name in enumerate(self.columns)}
+        self.position = dict(zip(self.columns, range(len(self.columns)))) if position is None \
+            else position
         self.used = {}  # placeholder -> column name
         self.unknown = []
 
@@ -44,11 +47,13 @@ class ColumnNames:
         return self._placeholder("c", name)
 
     def variables(self, names: list) -> list:
-        """:meth:`variable` of many known columns at once ('.' may mean 10^4 of them)."""
-        position = self.position
-        texts = [f"__lmmscope_c{position[name]}__" for name in names]
-        self.used.update(zip(texts, names))
-        return texts
+        """:meth:`variable` of each of ``names``."""
+        return [self.variable(name) for name in names]
+
+    def variable_column(self, text: str):
+        """The column whose :meth:`variable` placeholder is ``text``, else None."""
+        match = _PLACEHOLDER.fullmatch(text)
+        return self.columns[int(match.group(2))] if match and match.group(1) == "c" else None
 
     def in_code(self, name: str) -> str:
         """Placeholder of a column read inside Python code (``log(x)``)."""

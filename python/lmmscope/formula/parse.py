@@ -15,6 +15,7 @@ names and ``.`` never reach formulaic's parser (whose cost grows as p^2 in the t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 def tokenize(text: str):
@@ -44,6 +45,11 @@ def parse_formula(formula: str) -> ParsedFormula:
     """Split a mixed-model formula into response, fixed, random and grouping parts."""
     if not isinstance(formula, str):
         raise TypeError(f"formula must be a string, got {type(formula).__name__}")
+    return _parse(formula)
+
+
+@lru_cache(maxsize=64)  # a function of the string alone; the result is immutable
+def _parse(formula: str) -> ParsedFormula:
     tokens = list(tokenize(formula))
     tildes = [t for t in tokens if t.kind.name == "OPERATOR" and t.token == "~"]
     if len(tildes) != 1:
@@ -121,6 +127,11 @@ def _is(token, kind: str, text: str | None = None) -> bool:
 
 def split_summands(rhs: str) -> list:
     """Cut a right-hand side at its top-level '+' and '-' (R's sum of terms)."""
+    return list(_split(rhs))
+
+
+@lru_cache(maxsize=64)
+def _split(rhs: str) -> tuple:
     summands, current, sign, depth = [], [], 1, 0
     for tok in tokenize(rhs):
         if _is(tok, "CONTEXT", "("):
@@ -138,7 +149,7 @@ def split_summands(rhs: str) -> list:
         summands.append(_summand(rhs, sign, current))
     elif summands or sign != 1:
         raise ValueError(f"formula ends with an operator: {rhs!r}")
-    return summands
+    return tuple(summands)
 
 
 def _summand(rhs: str, sign: int, tokens: list) -> Summand:

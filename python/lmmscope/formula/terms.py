@@ -5,13 +5,16 @@ appears, ``-`` removes it), ordered by degree at the end (intercept, main effect
 two-way interactions, ...): formulaic's rule too.  Summands that are a bare column
 name, ``Q('name')``, ``.``, ``0`` or ``1`` are handled here in linear time; only the
 others (factors, calls, interactions, parenthesised sums) are parsed by formulaic,
-each on its own.  A term that is a single numeric data column is a :class:`Column`,
-read straight from the table; every other term is materialised by formulaic.
+each on its own.  A term that is a single numeric data column is read straight from
+the table; neighbours in the design form one :class:`ColumnRun` (what ``.`` expands
+to: tens of thousands of columns as one list of names); every other term is
+materialised by formulaic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import NamedTuple
 
 from .names import ColumnNames
@@ -25,79 +28,159 @@ class Column(NamedTuple):
     placeholder: str  # the variable placeholder: formulaic's factor for this column
 
 
+class ColumnRun:
+    """Numeric data columns used as they are, next to each other in the design."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: list):
+        self.names = names
+
+    def __repr__(self) -> str:
+        return f"ColumnRun({self.names!r})"
+
+
+@dataclass
+class Dot:
+    """What ``.`` stands for: the table's columns but the response and the grouping
+    column, in the table's order, and which of them formulaic encodes (factors, bool)."""
+
+    columns: list
+    non_numeric: set
+    excluded: set  # the columns it leaves out
+
+
 @dataclass
 class TermPlan:
     """The ordered terms of a right-hand side."""
 
     intercept: bool
-    terms: list  # Column or formulaic Term (in placeholder names), in design order
+    items: list  # ColumnRun or formulaic Term (in placeholder names), in design order
+    names: ColumnNames
     removed_response: bool = False
     referenced: list = field(default_factory=list)  # data columns read by formulaic terms
 
     def __post_init__(self):
-        self.formulaic_terms = [t for t in self.terms if not isinstance(t, Column)]
+        self.formulaic_terms = [t for t in self.items if not isinstance(t, ColumnRun)]
+        runs = [t.names for t in self.items if isinstance(t, ColumnRun)]
+        # the plain columns in design order (the run itself when there is one)
+        self.plain = runs[0] if len(runs) == 1 else list(chain.from_iterable(runs))
+        self.n_terms = len(self.plain) + len(self.formulaic_terms)
+
+    @property
+    def terms(self) -> list:
+        """Every term: :class:`Column` per plain column, formulaic's Term otherwise."""
+        out = []
+        for item in self.items:
+            if isinstance(item, ColumnRun):
+                out.extend(Column(n, self.names.variable(n)) for n in item.names)
+            else:
+                out.append(item)
+        return out
 
     def margins(self) -> list:
-        """Column terms that are a factor of a formulaic term: formulaic needs them to
-        choose the same (full- or reduced-rank) coding as for the whole formula."""
-        inside = {f.expr for t in self.formulaic_terms for f in t.factors}
-        return [t for t in self.terms if isinstance(t, Column) and t.placeholder in inside]
+        """Plain columns (as :class:`Column`, in design order) that are a factor of a
+        formulaic term: formulaic needs them to choose the same (full- or reduced-rank)
+        coding as for the whole formula."""
+        inside = {self.names.variable_column(f.expr) for t in self.formulaic_terms
+                  for f in t.factors} - {None}
+        if not inside:
+            return []
+        return [Column(n, self.names.variable(n)) for n in self.plain if n in inside]
 
 
 def _key(term) -> tuple:
-    if isinstance(term, Column):
-        return (term.placeholder,)
     return tuple(sorted(f.expr for f in term.factors))
 
 
-def _degree(term) -> int:
-    return 1 if isinstance(term, Column) else term.degree
-
-
 class _Terms:
-    """An insertion-ordered set of terms keyed like formulaic's Term equality."""
+    """An insertion-ordered set of terms keyed like formulaic's Term equality: a plain
+    column by its name (value None), a formulaic term by its factors (a tuple: never a
+    name; value the Term)."""
 
     def __init__(self):
         self.items = {}
+        self.formulaic = set()  # keys of the formulaic terms
 
     def add(self, term):
-        self.items.setdefault(_key(term), term)
+        if type(term) is Column:
+            self.items.setdefault(term.name, None)
+        elif _key(term) not in self.items:
+            self.items[_key(term)] = term
+            self.formulaic.add(_key(term))
 
-    def add_columns(self, columns: list):
-        """:meth:`add` for many :class:`Column` terms (what '.' expands to)."""
-        setdefault = self.items.setdefault
-        for column in columns:
-            setdefault((column.placeholder,), column)
+    def add_columns(self, names: list):
+        """:meth:`add` for many plain columns ('.'): a name already there keeps its place."""
+        if self.items:
+            self.items.update(dict.fromkeys(names))
+        else:
+            self.items = dict.fromkeys(names)
+
+    def add_dot(self, dot: Dot, names: ColumnNames):
+        if not dot.non_numeric:
+            self.add_columns(dot.columns)
+            return
+        from formulaic.parser.types import Factor, Term
+        start = 0
+        for j, column in enumerate(dot.columns):
+            if column in dot.non_numeric:
+                self.add_columns(dot.columns[start:j])
+                self.add(Term([Factor(names.variable(column), eval_method="lookup")]))
+                start = j + 1
+        self.add_columns(dot.columns[start:])
 
     def remove(self, term):
-        self.items.pop(_key(term), None)
+        key = term.name if type(term) is Column else _key(term)
+        self.items.pop(key, None)
+        self.formulaic.discard(key)
 
     def ordered(self) -> list:
-        terms = list(self.items.values())
-        if all(type(t) is Column for t in terms):
-            return terms  # all of degree 1
-        return sorted(terms, key=_degree)  # stable: first appearance within a degree
+        """Runs of plain columns and formulaic terms, by degree (stable: first appearance
+        within a degree), neighbouring plain columns in one run."""
+        keys = list(self.items)
+        if not self.formulaic:
+            return [ColumnRun(keys)] if keys else []  # all of degree 1
+        values = list(self.items.values())
+        pieces, start = [], 0
+        for j in [j for j, v in enumerate(values) if v is not None]:
+            pieces += [(1, keys[start:j]), (values[j].degree, values[j])]
+            start = j + 1
+        pieces.append((1, keys[start:]))
+        out = []
+        for _degree, piece in sorted(pieces, key=lambda d_p: d_p[0]):
+            if type(piece) is not list:
+                out.append(piece)
+            elif out and isinstance(out[-1], ColumnRun):
+                out[-1].names.extend(piece)
+            elif piece:
+                out.append(ColumnRun(piece))
+        return out
 
 
-def plan_terms(rhs: str, names: ColumnNames, is_numeric, dot_columns=None,
+def plan_terms(rhs: str, names: ColumnNames, is_numeric, dot: Dot | None = None,
                intercept: bool = True, response: str | None = None) -> TermPlan:
-    """Ordered terms of ``rhs``; ``.`` means ``dot_columns`` (None: '.' not allowed)."""
-    terms = _Terms()
+    """Ordered terms of ``rhs``; ``.`` means ``dot`` (None: '.' not allowed)."""
+    terms, dotted = _Terms(), False
     for summand in split_summands(rhs):
         switch = _intercept_switch(summand)
         if switch is not None:
             intercept = switch
             continue
-        found = _summand_terms(summand, names, is_numeric, dot_columns)
-        if summand.sign > 0 and all(type(t) is Column for t in found):
-            terms.add_columns(found)
+        if _is_dot(summand):
+            _check_dot(dot, summand.sign)
+            terms.add_dot(dot, names)
+            dotted = True
             continue
-        for term in found:
+        for term in _summand_terms(summand, names, is_numeric, dot):
             (terms.add if summand.sign > 0 else terms.remove)(term)
-    removed = response is not None and terms.items.pop((names.variable(response),), None) is not None
-    plan = TermPlan(intercept, terms.ordered(), removed_response=removed)
+    removed = response is not None and response in terms.items
+    if removed:
+        del terms.items[response]
+    plan = TermPlan(intercept, terms.ordered(), names, removed_response=removed)
     plan.referenced = sorted({c for t in plan.formulaic_terms for f in t.factors
                               for c in names.referenced(f.expr)}, key=names.position.get)
+    if dotted:  # as if '.' had named all its columns (formulaic's frame holds them so)
+        names.variables([c for c in plan.referenced if c not in dot.excluded])
     return plan
 
 
@@ -109,25 +192,27 @@ def _intercept_switch(summand: Summand):
     return None
 
 
-def _summand_terms(summand: Summand, names: ColumnNames, is_numeric, dot_columns) -> list:
+def _is_dot(summand: Summand) -> bool:
+    tok = summand.tokens[0]
+    return len(summand.tokens) == 1 and tok.kind.name == "VALUE" and tok.token == "."
+
+
+def _check_dot(dot: Dot | None, sign: int) -> None:
+    if dot is None:
+        raise ValueError("'.' is only allowed in the fixed-effects part of the formula")
+    if sign < 0:
+        raise ValueError("'- .' is not supported; remove columns one by one")
+
+
+def _summand_terms(summand: Summand, names: ColumnNames, is_numeric, dot) -> list:
     tokens = summand.tokens
     if len(tokens) == 1:
         tok = tokens[0]
         kind = tok.kind.name
-        if kind == "VALUE" and tok.token == ".":
-            if dot_columns is None:
-                raise ValueError("'.' is only allowed in the fixed-effects part of the formula")
-            if summand.sign < 0:
-                raise ValueError("'- .' is not supported; remove columns one by one")
-            from formulaic.parser.types import Factor, Term
-            # '.' may mean tens of thousands of columns: kept lean
-            return [Column(c, placeholder) if is_numeric(c)
-                    else Term([Factor(placeholder, eval_method="lookup")])
-                    for c, placeholder in zip(dot_columns, names.variables(dot_columns))]
         name = tok.token if kind == "NAME" else names.q_argument(tok.token) if kind == "PYTHON" else None
         if name is not None:
             return [_column_term(name, names, is_numeric)]
-    return _parsed_terms(summand, names, is_numeric, dot_columns)
+    return _parsed_terms(summand, names, is_numeric, dot)
 
 
 def _column_term(name: str, names: ColumnNames, is_numeric):
@@ -138,10 +223,10 @@ def _column_term(name: str, names: ColumnNames, is_numeric):
     return Term([Factor(placeholder, eval_method="lookup")])
 
 
-def _parsed_terms(summand: Summand, names: ColumnNames, is_numeric, dot_columns) -> list:
+def _parsed_terms(summand: Summand, names: ColumnNames, is_numeric, dot) -> list:
     """formulaic's terms of a summand that is more than a column name."""
     from formulaic import Formula
-    text = " ".join(_rewritten(tok, names, dot_columns) for tok in summand.tokens)
+    text = " ".join(_rewritten(tok, names, dot) for tok in summand.tokens)
     out = []
     for term in Formula(text):
         if str(term) == "1":
@@ -156,7 +241,7 @@ def _parsed_terms(summand: Summand, names: ColumnNames, is_numeric, dot_columns)
     return out
 
 
-def _rewritten(tok, names: ColumnNames, dot_columns) -> str:
+def _rewritten(tok, names: ColumnNames, dot) -> str:
     kind = tok.kind.name
     if kind == "NAME":
         return names.variable(tok.token)
@@ -168,9 +253,8 @@ def _rewritten(tok, names: ColumnNames, dot_columns) -> str:
         q = names.q_argument(tok.token)
         return names.variable(q) if q is not None else "{" + names.rewrite_code(tok.token) + "}"
     if kind == "VALUE" and tok.token == ".":
-        if dot_columns is None:
-            raise ValueError("'.' is only allowed in the fixed-effects part of the formula")
-        return "(" + " + ".join(names.variable(c) for c in dot_columns) + ")"
+        _check_dot(dot, 1)
+        return "(" + " + ".join(names.variable(c) for c in dot.columns) + ")"
     if kind == "OPERATOR" and tok.token == "in":
         return "%in%"
     return tok.token
