@@ -5,8 +5,9 @@ For each size, ``lmm_scope("y ~ . - z + (z | g)", frame)`` against
 fixed k = 3, a = 1 and with default tuning (k by GIC, a by the variance-ratio
 iteration).  Prints each front's median time and memory added during the call (peak
 RSS growth; the frame and X exist before either call) and the ratios formula / arrays.
-The two fronts' calls alternate (5 pairs; 3 for the two large sizes) after one untimed
-pair that also checks they select the same support.
+The two fronts' calls alternate (at fixed k and a 11 pairs, 5 for the two large sizes;
+with default tuning 5 and 3) after one untimed pair that also checks they select the
+same support.
 
 Sizes: N = 2,000 rows (200 clusters) with p = 1,000, 5,000 and 20,000 candidates, and
 N = 1,000,000 rows (100,000 clusters) with p = 50.  ``--quick`` runs the two smallest.
@@ -83,9 +84,11 @@ def make(N, p, n_groups, seed=0):
 
 
 def compare(N, p, n_groups, repeats):
+    """``repeats``: pairs of calls (fixed k and a, default tuning)."""
     X, y, Z, g, frame = make(N, p, n_groups)
     rows = []
-    for label, k, a in (("fixed k=3, a=1", 3, 1.0), ("default tuning", None, None)):
+    for (label, k, a), pairs in zip((("fixed k=3, a=1", 3, 1.0), ("default tuning", None, None)),
+                                    repeats):
         arrays = lmmscope.LmmScope(k=k, a=a).fit(X, y, Z=Z, groups=g)
         formula = lmmscope.lmm_scope("y ~ . - z + (z | g)", frame, k=k, a=a)
         same = sorted(formula.support) == sorted(f"x{j}" for j in arrays.support_)
@@ -93,7 +96,7 @@ def compare(N, p, n_groups, repeats):
         m = interleaved({
             "arrays": lambda: lmmscope.LmmScope(k=k, a=a).fit(X, y, Z=Z, groups=g),
             "formula": lambda: lmmscope.lmm_scope("y ~ . - z + (z | g)", frame, k=k, a=a)},
-            repeats)
+            pairs)
         (t_arr, m_arr), (t_for, m_for) = m["arrays"], m["formula"]
         rows.append((N, p, label, t_arr, t_for, m_arr, m_for, X.nbytes, same))
     return rows
@@ -108,6 +111,7 @@ def warm_up():
 
 def main(quick=False, repeats=5):
     warm_up()
+    print(" ".join(f"{name}={os.environ.get(name)}" for name in ENVIRONMENT))
     sizes = [(2000, 1000, 200), (2000, 5000, 200)]
     if not quick:
         sizes += [(2000, 20000, 200), (1_000_000, 50, 100_000)]
@@ -115,17 +119,24 @@ def main(quick=False, repeats=5):
           f"{'arrays +mem/X':>13} {'formula +mem/X':>14} {'mem x':>6}  same support")
     for N, p, n_groups in sizes:
         for N_, p_, label, t_arr, t_for, m_arr, m_for, xbytes, same in compare(
-                N, p, n_groups, repeats if N * p <= 1e7 else 3):
+                N, p, n_groups, (11, repeats) if N * p <= 1e7 else (5, 3)):
             print(f"{N_:>8} {p_:>6}  {label:<16} {t_arr:9.3f} {t_for:9.3f} {t_for / t_arr:7.2f} "
                   f"{m_arr / xbytes:13.2f} {m_for / xbytes:14.2f} "
                   f"{m_for / max(m_arr, 1):6.2f}  {same}", flush=True)
 
 
+# Set before the interpreter starts (re-executed with them unless already set):
+# - glibc keeps freed memory of a size it has seen before on its heap, which hides later
+#   peaks from RSS; a fixed mmap threshold returns large blocks when freed.
+# - OpenBLAS's idle worker threads spin for ~2^28 cycles after each threaded call; on a
+#   2-vCPU machine a spinning worker halves the speed of the single-threaded steps that
+#   follow, in some calls and not others (a 0.1 s fit took 0.11-0.28 s).  A short spin
+#   (2^4 cycles) leaves the medians as they are and removes that tail, for both fronts.
+ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), "OPENBLAS_THREAD_TIMEOUT": "4"}
+
 if __name__ == "__main__":
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        # glibc keeps freed memory of a size it has seen before on its heap, which hides
-        # later peaks from RSS; a fixed mmap threshold returns large blocks when freed.
-        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+    if any(name not in os.environ for name in ENVIRONMENT):
+        os.environ.update({k: v for k, v in ENVIRONMENT.items() if k not in os.environ})
         os.execv(sys.executable, [sys.executable] + sys.argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")

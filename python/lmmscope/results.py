@@ -189,13 +189,23 @@ class LmmScopeResult(MixedResult):
         self.k = int(selection.k)
         self.a = float(selection.a)
         self.criterion = selection.criterion
-        self.path = selection.path.copy()
-        self.path["support"] = [", ".join(self.names[j] for j in np.flatnonzero(row) if j not in unpenalised)
-                                for row in selection.path_coef]
-        self.a_history = selection.a_history
+        self._unpenalised_columns = set(unpenalised)
         self.n_dropped = 0 if design is None else design.n_dropped
 
     # pandas objects over p names cost more than a small fit: built on first use
+    @functools.cached_property
+    def path(self) -> pd.DataFrame:
+        """One row per k: whitened RSS, the criteria (and ``cv_error``), the support."""
+        path = self.selection.path.copy()
+        path["support"] = [", ".join(self.names[j] for j in np.flatnonzero(row)
+                                     if j not in self._unpenalised_columns)
+                           for row in self.selection.path_coef]
+        return path
+
+    @property
+    def a_history(self) -> pd.DataFrame:
+        return self.selection.a_history
+
     @functools.cached_property
     def _name_index(self) -> pd.Index:
         return pd.Index(self.names)

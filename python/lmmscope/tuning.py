@@ -28,6 +28,7 @@ selection depends on Z's units:
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -195,14 +196,25 @@ def make_folds(n_groups, n_folds, random_state):
 
 @dataclass
 class SelectionResult:
+    """``path`` (one row per k) and ``a_history`` are data frames built on first use
+    (a frame costs about as much as a small fit's selection step)."""
+
     coef: np.ndarray
     support: np.ndarray  # penalised columns selected (indices)
     k: int
     a: float
-    path: pd.DataFrame  # one row per k
+    path_parts: tuple  # (path steps, their criteria, held-out errors or None)
     path_coef: np.ndarray  # (len(path), p)
     criterion: str
-    a_history: pd.DataFrame
+    history: list  # the rows of a_history
+
+    @functools.cached_property
+    def path(self) -> pd.DataFrame:
+        return _path_frame(*self.path_parts)
+
+    @functools.cached_property
+    def a_history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.history)
 
 
 @dataclass
@@ -211,7 +223,7 @@ class KChoice:
 
     a: float
     chosen: object  # selection.PathStep
-    path: pd.DataFrame
+    path_parts: tuple  # see SelectionResult
     path_coef: np.ndarray
 
 
@@ -278,8 +290,7 @@ def choose_k(t: Tuning, a, k_index=None, cv_error=None) -> KChoice:
         best = int(np.argmin([c[t.criterion] for c in crit]))
     else:
         best = 0
-    return KChoice(a, steps[best], _path_frame(steps, crit, cv_error),
-                   np.array([s.coef for s in steps]))
+    return KChoice(a, steps[best], (steps, crit, cv_error), np.array([s.coef for s in steps]))
 
 
 def _whitened_cv_errors(t: Tuning, a) -> np.ndarray:
@@ -377,7 +388,7 @@ def _forced_choice(t: Tuning, a, support) -> KChoice:
     chosen = PathStep(k=len(support), support=np.asarray(support, dtype=np.int64),
                       coef=problem.recover(b / problem.scale), rss=problem.loss.rss(b))
     cv_error = _whitened_cv_errors(t, a) if isinstance(t.k, str) else None
-    return KChoice(a, chosen, _path_frame(steps, crit, cv_error), np.array([s.coef for s in steps]))
+    return KChoice(a, chosen, (steps, crit, cv_error), np.array([s.coef for s in steps]))
 
 
 def _tune_a_by_cv(t: Tuning, grid):
@@ -448,7 +459,7 @@ def select(data, *, unpenalised, names, k=None, a=None, criterion="gic", k_max=N
         raise ValueError(f"a must be a non-negative number, None or 'cv', got {a!r}")
     chosen = choice.chosen
     return SelectionResult(coef=chosen.coef, support=np.asarray(chosen.support, dtype=np.int64),
-                           k=chosen.k, a=float(choice.a), path=choice.path,
+                           k=chosen.k, a=float(choice.a), path_parts=choice.path_parts,
                            path_coef=choice.path_coef,
                            criterion="cv" if isinstance(k, str) else criterion,
-                           a_history=pd.DataFrame(history))
+                           history=history)
