@@ -6,7 +6,7 @@ fixed k = 3, a = 1 and with default tuning (k by GIC, a by the variance-ratio
 iteration).  Prints each front's median time and memory added during the call (peak
 RSS growth; the frame and X exist before either call) and the ratios formula / arrays.
 The two fronts' calls alternate (at fixed k and a 11 pairs, 5 for the two large sizes;
-with default tuning 5 and 3) after one untimed pair that also checks they select the
+with default tuning 7 and 4) after one untimed pair that also checks they select the
 same support.
 
 Sizes: N = 2,000 rows (200 clusters) with p = 1,000, 5,000 and 20,000 candidates, and
@@ -109,7 +109,7 @@ def warm_up():
     lmmscope.lmm_scope("y ~ . - z + (z | g)", frame)
 
 
-def main(quick=False, repeats=5):
+def main(quick=False, repeats=7):
     warm_up()
     print(" ".join(f"{name}={os.environ.get(name)}" for name in ENVIRONMENT))
     sizes = [(2000, 1000, 200), (2000, 5000, 200)]
@@ -119,7 +119,7 @@ def main(quick=False, repeats=5):
           f"{'arrays +mem/X':>13} {'formula +mem/X':>14} {'mem x':>6}  same support")
     for N, p, n_groups in sizes:
         for N_, p_, label, t_arr, t_for, m_arr, m_for, xbytes, same in compare(
-                N, p, n_groups, (11, repeats) if N * p <= 1e7 else (5, 3)):
+                N, p, n_groups, (11, repeats) if N * p <= 1e7 else (5, 4)):
             print(f"{N_:>8} {p_:>6}  {label:<16} {t_arr:9.3f} {t_for:9.3f} {t_for / t_arr:7.2f} "
                   f"{m_arr / xbytes:13.2f} {m_for / xbytes:14.2f} "
                   f"{m_for / max(m_arr, 1):6.2f}  {same}", flush=True)
@@ -140,6 +140,6 @@ if __name__ == "__main__":
         os.execv(sys.executable, [sys.executable] + sys.argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     main(quick=args.quick, repeats=args.repeats)
