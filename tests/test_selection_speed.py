@@ -86,6 +86,7 @@ def test_whitened_operator_equals_dense_reference(order):
     op = WhitenedOperator(X, y, Z, codes, n, a, stats)
     r = np.random.default_rng(3).standard_normal(X.shape[0])
     _close(op.y, ref_y)
+    _close(op.xty, ref_X.T @ ref_y)  # from the statistics alone
     _close(op.rmatvec(r), ref_X.T @ r)
     _close(op.squares, np.einsum("ij,ij->j", ref_X, ref_X), 1e-11)
     cols = np.array([4, 0, 17, 4])

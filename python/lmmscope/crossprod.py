@@ -911,8 +911,8 @@ class WhitenedOperator:
     (Z_i'X_i)' H_i Z_i'r_i is one pass over X plus one over Z'X, and only the few
     columns a fit needs are whitened explicitly.  For uncentred statistics and an X
     without a prepended intercept (centring first is what keeps shifted columns
-    accurate, see :func:`whitened_rows`).  ``y``: y_a; ``squares``: X_a's column sums
-    of squares, X'X's diagonal (``raw_squares`` where already known) minus the
+    accurate, see :func:`whitened_rows`).  ``y``: y_a; ``xty``: X_a'y_a; ``squares``:
+    X_a's column sums of squares, X'X's diagonal (``raw_squares`` where already known) minus the
     per-cluster correction (Sigma_a^{-1} = I - Z (2H - H Z'Z H) Z')."""
 
     def __init__(self, X, y, Z, codes, n_groups, a, stats: ClusterStats,
@@ -931,6 +931,11 @@ class WhitenedOperator:
         self._columns = {}  # column -> whitened column: supports searched share columns
         self._max_columns = max(64, cache_bytes // (8 * max(self.shape[0], 1)))
         correction = 2 * self.H - self.H @ stats.ZtZ @ self.H
+        # X_a'y_a = X'y - sum_i (Z_i'X_i)' C_i Z_i'y_i with C_i = 2H_i - H_i Z_i'Z_i H_i
+        # (Sigma_a^{-1} = I - Z C Z'): from the statistics, no pass over X
+        n, q, p = self.ZtX.shape
+        self.xty = stats.Xty - self.ZtX.reshape(n * q, p).T @ (
+            correction @ stats.Zty[:, :, None]).ravel()
         # X's own column sums of squares: the input checks' (``raw_squares``), or a pass
         raw = np.einsum("ij,ij->j", self.X, self.X) if raw_squares is None else raw_squares
         self.squares = np.clip(raw - _quadratic_forms(correction, stats.ZtX), 0.0, None)

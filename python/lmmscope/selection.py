@@ -474,10 +474,9 @@ def reduce_operator(op) -> ReducedProblem:
     pen = np.flatnonzero(keep)
     scale = np.sqrt(np.clip(own[keep], 1e-300, None))
     if np.all(keep):
-        rows, xty = op, op.rmatvec(op.y)
+        rows, xty = op, op.xty
     else:
-        rows = ColumnsOf(op, pen)
-        xty = rows.rmatvec(op.y)
+        rows, xty = ColumnsOf(op, pen), op.xty[pen]
     loss = QuadraticLoss(rows=rows, response=op.y, xty=xty / scale, column_scale=scale)
     _require_finite(loss, scale)
 
