@@ -52,6 +52,24 @@ def test_fixed_k_and_a_and_always(seed_data):
     assert len(fit.path) == 1
 
 
+@pytest.mark.parametrize("always", [np.array([20]), np.array([0]), 0, np.array([0, 20])])
+def test_always_as_an_array_or_a_scalar(seed_data, always):
+    """``always`` as a numpy array or a scalar index means the same as the list: a
+    one-element array holding 0 is falsy, and an ``always or []`` silently dropped it."""
+    df, _beta = seed_data
+    X = df[[f"x{j}" for j in range(50)]].to_numpy()
+    Z = df[[c for c in df.columns if c.startswith("z")]].to_numpy()
+    listed = list(np.atleast_1d(always))
+    kwargs = dict(k=2, a=1.0, fit_intercept=False)
+    given = lmmscope.LmmScope(always=always, **kwargs).fit(X, df["y"].to_numpy(), Z=Z, groups=df["cluster"])
+    as_list = lmmscope.LmmScope(always=listed, **kwargs).fit(X, df["y"].to_numpy(), Z=Z, groups=df["cluster"])
+    assert set(listed) <= set(np.flatnonzero(given.coef_).tolist())
+    np.testing.assert_array_equal(given.coef_, as_list.coef_)
+    names = [f"x{j}" for j in listed]
+    by_name = lmmscope.lmm_scope(seed_formula(), df, k=2, a=1.0, always=np.array(names))
+    assert set(names) <= set(by_name.selected)
+
+
 def test_k_cv_selects_true_support(seed_data):
     df, _beta = seed_data
     fit = lmmscope.lmm_scope(seed_formula(), df, k="cv", a=5.0, k_max=8)

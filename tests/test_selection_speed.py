@@ -99,6 +99,37 @@ def test_whitened_operator_equals_dense_reference(order):
     _close(given.squares, np.einsum("ij,ij->j", ref_X, ref_X), 1e-11)
 
 
+def test_whitened_operator_xty_where_z_explains_most_of_y():
+    """y in its own units with large cluster means (1e6, spread 1e3), Z = [1, epoch
+    seconds]: with a large a, X'y and the part Z removes are 400-140,000 times
+    X_a'y_a, and their difference loses digits (relative error 2e-7 at a = 1e6, 60x
+    the pass over X); X_a'y_a is then computed from y_a, as accurate as that pass
+    against a long-double reference.  At a = 1 (ratio 13) the statistics serve."""
+    rng = np.random.default_rng(11)
+    n, m, p = 60, 6, 20
+    codes = np.repeat(np.arange(n), m)
+    t = 1.7e9 + rng.uniform(0, 3e7, n * m)  # epoch seconds
+    Z = np.column_stack([np.ones(n * m), t])
+    Z = Z / np.sqrt(np.mean(Z ** 2, axis=0))  # unit root mean square, as the fit does
+    X = rng.standard_normal((n * m, p))
+    y = 1e6 + 1e3 * rng.standard_normal(n)[codes] + X[:, 0] + rng.standard_normal(n * m)
+    stats = compute_cluster_stats(X, y, Z, codes, n, gram=False, center=False)
+    for a in (1.0, 1e3, 1e6, 1e8):
+        want = np.zeros(p, dtype=np.longdouble)
+        for i in range(n):
+            rows = slice(i * m, (i + 1) * m)
+            Zi = Z[rows].astype(np.longdouble)
+            S = a * Zi @ Zi.T + np.eye(m, dtype=np.longdouble)
+            inv = np.linalg.inv(S.astype(float)).astype(np.longdouble)
+            inv = inv @ (2 * np.eye(m, dtype=np.longdouble) - S @ inv)  # refined
+            want += X[rows].astype(np.longdouble).T @ (inv @ y[rows].astype(np.longdouble))
+        want = want.astype(float)
+        op = WhitenedOperator(X, y, Z, codes, n, a, stats)
+        error = np.max(np.abs(op.xty - want)) / np.max(np.abs(want))
+        by_pass = np.max(np.abs(op.rmatvec(op.y) - want)) / np.max(np.abs(want))
+        assert error <= 1.01 * by_pass + 2e-14, (a, error, by_pass)
+
+
 def test_whitened_operator_column_cache_refills_without_losing_columns():
     X, y, Z, codes, n = _problem(13, "shuffled", p=90)
     stats = compute_cluster_stats(X, y, Z, codes, n, gram=False)

@@ -68,7 +68,7 @@ def whitens_a_copy(shape, k, a, control, unpenalised) -> bool:
 
 def _resolve_always(always, names, unpenalised):
     out = set(unpenalised)
-    for item in always or []:
+    for item in checks.as_list(always):
         if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
             if not 0 <= item < len(names):
                 raise KeyError(f"always= index {item} is out of range (0..{len(names) - 1})")

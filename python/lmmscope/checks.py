@@ -42,6 +42,14 @@ def check_response(y, n_rows: int) -> np.ndarray:
     return y
 
 
+def as_list(items) -> list:
+    """None, one item, or a list, tuple or array of them, as a list (``items or []``
+    would drop a one-element array holding 0, which is falsy)."""
+    if items is None:
+        return []
+    return list(items) if np.ndim(items) else [items]
+
+
 # Squares of values beyond these magnitudes overflow (or underflow) in X'X and y'y.
 HUGE, TINY = 1e150, 1e-150
 

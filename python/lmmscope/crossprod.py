@@ -906,6 +906,11 @@ def _whiten_column_blocks(Z, H, ZtX, codes, n_groups, block: _WhiteningBlock, ch
         block.finish(every_row, cols, E)
 
 
+# Above this ratio of X'y (or of the part Z removes) to X_a'y_a, X_a'y_a from the
+# statistics would lose more digits than the pass over X does: it is computed from y_a.
+XTY_CANCELLATION = 30.0
+
+
 class WhitenedOperator:
     """X_a = Sigma_a^{-1/2} X as an operator, never formed: X_a'r = X'r - sum_i
     (Z_i'X_i)' H_i Z_i'r_i is one pass over X plus one over Z'X, and only the few
@@ -932,10 +937,15 @@ class WhitenedOperator:
         self._max_columns = max(64, cache_bytes // (8 * max(self.shape[0], 1)))
         correction = 2 * self.H - self.H @ stats.ZtZ @ self.H
         # X_a'y_a = X'y - sum_i (Z_i'X_i)' C_i Z_i'y_i with C_i = 2H_i - H_i Z_i'Z_i H_i
-        # (Sigma_a^{-1} = I - Z C Z'): from the statistics, no pass over X
+        # (Sigma_a^{-1} = I - Z C Z'): from the statistics, no pass over X.  Where y is
+        # mostly Z's (large cluster means and a) both terms dwarf their difference,
+        # which then loses digits: X_a'y_a from y_a, one pass over X, is exact there.
         n, q, p = self.ZtX.shape
-        self.xty = stats.Xty - self.ZtX.reshape(n * q, p).T @ (
-            correction @ stats.Zty[:, :, None]).ravel()
+        removed = self.ZtX.reshape(n * q, p).T @ (correction @ stats.Zty[:, :, None]).ravel()
+        self.xty = stats.Xty - removed
+        size = max(np.abs(stats.Xty).max(initial=0.0), np.abs(removed).max(initial=0.0))
+        if size > XTY_CANCELLATION * np.abs(self.xty).max(initial=0.0):
+            self.xty = self.rmatvec(self.y)
         # X's own column sums of squares: the input checks' (``raw_squares``), or a pass
         raw = np.einsum("ij,ij->j", self.X, self.X) if raw_squares is None else raw_squares
         self.squares = np.clip(raw - _quadratic_forms(correction, stats.ZtX), 0.0, None)

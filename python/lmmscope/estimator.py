@@ -147,13 +147,14 @@ class LmmScope(RegressorMixin, BaseEstimator):
         self._record_input(X)
         X_fixed, names, Z, random_names, groups = self._split_columns(X, Z, groups)
         Xm = checks.as_float_matrix(X_fixed, "X")
+        always = checks.as_list(self.always)
         lead = int(self.fit_intercept)
         copy = whitens_a_copy((Xm.shape[0], Xm.shape[1] + lead), self.k, self.a,
-                              self.control, self.fit_intercept or self.always)
+                              self.control, bool(self.fit_intercept or always))
         Xv, y, Zv, codes, labels, moments = _validated_arrays(
             Xm, y, Z, groups, names, random_names, with_moments=True,
             row_major_lead=lead if copy else None)
-        always, unpenalised = list(self.always or []), []
+        unpenalised = []
         if self.fit_intercept:
             Xv = InterceptPrepended(Xv)  # [1, X] without copying X
             names = [INTERCEPT] + names

@@ -135,6 +135,7 @@ class Data:
         intercept prepended)."""
         if self.stats.centred or isinstance(self.X, InterceptPrepended):
             return None
+        self._overwritable = None  # X_a is not formed: the row-major copy is not needed
         return WhitenedOperator(self.X, self.y, self.Z, self.codes, self.n_groups, a, self.stats,
                                 raw_squares=self._x_squares)
 
