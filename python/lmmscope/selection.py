@@ -261,15 +261,10 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
     yy = float(yty)
     A = au = None
     if unpen.size:
-        G_uu = gram[np.ix_(unpen, unpen)]
-        chol = sla.cho_factor(G_uu)
-        A = sla.cho_solve(chol, G_up)  # G_uu^{-1} G_up
-        au = sla.cho_solve(chol, xty[unpen])
+        A, au, c_p, yy = _profiled(gram[np.ix_(unpen, unpen)], G_up, xty[unpen], c_p, yy)
         for first in range(0, others.size, 512):  # Schur complement, in place by blocks
             rows = slice(first, first + 512)
             G_pp[rows] -= G_up[:, rows].T @ A
-        c_p = c_p - G_up.T @ au
-        yy = yy - float(xty[unpen] @ au)
     keep = _selectable(own, np.diag(G_pp))
     pen = others[keep]
     if not np.all(keep):
@@ -283,6 +278,15 @@ def reduce_gram(gram, xty, yty, unpenalised) -> ReducedProblem:
     _require_finite(loss, scale)
 
     return ReducedProblem(loss, pen, unpen, scale, _recoverer(p, pen, unpen, au, A))
+
+
+def _profiled(G_uu, G_up, xty_u, c_p, yy):
+    """The unpenalised columns profiled out of a Gram-form quadratic: A = G_uu^{-1} G_up,
+    their coefficients at b_pen = 0 (au), and the penalised columns' X'y and y'y after."""
+    chol = sla.cho_factor(G_uu)
+    A = sla.cho_solve(chol, G_up)
+    au = sla.cho_solve(chol, xty_u)
+    return A, au, c_p - G_up.T @ au, yy - float(xty_u @ au)
 
 
 def _recoverer(p, pen, unpen, au, A):
@@ -315,12 +319,8 @@ def reduce_gram_columns(wg, unpenalised) -> ReducedProblem:
     A = au = None
     residual = own
     if unpen.size:
-        chol = sla.cho_factor(W_u[unpen])
-        A = sla.cho_solve(chol, G_up)  # G_uu^{-1} G_up
-        au = sla.cho_solve(chol, wg.xty[unpen])
+        A, au, c_p, yy = _profiled(W_u[unpen], G_up, wg.xty[unpen], c_p, yy)
         residual = own - np.einsum("up,up->p", G_up, A)
-        c_p = c_p - G_up.T @ au
-        yy = yy - float(wg.xty[unpen] @ au)
     keep = _selectable(own, residual)
     pen = others[keep]
     G_up, residual, c_p = G_up[:, keep], residual[keep], c_p[keep]
