@@ -479,13 +479,8 @@ def reduce_operator(op) -> ReducedProblem:
         rows, xty = ColumnsOf(op, pen), op.xty[pen]
     loss = QuadraticLoss(rows=rows, response=op.y, xty=xty / scale, column_scale=scale)
     _require_finite(loss, scale)
-
-    def recover(b_pen):
-        beta = np.zeros(p)
-        beta[pen] = b_pen
-        return beta
-
-    return ReducedProblem(loss, pen, np.zeros(0, dtype=np.int64), scale, recover)
+    unpen = np.zeros(0, dtype=np.int64)
+    return ReducedProblem(loss, pen, unpen, scale, _recoverer(p, pen, unpen, None, None))
 
 
 class ColumnsOf:
