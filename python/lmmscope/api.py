@@ -17,6 +17,7 @@ from .mixed import MixedModelFit
 from .refit import Refitter
 from .results import LmmResult, LmmScopeResult
 from .tuning import DEFAULT_A_GRID, Data, Progress, select
+from .exceptions import ColumnError, InputError
 
 INTERCEPT_NAMES = (INTERCEPT, "(Intercept)")
 
@@ -32,9 +33,9 @@ def _validated_arrays(X, y, Z, groups, names, random_names, with_moments=False,
     y = checks.check_response(y, N)
     Z = np.ones((N, 1)) if Z is None else checks.as_float_matrix(Z, "Z")
     if Z.shape[0] != N:
-        raise ValueError(f"Z has {Z.shape[0]} rows but X has {N}")
+        raise InputError(f"Z has {Z.shape[0]} rows but X has {N}")
     if groups is None:
-        raise ValueError("groups= (the cluster of each row) is required")
+        raise InputError("groups= (the cluster of each row) is required")
     groups = checks.check_groups(groups, N)
     moments = checks.check_finite_columns(X, names, "X", row_major_lead=row_major_lead)
     checks.check_finite_columns(Z, random_names, "Z")
@@ -71,12 +72,12 @@ def _resolve_always(always, names, unpenalised):
     for item in checks.as_list(always):
         if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
             if not 0 <= item < len(names):
-                raise KeyError(f"always= index {item} is out of range (0..{len(names) - 1})")
+                raise ColumnError(f"always= index {item} is out of range (0..{len(names) - 1})")
             out.add(int(item))
         elif item in names:
             out.add(names.index(item))
         else:
-            raise KeyError(f"always= names unknown column {item!r}; columns are named "
+            raise ColumnError(f"always= names unknown column {item!r}; columns are named "
                            f"{', '.join(map(str, names[:8]))}{' ...' if len(names) > 8 else ''}")
     return sorted(out)
 
@@ -94,7 +95,7 @@ def _check_k_after_slopes(k, n_candidates, names, slopes):
     say why (the generic check would only count the candidates)."""
     if (slopes and isinstance(k, (int, np.integer)) and not isinstance(k, bool)
             and k > n_candidates):
-        raise ValueError(
+        raise InputError(
             f"k = {k} exceeds the number of candidate predictors ({n_candidates}): "
             f"random-slope column(s) {', '.join(names[j] for j in slopes)} are kept "
             "unpenalised like the intercept (lme4's hierarchy); lower k, or pass "
@@ -176,7 +177,7 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
 
 def _check_method(method) -> bool:
     if method not in ("REML", "ML"):
-        raise ValueError(f"method must be 'REML' or 'ML', got {method!r}")
+        raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
     return method == "REML"
 
 
@@ -249,7 +250,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     design = build_design(formula, data, na_action=na_action)
     names = design.fixed_names
     if not names:
-        raise ValueError("the formula has no fixed effects to select from; lmm() fits a model "
+        raise InputError("the formula has no fixed effects to select from; lmm() fits a model "
                          "without fixed effects")
     unpen = [names.index(INTERCEPT)] if INTERCEPT in names else []
     unpen = _resolve_always(always, names, unpen)

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from . import rank
+from .exceptions import InputError
 
 
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
@@ -14,9 +15,9 @@ def as_float_matrix(values, what: str, names=None) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array, got {arr.ndim} dimensions")
+        raise InputError(f"{what} must be a 2-D array, got {arr.ndim} dimensions")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}")
+        raise InputError(f"{what} must be numeric, got dtype {arr.dtype}")
     return np.asarray(arr, dtype=float)
 
 
@@ -25,19 +26,19 @@ def check_response(y, n_rows: int) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise ValueError("the response must be a single numeric column")
+        raise InputError("the response must be a single numeric column")
     if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise ValueError(f"the response must be numeric, got dtype {y.dtype}")
+        raise InputError(f"the response must be numeric, got dtype {y.dtype}")
     if y.shape[0] != n_rows:
-        raise ValueError(f"the response has {y.shape[0]} rows but X has {n_rows}")
+        raise InputError(f"the response has {y.shape[0]} rows but X has {n_rows}")
     y = y.astype(float)
     if not np.all(np.isfinite(y)):
-        raise ValueError("the response contains NaN or infinite values "
+        raise InputError("the response contains NaN or infinite values "
                          f"({int((~np.isfinite(y)).sum())} rows)")
     largest = float(np.abs(y).max()) if y.size else 0.0
     if largest > HUGE or 0 < largest < TINY:
         verb = "overflow" if largest > HUGE else "underflow"
-        raise ValueError(f"the response's scale ({largest:.3g}) would {verb} the "
+        raise InputError(f"the response's scale ({largest:.3g}) would {verb} the "
                          "cross-products; rescale y")
     return y
 
@@ -94,7 +95,7 @@ def _check_values(M: np.ndarray, names, what: str, chunk_rows: int = 8192) -> No
         largest = np.fmax(largest, np.fmax(np.abs(hi), np.abs(lo)))
     bad = [names[j] for j in np.flatnonzero(~ok)]
     if bad:
-        raise ValueError(f"{what} contains NaN or infinite values in column(s): {_shown(bad)}")
+        raise InputError(f"{what} contains NaN or infinite values in column(s): {_shown(bad)}")
     _check_magnitudes(largest, names, what)
 
 
@@ -108,7 +109,7 @@ def _check_magnitudes(largest, names, what):
         if np.any(bad):
             cols = np.flatnonzero(bad)
             scales = ", ".join(f"{names[j]} ({largest[j]:.3g})" for j in cols[:10])
-            raise ValueError(f"{what}: the scale of column(s) {scales} would {verb} the "
+            raise InputError(f"{what}: the scale of column(s) {scales} would {verb} the "
                              "cross-products; rescale them")
 
 
@@ -117,15 +118,15 @@ def check_statistics_finite(stats, names, y_scale=None) -> None:
     a non-finite objective): name what overflowed in the cross-products."""
     if not (np.isfinite(stats.yty) and np.all(np.isfinite(stats.Zty))):
         scale = "" if y_scale is None else f" ({y_scale:.3g})"
-        raise ValueError(f"the response's scale{scale} overflows the cross-products; rescale y")
+        raise InputError(f"the response's scale{scale} overflows the cross-products; rescale y")
     if not np.all(np.isfinite(stats.ZtZ)):
-        raise ValueError("the random-effects columns (Z) overflow the cross-products; rescale them")
+        raise InputError("the random-effects columns (Z) overflow the cross-products; rescale them")
     # a column's sum is non-finite iff an entry is, or the entries are near overflow
     bad = ~np.isfinite(stats.Xty) | ~np.isfinite(stats.ZtX.sum(axis=(0, 1)))
     if stats.XtX is not None:
         bad |= ~np.isfinite(np.diag(stats.XtX))
     if np.any(bad):
-        raise ValueError("column(s) " + _shown(names[j] for j in np.flatnonzero(bad))
+        raise InputError("column(s) " + _shown(names[j] for j in np.flatnonzero(bad))
                          + " overflow the cross-products; rescale them")
 
 
@@ -177,14 +178,14 @@ def check_design_columns(stats, names, unpenalised, X=None, moments=None) -> Non
         constant = np.flatnonzero(spread <= rank.CONSTANT_TOL ** 2 * magnitude)
         constant = constant[constant != stats.intercept] if stats.intercept is not None else []
     else:
-        raise ValueError("column checks need the Gram matrix or the rows of X")
+        raise InputError("column checks need the Gram matrix or the rows of X")
     constant = [names[j] for j in constant if j not in unpen]
     if constant:
-        raise ValueError("constant column(s) in the fixed-effects design: " + _shown(constant)
+        raise InputError("constant column(s) in the fixed-effects design: " + _shown(constant)
                          + " (remove them; the intercept is already in the model)")
     if pairs:
         shown = ", ".join(f"{names[i]} = {names[j]}" for i, j in pairs[:5])
-        raise ValueError(f"duplicated column(s) in the fixed-effects design: {shown} (equal "
+        raise InputError(f"duplicated column(s) in the fixed-effects design: {shown} (equal "
                          "up to location and scale)" if stats.intercept is not None else
                          f"duplicated column(s) in the fixed-effects design: {shown} (equal "
                          "up to scale)")
@@ -245,20 +246,20 @@ def check_groups(groups, n_rows: int) -> np.ndarray:
     if g.ndim != 1:
         g = g.ravel()
     if g.shape[0] != n_rows:
-        raise ValueError(f"groups has {g.shape[0]} entries but the data have {n_rows} rows")
+        raise InputError(f"groups has {g.shape[0]} entries but the data have {n_rows} rows")
     if g.dtype.kind == "f" and not np.all(np.isfinite(g)):
-        raise ValueError("groups contains NaN or infinite values")
+        raise InputError("groups contains NaN or infinite values")
     if g.dtype == object and any(v is None for v in g):
-        raise ValueError("groups contains missing values")
+        raise InputError("groups contains missing values")
     return g
 
 
 def check_clusters(sizes: np.ndarray) -> None:
     if sizes.size < 2:
-        raise ValueError("the grouping factor has a single level; a mixed model needs "
+        raise InputError("the grouping factor has a single level; a mixed model needs "
                          "at least two clusters")
     if np.all(sizes == 1):  # lme4's check.nobs.vs.nlev (an error by default)
-        raise ValueError("every cluster has a single row, so random effects cannot be "
+        raise InputError("every cluster has a single row, so random effects cannot be "
                          "told apart from the noise (number of levels of the grouping factor "
                          "must be < number of observations); check the grouping column")
 
@@ -271,7 +272,7 @@ def check_random_effects_identifiable(sizes: np.ndarray, Z: np.ndarray, random_n
     n_random = int(sizes.size) * q
     if n_obs <= n_random:
         term = " + ".join(map(str, random_names))
-        raise ValueError(f"number of observations (={n_obs}) <= number of random effects "
+        raise InputError(f"number of observations (={n_obs}) <= number of random effects "
                          f"(={n_random}) for term ({term} | group); the random-effects "
                          "parameters and the residual variance are probably unidentifiable")
 
@@ -279,20 +280,20 @@ def check_random_effects_identifiable(sizes: np.ndarray, Z: np.ndarray, random_n
 def check_k_selectable(k, n_selectable: int) -> None:
     """An explicit k must not exceed the candidates left after the rank checks."""
     if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > n_selectable:
-        raise ValueError(f"k = {k} exceeds the number of candidate predictors left after "
+        raise InputError(f"k = {k} exceeds the number of candidate predictors left after "
                          f"dropping aliased columns ({n_selectable})")
 
 
 def check_k(k, n_penalised: int, n_obs: int, n_unpenalised: int) -> int:
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k must be an integer, None or 'cv', got {k!r}")
+        raise InputError(f"k must be an integer, None or 'cv', got {k!r}")
     k = int(k)
     if k < 0:
-        raise ValueError(f"k must be non-negative, got {k}")
+        raise InputError(f"k must be non-negative, got {k}")
     if k > n_penalised:
-        raise ValueError(f"k = {k} exceeds the number of candidate predictors ({n_penalised})")
+        raise InputError(f"k = {k} exceeds the number of candidate predictors ({n_penalised})")
     if k + n_unpenalised >= n_obs:
-        raise ValueError(f"k = {k} (+{n_unpenalised} unpenalised) must be smaller than the "
+        raise InputError(f"k = {k} (+{n_unpenalised} unpenalised) must be smaller than the "
                          f"number of rows ({n_obs})")
     return k
 
@@ -301,7 +302,7 @@ def check_a(a) -> float:
     try:
         a = float(a)
     except (TypeError, ValueError):
-        raise ValueError(f"a must be a non-negative number, None or 'cv', got {a!r}") from None
+        raise InputError(f"a must be a non-negative number, None or 'cv', got {a!r}") from None
     if not np.isfinite(a) or a < 0:
-        raise ValueError(f"a must be a non-negative finite number, got {a}")
+        raise InputError(f"a must be a non-negative finite number, got {a}")
     return a

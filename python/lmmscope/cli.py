@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .exceptions import InputError
+
 USAGE_ERROR = 2
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
-
-
-class InputError(ValueError):
-    """A problem with what the user gave (path, file contents)."""
 
 
 def _parse_k(value):

@@ -8,6 +8,7 @@ user changes one fit without touching any other.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from .exceptions import InputTypeError
 
 
 @dataclass(frozen=True)
@@ -68,4 +69,4 @@ def as_control(control) -> Control:
         return control
     if isinstance(control, dict):
         return Control(**control)
-    raise TypeError(f"control must be a lmmscope.Control, a dict or None, got {type(control).__name__}")
+    raise InputTypeError(f"control must be a lmmscope.Control, a dict or None, got {type(control).__name__}")

@@ -28,6 +28,7 @@ from . import checks
 from .formula import INTERCEPT
 from .intercept import InterceptPrepended
 from .tuning import DEFAULT_A_GRID
+from .exceptions import ColumnError, InputError
 
 
 class LmmScope(RegressorMixin, BaseEstimator):
@@ -212,10 +213,10 @@ class LmmScope(RegressorMixin, BaseEstimator):
         """(fixed-effect columns, their names, Z, Z's names, groups) from the inputs."""
         if self.group_column is None:
             if self.random_columns is not None:
-                raise ValueError("random_columns= needs group_column= (the clusters' column of X)")
+                raise InputError("random_columns= needs group_column= (the clusters' column of X)")
             return X, _column_names(X), Z, _random_names(Z, X), groups
         if groups is not None or Z is not None:
-            raise ValueError("with group_column= the clusters (and random_columns= the Z "
+            raise InputError("with group_column= the clusters (and random_columns= the Z "
                              "columns) come from X: do not pass groups= or Z= as well")
         frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
         group_key = _column_key(frame, self.group_column, "group_column")
@@ -264,6 +265,6 @@ def _column_key(frame, column, what):
         return column
     if isinstance(column, (int, np.integer)) and 0 <= column < frame.shape[1]:
         return frame.columns[column]
-    raise KeyError(f"{what}: no column {column!r} in X (columns: "
+    raise ColumnError(f"{what}: no column {column!r} in X (columns: "
                    f"{', '.join(map(str, list(frame.columns)[:8]))}"
                    f"{' ...' if frame.shape[1] > 8 else ''})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from .exceptions import InputTypeError
 
 ACCEPTED = ("a pandas DataFrame (or a polars or pyarrow table, or an object with "
             "__arrow_c_stream__ or __dataframe__)")
@@ -24,7 +25,7 @@ def as_source(data, what: str = "data"):
         return PandasSource(data)
     table = _as_arrow_table(data)
     if table is None:
-        raise TypeError(f"{what} must be {ACCEPTED}; got {type(data).__name__}")
+        raise InputTypeError(f"{what} must be {ACCEPTED}; got {type(data).__name__}")
     return ArrowSource(table)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from .names import ColumnNames
 from .terms import ColumnRun, TermPlan
+from ..exceptions import InputError
 
 INTERCEPT = "Intercept"
 
@@ -68,7 +69,7 @@ def _nan_rows(block: np.ndarray, names) -> np.ndarray:
         values = block[:, columns]
         bad = np.isinf(values).any(axis=0)
         if bad.any():
-            raise ValueError(f"column {names[int(columns[np.flatnonzero(bad)[0]])]!r} "
+            raise InputError(f"column {names[int(columns[np.flatnonzero(bad)[0]])]!r} "
                              "contains infinite values")
         missing |= np.isnan(values).any(axis=1)
     return missing
@@ -97,7 +98,7 @@ def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
         return model_matrix(SimpleFormula(terms, _ordering="none"), frame, na_action="raise",
                             context=R_FUNCTIONS)
     except (FormulaicError, ValueError, TypeError, NameError, KeyError, AttributeError) as exc:
-        raise ValueError("cannot evaluate the formula's terms: " + names.restore(str(exc))) from None
+        raise InputError("cannot evaluate the formula's terms: " + names.restore(str(exc))) from None
 
 
 def placeholder_frame(plan: TermPlan, names: ColumnNames, source) -> pd.DataFrame:
@@ -203,7 +204,7 @@ def _as_fitted_levels(column: pd.Series, levels, name: str) -> pd.Series:
     mapped = [v if pd.isna(v) or v in seen else by_text.get(str(v), v) for v in values]
     unseen = sorted({v for v in mapped if not pd.isna(v) and v not in seen}, key=str)
     if unseen:
-        raise ValueError(f"newdata column {name!r} has level(s) not seen in fitting: "
+        raise InputError(f"newdata column {name!r} has level(s) not seen in fitting: "
                          + ", ".join(map(repr, unseen)) + "; fitted levels: "
                          + ", ".join(map(repr, list(levels)[:10])))
     return pd.Series(mapped, index=column.index, dtype=object)
@@ -224,4 +225,4 @@ def _formulaic_on_new_rows(spec: SideSpec, source, factor_levels: dict):
             return np.asarray(spec.model_spec.get_model_matrix(frame, na_action="ignore",
                                                                 context=R_FUNCTIONS), dtype=float)
         except DataMismatchWarning as exc:
-            raise ValueError(f"newdata does not match the fitted model: {exc}") from None
+            raise InputError(f"newdata does not match the fitted model: {exc}") from None

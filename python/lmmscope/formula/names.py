@@ -15,6 +15,7 @@ import io
 import keyword
 import re
 import tokenize as pytokenize
+from ..exceptions import InputError
 
 _PLACEHOLDER = re.compile(r"__lmmscope_([cp])(\d+)__")
 _BACKTICKED = re.compile(r"`([^`]*)`")
@@ -106,7 +107,7 @@ class ColumnNames:
             tokens = [t for t in pytokenize.generate_tokens(io.StringIO(code).readline)
                       if t.type not in (pytokenize.NEWLINE, pytokenize.ENDMARKER, pytokenize.NL)]
         except (pytokenize.TokenError, SyntaxError, IndentationError) as exc:
-            raise ValueError(f"cannot parse {code!r} as Python code: {exc}") from None
+            raise InputError(f"cannot parse {code!r} as Python code: {exc}") from None
         edits, i = [], 0
         while i < len(tokens):
             step, edit = self._reference_at(tokens, i)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from .names import ColumnNames
 from .parse import Summand, split_summands
+from ..exceptions import InputError
 
 
 class Column(NamedTuple):
@@ -199,9 +200,9 @@ def _is_dot(summand: Summand) -> bool:
 
 def _check_dot(dot: Dot | None, sign: int) -> None:
     if dot is None:
-        raise ValueError("'.' is only allowed in the fixed-effects part of the formula")
+        raise InputError("'.' is only allowed in the fixed-effects part of the formula")
     if sign < 0:
-        raise ValueError("'- .' is not supported; remove columns one by one")
+        raise InputError("'- .' is not supported; remove columns one by one")
 
 
 def _summand_terms(summand: Summand, names: ColumnNames, is_numeric, dot) -> list:
@@ -247,7 +248,7 @@ def _rewritten(tok, names: ColumnNames, dot) -> str:
         return names.variable(tok.token)
     if kind == "PYTHON":
         if tok.token.replace(" ", "").startswith("offset("):
-            raise ValueError("offset() is not supported in Python formulas: subtract the offset "
+            raise InputError("offset() is not supported in Python formulas: subtract the offset "
                              "from the response (an LMM's fit is the same) and add it back to "
                              "predictions; the R package supports offset()")
         q = names.q_argument(tok.token)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
+from ..exceptions import InputError, MissingFileError
 
 DEFAULT_CHUNK_ROWS = 16384  # 10^6 rows x 100 columns: peak 0.78 GB (65536: 1.1 GB)
 
@@ -28,7 +29,7 @@ def parquet_files(path) -> list:
         files = [text] if os.path.isfile(text) else []
         where = f"no such file: {text!r}"
     if not files:
-        raise FileNotFoundError(where)
+        raise MissingFileError(where)
     return files
 
 
@@ -42,13 +43,13 @@ class ParquetSource:
 
         chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+            raise InputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
         self.files = parquet_files(path)
         self.chunk_rows = chunk_rows
         try:
             self.dataset = ds.dataset(self.files, format="parquet")
         except Exception as exc:  # pyarrow's errors name the bad file
-            raise ValueError(f"cannot read the parquet files: {exc}") from None
+            raise InputError(f"cannot read the parquet files: {exc}") from None
         # A pandas index written along (``__index_level_0__``) is not a data column: '.'
         # must not expand to it, as it does not for the DataFrame read back.
         metadata = self.dataset.schema.pandas_metadata or {}

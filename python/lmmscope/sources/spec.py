@@ -26,6 +26,7 @@ from ..formula.design import _columns_of, _plans
 from ..formula.names import ColumnNames
 from ..formula.terms import Column
 from ..frames import _numeric_dtype, as_source
+from ..exceptions import ColumnError, InputError
 
 PROTOTYPE_ROWS = 1000  # complete rows kept from the first chunk: prototype and shift
 
@@ -38,7 +39,7 @@ def _planned(formula: str, table: pd.DataFrame):
     parsed = parse_formula(formula)
     names = ColumnNames(source.columns)
     if parsed.group not in names:
-        raise KeyError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
+        raise ColumnError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # build_design on the prototype warns, once
         plans = _plans(parsed, names, source)
@@ -142,7 +143,7 @@ def _sorted_distinct(arrays) -> np.ndarray:
 def _refuse_stateful(*specs):
     for spec in specs:
         if spec is not None and spec.transform_state:
-            raise ValueError(
+            raise InputError(
                 "data-dependent transforms (" + ", ".join(sorted(spec.transform_state))
                 + ") cannot be used with streamed or Dask data: their centre and scale "
                 "would come from one chunk; transform the column before fitting")
@@ -155,15 +156,15 @@ class StreamSpec:
                  provisional: bool = False):
         if summary.infinite:
             name = sorted(summary.infinite)[0]
-            raise ValueError(f"column {name!r} contains infinite values")
+            raise InputError(f"column {name!r} contains infinite values")
         # provisional: pass 1 read only the grouping and categorical columns; the rows
         # with missing values are counted, and the labels and levels checked, in pass 2.
         self.provisional = provisional
         if summary.n_missing and na_action == "fail":
-            raise ValueError(f"{summary.n_missing} rows have missing values in the model's "
+            raise InputError(f"{summary.n_missing} rows have missing values in the model's "
                              "columns (na_action='fail')")
         if summary.head is None:
-            raise ValueError("no rows left after removing missing values")
+            raise InputError("no rows left after removing missing values")
         self.used = used
         self.n_rows = summary.n_rows - summary.n_missing
         self.n_dropped = summary.n_missing
@@ -256,10 +257,10 @@ class StreamSpec:
                                ("Z", Z, self.design.random_names)):
             bad = ~np.isfinite(M).all(axis=0)
             if bad.any():
-                raise ValueError(f"{what} contains NaN or infinite values in column(s): "
+                raise InputError(f"{what} contains NaN or infinite values in column(s): "
                                  + ", ".join(n for n, b in zip(names, bad) if b))
         if not np.isfinite(y).all():
-            raise ValueError("the response contains NaN or infinite values")
+            raise InputError("the response contains NaN or infinite values")
         return X, y, Z, self.codes(frame[self.design.group_name].to_numpy())
 
     def codes(self, groups: np.ndarray) -> np.ndarray:
@@ -267,6 +268,6 @@ class StreamSpec:
         codes = np.searchsorted(self.group_labels, groups)
         codes = np.clip(codes, 0, self.group_labels.size - 1)
         if groups.size and not np.array_equal(self.group_labels[codes], groups):
-            raise ValueError("a chunk holds cluster labels not seen in the first pass: "
+            raise InputError("a chunk holds cluster labels not seen in the first pass: "
                              "the data changed while being read")
         return codes.astype(np.int64)
