@@ -95,3 +95,131 @@ def test_empty_parquet_file_is_named(frame, tmp_path):
     frame.to_parquet(tmp_path / "full.parquet")  # an empty file among others is harmless
     fit = lmmscope.lmm(FORMULA, str(tmp_path / "*.parquet"))
     np.testing.assert_allclose(fixef(fit), fixef(lmmscope.lmm(FORMULA, frame)), rtol=1e-7, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def arrays(frame):
+    X = frame[["x1", "x2", "x3"]]
+    return X, frame.y.to_numpy(), frame.cluster.to_numpy()
+
+
+@pytest.fixture(scope="module")
+def estimator(arrays):
+    X, y, g = arrays
+    return lmmscope.LmmScope(k=2).fit(X, y, groups=g)
+
+
+def test_predict_matches_dataframe_columns_by_name(estimator, arrays):
+    X, _y, _g = arrays
+    expected = X.to_numpy() @ estimator.coef_ + estimator.intercept_
+    np.testing.assert_allclose(estimator.predict(X), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(estimator.predict(X[["x3", "x1", "x2"]]), expected,
+                               rtol=1e-12, atol=1e-12)
+    with pytest.raises(LmmscopeError, match="feature names should match.*unseen at fit time: w"
+                       ".*seen at fit time, yet now missing: x1"):
+        estimator.predict(X.rename(columns={"x1": "w"}))
+    with pytest.raises(LmmscopeError, match="yet now missing: x3"):
+        estimator.predict(X[["x1", "x2"]])
+    with pytest.raises(LmmscopeError, match="X has 2 features, but LmmScope is expecting 3"):
+        estimator.predict(X[["x1", "x2"]].to_numpy())
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("singular_tol", float("nan"), "a finite number >= 0"),
+    ("singular_tol", -1, "a finite number >= 0"),
+    ("unit_free_z", "no", "True or False, got str"),
+    ("gram_limit", -1, "an integer >= 0"),
+    ("gram_limit", "big", "an integer >= 0, got str"),
+    ("screen_size", 0, "an integer >= 1"),
+    ("a_relative_tol", -1, "a finite number > 0"),
+    ("max_a_iter", 0, "an integer >= 1"),
+    ("optimizer_maxiter", 0, "an integer >= 1"),
+    ("optimizer_ftol", float("inf"), "a finite number >= 0"),
+    ("max_a_iter", 2.5, "an integer >= 1"),
+])
+def test_control_values_are_validated(field, value, message):
+    with pytest.raises(LmmscopeError, match=re.escape(f"Control({field}=") + ".*" + re.escape(message)):
+        Control(**{field: value})
+    with pytest.raises(LmmscopeError, match=field):
+        Control().updated(**{field: value})
+
+
+def test_control_every_field_has_a_rule_and_r_doubles_are_integers():
+    from dataclasses import fields
+    from lmmscope.control import RULES, as_control
+    assert [f.name for f in fields(Control)] == list(RULES)
+    assert Control(gram_limit=50.0).gram_limit == 50 and type(Control(gram_limit=50.0).gram_limit) is int
+    with pytest.raises(LmmscopeError, match="no field.*'gramlimit'"):
+        as_control({"gramlimit": 5})
+
+
+def test_arrays_front_inputs(arrays):
+    """list of rows and scipy sparse X fit as the dense array; complex X, 2-D groups, Z with
+    the wrong rows or no columns are errors naming them."""
+    import scipy.sparse as sparse
+    X, y, g = arrays
+    dense = lmmscope.LmmScope(k=2).fit(X.to_numpy(), y, groups=g)
+    for other in (X.to_numpy().tolist(), sparse.csr_matrix(X.to_numpy()),
+                  sparse.csc_array(X.to_numpy())):
+        fit = lmmscope.LmmScope(k=2).fit(other, y, groups=g)
+        np.testing.assert_allclose(fit.coef_, dense.coef_, rtol=1e-12, atol=1e-12)
+    fit = lmmscope.LmmScope(k=2).fit(X.to_numpy(), y, groups=g)
+    np.testing.assert_allclose(fit.predict(sparse.csr_matrix(X.to_numpy())), fit.predict(X.to_numpy()),
+                               rtol=1e-12, atol=1e-12)
+    cases = [
+        (dict(X=X.to_numpy() + 1j), "X holds complex numbers"),
+        (dict(groups=np.c_[g, g]), r"groups must hold one cluster label per row \(1-D\), got shape \(120, 2\)"),
+        (dict(Z=np.ones((len(y) - 1, 1))), "Z has 119 rows but X has 120"),
+        (dict(Z=np.ones((len(y), 0))), "Z has no columns"),
+        (dict(y=y + 0j), "the response holds complex numbers"),
+        (dict(X=[[1.0, 2.0]] * 119 + [[1.0]]), "X must be a rectangular numeric array"),
+        (dict(X=X.assign(t=pd.Timestamp("2020")).to_numpy()), "X must be numeric"),
+    ]
+    for change, message in cases:
+        args = dict(X=X.to_numpy(), y=y, groups=g) | change
+        with pytest.raises(LmmscopeError, match=message):
+            lmmscope.LmmScope(k=1).fit(args.pop("X"), args.pop("y"), **args)
+
+
+def test_sparse_x_too_large_for_memory_is_refused(monkeypatch):
+    import scipy.sparse as sparse
+    from lmmscope import checks
+    monkeypatch.setattr(checks, "_free_memory_bytes", lambda: 2**20)
+    with pytest.raises(LmmscopeError, match=r"X is a sparse 1000 x 1000 matrix whose dense form "
+                       r"needs 0\.0 GiB, more than half of the free memory"):
+        checks.as_float_matrix(sparse.eye(1000, format="csr"), "X")
+
+
+@pytest.mark.parametrize("always", [{"x2"}, (c for c in ["x2"]), np.array([False, True, False]),
+                                    pd.Index(["x2"]), "x2", 1, [np.int64(1)]])
+def test_always_as_set_generator_mask_index_name_or_position(arrays, always):
+    X, y, g = arrays
+    fit = lmmscope.LmmScope(k=0, always=always).fit(X, y, groups=g)
+    assert list(fit.result_.fixef.index) == ["Intercept", "x2"]
+
+
+@pytest.mark.parametrize("always, message", [
+    ([3], r"always= position 3 is out of range: there are 3 predictor columns in X \(positions 0\.\.2\)"),
+    ([True, False], r"boolean mask must have one entry per predictor columns in X \(3\), got 2"),
+    (True, "always= must name columns"),
+    ([1.5], "always= entries must be column names or positions"),
+    (["nope"], "always= names unknown column 'nope'"),
+])
+def test_always_errors_name_the_value(arrays, always, message):
+    X, y, g = arrays
+    with pytest.raises(LmmscopeError, match=message):
+        lmmscope.LmmScope(k=0, always=always).fit(X, y, groups=g)
+
+
+def test_always_intercept_with_a_data_column_named_intercept(frame):
+    df = frame.assign(Intercept=frame.x3)
+    formula = "y ~ x1 + x2 + Intercept + (1 | cluster)"
+    with pytest.raises(LmmscopeError, match="always= 'Intercept' is ambiguous.*`Intercept`"):
+        lmmscope.lmm_scope(formula, df, k=0, always=["Intercept"])
+    fit = lmmscope.lmm_scope(formula, df, k=0, always=["`Intercept`"])
+    assert list(fit.fixef.index) == ["Intercept", "`Intercept`"]
+    X = df[["x1", "Intercept"]]
+    with pytest.raises(LmmscopeError, match="ambiguous"):
+        lmmscope.LmmScope(k=0, always=["Intercept"]).fit(X, df.y, groups=df.cluster)
+    est = lmmscope.LmmScope(k=0, always=["`Intercept`"]).fit(X, df.y, groups=df.cluster)
+    assert list(est.result_.fixef.index) == ["Intercept", "`Intercept`"]

@@ -34,6 +34,8 @@ def _validated_arrays(X, y, Z, groups, names, random_names, with_moments=False,
     Z = np.ones((N, 1)) if Z is None else checks.as_float_matrix(Z, "Z")
     if Z.shape[0] != N:
         raise InputError(f"Z has {Z.shape[0]} rows but X has {N}")
+    if Z.shape[1] == 0:
+        raise InputError("Z has no columns; leave Z=None for a random intercept")
     if groups is None:
         raise InputError("groups= (the cluster of each row) is required")
     groups = checks.check_groups(groups, N)
@@ -68,17 +70,21 @@ def whitens_a_copy(shape, k, a, control, unpenalised) -> bool:
 
 
 def _resolve_always(always, names, unpenalised):
+    """Positions of the unpenalised columns: ``unpenalised`` and those ``always=`` names
+    (:func:`checks.always_items`: names, positions among ``names``, or a mask)."""
     out = set(unpenalised)
-    for item in checks.as_list(always):
-        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            if not 0 <= item < len(names):
-                raise ColumnError(f"always= index {item} is out of range (0..{len(names) - 1})")
-            out.add(int(item))
+    for item in checks.always_items(always, len(names), "design columns"):
+        if isinstance(item, int):
+            out.add(item)
+        elif item == INTERCEPT and f"`{INTERCEPT}`" in names:
+            raise InputError(f"always= {INTERCEPT!r} is ambiguous: the data have a column named "
+                             f"{INTERCEPT} (`{INTERCEPT}` in the design) besides the model's "
+                             f"intercept; write always=['`{INTERCEPT}`'] for the column")
         elif item in names:
             out.add(names.index(item))
         else:
             raise ColumnError(f"always= names unknown column {item!r}; columns are named "
-                           f"{', '.join(map(str, names[:8]))}{' ...' if len(names) > 8 else ''}")
+                              f"{', '.join(map(str, names[:8]))}{' ...' if len(names) > 8 else ''}")
     return sorted(out)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -11,24 +12,75 @@ from .exceptions import InputError
 
 
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
-    arr = np.asarray(values)
+    """A 2-D float64 array of ``values`` (an array, a list of rows, a DataFrame, a
+    scipy sparse matrix: densified when it fits in memory), or an error saying why not."""
+    if _is_sparse(values):
+        values = dense_from_sparse(values, what)
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise InputError(f"{what} must be a rectangular numeric array: {exc}") from None
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise InputError(f"{what} must be a 2-D array, got {arr.ndim} dimensions")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise InputError(f"{what} must be numeric, got dtype {arr.dtype}")
+    _check_numeric_dtype(arr, what)
     return np.asarray(arr, dtype=float)
 
 
+def _check_numeric_dtype(arr: np.ndarray, what: str) -> None:
+    if np.iscomplexobj(arr):
+        raise InputError(f"{what} holds complex numbers; lmmscope fits real values only "
+                         "(pass the real and imaginary parts as separate columns)")
+    if arr.dtype == object:
+        try:  # numbers stored as Python objects (a list of lists of numbers and None)
+            arr.astype(float)
+            return
+        except (TypeError, ValueError):
+            pass
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        kind = {"M": "dates", "m": "time spans", "U": "text", "S": "bytes", "O": "objects"}
+        raise InputError(f"{what} must be numeric, got dtype {arr.dtype}"
+                         + (f" ({kind[arr.dtype.kind]})" if arr.dtype.kind in kind else ""))
+
+
+def _is_sparse(values) -> bool:
+    module = type(values).__module__ or ""
+    return module.startswith("scipy.sparse") and hasattr(values, "toarray")
+
+
+def _free_memory_bytes():
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def dense_from_sparse(values, what: str) -> np.ndarray:
+    """A scipy sparse matrix as a dense float64 array, when that takes at most half of
+    the free memory (the fit works on dense columns and their cross-products)."""
+    n_rows, n_cols = values.shape
+    needed = 8 * n_rows * n_cols
+    free = _free_memory_bytes()
+    if free is not None and needed > free / 2:
+        raise InputError(f"{what} is a sparse {n_rows} x {n_cols} matrix whose dense form needs "
+                         f"{needed / 2**30:.1f} GiB, more than half of the free memory "
+                         f"({free / 2**30:.1f} GiB); select fewer columns first")
+    if np.iscomplexobj(values.data if hasattr(values, "data") else values):
+        _check_numeric_dtype(np.asarray(values.data), what)
+    return values.toarray().astype(float, copy=False)
+
+
 def check_response(y, n_rows: int) -> np.ndarray:
-    y = np.asarray(y)
+    try:
+        y = np.asarray(y.toarray() if _is_sparse(y) else y)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"the response must be one numeric column: {exc}") from None
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise InputError("the response must be a single numeric column")
-    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise InputError(f"the response must be numeric, got dtype {y.dtype}")
+        raise InputError(f"the response must be a single numeric column, got shape {y.shape}")
+    _check_numeric_dtype(y, "the response")
     if y.shape[0] != n_rows:
         raise InputError(f"the response has {y.shape[0]} rows but X has {n_rows}")
     y = y.astype(float)
@@ -49,6 +101,41 @@ def as_list(items) -> list:
     if items is None:
         return []
     return list(items) if np.ndim(items) else [items]
+
+
+def always_items(always, n_columns: int, what: str = "columns") -> list:
+    """``always=`` as a list of names and in-range positions: None, one name or
+    position, any iterable of them (list, tuple, set, generator, array, Index), or a
+    boolean mask over the ``n_columns`` columns."""
+    if always is None:
+        return []
+    if isinstance(always, (str, bytes)) or np.ndim(always) == 0 and not hasattr(always, "__iter__"):
+        if isinstance(always, (bool, np.bool_)):
+            raise InputError(f"always= must name columns (names, positions or a boolean mask), "
+                             f"got {always!r}")
+        items = [always]
+    else:
+        items = list(always)
+    if items and all(isinstance(v, (bool, np.bool_)) for v in items):
+        if len(items) != n_columns:
+            raise InputError(f"always= as a boolean mask must have one entry per {what} "
+                             f"({n_columns}), got {len(items)}")
+        return [int(j) for j in np.flatnonzero(items)]
+    out = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            raise InputError("always= mixes booleans with names or positions: give a boolean "
+                             "mask, or names, or positions")
+        if isinstance(item, (int, np.integer)):
+            if not 0 <= item < n_columns:
+                raise InputError(f"always= position {int(item)} is out of range: there are "
+                                 f"{n_columns} {what} (positions 0..{n_columns - 1})")
+            item = int(item)
+        elif not isinstance(item, str):
+            raise InputError(f"always= entries must be column names or positions, got "
+                             f"{item!r} ({type(item).__name__})")
+        out.append(item)
+    return out
 
 
 # Squares of values beyond these magnitudes overflow (or underflow) in X'X and y'y.
@@ -242,9 +329,13 @@ def _row_column_scan(X, stats, moments=None, tol=DUPLICATE_TOL):
 
 
 def check_groups(groups, n_rows: int) -> np.ndarray:
-    g = np.asarray(groups)
+    g = np.asarray(groups.toarray() if _is_sparse(groups) else groups)
+    if g.ndim == 2 and g.shape[1] == 1:
+        g = g[:, 0]
     if g.ndim != 1:
-        g = g.ravel()
+        raise InputError(f"groups must hold one cluster label per row (1-D), got shape {g.shape}")
+    if np.iscomplexobj(g):
+        raise InputError("groups holds complex numbers; give cluster labels (integers or text)")
     if g.shape[0] != n_rows:
         raise InputError(f"groups has {g.shape[0]} entries but the data have {n_rows} rows")
     if g.dtype.kind == "f" and not np.all(np.isfinite(g)):
