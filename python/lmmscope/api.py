@@ -17,7 +17,7 @@ from .mixed import MixedModelFit
 from .refit import Refitter
 from .results import LmmResult, LmmScopeResult
 from .tuning import DEFAULT_A_GRID, Data, Progress, select
-from .exceptions import ColumnError, InputError
+from .exceptions import ColumnError, InputError, RankDeficientError
 
 INTERCEPT_NAMES = (INTERCEPT, "(Intercept)")
 
@@ -157,11 +157,12 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
     moments = (rank.row_moments(rows, data.stats.x_shift, raw=raw_moments)
                if data.stats.XtX is None and rows is not None else None)
     checks.check_design_columns(data.stats, names, unpenalised, X=rows, moments=moments)
+    checks.check_response_not_a_predictor(data.stats, names, moments)
     checks.check_scales(data.stats, names)
     unpenalised, excluded = rank.screen_design(data.stats, names, unpenalised, X=rows,
                                                moments=moments)
     checks.check_k_selectable(k, data.p - len(unpenalised) - len(excluded))
-    refitter = Refitter(data, control)
+    refitter = FullRankRefitter(data, control)
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
                  verbose=progress, control=control, refitter=refitter)
@@ -179,6 +180,26 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
     dropped = [names[j] for j in sorted(set(excluded) | (set(selected) - set(columns)))]
     return sel, mixed, columns, dropped
+
+
+class FullRankRefitter(Refitter):
+    """A :class:`Refitter` whose fits drop aliased columns first, as lme4 does: a support
+    the tuning of ``a`` tries may hold exactly collinear candidates (x3 = x1 + x2), and
+    its deviance and variance ratio depend only on the columns' span.  The final refit
+    drops them with lme4's message (:func:`rank.full_rank_columns`)."""
+
+    def fit(self, columns, reml: bool = True, check: bool = False):
+        try:
+            return super().fit(columns, reml, check)
+        except RankDeficientError:
+            columns = sorted(int(j) for j in set(columns))
+            stats = self.subset_stats(columns)
+            order = sorted(range(len(columns)), key=lambda i: i != stats.intercept)
+            kept, _aliased = rank.independent_columns(
+                stats.XtX, order, always_aliased=rank.constant_columns(stats))
+            if len(kept) == len(columns):
+                raise
+            return super().fit([columns[i] for i in kept], reml, check)
 
 
 def _check_method(method) -> bool:
@@ -287,6 +308,7 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     stats = compute_cluster_stats(X, y, Z, codes, labels.size)
     names = design.fixed_names
     checks.check_statistics_finite(stats, names, y_scale=float(np.abs(y).max()))
+    checks.check_response_not_a_predictor(stats, names)
     checks.check_scales(stats, names)
     kept = rank.full_rank_columns(stats, names)  # aliased columns dropped, as lme4
     mixed = MixedModelFit(stats.subset(kept), [names[j] for j in kept], design.random_names,

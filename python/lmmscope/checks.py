@@ -217,6 +217,44 @@ def check_statistics_finite(stats, names, y_scale=None) -> None:
                          + " overflow the cross-products; rescale them")
 
 
+# A predictor whose correlation with the response is within this of +-1 is the response
+# up to location and scale (a copy of y, 3 y + 1): the fit would have zero residual
+# variance (sigma ~ 1e-8) and a meaningless selection.
+RESPONSE_COPY_TOL = 1e-10
+
+
+def check_response_not_a_predictor(stats, names, moments=None) -> None:
+    """Refuse predictors that are an affine function of the response (a copy of y among
+    the columns), naming them.  From the statistics (the Gram's diagonal and the
+    intercept's row, or X's :class:`rank.RowMoments` without a Gram): O(p)."""
+    if stats.XtX is not None:
+        own = np.diag(stats.XtX)
+        sums = stats.XtX[stats.intercept] if stats.intercept is not None else None
+    elif moments is not None:
+        own, sums = moments.squares, moments.sums
+    else:
+        return
+    cov, var_y = np.asarray(stats.Xty, float), float(stats.yty)
+    if stats.intercept is not None:  # centre the shifted statistics exactly
+        N, y_sum = stats.n_obs, float(stats.Xty[stats.intercept])
+        cov = cov - sums * y_sum / N
+        own = own - sums ** 2 / N
+        var_y -= y_sum ** 2 / N
+    usable = own > 0
+    if stats.intercept is not None:
+        usable[stats.intercept] = False
+    if not var_y > 0 or not usable.any():
+        return
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.abs(cov[usable]) / np.sqrt(own[usable] * var_y)
+    copies = np.flatnonzero(usable)[corr >= 1 - RESPONSE_COPY_TOL]
+    if copies.size:
+        raise InputError("predictor column(s) " + _shown(names[j] for j in copies)
+                         + " are the response up to location and scale (a copy of y, or "
+                         "a + b y): the model would fit with zero residual variance; remove "
+                         "them from the predictors")
+
+
 def check_scales(stats, names, tol: float = 1e3) -> None:
     """lme4's checkScaleX: warn when the standard deviations of the non-binary columns
     differ by more than a factor ``tol``, or one is above ``tol`` or below 1/tol.

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from .names import ColumnNames
+from ..frames import factor_column
+from .names import ColumnNames, plain_message
 from .terms import ColumnRun, TermPlan
 from ..exceptions import InputError
 
@@ -86,6 +87,7 @@ def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
     frame = placeholder_frame(plan, names, source)
     if keep is not None:
         frame = frame.iloc[np.flatnonzero(keep)]
+    frame = _without_unused_levels(frame)
     margins = {m.name for m in plan.margins()}
     terms = [Term([Factor("1", eval_method="literal")])] if plan.intercept else []
     for item in plan.items:
@@ -98,15 +100,32 @@ def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
         return model_matrix(SimpleFormula(terms, _ordering="none"), frame, na_action="raise",
                             context=R_FUNCTIONS)
     except (FormulaicError, ValueError, TypeError, NameError, KeyError, AttributeError) as exc:
-        raise InputError("cannot evaluate the formula's terms: " + names.restore(str(exc))) from None
+        raise InputError("cannot evaluate the formula's terms: " + plain_message(exc, names)) from None
 
 
 def placeholder_frame(plan: TermPlan, names: ColumnNames, source) -> pd.DataFrame:
     wanted = set(plan.referenced) | {t.name for t in plan.margins()}
     columns = [c for c in source.columns if c in wanted]
-    frame = source.pandas(columns)
+    frame = _as_factors(source.pandas(columns), source)
     mapping = {ph: col for ph, col in names.used.items() if col in wanted}
     return pd.DataFrame({ph: frame[col] for ph, col in mapping.items()}, copy=False)
+
+
+def _as_factors(frame: pd.DataFrame, source) -> pd.DataFrame:
+    """Non-numeric columns as formulaic must see them (:func:`frames.factor_column`)."""
+    changed = {c: factor_column(frame[c], c) for c in frame.columns if not source.is_numeric(c)}
+    changed = {c: v for c, v in changed.items() if v is not frame[c]}
+    return frame.assign(**changed) if changed else frame
+
+
+def _without_unused_levels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categoricals without the levels no (kept) row has, as R's model.frame drops them
+    (drop.unused.levels): an unused first level would be the reference, its dummies
+    collinear with the intercept."""
+    changed = {c: frame[c].cat.remove_unused_categories() for c in frame.columns
+               if isinstance(frame[c].dtype, pd.CategoricalDtype)
+               and frame[c].nunique(dropna=True) < len(frame[c].cat.categories)}
+    return frame.assign(**changed) if changed else frame
 
 
 def side_matrix(plan: TermPlan, names: ColumnNames, source, mm, keep, n_rows: int,
@@ -213,7 +232,8 @@ def _as_fitted_levels(column: pd.Series, levels, name: str) -> pd.Series:
 def _formulaic_on_new_rows(spec: SideSpec, source, factor_levels: dict):
     if spec.model_spec is None:
         return None
-    frame = source.pandas(sorted(set(spec.placeholders.values()), key=source.columns.index))
+    frame = _as_factors(source.pandas(sorted(set(spec.placeholders.values()),
+                                             key=source.columns.index)), source)
     for name, levels in factor_levels.items():
         if name in frame.columns:
             frame = frame.assign(**{name: _as_fitted_levels(frame[name], levels, name)})

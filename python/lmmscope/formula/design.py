@@ -57,7 +57,9 @@ class _Plans:
 
 
 def _plans(parsed: ParsedFormula, names: ColumnNames, source) -> _Plans:
-    response = plan_terms(parsed.response, names, source.is_numeric, intercept=False)
+    # a bool response is 0/1, as R's lmer reads a logical response
+    response = plan_terms(parsed.response, names,
+                          lambda c: source.is_numeric(c) or source.is_bool(c), intercept=False)
     y_col = response.plain[0] if response.n_terms == 1 and response.plain else None
     fixed = plan_terms(parsed.fixed, names, source.is_numeric,
                        _dot(source, set(_columns_of(response)) | {parsed.group}), response=y_col)

@@ -21,8 +21,13 @@ from ..exceptions import InputError, InputTypeError
 
 def tokenize(text: str):
     """formulaic's tokenizer (imported on first use: formulaic is a heavy import)."""
+    from formulaic.errors import FormulaicError
     from formulaic.parser.algos.tokenize import tokenize as formulaic_tokenize
-    return formulaic_tokenize(text)
+    from .names import plain_message
+    try:
+        return list(formulaic_tokenize(text))
+    except FormulaicError as exc:
+        raise InputError(f"cannot parse the formula {text!r}: {plain_message(exc)}") from None
 
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import NamedTuple
 
-from .names import ColumnNames
+from .names import ColumnNames, plain_message
 from .parse import Summand, split_summands
 from ..exceptions import InputError
 
@@ -227,9 +227,15 @@ def _column_term(name: str, names: ColumnNames, is_numeric):
 def _parsed_terms(summand: Summand, names: ColumnNames, is_numeric, dot) -> list:
     """formulaic's terms of a summand that is more than a column name."""
     from formulaic import Formula
+    from formulaic.errors import FormulaicError
     text = " ".join(_rewritten(tok, names, dot) for tok in summand.tokens)
     out = []
-    for term in Formula(text):
+    try:
+        parsed = Formula(text)
+    except (FormulaicError, ValueError, TypeError, SyntaxError) as exc:
+        raise InputError(f"cannot parse the formula term {names.restore(text)!r}: "
+                         + plain_message(exc, names)) from None
+    for term in parsed:
         if str(term) == "1":
             continue  # the intercept is decided at the top level
         factors = term.factors
