@@ -223,3 +223,31 @@ def test_always_intercept_with_a_data_column_named_intercept(frame):
         lmmscope.LmmScope(k=0, always=["Intercept"]).fit(X, df.y, groups=df.cluster)
     est = lmmscope.LmmScope(k=0, always=["`Intercept`"]).fit(X, df.y, groups=df.cluster)
     assert list(est.result_.fixef.index) == ["Intercept", "`Intercept`"]
+
+
+def test_dask_fit_after_its_client_closed_or_unpickled(frame):
+    """inference() needs the per-cluster blocks kept on the workers: once the Client is
+    gone they are rebuilt by another statistics pass (Dask's default scheduler), giving
+    the in-memory fit's table.  A LocalCluster start takes ~2 s of this test."""
+    import pickle
+
+    import dask.dataframe as dd
+    import distributed
+    formula = "y ~ x1 + x2 + x3 + (1 | cluster)"
+    expected = lmmscope.lmm_scope(formula, frame, k=1).inference()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster:
+        with distributed.Client(cluster):
+            fit = lmmscope.lmm_scope(formula, dd.from_pandas(frame, npartitions=3), k=1)
+            blob = pickle.dumps(fit)
+    for late in (fit, pickle.loads(blob)):
+        table = late.inference()
+        np.testing.assert_allclose(table.to_numpy(), expected.to_numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_pickled_fit_keeps_the_intercept_of_its_inference_cache(frame):
+    import pickle
+    fit = lmmscope.lmm_scope("y ~ x1 + x2 + x3 + (1 | cluster)", frame, k=1)
+    table = fit.inference()
+    again = pickle.loads(pickle.dumps(fit)).inference()
+    np.testing.assert_allclose(again.to_numpy(), table.to_numpy(), rtol=1e-12, atol=1e-12)

@@ -162,6 +162,8 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
     unpenalised, excluded = rank.screen_design(data.stats, names, unpenalised, X=rows,
                                                moments=moments)
     checks.check_k_selectable(k, data.p - len(unpenalised) - len(excluded))
+    checks.check_tuning_on_data(k, a, k_max, cv_folds, data.p - len(unpenalised), data.N,
+                                len(unpenalised), data.n_groups)
     refitter = FullRankRefitter(data, control)
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
@@ -267,6 +269,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
         larger than memory, streamed; see :mod:`lmmscope.sources`); ``data`` may also be
         a dask.dataframe.DataFrame.
     """
+    checks.check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method)
     if sources.is_external(data):
         return sources.fit_external("scope", formula, data, chunk_rows=chunk_rows, k=k, a=a,
                                     always=always, criterion=criterion, k_max=k_max,

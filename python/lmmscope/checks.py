@@ -413,18 +413,68 @@ def check_k_selectable(k, n_selectable: int) -> None:
                          f"dropping aliased columns ({n_selectable})")
 
 
-def check_k(k, n_penalised: int, n_obs: int, n_unpenalised: int) -> int:
+def check_k(k, n_penalised: int, n_obs: int, n_unpenalised: int, what: str = "k") -> int:
+    """``k`` (or ``k_max``, named by ``what``) as an int in range."""
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise InputError(f"k must be an integer, None or 'cv', got {k!r}")
+        raise InputError(f"{what} must be an integer{', None or' if what == 'k' else ' or None'}"
+                         f"{' ' + repr('cv') if what == 'k' else ''}, got {k!r}")
     k = int(k)
     if k < 0:
-        raise InputError(f"k must be non-negative, got {k}")
+        raise InputError(f"{what} must be non-negative, got {k}")
     if k > n_penalised:
-        raise InputError(f"k = {k} exceeds the number of candidate predictors ({n_penalised})")
+        raise InputError(f"{what} = {k} exceeds the number of candidate predictors ({n_penalised})")
     if k + n_unpenalised >= n_obs:
-        raise InputError(f"k = {k} (+{n_unpenalised} unpenalised) must be smaller than the "
+        raise InputError(f"{what} = {k} (+{n_unpenalised} unpenalised) must be smaller than the "
                          f"number of rows ({n_obs})")
     return k
+
+
+def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method) -> None:
+    """The tuning arguments of lmm_scope / LmmScope on their own (before any data is
+    read), each error naming its argument; :func:`check_tuning_on_data` checks them
+    against the data."""
+    from .selection import CRITERIA
+    if not (k is None or (isinstance(k, str) and k == "cv")
+            or (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))):
+        raise InputError(f"k must be an integer, None or 'cv', got {k!r}")
+    if isinstance(k, (int, np.integer)) and k < 0:
+        raise InputError(f"k must be non-negative, got {k}")
+    if k_max is not None and (isinstance(k_max, (bool, np.bool_))
+                              or not isinstance(k_max, (int, np.integer)) or k_max < 0):
+        raise InputError(f"k_max must be a non-negative integer or None, got {k_max!r}")
+    if not (a is None or (isinstance(a, str) and a == "cv")):
+        if isinstance(a, (str, bool, np.bool_)):
+            raise InputError(f"a must be a non-negative number, None or 'cv', got {a!r}")
+        check_a(a)
+    if not isinstance(criterion, str) or criterion not in CRITERIA:
+        raise InputError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    if method not in ("REML", "ML"):
+        raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
+    if isinstance(cv_folds, (bool, np.bool_)) or not isinstance(cv_folds, (int, np.integer)) \
+            or cv_folds < 2:
+        raise InputError(f"cv_folds must be an integer >= 2, got {cv_folds!r}")
+    if isinstance(a, str) and a == "cv":
+        if isinstance(a_grid, (str, bytes)) or not np.ndim(a_grid) or len(a_grid) == 0:
+            raise InputError(f"a_grid must hold at least one value of a for a='cv', got {a_grid!r}")
+        for value in a_grid:
+            if isinstance(value, (str, bool, np.bool_)):
+                raise InputError(f"a_grid values must be non-negative numbers, got {value!r}")
+            try:
+                check_a(value)
+            except InputError:
+                raise InputError(f"a_grid values must be non-negative finite numbers, got "
+                                 f"{value!r}") from None
+
+
+def check_tuning_on_data(k, a, k_max, cv_folds, n_candidates, n_obs, n_unpenalised,
+                         n_groups) -> None:
+    """k_max and cv_folds against the data (k has its own, later check)."""
+    if k_max is not None:
+        check_k(k_max, n_candidates, n_obs, n_unpenalised, what="k_max")
+    uses_cv = any(isinstance(v, str) and v == "cv" for v in (k, a))
+    if uses_cv and cv_folds > n_groups:
+        raise InputError(f"cv_folds = {cv_folds} exceeds the number of clusters ({n_groups}); "
+                         "cross-validation splits whole clusters")
 
 
 def check_a(a) -> float:

@@ -155,6 +155,7 @@ def fit_scope(source, formula, *, k, a, always, criterion, k_max, cv_folds, a_gr
 
     def folds_for(spec):
         if _uses_cv(k, a):
+            checks.check_tuning_on_data(k, a, None, cv_folds, 0, 1, 0, spec.group_labels.size)
             return make_folds(spec.group_labels.size, cv_folds, random_state)
         return None
 
