@@ -251,3 +251,120 @@ def test_pickled_fit_keeps_the_intercept_of_its_inference_cache(frame):
     table = fit.inference()
     again = pickle.loads(pickle.dumps(fit)).inference()
     np.testing.assert_allclose(again.to_numpy(), table.to_numpy(), rtol=1e-12, atol=1e-12)
+
+
+# -- 2. questionable: text, levels, bool, copies of y ---------------------------------------
+
+def test_string_dtype_is_a_factor_like_str(frame):
+    as_str = lmmscope.lmm("y ~ x1 + f + (1 | cluster)", frame.assign(f=frame.f.astype(str)))
+    for dtype in ("string", "object"):
+        fit = lmmscope.lmm("y ~ x1 + f + (1 | cluster)", frame.assign(f=frame.f.astype(dtype)))
+        assert list(fit.fixef.index) == list(as_str.fixef.index)
+        np.testing.assert_allclose(fixef(fit), fixef(as_str), rtol=1e-12, atol=1e-12)
+    digits = frame.assign(d=(np.arange(len(frame)) % 3).astype(str)).assign(d=lambda d: d.d.astype("string"))
+    fit = lmmscope.lmm("y ~ d + (1 | cluster)", digits)  # numeric text: a factor, as R's character
+    assert list(fit.fixef.index) == ["Intercept", "d[T.1]", "d[T.2]"]
+
+
+def test_unused_categorical_levels_are_dropped(frame):
+    used = lmmscope.lmm("y ~ f + (1 | cluster)", frame.assign(f=pd.Categorical(frame.f)))
+    unused = lmmscope.lmm("y ~ f + (1 | cluster)",
+                          frame.assign(f=pd.Categorical(frame.f, categories=["0", "a", "b", "c", "z"])))
+    assert list(unused.fixef.index) == list(used.fixef.index) == ["Intercept", "f[T.b]", "f[T.c]"]
+    np.testing.assert_allclose(fixef(unused), fixef(used), rtol=1e-12, atol=1e-12)
+
+
+def test_bool_response_is_zero_one(frame):
+    df = frame.assign(b=frame.y > 1)
+    expected = fixef(lmmscope.lmm("b ~ x1 + (1 | cluster)", df.assign(b=df.b.astype(float))))
+    for b in (df.b, df.b.astype("boolean")):
+        np.testing.assert_allclose(fixef(lmmscope.lmm("b ~ x1 + (1 | cluster)", df.assign(b=b))),
+                                   expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("values, message", [
+    (lambda n: pd.Series([1 if i % 2 else "a" for i in range(n)], dtype=object),
+     r"column 'o' \(dtype object\) holds values of several types \(number, text\)"),
+    (lambda n: pd.Series([1.5 if i % 2 else 2 for i in range(n)], dtype=object),
+     r"column 'o' \(dtype object\) holds numbers stored as Python objects"),
+    (lambda n: pd.date_range("2020-01-01", periods=n), r"column 'o' holds dates \(datetime64"),
+    (lambda n: pd.to_timedelta(np.arange(n), "D"), r"column 'o' holds time spans \(timedelta64"),
+])
+def test_columns_formulaic_cannot_encode_are_named(frame, values, message):
+    with pytest.raises(LmmscopeError, match=message):
+        lmmscope.lmm("y ~ x1 + o + (1 | cluster)", frame.assign(o=values(len(frame))))
+
+
+def test_a_copy_or_affine_function_of_y_among_the_predictors(frame):
+    for w in (frame.y, 3 * frame.y + 1, -frame.y):
+        with pytest.raises(LmmscopeError, match="predictor column\\(s\\) w are the response up to "
+                           "location and scale"):
+            lmmscope.lmm_scope("y ~ x1 + x2 + w + (1 | cluster)", frame.assign(w=w))
+    with pytest.raises(LmmscopeError, match="w are the response"):
+        lmmscope.lmm("y ~ x1 + w + (1 | cluster)", frame.assign(w=2 * frame.y))
+    X = frame[["x1", "x2"]].assign(w=frame.y - 4)
+    with pytest.raises(LmmscopeError, match="w are the response"):  # rows, no Gram
+        lmmscope.LmmScope(k=1, a=1.0, control=Control(gram_limit=1, single_problem_rows_bytes=0)
+                          ).fit(X, frame.y, groups=frame.cluster)
+
+
+def test_k_on_an_exactly_aliased_design_drops_the_column_as_lmm(frame):
+    rng = np.random.default_rng(5)
+    df = frame.assign(w=frame.x1 + frame.x2, v=rng.standard_normal(len(frame)))
+    formula = "y ~ x1 + x2 + x3 + w + v + (1 | cluster)"
+    with pytest.warns(UserWarning, match="rank deficient so dropping 1 column / coefficient: w"):
+        fit = lmmscope.lmm_scope(formula, df, k=5)  # every candidate: w with x1 and x2
+    assert fit.dropped_columns == ["w"]
+    with pytest.warns(UserWarning, match="dropping 1 column / coefficient: w"):
+        reference = lmmscope.lmm(formula, df)
+    np.testing.assert_allclose(fixef(fit), fixef(reference), rtol=1e-6, atol=1e-8)
+
+
+# -- 3. messages -------------------------------------------------------------------------
+
+def _no_internal_text(message: str):
+    assert "__lmmscope" not in message and "\x1b" not in message and "⧛" not in message
+
+
+@pytest.mark.parametrize("formula", [
+    "y ~ `a``b` + (1 | cluster)",  # two backticked names with no operator
+    "y ~ log(`a`b`) + (1 | cluster)",  # an unclosed backtick
+    "y ~ {x1 + (1 | cluster)",
+    "y ~ C(nope) + (1 | cluster)",
+    "y ~ x1 + nope + (1 | cluster)",
+])
+def test_messages_have_no_placeholders_or_escape_codes(frame, formula):
+    df = frame.assign(**{"a`b": frame.x1})
+    with pytest.raises(LmmscopeError) as info:
+        lmmscope.lmm(formula, df)
+    _no_internal_text(str(info.value))
+
+
+def test_backtick_and_unicode_names_through_dot(frame):
+    df = frame[["y", "cluster"]].assign(**{"a`b": frame.x1, "ü x.1": frame.x2})
+    fit = lmmscope.lmm("y ~ . + (1 | cluster)", df)
+    assert list(fit.fixef.index) == ["Intercept", "a`b", "ü x.1"]
+    reference = lmmscope.lmm("y ~ x1 + x2 + (1 | cluster)", frame)
+    np.testing.assert_allclose(fixef(fit), fixef(reference), rtol=1e-12, atol=1e-12)
+
+
+def test_polars_lazyframe(frame):
+    import polars as pl
+    fit = lmmscope.lmm(FORMULA, pl.from_pandas(frame).lazy())
+    np.testing.assert_allclose(fixef(fit), fixef(lmmscope.lmm(FORMULA, frame)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(k_max=10), r"k_max = 10 exceeds the number of candidate predictors \(3\)"),
+    (dict(k_max=-1), "k_max must be a non-negative integer"),
+    (dict(a="cv", a_grid=[]), r"a_grid must hold at least one value of a for a='cv', got \[\]"),
+    (dict(a="cv", a_grid=[1.0, -2.0]), "a_grid values must be non-negative finite numbers, got -2.0"),
+    (dict(k="cv", cv_folds=50), r"cv_folds = 50 exceeds the number of clusters \(20\)"),
+    (dict(cv_folds=1), "cv_folds must be an integer >= 2"),
+    (dict(criterion="GIC"), "criterion must be one of gic, ebic, bic, aic"),
+    (dict(a="big"), "a must be a non-negative number, None or 'cv'"),
+    (dict(k=True), "k must be an integer, None or 'cv'"),
+])
+def test_tuning_arguments_are_named(frame, options, message):
+    with pytest.raises(LmmscopeError, match=message):
+        lmmscope.lmm_scope("y ~ x1 + x2 + x3 + (1 | cluster)", frame, **options)
