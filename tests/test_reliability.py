@@ -289,6 +289,7 @@ def test_bool_response_is_zero_one(frame):
      r"column 'o' \(dtype object\) holds numbers stored as Python objects"),
     (lambda n: pd.date_range("2020-01-01", periods=n), r"column 'o' holds dates \(datetime64"),
     (lambda n: pd.to_timedelta(np.arange(n), "D"), r"column 'o' holds time spans \(timedelta64"),
+    (lambda n: np.arange(n) + 1j, r"column 'o' holds complex numbers"),
 ])
 def test_columns_formulaic_cannot_encode_are_named(frame, values, message):
     with pytest.raises(LmmscopeError, match=message):
@@ -368,3 +369,105 @@ def test_polars_lazyframe(frame):
 def test_tuning_arguments_are_named(frame, options, message):
     with pytest.raises(LmmscopeError, match=message):
         lmmscope.lmm_scope("y ~ x1 + x2 + x3 + (1 | cluster)", frame, **options)
+
+
+# -- 4. property: any data frame gives the cleaned reference's fit, or an lmmscope error ----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+KINDS = ["float", "int", "nullable int", "bool", "str", "string", "category", "datetime"]
+NAME_PARTS = ["x", "Sepal.Length", "a b", "a`b", "ü", "élan", "x.1", "1st", "exp", "C", "y2",
+              "Intercept"]
+
+
+@st.composite
+def frames(draw):
+    """(data frame, its cleaned reference or None when a column must be refused)."""
+    n_clusters, size = draw(st.integers(6, 10)), draw(st.integers(3, 6))
+    n = n_clusters * size
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    labels = draw(st.sampled_from(["int", "str", "float", "mixed"]))
+    codes = np.repeat(np.arange(n_clusters), size)
+    group = {"int": codes * 7 + 3, "str": np.array([f"g{c}" for c in codes], dtype=object),
+             "float": codes + 0.5,
+             "mixed": np.array([c if c % 2 else f"s{c}" for c in codes], dtype=object)}[labels]
+    kinds = draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=3))
+    names = draw(st.lists(st.sampled_from(NAME_PARTS), min_size=len(kinds), max_size=len(kinds),
+                          unique=True))
+    data, reference = {}, {}
+    y = rng.standard_normal(n) + rng.standard_normal(n_clusters)[codes]
+    missing_y = rng.random(n) < draw(st.sampled_from([0.0, 0.05]))
+    for kind, name in zip(kinds, names):
+        missing = rng.random(n) < draw(st.sampled_from([0.0, 0.1]))
+        values = rng.standard_normal(n)
+        y = y + 0.3 * values
+        if kind == "float":
+            col = pd.Series(np.where(missing, np.nan, values))
+            ref = col
+        elif kind in ("int", "nullable int"):
+            ints = np.round(values * 3).astype(np.int64)
+            col = (pd.Series(ints, dtype="Int64").mask(missing) if kind == "nullable int"
+                   else pd.Series(np.where(missing, np.nan, ints)) if missing.any()
+                   else pd.Series(ints))
+            ref = col.astype(float)
+        elif kind == "bool":
+            flags = values > 0
+            col = pd.Series(flags, dtype="boolean").mask(missing) if missing.any() else pd.Series(flags)
+            ref = col.astype(float)  # formulaic's one 0/1 column, named as the column
+        elif kind == "datetime":
+            col = pd.Series(pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n), "D"))
+            ref = None
+        else:
+            letters = np.array(["lo", "mid", "hi"])[np.digitize(values, [-0.5, 0.5])]
+            text = pd.Series(letters, dtype=object).mask(missing)
+            if kind == "category":  # an unused level first: R drops it
+                col = pd.Series(pd.Categorical(text, categories=["zz", "hi", "lo", "mid"]))
+                ref = col
+            else:
+                col = text.astype("string") if kind == "string" else text
+                ref = text
+        data[name], reference[name] = col, ref
+    y_col = pd.Series(np.where(missing_y, np.nan, y))
+    frame = pd.DataFrame({"y": y_col, **data, "g": group})
+    order = draw(st.permutations(range(n)))
+    shuffled = frame.iloc[list(order)]
+    if draw(st.booleans()):
+        shuffled = shuffled.reset_index(drop=True)
+    if any(ref is None for ref in reference.values()):
+        return shuffled, None
+    clean = pd.DataFrame({"y": y_col, **reference, "g": pd.Series(group).astype(str)})
+    clean = clean.dropna().reset_index(drop=True)
+    for name in names:
+        if isinstance(clean[name].dtype, pd.CategoricalDtype):
+            clean[name] = clean[name].cat.remove_unused_categories()
+    return shuffled, clean
+
+
+def _outcome(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return lmmscope.lmm("y ~ . + (1 | g)", data)
+        except LmmscopeError as exc:
+            _no_internal_text(str(exc))
+            return exc
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(frames())
+def test_any_frame_gives_the_cleaned_fit_or_an_lmmscope_error(case):
+    data, clean = case
+    fit = _outcome(data)  # anything but an LmmscopeError propagates and fails the test
+    if clean is None:  # a column lmmscope must refuse (dates)
+        assert isinstance(fit, LmmscopeError) and "holds dates" in str(fit)
+        return
+    reference = _outcome(clean)
+    assert isinstance(fit, LmmscopeError) == isinstance(reference, LmmscopeError), (fit, reference)
+    if not isinstance(fit, LmmscopeError):
+        assert list(fit.fixef.index) == list(reference.fixef.index)
+        assert fit.nobs == reference.nobs
+        np.testing.assert_allclose(fixef(fit), fixef(reference), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(fit.mixed.sigma, reference.mixed.sigma, rtol=1e-6, atol=1e-10)

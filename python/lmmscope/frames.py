@@ -210,6 +210,9 @@ def factor_column(column: pd.Series, name: str) -> pd.Series:
         raise InputError(f"column {name!r} holds {what} ({dtype}); lmmscope needs numbers or "
                          "categories: convert it (e.g. days since a start as numbers, or "
                          ".astype(str) for a factor)")
+    if pd.api.types.is_complex_dtype(dtype):
+        raise InputError(f"column {name!r} holds complex numbers; lmmscope fits real values "
+                         "only (use the real and imaginary parts as two columns)")
     if isinstance(dtype, pd.CategoricalDtype):
         inner = column.cat.categories.dtype
         if getattr(inner, "kind", "") in "mM":
@@ -232,7 +235,8 @@ def factor_column(column: pd.Series, name: str) -> pd.Series:
 
 def _numeric_dtype(dtype) -> bool:
     return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-            and not isinstance(dtype, pd.CategoricalDtype))
+            and not isinstance(dtype, pd.CategoricalDtype)
+            and not pd.api.types.is_complex_dtype(dtype))  # refused by factor_column
 
 
 ARROW_RUN, ARROW_RUN_BYTES = 64, 4 << 20  # columns copied together from an Arrow table
