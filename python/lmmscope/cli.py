@@ -51,11 +51,14 @@ def read_data(path_text: str):
     if not path.exists():
         raise InputError(f"no such file or directory: {path_text}")
     if path.is_dir() or _is_parquet(path):
+        from .sources.parquet import parquet_files
+        parquet_files(path_text)  # no parquet file under a directory: say so first
         try:
-            from .sources.parquet import ParquetSource
-            return ParquetSource(path_text).read_table()
-        except ImportError:
-            raise InputError("reading parquet needs pyarrow: pip install pyarrow") from None
+            import pyarrow.parquet  # noqa: F401
+        except ImportError as exc:
+            raise InputError(f"reading parquet needs pyarrow ({exc}): pip install pyarrow") from None
+        from .sources.parquet import ParquetSource
+        return ParquetSource(path_text).read_table()
     import pandas as pd
     try:
         return pd.read_csv(path)

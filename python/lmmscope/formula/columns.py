@@ -76,8 +76,10 @@ def _nan_rows(block: np.ndarray, names) -> np.ndarray:
     return missing
 
 
-def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
-    """formulaic's matrix of the plan's non-plain terms (on the kept rows), or None."""
+def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep, all_levels=False):
+    """formulaic's matrix of the plan's non-plain terms (on the kept rows), or None.
+    ``all_levels``: the categoricals' level sets are complete (a streamed fit's
+    prototype), so levels without rows here are kept."""
     if not plan.formulaic_terms:
         return None
     from formulaic import model_matrix
@@ -87,7 +89,8 @@ def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
     frame = placeholder_frame(plan, names, source)
     if keep is not None:
         frame = frame.iloc[np.flatnonzero(keep)]
-    frame = _without_unused_levels(frame)
+    if not all_levels:
+        frame = _without_unused_levels(frame)
     margins = {m.name for m in plan.margins()}
     terms = [Term([Factor("1", eval_method="literal")])] if plan.intercept else []
     for item in plan.items:

@@ -94,11 +94,13 @@ def _columns_of(plan: TermPlan) -> list:
     return plan.plain + list(plan.referenced)
 
 
-def build_design(formula: str, data, na_action: str = "omit") -> Design:
+def build_design(formula: str, data, na_action: str = "omit", all_levels: bool = False) -> Design:
     """Materialise a mixed-model formula on a table (R's na.omit by default).
 
     ``data``: a pandas, polars or pyarrow table (or anything with ``__arrow_c_stream__``
-    or ``__dataframe__``).
+    or ``__dataframe__``).  Levels of a categorical column that no kept row has are
+    dropped, as R's model.frame does, unless ``all_levels`` (the categoricals carry the
+    complete level sets of data seen elsewhere: a streamed fit's prototype).
     """
     if na_action not in ("omit", "fail"):
         raise InputError("na_action must be 'omit' or 'fail'")
@@ -120,10 +122,11 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
         raise InputError("no rows left after removing missing values")
     y, response_name = _response(plans.response, names, source, keep)
     X, fixed_spec = side_matrix(plans.fixed, names, source,
-                                formulaic_part(plans.fixed, names, source, keep), keep, n,
-                                fixed_positions)
+                                formulaic_part(plans.fixed, names, source, keep, all_levels),
+                                keep, n, fixed_positions)
     Z, random_spec = side_matrix(plans.random, names, source,
-                                 formulaic_part(plans.random, names, source, keep), keep, n)
+                                 formulaic_part(plans.random, names, source, keep, all_levels),
+                                 keep, n)
     _check_names(fixed_spec.names, plain_only=not plans.fixed.formulaic_terms)
     groups = _group_labels(source.values(parsed.group), parsed.group)
     return Design(

@@ -174,7 +174,7 @@ class StreamSpec:
         prototype = summary.head.copy()
         for name, levels in self.levels.items():
             prototype[name] = pd.Categorical(prototype[name].astype(object), categories=levels)
-        self.design = build_design(formula, prototype, na_action="fail")
+        self.design = build_design(formula, prototype, na_action="fail", all_levels=True)
         self.design.n_dropped = summary.n_missing
         self._response_plan(formula, prototype)
         _refuse_stateful(self.design.fixed_spec.model_spec, self.design.random_spec.model_spec,
