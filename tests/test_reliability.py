@@ -471,3 +471,12 @@ def test_any_frame_gives_the_cleaned_fit_or_an_lmmscope_error(case):
         assert fit.nobs == reference.nobs
         np.testing.assert_allclose(fixef(fit), fixef(reference), rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(fit.mixed.sigma, reference.mixed.sigma, rtol=1e-6, atol=1e-10)
+
+
+def test_predict_errors_name_columns_not_placeholders(frame):
+    df = frame.assign(**{"a b": frame.f})
+    fit = lmmscope.lmm("y ~ `a b` + log(abs(x1)) + (1 | cluster)", df)
+    with pytest.raises(LmmscopeError, match="cannot evaluate the formula's terms on newdata: "
+                       r"Unable to evaluate factor `log\(abs\(x1\)\)`") as info:
+        fit.predict(df.assign(x1="t"))
+    _no_internal_text(str(info.value))

@@ -241,11 +241,20 @@ def _formulaic_on_new_rows(spec: SideSpec, source, factor_levels: dict):
         if name in frame.columns:
             frame = frame.assign(**{name: _as_fitted_levels(frame[name], levels, name)})
     frame = pd.DataFrame({ph: frame[c] for ph, c in spec.placeholders.items()}, copy=False)
-    from formulaic.errors import DataMismatchWarning
+    from formulaic.errors import DataMismatchWarning, FormulaicError
+    names = ColumnNames([])
+    def restored(exc):  # placeholders back to the columns they stand for
+        text = str(exc)
+        for placeholder, column in spec.placeholders.items():
+            text = text.replace(placeholder, column)
+        return plain_message(text, names)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataMismatchWarning)
         try:
             return np.asarray(spec.model_spec.get_model_matrix(frame, na_action="ignore",
                                                                 context=R_FUNCTIONS), dtype=float)
         except DataMismatchWarning as exc:
-            raise InputError(f"newdata does not match the fitted model: {exc}") from None
+            raise InputError(f"newdata does not match the fitted model: {restored(exc)}") from None
+        except (FormulaicError, ValueError, TypeError, NameError, KeyError) as exc:
+            raise InputError("cannot evaluate the formula's terms on newdata: "
+                             + restored(exc)) from None
