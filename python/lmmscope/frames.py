@@ -226,6 +226,7 @@ def factor_column(column: pd.Series, name: str) -> pd.Series:
         if kinds - {"text", "bool"} or len(kinds) > 1:
             shown = ", ".join(sorted(kinds))
             what = ("numbers stored as Python objects" if kinds == {"number"}
+                    else f"{shown} values" if len(kinds) == 1
                     else f"values of several types ({shown})")
             raise InputError(
                 f"column {name!r} (dtype object) holds {what}; convert it: pd.to_numeric(...) "
