@@ -445,10 +445,12 @@ def frames(draw):
     return shuffled, clean
 
 
-def _outcome(data):
+def _outcome(data, select=False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            if select:  # the selection front too: one candidate at a fixed a
+                return lmmscope.lmm_scope("y ~ . + (1 | g)", data, k=1, a=1.0)
             return lmmscope.lmm("y ~ . + (1 | g)", data)
         except LmmscopeError as exc:
             _no_internal_text(str(exc))
@@ -471,6 +473,13 @@ def test_any_frame_gives_the_cleaned_fit_or_an_lmmscope_error(case):
         assert fit.nobs == reference.nobs
         np.testing.assert_allclose(fixef(fit), fixef(reference), rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(fit.mixed.sigma, reference.mixed.sigma, rtol=1e-6, atol=1e-10)
+    selected, reference = _outcome(data, select=True), _outcome(clean, select=True)
+    assert isinstance(selected, LmmscopeError) == isinstance(reference, LmmscopeError), \
+        (selected, reference)
+    if not isinstance(selected, LmmscopeError):
+        assert selected.support == reference.support
+        np.testing.assert_allclose(selected.coef.to_numpy(), reference.coef.to_numpy(),
+                                   rtol=1e-6, atol=1e-8)
 
 
 def test_predict_errors_name_columns_not_placeholders(frame):
