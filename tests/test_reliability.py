@@ -284,7 +284,7 @@ def test_bool_response_is_zero_one(frame):
 
 @pytest.mark.parametrize("values, message", [
     (lambda n: pd.Series([1 if i % 2 else "a" for i in range(n)], dtype=object),
-     r"column 'o' \(dtype object\) holds values of several types \(number, text\)"),
+     r"column 'o' \(dtype object\) holds values of several types \(mixed-integer\)"),
     (lambda n: pd.Series([1.5 if i % 2 else 2 for i in range(n)], dtype=object),
      r"column 'o' \(dtype object\) holds numbers stored as Python objects"),
     (lambda n: pd.date_range("2020-01-01", periods=n), r"column 'o' holds dates \(datetime64"),

@@ -184,17 +184,7 @@ def is_bool_dtype(dtype) -> bool:
     return pd.api.types.is_bool_dtype(dtype)
 
 
-def _value_types(values) -> set:
-    """The kinds of the non-missing values of an object column."""
-    kinds = set()
-    for v in values:
-        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
-            continue
-        kinds.add("text" if isinstance(v, str) else "bool" if isinstance(v, (bool, np.bool_))
-                  else "number" if isinstance(v, (int, float, np.number)) else type(v).__name__)
-        if len(kinds) > 1:
-            break
-    return kinds
+NUMBER_KINDS = ("integer", "floating", "mixed-integer-float", "decimal", "complex")
 
 
 def factor_column(column: pd.Series, name: str) -> pd.Series:
@@ -222,12 +212,12 @@ def factor_column(column: pd.Series, name: str) -> pd.Series:
     if pd.api.types.is_string_dtype(dtype) and dtype != object:
         return column.astype(object)  # "string" / "str" / Arrow text: R's character, a factor
     if dtype == object:
-        kinds = _value_types(column.to_numpy())
-        if kinds - {"text", "bool"} or len(kinds) > 1:
-            shown = ", ".join(sorted(kinds))
-            what = ("numbers stored as Python objects" if kinds == {"number"}
-                    else f"{shown} values" if len(kinds) == 1
-                    else f"values of several types ({shown})")
+        # pandas' own scan (in C) of the values' types: text or bools are a factor
+        kind = pd.api.types.infer_dtype(column, skipna=True)
+        if kind not in ("string", "boolean", "empty"):
+            what = ("numbers stored as Python objects" if kind in NUMBER_KINDS
+                    else f"values of several types ({kind})" if kind.startswith("mixed")
+                    else f"{kind} values")
             raise InputError(
                 f"column {name!r} (dtype object) holds {what}; convert it: pd.to_numeric(...) "
                 "for a numeric predictor, .astype(str) for a factor")
