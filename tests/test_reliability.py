@@ -174,6 +174,14 @@ def test_arrays_front_inputs(arrays):
         (dict(y=y + 0j), "the response holds complex numbers"),
         (dict(X=[[1.0, 2.0]] * 119 + [[1.0]]), "X must be a rectangular numeric array"),
         (dict(X=X.assign(t=pd.Timestamp("2020")).to_numpy()), "X must be numeric"),
+        (dict(X=X.assign(s="a", t=pd.Timestamp("2020"))),
+         r"X must be numeric; non-numeric column\(s\): s \(.*\), t \(datetime64"),
+        (dict(y=pd.Series(y).astype(str)), "the response must be numeric, got Python objects "
+         "holding string values"),
+        (dict(groups=pd.Series(g, dtype="string").where(np.arange(len(g)) != 3, pd.NA)),
+         r"groups contains missing values \(1 rows\)"),
+        (dict(groups=pd.Series(g, dtype=object).where(np.arange(len(g)) != 3, np.nan)),
+         r"groups contains missing values \(1 rows\)"),
     ]
     for change, message in cases:
         args = dict(X=X.to_numpy(), y=y, groups=g) | change

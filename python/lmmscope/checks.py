@@ -16,6 +16,8 @@ def as_float_matrix(values, what: str, names=None) -> np.ndarray:
     scipy sparse matrix: densified when it fits in memory), or an error saying why not."""
     if _is_sparse(values):
         values = dense_from_sparse(values, what)
+    if hasattr(values, "columns") and hasattr(values, "dtypes"):  # a DataFrame: name columns
+        values = _frame_values(values, what)
     try:
         arr = np.asarray(values)
     except (ValueError, TypeError) as exc:  # ragged lists
@@ -28,16 +30,34 @@ def as_float_matrix(values, what: str, names=None) -> np.ndarray:
     return np.asarray(arr, dtype=float)
 
 
+def _frame_values(frame, what: str) -> np.ndarray:
+    """A pandas DataFrame's values as float64 (NaN where missing), or an error naming
+    its non-numeric columns."""
+    import pandas as pd
+    bad = [str(c) for c, dt in frame.dtypes.items()
+           if not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))
+           or pd.api.types.is_complex_dtype(dt) or isinstance(dt, pd.CategoricalDtype)]
+    if bad:
+        kinds = ", ".join(f"{c} ({frame[c].dtype})" for c in bad[:10])
+        raise InputError(f"{what} must be numeric; non-numeric column(s): {kinds}")
+    return frame.to_numpy(dtype=float, na_value=np.nan)
+
+
+NUMERIC_KINDS = ("integer", "floating", "mixed-integer-float", "decimal", "boolean", "empty")
+
+
 def _check_numeric_dtype(arr: np.ndarray, what: str) -> None:
     if np.iscomplexobj(arr):
         raise InputError(f"{what} holds complex numbers; lmmscope fits real values only "
                          "(pass the real and imaginary parts as separate columns)")
     if arr.dtype == object:
-        try:  # numbers stored as Python objects (a list of lists of numbers and None)
-            arr.astype(float)
+        import pandas as pd
+        # numbers stored as Python objects (lists of numbers and None); not text, which
+        # astype(float) would parse silently
+        kind = pd.api.types.infer_dtype(arr.ravel(), skipna=True)
+        if kind in NUMERIC_KINDS:
             return
-        except (TypeError, ValueError):
-            pass
+        raise InputError(f"{what} must be numeric, got Python objects holding {kind} values")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         kind = {"M": "dates", "m": "time spans", "U": "text", "S": "bytes", "O": "objects"}
         raise InputError(f"{what} must be numeric, got dtype {arr.dtype}"
@@ -378,8 +398,11 @@ def check_groups(groups, n_rows: int) -> np.ndarray:
         raise InputError(f"groups has {g.shape[0]} entries but the data have {n_rows} rows")
     if g.dtype.kind == "f" and not np.all(np.isfinite(g)):
         raise InputError("groups contains NaN or infinite values")
-    if g.dtype == object and any(v is None for v in g):
-        raise InputError("groups contains missing values")
+    if g.dtype == object or g.dtype.kind in "mM":
+        import pandas as pd
+        missing = pd.isna(g)
+        if missing.any():
+            raise InputError(f"groups contains missing values ({int(missing.sum())} rows)")
     return g
 
 
