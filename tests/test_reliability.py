@@ -497,3 +497,16 @@ def test_predict_errors_name_columns_not_placeholders(frame):
                        r"Unable to evaluate factor `log\(abs\(x1\)\)`") as info:
         fit.predict(df.assign(x1="t"))
     _no_internal_text(str(info.value))
+
+
+def test_streamed_parquet_text_bool_and_dates_as_in_memory(frame, tmp_path):
+    df = frame.assign(s=frame.f.astype("string"), b=frame.y > 1,
+                      t=pd.date_range("2020-01-01", periods=len(frame)))
+    df.to_parquet(tmp_path / "d.parquet")
+    for formula in ("y ~ x1 + s + (1 | cluster)", "b ~ x1 + (1 | cluster)"):
+        expected = lmmscope.lmm(formula, df)
+        fit = lmmscope.lmm(formula, tmp_path / "d.parquet", chunk_rows=25)
+        assert list(fit.fixef.index) == list(expected.fixef.index)
+        np.testing.assert_allclose(fixef(fit), fixef(expected), rtol=1e-7, atol=1e-9)
+    with pytest.raises(LmmscopeError, match=r"column 't' holds dates"):
+        lmmscope.lmm("y ~ x1 + t + (1 | cluster)", tmp_path / "d.parquet")

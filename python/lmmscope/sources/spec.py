@@ -25,7 +25,7 @@ from ..formula.columns import formulaic_part
 from ..formula.design import _columns_of, _plans
 from ..formula.names import ColumnNames
 from ..formula.terms import Column
-from ..frames import _numeric_dtype, as_source
+from ..frames import _numeric_dtype, as_source, factor_column
 from ..exceptions import ColumnError, InputError
 
 PROTOTYPE_ROWS = 1000  # complete rows kept from the first chunk: prototype and shift
@@ -54,7 +54,11 @@ def used_columns(formula: str, meta: pd.DataFrame) -> list:
     _source, parsed, _names, plans = _planned(formula, meta)
     needed = set(_columns_of(plans.response)) | set(_columns_of(plans.fixed)) \
         | set(_columns_of(plans.random)) | {parsed.group}
-    return [c for c in meta.columns if c in needed]
+    used = [c for c in meta.columns if c in needed]
+    for name in used:  # dates, complex numbers ...: refused by name, as in memory
+        if name != parsed.group and not _numeric_dtype(meta[name].dtype):
+            factor_column(meta[name], name)
+    return used
 
 
 def is_categorical(col: pd.Series) -> bool:
