@@ -510,3 +510,14 @@ def test_streamed_parquet_text_bool_and_dates_as_in_memory(frame, tmp_path):
         np.testing.assert_allclose(fixef(fit), fixef(expected), rtol=1e-7, atol=1e-9)
     with pytest.raises(LmmscopeError, match=r"column 't' holds dates"):
         lmmscope.lmm("y ~ x1 + t + (1 | cluster)", tmp_path / "d.parquet")
+
+
+def test_streamed_categorical_keeps_its_level_order_as_in_memory(frame, tmp_path):
+    df = frame.assign(c=pd.Categorical(frame.f.map({"a": "lo", "b": "hi", "c": "lo"}),
+                                       categories=["zz", "lo", "hi"]))
+    df.to_parquet(tmp_path / "c.parquet")
+    expected = lmmscope.lmm("y ~ x1 + c + (1 | cluster)", df)
+    assert list(expected.fixef.index) == ["Intercept", "x1", "c[T.hi]"]  # zz unused, lo first
+    fit = lmmscope.lmm("y ~ x1 + c + (1 | cluster)", tmp_path / "c.parquet", chunk_rows=25)
+    assert list(fit.fixef.index) == list(expected.fixef.index)
+    np.testing.assert_allclose(fixef(fit), fixef(expected), rtol=1e-7, atol=1e-9)

@@ -81,6 +81,9 @@ class FirstPassPart:
     levels: dict  # column -> distinct values among complete rows (categorical columns)
     infinite: list  # numeric columns holding +-inf
     head: pd.DataFrame  # first complete rows (prototype)
+    # column -> its categories, for Categorical columns: their order is the level order
+    # (R's factor levels), as in memory; other columns' levels are sorted
+    level_order: dict = field(default_factory=dict)
 
 
 def _complete_rows(frame: pd.DataFrame, used) -> np.ndarray:
@@ -98,17 +101,20 @@ def first_pass_part(index: int, frame: pd.DataFrame, used, group: str) -> FirstP
     frame = frame.rename(columns=str)
     complete = _complete_rows(frame, used)
     kept = frame[used] if complete.all() else frame.loc[complete, used]
-    levels, infinite = {}, []
+    levels, infinite, order = {}, [], {}
     for name in used:
         col = kept[name]
         if name != group and is_categorical(col):
+            factor_column(col, name)  # mixed types, dates ...: refused by name
             levels[name] = pd.unique(col.astype(object).to_numpy())
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                order[name] = list(col.cat.categories)
         elif pd.api.types.is_numeric_dtype(col) and col.dtype != bool:
             if np.isinf(col.to_numpy(dtype=float)).any():
                 infinite.append(name)
     return FirstPassPart(index, int(frame.shape[0]), int((~complete).sum()),
                          pd.unique(kept[group].to_numpy()), levels, infinite,
-                         kept.head(PROTOTYPE_ROWS))
+                         kept.head(PROTOTYPE_ROWS), order)
 
 
 @dataclass
@@ -123,8 +129,13 @@ class FirstPass:
     infinite: set = field(default_factory=set)
     head_index: int = -1
     head: pd.DataFrame | None = None
+    level_order: dict = field(default_factory=dict)
+    order_index: dict = field(default_factory=dict)
 
     def add(self, part: FirstPassPart) -> None:
+        for name, categories in part.level_order.items():  # the earliest chunk's order
+            if part.index < self.order_index.get(name, np.inf):
+                self.order_index[name], self.level_order[name] = part.index, categories
         self.n_rows += part.n_rows
         self.n_missing += part.n_missing
         self.n_parts += 1
@@ -142,6 +153,17 @@ def _sorted_distinct(arrays) -> np.ndarray:
     """Distinct values in np.unique's order (what the in-memory encoding uses)."""
     values = np.concatenate([np.asarray(a) for a in arrays]) if arrays else np.empty(0)
     return np.unique(values)
+
+
+def _ordered_levels(values, categories) -> list:
+    """The distinct values: in the order of a Categorical's ``categories`` (those with
+    rows only, as in memory), else sorted (as formulaic sorts text levels)."""
+    distinct = list(_sorted_distinct(values))
+    if not categories:
+        return distinct
+    present = set(distinct)
+    ordered = [c for c in categories if c in present]
+    return ordered + [v for v in distinct if v not in set(ordered)]
 
 
 def _refuse_stateful(*specs):
@@ -172,8 +194,12 @@ class StreamSpec:
         self.used = used
         self.n_rows = summary.n_rows - summary.n_missing
         self.n_dropped = summary.n_missing
-        self.group_labels = _sorted_distinct(summary.groups)
-        self.levels = {name: [v for v in _sorted_distinct(vals)]
+        try:
+            self.group_labels = _sorted_distinct(summary.groups)
+        except TypeError:  # numbers in one chunk, text in another: no order between them
+            raise InputError("the grouping column mixes label types (numbers and text) across "
+                             "chunks or partitions; give it one type (e.g. .astype(str))") from None
+        self.levels = {name: _ordered_levels(vals, summary.level_order.get(name))
                        for name, vals in summary.levels.items()}
         prototype = summary.head.copy()
         for name, levels in self.levels.items():
