@@ -53,15 +53,6 @@ class CentredGram(np.ndarray):
         self.intercept = getattr(obj, "intercept", None)
         self.x_shift = getattr(obj, "x_shift", None)
 
-    # a pickled fit's inference cache keeps the centring (numpy pickles the values only)
-    def __reduce__(self):
-        constructor, args, state = super().__reduce__()
-        return constructor, args, (state, self.intercept, self.x_shift)
-
-    def __setstate__(self, state):
-        base, self.intercept, self.x_shift = state
-        super().__setstate__(base)
-
 
 def _carrying_centring(G, stats):
     out = np.asarray(G).view(CentredGram)
