@@ -5,7 +5,6 @@
 # test-r.sh, so the check skips tests; examples run when the Python core is available.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bash "$root/.ci/sync-python.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"

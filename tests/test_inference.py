@@ -59,17 +59,19 @@ def test_debiased_estimates_equal_dense_computation():
     # measured: 2.4e-14 (estimates), 2.6e-15 (standard errors) relative
     # (an estimate near 0 agrees to 1e-16 absolute, so an absolute floor of 1e-14)
     np.testing.assert_allclose(tab["estimate"].to_numpy(), ref_est, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(tab["std_error"].to_numpy(), ref_se, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(tab["std_error"].to_numpy(), ref_se, rtol=1e-13, atol=1e-15)
     # t, p-values and intervals from the dense estimates with scipy's Student t on the
     # documented clusters - 1 degrees of freedom
     df = len(np.unique(groups)) - 1
     t = ref_est / ref_se
     np.testing.assert_allclose(tab["t"].to_numpy(), t, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(tab["p_value"].to_numpy(), 2 * stats.t.sf(np.abs(t), df), rtol=1e-10)
+    np.testing.assert_allclose(tab["p_value"].to_numpy(), 2 * stats.t.sf(np.abs(t), df), rtol=1e-10,
+                               atol=1e-14)
     ci = res.inference(level=0.9, lasso_tol=1e-13)
     half = stats.t.ppf(0.95, df) * ref_se
-    np.testing.assert_allclose(ci["ci_lower"].to_numpy(), ref_est - half, rtol=1e-12)
-    np.testing.assert_allclose(ci["ci_upper"].to_numpy(), ref_est + half, rtol=1e-12)
+    # an interval end near 0 agrees to ~1e-16 absolute: an absolute floor of 1e-14
+    np.testing.assert_allclose(ci["ci_lower"].to_numpy(), ref_est - half, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ci["ci_upper"].to_numpy(), ref_est + half, rtol=1e-12, atol=1e-14)
     # the true non-zeros are far from 0; the null columns are not (smallest null p: 0.056)
     assert (tab["p_value"].iloc[[1, 5, 10]] < 1e-4).all()
     assert tab["p_value"].drop(["x1", "x5", "x10"]).min() > 0.01
@@ -83,8 +85,8 @@ def test_inference_is_free_of_row_order():
     tabs = [f.result_.inference(lasso_tol=1e-12) for f in fits]
     # measured: at most 6.3e-14 relative (ci_lower), 1.7e-15 (std_error)
     for col in ("estimate", "t", "p_value", "ci_lower", "ci_upper"):
-        np.testing.assert_allclose(tabs[0][col], tabs[1][col], rtol=1e-12, atol=0)
-    np.testing.assert_allclose(tabs[0]["std_error"], tabs[1]["std_error"], rtol=1e-13, atol=0)
+        np.testing.assert_allclose(tabs[0][col], tabs[1][col], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(tabs[0]["std_error"], tabs[1]["std_error"], rtol=1e-13, atol=1e-15)
 
 
 def test_null_pvalues_are_uniform():
