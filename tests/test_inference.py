@@ -141,7 +141,7 @@ def test_intervals_cover_the_truth():
 def test_bad_arguments():
     X, Zs, y, groups, beta = make_unbalanced(n=30, p=20, q=2, seed=6)
     res = lmmscope.LmmScope(a=1.0).fit(X, y, Z=Zs, groups=groups).result_
-    with pytest.raises(KeyError, match="unknown term"):
+    with pytest.raises(KeyError, match="unknown column"):
         res.inference(terms=["nope"])
     with pytest.raises(ValueError, match="adjust"):
         res.inference(adjust="fdr")

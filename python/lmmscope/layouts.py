@@ -92,11 +92,8 @@ class GramLayout:
         return gram_fold_problems(data.stats, [st for _rows, st in folds], a, unpenalised)
 
     def whitened_gram(self, data, a):
-        """X_a'X_a, and pseudo-rows R (r x p, r <= min(N, p)) with R'R = X_a'X_a / N."""
-        G = whiten_stats(data.stats, a).gram
-        vals, vecs = np.linalg.eigh(G / data.N)
-        keep = vals > 1e-12 * max(vals.max(), 1e-300)
-        return G, (vecs[:, keep] * np.sqrt(vals[keep])).T
+        """X_a'X_a (for inference)."""
+        return whiten_stats(data.stats, a).gram
 
 
 class RowLayout:
@@ -127,5 +124,6 @@ class RowLayout:
         return out
 
     def whitened_gram(self, data, a):
+        """X_a'X_a (for inference)."""
         Xa = data.whitened_rows(a).X
-        return Xa.T @ Xa, Xa / np.sqrt(data.N)
+        return Xa.T @ Xa

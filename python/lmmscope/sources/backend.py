@@ -46,6 +46,10 @@ class StatsBackend:
     def whitened(self, a):
         return whiten_stats(self.stats, a)
 
+    def whitened_gram(self, a):
+        """X_a'X_a, for inference (as tuning.Data's)."""
+        return self.whitened(a).gram
+
     def cluster_Zt_Xbeta(self, beta) -> np.ndarray:
         """Z_i'X_i beta for every cluster, (clusters, q)."""
         return np.einsum("iqp,p->iq", self.stats.ZtX, beta)
