@@ -21,9 +21,6 @@ from .mixed import MixedModelFit
 from .results import LmmResult
 from .schema import inference_payload, plain, result_payload
 
-INFERENCE_AUTO_MAX = 500
-
-
 def _names(x) -> list:
     """reticulate turns a length-1 character vector into a str: always a list."""
     if x is None:
@@ -118,10 +115,10 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
         warnings.simplefilter("always")
         result, ml = _core_fit(X, y, Z, groups, names, random_names, str(group_name),
                                unpenalised, bool(reml), selection)
-        if inference is None:  # automatic: cheap enough below ~500 candidates (seconds)
-            inference = len(names) <= INFERENCE_AUTO_MAX
+        # by default always: the node-wise fits cost about the fit's own time (bench/inference.py),
+        # and an R fit must carry its table (a saved fit has no Python to compute it later)
         table = None
-        if inference:
+        if inference is None or inference:
             tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
             table = inference_payload(tab, result.ngroups - 1, float(conf_level), "BH")
     return _finish(result, ml, caught, table)
