@@ -200,7 +200,7 @@ def test_gram_solver_equals_the_pseudo_row_lasso(n, p, intercept):
     G = whitened_gram(res._data, res.a)
     columns = list(range(G.shape[0]))
     ours = nodewise.nodewise_lasso(G, res.nobs, columns, free=G.intercept)
-    ref = _reference_directions(np.asarray(G), res.nobs, columns, G.intercept, tol=1e-15)
+    ref = _reference_directions(G.whole(), res.nobs, columns, G.intercept, tol=1e-15)
     # measured: 4.1e-15 (n=25, no intercept), 1.1e-12, 1.1e-12, 6.6e-13 (p > N) largest
     # difference, on directions whose largest entry is 1 (lasso_tol 1e-10 against an exact
     # solution)

@@ -34,25 +34,31 @@ from .nodewise import nodewise_lasso
 ADJUSTMENTS = ("bh", "holm", None)
 
 
-class CentredGram(np.ndarray):
-    """X_a'X_a of the centred columns, carrying their centring (``intercept``,
-    ``x_shift``) so that :func:`debias` can report the intercept on the original scale."""
+class WhitenedGram:
+    """X_a'X_a of the centred columns (see :mod:`lmmscope.crossprod`), read a few columns
+    at a time (``columns(idx)``, ``diagonal``) or ``whole()``, from the data backend's own
+    source of it (each backend's ``whitened_gram(a)``: an object with ``diagonal``,
+    ``columns(idx)`` and ``whole()``); carrying the centring (``intercept``, ``x_shift``) so that
+    :func:`debias` can report the intercept on the original scale.  Inference for a few
+    columns then costs in proportion to them, not to p^2."""
 
-    def __array_finalize__(self, obj):
-        self.intercept = getattr(obj, "intercept", None)
-        self.x_shift = getattr(obj, "x_shift", None)
+    def __init__(self, source, stats):
+        self._source = source
+        self.diagonal = np.asarray(source.diagonal)
+        self.shape = (self.diagonal.size, self.diagonal.size)
+        self.intercept, self.x_shift = stats.intercept, stats.x_shift
+
+    def columns(self, idx) -> np.ndarray:
+        return self._source.columns(np.asarray(idx, dtype=np.int64))
+
+    def whole(self) -> np.ndarray:
+        """The p x p matrix, a fresh array (the caller's to change)."""
+        return self._source.whole()
 
 
-def _carrying_centring(G, stats):
-    out = np.asarray(G).view(CentredGram)
-    out.intercept, out.x_shift = stats.intercept, stats.x_shift
-    return out
-
-
-def whitened_gram(data, a):
-    """X_a'X_a of the centred columns (see :mod:`lmmscope.crossprod`), carrying their
-    centring, from any data backend (in memory, streamed, Dask): ``data.whitened_gram``."""
-    return _carrying_centring(data.whitened_gram(a), data.stats)
+def whitened_gram(data, a) -> WhitenedGram:
+    """X_a'X_a of the centred columns, from any data backend (in memory, streamed, Dask)."""
+    return WhitenedGram(data.whitened_gram(a), data.stats)
 
 
 def cluster_scores(data, a, beta):
@@ -114,7 +120,7 @@ def debias(G, scores, beta, cols, D):
     every shifted column (all terms, the default); otherwise its row is NaN.
     """
     cols = np.asarray(cols)
-    denom = np.einsum("kp,pk->k", D, np.asarray(G)[:, cols])  # w_j'X_a[:, j]
+    denom = np.einsum("kp,pk->k", D, G.columns(cols))  # w_j'X_a[:, j]
     influence = (scores @ D.T) / denom  # (clusters, k): w_j,i' r_a,i / w_j'X_a[:, j]
     estimate = beta[cols] + influence.sum(axis=0)
     std_error = np.sqrt((influence ** 2).sum(axis=0))

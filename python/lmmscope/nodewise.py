@@ -45,7 +45,9 @@ MAX_ROUNDS = 30
 # intervals' ends then agree with the exact lasso's to ~1e-12 relative (test_inference).
 DEFAULT_TOL = 1e-10
 CHUNK_BYTES = 32 * 2**20  # p x columns working arrays of one chunk
-GROUP_ELEMENTS = 2**21  # padded active blocks (columns x m x m) swept together
+GROUP_ELEMENTS = 2**21
+# scale the whole Gram at once when at least 1 / DENSE_FRACTION of its columns are asked
+DENSE_FRACTION = 8  # padded active blocks (columns x m x m) swept together
 MAX_SWEEPS = 100_000
 
 
@@ -63,64 +65,131 @@ def nodewise_lasso(G, n_obs, columns, *, free=None, tol=DEFAULT_TOL, progress=No
                    ) -> NodewiseFit:
     """Score directions of the columns ``columns`` (indices) from the Gram matrix
     ``G`` = X_a'X_a of ``n_obs`` rows; ``free``: the unpenalised column, or None.
-    Solves exactly ``len(columns)`` node-wise problems."""
-    G = np.asarray(G)
+    Solves exactly ``len(columns)`` node-wise problems; for a few columns, only the
+    Gram's columns they touch are scaled (cost in proportion to the columns asked)."""
+    if isinstance(G, np.ndarray):
+        G = DenseGram(G)
     p = G.shape[0]
     columns = np.asarray(columns, dtype=np.int64).reshape(-1)
-    scale = np.sqrt(np.clip(np.diag(G) / n_obs, 1e-300, None))
-    weight = 1.0 / (np.sqrt(n_obs) * scale)
-    S = G * weight[:, None]
-    S *= weight[None, :]  # unit diagonal
+    scale = np.sqrt(np.clip(G.diagonal / n_obs, 1e-300, None))
     lam0 = np.sqrt(2 * np.log(max(p, 2)) / n_obs)
     coef = np.zeros((columns.size, p))
     sigma = np.zeros(columns.size)
     rounds = np.zeros(columns.size, dtype=np.int64)
+    free = None if free is None else int(free)
+    dense = columns.size * DENSE_FRACTION >= p
 
     def solve(Q, at, excluded):
-        B, sigma[at], rounds[at] = _scaled_lassos(Q, columns[at], excluded, lam0, tol,
-                                                  progress, columns.size)
-        coef[at] = -B.T
-        coef[at, columns[at]] = 1.0
-        return B
+        """Fill the rows ``at`` of the outputs, chunk by chunk (no p x len(at) array)."""
+        chunk = max(16, CHUNK_BYTES // (8 * p))
+        for first in range(0, at.size, chunk):
+            rows = at[first:first + chunk]
+            B, sigma[rows], rounds[rows] = _scaled_chunk(Q, columns[rows], excluded, lam0, tol)
+            coef[rows] = -B.T
+            coef[rows, columns[rows]] = 1.0
+            if excluded:  # least squares of the lasso's residual on the free column
+                s_free = Q.free_column
+                coef[rows, free] = -(s_free[columns[rows]] - B.T @ s_free) / s_free[free]
+            if progress is not None and at.size > chunk:
+                progress(f"node-wise lasso {min(first + chunk, at.size)}/{at.size}")
 
-    free = None if free is None else int(free)
-    own = np.flatnonzero(columns == free) if free is not None else np.array([], int)
-    if own.size:  # the free column's own problem: on S, nothing profiled out
-        solve(S, own, ())
-    rest = np.flatnonzero(columns != free) if free is not None else np.arange(columns.size)
+    own = np.flatnonzero(columns == free) if free is not None else np.array([], dtype=int)
+    if own.size:  # the free column's own problem: nothing profiled out
+        solve(UnitGram(G, None, dense), own, ())
+    rest = np.flatnonzero(columns != free)
     if rest.size:
-        if free is not None:
-            s_free = S[:, free].copy()
-            S -= np.outer(s_free / s_free[free], s_free)  # profile the free column out
-            S[free, :] = 0.0
-            S[:, free] = 0.0
-        B = solve(S, rest, () if free is None else (free,))
-        if free is not None:  # least squares of the lasso's residual on the free column
-            coef[rest, free] = -(s_free[columns[rest]] - B.T @ s_free) / s_free[free]
+        solve(UnitGram(G, free, dense), rest, () if free is None else (free,))
     coef *= (scale[columns][:, None] / scale[None, :])  # back to X_a's column scale
     return NodewiseFit(columns, coef, sigma, rounds)
 
 
-def _scaled_lassos(Q, targets, excluded, lam0, tol, progress, total):
-    """Scaled lassos of the columns ``targets`` of Q on all other coordinates but
-    ``excluded``, chunk by chunk.  Returns (B (p, n), sigma (n,), rounds (n,))."""
-    p, n = Q.shape[0], targets.size
-    B = np.zeros((p, n))
-    sigma = np.zeros(n)
-    rounds = np.zeros(n, dtype=np.int64)
-    chunk = max(16, CHUNK_BYTES // (8 * p))
-    for first in range(0, n, chunk):
-        at = slice(first, min(first + chunk, n))
-        B[:, at], sigma[at], rounds[at] = _scaled_chunk(Q, targets[at], excluded, lam0, tol)
-        if progress is not None and n > chunk:
-            progress(f"node-wise lasso {at.stop}/{total}")
-    return B, sigma, rounds
+class DenseGram:
+    """A Gram matrix held whole, read as :class:`lmmscope.inference.WhitenedGram` is."""
+
+    def __init__(self, G):
+        self._G = np.asarray(G)
+        self.shape = self._G.shape
+        self.diagonal = np.diag(self._G).copy()
+
+    def columns(self, idx) -> np.ndarray:
+        return self._G[:, np.asarray(idx, dtype=np.int64)]
+
+    def whole(self) -> np.ndarray:
+        """A copy (the caller's to change)."""
+        return self._G.copy()
+
+
+class UnitGram:
+    """S = D^{-1} G D^{-1} / N (unit diagonal), with the column ``free`` profiled out
+    (S - s_f s_f'/s_ff, its row and column then 0) unless ``free`` is None.  ``dense``:
+    formed once (every column will be needed); else its columns are formed as asked
+    and kept."""
+
+    def __init__(self, G, free, dense):
+        p = G.shape[0]
+        self.shape = G.shape
+        self.weight = 1.0 / np.sqrt(np.clip(G.diagonal, 1e-300, None))  # 1 / (sqrt(N) D)
+        self.free = free
+        self.free_column = None
+        if free is not None:  # s_f, unprofiled
+            self.free_column = G.columns([free])[:, 0] * self.weight * self.weight[free]
+            self._u = self.free_column / self.free_column[free]
+        if dense:
+            S = G.whole()  # a fresh array, scaled in place
+            S *= self.weight[:, None]
+            S *= self.weight[None, :]
+            if free is not None:
+                step = max(1, CHUNK_BYTES // (8 * p))
+                for first in range(0, p, step):  # profile the free column out, rows at a time
+                    S[first:first + step] -= np.outer(self._u[first:first + step],
+                                                      self.free_column)
+                S[free, :] = 0.0
+                S[:, free] = 0.0
+            self._dense = S
+        else:
+            self._G, self._kept = G, {}
+            self._dense = None
+
+    def columns(self, idx) -> np.ndarray:
+        """S[:, idx], (p, len(idx))."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self._dense is not None:
+            return self._dense[:, idx]
+        missing = [k for k in dict.fromkeys(idx.tolist()) if k not in self._kept]
+        if missing:
+            block = self._G.columns(missing) * self.weight[:, None] * self.weight[missing][None, :]
+            if self.free is not None:
+                block -= np.outer(self._u, self.free_column[missing])
+                block[self.free] = 0.0
+                block[:, np.asarray(missing) == self.free] = 0.0
+            self._kept.update(zip(missing, block.T))
+        out = np.empty((self.weight.size, idx.size))
+        for at, k in enumerate(idx.tolist()):
+            out[:, at] = self._kept[k]
+        return out
+
+    def entries(self, rows, cols) -> np.ndarray:
+        """S[rows, cols] (broadcast index arrays)."""
+        if self._dense is not None:
+            return self._dense[rows, cols]
+        rows, cols = np.broadcast_arrays(rows, cols)
+        distinct, where = np.unique(cols, return_inverse=True)
+        return self.columns(distinct)[rows, where.reshape(cols.shape)]
+
+    def times(self, B) -> np.ndarray:
+        """S B for B (p, n) with few non-zero rows."""
+        used = np.flatnonzero(B.any(axis=1))
+        if used.size == 0:
+            return np.zeros_like(B)
+        if self._dense is not None:  # one sparse pass: (B' S)' costs nnz(B) x p
+            return (sp.csr_matrix(B.T) @ self._dense).T
+        return (sp.csr_matrix(B[used].T) @ self.columns(used).T).T
 
 
 def _scaled_chunk(Q, targets, excluded, lam0, tol):
     p, n = Q.shape[0], targets.size
-    Qj = Q[:, targets]  # (p, n): each target's column of Q
-    qjj = Q[targets, targets]
+    Qj = Q.columns(targets)  # (p, n): each target's column of Q
+    qjj = Q.entries(targets, targets)
     B = np.zeros((p, n))
     active = np.zeros((p, n), dtype=bool)
     sigma = np.sqrt(np.maximum(qjj, 0.0))
@@ -153,7 +222,7 @@ def _lasso(Q, targets, Qj, excluded, B, lam, active, tol):
     while True:
         if active.any():
             _descend_active(Q, targets, Qj, B, lam, active, tol)
-        corr = Qj - (sp.csr_matrix(B.T) @ Q).T if B.any() else Qj.copy()
+        corr = Qj - Q.times(B)
         # the optimality conditions of every coordinate: |S_kj - (S b)_k| <= lam
         free_corr = np.abs(corr)
         free_corr[targets, cols] = 0.0
@@ -203,7 +272,7 @@ def _descend_blocks(Q, cA, idx, valid, b, lam, tol):
     """Cyclic coordinate descent of  b'Q_AA b / 2 - cA'b + lam ||b||_1  for every column
     at once on its padded block A = ``idx``; ``b`` (n, m) is updated in place."""
     m = idx.shape[1]
-    QA = Q[idx[:, :, None], idx[:, None, :]]  # (n, m, m)
+    QA = Q.entries(idx[:, :, None], idx[:, None, :])  # (n, m, m)
     QA *= valid[:, :, None] & valid[:, None, :]
     diag = QA[:, np.arange(m), np.arange(m)]
     usable = valid & (diag > 1e-12)  # a column collinear with the free one cannot enter
