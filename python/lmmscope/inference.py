@@ -44,16 +44,22 @@ class WhitenedGram:
 
     def __init__(self, source, stats):
         self._source = source
+        self._whole = None
         self.diagonal = np.asarray(source.diagonal)
         self.shape = (self.diagonal.size, self.diagonal.size)
         self.intercept, self.x_shift = stats.intercept, stats.x_shift
 
     def columns(self, idx) -> np.ndarray:
-        return self._source.columns(np.asarray(idx, dtype=np.int64))
+        idx = np.asarray(idx, dtype=np.int64)
+        return self._source.columns(idx) if self._whole is None else self._whole[:, idx]
 
     def whole(self) -> np.ndarray:
-        """The p x p matrix, a fresh array (the caller's to change)."""
-        return self._source.whole()
+        """The p x p matrix (read-only), formed once: once every column was asked for,
+        the next calls (other columns, the debiasing) read it."""
+        if self._whole is None:
+            self._whole = self._source.whole()
+            self._whole.flags.writeable = False
+        return self._whole
 
 
 def whitened_gram(data, a) -> WhitenedGram:

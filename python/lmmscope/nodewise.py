@@ -77,7 +77,6 @@ def nodewise_lasso(G, n_obs, columns, *, free=None, tol=DEFAULT_TOL, progress=No
     sigma = np.zeros(columns.size)
     rounds = np.zeros(columns.size, dtype=np.int64)
     free = None if free is None else int(free)
-    dense = columns.size * DENSE_FRACTION >= p
 
     def solve(Q, at, excluded):
         """Fill the rows ``at`` of the outputs, chunk by chunk (no p x len(at) array)."""
@@ -93,12 +92,13 @@ def nodewise_lasso(G, n_obs, columns, *, free=None, tol=DEFAULT_TOL, progress=No
             if progress is not None and at.size > chunk:
                 progress(f"node-wise lasso {min(first + chunk, at.size)}/{at.size}")
 
+    rest = np.flatnonzero(columns != free)
+    if rest.size:  # first: when it forms the whole Gram, the free column's problem reads it
+        solve(UnitGram(G, free, rest.size * DENSE_FRACTION >= p), rest,
+              () if free is None else (free,))
     own = np.flatnonzero(columns == free) if free is not None else np.array([], dtype=int)
     if own.size:  # the free column's own problem: nothing profiled out
-        solve(UnitGram(G, None, dense), own, ())
-    rest = np.flatnonzero(columns != free)
-    if rest.size:
-        solve(UnitGram(G, free, dense), rest, () if free is None else (free,))
+        solve(UnitGram(G, None, DENSE_FRACTION >= p), own, ())
     coef *= (scale[columns][:, None] / scale[None, :])  # back to X_a's column scale
     return NodewiseFit(columns, coef, sigma, rounds)
 
@@ -115,8 +115,7 @@ class DenseGram:
         return self._G[:, np.asarray(idx, dtype=np.int64)]
 
     def whole(self) -> np.ndarray:
-        """A copy (the caller's to change)."""
-        return self._G.copy()
+        return self._G
 
 
 class UnitGram:
@@ -135,8 +134,7 @@ class UnitGram:
             self.free_column = G.columns([free])[:, 0] * self.weight * self.weight[free]
             self._u = self.free_column / self.free_column[free]
         if dense:
-            S = G.whole()  # a fresh array, scaled in place
-            S *= self.weight[:, None]
+            S = G.whole() * self.weight[:, None]
             S *= self.weight[None, :]
             if free is not None:
                 step = max(1, CHUNK_BYTES // (8 * p))
