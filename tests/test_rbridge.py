@@ -84,3 +84,21 @@ def test_to_dict_is_the_schema_payload():
     assert len(d["vcov"]) == len(d["fixef"]) == 3
 
 
+
+
+def test_inference_by_default_whatever_the_number_of_columns():
+    """No cap on the columns: an R fit carries its debiased table (a saved R fit has no
+    Python to compute it later); 600 candidates, above the former 500-column cap."""
+    rng = np.random.default_rng(3)
+    N, p = 200, 600
+    X = rng.standard_normal((N, p))
+    codes = np.repeat(np.arange(20), 10)
+    y = X[:, 0] + rng.standard_normal(20)[codes] + rng.standard_normal(N)
+    names = [f"x{j}" for j in range(p)]
+    out = rbridge.fit_arrays(X, y, np.ones((N, 1)), codes, names, ["(Intercept)"], "g",
+                             k=1, a=1.0)
+    table = out["inference"]
+    assert table["term"] == names and table["df"] == 19
+    est = dict(zip(table["term"], table["estimate"]))
+    se = dict(zip(table["term"], table["std_error"]))
+    assert abs(est["x0"] - 1) < 4 * se["x0"]  # the true effect, within its interval
