@@ -125,7 +125,7 @@ def debias(G, scores, beta, cols, D):
     from the debiased coordinates' per-cluster influences, so they need the rows of
     every shifted column (all terms, the default); otherwise its row is NaN.
     """
-    cols = np.asarray(cols)
+    cols = np.asarray(cols, dtype=np.int64)
     denom = np.einsum("kp,pk->k", D, G.columns(cols))  # w_j'X_a[:, j]
     influence = (scores @ D.T) / denom  # (clusters, k): w_j,i' r_a,i / w_j'X_a[:, j]
     estimate = beta[cols] + influence.sum(axis=0)

@@ -27,6 +27,10 @@ over all of them, no Python loop over columns):
 - warm starts along the rounds; a column whose sigma has settled leaves the batch.
 
 Columns are processed in chunks that bound the extra memory to a few p-vectors each.
+The Gram is read through ``diagonal``, ``columns(idx)`` and ``whole()``
+(:class:`lmmscope.inference.WhitenedGram`, or :class:`DenseGram` for an array): for a few
+columns only those their lassos touch are formed and scaled, so the cost follows the
+number of columns asked, not p^2.
 """
 
 from __future__ import annotations
@@ -45,9 +49,9 @@ MAX_ROUNDS = 30
 # intervals' ends then agree with the exact lasso's to ~1e-12 relative (test_inference).
 DEFAULT_TOL = 1e-10
 CHUNK_BYTES = 32 * 2**20  # p x columns working arrays of one chunk
-GROUP_ELEMENTS = 2**21
+GROUP_ELEMENTS = 2**21  # padded active blocks (columns x m x m) swept together
 # scale the whole Gram at once when at least 1 / DENSE_FRACTION of its columns are asked
-DENSE_FRACTION = 8  # padded active blocks (columns x m x m) swept together
+DENSE_FRACTION = 8
 MAX_SWEEPS = 100_000
 
 
