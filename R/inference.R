@@ -11,7 +11,7 @@
 #' standard error with the same t reference.
 #'
 #' @param object An \code{lmm_scope} fit made with \code{inference = TRUE} (the
-#'   default when there are at most 500 candidate columns).
+#'   default up to about 11,500 candidate columns).
 #' @param parm Names or indices of the columns; default all.
 #' @param level Confidence level.
 #' @param ... Unused.

@@ -40,8 +40,10 @@
 #' @param weights Not supported (a clear error).
 #' @param inference Compute debiased estimates and cluster-sandwich standard
 #'   errors for every candidate column (for \code{confint}, \code{inference} and
-#'   \code{summary}): \code{TRUE}, \code{FALSE} or \code{NULL} (only when there
-#'   are at most 500 candidate columns).
+#'   \code{summary}): \code{TRUE}, \code{FALSE} or \code{NULL} (the default:
+#'   computed at fit time, in about the fit's own time, and kept in the fit, unless
+#'   the p x p matrix it needs would pass 1 GiB, about 11,500 columns; a warning
+#'   then says so).
 #' @param conf.level Confidence level of the stored debiased intervals.
 #' @param verbose Print progress.
 #' @return An object of class \code{lmm_scope} (plain R values) with lme4's

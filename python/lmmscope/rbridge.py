@@ -21,8 +21,9 @@ from .mixed import MixedModelFit
 from .results import LmmResult
 from .schema import inference_payload, plain, result_payload
 
-INFERENCE_AUTO_MAX = 500
-
+# inference = NULL computes the table at fit time unless the p x p whitened Gram that the
+# node-wise fits need would pass this size (p above ~11,500); a memory guard, not a time one
+INFERENCE_AUTO_GRAM_BYTES = 2**30
 
 def _names(x) -> list:
     """reticulate turns a length-1 character vector into a str: always a list."""
@@ -118,8 +119,15 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
         warnings.simplefilter("always")
         result, ml = _core_fit(X, y, Z, groups, names, random_names, str(group_name),
                                unpenalised, bool(reml), selection)
-        if inference is None:  # automatic: cheap enough below ~500 candidates (seconds)
-            inference = len(names) <= INFERENCE_AUTO_MAX
+        # by default at fit time: the node-wise fits cost about the fit's own time
+        # (bench/inference.py), and a saved R fit has no Python to compute them later
+        if inference is None:
+            gram_bytes = 8 * len(names) ** 2
+            inference = gram_bytes <= INFERENCE_AUTO_GRAM_BYTES
+            if not inference:
+                warnings.warn(f"no debiased inference computed: the {len(names)} x {len(names)} "
+                              f"whitened Gram matrix it needs takes {gram_bytes / 2**30:.1f} GiB; "
+                              "pass inference = TRUE to compute it anyway")
         table = None
         if inference:
             tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
