@@ -58,16 +58,8 @@ call_core <- function(name, ...) {
   }
   fun <- bridge[[name]]
   out <- tryCatch(fun(...), error = function(e) stop(python_error_message(e), call. = FALSE))
-  for (w in out$warnings) warning(r_warning_text(w), call. = FALSE)
+  for (w in out$warnings) warning(paste0("lmmscope: ", w$message), call. = FALSE)
   out
-}
-
-r_warning_text <- function(w) {
-  if (identical(w$category, "ConvergenceWarning") && grepl("Objective did not converge", w$message)) {
-    return(paste("the node-wise lasso of the debiased inference did not reach its tolerance",
-                 "for some columns; their intervals may be less accurate"))
-  }
-  paste0("lmmscope: ", w$message)
 }
 
 python_error_message <- function(e) {

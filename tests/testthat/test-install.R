@@ -61,12 +61,3 @@ test_that("a broken virtualenv is made again; a working one is never removed", {
     expect_equal(lmmscope:::run_clean(venv_python, c("-c", "pass")), 0L)
   })
 })
-
-test_that("the core's warnings get R-side wording", {
-  w <- list(category = "ConvergenceWarning",
-            message = "Objective did not converge. You might want to increase the number of iterations")
-  expect_match(lmmscope:::r_warning_text(w), "node-wise lasso")
-  expect_false(grepl("increase the number of iterations", lmmscope:::r_warning_text(w)))
-  expect_equal(lmmscope:::r_warning_text(list(category = "UserWarning", message = "x")),
-               "lmmscope: x")
-})
