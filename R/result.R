@@ -76,12 +76,15 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
                     n_params = as.integer(out$ml_refit$n_params)),
     nobs = as.integer(out$nobs), ngroups = as.integer(out$ngroups),
     singular = isTRUE(out$singular), converged = !isFALSE(out$converged),
-    X = X, y = design$y, Z = design$Z, group_codes = codes, frame = frame_without_terms(design$frame),
+    X = X, y = design$y, Z = design$Z, group_codes = codes,
     fitted = fitted, residuals = stats::setNames(design$y - fitted, names(fitted)),
     na.action = design$na.action, n_dropped = length(design$na.action),
     inference = inference_frame(out$inference)
   )
   fit$formula_exact <- isTRUE(attr(fit$terms_predict, "exact"))
+  fit$fixed_labels <- selected_model_labels(design, columns, fit$terms_predict, fit$formula_exact)
+  fit$always <- intersect(design$always, fit$unpenalised)
+  fit$data <- model_data(design, fit)
   class(fit) <- if (kind == "lmm") c("lmm", "lmm_scope") else "lmm_scope"
   fit
 }
@@ -99,9 +102,27 @@ inference_frame <- function(tab) {
   out
 }
 
-# The model frame without its terms attribute (model.frame() puts the fit's terms back):
-# for p candidate terms that attribute holds a (p + 1) x p matrix, stored once, not twice.
-frame_without_terms <- function(frame) {
-  attr(frame, "terms") <- NULL
-  frame
+# The data the selected model needs, and only that (as_lmerMod(), model.frame()): the
+# raw variables of the response, the selected terms, the random-effects term, the
+# grouping factor and the offsets, on the rows used in fitting (after subset and
+# na.action). Not the candidates' columns: a fit stays about as large as lmer's.
+model_data <- function(design, fit) {
+  env <- environment(design$fixed)
+  vars <- unique(c(all.vars(design$fixed[[2L]]), all.vars(stats::reformulate(
+    c(fit$fixed_labels, "1"))), all.vars(fit$re$random), all.vars(fit$re$group)))
+  rows <- match(rownames(design$frame), rownames(design$data))
+  out <- list()
+  for (v in vars) {
+    value <- if (v %in% names(design$data)) design$data[[v]][rows] else
+      tryCatch(get(v, envir = env), error = function(e) NULL)
+    if (v %in% names(design$data) || NROW(value) == nrow(design$data)) {
+      out[[v]] <- if (v %in% names(design$data)) value else value[rows]
+    }  # anything else (a constant in the formula's environment) stays there
+  }
+  if (!is.null(design$frame[["(offset)"]])) out[[OFFSET_COLUMN]] <- design$frame[["(offset)"]]
+  out <- as.data.frame(out, optional = TRUE, stringsAsFactors = FALSE)
+  rownames(out) <- rownames(design$frame)
+  out
 }
+
+OFFSET_COLUMN <- ".lmmscope_offset"

@@ -55,7 +55,7 @@ print.summary.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3),
     stats::printCoefmat(x$debiased, digits = digits, P.values = TRUE, has.Pvalue = TRUE,
                         cs.ind = 1:2, tst.ind = 3, signif.stars = TRUE)
   } else if (!inherits(x, "lmm")) {
-    cat("\n(no debiased inference: refit with inference = TRUE for p-values and confint())\n")
+    cat("\n(no debiased inference: refit with inference = TRUE for p-values and confint(method = \"debiased\"))\n")
   }
   if (x$singular) cat("boundary (singular) fit: see help('isSingular')\n")
   invisible(x)
