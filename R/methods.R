@@ -227,7 +227,9 @@ df.residual.lmm_scope <- function(object, ...) object$nobs - object$n_params
 
 #' @rdname lmm_scope-methods
 #' @export
-fitted.lmm_scope <- function(object, ...) stats::napredict(object$na.action, object$fitted)
+fitted.lmm_scope <- function(object, ...) {
+  stats::napredict(object$na.action, refit_arrays(object)$fitted)
+}
 
 #' @rdname lmm_scope-methods
 #' @export
@@ -236,7 +238,7 @@ residuals.lmm_scope <- function(object, type = c("response", "working", "devianc
   # As lme4 for a linear mixed model with unit weights: the four types coincide, and
   # scaled = TRUE divides by sigma.
   type <- match.arg(type)
-  r <- object$residuals
+  r <- refit_arrays(object)$residuals
   if (isTRUE(scaled)) r <- r / sigma(object)
   stats::naresid(object$na.action, r)
 }
@@ -284,7 +286,7 @@ model.frame.lmm_scope <- function(formula, ...) {
 
 #' @rdname lmm_scope-methods
 #' @export
-model.matrix.lmm_scope <- function(object, ...) object$X
+model.matrix.lmm_scope <- function(object, ...) refit_arrays(object)$X
 
 #' @rdname lmm_scope-methods
 #' @export
@@ -308,15 +310,16 @@ getME.lmm_scope <- function(object, name, ...) {
     return(sapply(name, getME.lmm_scope, object = object, simplify = FALSE))
   }
   if (!(name %in% NATIVE_GETME)) return(lme4::getME(lmer_of(object), name, ...))
-  q <- ncol(object$Z)
+  q <- length(object$re$names)
+  arrays <- if (name %in% c("X", "mu", "offset", "Z", "flist", "mmList")) refit_arrays(object)
   switch(name,
-         X = object$X, y = object$y, mu = object$fitted, offset = object$offset,
-         Z = sparse_z(object),
-         flist = structure(stats::setNames(list(factor(object$re$levels[object$group_codes],
+         X = arrays$X, y = object$y, mu = unname(arrays$fitted), offset = arrays$offset,
+         Z = sparse_z(object, arrays),
+         flist = structure(stats::setNames(list(factor(object$re$levels[arrays$codes],
                                                        levels = object$re$levels)),
                                            object$re$group_name), assign = 1L),
-         cnms = stats::setNames(list(colnames(object$Z)), object$re$group_name),
-         mmList = stats::setNames(list(object$Z),
+         cnms = stats::setNames(list(object$re$names), object$re$group_name),
+         mmList = stats::setNames(list(arrays$Z),
                                   deparse1(call("|", object$re$random, object$re$group))),
          theta = stats::setNames(object$theta, theta_names(object)),
          lower = ifelse(row(diag(q))[lower.tri(diag(q), diag = TRUE)] ==
@@ -337,14 +340,14 @@ NATIVE_GETME <- c("X", "Z", "y", "mu", "offset", "flist", "cnms", "mmList", "the
 
 # The q x q lower-triangular relative covariance factor of one cluster (from theta).
 lambda_block <- function(object) {
-  q <- ncol(object$Z)
+  q <- length(object$re$names)
   L <- matrix(0, q, q)
   L[lower.tri(L, diag = TRUE)] <- object$theta
   L
 }
 
 theta_names <- function(object) {
-  nm <- colnames(object$Z)
+  nm <- object$re$names
   q <- length(nm)
   idx <- which(lower.tri(diag(q), diag = TRUE), arr.ind = TRUE)
   idx <- idx[order(idx[, 2], idx[, 1]), , drop = FALSE]
@@ -353,14 +356,14 @@ theta_names <- function(object) {
          paste(g, nm[idx[, 1]], nm[idx[, 2]], sep = "."))
 }
 
-sparse_z <- function(object) {
+sparse_z <- function(object, arrays = refit_arrays(object)) {
   if (!requireNamespace("Matrix", quietly = TRUE)) {
     stop("getME(fit, \"Z\") needs the Matrix package", call. = FALSE)
   }
-  q <- ncol(object$Z)
-  n <- nrow(object$Z)
-  cols <- (rep(object$group_codes, q) - 1L) * q + rep(seq_len(q), each = n)
-  Matrix::sparseMatrix(i = rep(seq_len(n), q), j = cols, x = as.numeric(object$Z),
+  q <- ncol(arrays$Z)
+  n <- nrow(arrays$Z)
+  cols <- (rep(arrays$codes, q) - 1L) * q + rep(seq_len(q), each = n)
+  Matrix::sparseMatrix(i = rep(seq_len(n), q), j = cols, x = as.numeric(arrays$Z),
                        dims = c(n, q * object$ngroups))
 }
 
@@ -409,22 +412,23 @@ simulate.lmm_scope <- function(object, nsim = 1, seed = NULL, use.u = FALSE, re.
   conditional <- re_form_level(re.form) == 1L
   if (!is.null(seed)) set.seed(seed)
   if (!exists(".Random.seed", envir = .GlobalEnv)) stats::runif(1)
-  eta <- if (conditional) object$fitted else drop(object$X %*% object$fixef) + object$offset
+  arrays <- refit_arrays(object)
+  eta <- if (conditional) arrays$fitted else drop(arrays$X %*% object$fixef) + arrays$offset
   n <- length(eta)
   reff <- 0
   if (!conditional) {  # lme4's order: u in Z's column order (cluster-major), then noise
-    q <- ncol(object$Z)
+    q <- ncol(arrays$Z)
     u <- array(stats::rnorm(q * object$ngroups * nsim), c(q, object$ngroups, nsim))
     L <- lambda_block(object)
     reff <- vapply(seq_len(nsim), function(s) {
       b <- t(L %*% u[, , s, drop = TRUE])
-      rowSums(object$Z * matrix(b, ncol = q)[object$group_codes, , drop = FALSE])
+      rowSums(arrays$Z * matrix(b, ncol = q)[arrays$codes, , drop = FALSE])
     }, numeric(n))
   }
   val <- eta + object$sigma * (reff + matrix(stats::rnorm(n * nsim), ncol = nsim))
   val <- as.data.frame(matrix(val, n, nsim))
   names(val) <- paste("sim", seq_len(nsim), sep = "_")
-  row.names(val) <- names(object$fitted)
+  row.names(val) <- names(arrays$fitted)
   val
 }
 
@@ -486,7 +490,7 @@ kept_lines <- function(x) {
   if (!length(kept)) return(NULL)
   why <- ifelse(kept == "(Intercept)", "intercept",
                 ifelse(kept %in% x$always, "always =",
-                       ifelse(kept %in% colnames(x$Z),
+                       ifelse(kept %in% x$re$names,
                               "random slope (penalize_random_slopes = TRUE makes it a candidate)",
                               "unpenalised")))
   c("Kept without selection (not counted in k):",

@@ -40,7 +40,7 @@ coef.summary.lmm_scope <- function(object, ...) object$coefficients
 #' @export
 print.summary.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3), ...) {
   cat(header_lines(x), sep = "\n")
-  res <- stats::quantile(x$residuals / x$sigma, c(0, 0.25, 0.5, 0.75, 1), names = FALSE)
+  res <- stats::quantile(refit_arrays(x)$residuals / x$sigma, c(0, 0.25, 0.5, 0.75, 1), names = FALSE)
   cat("\nScaled residuals:\n")
   print(stats::setNames(res, c("Min", "1Q", "Median", "3Q", "Max")), digits = digits)
   cat("\nRandom effects:\n")
