@@ -11,10 +11,12 @@ nlme::VarCorr
 #' Methods for lmm_scope and lmm fits
 #'
 #' The methods of \code{lme4}'s \code{merMod}, with the same arguments and
-#' results on the same model. \code{coef} gives the selection estimates over
-#' every candidate column (zeros for unselected ones); everything else comes
-#' from the REML (or ML) refit on the selected model. None of them needs
-#' Python, so a fit read back with \code{readRDS} works anywhere.
+#' results on the same model, all from the REML (or ML) refit on the selected
+#' model; the selection-stage estimates are \code{\link{coef_selection}(fit)}.
+#' None of them needs Python, so a fit read back with \code{readRDS} works
+#' anywhere. The rest of lme4's ecosystem (broom.mixed, emmeans, performance,
+#' lmerTest, \code{drop1}, lme4's \code{confint}) works through
+#' \code{\link{as_lmerMod}}: see \code{\link{lmm_scope-ecosystem}}.
 #'
 #' @param object,x,formula An \code{lmm_scope} (or \code{lmm}) fit.
 #' @param ... Unused.
