@@ -21,7 +21,8 @@ test_that("as_lmerMod() is lme4 at the fitted theta, and broom.mixed, emmeans, p
   fit <- lmm_scope(distance ~ age + Sex + noise1 + noise2 + noise3 + (age | Subject), d, k = 1)
   expect_equal(fit$support, "SexFemale")
   f <- formula(fit)
-  ref <- lme4::lmer(f, d, control = tight())  # a call update() can re-evaluate (lmerTest)
+  # the control inlined: lmerTest and emmeans re-evaluate lmer's call
+  ref <- eval(bquote(lme4::lmer(f, d, control = .(tight()))))
   m <- as_lmerMod(fit)
   expect_s4_class(m, "lmerMod")
   expect_lte(abs(as.numeric(logLik(m)) - as.numeric(logLik(fit))), 1e-8)
@@ -96,7 +97,8 @@ test_that("confint(method = 'profile' | 'boot') on an lmm fit is lme4's", {
   skip_if_no_lme4()
   d <- lme4::sleepstudy
   fit <- lmm(Reaction ~ Days + (1 | Subject), d)
-  ref <- lmer_tight(Reaction ~ Days + (1 | Subject), d)
+  # the control inlined: lme4's bootstrap re-evaluates lmer's call
+  ref <- eval(bquote(lme4::lmer(Reaction ~ Days + (1 | Subject), d, control = .(tight()))))
   prof <- suppressMessages(confint(fit))  # lme4's default method, profile
   expect_equal(dimnames(prof), dimnames(suppressMessages(confint(ref))))
   expect_rel(prof, suppressMessages(confint(ref)), 1e-5)
@@ -146,6 +148,7 @@ test_that("lmm_scope() takes penalize_random_slopes and the core's control; prin
   expect_true(any(grepl("Kept without selection", out)))
   expect_true(any(grepl("random slope .*: Days$", out)))
   expect_true(any(grepl("intercept: \\(Intercept\\)", out)))
+  expect_true(any(grepl("random slope .*: Days$", capture.output(print(summary(kept))))))
   expect_error(lmm_scope(Reaction ~ Days + (Days | Subject), d,
                          control = lmm_scope_control(no_such_option = 1)),
                "unknown control option\\(s\\) no_such_option")
