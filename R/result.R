@@ -109,18 +109,19 @@ model_data <- function(design, fit) {
   rows <- match(rownames(design$frame), rownames(design$data))
   out <- list()
   for (v in vars) {
-    value <- if (v %in% names(design$data)) design$data[[v]][rows] else
+    value <- if (v %in% names(design$data)) design$data[[v]] else
       tryCatch(get(v, envir = env), error = function(e) NULL)
     if (v %in% names(design$data) || NROW(value) == nrow(design$data)) {
-      out[[v]] <- if (v %in% names(design$data)) value else value[rows]
+      out[[v]] <- if (is.null(dim(value))) value[rows] else value[rows, , drop = FALSE]
     }  # anything else (a constant in the formula's environment) stays there
   }
   if (!is.null(design$frame[["(offset)"]])) out[[OFFSET_COLUMN]] <- design$frame[["(offset)"]]
-  out <- as.data.frame(out, optional = TRUE, stringsAsFactors = FALSE)
+  # a data.frame built directly, so that a matrix column (poly's input, say) stays one
+  # column; R stores the automatic row names 1..N as two integers, any other as N strings
   names <- rownames(design$frame)
-  # R stores the automatic row names 1..N as two integers, any other as N strings
-  if (!identical(names, as.character(seq_len(nrow(out))))) rownames(out) <- names
-  out
+  n <- length(names)
+  structure(out, class = "data.frame", row.names = if (identical(names, as.character(seq_len(n))))
+    .set_row_names(n) else names)
 }
 
 # The refit's arrays rebuilt from the stored variables (a fit does not store them: the

@@ -192,3 +192,17 @@ test_that("a fit on Chem97 with 40 noise columns is at most 1.5 times lmer's siz
   expect_lte(as.numeric(object.size(fit)) / as.numeric(object.size(ref)), 1.5)
   expect_lte(abs(as.numeric(logLik(as_lmerMod(fit))) - as.numeric(logLik(fit))), 1e-6)
 })
+
+test_that("a matrix column of data is stored whole and lme4 at the fit's theta reproduces it", {
+  skip_if_no_lmmscope()
+  skip_if_no_lme4()
+  d <- lme4::sleepstudy
+  set.seed(5)
+  d$M <- cbind(a = stats::rnorm(nrow(d)), b = stats::rnorm(nrow(d)))
+  fit <- lmm(Reaction ~ Days + M + (1 | Subject), d, subset = Days > 1)
+  expect_equal(dim(fit$data$M), c(144L, 2L))
+  ref <- lme4::lmer(Reaction ~ Days + M + (1 | Subject), d, subset = Days > 1, control = tight())
+  expect_rel(lme4::fixef(as_lmerMod(fit)), lme4::fixef(ref), 1e-6)
+  expect_equal(dimnames(model.matrix(fit)), dimnames(model.matrix(ref)))
+  expect_equal(model.frame(fit), model.frame(ref), ignore_attr = TRUE)
+})
