@@ -143,6 +143,10 @@ test_that("lmm_scope() takes penalize_random_slopes and the core's control; prin
                    control = lmm_scope_control(screen_size = 100, max_a_iter = 3))
   expect_equal(fit$support, "Days")
   expect_equal(fit$unpenalised, "(Intercept)")
+  cv <- lmm_scope(Reaction ~ Days + noise + (Days | Subject), d, k = 0, a = "cv",
+                  a_grid = c(0.3, 3), seed = 1)
+  expect_true(cv$a %in% c(0.3, 3))
+  expect_error(lmm_scope(Reaction ~ Days + (Days | Subject), d, a_grid = -1), "a_grid")
   kept <- lmm_scope(Reaction ~ Days + noise + (Days | Subject), d, k = 0)
   out <- capture.output(print(kept))
   expect_true(any(grepl("Kept without selection", out)))
