@@ -109,3 +109,19 @@ def test_inference_by_default_up_to_the_memory_guard(monkeypatch):
                              k=1, a=1.0)
     assert out["inference"] is None
     assert any("pass inference = TRUE" in w["message"] for w in out["warnings"])
+
+
+def test_control_from_r_becomes_the_core_control_with_clear_errors():
+    from lmmscope.control import Control
+
+    # R sends whole numbers as doubles: int fields get ints back
+    control = rbridge._control({"screen_size": 100.0, "unit_free_z": False, "a_relative_tol": 0.05})
+    assert control == Control(screen_size=100, unit_free_z=False, a_relative_tol=0.05)
+    assert isinstance(control.screen_size, int)
+    assert rbridge._control(None) is None
+    with pytest.raises(ValueError, match="unknown control option\\(s\\) nope; lmm_scope_control"):
+        rbridge._control({"nope": 1})
+    with pytest.raises(ValueError, match="screen_size must be a positive whole number"):
+        rbridge._control({"screen_size": 2.5})
+    with pytest.raises(ValueError, match="unit_free_z must be TRUE or FALSE"):
+        rbridge._control({"unit_free_z": 1.0})

@@ -69,7 +69,7 @@ def test_readme_r_install_and_r_block_work_verbatim(tmp_path):
     home.mkdir()
     r_lib.mkdir()
     env = _fresh_user_env(home, r_lib)
-    install = readme_block("sh", "R", "R CMD build .")
+    install = readme_block("sh", "R", "R CMD build")
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", install], cwd=repo, env=env,
                          capture_output=True, text=True, timeout=1200)
     out = run.stdout + run.stderr
