@@ -285,6 +285,12 @@ class DaskStatsBackend:
     def whitened(self, a):
         return self._whitened_at(a)[0]
 
+    def whitened_gram(self, a):
+        """X_a'X_a, for inference (as tuning.Data's): whole, a tree reduction on the
+        workers (the client holds no Z'X to form its columns)."""
+        from ..nodewise import DenseGram
+        return DenseGram(self.whitened(a).gram)
+
     def cluster_Zt_Xbeta(self, beta) -> np.ndarray:
         """Z_i'X_i beta for every cluster (Z's columns scaled as ``stats``), computed on
         the workers: (clusters, q)."""
