@@ -121,7 +121,7 @@ def test_control_from_r_becomes_the_core_control_with_clear_errors():
     assert rbridge._control(None) is None
     with pytest.raises(ValueError, match="unknown control option\\(s\\) nope; lmm_scope_control"):
         rbridge._control({"nope": 1})
-    with pytest.raises(ValueError, match="screen_size must be a positive whole number"):
+    with pytest.raises(ValueError, match=r"Control\(screen_size=2.5\): must be an integer >= 1"):
         rbridge._control({"screen_size": 2.5})
-    with pytest.raises(ValueError, match="unit_free_z must be TRUE or FALSE"):
+    with pytest.raises(ValueError, match=r"Control\(unit_free_z=1.0\): must be True or False"):
         rbridge._control({"unit_free_z": 1.0})

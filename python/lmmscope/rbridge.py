@@ -19,6 +19,7 @@ import numpy as np
 from . import api
 from .control import Control
 from .crossprod import compute_cluster_stats
+from .exceptions import InputError
 from .mixed import MixedModelFit
 from .results import LmmResult
 from .schema import inference_payload, plain, result_payload
@@ -54,27 +55,16 @@ def _arrays(X, y, Z, groups):
 
 
 def _control(values) -> Control | None:
-    """R's ``lmm_scope_control(...)`` list as a :class:`Control`; numbers R sends as
-    doubles become ints where the field is an int.  Unknown names: one clear error."""
+    """R's ``lmm_scope_control(...)`` list as a :class:`Control`, whose own rules check
+    the values (R's whole doubles become ints there); unknown names in R's words."""
     if values is None:
         return None
-    fields = {f.name: f for f in dataclasses.fields(Control)}
+    fields = [f.name for f in dataclasses.fields(Control)]
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown control option(s) {', '.join(unknown)}; lmm_scope_control() "
+        raise InputError(f"unknown control option(s) {', '.join(unknown)}; lmm_scope_control() "
                          f"takes {', '.join(fields)}")
-    out = {}
-    for name, value in values.items():
-        kind = type(getattr(Control(), name))
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ValueError(f"control option {name} must be TRUE or FALSE, got {value!r}")
-        elif (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
-              or (kind is int and value != int(value))):
-            raise ValueError(f"control option {name} must be a positive "
-                             f"{'whole ' if kind is int else ''}number, got {value!r}")
-        out[name] = kind(value)
-    return Control(**out)
+    return Control(**values)
 
 
 def _core_fit(X, y, Z, groups, names, random_names, group_name, unpenalised, reml, selection,

@@ -160,7 +160,7 @@ test_that("lmm_scope() takes penalize_random_slopes and the core's control; prin
                "lmm_scope_control")
   expect_error(lmm(Reaction ~ Days + (Days | Subject), d,
                    control = lmm_scope_control(optimizer_maxiter = -1)),
-               "optimizer_maxiter must be a positive whole number")
+               "Control(optimizer_maxiter=-1): must be an integer >= 1", fixed = TRUE)
 })
 
 test_that("print wraps a long formula; the coefficient plot is labelled, also as a ggplot", {
