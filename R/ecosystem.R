@@ -53,6 +53,12 @@ as_lmerMod <- function(fit, tol = 1e-6) {
     stop("this fit was made by an older lmmscope and holds no data for lme4: refit it",
          call. = FALSE)
   }
+  if (is.null(fit$fixed_labels)) {
+    stop("as_lmerMod(): some selected columns of a term (e.g. one polynomial contrast of an ",
+         "ordered factor) cannot be written as a function of the data's variables, so lme4 ",
+         "cannot refit exactly this model; getME(fit, \"X\") is the refit's design",
+         call. = FALSE)
+  }
   f <- stats::formula(fit)
   data_name <- if (is.name(fit$call$data)) deparse1(fit$call$data) else "data"
   env <- new.env(parent = environment(f) %||% globalenv())
@@ -62,7 +68,8 @@ as_lmerMod <- function(fit, tol = 1e-6) {
   contrasts <- fit$contrasts[names(fit$contrasts) %in% vapply(
     as.list(attr(stats::terms(f), "variables"))[-1L], deparse1, "")]
   args <- list(formula = f, data = as.name(data_name), REML = fit$REML)
-  if (length(contrasts) && !is.null(fit$call$contrasts)) args$contrasts <- contrasts
+  # the fit's contrasts, whether given in the call or by options(contrasts =)
+  if (length(contrasts)) args$contrasts <- contrasts
   if (!is.null(fit$data[[OFFSET_COLUMN]])) args$offset <- as.name(OFFSET_COLUMN)
   call <- as.call(c(list(quote(lme4::lmer)), args))
   at_theta <- call
@@ -133,6 +140,7 @@ tidy.lmm_scope <- function(x, ...) {
   fixed <- which(out$effect == "fixed")
   if (length(fixed) != length(x$fixef)) return(out)
   names_fit <- names(x$fixef)
+  out$term[fixed] <- names_fit  # the fit's names, not lme4's expressions for part of a term
   out$selection <- NA_character_
   out$selection[fixed] <- ifelse(names_fit %in% x$unpenalised, "kept", "selected")
   out$estimate_selection <- NA_real_
@@ -156,7 +164,15 @@ augment.lmm_scope <- function(x, ...) {
 
 #' @rdname lmm_scope-ecosystem
 #' @exportS3Method emmeans::recover_data
-recover_data.lmm_scope <- function(object, ...) emmeans::recover_data(lmer_of(object), ...)
+recover_data.lmm_scope <- function(object, ...) {
+  if (isFALSE(object$formula_exact)) {
+    # emmeans' grids vary whole factors; here only some of a term's columns are in the model
+    stop("emmeans needs whole terms, and this fit selected only some columns of a term (",
+         paste(setdiff(names(object$fixef), "(Intercept)"), collapse = ", "), "); fit the ",
+         "model with whole terms by lmm() to use emmeans", call. = FALSE)
+  }
+  emmeans::recover_data(lmer_of(object), ...)
+}
 
 #' @rdname lmm_scope-ecosystem
 #' @exportS3Method emmeans::emm_basis

@@ -36,8 +36,16 @@ confint.lmm_scope <- function(object, parm, level = 0.95,
   method <- match.arg(method)
   if (method != "debiased") {
     m <- lmer_of(object)
-    if (missing(parm)) return(stats::confint(m, level = level, method = method, ...))
-    return(stats::confint(m, parm = parm, level = level, method = method, ...))
+    to_lme4 <- lme4_fixef_names(object, m)
+    if (missing(parm)) {
+      ci <- stats::confint(m, level = level, method = method, ...)
+    } else {
+      if (is.character(parm)) parm <- ifelse(parm %in% names(to_lme4), to_lme4[parm], parm)
+      ci <- stats::confint(m, parm = parm, level = level, method = method, ...)
+    }
+    back <- match(rownames(ci), to_lme4)
+    rownames(ci)[!is.na(back)] <- names(to_lme4)[back[!is.na(back)]]
+    return(ci)
   }
   tab <- inference_rows(object, if (missing(parm)) NULL else parm)
   a <- (1 - level) / 2
@@ -88,4 +96,14 @@ inference_rows <- function(object, parm) {
     stop("unknown coefficient name(s): ", paste(unknown, collapse = ", "), call. = FALSE)
   }
   tab[parm, , drop = FALSE]
+}
+
+# lme4's names of the fit's fixed effects, named by the fit's: they differ where a partly
+# selected term is written as an expression (siteb is I(as.numeric(site == "b")) there);
+# formula(fit) writes the columns in the fit's order
+lme4_fixef_names <- function(fit, m) {
+  ours <- names(fit$fixef)
+  theirs <- colnames(lme4::getME(m, "X"))
+  if (length(ours) != length(theirs)) return(stats::setNames(theirs, theirs))
+  stats::setNames(theirs, ours)
 }
