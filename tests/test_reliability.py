@@ -61,9 +61,13 @@ def test_parquet_folder_with_subfolders_read_recursively(frame, tmp_path, capsys
 
 
 def test_hive_partitioned_folder_gives_its_key_column(frame, tmp_path):
-    df = frame.assign(part=np.arange(len(frame)) % 3)
+    """The key is a factor, as pandas and dask read the folder (integer keys included)."""
+    df = frame.assign(part=np.arange(len(frame)) % 3 + 1)
     df.to_parquet(tmp_path / "hive", partition_cols=["part"])
-    reference = lmmscope.lmm("y ~ x1 + part + (1 | cluster)", df)
+    read = pd.read_parquet(tmp_path / "hive")
+    assert isinstance(read["part"].dtype, pd.CategoricalDtype)
+    reference = lmmscope.lmm("y ~ x1 + part + (1 | cluster)", read)
+    assert list(reference.fixef.index) == ["Intercept", "x1", "part[T.2]", "part[T.3]"]
     for chunk_rows in (None, 17):
         fit = lmmscope.lmm("y ~ x1 + part + (1 | cluster)", tmp_path / "hive", chunk_rows=chunk_rows)
         assert fit.mixed.nobs == len(df)

@@ -3,6 +3,7 @@
 import dask.dataframe as dd  # the lmmscope[dask] extra: a missing install fails, not skips
 import distributed
 import numpy as np
+import pandas as pd
 import pytest
 from test_sources_parquet import (FORMULA, RTOL, assert_same_fit, fit_quietly, streamed_frame,
                                   write_parts)
@@ -85,3 +86,17 @@ def test_missing_only_clusters_and_levels_equal_memory(client):
     mem = fit_quietly(lmm_scope, FORMULA, df, k="cv", cv_folds=3)
     ext = fit_quietly(lmm_scope, FORMULA, dd.from_pandas(df, npartitions=4), k="cv", cv_folds=3)
     assert_same_fit(mem, ext)
+
+
+def test_categorical_of_integers_is_a_factor_as_in_memory(client):
+    """pd.Categorical of ints (a hive key read by dask) is a factor, not refused as numbers
+    stored as objects; the fit equals the in-memory one."""
+    rng = np.random.default_rng(0)
+    N = 600
+    df = pd.DataFrame({"g": rng.integers(0, 30, N), "x": rng.standard_normal(N),
+                       "site": pd.Categorical(rng.integers(1, 4, N))})
+    df["y"] = df.x + df.site.astype(int) * 0.3 + rng.standard_normal(30)[df.g] + rng.standard_normal(N)
+    mem = fit_quietly(lmm, "y ~ x + site + (1 | g)", df)
+    ext = fit_quietly(lmm, "y ~ x + site + (1 | g)", dd.from_pandas(df, npartitions=3))
+    assert list(ext.fixef.index) == ["Intercept", "x", "site[T.2]", "site[T.3]"]
+    np.testing.assert_allclose(ext.fixef, mem.fixef, rtol=RTOL, atol=1e-10)

@@ -91,12 +91,13 @@ def hive_partitions(files, root) -> list:
 
 
 def _partition_type(values):
-    """pyarrow's inference for hive partition values: integers if all are, else text."""
+    """A hive partition key is a factor, as pandas and dask read it (pyarrow's dictionary
+    type): of integers, ordered as numbers, if every value is one; else of text."""
     import pyarrow as pa
     present = [v for v in values if v is not None]
     try:
         [int(v) for v in present]
-        return pa.int64() if present else pa.string()
+        return pa.dictionary(pa.int32(), pa.int64()) if present else pa.string()
     except ValueError:
         return pa.string()
 
@@ -175,7 +176,7 @@ class ParquetSource:
         for k in keys:
             self.partitions.append({
                 name: (None if k[name] is None else
-                       int(k[name]) if pa.types.is_integer(types[name]) else k[name])
+                       int(k[name]) if pa.types.is_dictionary(types[name]) else k[name])
                 for name in names})
         self.types = types
         self.columns = list(types)

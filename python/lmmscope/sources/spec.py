@@ -277,10 +277,10 @@ class StreamSpec:
         encodes the other terms with the prototype's model spec, whose categorical
         columns carry the first pass's full level sets."""
         frame = frame.copy(deep=False)
-        for name in self.levels:
-            # Plain values: chunk-local categories or Arrow-backed strings must not decide
-            # the encoding (formulaic takes it from the spec's full level set).
-            frame[name] = frame[name].astype(object)
+        for name, levels in self.levels.items():
+            # The full level set of the first pass, not chunk-local categories or
+            # Arrow-backed strings, decides the encoding
+            frame[name] = pd.Categorical(frame[name], categories=levels)
         X, Z = new_design_matrices(self.design, frame, need_random=True)
         y = self._response(frame)
         for what, M, names in (("X", X, self.design.fixed_names),
