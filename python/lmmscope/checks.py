@@ -123,36 +123,36 @@ def as_list(items) -> list:
     return list(items) if np.ndim(items) else [items]
 
 
-def always_items(always, n_columns: int, what: str = "columns") -> list:
-    """``always=`` as a list of names and in-range positions: None, one name or
-    position, any iterable of them (list, tuple, set, generator, array, Index), or a
-    boolean mask over the ``n_columns`` columns."""
+def always_items(always, n_columns: int, what: str = "columns", argument: str = "always") -> list:
+    """``always=`` (or another ``argument`` naming columns) as a list of names and in-range
+    positions: None, one name or position, any iterable of them (list, tuple, set,
+    generator, array, Index), or a boolean mask over the ``n_columns`` columns."""
     if always is None:
         return []
     if isinstance(always, (str, bytes)) or np.ndim(always) == 0 and not hasattr(always, "__iter__"):
         if isinstance(always, (bool, np.bool_)):
-            raise InputError(f"always= must name columns (names, positions or a boolean mask), "
+            raise InputError(f"{argument}= must name columns (names, positions or a boolean mask), "
                              f"got {always!r}")
         items = [always]
     else:
         items = list(always)
     if items and all(isinstance(v, (bool, np.bool_)) for v in items):
         if len(items) != n_columns:
-            raise InputError(f"always= as a boolean mask must have one entry per {what} "
+            raise InputError(f"{argument}= as a boolean mask must have one entry per {what} "
                              f"({n_columns}), got {len(items)}")
         return [int(j) for j in np.flatnonzero(items)]
     out = []
     for item in items:
         if isinstance(item, (bool, np.bool_)):
-            raise InputError("always= mixes booleans with names or positions: give a boolean "
+            raise InputError(f"{argument}= mixes booleans with names or positions: give a boolean "
                              "mask, or names, or positions")
         if isinstance(item, (int, np.integer)):
             if not 0 <= item < n_columns:
-                raise InputError(f"always= position {int(item)} is out of range: there are "
+                raise InputError(f"{argument}= position {int(item)} is out of range: there are "
                                  f"{n_columns} {what} (positions 0..{n_columns - 1})")
             item = int(item)
         elif not isinstance(item, str):
-            raise InputError(f"always= entries must be column names or positions, got "
+            raise InputError(f"{argument}= entries must be column names or positions, got "
                              f"{item!r} ({type(item).__name__})")
         out.append(item)
     return out

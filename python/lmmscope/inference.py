@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from scipy import stats as sps
 
 from .crossprod import cluster_factors, cluster_transpose_operator
+from .exceptions import InputError
 from .nodewise import nodewise_lasso
 
 ADJUSTMENTS = ("bh", "holm", None)
@@ -100,6 +101,11 @@ def adjust_pvalues(p, method):
     p = np.asarray(p, dtype=float)
     if method is None or p.size == 0:
         return p.copy()
+    known = ~np.isnan(p)
+    if not known.all():  # as R's p.adjust: NaN stays NaN and does not count
+        out = np.full(p.size, np.nan)
+        out[known] = adjust_pvalues(p[known], method)
+        return out
     n = p.size
     order = np.argsort(p)
     ranked = p[order]
@@ -108,7 +114,7 @@ def adjust_pvalues(p, method):
     elif method == "holm":
         adj = np.maximum.accumulate(ranked * (n - np.arange(n)))
     else:
-        raise ValueError(f"adjust must be one of 'bh', 'holm' or None, got {method!r}")
+        raise InputError(f"adjust must be one of 'bh', 'holm' or None, got {method!r}")
     out = np.empty(n)
     out[order] = np.minimum(adj, 1.0)
     return out
@@ -159,24 +165,31 @@ def table_from_cache(G, scores, rows, names, columns, coef, n_obs, df, level, ad
     cluster ``scores``, and the node-wise directions ``rows`` fitted so far (a dict,
     updated): node-wise fits for the columns not yet fitted (only those), then the
     debiased estimates and the table."""
-    todo = [j for j in dict.fromkeys(columns) if j not in rows]
+    needed = list(dict.fromkeys(int(j) for j in columns))
+    intercept, shift = getattr(G, "intercept", None), getattr(G, "x_shift", None)
+    if intercept is not None and intercept in needed and shift is not None:
+        # the original intercept's row is a function of every shifted column's influences
+        needed += [int(j) for j in np.flatnonzero(shift) if int(j) not in needed]
+    todo = [j for j in needed if j not in rows]
     if todo:
         progress(f"node-wise scaled lasso for {len(todo)} coordinates")
-        fit = nodewise_lasso(G, n_obs, todo, free=getattr(G, "intercept", None), tol=tol,
-                             progress=progress)
+        fit = nodewise_lasso(G, n_obs, todo, free=intercept, tol=tol, progress=progress)
         rows.update(zip(todo, fit.coef))
-    directions = np.array([rows[j] for j in columns]).reshape(len(columns), len(names))
-    est, se = debias(G, scores, coef, columns, directions)
-    return inference_table(names, columns, est, se, df, level, adjust)
+    directions = np.array([rows[j] for j in needed]).reshape(len(needed), len(names))
+    est, se = debias(G, scores, coef, needed, directions)
+    at = {j: i for i, j in enumerate(needed)}
+    asked = [at[int(j)] for j in columns]
+    return inference_table(names, columns, est[asked], se[asked], df, level, adjust)
 
 
 def inference_table(names, columns, estimate, std_error, df, level, adjust) -> pd.DataFrame:
     """The table of :meth:`LmmScopeResult.inference`: the statistic (``t``, or ``z`` when
     ``df`` is infinite: the normal reference) and its p-values and intervals."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, got {level}")
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, (int, float, np.number)) \
+            or not 0 < level < 1:
+        raise InputError(f"level must be a number between 0 and 1 (0.95 for 95%), got {level!r}")
     if adjust not in ADJUSTMENTS:
-        raise ValueError(f"adjust must be one of 'bh', 'holm' or None, got {adjust!r}")
+        raise InputError(f"adjust must be one of 'bh', 'holm' or None, got {adjust!r}")
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = estimate / std_error  # referred to Student's t with df degrees of freedom
     p_value = 2 * sps.t.sf(np.abs(ratio), df)

@@ -7,6 +7,8 @@ import functools
 import numpy as np
 import pandas as pd
 
+from . import checks
+from .exceptions import ColumnError
 from .formula import Design
 from .nodewise import DEFAULT_TOL
 from .mixed import MixedModelFit
@@ -343,24 +345,13 @@ def _one_columns_argument(columns, terms):
 
 
 def _column_indices(names, columns) -> list:
-    """0-based indices of ``columns`` (None: all; a name, an index, or a list of them)."""
+    """0-based indices of ``columns`` (None: all; names, positions, or a boolean mask)."""
     if columns is None:
         return list(range(len(names)))
-    if isinstance(columns, (str, int, np.integer)):
-        columns = [columns]
     at = {name: j for j, name in enumerate(names)}
-    out, unknown = [], []
-    for c in columns:
-        if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
-            if 0 <= c < len(names):
-                out.append(int(c))
-            else:
-                unknown.append(f"index {c} (0..{len(names) - 1})")
-        elif isinstance(c, str) and c in at:
-            out.append(at[c])
-        else:
-            unknown.append(repr(c))
+    items = checks.always_items(columns, len(names), "columns", argument="columns")
+    unknown = [c for c in items if isinstance(c, str) and c not in at]
     if unknown:
-        raise KeyError(f"unknown column(s): {', '.join(unknown)}; columns are "
-                       f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
-    return out
+        raise ColumnError(f"unknown column(s): {', '.join(map(repr, unknown))}; columns are "
+                          f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+    return [at[c] if isinstance(c, str) else c for c in items]
