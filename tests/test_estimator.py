@@ -257,3 +257,16 @@ def test_fit_leaves_the_callers_arrays_and_frame_untouched(intercept, k, a, orde
     snapshot = frame.copy()
     lmmscope.lmm_scope("y ~ . - z0 - z1 + (0 + z0 + z1 | g)", frame, k=k, a=a)
     pd.testing.assert_frame_equal(frame, snapshot, check_exact=True)
+
+
+def test_predict_warns_as_scikit_learn_when_only_fit_or_predict_had_names(data):
+    """Columns cannot be matched by name then: scikit-learn's two warnings."""
+    X, Zs, y, groups, frame = data
+    columns = [f"x{j}" for j in range(X.shape[1])]
+    est = LmmScope(k=2, a=1.0).fit(X, y, groups=groups)
+    with pytest.warns(UserWarning, match="X has feature names, but LmmScope was fitted without"):
+        est.predict(frame[columns], level=0)
+    named = LmmScope(k=2, a=1.0).fit(frame[columns], y, groups=groups)
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but LmmScope was "
+                                         "fitted with feature names"):
+        named.predict(X, level=0)

@@ -20,6 +20,8 @@ cluster share a random effect, and a plain ``KFold`` leaks it between folds.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -217,6 +219,14 @@ class LmmScope(RegressorMixin, BaseEstimator):
         if np.ndim(X) != 2:
             X = checks.as_float_matrix(X, "X")
         fitted = getattr(self, "feature_names_in_", None)
+        # scikit-learn's two warnings when only one of fit and predict had column names:
+        # an order cannot be checked there
+        if fitted is None and isinstance(X, pd.DataFrame) and getattr(self, "n_features_in_", 0):
+            warnings.warn(f"X has feature names, but {type(self).__name__} was fitted without "
+                          "feature names", UserWarning, stacklevel=3)
+        elif fitted is not None and not isinstance(X, pd.DataFrame):
+            warnings.warn(f"X does not have valid feature names, but {type(self).__name__} was "
+                          "fitted with feature names", UserWarning, stacklevel=3)
         if fitted is not None and isinstance(X, pd.DataFrame):
             names = [str(c) for c in X.columns]
             if names != list(fitted):
