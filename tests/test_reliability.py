@@ -12,6 +12,8 @@ import pytest
 import lmmscope
 from lmmscope import Control, LmmscopeError
 from lmmscope.cli import main as cli_main
+from lmmscope.exceptions import InputError
+from lmmscope.simulate import seed_frame
 
 FORMULA = "y ~ x1 + x2 + (1 | cluster)"
 
@@ -525,3 +527,11 @@ def test_streamed_categorical_keeps_its_level_order_as_in_memory(frame, tmp_path
     fit = lmmscope.lmm("y ~ x1 + c + (1 | cluster)", tmp_path / "c.parquet", chunk_rows=25)
     assert list(fit.fixef.index) == list(expected.fixef.index)
     np.testing.assert_allclose(fixef(fit), fixef(expected), rtol=1e-7, atol=1e-9)
+
+
+def test_new_data_with_text_in_a_numeric_column_is_named():
+    df, _beta = seed_frame()
+    m = lmmscope.lmm("y ~ x1 + x5 + (1 | cluster)", df)
+    for bad in ("x1", "x5"):
+        with pytest.raises(InputError, match=rf"column\(s\) '{bad}' \(str\) must hold numbers"):
+            m.predict(df.assign(**{bad: "a"}))

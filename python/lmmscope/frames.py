@@ -141,7 +141,20 @@ class PandasSource:
         s = self.df.iloc[:, j]
         if s.dtype == np.float64:
             return s.to_numpy()
-        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+        return self._as_float(first=j, last=j + 1)[:, 0]
+
+    def _as_float(self, first: int, last: int) -> np.ndarray:
+        """Columns first..last-1 as float64, NaN where missing; a column that is not numbers
+        (new data for a model fitted on numbers, say) is an error naming it."""
+        try:
+            return self.df.iloc[:, first:last].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            dtypes = self.df.dtypes
+            bad = [f"{str(self.df.columns[j])!r} ({dtypes.iloc[j]})" for j in range(first, last)
+                   if not (pd.api.types.is_numeric_dtype(dtypes.iloc[j])
+                           or is_bool_dtype(dtypes.iloc[j]))]
+            raise InputError(f"column(s) {', '.join(bad) or 'in this range'} must hold numbers, "
+                             "as when the model was fitted") from None
 
     def column_runs(self, names, positions=None):
         """(index in ``names``, N x r float64 array) for each run of neighbouring columns;
@@ -158,7 +171,7 @@ class PandasSource:
             elif self._float64_at[first:last].all():
                 yield start, self._float_view(first, last)
             else:
-                yield start, self.df.iloc[:, first:last].to_numpy(dtype=np.float64, na_value=np.nan)
+                yield start, self._as_float(first, last)
 
     def _float_view(self, first: int, last: int) -> np.ndarray:
         """Columns first..last-1, all float64, as one array: a view when they lie in one
