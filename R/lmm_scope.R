@@ -87,9 +87,14 @@ lmm_scope <- function(formula, data, k = NULL, a = NULL, always = NULL,
   check_flag(REML, "REML")
   check_flag(penalize_random_slopes, "penalize_random_slopes")
   check_control(control)
-  if (!is.null(a_grid) && !(is.numeric(a_grid) && length(a_grid) && all(is.finite(a_grid)) &&
-                            all(a_grid > 0))) {
-    stop("a_grid must be a vector of positive numbers", call. = FALSE)
+  for (arg in c("k_max", "cv_folds", "seed")) {  # reticulate would send NA as TRUE
+    value <- get(arg)
+    if (!is.null(value) && length(value) == 1L && is.na(value)) {
+      stop(arg, " must be a number, not NA", call. = FALSE)
+    }
+  }
+  if (!is.null(a_grid) && !is.numeric(a_grid)) {
+    stop("a_grid must be a numeric vector", call. = FALSE)  # its values: the core's checks
   }
   design <- build_design(formula, mcall, parent.frame(), contrasts)
   unpenalised <- unpenalised_columns(colnames(design$X), always)
@@ -99,12 +104,11 @@ lmm_scope <- function(formula, data, k = NULL, a = NULL, always = NULL,
                    names = colnames(design$X), random_names = colnames(design$Z),
                    group_name = design$parts$group_name, unpenalised = unpenalised - 1L,
                    k = k, a = a, criterion = criterion,
-                   k_max = if (is.null(k_max)) NULL else as.integer(k_max),
-                   cv_folds = as.integer(cv_folds), reml = REML, inference = inference,
+                   k_max = k_max, cv_folds = cv_folds, reml = REML, inference = inference,
                    conf_level = conf.level, verbose = isTRUE(verbose),
                    penalize_random_slopes = penalize_random_slopes,
                    a_grid = if (!is.null(a_grid)) as.list(as.numeric(a_grid)),
-                   random_state = as.integer(seed), control = control_for_core(control))
+                   random_state = seed, control = control_for_core(control))
   new_fit(out, design, mcall, "lmm_scope", k_given = !is.null(k) && !identical(k, "cv"))
 }
 

@@ -269,7 +269,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
         larger than memory, streamed; see :mod:`lmmscope.sources`); ``data`` may also be
         a dask.dataframe.DataFrame.
     """
-    checks.check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method)
+    checks.check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method, random_state)
     if sources.is_external(data):
         return sources.fit_external("scope", formula, data, chunk_rows=chunk_rows, k=k, a=a,
                                     always=always, criterion=criterion, k_max=k_max,

@@ -452,7 +452,8 @@ def check_k(k, n_penalised: int, n_obs: int, n_unpenalised: int, what: str = "k"
     return k
 
 
-def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method) -> None:
+def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
+                           random_state=0) -> None:
     """The tuning arguments of lmm_scope / LmmScope on their own (before any data is
     read), each error naming its argument; :func:`check_tuning_on_data` checks them
     against the data."""
@@ -476,6 +477,10 @@ def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method) -> 
     if isinstance(cv_folds, (bool, np.bool_)) or not isinstance(cv_folds, (int, np.integer)) \
             or cv_folds < 2:
         raise InputError(f"cv_folds must be an integer >= 2, got {cv_folds!r}")
+    if random_state is not None and (isinstance(random_state, (bool, np.bool_))
+                                     or not isinstance(random_state, (int, np.integer))
+                                     or random_state < 0):
+        raise InputError(f"random_state must be a non-negative integer or None, got {random_state!r}")
     if isinstance(a, str) and a == "cv":
         if isinstance(a_grid, (str, bytes)) or not np.ndim(a_grid) or len(a_grid) == 0:
             raise InputError(f"a_grid must hold at least one value of a for a='cv', got {a_grid!r}")

@@ -148,7 +148,7 @@ class LmmScope(RegressorMixin, BaseEstimator):
         from .api import _fit_selection, _resolve_always, _validated_arrays, whitens_a_copy
 
         checks.check_tuning_arguments(self.k, self.a, self.criterion, self.k_max,
-                                      self.cv_folds, self.a_grid, self.method)
+                                      self.cv_folds, self.a_grid, self.method, self.random_state)
         X = _as_table(X)
         self._record_input(X)
         X_fixed, names, Z, random_names, groups = self._split_columns(X, Z, groups)

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from . import api
+from . import api, checks
 from .control import Control
 from .crossprod import compute_cluster_stats
 from .exceptions import InputError
@@ -124,6 +124,14 @@ def _finish(result, ml, caught, inference=None) -> dict:
     return plain(out)
 
 
+def _whole(value):
+    """R's numbers are doubles: 5 arrives as 5.0 and becomes 5; anything else (2.5, NaN for
+    NA, text) is passed on for the core's checks to refuse by name, never truncated."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=None, k=None,
                a=None, criterion="gic", k_max=None, cv_folds=5, reml=True, inference=None,
                conf_level=0.95, random_state=0, verbose=False, penalize_random_slopes=False,
@@ -133,13 +141,15 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
     y, X, Z, groups = _arrays(X, y, Z, groups)
     names, random_names = _names(names), _names(random_names)
     unpenalised = [int(j) for j in np.atleast_1d(unpenalised if unpenalised is not None else [])]
-    k = int(k) if isinstance(k, (int, float)) and not isinstance(k, bool) else k
-    selection = dict(k=k, a=a, criterion=criterion, k_max=None if k_max is None else int(k_max),
-                     cv_folds=int(cv_folds),
+    selection = dict(k=_whole(k), a=a, criterion=criterion, k_max=_whole(k_max),
+                     cv_folds=_whole(cv_folds),
                      a_grid=api.DEFAULT_A_GRID if a_grid is None else
                      tuple(float(v) for v in np.atleast_1d(a_grid)),
-                     random_state=int(random_state), verbose=bool(verbose),
+                     random_state=_whole(random_state), verbose=bool(verbose),
                      penalize_random_slopes=bool(penalize_random_slopes))
+    checks.check_tuning_arguments(selection["k"], a, criterion, selection["k_max"],
+                                  selection["cv_folds"], selection["a_grid"],
+                                  "REML" if reml else "ML", selection["random_state"])
     control = _control(control)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

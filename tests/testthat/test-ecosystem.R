@@ -261,3 +261,14 @@ test_that("with one level of a factor selected, confint and tidy use the fit's n
   expect_match(paste(printed, collapse = "\n"), "emmeans needs whole terms")
   expect_lt(nchar(err), 400)
 })
+
+test_that("whole numbers from R are used, fractions and NA refused by name (never truncated)", {
+  skip_if_no_lmmscope()
+  df <- lmm_scope_example()
+  expect_error(lmm_scope(y ~ . + (1 | cluster), df, k_max = 3.7), "k_max must be a non-negative integer")
+  expect_error(lmm_scope(y ~ . + (1 | cluster), df, k = "cv", cv_folds = 2.7),
+               "cv_folds must be an integer >= 2, got 2.7")
+  expect_error(lmm_scope(y ~ . + (1 | cluster), df, k_max = NA), "k_max must be a number, not NA")
+  fit <- lmm_scope(y ~ . + (1 | cluster), df, k = "cv", cv_folds = 3, seed = 2, k_max = 4)
+  expect_lte(fit$k, 4)
+})
