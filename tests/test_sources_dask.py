@@ -100,3 +100,21 @@ def test_categorical_of_integers_is_a_factor_as_in_memory(client):
     ext = fit_quietly(lmm, "y ~ x + site + (1 | g)", dd.from_pandas(df, npartitions=3))
     assert list(ext.fixef.index) == ["Intercept", "x", "site[T.2]", "site[T.3]"]
     np.testing.assert_allclose(ext.fixef, mem.fixef, rtol=RTOL, atol=1e-10)
+
+
+def test_an_error_of_a_task_on_live_buckets_is_not_taken_for_a_lost_client(client, frame,
+                                                                           monkeypatch):
+    """Only lost buckets make the statistics pass run again; a task's own error reaches
+    the caller as it is."""
+    fit = fit_quietly(lmm_scope, FORMULA, dd.from_pandas(frame, npartitions=3))
+    passes = []
+    monkeypatch.setattr(dask_backend.DaskStatsBackend, "_rebuilt_buckets",
+                        lambda self: passes.append(1) or pytest.fail("rebuilt live buckets"))
+
+    def broken(bucket, beta):
+        raise RuntimeError("a bug in a worker task")
+
+    monkeypatch.setattr(dask_backend, "cluster_Zt_Xbeta", broken)
+    with pytest.raises(RuntimeError, match="a bug in a worker task"):
+        fit.inference()
+    assert passes == []

@@ -310,7 +310,8 @@ class DaskStatsBackend:
             try:
                 return self._source.compute(*tasks_of(self._buckets))
             except Exception:  # noqa: BLE001  Dask raises several types for lost futures
-                pass
+                if _buckets_alive(self._buckets):
+                    raise  # a real error of the task, not lost buckets
         try:
             self._buckets = self._rebuilt_buckets()
             return self._source.compute(*tasks_of(self._buckets))
@@ -370,3 +371,15 @@ class DaskStatsBackend:
                 st.sizes, x_shift=st.x_shift[cols], y_shift=st.y_shift,
                 intercept=int(at[0]) if len(at) else None)}
         return self._subsets[key]
+
+
+def _buckets_alive(buckets) -> bool:
+    """Whether the buckets (persisted collections) are held by futures of a running Client
+    (an unpickled fit's, or a closed Client's, are not: those are rebuilt)."""
+    try:
+        from distributed import futures_of
+        futures = futures_of(list(buckets))
+        return bool(futures) and all(f.status == "finished" and f.client.status == "running"
+                                     for f in futures)
+    except Exception:  # noqa: BLE001  whatever cannot be inspected is rebuilt
+        return False
