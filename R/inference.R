@@ -19,7 +19,7 @@
 #'
 #' @param object An \code{lmm_scope} or \code{lmm} fit (for \code{"debiased"}:
 #'   an \code{lmm_scope} fit made with \code{inference = TRUE}, the default up to
-#'   about 11,500 candidate columns).
+#'   about 8,200 candidate columns).
 #' @param parm Names or indices of the parameters; default all.
 #' @param level Confidence level.
 #' @param method \code{"profile"}, \code{"Wald"}, \code{"boot"} (lme4's) or

@@ -42,7 +42,7 @@
 #'   errors for every candidate column (for \code{confint}, \code{inference} and
 #'   \code{summary}): \code{TRUE}, \code{FALSE} or \code{NULL} (the default:
 #'   computed at fit time, in about the fit's own time, and kept in the fit, unless
-#'   the p x p matrix it needs would pass 1 GiB, about 11,500 columns; a warning
+#'   the two p x p arrays it needs would pass 1 GiB, about 8,200 columns; a warning
 #'   then says so).
 #' @param conf.level Confidence level of the stored debiased intervals.
 #' @param verbose Print progress.

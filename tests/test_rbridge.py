@@ -104,7 +104,7 @@ def test_inference_by_default_up_to_the_memory_guard(monkeypatch):
     se = dict(zip(table["term"], table["std_error"]))
     assert abs(est["x0"] - 1) < 4 * se["x0"]  # the true effect, within its interval
     # above the memory guard (the p x p Gram's size) the table is left out, with a warning
-    monkeypatch.setattr(rbridge, "INFERENCE_AUTO_GRAM_BYTES", 8 * p * p - 1)
+    monkeypatch.setattr(rbridge, "INFERENCE_AUTO_GRAM_BYTES", 2 * 8 * p * p - 1)
     out = rbridge.fit_arrays(X, y, np.ones((N, 1)), codes, names, ["(Intercept)"], "g",
                              k=1, a=1.0)
     assert out["inference"] is None

@@ -24,8 +24,9 @@ from .mixed import MixedModelFit
 from .results import LmmResult
 from .schema import inference_payload, plain, result_payload
 
-# inference = NULL computes the table at fit time unless the p x p whitened Gram that the
-# node-wise fits need would pass this size (p above ~11,500); a memory guard, not a time one
+# inference = NULL computes the table at fit time unless the two p x p arrays the node-wise
+# fits hold (the whitened Gram and its scaled copy) would pass this size (p above ~8,200);
+# a memory guard, not a time one
 INFERENCE_AUTO_GRAM_BYTES = 2**30
 
 def _names(x) -> list:
@@ -158,11 +159,11 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
         # by default at fit time: the node-wise fits cost about the fit's own time
         # (bench/inference.py), and a saved R fit has no Python to compute them later
         if inference is None:
-            gram_bytes = 8 * len(names) ** 2
+            gram_bytes = 2 * 8 * len(names) ** 2
             inference = gram_bytes <= INFERENCE_AUTO_GRAM_BYTES
             if not inference:
-                warnings.warn(f"no debiased inference computed: the {len(names)} x {len(names)} "
-                              f"whitened Gram matrix it needs takes {gram_bytes / 2**30:.1f} GiB; "
+                warnings.warn(f"no debiased inference computed: the two {len(names)} x {len(names)} "
+                              f"arrays it needs take {gram_bytes / 2**30:.1f} GiB; "
                               "pass inference = TRUE to compute it anyway")
         table = None
         if inference:
