@@ -65,8 +65,18 @@ as_lmerMod <- function(fit, tol = 1e-6) {
   assign(data_name, fit$data, envir = env)
   environment(f) <- env
   used <- all.vars(f)
-  contrasts <- fit$contrasts[names(fit$contrasts) %in% vapply(
-    as.list(attr(stats::terms(f), "variables"))[-1L], deparse1, "")]
+  # the contrasts of factors that are terms (or parts of interactions) of the formula, not
+  # of variables that appear only inside an expression such as I(as.numeric(f == "b"))
+  factors_in_terms <- unique(unlist(strsplit(attr(stats::terms(f), "term.labels"), ":",
+                                             fixed = TRUE)))
+  contrasts <- fit$contrasts[names(fit$contrasts) %in% factors_in_terms]
+  # only those lme4 would not use by default here: a call that names them makes lme4 warn
+  # in drop1() and update() that a dropped factor's contrast is ignored
+  by_default <- vapply(names(contrasts), function(name) {
+    default <- getOption("contrasts")[[if (is.ordered(fit$data[[name]])) 2L else 1L]]
+    is.character(contrasts[[name]]) && identical(contrasts[[name]], default)
+  }, TRUE)
+  contrasts <- contrasts[!by_default]
   args <- list(formula = f, data = as.name(data_name), REML = fit$REML)
   # the fit's contrasts, whether given in the call or by options(contrasts =)
   if (length(contrasts)) args$contrasts <- contrasts

@@ -481,9 +481,12 @@ def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
                                      or not isinstance(random_state, (int, np.integer))
                                      or random_state < 0):
         raise InputError(f"random_state must be a non-negative integer or None, got {random_state!r}")
-    if isinstance(a, str) and a == "cv":
-        if isinstance(a_grid, (str, bytes)) or not np.ndim(a_grid) or len(a_grid) == 0:
-            raise InputError(f"a_grid must hold at least one value of a for a='cv', got {a_grid!r}")
+    grid_given = a_grid is not None and not isinstance(a_grid, (str, bytes)) and np.ndim(a_grid)
+    if isinstance(a, str) and a == "cv" and not (grid_given and len(a_grid)):
+        raise InputError(f"a_grid must hold at least one value of a for a='cv', got {a_grid!r}")
+    if a_grid is not None and not grid_given:
+        raise InputError(f"a_grid must be a sequence of values of a, got {a_grid!r}")
+    if grid_given:  # checked even when a is not 'cv': a wrong grid is a mistake either way
         for value in a_grid:
             if isinstance(value, (str, bool, np.bool_)):
                 raise InputError(f"a_grid values must be non-negative numbers, got {value!r}")
