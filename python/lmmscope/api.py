@@ -11,6 +11,7 @@ from . import checks, rank, sources
 from .control import Control, as_control
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
+from .formula.bars import has_several_terms
 from .intercept import InterceptPrepended
 from .layouts import choose_layout, whitens_rows_once
 from .mixed import MixedModelFit
@@ -271,7 +272,19 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     ``chunk_rows`` rows) or a dask.dataframe.DataFrame.
     ``control``: a :class:`lmmscope.Control` (optimiser and convergence-check tolerances).
     The result reports ``converged``; a fit failing lme4's final convergence check
-    issues a :class:`lmmscope.ConvergenceWarning`."""
+    issues a :class:`lmmscope.ConvergenceWarning`.
+
+    Several random-effects terms, in lme4's syntax (crossed ``(1 | a) + (1 | b)``, nested
+    ``(1 | a/b)``, ``(1 | a:b)``, uncorrelated ``(x || g)``, several terms on one factor)
+    are fitted by lme4's sparse PLS (:mod:`lmmscope.multiterm`) on in-memory tables."""
+    if has_several_terms(formula):
+        if sources.is_external(data):
+            raise ValueError("several random-effects terms are fitted on in-memory data "
+                             "only (a pandas, polars or pyarrow table); parquet streaming "
+                             "and Dask take one term for now")
+        from .multiterm import lmm_several_terms
+        return lmm_several_terms(formula, data, method=method, na_action=na_action,
+                                 control=control)
     if sources.is_external(data):
         return sources.fit_external("lmm", formula, data, chunk_rows=chunk_rows, method=method,
                                     na_action=na_action, verbose=verbose, control=control)

@@ -25,6 +25,11 @@ def tokenize(text: str):
 
 
 
+SEVERAL_TERMS = ("several random-effects terms (crossed (1 | a) + (1 | b), nested (1 | a/b), "
+                 "(1 | a:b), uncorrelated (x || g)) are fitted by lmmscope.lmm() on in-memory "
+                 "data; selection (lmm_scope) and parquet or Dask data take one term for now")
+
+
 @dataclass(frozen=True)
 class ParsedFormula:
     """The parts of a mixed-model formula, as formula strings for formulaic."""
@@ -71,21 +76,21 @@ def _parse(formula: str) -> ParsedFormula:
         raise ValueError("formula has no random-effects term of the form '(z1 + z2 | cluster)': "
                          f"{formula!r}")
     if len(groups) > 1:
-        raise ValueError("only one random-effects term with a single grouping factor is "
-                         f"supported; the formula has {len(groups)}: {formula!r}")
+        raise ValueError(f"only one random-effects term here; the formula has {len(groups)}: "
+                         f"{formula!r}: " + SEVERAL_TERMS)
     start, end, bars = groups[0]
     if len(bars) > 1:
         raise ValueError("the random-effects term must contain exactly one '|'")
     bar = tokens[bars[0]]
     if bar.token == "||":
-        raise ValueError("'||' (uncorrelated random effects) is not supported; use '|'")
+        raise ValueError("'||' (uncorrelated random effects) is not supported here: " + SEVERAL_TERMS)
     open_pos, close_pos = tokens[start].source_start, tokens[end].source_end
     random = formula[open_pos + 1:bar.source_start].strip()
     group = formula[bar.source_end + 1:close_pos].strip()
     group_tokens = [t for t in tokenize(group)] if group else []
     if len(group_tokens) != 1 or group_tokens[0].kind.name != "NAME":
-        raise ValueError(f"grouping factor must be a single column name, got {group!r}; "
-                         "nested or crossed grouping (a/b, a:b, several factors) is not supported")
+        raise ValueError(f"grouping factor must be a single column name here, got {group!r}; "
+                         "nested or crossed grouping: " + SEVERAL_TERMS)
     group = _strip_backticks(group_tokens[0].token)
     if not random:
         raise ValueError("random-effects term has nothing before '|'; use (1 | group) for a random intercept")

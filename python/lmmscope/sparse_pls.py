@@ -1,0 +1,227 @@
+"""Penalised least squares and profiled (RE)ML for several random-effects terms.
+
+lme4's ``merPredD`` (src/predModule.cpp; Bates et al. 2015, JSS 67(1), section 3) on
+cross-products.  At theta, with Lambda from :class:`lmmscope.reterms.ReTerms`,
+
+    A = Lambda' Z'Z Lambda + I = P' L D L' P     (sparse, fill-reducing P: SparseSPDFactor)
+    S = X'X - X'Z Lambda A^-1 Lambda' Z'X = RX' RX
+    beta = S^-1 (X'y - X'Z Lambda A^-1 Lambda' Z'y),   u = A^-1 Lambda'(Z'y - Z'X beta)
+    pwrss = |y - X beta - Z Lambda u|^2 + |u|^2 = y'y - c_u' A^-1 c_u - beta'(X'y - ...)
+    -2 l_ML   = log|A| + n (1 + log(2 pi pwrss / n))
+    -2 l_REML = log|A| + log|S| + (n - p)(1 + log(2 pi pwrss / (n - p)))
+
+The statistics (Z'Z sparse, Z'X, Z'y, X'X, X'y, y'y) are sums over rows, so they may
+come from chunks; nothing N x N is formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from .control import Control, as_control
+
+
+class SparseSPDFactor:
+    """A factor of a sparse symmetric positive definite A for log|A| and solves.
+
+    SuperLU (scipy's ``splu``) in its symmetric mode: a fill-reducing ordering of A + A'
+    (minimum degree), pivots on the diagonal only, so A = P' L U P with U = D L' and
+    log|A| = sum log U_ii.  CHOLMOD through the ``sksparse-minimal`` wheel was tried
+    first and rejected: its solves corrupt the heap (glibc aborts the process later).
+    """
+
+    def __init__(self, A: sp.csc_matrix):
+        from scipy.sparse.linalg import splu
+        self.lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                       options={"SymmetricMode": True})
+        pivots = self.lu.U.diagonal()
+        self.positive_definite = bool(np.all(pivots > 0))
+        self.logdet = float(np.log(pivots).sum()) if self.positive_definite else np.inf
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        return self.lu.solve(np.asarray(B, dtype=float))
+
+
+@dataclass
+class SparseStats:
+    """The additive statistics of a several-term model (sums over rows)."""
+
+    ZtZ: sp.csc_matrix
+    ZtX: np.ndarray
+    Zty: np.ndarray
+    XtX: np.ndarray
+    Xty: np.ndarray
+    yty: float
+    n_obs: int
+    y_shift: float = 0.0  # y was centred by this (an intercept absorbs it): pwrss's accuracy
+
+    @classmethod
+    def from_arrays(cls, X, y, Zt: sp.csc_matrix, intercept: int | None):
+        y_shift = float(y.mean()) if intercept is not None else 0.0
+        yc = y - y_shift
+        Z = Zt.T.tocsr()
+        return cls(ZtZ=(Zt @ Z).tocsc(), ZtX=np.asarray(Zt @ X), Zty=np.asarray(Zt @ yc),
+                   XtX=X.T @ X, Xty=X.T @ yc, yty=float(yc @ yc), n_obs=X.shape[0],
+                   y_shift=y_shift)
+
+    @property
+    def p(self) -> int:
+        return self.XtX.shape[0]
+
+
+@dataclass
+class SparsePLS:
+    """The solution of the penalised least squares problem at one theta."""
+
+    theta: np.ndarray
+    beta: np.ndarray  # for the centred y (see SparseStats.y_shift)
+    u: np.ndarray
+    RX: np.ndarray  # upper triangular, RX'RX = S
+    logdet_A: float
+    pwrss: float
+    n_obs: int
+
+    @property
+    def deviance_ml(self) -> float:
+        n = self.n_obs
+        return self.logdet_A + n * (1 + np.log(2 * np.pi * self.pwrss / n))
+
+    @property
+    def deviance_reml(self) -> float:
+        dof = self.n_obs - self.RX.shape[0]
+        logdet_s = 2 * np.log(np.abs(np.diag(self.RX))).sum()
+        return self.logdet_A + logdet_s + dof * (1 + np.log(2 * np.pi * self.pwrss / dof))
+
+    def deviance(self, reml: bool) -> float:
+        return self.deviance_reml if reml else self.deviance_ml
+
+
+def solve_sparse_pls(stats: SparseStats, reterms, theta) -> SparsePLS | None:
+    """The PLS solution at theta (None where A or S is not positive definite)."""
+    theta = np.asarray(theta, dtype=float)
+    Lt = reterms.lambdat(theta)
+    A = (Lt @ stats.ZtZ @ Lt.T + sp.identity(reterms.q, format="csc")).tocsc()
+    factor = SparseSPDFactor(A)
+    if not factor.positive_definite:
+        return None
+    logdet = factor.logdet
+    LtZtX = np.asarray(Lt @ stats.ZtX)
+    LtZty = np.asarray(Lt @ stats.Zty)
+    sol = factor.solve(np.column_stack([LtZtX, LtZty]))
+    sol_x, sol_y = sol[:, :-1], sol[:, -1]
+    S = stats.XtX - LtZtX.T @ sol_x
+    Xty_s = stats.Xty - LtZtX.T @ sol_y
+    try:
+        RX = sla.cholesky(S, lower=False) if stats.p else np.zeros((0, 0))
+    except sla.LinAlgError:
+        return None
+    beta = sla.cho_solve((RX, False), Xty_s) if stats.p else np.zeros(0)
+    u = sol_y - sol_x @ beta
+    pwrss = stats.yty - LtZty @ sol_y - beta @ Xty_s
+    if not pwrss > 0:
+        return None
+    return SparsePLS(theta, beta, u, RX, logdet, float(pwrss), stats.n_obs)
+
+
+def deviance(stats, reterms, theta, reml: bool) -> float:
+    sol = solve_sparse_pls(stats, reterms, theta)
+    return np.inf if sol is None else sol.deviance(reml)
+
+
+@dataclass
+class SparseOptimum:
+    theta: np.ndarray
+    solution: SparsePLS
+    converged: bool
+    messages: list
+    message: str
+    singular: bool
+    n_evaluations: int
+
+
+def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | None = None,
+                   theta0=None) -> SparseOptimum:
+    """Minimise the profiled deviance over theta within lme4's bounds (L-BFGS-B with
+    central-difference gradients, then Nelder-Mead from its end point as lme4 follows
+    bobyqa), then lme4's convergence check and singularity test."""
+    from scipy.optimize import minimize
+    control = as_control(control)
+    count = [0]
+
+    def value(theta):
+        count[0] += 1
+        return deviance(stats, reterms, theta, reml)
+
+    lower = reterms.lower
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    start = reterms.theta0 if theta0 is None else np.asarray(theta0, dtype=float)
+    first = minimize(value, start, method="L-BFGS-B", jac="3-point", bounds=bounds,
+                     options={"ftol": control.optimizer_ftol, "gtol": 1e-8,
+                              "maxiter": control.optimizer_maxiter})
+    scale = max(1.0, abs(first.fun))
+    polish = minimize(value, first.x, method="Nelder-Mead", bounds=bounds,
+                      options={"xatol": 1e-8, "fatol": 1e-12 * scale,
+                               "maxfev": 200 * max(1, lower.size),
+                               "initial_simplex": _small_simplex(first.x, lower)})
+    best = polish if polish.fun <= first.fun else first
+    theta = np.where(lower == 0, np.clip(best.x, 0, None), best.x)
+    solution = solve_sparse_pls(stats, reterms, theta)
+    singular = bool(np.any(theta[lower == 0] < control.singular_tol))
+    messages = [] if singular else check_convergence(value, theta, lower, control)
+    if solution is None:
+        messages.append("the deviance is not finite at the optimum")
+    return SparseOptimum(theta, solution, not messages, messages,
+                         f"L-BFGS-B: {first.message}; Nelder-Mead: {polish.message}",
+                         singular, count[0])
+
+
+def _small_simplex(x, lower):
+    step = np.where(np.abs(x) > 1e-3, 0.01 * np.abs(x), 1e-3)
+    simplex = np.vstack([x] + [x + np.eye(x.size)[k] * step[k] for k in range(x.size)])
+    return np.where(lower == 0, np.clip(simplex, 0, None), simplex)
+
+
+def check_convergence(value, theta, lower, control: Control) -> list:
+    """lme4's ``checkConv`` with its finite differences (``deriv12``, delta 1e-4): the
+    gradient scaled by the Cholesky factor of the Hessian below ``check_conv_grad_tol``,
+    no Hessian eigenvalue below ``-check_conv_hess_tol``."""
+    gradient, hessian = _deriv12(value, theta, 1e-4)
+    problems = []
+    try:
+        chol = np.linalg.cholesky(hessian)
+        scaled = np.linalg.solve(chol, gradient)
+        worst = np.minimum(np.abs(scaled), np.abs(gradient))
+        if worst.max() > control.check_conv_grad_tol:
+            problems.append(f"model failed to converge with max|grad| = {worst.max():.3g} "
+                            f"(tol = {control.check_conv_grad_tol:g}, component "
+                            f"{int(np.argmax(worst)) + 1})")
+    except np.linalg.LinAlgError:
+        problems.append("unable to evaluate scaled gradient (Hessian not positive definite)")
+    negative = int(np.sum(np.linalg.eigvalsh(hessian) < -control.check_conv_hess_tol))
+    if negative:
+        problems.append(f"model failed to converge: degenerate Hessian with {negative} "
+                        "negative eigenvalue(s)")
+    return problems
+
+
+def _deriv12(value, x, delta):
+    """lme4's ``deriv12``: central-difference gradient and Hessian."""
+    d = x.size
+    f0 = value(x)
+    gradient, hessian = np.zeros(d), np.zeros((d, d))
+    plus, minus = np.zeros(d), np.zeros(d)
+    for i in range(d):
+        e = np.eye(d)[i] * delta
+        plus[i], minus[i] = value(x + e), value(x - e)
+        gradient[i] = (plus[i] - minus[i]) / (2 * delta)
+        hessian[i, i] = (plus[i] - 2 * f0 + minus[i]) / delta ** 2
+    for i in range(d):
+        for j in range(i):
+            ei, ej = np.eye(d)[i] * delta, np.eye(d)[j] * delta
+            both = value(x + ei + ej)
+            hessian[i, j] = hessian[j, i] = (both - plus[i] - plus[j] + f0) / delta ** 2
+    return gradient, hessian
