@@ -46,6 +46,67 @@ class SparseSPDFactor:
         return self.lu.solve(np.asarray(B, dtype=float))
 
 
+class BlockSchurFactor:
+    """The same factor by eliminating the first term: its block of A is block diagonal
+    (each row has one level of each factor: I_{n_1} kron p_1 x p_1 blocks), so
+
+        |A| = |A_11| |S|,   S = A_22 - A_21 A_11^-1 A_12   (q - q_1 square, dense)
+
+    With the largest factor first (lme4's order) S is small where the terms are
+    crossed with a small remainder (InstEval: 1,142 of 4,114), and a dense Cholesky
+    of S beats any sparse ordering of the whole A.  Used up to
+    :data:`DENSE_SCHUR_LIMIT` remaining columns.
+    """
+
+    def __init__(self, A: sp.csc_matrix, q1: int, p1: int):
+        A = A.tocsr()
+        n1 = q1 // p1
+        local_r, local_c = np.meshgrid(np.arange(p1), np.arange(p1), indexing="ij")
+        starts = (np.arange(n1) * p1)[:, None, None]
+        blocks = np.asarray(A[(starts + local_r).ravel(), (starts + local_c).ravel()]
+                            ).reshape(n1, p1, p1)
+        self.q1 = q1
+        try:
+            chol = np.linalg.cholesky(blocks)
+            inverse = np.linalg.inv(blocks)
+        except np.linalg.LinAlgError:
+            self.positive_definite, self.logdet = False, np.inf
+            return
+        self.A11_inv = sp.block_diag(list(inverse), format="csr") if p1 > 1 \
+            else sp.diags(inverse.ravel(), format="csr")
+        self.A21 = A[q1:, :q1]
+        self.W = (self.A11_inv @ A[:q1, q1:]).tocsr()  # A_11^-1 A_12
+        S = A[q1:, q1:].toarray() - (self.A21 @ self.W).toarray()
+        try:
+            self.S_chol = sla.cho_factor(S, lower=True)
+        except sla.LinAlgError:
+            self.positive_definite, self.logdet = False, np.inf
+            return
+        self.positive_definite = True
+        self.logdet = float(2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum()
+                            + 2 * np.log(np.diag(self.S_chol[0])).sum())
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        B = np.asarray(B, dtype=float)
+        y1 = self.A11_inv @ B[:self.q1]
+        x2 = sla.cho_solve(self.S_chol, B[self.q1:] - self.A21 @ y1)
+        return np.concatenate([y1 - self.W @ x2, x2])
+
+
+# Largest q - q_1 (columns after the first term) factored by BlockSchurFactor: a dense
+# Cholesky of 3,000 columns takes ~0.1 s on two cores, as the sparse LU of InstEval.
+DENSE_SCHUR_LIMIT = 3000
+
+
+def factor_spd(A: sp.csc_matrix, reterms):
+    """The factor of A = Lambda' Z'Z Lambda + I: block Schur where what remains after the
+    first term is small, sparse LU otherwise."""
+    q1 = int(reterms.Gp[1])
+    if 0 < reterms.q - q1 <= DENSE_SCHUR_LIMIT:
+        return BlockSchurFactor(A, q1, reterms.terms[0].p)
+    return SparseSPDFactor(A)
+
+
 @dataclass
 class SparseStats:
     """The additive statistics of a several-term model (sums over rows)."""
@@ -105,7 +166,7 @@ def solve_sparse_pls(stats: SparseStats, reterms, theta) -> SparsePLS | None:
     theta = np.asarray(theta, dtype=float)
     Lt = reterms.lambdat(theta)
     A = (Lt @ stats.ZtZ @ Lt.T + sp.identity(reterms.q, format="csc")).tocsc()
-    factor = SparseSPDFactor(A)
+    factor = factor_spd(A, reterms)
     if not factor.positive_definite:
         return None
     logdet = factor.logdet
