@@ -207,8 +207,7 @@ class SparseOptimum:
 def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | None = None,
                    theta0=None) -> SparseOptimum:
     """Minimise the profiled deviance over theta within lme4's bounds (L-BFGS-B with
-    central-difference gradients, then Nelder-Mead from its end point as lme4 follows
-    bobyqa), then lme4's convergence check and singularity test."""
+    central-difference gradients), then lme4's convergence check and singularity test.""" 
     from scipy.optimize import minimize
     control = as_control(control)
     count = [0]
@@ -220,15 +219,9 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
     lower = reterms.lower
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     start = reterms.theta0 if theta0 is None else np.asarray(theta0, dtype=float)
-    first = minimize(value, start, method="L-BFGS-B", jac="3-point", bounds=bounds,
-                     options={"ftol": control.optimizer_ftol, "gtol": 1e-8,
-                              "maxiter": control.optimizer_maxiter})
-    scale = max(1.0, abs(first.fun))
-    polish = minimize(value, first.x, method="Nelder-Mead", bounds=bounds,
-                      options={"xatol": 1e-8, "fatol": 1e-12 * scale,
-                               "maxfev": 200 * max(1, lower.size),
-                               "initial_simplex": _small_simplex(first.x, lower)})
-    best = polish if polish.fun <= first.fun else first
+    best = minimize(value, start, method="L-BFGS-B", jac="3-point", bounds=bounds,
+                    options={"ftol": control.optimizer_ftol, "gtol": 1e-8,
+                             "maxiter": control.optimizer_maxiter})
     theta = np.where(lower == 0, np.clip(best.x, 0, None), best.x)
     solution = solve_sparse_pls(stats, reterms, theta)
     singular = bool(np.any(theta[lower == 0] < control.singular_tol))
@@ -236,14 +229,8 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
     if solution is None:
         messages.append("the deviance is not finite at the optimum")
     return SparseOptimum(theta, solution, not messages, messages,
-                         f"L-BFGS-B: {first.message}; Nelder-Mead: {polish.message}",
+                         f"L-BFGS-B: {best.message}",
                          singular, count[0])
-
-
-def _small_simplex(x, lower):
-    step = np.where(np.abs(x) > 1e-3, 0.01 * np.abs(x), 1e-3)
-    simplex = np.vstack([x] + [x + np.eye(x.size)[k] * step[k] for k in range(x.size)])
-    return np.where(lower == 0, np.clip(simplex, 0, None), simplex)
 
 
 def check_convergence(value, theta, lower, control: Control) -> list:
