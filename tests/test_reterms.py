@@ -238,8 +238,32 @@ def test_selection_at_fixed_k_and_a_with_nested_terms():
     df["x2"] = np.random.default_rng(1).standard_normal(len(df))
     fit = lmmscope.lmm_scope("y ~ x + x2 + (1 | a/b)", df, k=1, a=0.5)
     assert fit.k == 1 and fit.a == 0.5 and fit.support == ["x"]
-    with pytest.raises(ValueError, match="nested"):
-        fit.inference()
+    table = fit.inference()
+    assert table.index.tolist() == ["Intercept", "x", "x2"]
+    assert np.all(np.isfinite(table[["estimate", "std_error"]].to_numpy()))
+
+
+def test_inference_by_the_outer_factor_equals_one_term_with_the_same_proxy():
+    """(1 | g) + (0 + x | g) and (1 + x | g) whiten by the same Sigma_a = a Z~Z~' + I, and
+    g is the outermost (only) clustering of both: the several-terms selection and its
+    debiased table (scores by g) equal the one-term path's.  Measured 1e-13."""
+    rng = np.random.default_rng(5)
+    n, m, p = 25, 8, 12
+    g = np.repeat(np.arange(n), m)
+    X = rng.standard_normal((n * m, p))
+    y = X[:, 0] - 0.7 * X[:, 1] + rng.standard_normal(n)[g] + X[:, 0] * rng.standard_normal(n)[g] \
+        + rng.standard_normal(n * m)
+    df = pd.DataFrame(X, columns=[f"x{j}" for j in range(p)])
+    df["y"], df["g"] = y + 5.0, g
+    fixed = " + ".join(df.columns[:p])
+    several = lmmscope.lmm_scope(f"y ~ {fixed} + (1 | g) + (0 + x0 | g)", df, k=2, a=0.8)
+    one = lmmscope.lmm_scope(f"y ~ {fixed} + (1 + x0 | g)", df, k=2, a=0.8)
+    assert several.support == one.support
+    np.testing.assert_allclose(several.coef.to_numpy(), one.coef.to_numpy(), rtol=1e-9, atol=1e-11)
+    ours, theirs = several.inference(), one.inference()
+    np.testing.assert_allclose(ours[["estimate", "std_error", "ci_lower", "ci_upper"]].to_numpy(),
+                               theirs[["estimate", "std_error", "ci_lower", "ci_upper"]].to_numpy(),
+                               rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)"])

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from .control import as_control
 from .multiterm import MultiTermFit, MultiTermResult
+from .nodewise import DEFAULT_TOL
 from .selection import reduce_gram
 from .sparse_pls import SparseStats, factor_spd
 from .tuning import DEFAULT_A_GRID, Progress, select
@@ -40,6 +41,7 @@ class SeveralTermsData:
         self.reterms = reterms
         self.n_groups = reterms.terms[0].n_levels
         self.stats = SparseStats.from_arrays(X, y, reterms.Zt, intercept)
+        self._X, self._y, self._intercept = X, y, intercept
         # unit-free Z: each term's model-matrix column by its root mean square
         if self.control.unit_free_z:
             scale = np.concatenate([np.tile(np.sqrt(np.mean(t.Z ** 2, axis=0)), t.n_levels)
@@ -66,6 +68,37 @@ class SeveralTermsData:
         yty = st.yty - a * float(self.unit_Zty @ sol[:, -1])
         return (gram + gram.T) / 2, xty, yty
 
+    def inference_statistics(self, a, beta, outer):
+        """(whitened Gram of the centred columns, scores per level of ``outer``) at a,
+        ``beta`` in the original parametrisation: what :func:`lmmscope.inference.debias`
+        takes.  The scores need the rows once: X_i'(Sigma_a^-1 r)_i with r = y - X beta
+        and Sigma_a^-1 r = r - a Z~ (I + a Z~'Z~)^-1 Z~'r, block diagonal by ``outer``."""
+        from .inference import WhitenedGram
+        X, st, intercept = self._X, self.stats, self._intercept
+        shift = np.zeros(self.p)
+        if intercept is not None:
+            shift = X.mean(axis=0)
+            shift[intercept] = 0.0
+        # centred columns: X'Z and X'X shifted by the column sums (no pass over X)
+        z_sums = np.asarray(self.reterms.Zt.sum(axis=1)).ravel() / self.z_scale
+        ZtXc = self.unit_ZtX - np.outer(z_sums, shift)
+        x_sums = X.sum(axis=0)
+        XtXc = st.XtX - np.outer(x_sums, shift) - np.outer(shift, x_sums) \
+            + self.N * np.outer(shift, shift)
+        A = (a * self.unit_ZtZ + sp.identity(self.reterms.q, format="csc")).tocsc()
+        factor = factor_spd(A, self.reterms)
+        gram = XtXc - a * (ZtXc.T @ factor.solve(ZtXc)) if a else XtXc
+        r = self._y - X @ beta
+        Zt_unit = sp.diags(1.0 / self.z_scale) @ self.reterms.Zt
+        v = r - a * (Zt_unit.T @ factor.solve(Zt_unit @ r)) if a else r
+        membership = sp.csr_matrix((v, (outer.codes, np.arange(self.N))),
+                                   shape=(outer.n_levels, self.N))
+        scores = np.asarray(membership @ (X - shift))
+        source = _DenseGram((gram + gram.T) / 2)
+        G = WhitenedGram(source, dataclasses.make_dataclass("Shift", ["intercept", "x_shift"])(
+            intercept, shift))
+        return G, scores
+
     def reduced(self, a, unpenalised):
         gram, xty, yty = self.whitened(a)
         return reduce_gram(gram, xty, yty, unpenalised), None
@@ -79,6 +112,19 @@ class SeveralTermsData:
         st, columns = self.stats, np.asarray(columns, dtype=np.int64)
         return dataclasses.replace(st, ZtX=st.ZtX[:, columns], XtX=st.XtX[np.ix_(columns, columns)],
                                    Xty=st.Xty[columns])
+
+
+class _DenseGram:
+    """A formed p x p Gram as the source :class:`lmmscope.inference.WhitenedGram` reads."""
+
+    def __init__(self, gram):
+        self._gram, self.diagonal = gram, np.diag(gram).copy()
+
+    def columns(self, idx):
+        return self._gram[:, idx]
+
+    def whole(self):
+        return self._gram
 
 
 class SeveralTermsRefitter:
@@ -117,7 +163,7 @@ class MultiTermScopeResult(MultiTermResult):
     (RE)ML refit on the selected columns (lme4's accessors, as :class:`MultiTermResult`)."""
 
     def __init__(self, selection, mixed, design, X, y, reterms, names, unpenalised, columns,
-                 dropped):
+                 dropped, data):
         super().__init__(mixed, design, X[:, columns], y, reterms, list(columns), dropped)
         self.selection = selection
         self.names = list(names)
@@ -125,6 +171,8 @@ class MultiTermScopeResult(MultiTermResult):
         self.support = [self.names[j] for j in selection.support]
         self.k, self.a, self.criterion = int(selection.k), float(selection.a), selection.criterion
         self._unpenalised_columns = set(unpenalised)
+        self._data = data
+        self._inference_cache = None
 
     @property
     def coef(self) -> pd.Series:
@@ -147,24 +195,47 @@ class MultiTermScopeResult(MultiTermResult):
     def a_history(self) -> pd.DataFrame:
         return self.selection.a_history
 
-    def inference(self, *args, **kwargs):
-        kind = "nested" if _nested(self.reterms) else "crossed"
-        raise ValueError(
-            "debiased intervals with several random-effects terms are not available: the "
-            "cluster-robust sandwich needs one clustering of the rows, and this model's "
-            f"terms are {kind}; refit the selected columns with lmmscope.lmm() for lme4's "
-            "model-based standard errors (fixef, bse), which ignore the selection")
+    def inference(self, columns=None, level: float = 0.95, adjust="bh", verbose=False,
+                  lasso_tol: float = DEFAULT_TOL) -> pd.DataFrame:
+        """Debiased inference as :meth:`lmmscope.results.LmmScopeResult.inference`, with
+        the cluster sandwich over the levels of the outermost factor: with nested terms
+        Sigma_a is block diagonal by it, so the scores X_i' Sigma_a,i^-1 r_i of its
+        clusters are independent.  Crossed terms have no such clustering: refused (a
+        one-way sandwich would be a silently wrong interval)."""
+        from . import inference as inf
+        from .results import _column_indices
+        outer = _outermost_nesting(self.reterms)
+        if outer is None:
+            raise ValueError(
+                "debiased intervals need one clustering of the rows for the cluster-robust "
+                "sandwich, and this model's random-effects terms are crossed (no factor nests "
+                "the others); refit the selected columns with lmmscope.lmm() for lme4's "
+                "model-based standard errors, which ignore the selection")
+        indices = _column_indices(self.names, columns)
+        progress = Progress(verbose)
+        if self._inference_cache is None:
+            self._inference_cache = ({}, *self._data.inference_statistics(
+                self.a, self.coef.to_numpy(), outer))
+        rows, G, scores = self._inference_cache
+        rows = rows.setdefault(float(lasso_tol), {})
+        return inf.table_from_cache(G, scores, rows, self.names, indices, self.coef.to_numpy(),
+                                    self.nobs, outer.n_levels - 1, level, adjust, progress,
+                                    lasso_tol)
+
+    def confint(self, level: float = 0.95, columns=None) -> pd.DataFrame:
+        """Debiased confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""
+        return self.inference(columns, level=level, adjust=None)[["ci_lower", "ci_upper"]]
 
 
-def _nested(reterms) -> bool:
-    """Whether every term's factor is nested in the coarsest one (its levels never
-    span two levels of the coarsest factor)."""
-    outer = reterms.terms[-1]
-    for t in reterms.terms[:-1]:
-        pairs = pd.DataFrame({"inner": t.codes, "outer": outer.codes}).drop_duplicates()
-        if pairs["inner"].duplicated().any():
-            return False
-    return True
+def _outermost_nesting(reterms):
+    """The term whose factor nests every other term's factor (each level of the other
+    factors inside one of its levels), or None where the terms are crossed."""
+    outer = min(reterms.terms, key=lambda t: t.n_levels)
+    for t in reterms.terms:
+        pairs = np.unique(np.column_stack([t.codes, outer.codes]), axis=0)
+        if np.unique(pairs[:, 0]).size != pairs.shape[0]:
+            return None
+    return outer
 
 
 def lmm_scope_several_terms(design, reterms, unpenalised, *, k, a, criterion, k_max,
@@ -195,4 +266,4 @@ def lmm_scope_several_terms(design, reterms, unpenalised, *, k, a, criterion, k_
     mixed = refitter.fit(columns, reml=method == "REML")
     progress(f"refit by {method} on {len(columns)} columns done")
     return MultiTermScopeResult(sel, mixed, design, X, design.y, reterms, names, unpenalised,
-                                columns, [])
+                                columns, [], data)
