@@ -284,3 +284,22 @@ def test_block_schur_and_sparse_lu_factors_agree(formula):
     np.testing.assert_allclose(lu.logdet, np.linalg.slogdet(dense)[1], rtol=1e-12, atol=0)
     np.testing.assert_allclose(schur.solve(B), np.linalg.solve(dense, B), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(lu.solve(B), np.linalg.solve(dense, B), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)"])
+def test_exact_deviance_gradient_matches_central_differences(formula, reml):
+    """The gradient from the block Schur factor's A^-1 against central differences
+    (h = 1e-6, error ~1e-9 of the gradient's size); measured agreement 7e-8 absolute
+    on gradients of size 40-50."""
+    from lmmscope.sparse_pls import SparseStats, deviance, deviance_and_gradient
+    df = _simulated(n_a=12)
+    design, rt, _rows = build_reterms(parse_bar_terms(formula), df)
+    stats = SparseStats.from_arrays(np.asarray(design.X, dtype=float), design.y, rt.Zt, 0)
+    theta = np.linspace(0.3, 1.4, rt.theta0.size) * np.where(rt.lower == 0, 1.0, -0.5)
+    _value, gradient = deviance_and_gradient(stats, rt, theta, reml)
+    h = 1e-6
+    central = np.array([(deviance(stats, rt, theta + h * e, reml)
+                         - deviance(stats, rt, theta - h * e, reml)) / (2 * h)
+                        for e in np.eye(theta.size)])
+    np.testing.assert_allclose(gradient, central, rtol=0, atol=1e-6)

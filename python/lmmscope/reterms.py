@@ -116,6 +116,18 @@ class ReTerms:
         self.theta_term = np.repeat(np.arange(len(self.terms)),
                                     [t.p * (t.p + 1) // 2 for t in self.terms])
 
+    @property
+    def lambdat_derivatives(self) -> list:
+        """dLambdat / dtheta_k: ones where Lind == k (Lambdat is linear in theta)."""
+        if not hasattr(self, "_derivatives"):
+            self._derivatives = []
+            for k in range(self.theta0.size):
+                d = self._pattern.copy()
+                d.data = (self.Lind == k).astype(float)
+                d.eliminate_zeros()
+                self._derivatives.append(d)
+        return self._derivatives
+
     def lambdat(self, theta) -> sp.csc_matrix:
         out = self._pattern.copy()
         out.data = np.asarray(theta, dtype=float)[self.Lind]

@@ -86,6 +86,36 @@ class BlockSchurFactor:
         self.logdet = float(2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum()
                             + 2 * np.log(np.diag(self.S_chol[0])).sum())
 
+    def trace_inverse_times(self, matrices) -> np.ndarray:
+        """tr(A^-1 M) for each sparse M whose pattern lies in A's (the first term's block
+        of M block diagonal, as A's), from the blocks of A^-1:
+
+            A^-1 = [[A_11^-1 + W T W', -W T], [-T W', T]],  T = S^-1,  W = A_11^-1 A_12,
+
+        reading W T W' only at M's entries.  Costs one dense inverse of S and W T."""
+        q1 = self.q1
+        T = sla.cho_solve(self.S_chol, np.eye(self.S_chol[0].shape[0]))
+        WT = np.asarray(self.W @ T)
+        out = np.empty(len(matrices))
+        for k, M in enumerate(matrices):
+            M = M.tocoo()
+            r, c, v = M.row, M.col, M.data
+            in1, in2 = r < q1, r >= q1
+            c1, c2 = c < q1, c >= q1
+            total = float(v[in2 & c2] @ T[r[in2 & c2] - q1, c[in2 & c2] - q1])
+            b = in1 & c2
+            total -= float(v[b] @ WT[r[b], c[b] - q1])
+            b = in2 & c1
+            total -= float(v[b] @ WT[c[b], r[b] - q1])
+            b = in1 & c1
+            if b.any():
+                rr, cc = r[b], c[b]
+                own = np.asarray(self.A11_inv[rr, cc]).ravel()
+                cross = np.asarray(self.W[cc].multiply(WT[rr]).sum(axis=1)).ravel()
+                total += float(v[b] @ (own + cross))
+            out[k] = total
+        return out
+
     def solve(self, B: np.ndarray) -> np.ndarray:
         B = np.asarray(B, dtype=float)
         y1 = self.A11_inv @ B[:self.q1]
@@ -145,6 +175,7 @@ class SparsePLS:
     logdet_A: float
     pwrss: float
     n_obs: int
+    parts: tuple = ()  # (factor, Lambdat, A^-1 Lambda'Z'X) for the gradient
 
     @property
     def deviance_ml(self) -> float:
@@ -185,12 +216,53 @@ def solve_sparse_pls(stats: SparseStats, reterms, theta) -> SparsePLS | None:
     pwrss = stats.yty - LtZty @ sol_y - beta @ Xty_s
     if not pwrss > 0:
         return None
-    return SparsePLS(theta, beta, u, RX, logdet, float(pwrss), stats.n_obs)
+    return SparsePLS(theta, beta, u, RX, logdet, float(pwrss), stats.n_obs,
+                     (factor, Lt, sol_x))
+
+
+def deviance_gradient(stats: SparseStats, reterms, sol: SparsePLS, reml: bool):
+    """The exact gradient of the profiled deviance at ``sol.theta``, or None where the
+    factor cannot give tr(A^-1 M) cheaply (the sparse LU).  With dL_k = dLambda'/dtheta_k,
+    G = Z'Z, V = A^-1 Lambda'Z'X, r the residual, S = RX'RX:
+
+        d log|A|  = 2 tr(A^-1 Lambda'G dL_k')
+        d pwrss   = -2 u' dL_k Z'r          (envelope: u, beta minimise the PLS)
+        d log|S|  = -2 tr(S^-1 V' dL_k Z'X) + 2 tr(S^-1 V' Lambda'G dL_k' V)
+        d dev     = d log|A| [+ d log|S|] + dof d pwrss / pwrss
+    """
+    factor, Lt, V = sol.parts
+    if not hasattr(factor, "trace_inverse_times"):
+        return None
+    G = stats.ZtZ
+    derivatives = reterms.lambdat_derivatives
+    LtG = (Lt @ G).tocsr()
+    d_logdet = 2 * factor.trace_inverse_times([LtG @ dL.T for dL in derivatives])
+    b = Lt.T @ sol.u
+    Zr = stats.Zty - stats.ZtX @ sol.beta - G @ b
+    d_pwrss = np.array([-2 * sol.u @ (dL @ Zr) for dL in derivatives])
+    dof = sol.n_obs - (sol.RX.shape[0] if reml else 0)
+    gradient = d_logdet + dof * d_pwrss / sol.pwrss
+    if reml and stats.p:
+        S_inv_Vt = sla.cho_solve((sol.RX, False), V.T)  # S^-1 V'
+        for k, dL in enumerate(derivatives):
+            dC = dL @ stats.ZtX  # dL_k Z'X
+            term = -2 * np.trace(S_inv_Vt @ dC)
+            term += 2 * np.trace(S_inv_Vt @ (LtG @ (dL.T @ V)))
+            gradient[k] += term
+    return gradient
 
 
 def deviance(stats, reterms, theta, reml: bool) -> float:
     sol = solve_sparse_pls(stats, reterms, theta)
     return np.inf if sol is None else sol.deviance(reml)
+
+
+def deviance_and_gradient(stats, reterms, theta, reml: bool):
+    """(deviance, exact gradient or None) at theta."""
+    sol = solve_sparse_pls(stats, reterms, theta)
+    if sol is None:
+        return np.inf, None
+    return sol.deviance(reml), deviance_gradient(stats, reterms, sol, reml)
 
 
 @dataclass
@@ -207,7 +279,8 @@ class SparseOptimum:
 def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | None = None,
                    theta0=None) -> SparseOptimum:
     """Minimise the profiled deviance over theta within lme4's bounds (L-BFGS-B with
-    central-difference gradients), then lme4's convergence check and singularity test.""" 
+    the exact gradient where the factor gives it, :func:`deviance_gradient`, else
+    central differences), then lme4's convergence check and singularity test."""
     from scipy.optimize import minimize
     control = as_control(control)
     count = [0]
@@ -219,9 +292,20 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
     lower = reterms.lower
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     start = reterms.theta0 if theta0 is None else np.asarray(theta0, dtype=float)
-    best = minimize(value, start, method="L-BFGS-B", jac="3-point", bounds=bounds,
-                    options={"ftol": control.optimizer_ftol, "gtol": 1e-8,
-                             "maxiter": control.optimizer_maxiter})
+    def value_and_gradient(theta):
+        count[0] += 1
+        dev, gradient = deviance_and_gradient(stats, reterms, theta, reml)
+        return dev, (np.zeros(theta.size) if gradient is None else gradient)
+
+    options = {"ftol": control.optimizer_ftol, "gtol": 1e-8,
+               "maxiter": control.optimizer_maxiter}
+    exact = deviance_and_gradient(stats, reterms, start, reml)[1] is not None
+    if exact:  # the block Schur factor gives the gradient for about one more deviance
+        best = minimize(value_and_gradient, start, method="L-BFGS-B", jac=True,
+                        bounds=bounds, options=options)
+    else:  # central differences: 2 d deviances a gradient
+        best = minimize(value, start, method="L-BFGS-B", jac="3-point", bounds=bounds,
+                        options=options)
     theta = np.where(lower == 0, np.clip(best.x, 0, None), best.x)
     solution = solve_sparse_pls(stats, reterms, theta)
     singular = bool(np.any(theta[lower == 0] < control.singular_tol))
