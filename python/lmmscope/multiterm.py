@@ -149,6 +149,19 @@ class MultiTermFit:
                                  else out[t.group_name].join(frame, rsuffix=".1"))
         return out
 
+    def condvar(self) -> list:
+        """lme4's ``ranef(condVar = TRUE)``: per term (group name, column names, the
+        conditional covariance of each level's effects, levels x p x p), sigma^2 T_i
+        [A^-1]_ll T_i' from the diagonal blocks of A^-1 (as lme4, beta taken as known)."""
+        factor = self._sol.parts[0]
+        out = []
+        for i, t in enumerate(self.reterms.terms):
+            starts = self.reterms.Gp[i] + np.arange(t.n_levels) * t.p
+            blocks = factor.inverse_diagonal_blocks(starts, t.p)
+            T = self.reterms.term_factor(self.theta, i)
+            out.append((t.group_name, t.cnms, self.sigma ** 2 * (T @ blocks @ T.T)))
+        return out
+
     def term_covariances(self) -> list:
         """(group name, column names, covariance matrix) per term, lme4's VarCorr order."""
         return [(t.group_name, t.cnms, self.sigma ** 2 * (T @ T.T))

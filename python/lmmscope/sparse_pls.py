@@ -45,6 +45,23 @@ class SparseSPDFactor:
     def solve(self, B: np.ndarray) -> np.ndarray:
         return self.lu.solve(np.asarray(B, dtype=float))
 
+    def inverse_diagonal_blocks(self, starts, size) -> np.ndarray:
+        """The size x size diagonal blocks of A^-1 at ``starts``, by solves on unit
+        columns (256 at a time)."""
+        starts = np.asarray(starts)
+        q = self.lu.shape[0]
+        blocks = np.empty((starts.size, size, size))
+        for first in range(0, starts.size, 256):
+            chunk = starts[first:first + 256]
+            columns = (chunk[:, None] + np.arange(size)).ravel()
+            E = np.zeros((q, columns.size))
+            E[columns, np.arange(columns.size)] = 1.0
+            solved = self.solve(E)[columns]  # rows and columns of this chunk's blocks
+            for l in range(chunk.size):
+                span = slice(l * size, (l + 1) * size)
+                blocks[first + l] = solved[span, span]
+        return blocks
+
 
 class BlockSchurFactor:
     """The same factor by eliminating the first term: its block of A is block diagonal
@@ -86,41 +103,95 @@ class BlockSchurFactor:
         self.logdet = float(2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum()
                             + 2 * np.log(np.diag(self.S_chol[0])).sum())
 
-    def trace_inverse_times(self, matrices) -> np.ndarray:
+    def trace_inverse_times(self, matrices, chunk_bytes: int = 2**26) -> np.ndarray:
         """tr(A^-1 M) for each sparse M whose pattern lies in A's (the first term's block
         of M block diagonal, as A's), from the blocks of A^-1:
 
             A^-1 = [[A_11^-1 + W T W', -W T], [-T W', T]],  T = S^-1,  W = A_11^-1 A_12,
 
-        reading W T W' only at M's entries.  Costs one dense inverse of S and W T."""
+        W T formed a block of rows at a time (``chunk_bytes``) and read at M's entries."""
         q1 = self.q1
-        T = sla.cho_solve(self.S_chol, np.eye(self.S_chol[0].shape[0]))
-        WT = np.asarray(self.W @ T)
-        out = np.empty(len(matrices))
-        for k, M in enumerate(matrices):
-            M = M.tocoo()
-            r, c, v = M.row, M.col, M.data
-            in1, in2 = r < q1, r >= q1
-            c1, c2 = c < q1, c >= q1
-            total = float(v[in2 & c2] @ T[r[in2 & c2] - q1, c[in2 & c2] - q1])
-            b = in1 & c2
-            total -= float(v[b] @ WT[r[b], c[b] - q1])
-            b = in2 & c1
-            total -= float(v[b] @ WT[c[b], r[b] - q1])
-            b = in1 & c1
-            if b.any():
-                rr, cc = r[b], c[b]
-                own = np.asarray(self.A11_inv[rr, cc]).ravel()
-                cross = np.asarray(self.W[cc].multiply(WT[rr]).sum(axis=1)).ravel()
-                total += float(v[b] @ (own + cross))
-            out[k] = total
+        T = self.schur_inverse()
+        W = self.W
+        coos = [M.tocoo() for M in matrices]
+        out = np.zeros(len(coos))
+        for k, M in enumerate(coos):  # the 2-2 block: T itself
+            b = (M.row >= q1) & (M.col >= q1)
+            out[k] = M.data[b] @ T[M.row[b] - q1, M.col[b] - q1]
+        step = max(1, chunk_bytes // (8 * max(T.shape[0], 1)))
+        for lo in range(0, q1, step):
+            hi = min(lo + step, q1)
+            WT = np.asarray(W[lo:hi] @ T)  # rows lo..hi of W T
+            for k, M in enumerate(coos):
+                r, c, v = M.row, M.col, M.data
+                b = (r >= lo) & (r < hi) & (c >= q1)
+                out[k] -= v[b] @ WT[r[b] - lo, c[b] - q1]
+                b = (c >= lo) & (c < hi) & (r >= q1)
+                out[k] -= v[b] @ WT[c[b] - lo, r[b] - q1]
+                b = (r >= lo) & (r < hi) & (c < q1)
+                if b.any():  # (W T W')[r, c] = (W T)[r] . W[c]
+                    rr, cc = r[b], c[b]
+                    own = np.asarray(self.A11_inv[rr, cc]).ravel()
+                    out[k] += v[b] @ (own + _sparse_rows_dot(W, WT, cc, rr - lo))
         return out
+
+    def schur_inverse(self) -> np.ndarray:
+        """T = S^-1 from S's Cholesky factor (LAPACK potri), symmetric, cached."""
+        if getattr(self, "_schur_inverse", None) is None:
+            inverse, info = sla.lapack.dpotri(self.S_chol[0], lower=1)
+            if info:
+                raise np.linalg.LinAlgError("the Schur complement is singular")
+            inverse = np.tril(inverse)  # potri fills one triangle
+            inverse += inverse.T
+            inverse[np.diag_indices_from(inverse)] /= 2
+            self._schur_inverse = inverse
+        return self._schur_inverse
+
+    def inverse_diagonal_blocks(self, starts, size) -> np.ndarray:
+        """The size x size diagonal blocks of A^-1 starting at ``starts`` (one term's levels)."""
+        q1, local = self.q1, np.arange(size)
+        index = np.asarray(starts)[:, None] + local  # (levels, size)
+        if index.size == 0:
+            return np.zeros((0, size, size))
+        if index.min() >= q1:
+            T = self.schur_inverse()
+            return T[(index - q1)[:, :, None], (index - q1)[:, None, :]]
+        T = self.schur_inverse()
+        rows = np.broadcast_to(index[:, :, None], (index.shape[0], size, size)).ravel()
+        cols = np.broadcast_to(index[:, None, :], (index.shape[0], size, size)).ravel()
+        own = np.asarray(self.A11_inv[rows, cols]).ravel()
+        blocks = (own + _sparse_bilinear(self.W, T, rows, cols)).reshape(-1, size, size)
+        return blocks
 
     def solve(self, B: np.ndarray) -> np.ndarray:
         B = np.asarray(B, dtype=float)
         y1 = self.A11_inv @ B[:self.q1]
         x2 = sla.cho_solve(self.S_chol, B[self.q1:] - self.A21 @ y1)
         return np.concatenate([y1 - self.W @ x2, x2])
+
+
+def _sparse_rows_dot(W: sp.csr_matrix, D: np.ndarray, rows, dense_rows) -> np.ndarray:
+    """W[rows[i]] . D[dense_rows[i]] for each i: sparse rows of W against dense rows."""
+    counts = np.diff(W.indptr)[rows]
+    pair = np.repeat(np.arange(rows.size), counts)
+    offset = np.arange(pair.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    at = W.indptr[rows][pair] + offset
+    values = W.data[at] * D[dense_rows[pair], W.indices[at]]
+    return np.bincount(pair, weights=values, minlength=rows.size)
+
+
+def _sparse_bilinear(W: sp.csr_matrix, T: np.ndarray, rows, cols) -> np.ndarray:
+    """(W T W')[rows[i], cols[i]] for each i, from the nonzeros of the two rows of W."""
+    length = np.diff(W.indptr)
+    la, lb = length[rows], length[cols]
+    counts = la * lb
+    pair = np.repeat(np.arange(rows.size), counts)
+    offset = np.arange(pair.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    width = lb[pair]
+    ia = W.indptr[rows][pair] + offset // np.maximum(width, 1)
+    ib = W.indptr[cols][pair] + offset % np.maximum(width, 1)
+    values = W.data[ia] * T[W.indices[ia], W.indices[ib]] * W.data[ib]
+    return np.bincount(pair, weights=values, minlength=rows.size)
 
 
 # Largest q - q_1 (columns after the first term) factored by BlockSchurFactor: a dense
@@ -307,14 +378,50 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
         best = minimize(value, start, method="L-BFGS-B", jac="3-point", bounds=bounds,
                         options=options)
     theta = np.where(lower == 0, np.clip(best.x, 0, None), best.x)
+    polish = ""
+    if exact:
+        theta, polish = _newton_polish(value_and_gradient, theta, lower)
     solution = solve_sparse_pls(stats, reterms, theta)
     singular = bool(np.any(theta[lower == 0] < control.singular_tol))
     messages = [] if singular else check_convergence(value, theta, lower, control)
     if solution is None:
         messages.append("the deviance is not finite at the optimum")
     return SparseOptimum(theta, solution, not messages, messages,
-                         f"L-BFGS-B: {best.message}",
+                         f"L-BFGS-B: {best.message}{polish}",
                          singular, count[0])
+
+
+def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=4):
+    """Newton steps from L-BFGS-B's end point (its relative-reduction test stops ~1e-6
+    short in theta), the Hessian by forward differences of the exact gradient on the
+    free coordinates (those off their bound); a step is kept only if it lowers the
+    deviance."""
+    value, gradient = value_and_gradient(theta)
+    steps = 0
+    for _ in range(max_iter):
+        free = ~((lower == 0) & (theta <= 0) & (gradient >= 0))
+        if not free.any():
+            break
+        idx = np.flatnonzero(free)
+        H = np.empty((idx.size, idx.size))
+        for col, k in enumerate(idx):
+            shifted = theta.copy()
+            shifted[k] += h
+            H[:, col] = (value_and_gradient(shifted)[1][idx] - gradient[idx]) / h
+        H = (H + H.T) / 2
+        try:
+            step = -np.linalg.solve(H, gradient[idx])
+        except np.linalg.LinAlgError:
+            break
+        candidate = theta.copy()
+        candidate[idx] += step
+        candidate = np.where(lower == 0, np.clip(candidate, 0, None), candidate)
+        new_value, new_gradient = value_and_gradient(candidate)
+        if not new_value < value:
+            break
+        theta, value, gradient = candidate, new_value, new_gradient
+        steps += 1
+    return theta, f"; Newton polish: {steps} step(s)"
 
 
 def check_convergence(value, theta, lower, control: Control) -> list:
