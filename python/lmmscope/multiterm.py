@@ -20,6 +20,7 @@ from .control import as_control
 from .exceptions import ConvergenceWarning
 from .formula import INTERCEPT, new_design_matrices
 from .formula.bars import parse_bar_terms
+from .mixed import fixed_effects_and_status_lines
 from .prediction import Predictor
 from .reterms import ReTerms, _group_values, build_reterms
 from .sparse_pls import SparseStats, optimise_theta
@@ -206,17 +207,7 @@ class MultiTermFit:
                 lines.append(f"  {r['group']:<10} corr {label} ~ {r['var2']}: {r['std_dev']:.4f}")
         groups = ", ".join(f"{g}, {n}" for g, n in self.ngroups.items())
         lines.append(f"Number of obs: {self.nobs}, groups: {groups}")
-        table = pd.DataFrame({"Estimate": self.fixef, "Std. Error": self.bse,
-                              "t value": self.fixef / self.bse})
-        lines.append("Fixed effects:")
-        lines.append(table.to_string(float_format=lambda v: f"{v:.6g}"))
-        if self.singular:
-            lines.append("boundary (singular) fit: a random-effect variance or correlation "
-                         "is at its boundary (see lme4's ?isSingular)")
-        if not self.converged:
-            lines.append("convergence: " + ("; ".join(self.convergence_messages)
-                                            or self.optimizer_message))
-        return lines
+        return lines + fixed_effects_and_status_lines(self)
 
 
 class MultiTermResult:

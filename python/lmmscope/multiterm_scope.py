@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from .control import as_control
 from .multiterm import MultiTermFit, MultiTermResult
 from .nodewise import DEFAULT_TOL
+from .results import LmmScopeResult
 from .selection import reduce_gram
 from .sparse_pls import SparseStats, factor_spd
 from .tuning import DEFAULT_A_GRID, Progress, select
@@ -183,17 +184,9 @@ class MultiTermScopeResult(MultiTermResult):
     def selected(self) -> list:
         return [self.names[j] for j in self._refit_columns]
 
-    @property
-    def path(self) -> pd.DataFrame:
-        path = self.selection.path.copy()
-        path["support"] = [", ".join(self.names[j] for j in np.flatnonzero(row)
-                                     if j not in self._unpenalised_columns)
-                           for row in self.selection.path_coef]
-        return path
-
-    @property
-    def a_history(self) -> pd.DataFrame:
-        return self.selection.a_history
+    # the path and tuning tables read the same attributes as one term's
+    path = LmmScopeResult.path
+    a_history = LmmScopeResult.a_history
 
     def inference(self, columns=None, level: float = 0.95, adjust="bh", verbose=False,
                   lasso_tol: float = DEFAULT_TOL) -> pd.DataFrame:

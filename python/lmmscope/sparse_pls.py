@@ -23,6 +23,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .control import Control, as_control
+from .profiled import gradient_hessian_problems
 
 
 class SparseSPDFactor:
@@ -383,7 +384,7 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
         theta, polish = _newton_polish(value_and_gradient, theta, lower)
     solution = solve_sparse_pls(stats, reterms, theta)
     singular = bool(np.any(theta[lower == 0] < control.singular_tol))
-    messages = [] if singular else check_convergence(value, theta, lower, control)
+    messages = [] if singular else check_convergence(value, theta, control)
     if solution is None:
         messages.append("the deviance is not finite at the optimum")
     return SparseOptimum(theta, solution, not messages, messages,
@@ -424,27 +425,11 @@ def _newton_polish(value_and_gradient, theta, lower, h=1e-6, max_iter=4):
     return theta, f"; Newton polish: {steps} step(s)"
 
 
-def check_convergence(value, theta, lower, control: Control) -> list:
-    """lme4's ``checkConv`` with its finite differences (``deriv12``, delta 1e-4): the
-    gradient scaled by the Cholesky factor of the Hessian below ``check_conv_grad_tol``,
-    no Hessian eigenvalue below ``-check_conv_hess_tol``."""
+def check_convergence(value, theta, control: Control) -> list:
+    """lme4's ``checkConv`` with its finite differences (``deriv12``, delta 1e-4), the
+    tests of :func:`lmmscope.profiled.gradient_hessian_problems`."""
     gradient, hessian = _deriv12(value, theta, 1e-4)
-    problems = []
-    try:
-        chol = np.linalg.cholesky(hessian)
-        scaled = np.linalg.solve(chol, gradient)
-        worst = np.minimum(np.abs(scaled), np.abs(gradient))
-        if worst.max() > control.check_conv_grad_tol:
-            problems.append(f"model failed to converge with max|grad| = {worst.max():.3g} "
-                            f"(tol = {control.check_conv_grad_tol:g}, component "
-                            f"{int(np.argmax(worst)) + 1})")
-    except np.linalg.LinAlgError:
-        problems.append("unable to evaluate scaled gradient (Hessian not positive definite)")
-    negative = int(np.sum(np.linalg.eigvalsh(hessian) < -control.check_conv_hess_tol))
-    if negative:
-        problems.append(f"model failed to converge: degenerate Hessian with {negative} "
-                        "negative eigenvalue(s)")
-    return problems
+    return gradient_hessian_problems(gradient, hessian, control)
 
 
 def _deriv12(value, x, delta):

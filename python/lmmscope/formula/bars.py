@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .parse import split_summands, tokenize
+from .parse import bar_groups, split_summands, tokenize
 
 
 @dataclass(frozen=True)
@@ -45,24 +45,6 @@ def _strip_backticks(name: str) -> str:
     return name[1:-1] if len(name) >= 2 and name[0] == name[-1] == "`" else name
 
 
-def _bar_groups(tokens):
-    """(open index, close index, bar indices) of each top-level parenthesised group
-    holding a '|' or '||'."""
-    groups, depth, start, bars = [], 0, None, []
-    for idx, tok in enumerate(tokens):
-        if tok.kind.name == "CONTEXT" and tok.token == "(":
-            depth += 1
-            if depth == 1:
-                start, bars = idx, []
-        elif tok.kind.name == "CONTEXT" and tok.token == ")":
-            if depth == 1 and bars:
-                groups.append((start, idx, bars))
-            depth -= 1
-        elif tok.kind.name == "OPERATOR" and tok.token in ("|", "||") and depth == 1:
-            bars.append(idx)
-    return groups
-
-
 def has_several_terms(formula: str) -> bool:
     """Whether the formula (lme4 syntax) has more than one bar term once expanded:
     several ``( | )`` groups, a ``||``, or a grouping factor ``a/b`` or ``a:b``."""
@@ -72,7 +54,7 @@ def has_several_terms(formula: str) -> bool:
         tokens = list(tokenize(formula))
     except Exception:  # the ordinary parser reports a malformed formula
         return False
-    groups = _bar_groups(tokens)
+    groups = bar_groups(tokens)
     if len(groups) > 1:
         return True
     for _start, end, bars in groups:
@@ -94,7 +76,7 @@ def parse_bar_terms(formula: str) -> BarFormula:
 @lru_cache(maxsize=64)
 def _parse_bars(formula: str) -> BarFormula:
     tokens = list(tokenize(formula))
-    groups = _bar_groups(tokens)
+    groups = bar_groups(tokens)
     if not groups:
         raise ValueError(f"formula has no random-effects term '(z | group)': {formula!r}")
     terms, kept, last = [], [], 0

@@ -46,6 +46,24 @@ def _strip_backticks(name: str) -> str:
     return name[1:-1] if len(name) >= 2 and name[0] == name[-1] == "`" else name
 
 
+def bar_groups(tokens) -> list:
+    """(open index, close index, bar indices) of each top-level parenthesised group of
+    ``tokens`` holding a '|' or '||' (the random-effects terms)."""
+    groups, depth, start, bars = [], 0, None, []
+    for idx, tok in enumerate(tokens):
+        if tok.kind.name == "CONTEXT" and tok.token == "(":
+            depth += 1
+            if depth == 1:
+                start, bars = idx, []
+        elif tok.kind.name == "CONTEXT" and tok.token == ")":
+            if depth == 1 and bars:
+                groups.append((start, idx, bars))
+            depth -= 1
+        elif tok.kind.name == "OPERATOR" and tok.token in ("|", "||") and depth == 1:
+            bars.append(idx)
+    return groups
+
+
 def parse_formula(formula: str) -> ParsedFormula:
     """Split a mixed-model formula into response, fixed, random and grouping parts."""
     if not isinstance(formula, str):
@@ -59,19 +77,7 @@ def _parse(formula: str) -> ParsedFormula:
     tildes = [t for t in tokens if t.kind.name == "OPERATOR" and t.token == "~"]
     if len(tildes) != 1:
         raise ValueError(f"formula needs exactly one '~' separating response and predictors: {formula!r}")
-    # Locate top-level parenthesised groups and the '|' inside them.
-    groups, depth, start, bars = [], 0, None, []
-    for idx, tok in enumerate(tokens):
-        if tok.kind.name == "CONTEXT" and tok.token == "(":
-            depth += 1
-            if depth == 1:
-                start, bars = idx, []
-        elif tok.kind.name == "CONTEXT" and tok.token == ")":
-            if depth == 1 and bars:
-                groups.append((start, idx, bars))
-            depth -= 1
-        elif tok.kind.name == "OPERATOR" and tok.token in ("|", "||") and depth == 1:
-            bars.append(idx)
+    groups = bar_groups(tokens)
     if not groups:
         raise ValueError("formula has no random-effects term of the form '(z1 + z2 | cluster)': "
                          f"{formula!r}")
