@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from .control import Control, as_control
 from .profiled import gradient_hessian_problems
+from .threads import one_blas_thread
 
 
 class SparseSPDFactor:
@@ -198,6 +199,8 @@ def _sparse_bilinear(W: sp.csr_matrix, T: np.ndarray, rows, cols) -> np.ndarray:
 # Largest q - q_1 (columns after the first term) factored by BlockSchurFactor: a dense
 # Cholesky of 3,000 columns takes ~0.1 s on two cores, as the sparse LU of InstEval.
 DENSE_SCHUR_LIMIT = 3000
+# Below this many columns after the first term, the refit runs LAPACK on one thread.
+SMALL_DENSE_BLOCK = 500
 
 
 def factor_spd(A: sp.csc_matrix, reterms):
@@ -375,16 +378,19 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
                "maxiter": control.optimizer_maxiter}
     exact = hasattr(factor_spd(sp.identity(reterms.q, format="csc"), reterms),
                     "trace_inverse_times")
-    if exact:  # the block Schur factor gives the gradient for about one more deviance
-        best = minimize(value_and_gradient, start, method="L-BFGS-B", jac=True,
-                        bounds=bounds, options=options)
-    else:  # central differences: 2 d deviances a gradient
-        best = minimize(value, start, method="L-BFGS-B", jac="3-point", bounds=bounds,
-                        options=options)
-    theta = np.where(lower == 0, np.clip(best.x, 0, None), best.x)
-    solution = solve_sparse_pls(stats, reterms, theta)
-    singular = bool(np.any(theta[lower == 0] < control.singular_tol))
-    messages = [] if singular else check_convergence(value, theta, control)
+    # a small dense block: LAPACK's thread pool costs more than the work (potri of 15 x 15
+    # took 40 ms with two busy threads, 40 us with one)
+    with one_blas_thread(reterms.q - int(reterms.Gp[1]) < SMALL_DENSE_BLOCK):
+        if exact:  # the block Schur factor gives the gradient for about two deviances
+            best = minimize(value_and_gradient, start, method="L-BFGS-B", jac=True,
+                            bounds=bounds, options=options)
+        else:  # central differences: 2 d deviances a gradient
+            best = minimize(value, start, method="L-BFGS-B", jac="3-point", bounds=bounds,
+                            options=options)
+        theta = np.where(lower == 0, np.clip(best.x, 0, None), best.x)
+        solution = solve_sparse_pls(stats, reterms, theta)
+        singular = bool(np.any(theta[lower == 0] < control.singular_tol))
+        messages = [] if singular else check_convergence(value, theta, control)
     if solution is None:
         messages.append("the deviance is not finite at the optimum")
     return SparseOptimum(theta, solution, not messages, messages,
