@@ -199,8 +199,10 @@ def _sparse_bilinear(W: sp.csr_matrix, T: np.ndarray, rows, cols) -> np.ndarray:
 # Largest q - q_1 (columns after the first term) factored by BlockSchurFactor: a dense
 # Cholesky of 3,000 columns takes ~0.1 s on two cores, as the sparse LU of InstEval.
 DENSE_SCHUR_LIMIT = 3000
-# Below this many columns after the first term, the refit runs LAPACK on one thread.
-SMALL_DENSE_BLOCK = 500
+# Below this many columns after the first term, the refit runs LAPACK on one thread:
+# measured on two busy cores, InstEval's 1,142 took 0.12-0.18 s a deviance and 0.17-0.22 s
+# with its gradient on one thread, 0.19-0.41 s and 0.6-1.0 s on two.
+SMALL_DENSE_BLOCK = 2000
 
 
 def factor_spd(A: sp.csc_matrix, reterms):
@@ -378,8 +380,8 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
                "maxiter": control.optimizer_maxiter}
     exact = hasattr(factor_spd(sp.identity(reterms.q, format="csc"), reterms),
                     "trace_inverse_times")
-    # a small dense block: LAPACK's thread pool costs more than the work (potri of 15 x 15
-    # took 40 ms with two busy threads, 40 us with one)
+    # a dense block of moderate size: LAPACK's thread pool costs more than it shares
+    # (potri of 15 x 15 took 40 ms with two busy threads, 40 us with one)
     with one_blas_thread(reterms.q - int(reterms.Gp[1]) < SMALL_DENSE_BLOCK):
         if exact:  # the block Schur factor gives the gradient for about two deviances
             best = minimize(value_and_gradient, start, method="L-BFGS-B", jac=True,
