@@ -30,6 +30,7 @@ def test_bar_terms_expand_as_lme4(formula, fixed, terms):
 def test_one_term_stays_on_the_one_factor_path():
     assert not has_several_terms("y ~ x + (1 + x | g)")
     assert not has_several_terms("y ~ x | (z | g)")
+    assert not has_several_terms("y ~ x + (1 | `a:b`)")  # one column whose name has a ':'
 
 
 @pytest.mark.parametrize("formula, message", [

@@ -22,6 +22,7 @@ from .formula import INTERCEPT, new_design_matrices
 from .formula.bars import parse_bar_terms
 from .mixed import fixed_effects_and_status_lines
 from .prediction import Predictor
+from .results import LmmResult
 from .reterms import ReTerms, _group_values, build_reterms
 from .sparse_pls import SparseStats, optimise_theta
 
@@ -245,6 +246,11 @@ class MultiTermResult:
 
     def vcov(self) -> pd.DataFrame:
         return self.mixed.vcov()
+
+    # Wald inference from fixef and bse, as for one term (no selection to debias)
+    inference = LmmResult.inference
+    confint = LmmResult.confint
+    summary_frame = LmmResult.summary_frame
 
     def fitted(self) -> np.ndarray:
         """Conditional fitted values X beta + Z b (lme4's default)."""

@@ -50,6 +50,14 @@ def has_several_terms(formula: str) -> bool:
     several ``( | )`` groups, a ``||``, or a grouping factor ``a/b`` or ``a:b``."""
     if not isinstance(formula, str) or "|" not in formula:
         return False
+    bar = formula.find("|")
+    if formula.count("|") == 1 and not any(c in formula[bar:] for c in ":/"):
+        return False  # one bar, a plain factor: no tokenizing of a long fixed part
+    return _has_several_terms(formula)
+
+
+@lru_cache(maxsize=64)
+def _has_several_terms(formula: str) -> bool:
     try:
         tokens = list(tokenize(formula))
     except Exception:  # the ordinary parser reports a malformed formula
