@@ -141,6 +141,10 @@ class SeveralTermsRefitter:
         if key not in self._fits:
             columns = list(key[0])
             intercept = columns.index(self.intercept) if self.intercept in columns else None
+            if intercept is None and self.data.stats.y_shift:
+                # y was centred because the model has an intercept, which is unpenalised
+                raise ValueError("a refit without the intercept on statistics of the centred "
+                                 "response")
             self._fits[key] = MultiTermFit(self.data.subset_stats(columns), self.data.reterms,
                                            [self.names[j] for j in columns], intercept,
                                            reml=reml, control=self.control)
