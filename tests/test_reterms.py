@@ -185,6 +185,13 @@ def test_predictions_per_factor_as_lmer():
     np.testing.assert_allclose(ours.predict(new, level=1, allow_new_levels=True), ref1,
                                rtol=0, atol=1e-5)
     np.testing.assert_allclose(ours.predict(new, level=0), ref0, rtol=1e-12, atol=0)
+    ref_plate = np.array(ro.r("predict(m, newdata = nd, re.form = ~(1 | plate), "
+                              "allow.new.levels = TRUE)"))
+    np.testing.assert_allclose(ours.predict(new, level=1, allow_new_levels=True,
+                                            re_form=["plate"]), ref_plate, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours.predict(level=1, re_form="sample"),
+                               np.array(ro.r("predict(m, re.form = ~(1 | sample))")),
+                               rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="new level"):
         ours.predict(new, level=1)
 

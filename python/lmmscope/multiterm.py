@@ -259,21 +259,31 @@ class MultiTermResult:
     def residuals(self) -> np.ndarray:
         return self._y - self.fitted()
 
-    def predict(self, newdata=None, level: int = 0, allow_new_levels: bool = False):
+    def predict(self, newdata=None, level: int = 0, allow_new_levels: bool = False,
+                re_form=None):
         """level=0: X beta (lme4's ``re.form = NA``); level=1: plus every term's random
-        effects (``re.form = NULL``).  Levels not seen in fitting: an error naming them,
-        unless ``allow_new_levels=True``: then that term contributes 0 on those rows
-        (lme4's ``allow.new.levels``, factor by factor)."""
+        effects (``re.form = NULL``), or only those of the grouping factors named in
+        ``re_form`` (a list of names as in ``ranef``: lme4's ``re.form = ~(1 | plate)``).
+        Levels not seen in fitting: an error naming them, unless
+        ``allow_new_levels=True``: then that term contributes 0 on those rows (lme4's
+        ``allow.new.levels``, factor by factor)."""
         if level not in (0, 1):
             raise ValueError("level must be 0 (population) or 1 (conditional on every term)")
+        included = self._included_terms(re_form)
         if newdata is None:
-            return self.fitted() if level == 1 else self._X @ self.fixef.to_numpy()
+            if level == 0:
+                return self._X @ self.fixef.to_numpy()
+            b = np.concatenate([block.ravel() * (t.group_name in included) for t, block in
+                                zip(self.reterms.terms, self.reterms.split(self.mixed.b))])
+            return self._X @ self.fixef.to_numpy() + self.reterms.Zt.T @ b
         X, _ = new_design_matrices(self.design, newdata, need_random=False)
         eta = np.asarray(X, dtype=float)[:, self._refit_columns] @ self.fixef.to_numpy()
         if level == 0:
             return eta
         frame = newdata if isinstance(newdata, pd.DataFrame) else pd.DataFrame(newdata)
         for t, block in zip(self.reterms.terms, self.reterms.split(self.mixed.b)):
+            if t.group_name not in included:
+                continue
             if len(t.group_columns) > 1:
                 missing = [c for c in t.group_columns if c not in frame.columns]
                 if missing:
@@ -283,6 +293,17 @@ class MultiTermResult:
                              bool(t.p == 1 and t.cnms == [INTERCEPT]))
             eta = eta + term.predict(frame, level=1, allow_new_levels=allow_new_levels)
         return eta
+
+    def _included_terms(self, re_form) -> set:
+        names = {t.group_name for t in self.reterms.terms}
+        if re_form is None:
+            return names
+        wanted = [re_form] if isinstance(re_form, str) else list(re_form)
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise KeyError(f"re_form names unknown grouping factor(s) {', '.join(map(repr, unknown))}; "
+                           f"the model's are {', '.join(sorted(names))}")
+        return set(wanted)
 
     def summary(self) -> str:
         return "\n".join(self.mixed.summary_lines())
