@@ -294,6 +294,11 @@ class MultiTermResult:
             eta = eta + term.predict(frame, level=1, allow_new_levels=allow_new_levels)
         return eta
 
+    def to_dict(self) -> dict:
+        raise ValueError("the plain-values schema (CLI --json, the R package) describes one "
+                         "random-effects term; a fit with several terms is read through its "
+                         "Python accessors (fixef, varcorr, ranef, ...) for now")
+
     def _included_terms(self, re_form) -> set:
         names = {t.group_name for t in self.reterms.terms}
         if re_form is None:
