@@ -208,10 +208,13 @@ SMALL_DENSE_BLOCK = 2000
 def factor_spd(A: sp.csc_matrix, reterms):
     """The factor of A = Lambda' Z'Z Lambda + I: block Schur where what remains after the
     first term is small, sparse LU otherwise."""
-    q1 = int(reterms.Gp[1])
-    if 0 < reterms.q - q1 <= DENSE_SCHUR_LIMIT:
-        return BlockSchurFactor(A, q1, reterms.terms[0].p)
+    if uses_block_schur(reterms):
+        return BlockSchurFactor(A, int(reterms.Gp[1]), reterms.terms[0].p)
     return SparseSPDFactor(A)
+
+
+def uses_block_schur(reterms) -> bool:
+    return 0 < reterms.q - int(reterms.Gp[1]) <= DENSE_SCHUR_LIMIT
 
 
 @dataclass
@@ -378,8 +381,7 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
     # where the default (1e-10) stops ~1e-6 short in theta
     options = {"ftol": min(control.optimizer_ftol, 1e-14), "gtol": 1e-10,
                "maxiter": control.optimizer_maxiter}
-    exact = hasattr(factor_spd(sp.identity(reterms.q, format="csc"), reterms),
-                    "trace_inverse_times")
+    exact = uses_block_schur(reterms)
     # a dense block of moderate size: LAPACK's thread pool costs more than it shares
     # (potri of 15 x 15 took 40 ms with two busy threads, 40 us with one)
     with one_blas_thread(reterms.q - int(reterms.Gp[1]) < SMALL_DENSE_BLOCK):
