@@ -196,8 +196,9 @@ def _sparse_bilinear(W: sp.csr_matrix, T: np.ndarray, rows, cols) -> np.ndarray:
     return np.bincount(pair, weights=values, minlength=rows.size)
 
 
-# Largest q - q_1 (columns after the first term) factored by BlockSchurFactor: a dense
-# Cholesky of 3,000 columns takes ~0.1 s on two cores, as the sparse LU of InstEval.
+# Largest q - q_1 (columns after the first term) factored by BlockSchurFactor, whose S is
+# dense (72 MB at 3,000).  Measured on InstEval (1,142 remain of 4,114): 0.17 s a factor,
+# SuperLU on the whole A 0.41 s.
 DENSE_SCHUR_LIMIT = 3000
 # Below this many columns after the first term, the refit runs LAPACK on one thread:
 # measured on two busy cores, InstEval's 1,142 took 0.12-0.18 s a deviance and 0.17-0.22 s
