@@ -83,8 +83,9 @@ parse_mixed_formula <- function(formula) {
   bar <- bars[[1L]]
   if (!is.name(bar[[3L]])) {
     stop("the grouping factor must be one column, got ", deparse1(bar[[3L]]),
-         ": nested (a/b) or crossed (a:b) grouping is not supported; make one factor of ",
-         "the combination first, e.g. interaction(a, b)", call. = FALSE)
+         ": nested (a/b) or crossed (a:b) grouping is not supported by the R front yet ",
+         "(lme4 fits it as several terms, (1 | a) + (1 | a:b); lmmscope's Python lmm() ",
+         "does too)", call. = FALSE)
   }
   fixed <- formula
   rhs <- no_bars(formula[[3L]])

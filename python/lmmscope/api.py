@@ -11,6 +11,7 @@ from . import checks, rank, sources
 from .control import Control, as_control
 from .crossprod import compute_cluster_stats, encode_groups
 from .formula import INTERCEPT, build_design
+from .formula.bars import has_several_terms
 from .intercept import InterceptPrepended
 from .layouts import choose_layout, whitens_rows_once
 from .mixed import MixedModelFit
@@ -270,6 +271,13 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
         a dask.dataframe.DataFrame.
     """
     checks.check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method, random_state)
+    if has_several_terms(formula):
+        return _lmm_scope_several_terms(formula, data, k=k, a=a, always=always,
+                                        criterion=criterion, k_max=k_max, cv_folds=cv_folds,
+                                        a_grid=a_grid, method=method, na_action=na_action,
+                                        random_state=random_state, verbose=verbose,
+                                        penalize_random_slopes=penalize_random_slopes,
+                                        control=control)
     if sources.is_external(data):
         return sources.fit_external("scope", formula, data, chunk_rows=chunk_rows, k=k, a=a,
                                     always=always, criterion=criterion, k_max=k_max,
@@ -294,6 +302,35 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
                           x_moments=moments)
 
 
+def _lmm_scope_several_terms(formula, data, *, k, a, always, criterion, k_max, cv_folds,
+                             a_grid, method, na_action, random_state, verbose,
+                             penalize_random_slopes, control):
+    """lmm_scope for a formula with several random-effects terms (in memory)."""
+    if sources.is_external(data):
+        raise ValueError(SEVERAL_TERMS_IN_MEMORY)
+    from .formula.bars import parse_bar_terms
+    from .multiterm_scope import lmm_scope_several_terms
+    from .reterms import build_reterms
+    design, reterms, _rows = build_reterms(parse_bar_terms(formula), data, na_action=na_action)
+    names = design.fixed_names
+    if not names:
+        raise ValueError("the formula has no fixed effects to select from; lmm() fits a model "
+                         "without fixed effects")
+    unpen = _resolve_always(always, names, [names.index(INTERCEPT)] if INTERCEPT in names else [])
+    random_names = [c for t in reterms.terms for c in t.cnms]
+    unpen = with_random_slopes(names, random_names, unpen, k, penalize_random_slopes,
+                               Progress(verbose))
+    return lmm_scope_several_terms(design, reterms, unpen, k=k, a=a, criterion=criterion,
+                                   k_max=k_max, a_grid=a_grid, method=method,
+                                   random_state=random_state, verbose=verbose,
+                                   control=control, cv_folds=cv_folds)
+
+
+SEVERAL_TERMS_IN_MEMORY = ("several random-effects terms are fitted on in-memory data only (a "
+                           "pandas, polars or pyarrow table); parquet streaming and Dask take "
+                           "one term for now")
+
+
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit",
         *, control: Control | None = None, chunk_rows=None, verbose=False) -> LmmResult:
     """Fit a linear mixed model with every listed fixed effect (no selection), like lme4::lmer.
@@ -302,7 +339,17 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     ``chunk_rows`` rows) or a dask.dataframe.DataFrame.
     ``control``: a :class:`lmmscope.Control` (optimiser and convergence-check tolerances).
     The result reports ``converged``; a fit failing lme4's final convergence check
-    issues a :class:`lmmscope.ConvergenceWarning`."""
+    issues a :class:`lmmscope.ConvergenceWarning`.
+
+    Several random-effects terms, in lme4's syntax (crossed ``(1 | a) + (1 | b)``, nested
+    ``(1 | a/b)``, ``(1 | a:b)``, uncorrelated ``(x || g)``, several terms on one factor)
+    are fitted by lme4's sparse PLS (:mod:`lmmscope.multiterm`) on in-memory tables."""
+    if has_several_terms(formula):
+        if sources.is_external(data):
+            raise ValueError(SEVERAL_TERMS_IN_MEMORY)
+        from .multiterm import lmm_several_terms
+        return lmm_several_terms(formula, data, method=method, na_action=na_action,
+                                 control=control)
     if sources.is_external(data):
         return sources.fit_external("lmm", formula, data, chunk_rows=chunk_rows, method=method,
                                     na_action=na_action, verbose=verbose, control=control)

@@ -140,16 +140,21 @@ class MixedModelFit:
                 for j in range(i):
                     lines.append(f"    {self.random_names[i]} ~ {self.random_names[j]}: {c[i, j]:.4f}")
         lines.append(f"Number of obs: {self.nobs}, groups: {self.group_name}, {self.ngroups}")
-        table = pd.DataFrame({"Estimate": self.fixef, "Std. Error": self.bse,
-                              "t value": self.fixef / self.bse})
-        lines.append("Fixed effects:")
-        lines.append(table.to_string(float_format=lambda v: f"{v:.6g}"))
-        if self.singular:
-            lines.append("boundary (singular) fit: a random-effect variance or correlation "
-                         "is at its boundary (see lme4's ?isSingular)")
-        if not self.converged:
-            lines.append("convergence: " + ("; ".join(self.convergence_messages)
-                                            or self.optimizer_message))
-        return lines
+        return lines + fixed_effects_and_status_lines(self)
+
+
+def fixed_effects_and_status_lines(fit) -> list:
+    """The summary's fixed-effects table and its singularity and convergence notes (any
+    fit with lme4's accessors: one grouping factor or several terms)."""
+    table = pd.DataFrame({"Estimate": fit.fixef, "Std. Error": fit.bse,
+                          "t value": fit.fixef / fit.bse})
+    lines = ["Fixed effects:", table.to_string(float_format=lambda v: f"{v:.6g}")]
+    if fit.singular:
+        lines.append("boundary (singular) fit: a random-effect variance or correlation "
+                     "is at its boundary (see lme4's ?isSingular)")
+    if not fit.converged:
+        lines.append("convergence: " + ("; ".join(fit.convergence_messages)
+                                        or fit.optimizer_message))
+    return lines
 
 

@@ -683,6 +683,13 @@ def check_convergence(stats: ClusterStats, theta, reml: bool, control: Control,
     parts = parts or _slope_parts(stats, solution, reml, with_zwx=True)
     gradient = (2 * parts[0][0] @ solution.Lam[0])[theta_positions(stats.q)]
     H = observed_hessian(stats, solution, reml, parts) if H is None else H
+    return gradient_hessian_problems(gradient, H, control)
+
+
+def gradient_hessian_problems(gradient, H, control: Control) -> list:
+    """lme4's ``checkConv`` tests on a gradient and Hessian at the optimum: the gradient
+    scaled by the Cholesky factor of H, min(|scaled|, |raw|), below
+    ``check_conv_grad_tol``; no eigenvalue of H below ``-check_conv_hess_tol``."""
     problems = []
     if not np.all(np.isfinite(gradient)) or not np.all(np.isfinite(H)):
         return ["the gradient or Hessian at the optimum contains non-finite values"]

@@ -31,6 +31,11 @@ def tokenize(text: str):
 
 
 
+SEVERAL_TERMS = ("several random-effects terms (crossed (1 | a) + (1 | b), nested (1 | a/b), "
+                 "(1 | a:b), uncorrelated (x || g)) are fitted by lmmscope.lmm() and lmm_scope() "
+                 "on in-memory data, in lme4's syntax; the other fronts take one term for now")
+
+
 @dataclass(frozen=True)
 class ParsedFormula:
     """The parts of a mixed-model formula, as formula strings for formulaic."""
@@ -47,6 +52,24 @@ def _strip_backticks(name: str) -> str:
     return name[1:-1] if len(name) >= 2 and name[0] == name[-1] == "`" else name
 
 
+def bar_groups(tokens) -> list:
+    """(open index, close index, bar indices) of each top-level parenthesised group of
+    ``tokens`` holding a '|' or '||' (the random-effects terms)."""
+    groups, depth, start, bars = [], 0, None, []
+    for idx, tok in enumerate(tokens):
+        if tok.kind.name == "CONTEXT" and tok.token == "(":
+            depth += 1
+            if depth == 1:
+                start, bars = idx, []
+        elif tok.kind.name == "CONTEXT" and tok.token == ")":
+            if depth == 1 and bars:
+                groups.append((start, idx, bars))
+            depth -= 1
+        elif tok.kind.name == "OPERATOR" and tok.token in ("|", "||") and depth == 1:
+            bars.append(idx)
+    return groups
+
+
 def parse_formula(formula: str) -> ParsedFormula:
     """Split a mixed-model formula into response, fixed, random and grouping parts."""
     if not isinstance(formula, str):
@@ -60,38 +83,26 @@ def _parse(formula: str) -> ParsedFormula:
     tildes = [t for t in tokens if t.kind.name == "OPERATOR" and t.token == "~"]
     if len(tildes) != 1:
         raise InputError(f"formula needs exactly one '~' separating response and predictors: {formula!r}")
-    # Locate top-level parenthesised groups and the '|' inside them.
-    groups, depth, start, bars = [], 0, None, []
-    for idx, tok in enumerate(tokens):
-        if tok.kind.name == "CONTEXT" and tok.token == "(":
-            depth += 1
-            if depth == 1:
-                start, bars = idx, []
-        elif tok.kind.name == "CONTEXT" and tok.token == ")":
-            if depth == 1 and bars:
-                groups.append((start, idx, bars))
-            depth -= 1
-        elif tok.kind.name == "OPERATOR" and tok.token in ("|", "||") and depth == 1:
-            bars.append(idx)
+    groups = bar_groups(tokens)
     if not groups:
         raise InputError("formula has no random-effects term of the form '(z1 + z2 | cluster)': "
                          f"{formula!r}")
     if len(groups) > 1:
-        raise InputError("only one random-effects term with a single grouping factor is "
-                         f"supported; the formula has {len(groups)}: {formula!r}")
+        raise InputError(f"only one random-effects term here; the formula has {len(groups)}: "
+                         f"{formula!r}: " + SEVERAL_TERMS)
     start, end, bars = groups[0]
     if len(bars) > 1:
         raise InputError("the random-effects term must contain exactly one '|'")
     bar = tokens[bars[0]]
     if bar.token == "||":
-        raise InputError("'||' (uncorrelated random effects) is not supported; use '|'")
+        raise InputError("'||' (uncorrelated random effects) is not supported here: " + SEVERAL_TERMS)
     open_pos, close_pos = tokens[start].source_start, tokens[end].source_end
     random = formula[open_pos + 1:bar.source_start].strip()
     group = formula[bar.source_end + 1:close_pos].strip()
     group_tokens = [t for t in tokenize(group)] if group else []
     if len(group_tokens) != 1 or group_tokens[0].kind.name != "NAME":
-        raise InputError(f"grouping factor must be a single column name, got {group!r}; "
-                         "nested or crossed grouping (a/b, a:b, several factors) is not supported")
+        raise InputError(f"grouping factor must be a single column name here, got {group!r}; "
+                         "nested or crossed grouping: " + SEVERAL_TERMS)
     group = _strip_backticks(group_tokens[0].token)
     if not random:
         raise InputError("random-effects term has nothing before '|'; use (1 | group) for a random intercept")

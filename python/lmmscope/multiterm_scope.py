@@ -1,0 +1,267 @@
+"""Selection (:func:`lmmscope.lmm_scope`) with several random-effects terms.
+
+The proxy covariance is Sigma_a = a Z~ Z~' + I with Z~ the whole random-effects design
+(every term; each column of a term's model matrix divided by its root mean square, so
+a does not depend on Z's units, as with one term).  By Woodbury, with the sparse
+A_a = I + a Z~'Z~ (factored as in the refit: :func:`lmmscope.sparse_pls.factor_spd`),
+
+    X_a'X_a = X'X - a (Z~'X)' A_a^-1 (Z~'X),   X_a'y_a and y_a'y_a likewise,
+
+from the additive statistics (Z'Z sparse, Z'X, Z'y, X'X, X'y, y'y); nothing N x N.
+The whitened Gram goes to the same search and tuning of k and a as one term
+(:func:`lmmscope.tuning.select` on :class:`SeveralTermsData`, whose refits are
+:class:`~lmmscope.multiterm.MultiTermFit`).  Cross-validation (k or a = "cv") needs
+folds of whole clusters, which crossed factors do not have: refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .control import as_control
+from .exceptions import InputError
+from .multiterm import MultiTermFit, MultiTermResult
+from .nodewise import DEFAULT_TOL
+from .results import LmmScopeResult
+from .selection import reduce_gram
+from .sparse_pls import SparseStats, factor_spd
+from .tuning import DEFAULT_A_GRID, Progress, select
+
+
+class SeveralTermsData:
+    """The in-memory data backend of a several-term model: the statistics and the
+    whitened problem at a (what :func:`lmmscope.tuning.select` asks of a backend for a
+    fixed or refit-tuned a and k by a criterion)."""
+
+    def __init__(self, X, y, reterms, intercept, control=None):
+        self.control = as_control(control)
+        self.N, self.p = X.shape
+        self.reterms = reterms
+        self.n_groups = reterms.terms[0].n_levels
+        self.stats = SparseStats.from_arrays(X, y, reterms.Zt, intercept)
+        self._X, self._y, self._intercept = X, y, intercept
+        # unit-free Z: each term's model-matrix column by its root mean square
+        if self.control.unit_free_z:
+            scale = np.concatenate([np.tile(np.sqrt(np.mean(t.Z ** 2, axis=0)), t.n_levels)
+                                    for t in reterms.terms])
+            scale[scale == 0] = 1.0
+        else:
+            scale = np.ones(reterms.q)
+        self.z_scale = scale
+        D = sp.diags(1.0 / scale)
+        self.unit_ZtZ = (D @ self.stats.ZtZ @ D).tocsc()
+        self.unit_ZtX = self.stats.ZtX / scale[:, None]
+        self.unit_Zty = self.stats.Zty / scale
+
+    def whitened(self, a):
+        """(X_a'X_a, X_a'y_a, y_a'y_a) of Sigma_a = a Z~Z~' + I, by Woodbury."""
+        st = self.stats
+        if a == 0:
+            return st.XtX.copy(), st.Xty.copy(), st.yty
+        A = (a * self.unit_ZtZ + sp.identity(self.reterms.q, format="csc")).tocsc()
+        factor = factor_spd(A, self.reterms)
+        sol = factor.solve(np.column_stack([self.unit_ZtX, self.unit_Zty]))
+        gram = st.XtX - a * (self.unit_ZtX.T @ sol[:, :-1])
+        xty = st.Xty - a * (self.unit_ZtX.T @ sol[:, -1])
+        yty = st.yty - a * float(self.unit_Zty @ sol[:, -1])
+        return (gram + gram.T) / 2, xty, yty
+
+    def inference_statistics(self, a, beta, outer):
+        """(whitened Gram of the centred columns, scores per level of ``outer``) at a,
+        ``beta`` in the original parametrisation: what :func:`lmmscope.inference.debias`
+        takes.  The scores need the rows once: X_i'(Sigma_a^-1 r)_i with r = y - X beta
+        and Sigma_a^-1 r = r - a Z~ (I + a Z~'Z~)^-1 Z~'r, block diagonal by ``outer``."""
+        from .inference import WhitenedGram
+        X, st, intercept = self._X, self.stats, self._intercept
+        shift = np.zeros(self.p)
+        if intercept is not None:
+            shift = X.mean(axis=0)
+            shift[intercept] = 0.0
+        # centred columns: X'Z and X'X shifted by the column sums (no pass over X)
+        z_sums = np.asarray(self.reterms.Zt.sum(axis=1)).ravel() / self.z_scale
+        ZtXc = self.unit_ZtX - np.outer(z_sums, shift)
+        x_sums = X.sum(axis=0)
+        XtXc = st.XtX - np.outer(x_sums, shift) - np.outer(shift, x_sums) \
+            + self.N * np.outer(shift, shift)
+        A = (a * self.unit_ZtZ + sp.identity(self.reterms.q, format="csc")).tocsc()
+        factor = factor_spd(A, self.reterms)
+        gram = XtXc - a * (ZtXc.T @ factor.solve(ZtXc)) if a else XtXc
+        r = self._y - X @ beta
+        Zt_unit = sp.diags(1.0 / self.z_scale) @ self.reterms.Zt
+        v = r - a * (Zt_unit.T @ factor.solve(Zt_unit @ r)) if a else r
+        membership = sp.csr_matrix((v, (outer.codes, np.arange(self.N))),
+                                   shape=(outer.n_levels, self.N))
+        scores = np.asarray(membership @ (X - shift))
+        source = _DenseGram((gram + gram.T) / 2)
+        G = WhitenedGram(source, dataclasses.make_dataclass("Shift", ["intercept", "x_shift"])(
+            intercept, shift))
+        return G, scores
+
+    def reduced(self, a, unpenalised):
+        gram, xty, yty = self.whitened(a)
+        return reduce_gram(gram, xty, yty, unpenalised), None
+
+    def fold_problems(self, a, unpenalised, folds):
+        raise InputError("k='cv' and a='cv' hold out whole clusters, which crossed or nested "
+                         "random-effects terms do not have; with several terms choose k by "
+                         "a criterion (k=None) and a by the refit (a=None) or a number")
+
+    def subset_stats(self, columns) -> SparseStats:
+        st, columns = self.stats, np.asarray(columns, dtype=np.int64)
+        return dataclasses.replace(st, ZtX=st.ZtX[:, columns], XtX=st.XtX[np.ix_(columns, columns)],
+                                   Xty=st.Xty[columns])
+
+
+class _DenseGram:
+    """A formed p x p Gram as the source :class:`lmmscope.inference.WhitenedGram` reads."""
+
+    def __init__(self, gram):
+        self._gram, self.diagonal = gram, np.diag(gram).copy()
+
+    def columns(self, idx):
+        return self._gram[:, idx]
+
+    def whole(self):
+        return self._gram
+
+
+class SeveralTermsRefitter:
+    """(RE)ML refits on column subsets, cached: the tuning's a-iteration and scoring."""
+
+    def __init__(self, data: SeveralTermsData, names, intercept, control=None):
+        self.data, self.names, self.intercept = data, list(names), intercept
+        self.control = as_control(control)
+        self._fits = {}
+
+    def fit(self, columns, reml: bool) -> MultiTermFit:
+        key = (tuple(int(j) for j in columns), bool(reml))
+        if key not in self._fits:
+            columns = list(key[0])
+            intercept = columns.index(self.intercept) if self.intercept in columns else None
+            if intercept is None and self.data.stats.y_shift:
+                # y was centred because the model has an intercept, which is unpenalised
+                raise InputError("a refit without the intercept on statistics of the centred "
+                                 "response")
+            self._fits[key] = MultiTermFit(self.data.subset_stats(columns), self.data.reterms,
+                                           [self.names[j] for j in columns], intercept,
+                                           reml=reml, control=self.control)
+        return self._fits[key]
+
+    def variance_ratio(self, columns) -> float:
+        """a = tr(Lambda Lambda' Z'Z) / tr(Z~'Z~) from the REML fit on ``columns``: the
+        average random-effect to noise variance per row and unit-free Z column."""
+        theta = self.fit(columns, reml=True).theta
+        Lt = self.data.reterms.lambdat(theta)
+        explained = float((Lt @ self.data.stats.ZtZ @ Lt.T).diagonal().sum())
+        return explained / max(float(self.data.unit_ZtZ.diagonal().sum()), 1e-300)
+
+    def ml_deviance(self, columns) -> float:
+        return self.fit(columns, reml=False).deviance
+
+
+class MultiTermScopeResult(MultiTermResult):
+    """:func:`lmmscope.lmm_scope` with several random-effects terms: the selection
+    (``coef``, ``support``, ``selected``, ``k``, ``a``, ``path``, ``a_history``) and the
+    (RE)ML refit on the selected columns (lme4's accessors, as :class:`MultiTermResult`)."""
+
+    def __init__(self, selection, mixed, design, X, y, reterms, names, unpenalised, columns,
+                 dropped, data):
+        super().__init__(mixed, design, X[:, columns], y, reterms, list(columns), dropped)
+        self.selection = selection
+        self.names = list(names)
+        self.unpenalised = [self.names[j] for j in unpenalised]
+        self.support = [self.names[j] for j in selection.support]
+        self.k, self.a, self.criterion = int(selection.k), float(selection.a), selection.criterion
+        self._unpenalised_columns = set(unpenalised)
+        self._data = data
+        self._inference_cache = None
+
+    @property
+    def coef(self) -> pd.Series:
+        """Selection estimates over every fixed-effect column (zeros off the support)."""
+        return pd.Series(self.selection.coef, index=pd.Index(self.names), name="coef")
+
+    @property
+    def selected(self) -> list:
+        return [self.names[j] for j in self._refit_columns]
+
+    # the path and tuning tables read the same attributes as one term's
+    path = LmmScopeResult.path
+    a_history = LmmScopeResult.a_history
+
+    def inference(self, columns=None, level: float = 0.95, adjust="bh", verbose=False,
+                  lasso_tol: float = DEFAULT_TOL) -> pd.DataFrame:
+        """Debiased inference as :meth:`lmmscope.results.LmmScopeResult.inference`, with
+        the cluster sandwich over the levels of the outermost factor: with nested terms
+        Sigma_a is block diagonal by it, so the scores X_i' Sigma_a,i^-1 r_i of its
+        clusters are independent.  Crossed terms have no such clustering: refused (a
+        one-way sandwich would be a silently wrong interval)."""
+        from . import inference as inf
+        from .results import _column_indices
+        outer = _outermost_nesting(self.reterms)
+        if outer is None:
+            raise InputError(
+                "debiased intervals need one clustering of the rows for the cluster-robust "
+                "sandwich, and this model's random-effects terms are crossed (no factor nests "
+                "the others); refit the selected columns with lmmscope.lmm() for lme4's "
+                "model-based standard errors, which ignore the selection")
+        indices = _column_indices(self.names, columns)
+        progress = Progress(verbose)
+        if self._inference_cache is None:
+            self._inference_cache = ({}, *self._data.inference_statistics(
+                self.a, self.coef.to_numpy(), outer))
+        rows, G, scores = self._inference_cache
+        rows = rows.setdefault(float(lasso_tol), {})
+        return inf.table_from_cache(G, scores, rows, self.names, indices, self.coef.to_numpy(),
+                                    self.nobs, outer.n_levels - 1, level, adjust, progress,
+                                    lasso_tol)
+
+    def confint(self, level: float = 0.95, columns=None) -> pd.DataFrame:
+        """Debiased confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""
+        return self.inference(columns, level=level, adjust=None)[["ci_lower", "ci_upper"]]
+
+
+def _outermost_nesting(reterms):
+    """The term whose factor nests every other term's factor (each level of the other
+    factors inside one of its levels), or None where the terms are crossed."""
+    outer = min(reterms.terms, key=lambda t: t.n_levels)
+    for t in reterms.terms:
+        pairs = np.unique(np.column_stack([t.codes, outer.codes]), axis=0)
+        if np.unique(pairs[:, 0]).size != pairs.shape[0]:
+            return None
+    return outer
+
+
+def lmm_scope_several_terms(design, reterms, unpenalised, *, k, a, criterion, k_max,
+                            a_grid=DEFAULT_A_GRID, method="REML", random_state=0,
+                            verbose=False, control=None, cv_folds=5):
+    """Selection and refit of :func:`lmmscope.lmm_scope` for a several-term model."""
+    from .formula import INTERCEPT
+    if method not in ("REML", "ML"):
+        raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
+    control = as_control(control)
+    progress = Progress(verbose)
+    X = np.asarray(design.X, dtype=float)
+    names = list(design.fixed_names)
+    intercept = names.index(INTERCEPT) if INTERCEPT in names else None
+    data = SeveralTermsData(X, design.y, reterms, intercept, control)
+    refitter = SeveralTermsRefitter(data, names, intercept, control)
+    progress(f"N={data.N}, p={data.p} ({len(unpenalised)} unpenalised), q={reterms.q}, "
+             f"terms: {', '.join(f'{t.group_name} ({t.n_levels})' for t in reterms.terms)}")
+    sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
+                 k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
+                 verbose=progress, control=control, refitter=refitter)
+    if intercept is not None and data.stats.y_shift:  # the selection ran on y - mean(y)
+        coef, path_coef = sel.coef.copy(), sel.path_coef.copy()
+        coef[intercept] += data.stats.y_shift
+        path_coef[:, intercept] += data.stats.y_shift
+        sel = dataclasses.replace(sel, coef=coef, path_coef=path_coef)
+    columns = sorted(set(unpenalised) | set(int(j) for j in sel.support))
+    mixed = refitter.fit(columns, reml=method == "REML")
+    progress(f"refit by {method} on {len(columns)} columns done")
+    return MultiTermScopeResult(sel, mixed, design, X, design.y, reterms, names, unpenalised,
+                                columns, [], data)
