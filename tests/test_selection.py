@@ -184,15 +184,16 @@ def test_single_problem_rows_equal_gram():
 
 
 def test_screened_splicing_matches_full_search(monkeypatch):
-    """Above SCREEN_SIZE columns skscope runs on a screened set grown by a splicing
-    test on all columns; along the whole k path it finds the same subsets."""
+    """In row form, above SCREEN_SIZE columns skscope runs on a screened set grown by a
+    splicing test on all columns; along the whole k path it finds the same subsets."""
     from lmmscope import selection
-    from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_stats
+    from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_rows
     X, Zs, y, groups, beta = make_unbalanced(n=60, p=150, q=2, seed=21)
     X[:, 40] = X[:, 1] + 0.3 * X[:, 40]  # a close competitor of a true column
     codes, labels = encode_groups(groups)
-    w = whiten_stats(compute_cluster_stats(X, y, Zs, codes, labels.size), 1.5)
-    problem = selection.reduce_gram(w.gram, w.xty, w.yty, [])
+    stats = compute_cluster_stats(X, y, Zs, codes, labels.size)
+    Xa, ya = whiten_rows(X, y, Zs, codes, labels.size, 1.5, stats=stats)
+    problem = selection.reduce_rows(Xa, ya, [])
     full = selection.selection_path(problem, range(12))
     grown = []
     original = selection.QuadraticLoss.restricted

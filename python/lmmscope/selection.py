@@ -86,7 +86,7 @@ class QuadraticLoss:
         ``columns`` and ``diagonal``, see :class:`ReducedGramColumns`) are computed once
         for the last support asked."""
         if isinstance(self.gram, np.ndarray):
-            return self.gram[:, s]
+            return self.gram[s].T  # symmetric: rows are gathered faster than columns
         key = np.asarray(s, dtype=np.int64).tobytes()
         if self._last_gram_columns[0] != key:
             block = self.gram.columns(s)
@@ -524,19 +524,28 @@ def _exact_subset_solver(loss: QuadraticLoss, failures: list):
     return numeric_solver
 
 
-# skscope's solve costs O(p^2) whatever k, so wider problems are screened first.
+# skscope's solve costs O(p^2) whatever k, so wider problems in row form are screened
+# first (the Gram-form search below costs O(p k) per step and needs no screen).
 SCREEN_SIZE = 500
+# Default number of extra starts of the best-subset search (Control.search_effort).
+SEARCH_EFFORT = 1
 
 
 def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20,
-                screen_size: int = SCREEN_SIZE) -> PathStep:
-    """Best subset of size k among the penalised columns (skscope splicing)."""
+                screen_size: int = SCREEN_SIZE, search_effort: int = SEARCH_EFFORT) -> PathStep:
+    """Best subset of size k among the penalised columns.
+
+    Gram form: splicing with exchange moves (:func:`_gram_search`) from the warm start
+    and ``search_effort`` more starts, the best local optimum kept.  Row form: skscope's
+    splicing (screened above ``screen_size`` columns)."""
     loss = problem.loss
     k = min(k, loss.p)  # a path may ask for more than the candidates left (rank.py)
     if k == 0:
         b = np.zeros(loss.p)
     elif k == loss.p:
         b = loss.solve_on(np.arange(loss.p))
+    elif isinstance(loss, QuadraticLoss) and loss.rows is None:
+        b = _gram_search(loss, k, init_support, search_effort)
     elif loss.p <= screen_size:
         b = _splice(loss, k, init_support, max_iter)
     else:
@@ -544,6 +553,148 @@ def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20,
     support_local = np.flatnonzero(b)
     coef = problem.recover(b / problem.scale)
     return PathStep(k=k, support=problem.penalised[support_local], coef=coef, rss=loss.rss(b))
+
+
+class _GramSupport:
+    """The least-squares fit of a Gram-form loss on one support S and what the exact
+    swap and splicing tests need: G[:, S], (G_SS)^{-1}, b_S, the gradient and the RSS.
+    Columns have unit norm (reduce_gram), so the diagonal of G is 1."""
+
+    def __init__(self, loss: QuadraticLoss, support):
+        self.support = np.asarray(support, dtype=np.int64)
+        self.columns = loss.gram_columns(self.support)  # p x k
+        block = self.columns[self.support]
+        block = (block + block.T) / 2
+        c_s = loss.xty[self.support]
+        try:
+            lower = np.linalg.cholesky(block)
+            if not np.all(np.isfinite(lower)) or np.min(np.diag(lower)) < 1e-7:
+                raise np.linalg.LinAlgError
+            inv_lower = np.linalg.inv(lower)
+            self.inverse = inv_lower.T @ inv_lower
+            self.ok = True
+        except np.linalg.LinAlgError:  # collinear candidates: no swap is judged from here
+            self.inverse = np.linalg.pinv(block)
+            self.ok = False
+        self.coef = self.inverse @ c_s
+        self.gradient = loss.xty - self.columns @ self.coef  # X'r: zero on the support
+        self.rss = float(loss.yty - c_s @ self.coef)
+
+    def best_swap(self, diagonal):
+        """(drop position, column to add, exact RSS change) of the best single swap."""
+        P = self.columns @ self.inverse  # p x k: each column regressed on the support
+        resid = diagonal - np.einsum("ij,ij->i", P, self.columns)  # d_i after S
+        h = np.diag(self.inverse)
+        drop = self.coef ** 2 / h  # RSS rises by this when j leaves
+        g_after = self.gradient[:, None] + P * (self.coef / h)[None, :]
+        d_after = resid[:, None] + P ** 2 / h[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(d_after > 1e-8, g_after ** 2 / d_after, 0.0)
+        change = drop[None, :] - gain
+        change[self.support] = np.inf
+        i, j = np.unravel_index(np.argmin(change), change.shape)
+        return int(j), int(i), float(change[i, j])
+
+
+def _top(score, exclude, count):
+    """The ``count`` largest entries of ``score`` outside ``exclude``, largest first."""
+    score = np.array(score, dtype=float)
+    score[exclude] = -np.inf
+    count = min(count, score.size - len(exclude))
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if count < score.size:
+        part = np.argpartition(-score, count - 1)[:count]
+        return part[np.argsort(-score[part], kind="stable")]
+    return np.argsort(-score, kind="stable")[:count]
+
+
+def _local_search(loss: QuadraticLoss, k: int, start, max_iter: int = 100) -> _GramSupport:
+    """Splicing (swaps of c = 1..k columns chosen by the backward and forward
+    sacrifices, as abess) alternated with exact single-swap exchange moves, from
+    ``start`` until neither lowers the RSS: the result is a local optimum with respect
+    to every single swap."""
+    diagonal = loss._diag
+    fit = _GramSupport(loss, start)
+    tol = 1e-10 * max(loss.yty, 1e-300)
+    for _ in range(max_iter):
+        candidate = _splice_step(loss, fit, k, tol)
+        if candidate is None and fit.ok:
+            j, i, change = fit.best_swap(diagonal)
+            if change < -tol:
+                support = fit.support.copy()
+                support[j] = i
+                candidate = _GramSupport(loss, np.sort(support))
+                if candidate.rss >= fit.rss - tol:
+                    candidate = None
+        if candidate is None:
+            break
+        fit = candidate
+    return fit
+
+
+# Most columns one splicing step exchanges (skscope's max_exchange_num).
+MAX_EXCHANGE = 5
+
+
+def _support_rss(loss: QuadraticLoss, support) -> float:
+    """The least-squares RSS on ``support`` from the Gram block alone (inf if singular;
+    a near-singular block is judged again by :class:`_GramSupport` before it is kept)."""
+    c_s = loss.xty[support]
+    try:
+        coef = np.linalg.solve(loss.gram_block(support), c_s)  # numpy's: 1/4 of scipy's cost
+    except np.linalg.LinAlgError:
+        return np.inf
+    rss = float(loss.yty - c_s @ coef)
+    return rss if np.isfinite(rss) else np.inf
+
+
+def _splice_step(loss, fit, k, tol):
+    """The best of abess's splicing swaps of c = 1..5 columns, if it lowers the RSS."""
+    backward = fit.coef ** 2  # unit-norm columns: sacrifices up to the factor 1/2
+    forward = fit.gradient ** 2
+    order_out = fit.support[np.argsort(backward, kind="stable")]
+    order_in = _top(forward, fit.support, min(k, MAX_EXCHANGE))
+    best, best_rss = None, fit.rss - tol
+    for c in range(1, order_in.size + 1):
+        support = np.sort(np.concatenate([order_out[c:], order_in[:c]]))
+        rss = _support_rss(loss, support)
+        if rss < best_rss:
+            best, best_rss = support, rss
+    return None if best is None else _GramSupport(loss, best)
+
+
+def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) -> np.ndarray:
+    """The best of the local searches (:func:`_local_search`) from: the warm start (the
+    previous k's support completed by the largest gradients), the marginal ranking
+    (largest |X'y|), and ``search_effort - 1`` perturbations of the best support so far
+    (half of it replaced by columns drawn among the 2k largest gradients)."""
+    warm = np.asarray([] if init_support is None else init_support, dtype=np.int64)[:k]
+    starts = []
+    if warm.size:
+        gradient = loss.gradient(loss.solve_on(warm))
+        starts.append(np.concatenate([warm, _top(np.abs(gradient), warm, k - warm.size)]))
+    if search_effort >= 1 or not starts:
+        starts.append(_top(np.abs(loss.xty), np.zeros(0, dtype=np.int64), k))
+    best = None
+    for start in starts:
+        fit = _local_search(loss, k, np.sort(start))
+        if best is None or fit.rss < best.rss:
+            best = fit
+    rng = np.random.default_rng(k)
+    for _ in range(max(search_effort - 1, 0)):
+        pool = _top(np.abs(best.gradient), best.support, 2 * k)
+        out = rng.choice(k, size=max(1, k // 2), replace=False)
+        support = best.support.copy()
+        support[out] = rng.choice(pool, size=out.size, replace=False)
+        fit = _local_search(loss, k, np.sort(support))
+        if fit.rss < best.rss:
+            best = fit
+    b = np.zeros(loss.p)
+    b[best.support] = best.coef
+    if not best.ok:
+        return loss.solve_on(best.support)  # its warning and minimum-norm solution
+    return b
 
 
 class _CallbackGuard:
@@ -635,13 +786,15 @@ def _screened_splice(loss: QuadraticLoss, k: int, init_support, max_iter,
         warm = support
 
 
-def selection_path(problem: ReducedProblem, ks, progress=None, screen_size: int = SCREEN_SIZE):
+def selection_path(problem: ReducedProblem, ks, progress=None, screen_size: int = SCREEN_SIZE,
+                   search_effort: int = SEARCH_EFFORT):
     """Best subsets for each k in ``ks`` (increasing), warm-started from the last."""
     steps = []
     warm = None
     with one_blas_thread():  # splicing steps are k-column products and k x k solves
         for k in ks:
-            step = best_subset(problem, int(k), init_support=warm, screen_size=screen_size)
+            step = best_subset(problem, int(k), init_support=warm, screen_size=screen_size,
+                               search_effort=search_effort)
             local = np.searchsorted(problem.penalised, step.support)
             warm = local if len(local) else None
             steps.append(step)

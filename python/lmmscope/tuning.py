@@ -262,6 +262,12 @@ def _ks(t: Tuning):
     return np.arange(0, t.k_max + 1) if (t.k is None or isinstance(t.k, str)) else np.array([t.k])
 
 
+def _selection_path(t: Tuning, problem, ks, progress=None):
+    """selection_path with the search settings of ``t.control``."""
+    return selection_path(problem, ks, progress=progress, screen_size=t.control.screen_size,
+                          search_effort=t.control.search_effort)
+
+
 def _path_at(t: Tuning, a):
     """Best subsets over k at ``a`` with their criteria (cached by a)."""
     if a not in t.paths:
@@ -270,7 +276,7 @@ def _path_at(t: Tuning, a):
         report = None
         if t.progress.verbose and len(ks) > 1:
             report = lambda s: t.progress(f"  a={a:.4g} k={s.k} rss={s.rss:.6g}")
-        steps = selection_path(problem, ks, progress=report, screen_size=t.control.screen_size)
+        steps = _selection_path(t, problem, ks, progress=report)
         crit = [information_criteria(s.rss, s.k, len(t.unpenalised), t.data.N, t.n_pen)
                 for s in steps]
         t.paths[a] = (steps, crit)
@@ -302,7 +308,7 @@ def _whitened_cv_errors(t: Tuning, a) -> np.ndarray:
     errors = np.zeros(len(ks))
     for f, (train, held_white, _raw, _n) in enumerate(t.data.fold_problems(a, t.unpenalised, folds)):
         errors += [quadratic_error(held_white, s.coef)
-                   for s in selection_path(train, ks, screen_size=t.control.screen_size)]
+                   for s in _selection_path(t, train, ks)]
         t.progress(f"  a={a:.4g} fold {f + 1}/{t.cv_folds} done")
     t.cv_errors[a] = errors
     return errors
@@ -408,7 +414,7 @@ def _raw_cv_error(t: Tuning, a, folds) -> float:
     ks = _ks(t)
     total = 0.0
     for train, _held_white, held_raw, n_train in t.data.fold_problems(a, t.unpenalised, folds):
-        steps = selection_path(train, ks, screen_size=t.control.screen_size)
+        steps = _selection_path(t, train, ks)
         crit = [information_criteria(s.rss, s.k, len(t.unpenalised), n_train, t.n_pen)[t.criterion]
                 for s in steps]
         total += quadratic_error(held_raw, steps[int(np.argmin(crit))].coef)
