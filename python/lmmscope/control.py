@@ -19,8 +19,6 @@ class Control:
       single_problem_rows_bytes: one selection (k and a both fixed) runs on whitened
         rows up to this many bytes of X (tens of O(Np) gradients cost less than the
         O(Np^2) Gram).
-      screen_size: above this many candidate columns, skscope's splicing runs on a
-        screened set grown until no outside column passes the splicing test.
       search_effort: extra starts of the best-subset search at each k (an integer >= 0):
         0 only the warm start from the previous k; 1 (default) also the marginal
         ranking; each further one a perturbation of the best support found.
@@ -44,7 +42,6 @@ class Control:
 
     gram_limit: int = 4000
     single_problem_rows_bytes: int = 2**28
-    screen_size: int = 500
     search_effort: int = 1
     unit_free_z: bool = True
     a_relative_tol: float = 1e-2

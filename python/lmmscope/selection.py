@@ -1,10 +1,11 @@
-"""Best-subset selection of fixed effects on whitened statistics, with skscope.
+"""Best-subset selection of fixed effects on whitened statistics.
 
 The quasi-likelihood loss ||y_a - X_a beta||^2 / (2 tr(Sigma_a^{-1})) is a quadratic
 in beta.  Unpenalised columns (intercept, forced-in terms) are profiled out first
 (a Schur complement), the remaining columns are scaled to unit whitened norm so the
-splicing search is scale-invariant, and skscope's ``ScopeSolver`` searches supports
-while a closed-form least-squares solve replaces its generic numeric optimiser.
+search is scale-invariant, and supports are searched by splicing (the algorithm of
+abess and skscope, Zhu et al. 2020, PNAS 117:33117) alternated with exact single-swap
+exchange moves, with closed-form least-squares solves on the Gram's columns.
 """
 
 from __future__ import annotations
@@ -58,14 +59,16 @@ class QuadraticLoss:
                                  else np.asarray(column_scale, dtype=float))
             self.xty = rows.rmatvec(response) / self.column_scale if xty is None else xty
             self.yty = float(response @ response)
-            self._diag = None  # computed when asked for (skscope's Hessian only)
             # A search asks for the same support's columns, fit and gradient several
             # times in a row; each gradient is a pass over the rows.
             self._last_columns = self._last_gradient = (None, None)
             self._solutions = {}  # support -> (coefficients on it, singular)
+            # Gram columns X'x_j of the columns a search visits (one pass over the rows
+            # each), at most ``_max_gram_columns`` of them
+            self._gram_cache = {}
+            self._max_gram_columns = max(64, 2**26 // (8 * max(self.xty.shape[0], 1)))
         else:
             self.gram, self.xty, self.yty = gram, xty, float(yty)
-            self._diag = (np.diag(gram) if isinstance(gram, np.ndarray) else gram.diagonal).copy()
             self._last_gram_columns = (None, None)
         self.p = self.xty.shape[0]
 
@@ -82,9 +85,12 @@ class QuadraticLoss:
         return self._last_columns[1]
 
     def gram_columns(self, s):
-        """Gram form: columns ``s`` of the Gram (p x len(s)); an operator's (one with
-        ``columns`` and ``diagonal``, see :class:`ReducedGramColumns`) are computed once
-        for the last support asked."""
+        """Columns ``s`` of the Gram X'X (p x len(s)).  Gram form: an operator's (one
+        with ``columns`` and ``diagonal``, see :class:`ReducedGramColumns`) are computed
+        once for the last support asked.  Row form: X'x_j, one pass over the rows for
+        each column not seen before."""
+        if self.rows is not None:
+            return self._row_gram_columns(np.asarray(s, dtype=np.int64))
         if isinstance(self.gram, np.ndarray):
             return self.gram[s].T  # symmetric: rows are gathered faster than columns
         key = np.asarray(s, dtype=np.int64).tobytes()
@@ -94,8 +100,27 @@ class QuadraticLoss:
             self._last_gram_columns = (key, block)
         return self._last_gram_columns[1]
 
+    def _row_gram_columns(self, s):
+        cache = self._gram_cache
+        missing = [j for j in dict.fromkeys(s.tolist()) if j not in cache]
+        if len(cache) + len(missing) > self._max_gram_columns:
+            for j in [j for j in cache if j not in set(s.tolist())]:
+                del cache[j]
+        if missing:
+            block = self.rows.columns(np.asarray(missing, dtype=np.int64))
+            for at, j in enumerate(missing):
+                cache[j] = self.rows.rmatvec(block[:, at]) / (self.column_scale
+                                                              * self.column_scale[j])
+        out = np.empty((self.p, s.size))
+        for at, j in enumerate(s.tolist()):
+            out[:, at] = cache[j]
+        return out
+
     def gram_block(self, s):
-        """Gram form: the block (s, s) of the Gram, symmetric."""
+        """The block (s, s) of the Gram, symmetric (row form: from the k columns)."""
+        if self.rows is not None:
+            block = self.columns(np.asarray(s, dtype=np.int64))
+            return block.T @ block
         if isinstance(self.gram, np.ndarray):
             return self.gram[np.ix_(s, s)]
         block = self.gram.block(s) if hasattr(self.gram, "block") else self.gram_columns(s)[s]
@@ -120,30 +145,6 @@ class QuadraticLoss:
                 self._last_gradient = (key, g)
             return self._last_gradient[1].copy()
         return self.gram_columns(s) @ b[s] - self.xty
-
-    def restricted(self, columns) -> "QuadraticLoss":
-        """The same loss on a subset of the columns (the others fixed at zero).  In row
-        form a large subset is a view (:class:`ColumnSubsetLoss`): copying half of the
-        rows costs more than the few gradients a search takes on all of them."""
-        columns = np.asarray(columns, dtype=np.int64)
-        if self.rows is not None:
-            if 2 * columns.size >= self.p or not isinstance(self.rows, DenseRows):
-                return ColumnSubsetLoss(self, columns)
-            return QuadraticLoss(rows=self.rows.array[:, columns], response=self.response,
-                                 xty=self.xty[columns], column_scale=self.column_scale[columns])
-        return QuadraticLoss(gram=self.gram_block(columns), xty=self.xty[columns],
-                             yty=self.yty)
-
-    def hessian_or_diagonal(self):
-        """skscope asks for a Hessian only when use_hessian=True; give it X'X (Gram
-        form) or, when only rows are held, its diagonal, so it never tries JAX autodiff."""
-        if self.rows is None:
-            return self.gram if isinstance(self.gram, np.ndarray) else self.gram_block(
-                np.arange(self.p))
-        if self._diag is None:
-            own = self.rows.columns(np.arange(self.p))
-            self._diag = np.einsum("ij,ij->j", own, own) / self.column_scale ** 2
-        return np.diag(self._diag)
 
     def solve_on(self, support):
         """Exact least-squares coefficients restricted to ``support``.
@@ -176,36 +177,6 @@ class QuadraticLoss:
         return b
 
 
-class ColumnSubsetLoss:
-    """The row-form loss of ``parent`` on its columns ``columns`` (the others fixed at
-    zero), without copying them: a gradient is the parent's, restricted."""
-
-    def __init__(self, parent: QuadraticLoss, columns: np.ndarray):
-        self.parent, self.columns = parent, columns
-        self.xty, self.yty, self.p = parent.xty[columns], parent.yty, columns.size
-
-    def _lift(self, b):
-        full = np.zeros(self.parent.p)
-        full[self.columns] = b
-        return full
-
-    def value(self, b):
-        return self.parent.value(self._lift(b))
-
-    def rss(self, b):
-        return self.parent.rss(self._lift(b))
-
-    def gradient(self, b):
-        return self.parent.gradient(self._lift(b))[self.columns]
-
-    def hessian_or_diagonal(self):
-        return self.parent.hessian_or_diagonal()[np.ix_(self.columns, self.columns)]
-
-    def solve_on(self, support):
-        support = np.asarray(support, dtype=np.int64)
-        return self.parent.solve_on(self.columns[support])[self.columns]
-
-
 class SingularSupportWarning(UserWarning):
     """A support searched by the selection has collinear columns."""
 
@@ -234,7 +205,8 @@ def _selectable(own, residual):
 
 
 def _require_finite(loss: QuadraticLoss, scale) -> None:
-    """skscope's C++ core aborts the interpreter on a non-finite objective: refuse first."""
+    """A non-finite objective would make every comparison of the search meaningless:
+    refuse first."""
     if not (np.isfinite(loss.yty) and np.all(np.isfinite(loss.xty)) and np.all(np.isfinite(scale))):
         raise ValueError("the whitened cross-products are not finite (an overflow): rescale y "
                          "or the columns of X")
@@ -338,7 +310,7 @@ class ReducedGramColumns:
     """Columns of the penalised block of a whitened Gram given by columns, with the
     unpenalised columns profiled out (Schur complement G_pp - G_up' A) and unit-norm
     scaling: the Gram of :func:`reduce_gram`, a block of columns at a time.  Columns
-    are kept in one store of ``cache_bytes`` (the screens of successive k overlap);
+    are kept in one store of ``cache_bytes`` (the supports of successive k overlap);
     when it is full it starts again."""
 
     def __init__(self, wg, pen, G_up, A, scale, residual, cache_bytes: int = 2**26,
@@ -380,7 +352,7 @@ class ReducedGramColumns:
 
     def _keep_only(self, columns):
         """Free every slot but those of ``columns`` (moved to the front of the store):
-        the next screen overlaps the last one."""
+        the next support overlaps the last one."""
         rows = np.asarray([self._slot[j] for j in columns], dtype=np.int64)
         if rows.size:
             self._store[:rows.size] = self._store[rows]  # fancy indexing copies first
@@ -399,7 +371,7 @@ class ReducedGramColumns:
         return self._store[slots].T
 
     def block(self, s):
-        """The (s, s) block (of a screen: only those rows are gathered)."""
+        """The (s, s) block (of a support: only those rows are gathered)."""
         s = np.asarray(s, dtype=np.int64)
         slots = self._ensure(s)
         return self._store[np.ix_(slots, s)].T
@@ -505,51 +477,23 @@ class PathStep:
     rss: float  # whitened residual sum of squares
 
 
-def _exact_subset_solver(loss: QuadraticLoss, failures: list):
-    """A skscope ``numeric_solver`` that returns the closed-form restricted LS fit.
-
-    A non-finite value must never reach skscope's C++ core (it aborts the process):
-    such a support is reported as the empty model's value, and recorded in
-    ``failures`` for the caller to raise on once skscope has returned.
-    """
-
-    def numeric_solver(objective_func, value_and_grad, init_params, optim_variable_set, data):
-        b = loss.solve_on(np.asarray(optim_variable_set))
-        value = loss.value(b)
-        if not (np.isfinite(value) and np.all(np.isfinite(b))):
-            failures.append(np.asarray(optim_variable_set))
-            return 0.5 * loss.yty, np.zeros(loss.p)
-        return value, b
-
-    return numeric_solver
-
-
-# skscope's solve costs O(p^2) whatever k, so wider problems in row form are screened
-# first (the Gram-form search below costs O(p k) per step and needs no screen).
-SCREEN_SIZE = 500
 # Default number of extra starts of the best-subset search (Control.search_effort).
 SEARCH_EFFORT = 1
 
 
-def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20,
-                screen_size: int = SCREEN_SIZE, search_effort: int = SEARCH_EFFORT) -> PathStep:
-    """Best subset of size k among the penalised columns.
-
-    Gram form: splicing with exchange moves (:func:`_gram_search`) from the warm start
-    and ``search_effort`` more starts, the best local optimum kept.  Row form: skscope's
-    splicing (screened above ``screen_size`` columns)."""
+def best_subset(problem: ReducedProblem, k: int, init_support=None,
+                search_effort: int = SEARCH_EFFORT) -> PathStep:
+    """Best subset of size k among the penalised columns: splicing with exchange moves
+    (:func:`_gram_search`) from the warm start and ``search_effort`` more starts, the
+    best local optimum kept."""
     loss = problem.loss
     k = min(k, loss.p)  # a path may ask for more than the candidates left (rank.py)
     if k == 0:
         b = np.zeros(loss.p)
     elif k == loss.p:
         b = loss.solve_on(np.arange(loss.p))
-    elif isinstance(loss, QuadraticLoss) and loss.rows is None:
-        b = _gram_search(loss, k, init_support, search_effort)
-    elif loss.p <= screen_size:
-        b = _splice(loss, k, init_support, max_iter)
     else:
-        b = _screened_splice(loss, k, init_support, max_iter, size=screen_size)
+        b = _gram_search(loss, k, init_support, search_effort)
     support_local = np.flatnonzero(b)
     coef = problem.recover(b / problem.scale)
     return PathStep(k=k, support=problem.penalised[support_local], coef=coef, rss=loss.rss(b))
@@ -614,12 +558,12 @@ def _local_search(loss: QuadraticLoss, k: int, start, max_iter: int = 100) -> _G
     sacrifices, as abess) alternated with exact single-swap exchange moves, from
     ``start`` until neither lowers the RSS: the result is a local optimum with respect
     to every single swap."""
-    diagonal = loss._diag
+    diagonal = np.ones(loss.p)  # unit-norm columns
     fit = _GramSupport(loss, start)
     tol = 1e-10 * max(loss.yty, 1e-300)
     for _ in range(max_iter):
         candidate = _splice_step(loss, fit, k, tol)
-        if candidate is None and fit.ok:
+        if candidate is None and fit.ok:  # no splicing step helps: the exact single swaps
             j, i, change = fit.best_swap(diagonal)
             if change < -tol:
                 support = fit.support.copy()
@@ -672,7 +616,7 @@ def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) 
     warm = np.asarray([] if init_support is None else init_support, dtype=np.int64)[:k]
     starts = []
     if warm.size:
-        gradient = loss.gradient(loss.solve_on(warm))
+        gradient = _GramSupport(loss, warm).gradient
         starts.append(np.concatenate([warm, _top(np.abs(gradient), warm, k - warm.size)]))
     if search_effort >= 1 or not starts:
         starts.append(_top(np.abs(loss.xty), np.zeros(0, dtype=np.int64), k))
@@ -697,104 +641,14 @@ def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) 
     return b
 
 
-class _CallbackGuard:
-    """skscope's C++ core aborts the whole process (an R session, a notebook kernel) when
-    a Python callback raises, Ctrl-C included.  Every callback runs under this guard: the
-    first exception is kept, later calls answer harmless finite values so skscope ends
-    its few remaining iterations, and :meth:`reraise` raises it once skscope returns."""
-
-    def __init__(self):
-        self.error = None
-
-    def run(self, fallback, function, *args):
-        """function(*args), or fallback() once anything has raised.  (Callers wrap it in
-        callables of their own arity: skscope reads ``co_argcount`` to decide what to pass.)"""
-        if self.error is None:
-            try:
-                return function(*args)
-            except BaseException as exc:  # noqa: B036 - Ctrl-C must not abort the process
-                self.error = exc
-        return fallback()
-
-    def reraise(self):
-        if self.error is not None:
-            raise self.error
-
-
-def _splice(loss: QuadraticLoss, k: int, init_support, max_iter) -> np.ndarray:
-    from skscope import ScopeSolver  # JAX loads with skscope: only when a search runs
-    failures, guard = [], _CallbackGuard()
-    exact = _exact_subset_solver(loss, failures)
-
-    def empty():
-        return 0.5 * loss.yty
-
-    def zeros():
-        return np.zeros(loss.p)
-
-    def numeric_solver(objective_func, value_and_grad, init_params, optim_variable_set, data):
-        return guard.run(lambda: (empty(), zeros()), exact, objective_func, value_and_grad,
-                         init_params, optim_variable_set, data)
-
-    solver = ScopeSolver(loss.p, sparsity=k, numeric_solver=numeric_solver, max_iter=max_iter)
-    solver.hessian = lambda params, data=None: guard.run(lambda: np.ones(loss.p),
-                                                         loss.hessian_or_diagonal)
-    if init_support is not None and len(init_support) == 0:
-        init_support = None
-    # One-argument callables: skscope passes no data argument to them.
-    b = np.asarray(solver.solve(lambda params: guard.run(empty, loss.value, params),
-                                gradient=lambda params: guard.run(zeros, loss.gradient, params),
-                                init_support_set=init_support))
-    guard.reraise()
-    if failures:
-        raise FloatingPointError("the selection's loss was not finite on some supports "
-                                 "(an overflow in the whitened cross-products); rescale y or X")
-    # skscope returns params on the final support; polish to the exact LS solution.
-    return loss.solve_on(np.flatnonzero(b))
-
-
-def _screened_splice(loss: QuadraticLoss, k: int, init_support, max_iter,
-                     size: int = SCREEN_SIZE) -> np.ndarray:
-    """Splicing on the ``size`` columns most correlated with the residual of the warm
-    start, grown until no column outside passes the splicing test on the whole set.
-
-    Columns have unit norm, so dropping a selected j raises the loss by about
-    b_j^2 / 2 (backward sacrifice) and adding an unselected j lowers it by about
-    g_j^2 / 2 (forward sacrifice, g the gradient).  A column outside the screen whose
-    forward sacrifice beats the smallest backward one would be swapped in by a
-    splicing step on all columns: such columns join the screen and the search runs
-    again from the current support (as glmnet's strong rules check KKT conditions).
-    """
-    warm = np.asarray([] if init_support is None else init_support, dtype=np.int64)
-    score = np.abs(loss.gradient(loss.solve_on(warm)))
-    score[warm] = np.inf
-    screen = np.sort(np.argsort(-score, kind="stable")[:max(size, warm.size, 2 * k)])
-    while True:
-        b_screen = _splice(loss.restricted(screen), k, np.searchsorted(screen, warm), max_iter)
-        b = np.zeros(loss.p)
-        b[screen] = b_screen
-        support = np.flatnonzero(b)
-        if support.size == 0:
-            return b
-        forward = loss.gradient(b) ** 2
-        forward[screen] = 0.0
-        violators = np.flatnonzero(forward > np.min(b[support] ** 2))
-        if violators.size == 0:
-            return b
-        joining = violators[np.argsort(-forward[violators], kind="stable")[:size]]
-        screen = np.union1d(screen, joining)
-        warm = support
-
-
-def selection_path(problem: ReducedProblem, ks, progress=None, screen_size: int = SCREEN_SIZE,
+def selection_path(problem: ReducedProblem, ks, progress=None,
                    search_effort: int = SEARCH_EFFORT):
     """Best subsets for each k in ``ks`` (increasing), warm-started from the last."""
     steps = []
     warm = None
     with one_blas_thread():  # splicing steps are k-column products and k x k solves
         for k in ks:
-            step = best_subset(problem, int(k), init_support=warm, screen_size=screen_size,
-                               search_effort=search_effort)
+            step = best_subset(problem, int(k), init_support=warm, search_effort=search_effort)
             local = np.searchsorted(problem.penalised, step.support)
             warm = local if len(local) else None
             steps.append(step)

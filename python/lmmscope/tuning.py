@@ -264,8 +264,7 @@ def _ks(t: Tuning):
 
 def _selection_path(t: Tuning, problem, ks, progress=None):
     """selection_path with the search settings of ``t.control``."""
-    return selection_path(problem, ks, progress=progress, screen_size=t.control.screen_size,
-                          search_effort=t.control.search_effort)
+    return selection_path(problem, ks, progress=progress, search_effort=t.control.search_effort)
 
 
 def _path_at(t: Tuning, a):
