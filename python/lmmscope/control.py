@@ -19,7 +19,8 @@ class Control:
       single_problem_rows_bytes: one selection (k and a both fixed) runs on whitened
         rows up to this many bytes of X (tens of O(Np) gradients cost less than the
         O(Np^2) Gram).
-      search_effort: extra starts of the best-subset search at each k (an integer >= 0):
+      search_effort: extra starts of the best-subset search at each k (an integer >= 0;
+        up to 2,000 subsets of size k are enumerated instead):
         0 only the warm start from the previous k; 1 (default) also the marginal
         ranking; each further one a perturbation of the best support found.
     Proxy covariance:

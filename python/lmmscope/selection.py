@@ -10,6 +10,7 @@ exchange moves, with closed-form least-squares solves on the Gram's columns.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
@@ -608,11 +609,36 @@ def _splice_step(loss, fit, k, tol):
     return None if best is None else _GramSupport(loss, best)
 
 
+# Problems with at most this many subsets of size k are solved by enumeration.
+ENUMERATION_LIMIT = 2000
+
+
+def _enumerated(loss: QuadraticLoss, k: int):
+    """The support of least RSS among all C(p, k), by batched k x k solves; None when
+    some subset is singular (then the local search decides)."""
+    if k == 1:  # unit-norm columns: the RSS of column j is y'y - (x_j'y)^2
+        return np.array([int(np.argmax(np.abs(loss.xty)))])
+    combos = np.asarray(list(itertools.combinations(range(loss.p), k)), dtype=np.int64)
+    gram = loss.gram_block(np.arange(loss.p))
+    c = loss.xty[combos]
+    try:
+        coef = np.linalg.solve(gram[combos[:, :, None], combos[:, None, :]], c[..., None])
+    except np.linalg.LinAlgError:
+        return None
+    rss = loss.yty - np.einsum("tk,tk->t", c, coef[..., 0])
+    return combos[int(np.argmin(rss))] if np.all(np.isfinite(rss)) else None
+
+
 def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) -> np.ndarray:
-    """The best of the local searches (:func:`_local_search`) from: the warm start (the
+    """The best subset by enumeration where there are at most ``ENUMERATION_LIMIT``;
+    else the best of the local searches (:func:`_local_search`) from: the warm start (the
     previous k's support completed by the largest gradients), the marginal ranking
     (largest |X'y|), and ``search_effort - 1`` perturbations of the best support so far
     (half of it replaced by columns drawn among the 2k largest gradients)."""
+    if math.comb(loss.p, k) <= ENUMERATION_LIMIT:
+        support = _enumerated(loss, k)
+        if support is not None:
+            return _coefficients(loss, _GramSupport(loss, support))
     warm = np.asarray([] if init_support is None else init_support, dtype=np.int64)[:k]
     starts = []
     if warm.size:
@@ -634,10 +660,15 @@ def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) 
         fit = _local_search(loss, k, np.sort(support))
         if fit.rss < best.rss:
             best = fit
+    return _coefficients(loss, best)
+
+
+def _coefficients(loss: QuadraticLoss, fit: _GramSupport) -> np.ndarray:
+    """The full coefficient vector of a support's fit."""
+    if not fit.ok:
+        return loss.solve_on(fit.support)  # its warning and minimum-norm solution
     b = np.zeros(loss.p)
-    b[best.support] = best.coef
-    if not best.ok:
-        return loss.solve_on(best.support)  # its warning and minimum-norm solution
+    b[fit.support] = fit.coef
     return b
 
 
