@@ -6,7 +6,8 @@ N = 600 (60 clusters of 10), p = 2,000 AR(0.8)-correlated columns, 5 weak effect
 at the true k (``LmmScope(k=5)``, a tuned), then at the a it chose, the whitened RSS
 (the estimator's objective) of
 
-* skscope's splicing (the search before this change, run here on the same problem),
+* skscope's splicing (the search before this change, run here on the same problem,
+  on all columns where it used a screen above 500),
 * the search of this version at ``search_effort`` 0, 1 (default) and 8,
 * the true support.
 
@@ -31,10 +32,21 @@ warnings.filterwarnings("ignore")
 
 
 def skscope_search(loss, k, init_support, search_effort):
-    """The search before this change: skscope's splicing (screened above 500 columns)."""
-    if loss.p <= selection.SCREEN_SIZE:
-        return selection._splice(loss, k, init_support, 20)
-    return selection._screened_splice(loss, k, init_support, 20)
+    """The search before this change: skscope's splicing with a closed-form least-squares
+    inner solve (here on all columns, not screened), on the Gram-form loss."""
+    from skscope import ScopeSolver
+
+    def numeric_solver(objective, value_and_grad, init_params, support, data):
+        b = loss.solve_on(np.asarray(support))
+        return loss.value(b), b
+
+    solver = ScopeSolver(loss.p, sparsity=k, numeric_solver=numeric_solver, max_iter=20)
+    solver.hessian = lambda params, data=None: loss.gram
+    init = None if init_support is None or len(init_support) == 0 else init_support
+    b = np.asarray(solver.solve(lambda params: loss.value(params),
+                                gradient=lambda params: loss.gradient(params),
+                                init_support_set=init))
+    return loss.solve_on(np.flatnonzero(b))
 
 
 def path_with(problem, k_true, search, effort):
@@ -57,6 +69,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--p", type=int, default=2000)
     parser.add_argument("--n", type=int, default=60)
+    parser.add_argument("--spacing", type=int, default=None,
+                        help="true columns every SPACING-th column (default: random places)")
     args = parser.parse_args()
     searches = {"skscope": (skscope_search, 0), "effort 0": (None, 0),
                 "effort 1": (None, 1), "effort 8": (None, 8)}
@@ -64,9 +78,10 @@ def main():
     exact = dict.fromkeys(list(searches) + ["fit"], 0)
     times = {name: [] for name in searches}
     print(f"N = {args.n * 10}, p = {args.p}, AR(0.8) X, 5 effects 0.25-0.5, Psi = 4 I, "
-          f"noise sd 1; whitened RSS at the fit's a (- : the truth's RSS minus it)")
+          f"noise sd 1, true columns {'at random' if args.spacing is None else f'every {args.spacing}th'}; "
+          "whitened RSS at the fit's a minus the truth's")
     for seed in range(args.seeds):
-        X, Z, y, groups, beta = make_correlated(n=args.n, p=args.p, seed=seed)
+        X, Z, y, groups, beta = make_correlated(n=args.n, p=args.p, spacing=args.spacing, seed=seed)
         truth = tuple(int(j) + 1 for j in np.flatnonzero(beta))  # + 1: the intercept
         k = len(truth)
         fit = lmmscope.LmmScope(k=k).fit(X, y, Z=Z, groups=groups)
