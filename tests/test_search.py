@@ -79,13 +79,20 @@ def test_path_equals_exact_enumeration_on_a_small_correlated_problem(seed):
 
 
 def test_restarts_never_return_a_worse_subset():
-    """More effort adds starts and keeps the best: the RSS at each k never rises."""
-    X, Z, y, groups, _beta = make_correlated(n=30, p=200, n_effects=8, seed=7)
+    """More effort adds starts to the same warm start and keeps the best: at each k the
+    RSS never rises with the effort."""
+    X, Z, y, groups, _beta = make_correlated(n=30, p=200, n_effects=8, spacing=2, seed=0)
     codes, labels = encode_groups(groups)
     stats = compute_cluster_stats(X, y, Z / np.sqrt((Z ** 2).mean(axis=0)), codes, labels.size)
     w = whiten_stats(stats, 4.0)
     problem = selection.reduce_gram(w.gram.copy(), w.xty, w.yty, [])
-    paths = [selection.selection_path(problem, range(1, 12), search_effort=e) for e in (0, 1, 6)]
-    for low, mid, high in zip(*paths):
-        assert mid.rss <= low.rss * (1 + 1e-12)
-        assert high.rss <= mid.rss * (1 + 1e-12)
+    warm_path = selection.selection_path(problem, range(0, 12), search_effort=0)
+    improved = np.zeros(2, dtype=int)
+    for warm, k in zip(warm_path, range(1, 12)):
+        rss = [selection.best_subset(problem, k, init_support=warm.support, search_effort=e).rss
+               for e in (0, 1, 6)]
+        assert rss[1] <= rss[0] and rss[2] <= rss[1]
+        improved += [rss[1] < rss[0] * (1 - 1e-9), rss[2] < rss[1] * (1 - 1e-9)]
+    # on this design (seed 0 of 12 scanned: 7 of 12 improve somewhere) both the marginal
+    # start and the perturbations find a better subset at some k
+    assert np.all(improved > 0)

@@ -22,7 +22,8 @@ class Control:
       search_effort: extra starts of the best-subset search at each k (an integer >= 0;
         up to 2,000 subsets of size k are enumerated instead):
         0 only the warm start from the previous k; 1 (default) also the marginal
-        ranking; each further one a perturbation of the best support found.
+        ranking; each further one a perturbation of the best support found; the
+        restarts run for k <= 10 x search_effort.
     Proxy covariance:
       unit_free_z: True (default): Sigma_a = a Z~ Z~' + I with Z~ = Z's columns divided by
         their root mean square, so a, the support and the coefficients do not depend on

@@ -609,6 +609,8 @@ def _splice_step(loss, fit, k, tol):
     return None if best is None else _GramSupport(loss, best)
 
 
+# Restarts run for support sizes up to this many per unit of search effort.
+RESTART_K = 10
 # Problems with at most this many subsets of size k are solved by enumeration.
 ENUMERATION_LIMIT = 2000
 
@@ -634,7 +636,9 @@ def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) 
     else the best of the local searches (:func:`_local_search`) from: the warm start (the
     previous k's support completed by the largest gradients), the marginal ranking
     (largest |X'y|), and ``search_effort - 1`` perturbations of the best support so far
-    (half of it replaced by columns drawn among the 2k largest gradients)."""
+    (half of it replaced by columns drawn among the 2k largest gradients).  The restarts
+    run for k <= ``RESTART_K`` x ``search_effort``: a start far from the warm one costs
+    many steps at large k, beyond the sizes a criterion picks."""
     if math.comb(loss.p, k) <= ENUMERATION_LIMIT:
         support = _enumerated(loss, k)
         if support is not None:
@@ -644,7 +648,8 @@ def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) 
     if warm.size:
         gradient = _GramSupport(loss, warm).gradient
         starts.append(np.concatenate([warm, _top(np.abs(gradient), warm, k - warm.size)]))
-    if search_effort >= 1 or not starts:
+    restarts = search_effort if k <= RESTART_K * search_effort else 0
+    if restarts >= 1 or not starts:
         starts.append(_top(np.abs(loss.xty), np.zeros(0, dtype=np.int64), k))
     best = None
     for start in starts:
@@ -652,7 +657,7 @@ def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) 
         if best is None or fit.rss < best.rss:
             best = fit
     rng = np.random.default_rng(k)
-    for _ in range(max(search_effort - 1, 0)):
+    for _ in range(max(restarts - 1, 0)):
         pool = _top(np.abs(best.gradient), best.support, 2 * k)
         out = rng.choice(k, size=max(1, k // 2), replace=False)
         support = best.support.copy()
