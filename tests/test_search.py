@@ -96,3 +96,18 @@ def test_restarts_never_return_a_worse_subset():
     # on this design (seed 0 of 12 scanned: 7 of 12 improve somewhere) both the marginal
     # start and the perturbations find a better subset at some k
     assert np.all(improved > 0)
+
+
+def test_whitening_at_a_zero_is_the_plain_cross_products():
+    """a = 0 (the a-tuning's second start) skips the Woodbury correction: Sigma_0 = I."""
+    rng = np.random.default_rng(3)
+    X, Z, y = rng.standard_normal((80, 6)), rng.standard_normal((80, 2)), rng.standard_normal(80)
+    codes = np.repeat(np.arange(16), 5)
+    stats = compute_cluster_stats(X, y, Z, codes, 16)
+    w = whiten_stats(stats, 0.0)
+    np.testing.assert_allclose(w.gram, X.T @ X, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(w.xty, X.T @ y, rtol=1e-12, atol=1e-12)
+    assert w.yty == pytest.approx(y @ y, rel=1e-12)
+    assert w.trace_inv == 80
+    w.gram[0, 0] = -1.0  # callers overwrite the Gram: it must not be the statistics' own
+    assert stats.XtX[0, 0] > 0
