@@ -11,10 +11,10 @@ selection depends on Z's units:
 - a number fixes it.
 - ``None`` (default): "select, refit the mixed model by REML on the selected support,
   set a to the fitted random-effect to noise variance ratio", repeated until the
-  support stops changing or a moves by less than ``Control.a_relative_tol``, from two
-  unit-free starts: the REML variance ratio of the model with only the unpenalised
-  columns, and a = 0 (no whitening, so no fixed slope can be whitened away into the
-  random slope).  Every support visited is then scored on the mixed model refitted
+  support stops changing or a moves by less than ``Control.a_relative_tol``, from
+  a = 0 (no whitening, so no fixed slope can be whitened away into the random slope)
+  and, unless that iteration selected one support throughout, from the REML variance
+  ratio of the model with only the unpenalised columns.  Every support visited is then scored on the mixed model refitted
   by ML on it (-2 log-likelihood, plus the penalty of ``criterion`` on its size) and
   the best one is returned, with the a at which it was selected: the iteration cannot
   settle on a fixed point that another start beats on the refitted likelihood.
@@ -322,9 +322,17 @@ def _refit_score(t: Tuning, support) -> float:
 
 
 def _a_starts(t: Tuning):
-    """Unit-free starts: the REML variance ratio of the unpenalised-only model, and 0."""
-    return [("unpenalised REML", t.refitter.variance_ratio(t.unpenalised)),
-            ("a = 0", 0.0)]
+    """Unit-free starts: a = 0 (its whitened Gram is X'X itself), then the REML variance
+    ratio of the unpenalised-only model (a callable: computed only if that start runs)."""
+    return [("a = 0", lambda: 0.0),
+            ("unpenalised REML", lambda: t.refitter.variance_ratio(t.unpenalised))]
+
+
+def _stable(history, label) -> bool:
+    """Whether the iteration from ``label`` selected one support throughout and ended
+    at a fixed point (a support selected twice, or a that no longer moves)."""
+    rows = [row for row in history if row["start"] == label]
+    return len(rows) > 1 and len({row["support"] for row in rows}) == 1
 
 
 def _iterate_from(t: Tuning, label, a_start, visited, history):
@@ -366,8 +374,11 @@ def _record(t: Tuning, visited, earlier, a, choice):
 
 def _tune_a_by_refit(t: Tuning):
     visited, history = {}, []
-    for label, a_start in _a_starts(t):
-        _iterate_from(t, label, a_start, visited, history)
+    for number, (label, a_start) in enumerate(_a_starts(t)):
+        if number and _stable(history, first):
+            break  # the second start only where the first one's support moved
+        first = first if number else label
+        _iterate_from(t, label, a_start(), visited, history)
     scores = {s: _refit_score(t, s) for s in visited}
     for row in history:
         row["refit_criterion"] = scores[row["support"]]
