@@ -213,7 +213,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
         for a fixed a (with k="cv": whitened held-out error).  See :mod:`lmmscope.tuning`.
     always : list of column names (or indices) forced into the model: unpenalised, not
         counted in k.
-    criterion : "gic" (default), "ebic", "ebic_auto", "bic" or "aic": chooses k on the path
+    criterion : "gic" (default), "ebic", "bic" or "aic": chooses k on the path
         (k=None) and scores the supports of the a-iteration's starts (a=None).
     k_max : largest k searched; default min(p, N / log N, 50).
     cv_folds : number of folds (of whole clusters) for k="cv" / a="cv"; default 5.

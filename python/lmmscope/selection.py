@@ -22,7 +22,7 @@ from .crossprod import subtract_product, symmetrise
 from .rank import independent_columns, squared_tolerance
 from .threads import one_blas_thread
 
-CRITERIA = ("gic", "ebic", "ebic_auto", "bic", "aic")
+CRITERIA = ("gic", "ebic", "bic", "aic")
 
 
 class DenseRows:
@@ -698,8 +698,7 @@ def information_criteria(rss, k, n_unpenalised, n_obs, p_candidates, ebic_gamma=
 
     -2 log QL = N log(RSS_a / N) + const; the penalties follow Fan & Tang (GIC:
     2 log(log N) log(p) per parameter, as skscope's LinearGIC), Chen & Chen (EBIC:
-    log N per parameter + 2 gamma log C(p, k); "ebic_auto": their smallest consistent
-    gamma, 1 - log N / (2 log p), floored at 0), Schwarz (BIC) and Akaike (AIC).
+    log N per parameter + 2 gamma log C(p, k)), Schwarz (BIC) and Akaike (AIC).
     """
     N = n_obs
     deviance = N * math.log(max(rss, 1e-300) / N)
@@ -709,8 +708,6 @@ def information_criteria(rss, k, n_unpenalised, n_obs, p_candidates, ebic_gamma=
     return {
         "gic": deviance + 2 * df * math.log(max(math.log(N), 1.0 + 1e-12)) * math.log(p),
         "ebic": deviance + df * math.log(N) + 2 * ebic_gamma * log_choose,
-        "ebic_auto": deviance + df * math.log(N)
-        + 2 * max(0.0, 1 - math.log(N) / (2 * math.log(p))) * log_choose,
         "bic": deviance + df * math.log(N),
         "aic": deviance + 2 * df,
     }
