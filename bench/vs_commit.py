@@ -68,6 +68,15 @@ def designs():
     out["p1000"] = (X, Zs, y, np.repeat(np.arange(200), 10))
     X, Zs, y, groups, _b = make_unbalanced(n=200, p=1000, q=4, seed=2)
     out["p1000-unbalanced"] = (X, Zs, y, groups)
+    # p > N and above the Gram limit: the row form (standard normals: a 10,000-column
+    # covariance would take minutes to factor)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((1000, 10_000))
+    Zs = np.column_stack([np.ones(1000), rng.standard_normal((1000, 3))])
+    groups = np.repeat(np.arange(100), 10)
+    y = X[:, [1, 5, 10]] @ [1.0, 0.5, 0.3] + np.einsum(
+        "ij,ij->i", Zs, 0.7 * rng.standard_normal((100, 4))[groups]) + 0.25 * rng.standard_normal(1000)
+    out["p10000"] = (X, Zs, y, groups)
     return out
 
 
@@ -91,7 +100,7 @@ def main():
     parser.add_argument("old")
     parser.add_argument("new")
     parser.add_argument("--pairs", type=int, default=7)
-    parser.add_argument("--designs", default="seed,p1000,p1000-unbalanced")
+    parser.add_argument("--designs", default="seed,p1000,p1000-unbalanced,p10000")
     parser.add_argument("--fronts", default="arrays,formula")
     args = parser.parse_args()
     wanted = args.designs.split(",")
