@@ -5,19 +5,40 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Extra pytest arguments, e.g. `make test-python PYTEST_ARGS="-k lme4"`.
 PYTEST_ARGS ?=
+# The test environment, every package pinned (regenerate with `make lock`).
+LOCK   := requirements/test.lock
 
-.PHONY: demo test test-python test-r check-r r-deps venv bench clean
+.PHONY: demo test test-latest test-python test-r check-r r-deps venv lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# The pinned test environment, then lmmscope itself (editable, no dependency resolution);
+# `pip check` fails the target on any inconsistent pair.
 venv: $(BIN)/python
-	$(BIN)/python -m pip uninstall -q -y rpy2-rinterface rpy2-robjects 2>/dev/null || true
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip check
 
+# Re-resolve the test extra to the newest versions the index offers, for this Python.
+lock: $(BIN)/python
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/python -m uv pip compile -q pyproject.toml --extra test --no-header --upgrade \
+	    --python-version $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') \
+	    -o $(LOCK)
+
+# The same suite against the newest versions the index offers (no lock), in .venv-latest.
+test-latest: r-deps
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade pip
+	.venv-latest/bin/python -m pip install -q --upgrade -e ".[test]"
+	.venv-latest/bin/python -m pip check
+	$(MAKE) test-python test-r check-r VENV=.venv-latest
+
+# lmmscope with statsmodels (the comparison the demo prints), at the lock's versions
 demo: $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[demo]"
 	$(BIN)/lmmscope demo
 
 r-deps:
@@ -43,4 +64,4 @@ bench: venv
 	$(BIN)/python bench/coverage.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info python/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-latest build *.egg-info python/*.egg-info .pytest_cache

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # R and the R packages the tests need, from Debian (CRAN is not reachable here).
 set -euo pipefail
-pkgs="r-base-core r-cran-lme4 r-cran-nlme r-cran-reticulate r-cran-testthat r-cran-roxygen2"
+# lme4's ecosystem that the tests compare against (broom.mixed ... ggplot2), the
+# vignette's data (mlmRev) and builders (knitr, rmarkdown, pandoc), and qpdf, which
+# R CMD check --as-cran needs once the vignette is built (inst/doc)
+pkgs="r-base-core r-cran-lme4 r-cran-nlme r-cran-reticulate r-cran-testthat r-cran-roxygen2
+r-cran-broom.mixed r-cran-emmeans r-cran-performance r-cran-lmertest r-cran-ggplot2
+r-cran-mlmrev r-cran-knitr r-cran-rmarkdown pandoc qpdf"
 missing=""
 for p in $pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -4,7 +4,6 @@
 # (tests/testthat/helper-python.R) and any skipped test fails it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash .ci/sync-python.sh
 lib="${R_TEST_LIB:-$(pwd)/.Rlib}"
 mkdir -p "$lib"
 log="$(mktemp)"

@@ -1,5 +1,7 @@
-#' Likelihood-ratio tests between nested fits
+#' Likelihood-ratio tests between nested fits, or lme4's table of one model
 #'
+#' With one model, lme4's \code{anova} of \code{\link{as_lmerMod}(object)}
+#' (sums of squares and F values of the fixed-effect terms).
 #' As lme4's \code{anova} for \code{merMod} objects: fits made by REML are
 #' compared at their ML refit (computed when the model was fitted, so no Python
 #' is needed), models are ordered by their number of parameters, and each is
@@ -24,10 +26,7 @@ anova.lmm_scope <- function(object, ..., refit = TRUE, model.names = NULL) {
   mcall <- match.call(expand.dots = TRUE)
   dots <- list(...)
   is_model <- vapply(dots, function(m) inherits(m, c("lmm_scope", "merMod", "lm")), TRUE)
-  if (!any(is_model)) {
-    stop("anova() compares nested fits: give two or more models, e.g. anova(small, big)",
-         call. = FALSE)
-  }
+  if (!any(is_model)) return(stats::anova(lmer_of(object), ...))
   mods <- c(list(object), dots[is_model])
   names(mods) <- model.names %||%
     vapply(as.list(mcall)[c(FALSE, TRUE, is_model)], deparse1, "")
@@ -51,7 +50,7 @@ anova.lmm_scope <- function(object, ..., refit = TRUE, model.names = NULL) {
                                           stats::pchisq(chisq, df_chisq, lower.tail = FALSE)),
                     row.names = names(mods), check.names = FALSE)
   class(val) <- c("anova", class(val))
-  forms <- vapply(mods, function(m) deparse1(stats::formula(m)), "")
+  forms <- vapply(mods, function(m) deparse1(suppressWarnings(stats::formula(m))), "")
   data <- deparse1(stats::getCall(mods[[1]])$data)
   structure(val, heading = c(paste("Data:", data), "Models:",
                              paste(names(mods), forms, sep = ": ")))

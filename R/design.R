@@ -158,3 +158,73 @@ random_matrix <- function(fit, data) {
                            xlev = fit$re$xlevels[names(fit$re$xlevels) %in% present])
   stats::model.matrix(tt, mf)
 }
+
+# The fixed-effects term labels of the selected model. Whole terms when the selected
+# columns are whole terms; otherwise each column of a partly selected term is written
+# as an expression of the data's variables that makes exactly that column (checked
+# on the fitting rows): `I(as.numeric(site == "b"))` for one level of a factor,
+# `I(x * (site == "b"))` for one column of an interaction, `I(poly(...)[, 1])` with
+# poly's coefficients for one column of a matrix term. NULL when some column has no
+# such expression (then formula() says so rather than claim a model it did not fit).
+selected_model_labels <- function(design, columns, terms_predict, exact) {
+  if (exact) return(attr(terms_predict, "term.labels"))
+  tt <- design$terms
+  assign <- attr(design$X, "assign")
+  labels <- attr(tt, "term.labels")
+  whole <- vapply(seq_along(labels), function(t) all(which(assign == t) %in% columns), TRUE)
+  out <- character()
+  for (t in sort(unique(assign[columns]))) {
+    if (t == 0L) next
+    if (whole[t]) {
+      out <- c(out, labels[t])
+      next
+    }
+    for (j in columns[assign[columns] == t]) {
+      expr <- column_expression(tt, t, design$frame, design$X[, j])
+      if (is.null(expr)) return(NULL)
+      out <- c(out, expr)
+    }
+  }
+  out
+}
+
+# An expression of the term's variables whose value is `target`, or NULL: each
+# variable contributes its values (numeric), one column (matrix: poly, ns) or the
+# indicator of one level (factor, character, logical); the product is compared with
+# the design column.
+column_expression <- function(tt, term, frame, target, max_tries = 5000L) {
+  fac <- attr(tt, "factors")
+  var_rows <- which(fac[, term] > 0)
+  vars <- rownames(fac)[var_rows]
+  predvars <- as.list(attr(tt, "predvars"))[-1L]
+  var_names <- vapply(as.list(attr(tt, "variables"))[-1L], deparse1, "")
+  pieces <- lapply(vars, function(v) {
+    value <- frame[[v]]
+    text <- deparse1(predvars[[match(v, var_names)]], width.cutoff = 500L,
+                     control = c("keepNA", "keepInteger", "niceNames", "digits17"))
+    if (is.factor(value) || is.character(value) || is.logical(value)) {
+      levs <- if (is.factor(value)) levels(value) else sort(unique(as.character(value)))
+      return(lapply(levs, function(l) list(
+        text = sprintf("(%s == %s)", text, deparse1(l)), value = as.numeric(value == l),
+        indicator = TRUE)))
+    }
+    if (is.matrix(value)) {
+      return(lapply(seq_len(ncol(value)), function(c) list(
+        text = sprintf("%s[, %d]", text, c), value = as.numeric(value[, c]), indicator = FALSE)))
+    }
+    list(list(text = text, value = as.numeric(value), indicator = FALSE))
+  })
+  sizes <- vapply(pieces, length, 1L)
+  if (prod(sizes) > max_tries) return(NULL)
+  grid <- as.matrix(expand.grid(lapply(sizes, seq_len)))
+  for (r in seq_len(nrow(grid))) {
+    chosen <- Map(function(p, i) p[[i]], pieces, grid[r, ])
+    value <- Reduce(`*`, lapply(chosen, `[[`, "value"))
+    if (isTRUE(all.equal(value, as.numeric(target), tolerance = 1e-12, check.attributes = FALSE))) {
+      text <- paste(vapply(chosen, `[[`, "", "text"), collapse = " * ")
+      all_indicators <- all(vapply(chosen, `[[`, TRUE, "indicator"))
+      return(if (all_indicators) sprintf("I(as.numeric(%s))", text) else sprintf("I(%s)", text))
+    }
+  }
+  NULL
+}

@@ -1,26 +1,44 @@
-#' Debiased confidence intervals for fixed effects
+#' Confidence intervals: lme4's, or the debiased ones
 #'
-#' Intervals from the debiased quasi-likelihood estimator (Li, Cai and Li
-#' 2022), computed by the Python core: node-wise scaled lasso on the whitened
+#' \code{method = "profile"} (default), \code{"Wald"} and \code{"boot"} are
+#' lme4's \code{confint} on the selected model (\code{\link{as_lmerMod}(object)}),
+#' with lme4's rows (\code{.sig01}, ..., \code{.sigma}, then the fixed effects)
+#' and arguments (\code{nsim}, \code{boot.type}, \code{oldNames}, ...): they
+#' treat the selected model as fixed in advance.
+#'
+#' \code{method = "debiased"} gives intervals from the debiased quasi-likelihood
+#' estimator (Li, Cai and Li 2022), computed by the Python core, for every
+#' candidate column, selected or not: node-wise scaled lasso on the whitened
 #' design, one debiasing step, and a cluster-sandwich standard error that needs
-#' no estimate of the random-effect covariance. Available for every candidate
-#' column, selected or not. The reference distribution is Student's t with
+#' no estimate of the random-effect covariance. They are centred on the debiased
+#' estimate, not on \code{fixef}. The reference distribution is Student's t with
 #' (clusters - 1) degrees of freedom. At the level stored in the fit
 #' (\code{conf.level} of \code{lmm_scope}, 0.95 by default) the core's limits
 #' are returned; at another level they are formed from the core's estimate and
 #' standard error with the same t reference.
 #'
-#' @param object An \code{lmm_scope} fit made with \code{inference = TRUE} (the
-#'   default when there are at most 500 candidate columns).
-#' @param parm Names or indices of the columns; default all.
+#' @param object An \code{lmm_scope} or \code{lmm} fit (for \code{"debiased"}:
+#'   an \code{lmm_scope} fit made with \code{inference = TRUE}, the default up to
+#'   about 11,500 candidate columns).
+#' @param parm Names or indices of the parameters; default all.
 #' @param level Confidence level.
-#' @param ... Unused.
-#' @return A matrix with one row per column and the lower and upper limits.
+#' @param method \code{"profile"}, \code{"Wald"}, \code{"boot"} (lme4's) or
+#'   \code{"debiased"}.
+#' @param ... Passed to lme4's \code{confint} method.
+#' @return A matrix with one row per parameter and the lower and upper limits.
 #' @export
 #' @examplesIf lmmscope_available()
 #' fit <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = lmm_scope_example())
-#' confint(fit, c("x1", "x2", "x5"))
-confint.lmm_scope <- function(object, parm, level = 0.95, ...) {
+#' confint(fit, c("x1", "x2", "x5"), method = "debiased")
+#' if (requireNamespace("lme4", quietly = TRUE)) confint(fit, method = "Wald")
+confint.lmm_scope <- function(object, parm, level = 0.95,
+                              method = c("profile", "Wald", "boot", "debiased"), ...) {
+  method <- match.arg(method)
+  if (method != "debiased") {
+    m <- lmer_of(object)
+    if (missing(parm)) return(stats::confint(m, level = level, method = method, ...))
+    return(stats::confint(m, parm = parm, level = level, method = method, ...))
+  }
   tab <- inference_rows(object, if (missing(parm)) NULL else parm)
   a <- (1 - level) / 2
   if (isTRUE(all.equal(level, attr(object$inference, "level")))) {
@@ -41,7 +59,8 @@ confint.lmm_scope <- function(object, parm, level = 0.95, ...) {
 #' \code{p_value}, interval limits at the stored level and \code{p_adjusted}
 #' (Benjamini-Hochberg across every candidate column).
 #'
-#' @inheritParams confint.lmm_scope
+#' @param object An \code{lmm_scope} fit made with \code{inference = TRUE}.
+#' @param parm Names or indices of the columns; default all.
 #' @param adjust \code{"BH"} (the core's adjustment across every column) or
 #'   another method of \code{\link[stats]{p.adjust}}, applied to the core's
 #'   p-values of the rows returned.

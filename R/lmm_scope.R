@@ -40,12 +40,29 @@
 #' @param weights Not supported (a clear error).
 #' @param inference Compute debiased estimates and cluster-sandwich standard
 #'   errors for every candidate column (for \code{confint}, \code{inference} and
-#'   \code{summary}): \code{TRUE}, \code{FALSE} or \code{NULL} (only when there
-#'   are at most 500 candidate columns).
+#'   \code{summary}): \code{TRUE}, \code{FALSE} or \code{NULL} (the default:
+#'   computed at fit time, in about the fit's own time, and kept in the fit, unless
+#'   the p x p matrix it needs would pass 1 GiB, about 11,500 columns; a warning
+#'   then says so).
 #' @param conf.level Confidence level of the stored debiased intervals.
 #' @param verbose Print progress.
+#' @param penalize_random_slopes By default (\code{FALSE}) a fixed-effect column
+#'   that is also a random slope (\code{Days} in \code{(Days | Subject)}) is kept
+#'   without selection, like the intercept, as lme4 users keep a random slope's
+#'   fixed effect; it is not counted in \code{k}. \code{TRUE} makes such columns
+#'   candidates like any other. \code{print} and \code{summary} list the
+#'   columns kept without selection and why.
+#' @param a_grid The values of \code{a} tried by \code{a = "cv"} (default: the
+#'   core's grid 0.1, 0.25, 0.5, 1, 2, 5, 10).
+#' @param seed Seed of the cluster-to-fold assignment of \code{k = "cv"} and
+#'   \code{a = "cv"}.
+#' @param control Tuning constants of the core: a list made by
+#'   \code{\link{lmm_scope_control}()}.
 #' @return An object of class \code{lmm_scope} (plain R values) with lme4's
-#'   methods: see \code{\link{lmm_scope-methods}}.
+#'   methods (see \code{\link{lmm_scope-methods}}) and, through
+#'   \code{\link{as_lmerMod}()}, lme4's ecosystem (broom.mixed, emmeans,
+#'   performance, lmerTest). \code{coef_selection(fit)} gives the selection-stage
+#'   estimates over every candidate column.
 #' @references Li, S., Cai, T. T. and Li, H. (2022). Inference for
 #'   high-dimensional linear mixed-effects models: a quasi-likelihood approach.
 #'   \emph{Journal of the American Statistical Association}, 117, 1835--1846.
@@ -55,19 +72,28 @@
 #' d <- lmm_scope_example()
 #' fit <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = d)
 #' fit
-#' coef(fit)[coef(fit) != 0]
+#' beta <- coef_selection(fit)
+#' beta[beta != 0]
 lmm_scope <- function(formula, data, k = NULL, a = NULL, always = NULL,
                       criterion = c("gic", "ebic", "bic", "aic"), k_max = NULL,
                       cv_folds = 5L, REML = TRUE, subset, weights, na.action, offset,
                       contrasts = NULL, inference = NULL, conf.level = 0.95,
-                      verbose = FALSE) {
+                      verbose = FALSE, penalize_random_slopes = FALSE, a_grid = NULL,
+                      seed = 0L, control = lmm_scope_control()) {
   mcall <- match.call(expand.dots = FALSE)
   criterion <- match.arg(criterion)
   check_k(k)
   check_a(a)
   check_flag(REML, "REML")
+  check_flag(penalize_random_slopes, "penalize_random_slopes")
+  check_control(control)
+  if (!is.null(a_grid) && !(is.numeric(a_grid) && length(a_grid) && all(is.finite(a_grid)) &&
+                            all(a_grid > 0))) {
+    stop("a_grid must be a vector of positive numbers", call. = FALSE)
+  }
   design <- build_design(formula, mcall, parent.frame(), contrasts)
   unpenalised <- unpenalised_columns(colnames(design$X), always)
+  design$always <- setdiff(colnames(design$X)[unpenalised], "(Intercept)")
   out <- call_core("fit_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
                    Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
                    names = colnames(design$X), random_names = colnames(design$Z),
@@ -75,7 +101,10 @@ lmm_scope <- function(formula, data, k = NULL, a = NULL, always = NULL,
                    k = k, a = a, criterion = criterion,
                    k_max = if (is.null(k_max)) NULL else as.integer(k_max),
                    cv_folds = as.integer(cv_folds), reml = REML, inference = inference,
-                   conf_level = conf.level, verbose = isTRUE(verbose))
+                   conf_level = conf.level, verbose = isTRUE(verbose),
+                   penalize_random_slopes = penalize_random_slopes,
+                   a_grid = if (!is.null(a_grid)) as.list(as.numeric(a_grid)),
+                   random_state = as.integer(seed), control = control_for_core(control))
   new_fit(out, design, mcall, "lmm_scope", k_given = !is.null(k) && !identical(k, "cv"))
 }
 
@@ -86,22 +115,69 @@ lmm_scope <- function(formula, data, k = NULL, a = NULL, always = NULL,
 #' same methods as an \code{\link{lmm_scope}} fit.
 #'
 #' @inheritParams lmm_scope
+#' @param control Tuning constants of the refit (optimiser tolerances,
+#'   convergence checks): \code{\link{lmm_scope_control}()}.
 #' @return An object of class \code{c("lmm", "lmm_scope")}.
 #' @export
 #' @examplesIf lmmscope_available()
 #' fit <- lmm(y ~ x1 + x5 + (1 | cluster), data = lmm_scope_example())
 #' summary(fit)
 lmm <- function(formula, data, REML = TRUE, subset, weights, na.action, offset,
-                contrasts = NULL) {
+                contrasts = NULL, control = lmm_scope_control()) {
   mcall <- match.call(expand.dots = FALSE)
   check_flag(REML, "REML")
+  check_control(control)
   design <- drop_aliased_columns(build_design(formula, mcall, parent.frame(), contrasts))
   out <- call_core("lmm_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
                    Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
                    names = colnames(design$X), random_names = colnames(design$Z),
-                   group_name = design$parts$group_name, reml = REML)
+                   group_name = design$parts$group_name, reml = REML,
+                   control = control_for_core(control))
   new_fit(out, design, mcall, "lmm")
 }
+
+#' Tuning constants of the Python core
+#'
+#' The fields of the core's \code{lmmscope.Control} (as \code{lme4::lmerControl}
+#' for lmer), passed to \code{lmm_scope(control = )} and \code{lmm(control = )};
+#' the core checks the names and values. Fields: \code{gram_limit} (above this
+#' many columns the p x p Gram is not formed), \code{single_problem_rows_bytes},
+#' \code{search_effort} (extra starts of the best-subset search, default 1),
+#' \code{unit_free_z} (scale Z's columns to unit root mean square in the working
+#' covariance, default \code{TRUE}), \code{a_relative_tol} and \code{max_a_iter}
+#' (the iteration of \code{a}), \code{optimizer_ftol}, \code{optimizer_gtol},
+#' \code{optimizer_maxiter} (L-BFGS-B of the refit), \code{check_conv_grad_tol},
+#' \code{check_conv_hess_tol} and \code{singular_tol} (lme4's convergence and
+#' singularity checks).
+#'
+#' @param ... Named fields of the core's \code{Control}; unset ones keep the
+#'   core's defaults.
+#' @return A list of class \code{lmm_scope_control}.
+#' @export
+#' @examples
+#' lmm_scope_control(search_effort = 2, unit_free_z = FALSE)
+lmm_scope_control <- function(...) {
+  values <- list(...)
+  if (length(values) && (is.null(names(values)) || any(!nzchar(names(values))))) {
+    stop("lmm_scope_control() takes named options, e.g. lmm_scope_control(search_effort = 2)",
+         call. = FALSE)
+  }
+  bad <- !vapply(values, function(v) (is.numeric(v) || is.logical(v)) && length(v) == 1L &&
+                   !is.na(v), TRUE)
+  if (any(bad)) {
+    stop("control option(s) ", paste(names(values)[bad], collapse = ", "),
+         " must be one number or TRUE/FALSE", call. = FALSE)
+  }
+  structure(values, class = "lmm_scope_control")
+}
+
+check_control <- function(control) {
+  if (!inherits(control, "lmm_scope_control")) {
+    stop("control must be made by lmm_scope_control(...)", call. = FALSE)
+  }
+}
+
+control_for_core <- function(control) if (length(control)) unclass(control)
 
 # Numbers for the core as raw little-endian doubles (column-major): one copy, and no
 # numpy conversion by reticulate (1.28 cannot convert matrices for numpy 2).

@@ -8,6 +8,7 @@
 #' @keywords internal
 #' @importFrom stats coef confint fitted formula logLik nobs predict residuals sigma vcov
 #' @importFrom stats simulate deviance df.residual model.frame model.matrix terms anova getCall
+#' @importFrom stats drop1
 #' @importFrom graphics plot
 #' @rawNamespace S3method(lme4::getME, lmm_scope)
 #' @rawNamespace S3method(lme4::isREML, lmm_scope)

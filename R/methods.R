@@ -11,10 +11,12 @@ nlme::VarCorr
 #' Methods for lmm_scope and lmm fits
 #'
 #' The methods of \code{lme4}'s \code{merMod}, with the same arguments and
-#' results on the same model. \code{coef} gives the selection estimates over
-#' every candidate column (zeros for unselected ones); everything else comes
-#' from the REML (or ML) refit on the selected model. None of them needs
-#' Python, so a fit read back with \code{readRDS} works anywhere.
+#' results on the same model, all from the REML (or ML) refit on the selected
+#' model; the selection-stage estimates are \code{\link{coef_selection}(fit)}.
+#' None of them needs Python, so a fit read back with \code{readRDS} works
+#' anywhere. The rest of lme4's ecosystem (broom.mixed, emmeans, performance,
+#' lmerTest, \code{drop1}, lme4's \code{confint}) works through
+#' \code{\link{as_lmerMod}}: see \code{\link{lmm_scope-ecosystem}}.
 #'
 #' @param object,x,formula An \code{lmm_scope} (or \code{lmm}) fit.
 #' @param ... Unused.
@@ -28,12 +30,16 @@ nlme::VarCorr
 #'   \code{"deviance"} or \code{"pearson"}, which coincide for a linear mixed
 #'   model (as in lme4).
 #' @param scaled For \code{residuals}: divide by \code{sigma(object)}, as lme4.
-#' @param name For \code{getME}: \code{"X"} (the refit design, columns named as
-#'   \code{fixef}), \code{"Z"} (sparse, needs Matrix), \code{"y"}, \code{"mu"},
-#'   \code{"offset"}, \code{"flist"}, \code{"cnms"}, \code{"mmList"},
-#'   \code{"theta"}, \code{"lower"}, \code{"beta"}, \code{"sigma"},
-#'   \code{"REML"}, \code{"n"}, \code{"p"}, \code{"q"}, \code{"Lambda"} (the q x q
-#'   block), \code{"Tlist"}, \code{"is_REML"}.
+#' @param name For \code{getME}: one or several of lme4's names, or
+#'   \code{"ALL"}, as in \code{lme4::getME}. \code{"X"} (the refit design,
+#'   columns named as \code{fixef}), \code{"Z"} and \code{"Lambda"} (sparse,
+#'   need Matrix), \code{"y"}, \code{"mu"}, \code{"offset"}, \code{"flist"},
+#'   \code{"cnms"}, \code{"mmList"}, \code{"theta"}, \code{"lower"},
+#'   \code{"beta"}, \code{"fixef"}, \code{"sigma"}, \code{"REML"},
+#'   \code{"is_REML"}, \code{"n"}, \code{"N"}, \code{"p"}, \code{"q"},
+#'   \code{"Tlist"} come from the fit; any other name (\code{"u"}, \code{"L"},
+#'   \code{"RX"}, \code{"devcomp"}, ...) and \code{"ALL"} from lme4 on
+#'   \code{\link{as_lmerMod}(object)}.
 #' @param tol Tolerance of \code{isSingular}.
 #' @param nsim,seed,use.u For \code{simulate}, as in lme4.
 #' @param re.form For \code{simulate}: \code{NA} or \code{~0} simulates new
@@ -46,28 +52,43 @@ nlme::VarCorr
 #' head(ranef(fit)$cluster)
 NULL
 
-#' @details \code{coef} of an \code{lmm_scope} fit is the selection estimate
-#'   over every candidate column (zeros for those not selected); \code{coef} of
-#'   an \code{lmm} fit is lme4's: one data.frame per grouping factor with each
-#'   cluster's fixed plus random effects.
+#' @details \code{coef} is lme4's: one data.frame per grouping factor with each
+#'   cluster's fixed plus random effects (a random effect without a fixed effect
+#'   gets a fixed part of 0, as in lme4). The selection-stage estimates over
+#'   every candidate column are \code{\link{coef_selection}(fit)}.
 #' @rdname lmm_scope-methods
 #' @export
-coef.lmm_scope <- function(object, ...) object$coefficients
-
-#' @rdname lmm_scope-methods
-#' @export
-coef.lmm <- function(object, ...) {
+coef.lmm_scope <- function(object, ...) {
   re <- as.data.frame(object$ranef, optional = TRUE)
   fe <- object$fixef
   missing <- setdiff(names(re), names(fe))
-  if (length(missing)) {
-    stop("unable to align random and fixed effects: ", paste(missing, collapse = ", "),
-         " has a random but no fixed effect", call. = FALSE)
-  }
+  fe <- c(stats::setNames(numeric(length(missing)), missing), fe)
   val <- as.data.frame(matrix(fe, nrow(re), length(fe), byrow = TRUE,
                               dimnames = list(rownames(re), names(fe))), optional = TRUE)
   for (nm in names(re)) val[[nm]] <- val[[nm]] + re[[nm]]
   structure(stats::setNames(list(val), object$re$group_name), class = c("coef.lmm", "coef.mer"))
+}
+
+#' Selection-stage estimates of an lmm_scope fit
+#'
+#' The quasi-likelihood best-subset estimates over every candidate column: the
+#' selected and unpenalised columns' estimates, zeros for the others. These are
+#' the estimates on which the support was chosen; \code{fixef(fit)} is the
+#' REML (or ML) refit of the selected model, and \code{coef(fit)} lme4's
+#' per-cluster coefficients of that refit.
+#'
+#' @param object An \code{lmm_scope} fit.
+#' @return A named numeric vector, one entry per candidate column.
+#' @export
+#' @examplesIf lmmscope_available()
+#' fit <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = lmm_scope_example())
+#' beta <- coef_selection(fit)
+#' beta[beta != 0]
+coef_selection <- function(object) {
+  if (!inherits(object, "lmm_scope")) {
+    stop("coef_selection() takes an lmm_scope fit, not a ", class(object)[1L], call. = FALSE)
+  }
+  object$coefficients
 }
 
 #' @rdname lmm_scope-methods
@@ -208,7 +229,9 @@ df.residual.lmm_scope <- function(object, ...) object$nobs - object$n_params
 
 #' @rdname lmm_scope-methods
 #' @export
-fitted.lmm_scope <- function(object, ...) stats::napredict(object$na.action, object$fitted)
+fitted.lmm_scope <- function(object, ...) {
+  stats::napredict(object$na.action, refit_arrays(object)$fitted)
+}
 
 #' @rdname lmm_scope-methods
 #' @export
@@ -217,43 +240,55 @@ residuals.lmm_scope <- function(object, type = c("response", "working", "devianc
   # As lme4 for a linear mixed model with unit weights: the four types coincide, and
   # scaled = TRUE divides by sigma.
   type <- match.arg(type)
-  r <- object$residuals
+  r <- refit_arrays(object)$residuals
   if (isTRUE(scaled)) r <- r / sigma(object)
   stats::naresid(object$na.action, r)
 }
 
-#' @details \code{formula(fit)} is an lme4 formula of the selected model: the
-#'   terms holding a selected column (and their margins) plus the random-effects
-#'   term. When only some columns of a term were selected (one level of a
-#'   factor, say), that term comes whole and \code{fit$formula_exact} is
-#'   \code{FALSE}; \code{getME(fit, "X")} is always the exact refit design.
+#' @details \code{formula(fit)} is an lme4 formula of the selected model, with
+#'   exactly the fit's fixed-effect columns: the terms holding a selected column
+#'   plus the random-effects term. When only some columns of a term were selected
+#'   (one level of a factor, one column of \code{poly()}), each such column is
+#'   written as an expression of the data's variables that makes exactly that
+#'   column, e.g. \code{I(as.numeric(site == "b"))}, and \code{fit$formula_exact}
+#'   is \code{FALSE} (the selected columns are not whole terms of the candidate
+#'   formula). \code{getME(fit, "X")} is always the exact refit design.
 #' @rdname lmm_scope-methods
 #' @export
 formula.lmm_scope <- function(x, ...) {
   tt <- x$terms_predict
-  rhs <- attr(tt, "term.labels")
+  labels <- x$fixed_labels
+  if (is.null(labels)) {
+    warning("formula(fit) has more fixed-effect columns than the fit: some selected columns ",
+            "of a term are not expressible as a function of the data's variables; ",
+            "getME(fit, \"X\") is the refit's design", call. = FALSE)
+    labels <- attr(tt, "term.labels")
+  }
   offsets <- vapply(as.list(attr(tt, "variables"))[-1L][attr(tt, "offset")], deparse1, "")
   bar <- paste0("(", deparse1(call("|", x$re$random, x$re$group)), ")")
-  f <- stats::reformulate(c(rhs, offsets, bar), response = x$formula[[2L]],
-                          intercept = attr(tt, "intercept") == 1L, env = environment(x$formula))
-  f
+  stats::reformulate(c(labels, offsets, bar), response = x$formula[[2L]],
+                     intercept = attr(tt, "intercept") == 1L, env = environment(x$formula))
 }
 
 #' @rdname lmm_scope-methods
 #' @export
 terms.lmm_scope <- function(x, ...) x$terms
 
+#' @details \code{model.frame(fit)} is rebuilt from the variables the selected
+#'   model uses (the fit stores those, not every candidate column).
 #' @rdname lmm_scope-methods
 #' @export
 model.frame.lmm_scope <- function(formula, ...) {
-  frame <- formula$frame
-  attr(frame, "terms") <- formula$terms
+  f <- stats::formula(formula)
+  f[[3L]] <- sub_bars(f[[3L]])
+  frame <- stats::model.frame(f, formula$data, drop.unused.levels = TRUE)
+  if (!is.null(formula$data[[OFFSET_COLUMN]])) frame[["(offset)"]] <- formula$data[[OFFSET_COLUMN]]
   frame
 }
 
 #' @rdname lmm_scope-methods
 #' @export
-model.matrix.lmm_scope <- function(object, ...) object$X
+model.matrix.lmm_scope <- function(object, ...) refit_arrays(object)$X
 
 #' @rdname lmm_scope-methods
 #' @export
@@ -270,20 +305,23 @@ getME.default <- function(object, name, ...) {
 #' @rdname lmm_scope-methods
 #' @export
 getME.lmm_scope <- function(object, name, ...) {
-  q <- ncol(object$Z)
-  lambda <- function() {
-    L <- matrix(0, q, q)
-    L[lower.tri(L, diag = TRUE)] <- object$theta
-    L
+  if (length(name) > 1L || identical(name, "ALL")) {
+    if (identical(name, "ALL") || !all(name %in% NATIVE_GETME)) {
+      return(lme4::getME(lmer_of(object), name, ...))
+    }
+    return(sapply(name, getME.lmm_scope, object = object, simplify = FALSE))
   }
+  if (!(name %in% NATIVE_GETME)) return(lme4::getME(lmer_of(object), name, ...))
+  q <- length(object$re$names)
+  arrays <- if (name %in% c("X", "mu", "offset", "Z", "flist", "mmList")) refit_arrays(object)
   switch(name,
-         X = object$X, y = object$y, mu = object$fitted, offset = object$offset,
-         Z = sparse_z(object),
-         flist = structure(stats::setNames(list(factor(object$re$levels[object$group_codes],
+         X = arrays$X, y = object$y, mu = unname(arrays$fitted), offset = arrays$offset,
+         Z = sparse_z(object, arrays),
+         flist = structure(stats::setNames(list(factor(object$re$levels[arrays$codes],
                                                        levels = object$re$levels)),
                                            object$re$group_name), assign = 1L),
-         cnms = stats::setNames(list(colnames(object$Z)), object$re$group_name),
-         mmList = stats::setNames(list(object$Z),
+         cnms = stats::setNames(list(object$re$names), object$re$group_name),
+         mmList = stats::setNames(list(arrays$Z),
                                   deparse1(call("|", object$re$random, object$re$group))),
          theta = stats::setNames(object$theta, theta_names(object)),
          lower = ifelse(row(diag(q))[lower.tri(diag(q), diag = TRUE)] ==
@@ -291,15 +329,27 @@ getME.lmm_scope <- function(object, name, ...) {
          beta = unname(object$fixef), fixef = object$fixef, sigma = object$sigma,
          REML = if (object$REML) length(object$fixef) else 0L, is_REML = object$REML,
          n = object$nobs, N = object$nobs, p = length(object$fixef),
-         q = q * object$ngroups, Lambda = lambda(), Tlist = stats::setNames(list(lambda()),
-                                                                              object$re$group_name),
-         stop("getME(): name \"", name, "\" is not available for lmmscope fits; available: X, Z, ",
-              "y, mu, offset, flist, cnms, mmList, theta, lower, beta, fixef, sigma, REML, ",
-              "is_REML, n, N, p, q, Lambda, Tlist", call. = FALSE))
+         q = q * object$ngroups,
+         Lambda = Matrix::.bdiag(rep(list(Matrix::Matrix(lambda_block(object), sparse = TRUE)),
+                                     object$ngroups)),
+         Tlist = stats::setNames(list(lambda_block(object)), object$re$group_name))
+}
+
+# getME() names answered from the fit itself (no lme4 model is built for them).
+NATIVE_GETME <- c("X", "Z", "y", "mu", "offset", "flist", "cnms", "mmList", "theta", "lower",
+                  "beta", "fixef", "sigma", "REML", "is_REML", "n", "N", "p", "q", "Lambda",
+                  "Tlist")
+
+# The q x q lower-triangular relative covariance factor of one cluster (from theta).
+lambda_block <- function(object) {
+  q <- length(object$re$names)
+  L <- matrix(0, q, q)
+  L[lower.tri(L, diag = TRUE)] <- object$theta
+  L
 }
 
 theta_names <- function(object) {
-  nm <- colnames(object$Z)
+  nm <- object$re$names
   q <- length(nm)
   idx <- which(lower.tri(diag(q), diag = TRUE), arr.ind = TRUE)
   idx <- idx[order(idx[, 2], idx[, 1]), , drop = FALSE]
@@ -308,14 +358,14 @@ theta_names <- function(object) {
          paste(g, nm[idx[, 1]], nm[idx[, 2]], sep = "."))
 }
 
-sparse_z <- function(object) {
+sparse_z <- function(object, arrays = refit_arrays(object)) {
   if (!requireNamespace("Matrix", quietly = TRUE)) {
     stop("getME(fit, \"Z\") needs the Matrix package", call. = FALSE)
   }
-  q <- ncol(object$Z)
-  n <- nrow(object$Z)
-  cols <- (rep(object$group_codes, q) - 1L) * q + rep(seq_len(q), each = n)
-  Matrix::sparseMatrix(i = rep(seq_len(n), q), j = cols, x = as.numeric(object$Z),
+  q <- ncol(arrays$Z)
+  n <- nrow(arrays$Z)
+  cols <- (rep(arrays$codes, q) - 1L) * q + rep(seq_len(q), each = n)
+  Matrix::sparseMatrix(i = rep(seq_len(n), q), j = cols, x = as.numeric(arrays$Z),
                        dims = c(n, q * object$ngroups))
 }
 
@@ -364,22 +414,23 @@ simulate.lmm_scope <- function(object, nsim = 1, seed = NULL, use.u = FALSE, re.
   conditional <- re_form_level(re.form) == 1L
   if (!is.null(seed)) set.seed(seed)
   if (!exists(".Random.seed", envir = .GlobalEnv)) stats::runif(1)
-  eta <- if (conditional) object$fitted else drop(object$X %*% object$fixef) + object$offset
+  arrays <- refit_arrays(object)
+  eta <- if (conditional) arrays$fitted else drop(arrays$X %*% object$fixef) + arrays$offset
   n <- length(eta)
   reff <- 0
   if (!conditional) {  # lme4's order: u in Z's column order (cluster-major), then noise
-    q <- ncol(object$Z)
+    q <- ncol(arrays$Z)
     u <- array(stats::rnorm(q * object$ngroups * nsim), c(q, object$ngroups, nsim))
-    L <- getME(object, "Lambda")
+    L <- lambda_block(object)
     reff <- vapply(seq_len(nsim), function(s) {
       b <- t(L %*% u[, , s, drop = TRUE])
-      rowSums(object$Z * matrix(b, ncol = q)[object$group_codes, , drop = FALSE])
+      rowSums(arrays$Z * matrix(b, ncol = q)[arrays$codes, , drop = FALSE])
     }, numeric(n))
   }
   val <- eta + object$sigma * (reff + matrix(stats::rnorm(n * nsim), ncol = nsim))
   val <- as.data.frame(matrix(val, n, nsim))
   names(val) <- paste("sim", seq_len(nsim), sep = "_")
-  row.names(val) <- names(object$fitted)
+  row.names(val) <- names(arrays$fitted)
   val
 }
 
@@ -404,50 +455,136 @@ header_lines <- function(x) {
   dropped <- if (x$n_dropped > 0) sprintf("(%d observations deleted due to missingness)", x$n_dropped)
   if (inherits(x, "lmm")) {
     return(c(paste0("Linear mixed model fit by ", if (x$REML) "REML" else "maximum likelihood",
-                    " (lmmscope)"), paste0("Formula: ", deparse1(x$formula)), dropped,
-             refit))
+                    " (lmmscope)"), formula_lines(x$formula), dropped, refit))
   }
   n_cand <- length(x$names) - length(x$unpenalised)
   how <- if (isTRUE(x$k_given)) "fixed by the user" else if (identical(x$criterion, "cv"))
     "cross-validation" else toupper(x$criterion)
   c("Sparse linear mixed model: quasi-likelihood best subset (lmmscope)",
-    paste0("Formula: ", deparse1(x$formula)),
+    formula_lines(x$formula),
     sprintf("Selected %d of %d candidate predictors (k %s), a = %s",
             x$k, n_cand, if (isTRUE(x$k_given)) "fixed" else paste("chosen by", how),
             format(signif(x$a, 4))),
-    paste0("Selected: ", if (length(x$support)) paste(x$support, collapse = ", ") else "(none)"),
-    dropped, paste0("Refit by ", refit))
+    wrap_list("Selected: ", if (length(x$support)) x$support else "(none)"),
+    kept_lines(x), dropped, paste0("Refit by ", refit))
 }
 
-#' Criterion path of an lmm_scope fit
+# "Formula: ..." wrapped at the console width; a very long one is cut after a few lines.
+formula_lines <- function(f, max_lines = 6L) {
+  text <- deparse1(f)
+  out <- wrap_list("Formula: ", text)
+  if (length(out) > max_lines) {
+    out <- c(out[seq_len(max_lines - 1L)],
+             sprintf("    ... (%d characters; formula(fit) is the selected model)", nchar(text)))
+  }
+  out
+}
+
+wrap_list <- function(label, items, sep = ", ", indent = 0L) {
+  width <- max(40L, getOption("width") - 2L)
+  strwrap(paste0(label, paste(items, collapse = sep)), width = width, indent = indent,
+          exdent = indent + 4L)
+}
+
+# The columns kept without selection (unpenalised, not counted in k), grouped by why.
+kept_lines <- function(x) {
+  kept <- x$unpenalised
+  if (!length(kept)) return(NULL)
+  why <- ifelse(kept == "(Intercept)", "intercept",
+                ifelse(kept %in% x$always, "always =",
+                       ifelse(kept %in% x$re$names,
+                              "random slope (penalize_random_slopes = TRUE makes it a candidate)",
+                              "unpenalised")))
+  c("Kept without selection (not counted in k):",
+    unlist(lapply(unique(why), function(w) wrap_list(paste0(w, ": "), kept[why == w],
+                                                     indent = 2L))))
+}
+
+#' Criterion path and coefficient path of an lmm_scope fit
 #'
 #' Draws the information criterion (or cross-validation error) against the
-#' support size with the chosen \code{k} marked, or the coefficient path.
+#' support size with the chosen \code{k} marked, or the selection-stage
+#' coefficient path: one line per column that enters some support, labelled at
+#' its end and in the legend (the \code{legend_max} largest at the chosen
+#' \code{k}). With ggplot2 installed, \code{ggplot2::autoplot(fit, type)} draws
+#' the same as a ggplot.
 #'
-#' @param x An \code{lmm_scope} fit.
+#' @param x,object An \code{lmm_scope} fit.
 #' @param type \code{"criterion"} or \code{"coefficients"}.
-#' @param ... Passed to \code{plot}.
-#' @return \code{x}, invisibly.
+#' @param legend_max Most columns named in the legend of the coefficient path.
+#' @param ... Passed to \code{plot} (\code{matplot} for the coefficients).
+#' @return \code{plot}: \code{x}, invisibly; \code{autoplot}: a ggplot.
 #' @export
 #' @examplesIf lmmscope_available()
 #' fit <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = lmm_scope_example())
 #' plot(fit)
-plot.lmm_scope <- function(x, type = c("criterion", "coefficients"), ...) {
+#' plot(fit, type = "coefficients")
+plot.lmm_scope <- function(x, type = c("criterion", "coefficients"), legend_max = 10L, ...) {
   type <- match.arg(type)
-  if (is.null(x$path)) stop("an lmm fit has no selection path to plot", call. = FALSE)
-  ks <- x$path$k
   if (type == "criterion") {
-    col <- if (identical(x$criterion, "cv")) "cv_error" else x$criterion
-    graphics::plot(ks, x$path[[col]], type = "b", pch = 19, xlab = "support size k",
-                   ylab = toupper(col), ...)
+    path <- criterion_path(x)
+    graphics::plot(path$k, path$value, type = "b", pch = 19, xlab = "support size k",
+                   ylab = path$label, main = paste(path$label, "by support size"), ...)
     graphics::abline(v = x$k, lty = 2, col = "red")
     graphics::mtext(sprintf("chosen k = %d", x$k), side = 3, adj = 1, col = "red")
   } else {
-    cp <- x$coef_path[, setdiff(colnames(x$coef_path), x$unpenalised), drop = FALSE]
-    active <- colSums(cp != 0) > 0
-    graphics::matplot(as.numeric(rownames(cp)), cp[, active, drop = FALSE], type = "s",
-                      lty = 1, xlab = "support size k", ylab = "coefficient", ...)
-    graphics::abline(v = x$k, lty = 2, col = "red")
+    cp <- coefficient_path(x)
+    ks <- as.numeric(rownames(cp))
+    n <- ncol(cp)
+    col <- rep_len(c("black", "red", "blue", "darkgreen", "purple", "orange", "brown",
+                     "magenta"), n)
+    lty <- rep_len(1:3, n)
+    graphics::matplot(ks, cp, type = "s", lty = lty, col = col, xlab = "support size k",
+                      ylab = "selection-stage coefficient",
+                      main = "Coefficient path (unpenalised columns not shown)", ...)
+    graphics::abline(v = x$k, lty = 2, col = "grey40")
+    graphics::abline(h = 0, col = "grey80")
+    graphics::text(max(ks), cp[nrow(cp), ], colnames(cp), pos = 2, cex = 0.7, col = col)
+    chosen <- cp[match(as.character(x$k), rownames(cp), nomatch = nrow(cp)), ]
+    show <- utils::head(order(-abs(chosen)), legend_max)
+    graphics::legend("topleft", legend = colnames(cp)[show], col = col[show], lty = lty[show],
+                     bty = "n", cex = 0.75, title = sprintf("at chosen k = %d", x$k))
   }
   invisible(x)
 }
+
+criterion_path <- function(x) {
+  if (is.null(x$path)) stop("an lmm fit has no selection path to plot", call. = FALSE)
+  col <- if (identical(x$criterion, "cv")) "cv_error" else x$criterion
+  data.frame(k = x$path$k, value = x$path[[col]],
+             label = if (col == "cv_error") "cross-validation error" else toupper(col))
+}
+
+# The selection-stage coefficients along k of the penalised columns that enter a support.
+coefficient_path <- function(x) {
+  if (is.null(x$coef_path)) stop("an lmm fit has no selection path to plot", call. = FALSE)
+  cp <- x$coef_path[, setdiff(colnames(x$coef_path), x$unpenalised), drop = FALSE]
+  cp[, colSums(cp != 0) > 0, drop = FALSE]
+}
+
+#' @rdname plot.lmm_scope
+#' @exportS3Method ggplot2::autoplot
+autoplot.lmm_scope <- function(object, type = c("criterion", "coefficients"), ...) {
+  type <- match.arg(type)
+  if (type == "criterion") {
+    path <- criterion_path(object)
+    return(ggplot2::ggplot(path, ggplot2::aes(x = k, y = value)) +
+             ggplot2::geom_line() + ggplot2::geom_point() +
+             ggplot2::geom_vline(xintercept = object$k, linetype = 2, colour = "red") +
+             ggplot2::labs(x = "support size k", y = path$label[1],
+                           title = paste(path$label[1], "by support size"),
+                           subtitle = sprintf("chosen k = %d", object$k)))
+  }
+  cp <- coefficient_path(object)
+  long <- data.frame(k = rep(as.numeric(rownames(cp)), ncol(cp)), value = as.numeric(cp),
+                     term = factor(rep(colnames(cp), each = nrow(cp)), levels = colnames(cp)))
+  ggplot2::ggplot(long, ggplot2::aes(x = k, y = value, colour = term)) +
+    ggplot2::geom_step() +
+    ggplot2::geom_hline(yintercept = 0, colour = "grey80") +
+    ggplot2::geom_vline(xintercept = object$k, linetype = 2) +
+    ggplot2::labs(x = "support size k", y = "selection-stage coefficient", colour = "column",
+                  title = "Coefficient path", subtitle = sprintf(
+                    "chosen k = %d; unpenalised columns not shown", object$k))
+}
+
+utils::globalVariables(c("k", "value", "term"))

@@ -23,8 +23,9 @@ predict.lmm_scope <- function(object, newdata = NULL, re.form = NULL, allow.new.
                               ...) {
   level <- re_form_level(re.form, object)
   if (is.null(newdata)) {
-    pred <- if (level == 1L) object$fitted else drop(object$X %*% object$fixef) + object$offset
-    names(pred) <- names(object$fitted)
+    arrays <- refit_arrays(object)
+    pred <- if (level == 1L) arrays$fitted else drop(arrays$X %*% object$fixef) + arrays$offset
+    names(pred) <- names(arrays$fitted)
     return(stats::napredict(object$na.action, pred))
   }
   if (!is.data.frame(newdata)) {

@@ -3,11 +3,11 @@
 .core <- new.env(parent = emptyenv())
 
 .onLoad <- function(libname, pkgname) {
-  # A virtualenv made by install_lmmscope() is used unless the user chose a Python.
-  if (!nzchar(Sys.getenv("RETICULATE_PYTHON")) &&
-      isTRUE(tryCatch(reticulate::virtualenv_exists(default_envname()),
-                      error = function(e) FALSE))) {
-    try(reticulate::use_virtualenv(default_envname(), required = FALSE), silent = TRUE)
+  # The virtualenv made by install_lmmscope() is used unless the user chose a Python; it is
+  # found by its absolute path, the same one install_lmmscope() wrote to.
+  venv_python <- virtualenv_python(virtualenv_path(default_envname()))
+  if (!nzchar(Sys.getenv("RETICULATE_PYTHON")) && file.exists(venv_python)) {
+    try(reticulate::use_python(venv_python, required = FALSE), silent = TRUE)
   }
   .core$bridge <- reticulate::import("lmmscope.rbridge", delay_load = TRUE)
 }
@@ -36,7 +36,7 @@ missing_core_message <- function() {
     if (length(python) && !is.na(python)) paste0(" (Python in use: ", python, ")") else "",
     ".\nFix it in one of these ways:\n",
     "  * lmmscope::install_lmmscope()   ",
-    "# makes the virtualenv 'r-lmmscope' (about 870 MB), then restart R\n",
+    "# makes the virtualenv ", virtualenv_path(default_envname()), " (about 870 MB), then restart R\n",
     "  * or set RETICULATE_PYTHON to a Python where the lmmscope Python package is ",
     "installed, then restart R.\n",
     "Fitted models need no Python: predict(), summary() etc. work without it.")
@@ -58,16 +58,8 @@ call_core <- function(name, ...) {
   }
   fun <- bridge[[name]]
   out <- tryCatch(fun(...), error = function(e) stop(python_error_message(e), call. = FALSE))
-  for (w in out$warnings) warning(r_warning_text(w), call. = FALSE)
+  for (w in out$warnings) warning(paste0("lmmscope: ", w$message), call. = FALSE)
   out
-}
-
-r_warning_text <- function(w) {
-  if (identical(w$category, "ConvergenceWarning") && grepl("Objective did not converge", w$message)) {
-    return(paste("the node-wise lasso of the debiased inference did not reach its tolerance",
-                 "for some columns; their intervals may be less accurate"))
-  }
-  paste0("lmmscope: ", w$message)
 }
 
 python_error_message <- function(e) {

@@ -33,12 +33,6 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
   }
   fixef <- stats::setNames(num(out$fixef), fixef_names)
   ranef <- row_matrix(out$ranef, q, list(group_levels, random_names))
-  X <- design$X[, columns, drop = FALSE]
-  attr(X, "assign") <- attr(design$X, "assign")[columns]
-  attr(X, "contrasts") <- design$contrasts
-  codes <- as.integer(design$group)
-  fitted <- drop(X %*% fixef) + design$offset + rowSums(design$Z * ranef[codes, , drop = FALSE])
-  names(fitted) <- rownames(design$frame)
   condvar <- aperm(array(num(out$ranef_condvar), c(q, q, length(group_levels))), c(2, 1, 3))
   fit <- list(
     call = mcall, kind = kind, formula = design$parts$formula, fixed_formula = design$fixed,
@@ -46,10 +40,11 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
     contrasts = design$contrasts, xlevels = design$xlevels,
     formula_exact = FALSE,
     re = list(random = design$parts$random, group = design$parts$group,
-              group_name = design$parts$group_name,
+              group_name = design$parts$group_name, names = random_names,
               terms = stats::delete.response(design$terms_random),
               xlevels = design$xlevels_random, levels = group_levels),
-    offset = design$offset, has_offset = design$has_offset, offset_arg = mcall$offset,
+    has_offset = design$has_offset, offset_arg = mcall$offset,
+    assign = attr(design$X, "assign")[columns],
     names = colnames(design$X),
     coefficients = stats::setNames(num(out$coef), chr(out$names)),
     support = chr(out$support), selected = fixef_names, unpenalised = chr(out$unpenalised),
@@ -76,12 +71,15 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
                     n_params = as.integer(out$ml_refit$n_params)),
     nobs = as.integer(out$nobs), ngroups = as.integer(out$ngroups),
     singular = isTRUE(out$singular), converged = !isFALSE(out$converged),
-    X = X, y = design$y, Z = design$Z, group_codes = codes, frame = frame_without_terms(design$frame),
-    fitted = fitted, residuals = stats::setNames(design$y - fitted, names(fitted)),
+    y = design$y,
     na.action = design$na.action, n_dropped = length(design$na.action),
     inference = inference_frame(out$inference)
   )
   fit$formula_exact <- isTRUE(attr(fit$terms_predict, "exact"))
+  fit$fixed_labels <- selected_model_labels(design, columns, fit$terms_predict, fit$formula_exact)
+  fit$always <- intersect(design$always, fit$unpenalised)
+  fit$data <- model_data(design, fit)
+  check_refit_arrays(fit, design, columns)
   class(fit) <- if (kind == "lmm") c("lmm", "lmm_scope") else "lmm_scope"
   fit
 }
@@ -99,9 +97,64 @@ inference_frame <- function(tab) {
   out
 }
 
-# The model frame without its terms attribute (model.frame() puts the fit's terms back):
-# for p candidate terms that attribute holds a (p + 1) x p matrix, stored once, not twice.
-frame_without_terms <- function(frame) {
-  attr(frame, "terms") <- NULL
-  frame
+# The data the selected model needs, and only that (as_lmerMod(), model.frame()): the
+# raw variables of the response, the selected terms, the random-effects term, the
+# grouping factor and the offsets, on the rows used in fitting (after subset and
+# na.action). Not the candidates' columns: a fit stays about as large as lmer's.
+model_data <- function(design, fit) {
+  env <- environment(design$fixed)
+  vars <- unique(c(all.vars(design$fixed[[2L]]), all.vars(stats::reformulate(
+    c(fit$fixed_labels, "1"))), all.vars(fit$terms_predict), all.vars(fit$re$random),
+    all.vars(fit$re$group)))
+  rows <- match(rownames(design$frame), rownames(design$data))
+  out <- list()
+  for (v in vars) {
+    value <- if (v %in% names(design$data)) design$data[[v]] else
+      tryCatch(get(v, envir = env), error = function(e) NULL)
+    if (v %in% names(design$data) || NROW(value) == nrow(design$data)) {
+      out[[v]] <- if (is.null(dim(value))) value[rows] else value[rows, , drop = FALSE]
+    }  # anything else (a constant in the formula's environment) stays there
+  }
+  if (!is.null(design$frame[["(offset)"]])) out[[OFFSET_COLUMN]] <- design$frame[["(offset)"]]
+  # a data.frame built directly, so that a matrix column (poly's input, say) stays one
+  # column; R stores the automatic row names 1..N as two integers, any other as N strings
+  names <- rownames(design$frame)
+  n <- length(names)
+  structure(out, class = "data.frame", row.names = if (identical(names, as.character(seq_len(n))))
+    .set_row_names(n) else names)
 }
+
+# The refit's arrays rebuilt from the stored variables (a fit does not store them: the
+# same model.matrix() calls on the same rows, milliseconds): the fixed design X of the
+# selected columns, the random design Z, each row's cluster, the offset, the fitted
+# values (conditional on the random effects) and the residuals.
+refit_arrays <- function(object) {
+  data <- object$data
+  X <- fixed_matrix(object$terms_predict, data, object$contrasts, object$xlevels)
+  offset <- attr(X, "offset") + (data[[OFFSET_COLUMN]] %||% 0)
+  X <- X[, names(object$fixef), drop = FALSE]
+  attr(X, "assign") <- object$assign
+  attr(X, "contrasts") <- object$contrasts
+  Z <- random_matrix(object, data)
+  group <- eval(object$re$group, data, environment(object$formula))
+  codes <- match(as.character(group), object$re$levels)
+  fitted <- drop(X %*% object$fixef) + offset + rowSums(Z * object$ranef[codes, , drop = FALSE])
+  names(fitted) <- rownames(data)
+  list(X = X, Z = Z, codes = codes, offset = offset, fitted = fitted,
+       residuals = stats::setNames(object$y - fitted, rownames(data)))
+}
+
+# The rebuilt arrays must be the ones the core fitted (a mismatch would be a silent
+# wrong answer in every method that uses them).
+check_refit_arrays <- function(fit, design, columns) {
+  arrays <- refit_arrays(fit)
+  same <- function(a, b) isTRUE(all.equal(unname(as.matrix(a)), unname(as.matrix(b)),
+                                          tolerance = 1e-10, check.attributes = FALSE))
+  if (!same(arrays$X, design$X[, columns, drop = FALSE]) || !same(arrays$Z, design$Z) ||
+      !identical(arrays$codes, as.integer(design$group)) || !same(arrays$offset, design$offset)) {
+    stop("internal error: the fit's design cannot be rebuilt from its stored variables",
+         call. = FALSE)
+  }
+}
+
+OFFSET_COLUMN <- ".lmmscope_offset"

@@ -40,7 +40,7 @@ coef.summary.lmm_scope <- function(object, ...) object$coefficients
 #' @export
 print.summary.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3), ...) {
   cat(header_lines(x), sep = "\n")
-  res <- stats::quantile(x$residuals / x$sigma, c(0, 0.25, 0.5, 0.75, 1), names = FALSE)
+  res <- stats::quantile(refit_arrays(x)$residuals / x$sigma, c(0, 0.25, 0.5, 0.75, 1), names = FALSE)
   cat("\nScaled residuals:\n")
   print(stats::setNames(res, c("Min", "1Q", "Median", "3Q", "Max")), digits = digits)
   cat("\nRandom effects:\n")
@@ -55,7 +55,7 @@ print.summary.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3),
     stats::printCoefmat(x$debiased, digits = digits, P.values = TRUE, has.Pvalue = TRUE,
                         cs.ind = 1:2, tst.ind = 3, signif.stars = TRUE)
   } else if (!inherits(x, "lmm")) {
-    cat("\n(no debiased inference: refit with inference = TRUE for p-values and confint())\n")
+    cat("\n(no debiased inference: refit with inference = TRUE for p-values and confint(method = \"debiased\"))\n")
   }
   if (x$singular) cat("boundary (singular) fit: see help('isSingular')\n")
   invisible(x)

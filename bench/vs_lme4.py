@@ -11,6 +11,7 @@ from rpy2.robjects import pandas2ri
 from rpy2.robjects.conversion import localconverter
 
 import lmmscope
+from lmmscope.simulate import normal_rows
 
 
 def main(n=5000, m=20, p=10, seed=0):
@@ -19,7 +20,7 @@ def main(n=5000, m=20, p=10, seed=0):
     X = rng.standard_normal((N, p))
     g = np.repeat(np.arange(n), m)
     Psi = np.array([[1.0, 0.3], [0.3, 0.5]])
-    b = rng.multivariate_normal(np.zeros(2), Psi, size=n)
+    b = normal_rows(rng, Psi, n)
     y = 1 + X @ np.linspace(-1, 1, p) + b[g, 0] + X[:, 0] * b[g, 1] + rng.standard_normal(N)
     df = pd.DataFrame(X, columns=[f"x{j}" for j in range(p)])
     df["y"], df["g"] = y, g.astype(str)

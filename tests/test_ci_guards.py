@@ -93,6 +93,21 @@ def test_any_skip_fails_in_ci(tmp_path):
         assert rc in (0, 5) and "1 skipped" in out, out  # 5: the only module skipped
 
 
+def test_a_broken_optional_dependency_fails_only_its_module(tmp_path):
+    """A module whose import fails (dask without a working distributed, say) is an error of
+    that module; the rest of the suite still runs (the project's pytest options)."""
+    (tmp_path / "conftest.py").write_text((TESTS / "conftest.py").read_text())
+    (tmp_path / "ci_guard.py").write_text((TESTS / "ci_guard.py").read_text())
+    (tmp_path / "test_broken_import.py").write_text(
+        "import no_such_module_for_ci_guard\n\ndef test_never_runs():\n    pass\n")
+    (tmp_path / "test_fine.py").write_text("def test_runs():\n    assert 1 + 1 == 2\n")
+    rc, out = run_pytest([str(tmp_path), "-c", str(ROOT / "pyproject.toml"),
+                          "--rootdir", str(tmp_path)], ci=True)
+    assert rc != 0, out
+    assert "1 passed" in out and "1 error" in out and "no_such_module_for_ci_guard" in out, out
+    assert "Interrupted" not in out, out
+
+
 def stub_make(tmp_path, exit_code):
     """A `make` on PATH that records its arguments and CI, then exits with ``exit_code``."""
     bin_dir = tmp_path / "bin"

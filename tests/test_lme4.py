@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import lmmscope
-from lmmscope.simulate import as_frame, make_data
+from lmmscope.simulate import as_frame, make_data, normal_rows
 
 from lme4_helper import assert_agrees, lmer_fit, needs_lme4, r_frame
 
@@ -56,7 +56,7 @@ def _unbalanced_q3(seed=7, slope_sd=(0.8, 0.5), corr=0.4):
     sd = np.array([1.0, *slope_sd])
     C = np.array([[1, corr, 0], [corr, 1, -corr], [0, -corr, 1]])
     Psi = C * np.outer(sd, sd)
-    b = rng.multivariate_normal(np.zeros(3), Psi, size=300)
+    b = normal_rows(rng, Psi, 300)
     y = 1 + x @ [0.5, -0.3, 0.2] + b[g, 0] + x[:, 0] * b[g, 1] + x[:, 1] * b[g, 2] + rng.standard_normal(N)
     perm = rng.permutation(N)
     return pd.DataFrame({"y": y, "x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "g": g.astype(str)}).iloc[perm]

@@ -84,3 +84,44 @@ def test_to_dict_is_the_schema_payload():
     assert len(d["vcov"]) == len(d["fixef"]) == 3
 
 
+
+
+def test_inference_by_default_up_to_the_memory_guard(monkeypatch):
+    """No cap on the number of columns: an R fit carries its debiased table (a saved R fit
+    has no Python to compute it later); 600 candidates, above the former 500-column cap.
+    Only a Gram too large for memory leaves it out."""
+    rng = np.random.default_rng(3)
+    N, p = 200, 600
+    X = rng.standard_normal((N, p))
+    codes = np.repeat(np.arange(20), 10)
+    y = X[:, 0] + rng.standard_normal(20)[codes] + rng.standard_normal(N)
+    names = [f"x{j}" for j in range(p)]
+    out = rbridge.fit_arrays(X, y, np.ones((N, 1)), codes, names, ["(Intercept)"], "g",
+                             k=1, a=1.0)
+    table = out["inference"]
+    assert table["term"] == names and table["df"] == 19
+    est = dict(zip(table["term"], table["estimate"]))
+    se = dict(zip(table["term"], table["std_error"]))
+    assert abs(est["x0"] - 1) < 4 * se["x0"]  # the true effect, within its interval
+    # above the memory guard (the p x p Gram's size) the table is left out, with a warning
+    monkeypatch.setattr(rbridge, "INFERENCE_AUTO_GRAM_BYTES", 8 * p * p - 1)
+    out = rbridge.fit_arrays(X, y, np.ones((N, 1)), codes, names, ["(Intercept)"], "g",
+                             k=1, a=1.0)
+    assert out["inference"] is None
+    assert any("pass inference = TRUE" in w["message"] for w in out["warnings"])
+
+
+def test_control_from_r_becomes_the_core_control_with_clear_errors():
+    from lmmscope.control import Control
+
+    # R sends whole numbers as doubles: int fields get ints back
+    control = rbridge._control({"search_effort": 2.0, "unit_free_z": False, "a_relative_tol": 0.05})
+    assert control == Control(search_effort=2, unit_free_z=False, a_relative_tol=0.05)
+    assert isinstance(control.search_effort, int)
+    assert rbridge._control(None) is None
+    with pytest.raises(ValueError, match="unknown control option\\(s\\) nope; lmm_scope_control"):
+        rbridge._control({"nope": 1})
+    with pytest.raises(ValueError, match=r"Control\(search_effort=2.5\): must be an integer >= 0"):
+        rbridge._control({"search_effort": 2.5})
+    with pytest.raises(ValueError, match=r"Control\(unit_free_z=1.0\): must be True or False"):
+        rbridge._control({"unit_free_z": 1.0})

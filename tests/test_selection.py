@@ -21,14 +21,13 @@ def test_seed_example_default_tuning(seed_data):
     assert int(fit.path.loc[fit.path["gic"].idxmin(), "k"]) == 3
 
 
-@pytest.mark.slow
-def test_recovery_p1000_nine_of_ten_seeds():
-    hits = 0
-    for seed in range(10):
-        X, _Z, Zs, y, beta, _g = make_data(m=10, n=200, p=1000, q=4, seed=seed)
-        est = lmmscope.LmmScope().fit(X, y, Z=Zs, groups=np.repeat(np.arange(200), 10))
-        hits += list(est.support_) == [1, 5, 10]
-    assert hits >= 9
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recovery_p1000(seed):
+    """Exact recovery at p = 1,000 with the default tuning (bench/recovery.py: 10 of 10 seeds);
+    the signals (1, 0.5, 0.3 against noise sd 0.25) are far from the GIC threshold."""
+    X, _Z, Zs, y, beta, _g = make_data(m=10, n=200, p=1000, q=4, seed=seed)
+    est = lmmscope.LmmScope().fit(X, y, Z=Zs, groups=np.repeat(np.arange(200), 10))
+    assert list(est.support_) == [1, 5, 10]
 
 
 def test_unbalanced_shuffled_equals_sorted():

@@ -13,6 +13,7 @@ import pytest
 
 import lmmscope
 from lmmscope import validate
+from lmmscope.simulate import normal_rows
 from lmmscope.validate import Lme4Check, Lme4Unavailable, check_against_lme4, cli_validate
 
 TOL = 1e-6
@@ -56,7 +57,7 @@ def unbalanced_q3(seed=7, slope_sd=(0.8, 0.5), corr=0.4, n_clusters=200, n_noise
     x = rng.standard_normal((N, 3))
     sd = np.array([1.0, *slope_sd])
     C = np.array([[1, corr, 0], [corr, 1, -corr], [0, -corr, 1]])
-    b = rng.multivariate_normal(np.zeros(3), C * np.outer(sd, sd), size=n_clusters)
+    b = normal_rows(rng, C * np.outer(sd, sd), n_clusters)
     f = rng.choice(["lo", "mid", "hi"], size=N)
     y = (1 + x @ [0.5, -0.3, 0.2] + 0.4 * (f == "mid") - 0.6 * (f == "lo")
          + b[g, 0] + x[:, 0] * b[g, 1] + x[:, 1] * b[g, 2] + rng.standard_normal(N))

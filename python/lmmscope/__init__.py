@@ -7,12 +7,14 @@ variance components and random effects on the selected model by (RE)ML as lme4.
 
 from .api import lmm, lmm_scope
 from .control import Control
-from .exceptions import ConvergenceWarning, RankDeficientError
+from .exceptions import (ColumnError, ConvergenceWarning, InputError, LmmscopeError,
+                         RankDeficientError)
 from .results import LmmResult, LmmScopeResult
 
 __version__ = "0.1.0"
 __all__ = ["lmm_scope", "lmm", "LmmScope", "LmmScopeResult", "LmmResult", "Control",
-           "ConvergenceWarning", "RankDeficientError", "__version__"]
+           "ConvergenceWarning", "RankDeficientError", "LmmscopeError", "InputError", "ColumnError",
+           "__version__"]
 
 
 def __getattr__(name):

@@ -17,6 +17,7 @@ from .mixed import MixedModelFit
 from .refit import Refitter
 from .results import LmmResult, LmmScopeResult
 from .tuning import DEFAULT_A_GRID, Data, Progress, select
+from .exceptions import ColumnError, InputError, RankDeficientError
 
 INTERCEPT_NAMES = (INTERCEPT, "(Intercept)")
 
@@ -32,9 +33,11 @@ def _validated_arrays(X, y, Z, groups, names, random_names, with_moments=False,
     y = checks.check_response(y, N)
     Z = np.ones((N, 1)) if Z is None else checks.as_float_matrix(Z, "Z")
     if Z.shape[0] != N:
-        raise ValueError(f"Z has {Z.shape[0]} rows but X has {N}")
+        raise InputError(f"Z has {Z.shape[0]} rows but X has {N}")
+    if Z.shape[1] == 0:
+        raise InputError("Z has no columns; leave Z=None for a random intercept")
     if groups is None:
-        raise ValueError("groups= (the cluster of each row) is required")
+        raise InputError("groups= (the cluster of each row) is required")
     groups = checks.check_groups(groups, N)
     moments = checks.check_finite_columns(X, names, "X", row_major_lead=row_major_lead)
     checks.check_finite_columns(Z, random_names, "Z")
@@ -67,17 +70,21 @@ def whitens_a_copy(shape, k, a, control, unpenalised) -> bool:
 
 
 def _resolve_always(always, names, unpenalised):
+    """Positions of the unpenalised columns: ``unpenalised`` and those ``always=`` names
+    (:func:`checks.always_items`: names, positions among ``names``, or a mask)."""
     out = set(unpenalised)
-    for item in checks.as_list(always):
-        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            if not 0 <= item < len(names):
-                raise KeyError(f"always= index {item} is out of range (0..{len(names) - 1})")
-            out.add(int(item))
+    for item in checks.always_items(always, len(names), "design columns"):
+        if isinstance(item, int):
+            out.add(item)
+        elif item == INTERCEPT and f"`{INTERCEPT}`" in names:
+            raise InputError(f"always= {INTERCEPT!r} is ambiguous: the data have a column named "
+                             f"{INTERCEPT} (`{INTERCEPT}` in the design) besides the model's "
+                             f"intercept; write always=['`{INTERCEPT}`'] for the column")
         elif item in names:
             out.add(names.index(item))
         else:
-            raise KeyError(f"always= names unknown column {item!r}; columns are named "
-                           f"{', '.join(map(str, names[:8]))}{' ...' if len(names) > 8 else ''}")
+            raise ColumnError(f"always= names unknown column {item!r}; columns are named "
+                              f"{', '.join(map(str, names[:8]))}{' ...' if len(names) > 8 else ''}")
     return sorted(out)
 
 
@@ -94,7 +101,7 @@ def _check_k_after_slopes(k, n_candidates, names, slopes):
     say why (the generic check would only count the candidates)."""
     if (slopes and isinstance(k, (int, np.integer)) and not isinstance(k, bool)
             and k > n_candidates):
-        raise ValueError(
+        raise InputError(
             f"k = {k} exceeds the number of candidate predictors ({n_candidates}): "
             f"random-slope column(s) {', '.join(names[j] for j in slopes)} are kept "
             "unpenalised like the intercept (lme4's hierarchy); lower k, or pass "
@@ -150,11 +157,14 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
     moments = (rank.row_moments(rows, data.stats.x_shift, raw=raw_moments)
                if data.stats.XtX is None and rows is not None else None)
     checks.check_design_columns(data.stats, names, unpenalised, X=rows, moments=moments)
+    checks.check_response_not_a_predictor(data.stats, names, moments)
     checks.check_scales(data.stats, names)
     unpenalised, excluded = rank.screen_design(data.stats, names, unpenalised, X=rows,
                                                moments=moments)
     checks.check_k_selectable(k, data.p - len(unpenalised) - len(excluded))
-    refitter = Refitter(data, control)
+    checks.check_tuning_on_data(k, a, k_max, cv_folds, data.p - len(unpenalised), data.N,
+                                len(unpenalised), data.n_groups)
+    refitter = FullRankRefitter(data, control)
     sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
                  k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
                  verbose=progress, control=control, refitter=refitter)
@@ -174,9 +184,29 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
     return sel, mixed, columns, dropped
 
 
+class FullRankRefitter(Refitter):
+    """A :class:`Refitter` whose fits drop aliased columns first, as lme4 does: a support
+    the tuning of ``a`` tries may hold exactly collinear candidates (x3 = x1 + x2), and
+    its deviance and variance ratio depend only on the columns' span.  The final refit
+    drops them with lme4's message (:func:`rank.full_rank_columns`)."""
+
+    def fit(self, columns, reml: bool = True, check: bool = False):
+        try:
+            return super().fit(columns, reml, check)
+        except RankDeficientError:
+            columns = sorted(int(j) for j in set(columns))
+            stats = self.subset_stats(columns)
+            order = sorted(range(len(columns)), key=lambda i: i != stats.intercept)
+            kept, _aliased = rank.independent_columns(
+                stats.XtX, order, always_aliased=rank.constant_columns(stats))
+            if len(kept) == len(columns):
+                raise
+            return super().fit([columns[i] for i in kept], reml, check)
+
+
 def _check_method(method) -> bool:
     if method not in ("REML", "ML"):
-        raise ValueError(f"method must be 'REML' or 'ML', got {method!r}")
+        raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
     return method == "REML"
 
 
@@ -239,6 +269,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
         larger than memory, streamed; see :mod:`lmmscope.sources`); ``data`` may also be
         a dask.dataframe.DataFrame.
     """
+    checks.check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method)
     if sources.is_external(data):
         return sources.fit_external("scope", formula, data, chunk_rows=chunk_rows, k=k, a=a,
                                     always=always, criterion=criterion, k_max=k_max,
@@ -249,7 +280,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     design = build_design(formula, data, na_action=na_action)
     names = design.fixed_names
     if not names:
-        raise ValueError("the formula has no fixed effects to select from; lmm() fits a model "
+        raise InputError("the formula has no fixed effects to select from; lmm() fits a model "
                          "without fixed effects")
     unpen = [names.index(INTERCEPT)] if INTERCEPT in names else []
     unpen = _resolve_always(always, names, unpen)
@@ -280,6 +311,7 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     stats = compute_cluster_stats(X, y, Z, codes, labels.size)
     names = design.fixed_names
     checks.check_statistics_finite(stats, names, y_scale=float(np.abs(y).max()))
+    checks.check_response_not_a_predictor(stats, names)
     checks.check_scales(stats, names)
     kept = rank.full_rank_columns(stats, names)  # aliased columns dropped, as lme4
     mixed = MixedModelFit(stats.subset(kept), [names[j] for j in kept], design.random_names,

@@ -2,42 +2,115 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 
 from . import rank
+from .exceptions import InputError
 
 
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
-    arr = np.asarray(values)
+    """A 2-D float64 array of ``values`` (an array, a list of rows, a DataFrame, a
+    scipy sparse matrix: densified when it fits in memory), or an error saying why not."""
+    if _is_sparse(values):
+        values = dense_from_sparse(values, what)
+    if hasattr(values, "columns") and hasattr(values, "dtypes"):  # a DataFrame: name columns
+        values = _frame_values(values, what)
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise InputError(f"{what} must be a rectangular numeric array: {exc}") from None
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array, got {arr.ndim} dimensions")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}")
+        raise InputError(f"{what} must be a 2-D array, got {arr.ndim} dimensions")
+    _check_numeric_dtype(arr, what)
     return np.asarray(arr, dtype=float)
 
 
+def _frame_values(frame, what: str) -> np.ndarray:
+    """A pandas DataFrame's values as float64 (NaN where missing), or an error naming
+    its non-numeric columns."""
+    import pandas as pd
+    bad = [str(c) for c, dt in frame.dtypes.items()
+           if not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))
+           or pd.api.types.is_complex_dtype(dt) or isinstance(dt, pd.CategoricalDtype)]
+    if bad:
+        kinds = ", ".join(f"{c} ({frame[c].dtype})" for c in bad[:10])
+        raise InputError(f"{what} must be numeric; non-numeric column(s): {kinds}")
+    return frame.to_numpy(dtype=float, na_value=np.nan)
+
+
+NUMERIC_KINDS = ("integer", "floating", "mixed-integer-float", "decimal", "boolean", "empty")
+
+
+def _check_numeric_dtype(arr: np.ndarray, what: str) -> None:
+    if np.iscomplexobj(arr):
+        raise InputError(f"{what} holds complex numbers; lmmscope fits real values only "
+                         "(pass the real and imaginary parts as separate columns)")
+    if arr.dtype == object:
+        import pandas as pd
+        # numbers stored as Python objects (lists of numbers and None); not text, which
+        # astype(float) would parse silently
+        kind = pd.api.types.infer_dtype(arr.ravel(), skipna=True)
+        if kind in NUMERIC_KINDS:
+            return
+        raise InputError(f"{what} must be numeric, got Python objects holding {kind} values")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        kind = {"M": "dates", "m": "time spans", "U": "text", "S": "bytes", "O": "objects"}
+        raise InputError(f"{what} must be numeric, got dtype {arr.dtype}"
+                         + (f" ({kind[arr.dtype.kind]})" if arr.dtype.kind in kind else ""))
+
+
+def _is_sparse(values) -> bool:
+    module = type(values).__module__ or ""
+    return module.startswith("scipy.sparse") and hasattr(values, "toarray")
+
+
+def _free_memory_bytes():
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def dense_from_sparse(values, what: str) -> np.ndarray:
+    """A scipy sparse matrix as a dense float64 array, when that takes at most half of
+    the free memory (the fit works on dense columns and their cross-products)."""
+    n_rows, n_cols = values.shape
+    needed = 8 * n_rows * n_cols
+    free = _free_memory_bytes()
+    if free is not None and needed > free / 2:
+        raise InputError(f"{what} is a sparse {n_rows} x {n_cols} matrix whose dense form needs "
+                         f"{needed / 2**30:.1f} GiB, more than half of the free memory "
+                         f"({free / 2**30:.1f} GiB); select fewer columns first")
+    if np.iscomplexobj(values.data if hasattr(values, "data") else values):
+        _check_numeric_dtype(np.asarray(values.data), what)
+    return values.toarray().astype(float, copy=False)
+
+
 def check_response(y, n_rows: int) -> np.ndarray:
-    y = np.asarray(y)
+    try:
+        y = np.asarray(y.toarray() if _is_sparse(y) else y)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"the response must be one numeric column: {exc}") from None
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise ValueError("the response must be a single numeric column")
-    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise ValueError(f"the response must be numeric, got dtype {y.dtype}")
+        raise InputError(f"the response must be a single numeric column, got shape {y.shape}")
+    _check_numeric_dtype(y, "the response")
     if y.shape[0] != n_rows:
-        raise ValueError(f"the response has {y.shape[0]} rows but X has {n_rows}")
+        raise InputError(f"the response has {y.shape[0]} rows but X has {n_rows}")
     y = y.astype(float)
     if not np.all(np.isfinite(y)):
-        raise ValueError("the response contains NaN or infinite values "
+        raise InputError("the response contains NaN or infinite values "
                          f"({int((~np.isfinite(y)).sum())} rows)")
     largest = float(np.abs(y).max()) if y.size else 0.0
     if largest > HUGE or 0 < largest < TINY:
         verb = "overflow" if largest > HUGE else "underflow"
-        raise ValueError(f"the response's scale ({largest:.3g}) would {verb} the "
+        raise InputError(f"the response's scale ({largest:.3g}) would {verb} the "
                          "cross-products; rescale y")
     return y
 
@@ -48,6 +121,41 @@ def as_list(items) -> list:
     if items is None:
         return []
     return list(items) if np.ndim(items) else [items]
+
+
+def always_items(always, n_columns: int, what: str = "columns") -> list:
+    """``always=`` as a list of names and in-range positions: None, one name or
+    position, any iterable of them (list, tuple, set, generator, array, Index), or a
+    boolean mask over the ``n_columns`` columns."""
+    if always is None:
+        return []
+    if isinstance(always, (str, bytes)) or np.ndim(always) == 0 and not hasattr(always, "__iter__"):
+        if isinstance(always, (bool, np.bool_)):
+            raise InputError(f"always= must name columns (names, positions or a boolean mask), "
+                             f"got {always!r}")
+        items = [always]
+    else:
+        items = list(always)
+    if items and all(isinstance(v, (bool, np.bool_)) for v in items):
+        if len(items) != n_columns:
+            raise InputError(f"always= as a boolean mask must have one entry per {what} "
+                             f"({n_columns}), got {len(items)}")
+        return [int(j) for j in np.flatnonzero(items)]
+    out = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            raise InputError("always= mixes booleans with names or positions: give a boolean "
+                             "mask, or names, or positions")
+        if isinstance(item, (int, np.integer)):
+            if not 0 <= item < n_columns:
+                raise InputError(f"always= position {int(item)} is out of range: there are "
+                                 f"{n_columns} {what} (positions 0..{n_columns - 1})")
+            item = int(item)
+        elif not isinstance(item, str):
+            raise InputError(f"always= entries must be column names or positions, got "
+                             f"{item!r} ({type(item).__name__})")
+        out.append(item)
+    return out
 
 
 # Squares of values beyond these magnitudes overflow (or underflow) in X'X and y'y.
@@ -94,7 +202,7 @@ def _check_values(M: np.ndarray, names, what: str, chunk_rows: int = 8192) -> No
         largest = np.fmax(largest, np.fmax(np.abs(hi), np.abs(lo)))
     bad = [names[j] for j in np.flatnonzero(~ok)]
     if bad:
-        raise ValueError(f"{what} contains NaN or infinite values in column(s): {_shown(bad)}")
+        raise InputError(f"{what} contains NaN or infinite values in column(s): {_shown(bad)}")
     _check_magnitudes(largest, names, what)
 
 
@@ -108,7 +216,7 @@ def _check_magnitudes(largest, names, what):
         if np.any(bad):
             cols = np.flatnonzero(bad)
             scales = ", ".join(f"{names[j]} ({largest[j]:.3g})" for j in cols[:10])
-            raise ValueError(f"{what}: the scale of column(s) {scales} would {verb} the "
+            raise InputError(f"{what}: the scale of column(s) {scales} would {verb} the "
                              "cross-products; rescale them")
 
 
@@ -117,16 +225,54 @@ def check_statistics_finite(stats, names, y_scale=None) -> None:
     a non-finite objective): name what overflowed in the cross-products."""
     if not (np.isfinite(stats.yty) and np.all(np.isfinite(stats.Zty))):
         scale = "" if y_scale is None else f" ({y_scale:.3g})"
-        raise ValueError(f"the response's scale{scale} overflows the cross-products; rescale y")
+        raise InputError(f"the response's scale{scale} overflows the cross-products; rescale y")
     if not np.all(np.isfinite(stats.ZtZ)):
-        raise ValueError("the random-effects columns (Z) overflow the cross-products; rescale them")
+        raise InputError("the random-effects columns (Z) overflow the cross-products; rescale them")
     # a column's sum is non-finite iff an entry is, or the entries are near overflow
     bad = ~np.isfinite(stats.Xty) | ~np.isfinite(stats.ZtX.sum(axis=(0, 1)))
     if stats.XtX is not None:
         bad |= ~np.isfinite(np.diag(stats.XtX))
     if np.any(bad):
-        raise ValueError("column(s) " + _shown(names[j] for j in np.flatnonzero(bad))
+        raise InputError("column(s) " + _shown(names[j] for j in np.flatnonzero(bad))
                          + " overflow the cross-products; rescale them")
+
+
+# A predictor whose correlation with the response is within this of +-1 is the response
+# up to location and scale (a copy of y, 3 y + 1): the fit would have zero residual
+# variance (sigma ~ 1e-8) and a meaningless selection.
+RESPONSE_COPY_TOL = 1e-10
+
+
+def check_response_not_a_predictor(stats, names, moments=None) -> None:
+    """Refuse predictors that are an affine function of the response (a copy of y among
+    the columns), naming them.  From the statistics (the Gram's diagonal and the
+    intercept's row, or X's :class:`rank.RowMoments` without a Gram): O(p)."""
+    if stats.XtX is not None:
+        own = np.diag(stats.XtX)
+        sums = stats.XtX[stats.intercept] if stats.intercept is not None else None
+    elif moments is not None:
+        own, sums = moments.squares, moments.sums
+    else:
+        return
+    cov, var_y = np.asarray(stats.Xty, float), float(stats.yty)
+    if stats.intercept is not None:  # centre the shifted statistics exactly
+        N, y_sum = stats.n_obs, float(stats.Xty[stats.intercept])
+        cov = cov - sums * y_sum / N
+        own = own - sums ** 2 / N
+        var_y -= y_sum ** 2 / N
+    usable = own > 0
+    if stats.intercept is not None:
+        usable[stats.intercept] = False
+    if not var_y > 0 or not usable.any():
+        return
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.abs(cov[usable]) / np.sqrt(own[usable] * var_y)
+    copies = np.flatnonzero(usable)[corr >= 1 - RESPONSE_COPY_TOL]
+    if copies.size:
+        raise InputError("predictor column(s) " + _shown(names[j] for j in copies)
+                         + " are the response up to location and scale (a copy of y, or "
+                         "a + b y): the model would fit with zero residual variance; remove "
+                         "them from the predictors")
 
 
 def check_scales(stats, names, tol: float = 1e3) -> None:
@@ -177,14 +323,14 @@ def check_design_columns(stats, names, unpenalised, X=None, moments=None) -> Non
         constant = np.flatnonzero(spread <= rank.CONSTANT_TOL ** 2 * magnitude)
         constant = constant[constant != stats.intercept] if stats.intercept is not None else []
     else:
-        raise ValueError("column checks need the Gram matrix or the rows of X")
+        raise InputError("column checks need the Gram matrix or the rows of X")
     constant = [names[j] for j in constant if j not in unpen]
     if constant:
-        raise ValueError("constant column(s) in the fixed-effects design: " + _shown(constant)
+        raise InputError("constant column(s) in the fixed-effects design: " + _shown(constant)
                          + " (remove them; the intercept is already in the model)")
     if pairs:
         shown = ", ".join(f"{names[i]} = {names[j]}" for i, j in pairs[:5])
-        raise ValueError(f"duplicated column(s) in the fixed-effects design: {shown} (equal "
+        raise InputError(f"duplicated column(s) in the fixed-effects design: {shown} (equal "
                          "up to location and scale)" if stats.intercept is not None else
                          f"duplicated column(s) in the fixed-effects design: {shown} (equal "
                          "up to scale)")
@@ -241,24 +387,31 @@ def _row_column_scan(X, stats, moments=None, tol=DUPLICATE_TOL):
 
 
 def check_groups(groups, n_rows: int) -> np.ndarray:
-    g = np.asarray(groups)
+    g = np.asarray(groups.toarray() if _is_sparse(groups) else groups)
+    if g.ndim == 2 and g.shape[1] == 1:
+        g = g[:, 0]
     if g.ndim != 1:
-        g = g.ravel()
+        raise InputError(f"groups must hold one cluster label per row (1-D), got shape {g.shape}")
+    if np.iscomplexobj(g):
+        raise InputError("groups holds complex numbers; give cluster labels (integers or text)")
     if g.shape[0] != n_rows:
-        raise ValueError(f"groups has {g.shape[0]} entries but the data have {n_rows} rows")
+        raise InputError(f"groups has {g.shape[0]} entries but the data have {n_rows} rows")
     if g.dtype.kind == "f" and not np.all(np.isfinite(g)):
-        raise ValueError("groups contains NaN or infinite values")
-    if g.dtype == object and any(v is None for v in g):
-        raise ValueError("groups contains missing values")
+        raise InputError("groups contains NaN or infinite values")
+    if g.dtype == object or g.dtype.kind in "mM":
+        import pandas as pd
+        missing = pd.isna(g)
+        if missing.any():
+            raise InputError(f"groups contains missing values ({int(missing.sum())} rows)")
     return g
 
 
 def check_clusters(sizes: np.ndarray) -> None:
     if sizes.size < 2:
-        raise ValueError("the grouping factor has a single level; a mixed model needs "
+        raise InputError("the grouping factor has a single level; a mixed model needs "
                          "at least two clusters")
     if np.all(sizes == 1):  # lme4's check.nobs.vs.nlev (an error by default)
-        raise ValueError("every cluster has a single row, so random effects cannot be "
+        raise InputError("every cluster has a single row, so random effects cannot be "
                          "told apart from the noise (number of levels of the grouping factor "
                          "must be < number of observations); check the grouping column")
 
@@ -271,7 +424,7 @@ def check_random_effects_identifiable(sizes: np.ndarray, Z: np.ndarray, random_n
     n_random = int(sizes.size) * q
     if n_obs <= n_random:
         term = " + ".join(map(str, random_names))
-        raise ValueError(f"number of observations (={n_obs}) <= number of random effects "
+        raise InputError(f"number of observations (={n_obs}) <= number of random effects "
                          f"(={n_random}) for term ({term} | group); the random-effects "
                          "parameters and the residual variance are probably unidentifiable")
 
@@ -279,29 +432,79 @@ def check_random_effects_identifiable(sizes: np.ndarray, Z: np.ndarray, random_n
 def check_k_selectable(k, n_selectable: int) -> None:
     """An explicit k must not exceed the candidates left after the rank checks."""
     if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > n_selectable:
-        raise ValueError(f"k = {k} exceeds the number of candidate predictors left after "
+        raise InputError(f"k = {k} exceeds the number of candidate predictors left after "
                          f"dropping aliased columns ({n_selectable})")
 
 
-def check_k(k, n_penalised: int, n_obs: int, n_unpenalised: int) -> int:
+def check_k(k, n_penalised: int, n_obs: int, n_unpenalised: int, what: str = "k") -> int:
+    """``k`` (or ``k_max``, named by ``what``) as an int in range."""
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k must be an integer, None or 'cv', got {k!r}")
+        raise InputError(f"{what} must be an integer{', None or' if what == 'k' else ' or None'}"
+                         f"{' ' + repr('cv') if what == 'k' else ''}, got {k!r}")
     k = int(k)
     if k < 0:
-        raise ValueError(f"k must be non-negative, got {k}")
+        raise InputError(f"{what} must be non-negative, got {k}")
     if k > n_penalised:
-        raise ValueError(f"k = {k} exceeds the number of candidate predictors ({n_penalised})")
+        raise InputError(f"{what} = {k} exceeds the number of candidate predictors ({n_penalised})")
     if k + n_unpenalised >= n_obs:
-        raise ValueError(f"k = {k} (+{n_unpenalised} unpenalised) must be smaller than the "
+        raise InputError(f"{what} = {k} (+{n_unpenalised} unpenalised) must be smaller than the "
                          f"number of rows ({n_obs})")
     return k
+
+
+def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method) -> None:
+    """The tuning arguments of lmm_scope / LmmScope on their own (before any data is
+    read), each error naming its argument; :func:`check_tuning_on_data` checks them
+    against the data."""
+    from .selection import CRITERIA
+    if not (k is None or (isinstance(k, str) and k == "cv")
+            or (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))):
+        raise InputError(f"k must be an integer, None or 'cv', got {k!r}")
+    if isinstance(k, (int, np.integer)) and k < 0:
+        raise InputError(f"k must be non-negative, got {k}")
+    if k_max is not None and (isinstance(k_max, (bool, np.bool_))
+                              or not isinstance(k_max, (int, np.integer)) or k_max < 0):
+        raise InputError(f"k_max must be a non-negative integer or None, got {k_max!r}")
+    if not (a is None or (isinstance(a, str) and a == "cv")):
+        if isinstance(a, (str, bool, np.bool_)):
+            raise InputError(f"a must be a non-negative number, None or 'cv', got {a!r}")
+        check_a(a)
+    if not isinstance(criterion, str) or criterion not in CRITERIA:
+        raise InputError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    if method not in ("REML", "ML"):
+        raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
+    if isinstance(cv_folds, (bool, np.bool_)) or not isinstance(cv_folds, (int, np.integer)) \
+            or cv_folds < 2:
+        raise InputError(f"cv_folds must be an integer >= 2, got {cv_folds!r}")
+    if isinstance(a, str) and a == "cv":
+        if isinstance(a_grid, (str, bytes)) or not np.ndim(a_grid) or len(a_grid) == 0:
+            raise InputError(f"a_grid must hold at least one value of a for a='cv', got {a_grid!r}")
+        for value in a_grid:
+            if isinstance(value, (str, bool, np.bool_)):
+                raise InputError(f"a_grid values must be non-negative numbers, got {value!r}")
+            try:
+                check_a(value)
+            except InputError:
+                raise InputError(f"a_grid values must be non-negative finite numbers, got "
+                                 f"{value!r}") from None
+
+
+def check_tuning_on_data(k, a, k_max, cv_folds, n_candidates, n_obs, n_unpenalised,
+                         n_groups) -> None:
+    """k_max and cv_folds against the data (k has its own, later check)."""
+    if k_max is not None:
+        check_k(k_max, n_candidates, n_obs, n_unpenalised, what="k_max")
+    uses_cv = any(isinstance(v, str) and v == "cv" for v in (k, a))
+    if uses_cv and cv_folds > n_groups:
+        raise InputError(f"cv_folds = {cv_folds} exceeds the number of clusters ({n_groups}); "
+                         "cross-validation splits whole clusters")
 
 
 def check_a(a) -> float:
     try:
         a = float(a)
     except (TypeError, ValueError):
-        raise ValueError(f"a must be a non-negative number, None or 'cv', got {a!r}") from None
+        raise InputError(f"a must be a non-negative number, None or 'cv', got {a!r}") from None
     if not np.isfinite(a) or a < 0:
-        raise ValueError(f"a must be a non-negative finite number, got {a}")
+        raise InputError(f"a must be a non-negative finite number, got {a}")
     return a

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .exceptions import InputError
+from .sources.parquet import PARQUET_SUFFIXES
+
 USAGE_ERROR = 2
-PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
-
-
-class InputError(ValueError):
-    """A problem with what the user gave (path, file contents)."""
 
 
 def _parse_k(value):
@@ -46,18 +44,21 @@ def _parse_a(value):
 
 
 def read_data(path_text: str):
-    """A CSV file as pandas; a parquet file or a directory of them as a pyarrow Table."""
+    """A CSV file as pandas; a parquet file or a directory of them (read recursively,
+    as :func:`lmmscope.sources.parquet.parquet_files` lists them for streaming) as a
+    pyarrow Table."""
     path = Path(path_text)
     if not path.exists():
         raise InputError(f"no such file or directory: {path_text}")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in PARQUET_SUFFIXES)
-        if not files:
-            raise InputError(f"{path_text} is a directory without parquet files; give a CSV "
-                             "or parquet file, or a directory of parquet files")
-        return _read_parquet(path, what=f"the parquet files in {path_text}")
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        return _read_parquet(path, what=path_text)
+    if path.is_dir() or _is_parquet(path):
+        from .sources.parquet import parquet_files
+        parquet_files(path_text)  # no parquet file under a directory: say so first
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError as exc:
+            raise InputError(f"reading parquet needs pyarrow ({exc}): pip install pyarrow") from None
+        from .sources.parquet import ParquetSource
+        return ParquetSource(path_text).read_table()
     import pandas as pd
     try:
         return pd.read_csv(path)
@@ -65,26 +66,20 @@ def read_data(path_text: str):
         raise InputError(f"cannot read {path_text} as CSV: {_one_line(exc)}") from None
 
 
+def _is_parquet(path: Path) -> bool:
+    from .sources.parquet import _is_parquet_file
+    return path.suffix.lower() in PARQUET_SUFFIXES or _is_parquet_file(path)
+
+
 def _parquet_path(path_text: str) -> str:
     """A parquet file or a directory of them, checked, for streaming."""
     path = Path(path_text)
     if not path.exists():
         raise InputError(f"no such file or directory: {path_text}")
-    if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
+    if path.is_dir() or _is_parquet(path):
         return str(path)
     raise InputError(f"--chunk-rows streams parquet files; {path_text} is not a parquet file "
                      "or a directory of them")
-
-
-def _read_parquet(path: Path, what: str):
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InputError("reading parquet needs pyarrow: pip install pyarrow") from None
-    try:
-        return pq.read_table(path)
-    except Exception as exc:  # pyarrow's own error types, for any unreadable file
-        raise InputError(f"cannot read {what} as parquet: {_one_line(exc)}") from None
 
 
 def strict_json(value):

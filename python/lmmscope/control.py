@@ -7,7 +7,67 @@ user changes one fit without touching any other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from .exceptions import InputError, InputTypeError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a Control field accepts: ``kind`` ("int", "float" or "bool") and, for
+    numbers, the smallest value (``low``; excluded when ``open_low``).  Floats must be
+    finite, so NaN and infinities are refused."""
+
+    kind: str
+    low: float | None = None
+    open_low: bool = False
+
+    def check(self, name: str, value):
+        """The value as the field's type, or an InputError naming the field."""
+        if (self.kind == "int" and isinstance(value, (float, np.floating))
+                and math.isfinite(value) and float(value).is_integer()):
+            value = int(value)  # R's numbers are doubles: 50 arrives as 50.0
+        ok = {"bool": isinstance(value, (bool, np.bool_)),
+              "int": isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)),
+              "float": isinstance(value, (int, float, np.integer, np.floating))
+              and not isinstance(value, (bool, np.bool_))}[self.kind]
+        if not ok:
+            raise InputError(f"Control({name}={value!r}): must be {self.describe()}, "
+                             f"got {type(value).__name__}")
+        value = {"bool": bool, "int": int, "float": float}[self.kind](value)
+        if self.kind == "float" and not math.isfinite(value):
+            raise InputError(f"Control({name}={value!r}): must be {self.describe()}")
+        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
+            raise InputError(f"Control({name}={value!r}): must be {self.describe()}")
+        return value
+
+    def describe(self) -> str:
+        what = {"bool": "True or False", "int": "an integer",
+                "float": "a finite number"}[self.kind]
+        if self.low is not None:
+            what += f" {'>' if self.open_low else '>='} {self.low:g}"
+        return what
+
+
+# One line per field: a new Control field needs its rule here (tests check every
+# field has one).
+RULES = {
+    "gram_limit": Rule("int", 0),
+    "single_problem_rows_bytes": Rule("int", 0),
+    "search_effort": Rule("int", 0),
+    "unit_free_z": Rule("bool"),
+    "a_relative_tol": Rule("float", 0, open_low=True),
+    "max_a_iter": Rule("int", 1),
+    "optimizer_ftol": Rule("float", 0),
+    "optimizer_gtol": Rule("float", 0),
+    "optimizer_maxiter": Rule("int", 1),
+    "check_conv_grad_tol": Rule("float", 0, open_low=True),
+    "check_conv_hess_tol": Rule("float", 0),
+    "singular_tol": Rule("float", 0),
+}
 
 
 @dataclass(frozen=True)
@@ -55,9 +115,27 @@ class Control:
     check_conv_hess_tol: float = 1e-6
     singular_tol: float = 1e-4
 
+    def __post_init__(self):
+        # every value checked (and made the field's type) here, once: a NaN tolerance
+        # or "no" for a flag must not reach the numerics
+        for f in fields(self):
+            rule = RULES.get(f.name)
+            if rule is None:  # a field without a rule: its default's type, any value
+                rule = Rule({bool: "bool", int: "int"}.get(type(f.default), "float"))
+            object.__setattr__(self, f.name, rule.check(f.name, getattr(self, f.name)))
+
     def updated(self, **changes) -> "Control":
         """A copy with some fields changed."""
+        _check_names(changes)
         return replace(self, **changes)
+
+
+def _check_names(values: dict) -> None:
+    known = [f.name for f in fields(Control)]
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise InputError(f"Control has no field(s) {', '.join(map(repr, unknown))}; its fields "
+                         f"are {', '.join(known)}")
 
 
 DEFAULT_CONTROL = Control()
@@ -70,5 +148,6 @@ def as_control(control) -> Control:
     if isinstance(control, Control):
         return control
     if isinstance(control, dict):
+        _check_names(control)
         return Control(**control)
-    raise TypeError(f"control must be a lmmscope.Control, a dict or None, got {type(control).__name__}")
+    raise InputTypeError(f"control must be a lmmscope.Control, a dict or None, got {type(control).__name__}")

@@ -740,6 +740,10 @@ class WhitenedGramColumns:
             squares += np.einsum("nqp,nqp->p", B, B)
         self.diagonal = np.diag(stats.XtX) - a * squares
 
+    def whole(self) -> np.ndarray:
+        """All of X_a'X_a (a fresh p x p array), accumulated over chunks of clusters."""
+        return whiten_stats(self.stats, self.a).gram
+
     def columns(self, idx) -> np.ndarray:
         """Columns ``idx`` of X_a'X_a, a p x len(idx) array."""
         idx = np.asarray(idx, dtype=np.int64)

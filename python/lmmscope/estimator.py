@@ -28,6 +28,7 @@ from . import checks
 from .formula import INTERCEPT
 from .intercept import InterceptPrepended
 from .tuning import DEFAULT_A_GRID
+from .exceptions import ColumnError, InputError
 
 
 class LmmScope(RegressorMixin, BaseEstimator):
@@ -144,10 +145,16 @@ class LmmScope(RegressorMixin, BaseEstimator):
         """
         from .api import _fit_selection, _resolve_always, _validated_arrays, whitens_a_copy
 
+        checks.check_tuning_arguments(self.k, self.a, self.criterion, self.k_max,
+                                      self.cv_folds, self.a_grid, self.method)
+        X = _as_table(X)
         self._record_input(X)
         X_fixed, names, Z, random_names, groups = self._split_columns(X, Z, groups)
         Xm = checks.as_float_matrix(X_fixed, "X")
-        always = checks.as_list(self.always)
+        always = checks.always_items(self.always, len(names), "predictor columns in X")
+        if self.fit_intercept and INTERCEPT in names:
+            # a data column named Intercept is the design's `Intercept`, as in formulas
+            names = [f"`{INTERCEPT}`" if n == INTERCEPT else n for n in names]
         lead = int(self.fit_intercept)
         copy = whitens_a_copy((Xm.shape[0], Xm.shape[1] + lead), self.k, self.a,
                               self.control, bool(self.fit_intercept or always))
@@ -158,7 +165,7 @@ class LmmScope(RegressorMixin, BaseEstimator):
         if self.fit_intercept:
             Xv = InterceptPrepended(Xv)  # [1, X] without copying X
             names = [INTERCEPT] + names
-            always = [j + 1 if isinstance(j, (int, np.integer)) else j for j in always]
+            always = [j + 1 if isinstance(j, int) else j for j in always]
             unpenalised = [0]
         unpenalised = _resolve_always(always, names, unpenalised)
         self.result_ = _fit_selection(
@@ -183,6 +190,7 @@ class LmmScope(RegressorMixin, BaseEstimator):
         (lme4's ``allow.new.levels``).
         """
         self._check_fitted()
+        X = self._as_fitted_columns(X)
         if level is None:
             level = 0 if groups is None else 1
         X_fixed, _names, Z, _rn, groups = self._split_columns(X, Z, groups, need_groups=level == 1)
@@ -201,21 +209,48 @@ class LmmScope(RegressorMixin, BaseEstimator):
         return r2_score(y, self.predict(X, level=0), sample_weight=sample_weight)
 
     # helpers ------------------------------------------------------------
+    def _as_fitted_columns(self, X):
+        """X with the columns seen in fit, matched by name as scikit-learn does
+        (reordered columns are put back in order; renamed, missing or extra ones are an
+        error naming them), and by count for arrays."""
+        X = _as_table(X)
+        if np.ndim(X) != 2:
+            X = checks.as_float_matrix(X, "X")
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is not None and isinstance(X, pd.DataFrame):
+            names = [str(c) for c in X.columns]
+            if names != list(fitted):
+                unseen = [c for c in names if c not in set(fitted)]
+                missing = [c for c in fitted if c not in set(names)]
+                if unseen or missing or len(set(names)) != len(names):
+                    raise InputError(
+                        "The feature names should match those that were passed during fit"
+                        + (f"; feature names unseen at fit time: {', '.join(unseen)}" if unseen else "")
+                        + (f"; feature names seen at fit time, yet now missing: {', '.join(missing)}"
+                           if missing else "")
+                        + ("; repeated column names in X" if len(set(names)) != len(names) else ""))
+                X = X.loc[:, list(fitted)]  # the same names in another order: fit's order
+        n_columns = int(np.shape(X)[1])
+        if n_columns != self.n_features_in_:
+            raise InputError(f"X has {n_columns} features, but LmmScope is expecting "
+                             f"{self.n_features_in_} features as input (the columns of X in fit)")
+        return X
+
     def _record_input(self, X):
         if isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns):
             self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
-        self.n_features_in_ = int(X.shape[1]) if np.ndim(X) == 2 else 1
+        self.n_features_in_ = int(np.shape(X)[1]) if np.ndim(X) == 2 else 1
 
     def _split_columns(self, X, Z, groups, need_groups=True):
         """(fixed-effect columns, their names, Z, Z's names, groups) from the inputs."""
         if self.group_column is None:
             if self.random_columns is not None:
-                raise ValueError("random_columns= needs group_column= (the clusters' column of X)")
+                raise InputError("random_columns= needs group_column= (the clusters' column of X)")
             return X, _column_names(X), Z, _random_names(Z, X), groups
         if groups is not None or Z is not None:
-            raise ValueError("with group_column= the clusters (and random_columns= the Z "
+            raise InputError("with group_column= the clusters (and random_columns= the Z "
                              "columns) come from X: do not pass groups= or Z= as well")
         frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
         group_key = _column_key(frame, self.group_column, "group_column")
@@ -243,6 +278,14 @@ class LmmScope(RegressorMixin, BaseEstimator):
             raise NotFittedError("this LmmScope is not fitted yet: call fit(X, y, groups=...) first")
 
 
+def _as_table(X):
+    """A DataFrame or array as it is; a list of rows or a scipy sparse matrix as a
+    float array (checked: numeric, rectangular, dense form fits in memory)."""
+    if isinstance(X, pd.DataFrame) or (hasattr(X, "shape") and not checks._is_sparse(X)):
+        return X
+    return checks.as_float_matrix(X, "X")
+
+
 def _column_names(X):
     if isinstance(X, pd.DataFrame):
         return [str(c) for c in X.columns]
@@ -254,8 +297,7 @@ def _random_names(Z, X):
         return [str(c) for c in Z.columns]
     if Z is None:
         return ["(Intercept)"]
-    n_rows = np.shape(X)[0]
-    return [f"z{j}" for j in range(np.asarray(Z).reshape(n_rows, -1).shape[1])]
+    return [f"z{j}" for j in range(np.shape(Z)[1] if np.ndim(Z) == 2 else 1)]
 
 
 def _column_key(frame, column, what):
@@ -264,6 +306,6 @@ def _column_key(frame, column, what):
         return column
     if isinstance(column, (int, np.integer)) and 0 <= column < frame.shape[1]:
         return frame.columns[column]
-    raise KeyError(f"{what}: no column {column!r} in X (columns: "
+    raise ColumnError(f"{what}: no column {column!r} in X (columns: "
                    f"{', '.join(map(str, list(frame.columns)[:8]))}"
                    f"{' ...' if frame.shape[1] > 8 else ''})")

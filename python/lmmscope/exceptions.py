@@ -1,4 +1,11 @@
-"""Warning and error classes of lmmscope (catch or filter these, not every warning)."""
+"""Warning and error classes of lmmscope (catch or filter these, not every warning).
+
+Every problem with what the user passed (data, formula, arguments, files) is raised as
+an :class:`InputError` (or a subclass), whose message names the column, file, argument
+or value at fault.  Each class also derives from the builtin error a caller would
+expect (ValueError, KeyError, TypeError, FileNotFoundError), so existing ``except``
+clauses keep working; ``except lmmscope.LmmscopeError`` catches them all.
+"""
 
 
 class ConvergenceWarning(UserWarning):
@@ -6,5 +13,28 @@ class ConvergenceWarning(UserWarning):
     convergence check (lme4's ``checkConv``: scaled gradient, Hessian)."""
 
 
-class RankDeficientError(ValueError):
+class LmmscopeError(Exception):
+    """Base class of every error lmmscope raises on purpose."""
+
+
+class InputError(LmmscopeError, ValueError):
+    """A problem with the data, formula, arguments or files given to lmmscope."""
+
+
+class ColumnError(InputError, KeyError):
+    """A column the formula or an argument names is not in the data."""
+
+    def __str__(self):  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument of the wrong type (a formula that is not a string, an unknown table)."""
+
+
+class MissingFileError(InputError, FileNotFoundError):
+    """A path or glob that names no data file."""
+
+
+class RankDeficientError(InputError):
     """The fixed-effect columns of a fit are linearly dependent."""

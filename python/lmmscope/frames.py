@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from .exceptions import InputError, InputTypeError
 
 ACCEPTED = ("a pandas DataFrame (or a polars or pyarrow table, or an object with "
             "__arrow_c_stream__ or __dataframe__)")
@@ -24,7 +25,7 @@ def as_source(data, what: str = "data"):
         return PandasSource(data)
     table = _as_arrow_table(data)
     if table is None:
-        raise TypeError(f"{what} must be {ACCEPTED}; got {type(data).__name__}")
+        raise InputTypeError(f"{what} must be {ACCEPTED}; got {type(data).__name__}")
     return ArrowSource(table)
 
 
@@ -38,14 +39,18 @@ def _as_arrow_table(data):
         return data
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
-    if module == "polars" and hasattr(data, "to_arrow"):
-        if hasattr(data, "collect"):  # a LazyFrame
-            data = data.collect()
-        return data.to_arrow()
-    if hasattr(data, "__arrow_c_stream__"):
-        return pa.table(data)
-    from pyarrow.interchange import from_dataframe
-    return from_dataframe(data)
+    if module == "polars" and hasattr(data, "collect") and not hasattr(data, "to_arrow"):
+        data = data.collect()  # a LazyFrame: its query runs here, once
+    try:
+        if module == "polars" and hasattr(data, "to_arrow"):
+            return data.to_arrow()
+        if hasattr(data, "__arrow_c_stream__"):
+            return pa.table(data)
+        from pyarrow.interchange import from_dataframe
+        return from_dataframe(data)
+    except Exception as exc:  # each library raises its own types
+        raise InputTypeError(f"cannot read the {type(data).__name__} as a table: "
+                             + " ".join(str(exc).split())) from None
 
 
 def _as_text(names: list) -> list:
@@ -118,6 +123,9 @@ class PandasSource:
     def is_numeric(self, name: str) -> bool:
         return bool(self._numeric_at[self.position[name]])
 
+    def is_bool(self, name: str) -> bool:
+        return is_bool_dtype(self._series(name).dtype)
+
     def positions(self, names) -> np.ndarray:
         """Each column's position in the table (the last one of a repeated name)."""
         return np.fromiter(map(self.position.__getitem__, names), dtype=np.intp, count=len(names))
@@ -171,9 +179,55 @@ class PandasSource:
         return pd.DataFrame({n: self._series(n) for n in names}, copy=False)
 
 
+def is_bool_dtype(dtype) -> bool:
+    """numpy bool, pandas "boolean" or Arrow bool."""
+    return pd.api.types.is_bool_dtype(dtype)
+
+
+NUMBER_KINDS = ("integer", "floating", "mixed-integer-float", "decimal", "complex")
+
+
+def factor_column(column: pd.Series, name: str) -> pd.Series:
+    """A non-numeric column as formulaic must see it to encode it as R encodes a factor
+    or character column: text of any pandas dtype ("string", Arrow) as plain objects;
+    dates, time spans, numbers stored as objects and mixed types refused, naming the
+    column (formulaic would fail with numpy's text, or encode them silently)."""
+    dtype = column.dtype
+    kind = getattr(dtype, "kind", "")
+    if kind in "mM" or isinstance(dtype, pd.DatetimeTZDtype) or (
+            isinstance(dtype, pd.ArrowDtype) and dtype.kind in "mM"):
+        what = "time spans" if kind == "m" else "dates"
+        raise InputError(f"column {name!r} holds {what} ({dtype}); lmmscope needs numbers or "
+                         "categories: convert it (e.g. days since a start as numbers, or "
+                         ".astype(str) for a factor)")
+    if pd.api.types.is_complex_dtype(dtype):
+        raise InputError(f"column {name!r} holds complex numbers; lmmscope fits real values "
+                         "only (use the real and imaginary parts as two columns)")
+    if isinstance(dtype, pd.CategoricalDtype):
+        inner = column.cat.categories.dtype
+        if getattr(inner, "kind", "") in "mM":
+            raise InputError(f"column {name!r} is a categorical of {inner} values; convert its "
+                             "categories to text (.astype(str)) for a factor")
+        return column
+    if pd.api.types.is_string_dtype(dtype) and dtype != object:
+        return column.astype(object)  # "string" / "str" / Arrow text: R's character, a factor
+    if dtype == object:
+        # pandas' own scan (in C) of the values' types: text or bools are a factor
+        kind = pd.api.types.infer_dtype(column, skipna=True)
+        if kind not in ("string", "boolean", "empty"):
+            what = ("numbers stored as Python objects" if kind in NUMBER_KINDS
+                    else f"values of several types ({kind})" if kind.startswith("mixed")
+                    else f"{kind} values")
+            raise InputError(
+                f"column {name!r} (dtype object) holds {what}; convert it: pd.to_numeric(...) "
+                "for a numeric predictor, .astype(str) for a factor")
+    return column
+
+
 def _numeric_dtype(dtype) -> bool:
     return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-            and not isinstance(dtype, pd.CategoricalDtype))
+            and not isinstance(dtype, pd.CategoricalDtype)
+            and not pd.api.types.is_complex_dtype(dtype))  # refused by factor_column
 
 
 ARROW_RUN, ARROW_RUN_BYTES = 64, 4 << 20  # columns copied together from an Arrow table
@@ -200,6 +254,10 @@ class ArrowSource:
 
     def is_numeric(self, name: str) -> bool:
         return self._numeric[name]
+
+    def is_bool(self, name: str) -> bool:
+        import pyarrow.types as pat
+        return pat.is_boolean(self._column(name).type)
 
     def _column(self, name: str):
         return self.table.column(self.position[name])

@@ -12,8 +12,8 @@ For coordinate j, on the whitened data (X_a, y_a) = Sigma_a^{-1/2}(X, y):
 
 Nothing N x N and no whitened rows are needed: w_j'X_a[:, k] comes from the whitened Gram
 matrix, and w_j,i'r_a,i from the per-cluster vectors X_i' Sigma_a,i^{-1} r_i (Woodbury).
-The lasso itself runs on "pseudo-rows" R with R'R equal to the scaled Gram matrix
-(min(N, p) rows), with scikit-learn's coordinate descent.
+The node-wise lassos need only that Gram matrix too (:mod:`lmmscope.nodewise`: all
+columns at once, coordinate descent on active sets, no rows).
 
 Location: the statistics are centred when the model has an intercept, so the node-wise
 regressions, scores and every row but the intercept's do not depend on where X and y
@@ -23,49 +23,48 @@ is the debiased linear function (see :func:`debias`).
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy import stats as sps
 
 from .crossprod import cluster_factors, cluster_transpose_operator
+from .nodewise import nodewise_lasso
 
 ADJUSTMENTS = ("bh", "holm", None)
 
 
-@dataclass
-class NodewiseFit:
-    """Node-wise lasso results for the coordinates ``columns``."""
+class WhitenedGram:
+    """X_a'X_a of the centred columns (see :mod:`lmmscope.crossprod`), read a few columns
+    at a time (``columns(idx)``, ``diagonal``) or ``whole()``, from the data backend's own
+    source of it (each backend's ``whitened_gram(a)``: an object with ``diagonal``,
+    ``columns(idx)`` and ``whole()``); carrying the centring (``intercept``, ``x_shift``) so that
+    :func:`debias` can report the intercept on the original scale.  Inference for a few
+    columns then costs in proportion to them, not to p^2."""
 
-    columns: np.ndarray
-    coef: np.ndarray  # (len(columns), p): row r is e_j - g_j, the score direction on X_a
-    iterations: np.ndarray
+    def __init__(self, source, stats):
+        self._source = source
+        self._whole = None
+        self.diagonal = np.asarray(source.diagonal)
+        self.shape = (self.diagonal.size, self.diagonal.size)
+        self.intercept, self.x_shift = stats.intercept, stats.x_shift
+
+    def columns(self, idx) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        return self._source.columns(idx) if self._whole is None else self._whole[:, idx]
+
+    def whole(self) -> np.ndarray:
+        """The p x p matrix (read-only), formed once: once every column was asked for,
+        the next calls (other columns, the debiasing) read it."""
+        if self._whole is None:
+            self._whole = self._source.whole()
+            self._whole.flags.writeable = False
+        return self._whole
 
 
-class CentredGram(np.ndarray):
-    """X_a'X_a of the centred columns, carrying their centring (``intercept``,
-    ``x_shift``) so that :func:`debias` can report the intercept on the original scale."""
-
-    def __array_finalize__(self, obj):
-        self.intercept = getattr(obj, "intercept", None)
-        self.x_shift = getattr(obj, "x_shift", None)
-
-
-def _carrying_centring(G, stats):
-    out = np.asarray(G).view(CentredGram)
-    out.intercept, out.x_shift = stats.intercept, stats.x_shift
-    return out
-
-
-def whitened_gram(data, a):
-    """X_a'X_a (of the centred columns, see :mod:`lmmscope.crossprod`), and pseudo-rows R
-    (r x p, r <= min(N, p)) with R'R = X_a'X_a / N, from the data backend's layout
-    (:mod:`lmmscope.layouts`: the Gram, or whitened rows)."""
-    G, R = data.whitened_gram(a)
-    return _carrying_centring(G, data.stats), R
+def whitened_gram(data, a) -> WhitenedGram:
+    """X_a'X_a of the centred columns, from any data backend (in memory, streamed, Dask)."""
+    return WhitenedGram(data.whitened_gram(a), data.stats)
 
 
 def cluster_scores(data, a, beta):
@@ -94,75 +93,6 @@ def cluster_scores(data, a, beta):
     # Sigma^{-1} = I - a Z (I + a Z'Z)^{-1} Z' = I - a Z L^{-T} L^{-1} Z'
     c = (np.swapaxes(Linv, 1, 2) @ (Linv @ Zr[:, :, None]))[:, :, 0]  # (I + aZ'Z)^{-1} Z'r
     return Xr - a * np.einsum("iqp,iq->ip", stats.ZtX, c)
-
-
-def _scaled_lasso(R, j, lam0, tol, max_iter, sigma_tol=1e-6, max_rounds=30, free=None):
-    """Scaled lasso of R[:, j] on the other columns (unit-scale columns); the column
-    ``free`` (the intercept) is not penalised: it is profiled out first, as in the
-    selection, so the direction does not depend on where the other columns sit."""
-    from sklearn.linear_model import Lasso
-
-    r = R.shape[0]
-    free = None if free is None or free == j else int(free)
-    others = np.setdiff1d(np.arange(R.shape[1]), [j] if free is None else [j, free])
-    X = np.asfortranarray(R[:, others])
-    y = R[:, j]
-    if free is not None:
-        u = R[:, free] / np.sqrt(R[:, free] @ R[:, free])
-        X -= np.outer(u, u @ X)
-        y = y - u * (u @ y)
-    model = Lasso(alpha=lam0 / r, fit_intercept=False, warm_start=True, tol=tol,
-                  max_iter=max_iter, selection="cyclic")
-    sigma = float(np.sqrt(y @ y))
-    coef, rounds = np.zeros(others.size), 0
-    for rounds in range(1, max_rounds + 1 if others.size else 1):  # nothing to regress on
-        model.alpha = lam0 * sigma / r
-        model.fit(X, y)
-        coef = model.coef_
-        resid = y - X @ coef
-        new_sigma = float(np.sqrt(resid @ resid))
-        if abs(new_sigma - sigma) <= sigma_tol * max(sigma, 1e-12) or new_sigma <= 0:
-            sigma = new_sigma
-            break
-        sigma = new_sigma
-    direction = np.zeros(R.shape[1])
-    direction[j] = 1.0
-    direction[others] = -coef
-    if free is not None:  # the free column's least-squares coefficient given the others
-        rest = R[:, j] - R[:, others] @ coef
-        direction[free] = -(R[:, free] @ rest) / (R[:, free] @ R[:, free])
-    return direction, sigma, rounds
-
-
-def nodewise_lasso(G, R, n_obs, columns, *, tol=1e-8, max_iter=10_000, n_jobs=None,
-                   progress=None) -> NodewiseFit:
-    """Scaled node-wise lasso for each coordinate in ``columns`` (threads over columns).
-
-    ``G`` is X_a'X_a and ``R`` its pseudo-rows (see :func:`whitened_gram`).
-    """
-    from joblib import Parallel, delayed
-
-    p = G.shape[0]
-    scale = np.sqrt(np.clip(np.diag(G) / n_obs, 1e-300, None))
-    Rs = R / scale[None, :]  # unit mean-square columns
-    lam0 = np.sqrt(2 * np.log(max(p, 2)) / n_obs)
-    columns = np.asarray(columns, dtype=np.int64)
-    n_jobs = n_jobs or min(len(columns), os.cpu_count() or 1)
-    done = [0]
-
-    intercept = getattr(G, "intercept", None)  # unpenalised in every node-wise fit
-
-    def one(j):
-        out = _scaled_lasso(Rs, j, lam0, tol, max_iter, free=intercept)
-        done[0] += 1
-        if progress is not None and (done[0] % max(1, len(columns) // 10) == 0):
-            progress(f"node-wise lasso {done[0]}/{len(columns)}")
-        return out
-
-    results = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one)(j) for j in columns)
-    coef = np.array([d for d, _, _ in results]).reshape(len(columns), p)
-    coef = coef / scale[None, :] * scale[columns][:, None]  # back to X_a's column scale
-    return NodewiseFit(columns, coef, np.array([k for _, _, k in results]))
 
 
 def adjust_pvalues(p, method):
@@ -195,8 +125,8 @@ def debias(G, scores, beta, cols, D):
     from the debiased coordinates' per-cluster influences, so they need the rows of
     every shifted column (all terms, the default); otherwise its row is NaN.
     """
-    cols = np.asarray(cols)
-    denom = np.einsum("kp,pk->k", D, np.asarray(G)[:, cols])  # w_j'X_a[:, j]
+    cols = np.asarray(cols, dtype=np.int64)
+    denom = np.einsum("kp,pk->k", D, G.columns(cols))  # w_j'X_a[:, j]
     influence = (scores @ D.T) / denom  # (clusters, k): w_j,i' r_a,i / w_j'X_a[:, j]
     estimate = beta[cols] + influence.sum(axis=0)
     std_error = np.sqrt((influence ** 2).sum(axis=0))
@@ -223,33 +153,52 @@ def _original_intercept(G, cols, beta, influence, estimate, std_error):
     std_error[row] = np.sqrt(functional @ functional)
 
 
-def table_from_cache(cache, names, columns, coef, n_obs, df, level, adjust, n_jobs, progress,
+def table_from_cache(G, scores, rows, names, columns, coef, n_obs, df, level, adjust, progress,
                      tol):
-    """The inference table of ``columns`` from a fit's cache (whitened Gram ``G``, its
-    pseudo-rows ``R``, cluster ``scores``, node-wise ``rows`` fitted so far): the missing
-    node-wise fits first, then the debiased estimates and the table."""
-    todo = [j for j in columns if j not in cache["rows"]]
+    """The inference table of ``columns`` from a fit's cached whitened Gram ``G`` and
+    cluster ``scores``, and the node-wise directions ``rows`` fitted so far (a dict,
+    updated): node-wise fits for the columns not yet fitted (only those), then the
+    debiased estimates and the table."""
+    todo = [j for j in dict.fromkeys(columns) if j not in rows]
     if todo:
         progress(f"node-wise scaled lasso for {len(todo)} coordinates")
-        fit = nodewise_lasso(cache["G"], cache["R"], n_obs, todo, n_jobs=n_jobs,
-                             progress=progress, tol=tol)
-        cache["rows"].update(zip(todo, fit.coef))
-    directions = np.array([cache["rows"][j] for j in columns])
-    est, se = debias(cache["G"], cache["scores"], coef, columns, directions)
+        fit = nodewise_lasso(G, n_obs, todo, free=getattr(G, "intercept", None), tol=tol,
+                             progress=progress)
+        rows.update(zip(todo, fit.coef))
+    directions = np.array([rows[j] for j in columns]).reshape(len(columns), len(names))
+    est, se = debias(G, scores, coef, columns, directions)
     return inference_table(names, columns, est, se, df, level, adjust)
 
 
 def inference_table(names, columns, estimate, std_error, df, level, adjust) -> pd.DataFrame:
+    """The table of :meth:`LmmScopeResult.inference`: the statistic (``t``, or ``z`` when
+    ``df`` is infinite: the normal reference) and its p-values and intervals."""
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level}")
     if adjust not in ADJUSTMENTS:
         raise ValueError(f"adjust must be one of 'bh', 'holm' or None, got {adjust!r}")
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = estimate / std_error  # referred to Student's t with df degrees of freedom
-    p_value = 2 * sps.t.sf(np.abs(t), df)
+        ratio = estimate / std_error  # referred to Student's t with df degrees of freedom
+    p_value = 2 * sps.t.sf(np.abs(ratio), df)
     half = sps.t.ppf(0.5 + level / 2, df) * std_error
-    return pd.DataFrame({
-        "estimate": estimate, "std_error": std_error, "t": t, "p_value": p_value,
-        "ci_lower": estimate - half, "ci_upper": estimate + half,
+    table = pd.DataFrame({
+        "estimate": estimate, "std_error": std_error, "z" if np.isinf(df) else "t": ratio,
+        "p_value": p_value, "ci_lower": estimate - half, "ci_upper": estimate + half,
         "p_adjusted": adjust_pvalues(p_value, adjust),
     }, index=pd.Index([names[j] for j in columns], name="term"))
+    table.attrs.update(df=df, level=level, adjust=adjust)
+    return table
+
+
+def statsmodels_names(table: pd.DataFrame, level: float) -> pd.DataFrame:
+    """An inference table under statsmodels' summary names: ``coef``, ``std err``, ``t``
+    or ``z``, ``P>|t|`` or ``P>|z|``, ``[0.025``, ``0.975]`` (for level 0.95); the
+    ``p_adjusted`` column only when the table was adjusted."""
+    stat = "z" if "z" in table.columns else "t"
+    tail = (1 - level) / 2
+    out = table.rename(columns={
+        "estimate": "coef", "std_error": "std err", "p_value": f"P>|{stat}|",
+        "ci_lower": f"[{tail:g}", "ci_upper": f"{1 - tail:g}]"})
+    if table.attrs.get("adjust") is None:
+        out = out.drop(columns="p_adjusted")
+    return out

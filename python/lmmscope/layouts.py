@@ -92,11 +92,8 @@ class GramLayout:
         return gram_fold_problems(data.stats, [st for _rows, st in folds], a, unpenalised)
 
     def whitened_gram(self, data, a):
-        """X_a'X_a, and pseudo-rows R (r x p, r <= min(N, p)) with R'R = X_a'X_a / N."""
-        G = whiten_stats(data.stats, a).gram
-        vals, vecs = np.linalg.eigh(G / data.N)
-        keep = vals > 1e-12 * max(vals.max(), 1e-300)
-        return G, (vecs[:, keep] * np.sqrt(vals[keep])).T
+        """X_a'X_a by columns (for inference: a few columns cost a few columns)."""
+        return WhitenedGramColumns(data.stats, a)
 
 
 class RowLayout:
@@ -127,5 +124,19 @@ class RowLayout:
         return out
 
     def whitened_gram(self, data, a):
-        Xa = data.whitened_rows(a).X
-        return Xa.T @ Xa, Xa / np.sqrt(data.N)
+        """X_a'X_a by columns, from X_a (for inference: a few columns cost a few columns)."""
+        return RowGram(data.whitened_rows(a).X)
+
+
+class RowGram:
+    """X_a'X_a from the whitened rows X_a: ``diagonal``, ``columns(idx)`` = X_a'X_a[:, idx]."""
+
+    def __init__(self, Xa):
+        self.Xa = Xa
+        self.diagonal = np.einsum("ij,ij->j", Xa, Xa)
+
+    def columns(self, idx) -> np.ndarray:
+        return self.Xa.T @ self.Xa[:, idx]
+
+    def whole(self) -> np.ndarray:
+        return self.Xa.T @ self.Xa

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .formula import Design, new_design_matrices
+from .exceptions import InputError
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Predictor:
         fitted as "3").  Clusters not seen in fitting follow lme4: an error naming them
         unless ``allow_new_levels=True``, then those rows are predicted at level 0."""
         if level not in (0, 1):
-            raise ValueError("level must be 0 (population) or 1 (conditional on the cluster)")
+            raise InputError("level must be 0 (population) or 1 (conditional on the cluster)")
         if self.design is not None:
             X, Znew = new_design_matrices(self.design, newdata, need_random=level == 1)
             groups = newdata[self.design.group_name].to_numpy() if level == 1 else None
@@ -46,17 +47,17 @@ class Predictor:
             Znew = None
             if level == 1:
                 if groups is None:
-                    raise ValueError("level=1 prediction needs groups=")
+                    raise InputError("level=1 prediction needs groups=")
                 Znew = self._new_Z(Z, X.shape[0])
         if X.shape[1] != self.beta.size:
-            raise ValueError(f"newdata has {X.shape[1]} fixed-effect columns, the model {self.beta.size}")
+            raise InputError(f"newdata has {X.shape[1]} fixed-effect columns, the model {self.beta.size}")
         eta = X @ self.beta
         if level == 1:
             codes = self.codes_for(groups)
             known = codes >= 0
             if not allow_new_levels and not known.all():
                 unseen = list(dict.fromkeys(np.asarray(groups, dtype=object)[~known].tolist()))
-                raise ValueError(
+                raise InputError(
                     f"new level(s) of the grouping factor in newdata: "
                     f"{', '.join(map(repr, unseen[:10]))}{' ...' if len(unseen) > 10 else ''}; "
                     "pass allow_new_levels=True to predict them at population level (level 0)")
@@ -76,7 +77,7 @@ class Predictor:
         if Z is None:
             if self.random_intercept_only:
                 return np.ones((n_rows, 1))
-            raise ValueError("level=1 prediction needs Z= for a model with random slopes")
+            raise InputError("level=1 prediction needs Z= for a model with random slopes")
         return np.asarray(Z, dtype=float).reshape(n_rows, -1)
 
 

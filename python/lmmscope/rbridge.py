@@ -11,18 +11,22 @@ R data: it survives ``saveRDS`` and predicts without Python.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 
 from . import api
+from .control import Control
 from .crossprod import compute_cluster_stats
+from .exceptions import InputError
 from .mixed import MixedModelFit
 from .results import LmmResult
 from .schema import inference_payload, plain, result_payload
 
-INFERENCE_AUTO_MAX = 500
-
+# inference = NULL computes the table at fit time unless the p x p whitened Gram that the
+# node-wise fits need would pass this size (p above ~11,500); a memory guard, not a time one
+INFERENCE_AUTO_GRAM_BYTES = 2**30
 
 def _names(x) -> list:
     """reticulate turns a length-1 character vector into a str: always a list."""
@@ -50,7 +54,21 @@ def _arrays(X, y, Z, groups):
     return np.ascontiguousarray(y), X, Z, groups
 
 
-def _core_fit(X, y, Z, groups, names, random_names, group_name, unpenalised, reml, selection):
+def _control(values) -> Control | None:
+    """R's ``lmm_scope_control(...)`` list as a :class:`Control`, whose own rules check
+    the values (R's whole doubles become ints there); unknown names in R's words."""
+    if values is None:
+        return None
+    fields = [f.name for f in dataclasses.fields(Control)]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise InputError(f"unknown control option(s) {', '.join(unknown)}; lmm_scope_control() "
+                         f"takes {', '.join(fields)}")
+    return Control(**values)
+
+
+def _core_fit(X, y, Z, groups, names, random_names, group_name, unpenalised, reml, selection,
+              control=None):
     """Every call into the core's internals, in one place (contract 4 of the brief).
 
     ``selection`` is None for a plain LMM, else the keyword arguments of
@@ -59,16 +77,19 @@ def _core_fit(X, y, Z, groups, names, random_names, group_name, unpenalised, rem
     X, y, Z, codes, labels = api._validated_arrays(X, y, Z, groups, names, random_names)
     if selection is None:
         stats = compute_cluster_stats(X, y, Z, codes, labels.size)
-        mixed = MixedModelFit(stats, names, random_names, labels, group_name, reml=reml)
+        mixed = MixedModelFit(stats, names, random_names, labels, group_name, reml=reml,
+                              control=control)
         result, columns = LmmResult(mixed, None, X, y, Z, codes, labels), list(range(len(names)))
     else:
         unpen = api._resolve_always([], names, unpenalised)
         result = api._fit_selection(X, y, Z, codes, labels, names, random_names, group_name,
-                                    unpen, None, method="REML" if reml else "ML", **selection)
+                                    unpen, None, method="REML" if reml else "ML", control=control,
+                                    **selection)
         columns = [names.index(n) for n in result.selected]
         stats = compute_cluster_stats(X[:, columns], y, Z, codes, labels.size)
     ml = result.mixed if not reml else MixedModelFit(
-        stats, [names[j] for j in columns], random_names, labels, group_name, reml=False)
+        stats, [names[j] for j in columns], random_names, labels, group_name, reml=False,
+        control=control)
     return result, ml
 
 
@@ -105,21 +126,34 @@ def _finish(result, ml, caught, inference=None) -> dict:
 
 def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=None, k=None,
                a=None, criterion="gic", k_max=None, cv_folds=5, reml=True, inference=None,
-               conf_level=0.95, random_state=0, verbose=False) -> dict:
-    """Select and refit on R's design arrays; ``unpenalised``: 0-based column indices."""
+               conf_level=0.95, random_state=0, verbose=False, penalize_random_slopes=False,
+               a_grid=None, control=None) -> dict:
+    """Select and refit on R's design arrays; ``unpenalised``: 0-based column indices;
+    ``control``: a dict of :class:`Control` fields."""
     y, X, Z, groups = _arrays(X, y, Z, groups)
     names, random_names = _names(names), _names(random_names)
     unpenalised = [int(j) for j in np.atleast_1d(unpenalised if unpenalised is not None else [])]
     k = int(k) if isinstance(k, (int, float)) and not isinstance(k, bool) else k
     selection = dict(k=k, a=a, criterion=criterion, k_max=None if k_max is None else int(k_max),
-                     cv_folds=int(cv_folds), a_grid=api.DEFAULT_A_GRID,
-                     random_state=int(random_state), verbose=bool(verbose))
+                     cv_folds=int(cv_folds),
+                     a_grid=api.DEFAULT_A_GRID if a_grid is None else
+                     tuple(float(v) for v in np.atleast_1d(a_grid)),
+                     random_state=int(random_state), verbose=bool(verbose),
+                     penalize_random_slopes=bool(penalize_random_slopes))
+    control = _control(control)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result, ml = _core_fit(X, y, Z, groups, names, random_names, str(group_name),
-                               unpenalised, bool(reml), selection)
-        if inference is None:  # automatic: cheap enough below ~500 candidates (seconds)
-            inference = len(names) <= INFERENCE_AUTO_MAX
+                               unpenalised, bool(reml), selection, control)
+        # by default at fit time: the node-wise fits cost about the fit's own time
+        # (bench/inference.py), and a saved R fit has no Python to compute them later
+        if inference is None:
+            gram_bytes = 8 * len(names) ** 2
+            inference = gram_bytes <= INFERENCE_AUTO_GRAM_BYTES
+            if not inference:
+                warnings.warn(f"no debiased inference computed: the {len(names)} x {len(names)} "
+                              f"whitened Gram matrix it needs takes {gram_bytes / 2**30:.1f} GiB; "
+                              "pass inference = TRUE to compute it anyway")
         table = None
         if inference:
             tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
@@ -127,13 +161,15 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
     return _finish(result, ml, caught, table)
 
 
-def lmm_arrays(X, y, Z, groups, names, random_names, group_name, reml=True) -> dict:
+def lmm_arrays(X, y, Z, groups, names, random_names, group_name, reml=True,
+               control=None) -> dict:
     """Fit the LMM with every column of X (no selection), as lme4::lmer does."""
     y, X, Z, groups = _arrays(X, y, Z, groups)
+    control = _control(control)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result, ml = _core_fit(X, y, Z, groups, _names(names), _names(random_names),
-                               str(group_name), [], bool(reml), None)
+                               str(group_name), [], bool(reml), None, control)
     return _finish(result, ml, caught)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .formula import Design
+from .nodewise import DEFAULT_TOL
 from .mixed import MixedModelFit
 from .prediction import Predictor
 
@@ -156,6 +157,32 @@ class LmmResult(MixedResult):
     def coef(self) -> pd.Series:
         return self.fixef
 
+    def inference(self, columns=None, level: float = 0.95, adjust="bh") -> pd.DataFrame:
+        """Wald inference from the (RE)ML fit: the table of
+        :meth:`LmmScopeResult.inference` (``estimate``, ``std_error``, ``z``, ``p_value``,
+        ``ci_lower``, ``ci_upper``, ``p_adjusted``), for ``columns`` (names or 0-based
+        indices; default all).
+
+        No column was selected here, so nothing needs debiasing: the estimates are
+        ``fixef``, the standard errors ``bse`` (from ``vcov()``), and the statistic is
+        referred to the standard normal, as lme4's ``confint(method = "Wald")`` and
+        statsmodels' MixedLM do."""
+        from .inference import inference_table
+        names = list(self.fixef.index)
+        indices = _column_indices(names, columns)
+        return inference_table(names, indices, self.fixef.to_numpy()[indices],
+                               self.bse.to_numpy()[indices], np.inf, level, adjust)
+
+    def confint(self, level: float = 0.95, columns=None) -> pd.DataFrame:
+        """Wald confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""
+        return self.inference(columns, level=level, adjust=None)[["ci_lower", "ci_upper"]]
+
+    def summary_frame(self, columns=None, level: float = 0.95, adjust=None) -> pd.DataFrame:
+        """:meth:`inference` under statsmodels' column names (``coef``, ``std err``, ``z``,
+        ``P>|z|``, ``[0.025``, ``0.975]``; plus ``p_adjusted`` when ``adjust`` is given)."""
+        from .inference import statsmodels_names
+        return statsmodels_names(self.inference(columns, level=level, adjust=adjust), level)
+
     def summary(self) -> str:
         text = "\n".join(self.mixed.summary_lines())
         return text
@@ -246,46 +273,56 @@ class LmmScopeResult(MixedResult):
         return (f"<LmmScopeResult k={self.k} a={self.a:.4g} support=[{', '.join(self.support)}] "
                 f"nobs={self.nobs} ngroups={self.ngroups}>")
 
-    def inference(self, terms=None, level: float = 0.95, adjust="bh", n_jobs=None,
-                  verbose=False, lasso_tol: float = 1e-8) -> pd.DataFrame:
+    def inference(self, columns=None, level: float = 0.95, adjust="bh", n_jobs=None,
+                  verbose=False, lasso_tol: float = DEFAULT_TOL, *, terms=None) -> pd.DataFrame:
         """Debiased estimates, cluster-sandwich standard errors, t-based p-values and CIs.
 
-        One row per fixed-effect column in ``terms`` (default: every column, selected
-        or not): ``estimate``, ``std_error``, ``t``, ``p_value``, ``ci_lower``,
-        ``ci_upper`` and ``p_adjusted`` (``adjust``: "bh" = Benjamini-Hochberg across
-        the rows returned, "holm", or None).  Reference distribution: Student's t with
-        (clusters - 1) degrees of freedom.  The node-wise lasso fits are cached, so a
-        second call (other level, other adjustment) is cheap.  See
-        :mod:`lmmscope.inference` for the method.  ``lasso_tol`` is scikit-learn's
-        coordinate-descent tolerance for the node-wise fits.
+        One row per fixed-effect column in ``columns`` (names or 0-based indices; default:
+        every column, selected or not; ``terms=`` is the same argument under its old
+        name): ``estimate``, ``std_error``, ``t``, ``p_value``, ``ci_lower``, ``ci_upper``
+        and ``p_adjusted`` (``adjust``: "bh" = Benjamini-Hochberg across the rows
+        returned, "holm", or None).  Reference distribution: Student's t with (clusters -
+        1) degrees of freedom.  :meth:`summary_frame` gives the same table under
+        statsmodels' column names.  See :mod:`lmmscope.inference` for the method.
+
+        Only the columns asked for are fitted (one node-wise scaled lasso each, on the
+        whitened Gram matrix, :mod:`lmmscope.nodewise`), and the fits are cached: a second
+        call (other columns, level, adjustment) solves only the columns not seen yet.
+        ``lasso_tol``: the largest coefficient change at which the node-wise coordinate
+        descent stops (unit-scale columns).  ``n_jobs`` is no longer used (the node-wise
+        fits run vectorised over columns); it is accepted so that older calls still run.
         """
         from . import inference as inf
         from .tuning import Progress
 
-        columns = self._term_indices(terms)
+        indices = _column_indices(self.names, _one_columns_argument(columns, terms))
         progress = Progress(verbose)
-        if self._inference_cache is None or self._inference_cache["tol"] != lasso_tol:
-            G, R = inf.whitened_gram(self._data, self.a)
-            scores = inf.cluster_scores(self._data, self.a, self.coef.to_numpy())
-            self._inference_cache = {"G": G, "R": R, "scores": scores, "rows": {}, "tol": lasso_tol}
-        return inf.table_from_cache(self._inference_cache, self.names, columns,
+        if self._inference_cache is None:
+            G, scores = self._inference_statistics(progress)
+            self._inference_cache = {"G": G, "scores": scores, "rows_by_tol": {}}
+        cache = self._inference_cache
+        rows = cache["rows_by_tol"].setdefault(float(lasso_tol), {})
+        return inf.table_from_cache(cache["G"], cache["scores"], rows, self.names, indices,
                                     self.coef.to_numpy(), self.nobs, self.ngroups - 1, level,
-                                    adjust, n_jobs, progress, lasso_tol)
+                                    adjust, progress, lasso_tol)
 
-    def confint(self, level: float = 0.95, terms=None) -> pd.DataFrame:
+    def _inference_statistics(self, progress):
+        """(whitened Gram of the centred columns, per-cluster scores) at the selection's
+        ``a``: the only step of :meth:`inference` that differs between data backends."""
+        from . import inference as inf
+        return (inf.whitened_gram(self._data, self.a),
+                inf.cluster_scores(self._data, self.a, self.coef.to_numpy()))
+
+    def confint(self, level: float = 0.95, columns=None, *, terms=None) -> pd.DataFrame:
         """Debiased confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""
-        return self.inference(terms=terms, level=level, adjust=None)[["ci_lower", "ci_upper"]]
+        table = self.inference(_one_columns_argument(columns, terms), level=level, adjust=None)
+        return table[["ci_lower", "ci_upper"]]
 
-    def _term_indices(self, terms):
-        if terms is None:
-            return list(range(len(self.names)))
-        if isinstance(terms, str):
-            terms = [terms]
-        unknown = [t for t in terms if t not in self.names]
-        if unknown:
-            raise KeyError(f"unknown term(s): {', '.join(map(str, unknown))}; terms are "
-                           f"{', '.join(self.names[:8])}{' ...' if len(self.names) > 8 else ''}")
-        return [self.names.index(t) for t in terms]
+    def summary_frame(self, columns=None, level: float = 0.95, adjust=None) -> pd.DataFrame:
+        """:meth:`inference` under statsmodels' column names (``coef``, ``std err``, ``t``,
+        ``P>|t|``, ``[0.025``, ``0.975]``; plus ``p_adjusted`` when ``adjust`` is given)."""
+        from .inference import statsmodels_names
+        return statsmodels_names(self.inference(columns, level=level, adjust=adjust), level)
 
     def plot_path(self, ax=None, show_coefficients=True):
         """Criterion against k (chosen k marked) and, beside it, the coefficient path."""
@@ -296,3 +333,34 @@ class LmmScopeResult(MixedResult):
         """Plain Python values in the versioned schema of :mod:`lmmscope.schema` (CLI JSON, R)."""
         from .schema import result_payload
         return result_payload(self)
+
+
+def _one_columns_argument(columns, terms):
+    """``columns``, or ``terms`` (its older name); not both."""
+    if terms is not None and columns is not None:
+        raise TypeError("give the columns as columns= (terms= is its older name), not both")
+    return terms if columns is None else columns
+
+
+def _column_indices(names, columns) -> list:
+    """0-based indices of ``columns`` (None: all; a name, an index, or a list of them)."""
+    if columns is None:
+        return list(range(len(names)))
+    if isinstance(columns, (str, int, np.integer)):
+        columns = [columns]
+    at = {name: j for j, name in enumerate(names)}
+    out, unknown = [], []
+    for c in columns:
+        if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+            if 0 <= c < len(names):
+                out.append(int(c))
+            else:
+                unknown.append(f"index {c} (0..{len(names) - 1})")
+        elif isinstance(c, str) and c in at:
+            out.append(at[c])
+        else:
+            unknown.append(repr(c))
+    if unknown:
+        raise KeyError(f"unknown column(s): {', '.join(unknown)}; columns are "
+                       f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+    return out

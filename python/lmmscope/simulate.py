@@ -8,7 +8,6 @@ RuntimeWarning), so X and Z are correlated in the way the seed's numbers reflect
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -23,10 +22,19 @@ def _design_covariance(p, q, rho):
     return np.block([[np.eye(p), Sigma_xz], [Sigma_xz.T, np.eye(q)]])
 
 
-def _draw_xz(rng, Sigma, N):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="covariance is not", category=RuntimeWarning)
-        return rng.multivariate_normal(np.zeros(Sigma.shape[0]), Sigma, size=N)
+def normal_rows(rng, cov, n):
+    """n rows with covariance ``cov`` (symmetric positive semi-definite, singular allowed),
+    drawn as standard normals times its symmetric square root. That root is unique, unlike
+    the factors numpy's ``multivariate_normal`` takes from an SVD or eigh (their vectors'
+    signs depend on the LAPACK build), so the draws are the same on every machine."""
+    return rng.standard_normal((n, cov.shape[0])) @ _symmetric_root(cov)
+
+
+def _symmetric_root(cov):
+    # |w|: the seed's design covariance is indefinite for some q and rho; numpy's SVD-based
+    # draw then has covariance V|L|V', and so does this one
+    w, V = np.linalg.eigh(cov)
+    return (V * np.sqrt(np.abs(w))) @ V.T
 
 
 def make_data(m=8, n=30, p=300, q=8, sigma=0.25, rho=0.2, seed=0):
@@ -37,7 +45,7 @@ def make_data(m=8, n=30, p=300, q=8, sigma=0.25, rho=0.2, seed=0):
     """
     N = m * n
     rng = np.random.default_rng(seed)
-    X_Z = _draw_xz(rng, _design_covariance(p, q, rho), N)
+    X_Z = normal_rows(rng, _design_covariance(p, q, rho), N)
     X, Z_stack = X_Z[:, :p], X_Z[:, p:]
     Z = np.zeros((N, n * q))
     for i in range(n):
@@ -45,7 +53,7 @@ def make_data(m=8, n=30, p=300, q=8, sigma=0.25, rho=0.2, seed=0):
     beta = np.zeros(p)
     beta[[1, 5, 10]] = [1, 0.5, 0.3]
     Psi = np.fromfunction(lambda i, j: 0.56 ** (abs(i - j)), (q, q))
-    gamma = np.ravel(rng.multivariate_normal(np.zeros(q), Psi, size=n))
+    gamma = np.ravel(normal_rows(rng, Psi, n))
     noise = rng.normal(size=N) * 0.25
     y = X @ beta + Z @ gamma + noise
     return X, Z, Z_stack, y, beta, gamma
@@ -61,13 +69,13 @@ def make_unbalanced(n=200, p=300, q=4, min_size=2, max_size=20, rho=0.2, noise_s
     rng = np.random.default_rng(seed)
     sizes = rng.integers(min_size, max_size + 1, size=n)
     N = int(sizes.sum())
-    X_Z = _draw_xz(rng, _design_covariance(p, q, rho), N)
+    X_Z = normal_rows(rng, _design_covariance(p, q, rho), N)
     X, Zs = X_Z[:, :p], X_Z[:, p:]
     groups = np.repeat(np.arange(n), sizes)
     beta = np.zeros(p)
     beta[[1, 5, 10]] = [1, 0.5, 0.3]
     Psi = np.fromfunction(lambda i, j: 0.56 ** (abs(i - j)), (q, q))
-    gamma = rng.multivariate_normal(np.zeros(q), Psi, size=n)
+    gamma = normal_rows(rng, Psi, n)
     y = X @ beta + np.einsum("ij,ij->i", Zs, gamma[groups]) + rng.normal(size=N) * noise_sd
     if shuffle:
         perm = rng.permutation(N)

@@ -126,7 +126,7 @@ class Data:
         return self.layout.reduced(self, a, unpenalised)
 
     def whitened_gram(self, a):
-        """(X_a'X_a, pseudo-rows R with R'R = X_a'X_a / N): for inference."""
+        """X_a'X_a, for inference (as the streamed and Dask backends')."""
         return self.layout.whitened_gram(self, a)
 
     def whitened_operator(self, a):

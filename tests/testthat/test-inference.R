@@ -13,18 +13,18 @@ test_that("confint and summary show the core's debiased inference", {
   expect_equal(tab$p_adjusted, p.adjust(tab$p_value, "BH"), tolerance = 1e-12)
   half <- qt(0.975, df) * tab$std_error
   expect_equal(tab$ci_lower, tab$estimate - half, tolerance = 1e-10)
-  ci <- confint(fit)
+  ci <- confint(fit, method = "debiased")
   expect_equal(colnames(ci), c("2.5 %", "97.5 %"))
   expect_true(ci["x1", 1] < 1 && 1 < ci["x1", 2])
   expect_true(ci["x5", 1] < 0.5 && 0.5 < ci["x5", 2])
   expect_lt(tab["x10", "p_value"], 1e-6)
   # another level: formed in R from the core's estimate and SE, equal to the core's own
   fit90 <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = d, conf.level = 0.9)
-  expect_equal(confint(fit, c("x1", "x2"), level = 0.9), confint(fit90, c("x1", "x2"), level = 0.9),
-               tolerance = 1e-10)
+  expect_equal(confint(fit, c("x1", "x2"), level = 0.9, method = "debiased"),
+               confint(fit90, c("x1", "x2"), level = 0.9, method = "debiased"), tolerance = 1e-10)
   expect_equal(inference(fit, adjust = "holm")$p_adjusted, p.adjust(tab$p_value, "holm"))
   expect_output(print(summary(fit)), "Debiased inference")
   no_inf <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = d, inference = FALSE)
-  expect_error(confint(no_inf), "inference = TRUE")
-  expect_error(confint(fit, "nope"), "unknown coefficient")
+  expect_error(confint(no_inf, method = "debiased"), "inference = TRUE")
+  expect_error(confint(fit, "nope", method = "debiased"), "unknown coefficient")
 })

@@ -169,7 +169,7 @@ test_that("newdata's grouping column matches by value; new levels follow allow.n
              predict(ref, d[1:3, ], re.form = ~ (Days | Subject)), 1e-4)
 })
 
-test_that("always= takes the names coef() shows and keeps those columns", {
+test_that("always= takes the names coef_selection() shows and keeps those columns", {
   skip_if_no_lmmscope()
   set.seed(3)
   n <- 40; m <- 8
@@ -180,7 +180,7 @@ test_that("always= takes the names coef() shows and keeps those columns", {
   d$y <- 1 + 2 * d$x1 + rnorm(n)[d$cluster] + rnorm(n * m, sd = 0.5)
   fit <- lmm_scope(y ~ x1 + x2 + sex + `odd name` + (1 | cluster), d, k = 1,
                    always = c("sexFemale", "(Intercept)", "`odd name`"))
-  expect_equal(names(coef(fit)), c("(Intercept)", "x1", "x2", "sexFemale", "`odd name`"))
+  expect_equal(names(coef_selection(fit)), c("(Intercept)", "x1", "x2", "sexFemale", "`odd name`"))
   expect_setequal(fit$selected, c("(Intercept)", "x1", "sexFemale", "`odd name`"))
   expect_equal(fit$support, "x1")
   fit2 <- lmm_scope(y ~ x1 + x2 + sex + `odd name` + (1 | cluster), d, k = 1,
@@ -200,11 +200,11 @@ test_that("lme4 syntax, design syntax and '.' (without the grouping column) agre
   f_lme4 <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = d)
   f_design <- lmm_scope(stats::as.formula(paste("y ~", paste(c(xs, "z1", "z2"), collapse = " + "),
                                                 "| (z1 + z2 | cluster)")), data = d)
-  expect_equal(names(coef(f_lme4)), c("(Intercept)", xs, "z1", "z2"))
-  expect_equal(coef(f_lme4), coef(f_design), tolerance = 1e-10)
+  expect_equal(names(coef_selection(f_lme4)), c("(Intercept)", xs, "z1", "z2"))
+  expect_equal(coef_selection(f_lme4), coef_selection(f_design), tolerance = 1e-10)
   expect_setequal(f_lme4$support, c("x1", "x5", "x10"))
   f_string <- lmm_scope("y ~ . + (z1 + z2 | cluster)", data = d)
-  expect_equal(coef(f_string), coef(f_lme4))
+  expect_equal(coef_selection(f_string), coef_selection(f_lme4))
 })
 
 test_that("unsupported input gives a clear R error naming the argument or column", {

@@ -39,8 +39,8 @@ test_that("a saved fit predicts identically in a fresh R session without Python"
   path <- tempfile(fileext = ".rds")
   saveRDS(fit, path)
   expected <- list(predict(fit, d[c(1, 50, 99), ]), predict(fit, d[c(1, 50, 99), ], re.form = NA),
-                   fitted(fit), as.matrix(ranef(fit)$Subject), confint(fit),
-                   coef(summary(fit)), as.data.frame(VarCorr(fit)), as.numeric(logLik(fit)))
+                   fitted(fit), as.matrix(ranef(fit)$Subject),
+                   confint(fit, method = "debiased"), confint(fit, method = "Wald"), coef(summary(fit)), as.data.frame(VarCorr(fit)), as.numeric(logLik(fit)))
   expected_path <- tempfile(fileext = ".rds")
   saveRDS(expected, expected_path)
   python <- Filter(file.exists, c("/usr/bin/python3", "/usr/local/bin/python3"))[1]
@@ -51,7 +51,8 @@ test_that("a saved fit predicts identically in a fresh R session without Python"
     sprintf("fit <- readRDS('%s'); d <- lme4::sleepstudy", path),
     "stopifnot(!lmmscope_available())",
     "got <- list(predict(fit, d[c(1, 50, 99), ]), predict(fit, d[c(1, 50, 99), ], re.form = NA),",
-    "            fitted(fit), as.matrix(ranef(fit)$Subject), confint(fit),",
+    "            fitted(fit), as.matrix(ranef(fit)$Subject),",
+    "            confint(fit, method = 'debiased'), confint(fit, method = 'Wald'),",
     "            coef(summary(fit)), as.data.frame(VarCorr(fit)), as.numeric(logLik(fit)))",
     "stopifnot(!('noise' %in% all.vars(formula(fit))))",
     "invisible(capture.output(print(fit), summary(fit)))",

@@ -7,7 +7,7 @@ test_that("the seed example through R recovers the true support", {
   truth <- unlist(seed[[2]]$tolist())
   fit <- lmm_scope(sim$seed_formula(), data = df)
   expect_setequal(fit$support, c("x1", "x5", "x10"))
-  beta <- coef(fit)
+  beta <- coef_selection(fit)
   expect_length(beta, 50)
   expect_lt(sqrt(sum((beta[paste0("x", 0:49)] - truth)^2)), 0.1)
 })

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from .names import ColumnNames
+from ..frames import factor_column
+from .names import ColumnNames, plain_message
 from .terms import ColumnRun, TermPlan
+from ..exceptions import InputError
 
 INTERCEPT = "Intercept"
 
@@ -68,14 +70,16 @@ def _nan_rows(block: np.ndarray, names) -> np.ndarray:
         values = block[:, columns]
         bad = np.isinf(values).any(axis=0)
         if bad.any():
-            raise ValueError(f"column {names[int(columns[np.flatnonzero(bad)[0]])]!r} "
+            raise InputError(f"column {names[int(columns[np.flatnonzero(bad)[0]])]!r} "
                              "contains infinite values")
         missing |= np.isnan(values).any(axis=1)
     return missing
 
 
-def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
-    """formulaic's matrix of the plan's non-plain terms (on the kept rows), or None."""
+def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep, all_levels=False):
+    """formulaic's matrix of the plan's non-plain terms (on the kept rows), or None.
+    ``all_levels``: the categoricals' level sets are complete (a streamed fit's
+    prototype), so levels without rows here are kept."""
     if not plan.formulaic_terms:
         return None
     from formulaic import model_matrix
@@ -85,6 +89,8 @@ def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
     frame = placeholder_frame(plan, names, source)
     if keep is not None:
         frame = frame.iloc[np.flatnonzero(keep)]
+    if not all_levels:
+        frame = _without_unused_levels(frame)
     margins = {m.name for m in plan.margins()}
     terms = [Term([Factor("1", eval_method="literal")])] if plan.intercept else []
     for item in plan.items:
@@ -97,15 +103,32 @@ def formulaic_part(plan: TermPlan, names: ColumnNames, source, keep):
         return model_matrix(SimpleFormula(terms, _ordering="none"), frame, na_action="raise",
                             context=R_FUNCTIONS)
     except (FormulaicError, ValueError, TypeError, NameError, KeyError, AttributeError) as exc:
-        raise ValueError("cannot evaluate the formula's terms: " + names.restore(str(exc))) from None
+        raise InputError("cannot evaluate the formula's terms: " + plain_message(exc, names)) from None
 
 
 def placeholder_frame(plan: TermPlan, names: ColumnNames, source) -> pd.DataFrame:
     wanted = set(plan.referenced) | {t.name for t in plan.margins()}
     columns = [c for c in source.columns if c in wanted]
-    frame = source.pandas(columns)
+    frame = _as_factors(source.pandas(columns), source)
     mapping = {ph: col for ph, col in names.used.items() if col in wanted}
     return pd.DataFrame({ph: frame[col] for ph, col in mapping.items()}, copy=False)
+
+
+def _as_factors(frame: pd.DataFrame, source) -> pd.DataFrame:
+    """Non-numeric columns as formulaic must see them (:func:`frames.factor_column`)."""
+    changed = {c: factor_column(frame[c], c) for c in frame.columns if not source.is_numeric(c)}
+    changed = {c: v for c, v in changed.items() if v is not frame[c]}
+    return frame.assign(**changed) if changed else frame
+
+
+def _without_unused_levels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categoricals without the levels no (kept) row has, as R's model.frame drops them
+    (drop.unused.levels): an unused first level would be the reference, its dummies
+    collinear with the intercept."""
+    changed = {c: frame[c].cat.remove_unused_categories() for c in frame.columns
+               if isinstance(frame[c].dtype, pd.CategoricalDtype)
+               and frame[c].nunique(dropna=True) < len(frame[c].cat.categories)}
+    return frame.assign(**changed) if changed else frame
 
 
 def side_matrix(plan: TermPlan, names: ColumnNames, source, mm, keep, n_rows: int,
@@ -203,7 +226,7 @@ def _as_fitted_levels(column: pd.Series, levels, name: str) -> pd.Series:
     mapped = [v if pd.isna(v) or v in seen else by_text.get(str(v), v) for v in values]
     unseen = sorted({v for v in mapped if not pd.isna(v) and v not in seen}, key=str)
     if unseen:
-        raise ValueError(f"newdata column {name!r} has level(s) not seen in fitting: "
+        raise InputError(f"newdata column {name!r} has level(s) not seen in fitting: "
                          + ", ".join(map(repr, unseen)) + "; fitted levels: "
                          + ", ".join(map(repr, list(levels)[:10])))
     return pd.Series(mapped, index=column.index, dtype=object)
@@ -212,16 +235,26 @@ def _as_fitted_levels(column: pd.Series, levels, name: str) -> pd.Series:
 def _formulaic_on_new_rows(spec: SideSpec, source, factor_levels: dict):
     if spec.model_spec is None:
         return None
-    frame = source.pandas(sorted(set(spec.placeholders.values()), key=source.columns.index))
+    frame = _as_factors(source.pandas(sorted(set(spec.placeholders.values()),
+                                             key=source.columns.index)), source)
     for name, levels in factor_levels.items():
         if name in frame.columns:
             frame = frame.assign(**{name: _as_fitted_levels(frame[name], levels, name)})
     frame = pd.DataFrame({ph: frame[c] for ph, c in spec.placeholders.items()}, copy=False)
-    from formulaic.errors import DataMismatchWarning
+    from formulaic.errors import DataMismatchWarning, FormulaicError
+    names = ColumnNames([])
+    def restored(exc):  # placeholders back to the columns they stand for
+        text = str(exc)
+        for placeholder, column in spec.placeholders.items():
+            text = text.replace(placeholder, column)
+        return plain_message(text, names)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataMismatchWarning)
         try:
             return np.asarray(spec.model_spec.get_model_matrix(frame, na_action="ignore",
                                                                 context=R_FUNCTIONS), dtype=float)
         except DataMismatchWarning as exc:
-            raise ValueError(f"newdata does not match the fitted model: {exc}") from None
+            raise InputError(f"newdata does not match the fitted model: {restored(exc)}") from None
+        except (FormulaicError, ValueError, TypeError, NameError, KeyError) as exc:
+            raise InputError("cannot evaluate the formula's terms on newdata: "
+                             + restored(exc)) from None

@@ -14,6 +14,7 @@ from .columns import INTERCEPT, SideSpec, formulaic_part, plain_missing, rebuild
 from .names import ColumnNames
 from .parse import ParsedFormula, parse_formula
 from .terms import Dot, TermPlan, plan_terms
+from ..exceptions import ColumnError, InputError, InputTypeError
 
 
 @dataclass
@@ -56,20 +57,22 @@ class _Plans:
 
 
 def _plans(parsed: ParsedFormula, names: ColumnNames, source) -> _Plans:
-    response = plan_terms(parsed.response, names, source.is_numeric, intercept=False)
+    # a bool response is 0/1, as R's lmer reads a logical response
+    response = plan_terms(parsed.response, names,
+                          lambda c: source.is_numeric(c) or source.is_bool(c), intercept=False)
     y_col = response.plain[0] if response.n_terms == 1 and response.plain else None
     fixed = plan_terms(parsed.fixed, names, source.is_numeric,
                        _dot(source, set(_columns_of(response)) | {parsed.group}), response=y_col)
     random = plan_terms(parsed.random, names, source.is_numeric)
     if names.unknown:
-        raise KeyError("unknown column(s) in formula: " + ", ".join(map(str, names.unknown)))
+        raise ColumnError("unknown column(s) in formula: " + ", ".join(map(str, names.unknown)))
     if fixed.removed_response:
         warnings.warn(f"lmmscope: the response {y_col!r} appeared on the right-hand side and "
                       "was dropped", stacklevel=4)
     if response.intercept or response.n_terms != 1:
-        raise ValueError(f"the response must be one numeric column, got {parsed.response!r}")
+        raise InputError(f"the response must be one numeric column, got {parsed.response!r}")
     if not random.intercept and not random.n_terms:
-        raise ValueError(f"the random-effects term ({parsed.random} | {parsed.group}) has no "
+        raise InputError(f"the random-effects term ({parsed.random} | {parsed.group}) has no "
                          "columns; use (1 | group) for a random intercept")
     return _Plans(response, fixed, random)
 
@@ -91,21 +94,23 @@ def _columns_of(plan: TermPlan) -> list:
     return plan.plain + list(plan.referenced)
 
 
-def build_design(formula: str, data, na_action: str = "omit") -> Design:
+def build_design(formula: str, data, na_action: str = "omit", all_levels: bool = False) -> Design:
     """Materialise a mixed-model formula on a table (R's na.omit by default).
 
     ``data``: a pandas, polars or pyarrow table (or anything with ``__arrow_c_stream__``
-    or ``__dataframe__``).
+    or ``__dataframe__``).  Levels of a categorical column that no kept row has are
+    dropped, as R's model.frame does, unless ``all_levels`` (the categoricals carry the
+    complete level sets of data seen elsewhere: a streamed fit's prototype).
     """
     if na_action not in ("omit", "fail"):
-        raise ValueError("na_action must be 'omit' or 'fail'")
+        raise InputError("na_action must be 'omit' or 'fail'")
     if not isinstance(formula, str):
-        raise TypeError(f"formula must be a string, got {type(formula).__name__}")
+        raise InputTypeError(f"formula must be a string, got {type(formula).__name__}")
     source = as_source(data)
     parsed = parse_formula(formula)
     names = ColumnNames(source.columns, source.position)
     if parsed.group not in names:
-        raise KeyError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
+        raise ColumnError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
     plans = _plans(parsed, names, source)
     _check_unique(source, plans, parsed.group)
     fixed_positions = source.positions(plans.fixed.plain)
@@ -114,13 +119,14 @@ def build_design(formula: str, data, na_action: str = "omit") -> Design:
         _warn_stateful_after_na(formula)
     n = source.n_rows if keep is None else int(keep.sum())
     if n == 0:
-        raise ValueError("no rows left after removing missing values")
+        raise InputError("no rows left after removing missing values")
     y, response_name = _response(plans.response, names, source, keep)
     X, fixed_spec = side_matrix(plans.fixed, names, source,
-                                formulaic_part(plans.fixed, names, source, keep), keep, n,
-                                fixed_positions)
+                                formulaic_part(plans.fixed, names, source, keep, all_levels),
+                                keep, n, fixed_positions)
     Z, random_spec = side_matrix(plans.random, names, source,
-                                 formulaic_part(plans.random, names, source, keep), keep, n)
+                                 formulaic_part(plans.random, names, source, keep, all_levels),
+                                 keep, n)
     _check_names(fixed_spec.names, plain_only=not plans.fixed.formulaic_terms)
     groups = _group_labels(source.values(parsed.group), parsed.group)
     return Design(
@@ -180,7 +186,7 @@ def _check_unique(source, plans: _Plans, group: str) -> None:
         | set(_columns_of(plans.random)) | {group}
     dup = sorted(used & source.duplicated)
     if dup:
-        raise ValueError("the data have several columns named " + ", ".join(map(repr, dup)))
+        raise InputError("the data have several columns named " + ", ".join(map(repr, dup)))
 
 
 def _check_names(out_names: list, plain_only: bool = False) -> None:
@@ -193,7 +199,7 @@ def _check_names(out_names: list, plain_only: bool = False) -> None:
         if name in seen:
             dup.append(name)
         seen.add(name)
-    raise ValueError("two fixed-effect columns would both be named " + ", ".join(map(repr, dup))
+    raise InputError("two fixed-effect columns would both be named " + ", ".join(map(repr, dup))
                      + "; rename a data column")
 
 
@@ -215,7 +221,7 @@ def _rows_to_keep(source, plans: _Plans, group: str, na_action: str, fixed_posit
         return None, []
     n_missing = int(missing.sum())
     if na_action == "fail":
-        raise ValueError(f"{n_missing} rows have missing values in the model's columns "
+        raise InputError(f"{n_missing} rows have missing values in the model's columns "
                          "(na_action='fail')")
     warnings.warn(f"lmmscope: dropped {n_missing} rows with missing values (na.omit)", stacklevel=4)
     return ~missing, list(source.index[missing])
@@ -228,10 +234,10 @@ def _response(plan: TermPlan, names: ColumnNames, source, keep):
     term = plan.formulaic_terms[0]
     looked_up = [names.restore(f.expr) for f in term.factors if f.eval_method.name == "LOOKUP"]
     if looked_up and len(term.factors) == 1:
-        raise ValueError(f"the response {looked_up[0]!r} must be numeric")
+        raise InputError(f"the response {looked_up[0]!r} must be numeric")
     mm = formulaic_part(plan, names, source, keep)
     if mm.shape[1] != 1:
-        raise ValueError(f"the response must be one numeric column, got {mm.shape[1]}")
+        raise InputError(f"the response must be one numeric column, got {mm.shape[1]}")
     return np.asarray(mm, dtype=float)[:, 0], names.restore(str(mm.columns[0]))
 
 
@@ -253,7 +259,7 @@ def new_design_matrices(design: Design, newdata, need_random: bool):
         needed |= set(design.random_spec.required_variables) | {design.group_name}
     unknown = sorted(v for v in needed if v not in source.position)
     if unknown:
-        raise KeyError("newdata lacks column(s): " + ", ".join(unknown))
+        raise ColumnError("newdata lacks column(s): " + ", ".join(unknown))
     X = rebuild(design.fixed_spec, source, design.factor_levels)
     Z = rebuild(design.random_spec, source, {}) if need_random else None
     return X, Z

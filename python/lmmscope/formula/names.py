@@ -15,9 +15,22 @@ import io
 import keyword
 import re
 import tokenize as pytokenize
+from ..exceptions import InputError
 
 _PLACEHOLDER = re.compile(r"__lmmscope_([cp])(\d+)__")
 _BACKTICKED = re.compile(r"`([^`]*)`")
+_UNKNOWN = re.compile(r"__lmmscope_u(\d+)__")
+# terminal colour codes and the markers formulaic puts around the offending text
+_TERMINAL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\u29db\u29da]")
+
+
+def plain_message(text: str, names: "ColumnNames | None" = None) -> str:
+    """A message of formulaic (or any library) for a user: placeholders turned back into
+    column names, no terminal escape codes, on one line."""
+    text = str(text)
+    if names is not None:
+        text = names.restore(text)
+    return " ".join(_TERMINAL.sub(" ", text).split())
 
 
 def spelled(name: str) -> str:
@@ -73,7 +86,11 @@ class ColumnNames:
         def back(match):
             name = self.columns[int(match.group(2))]
             return name if match.group(1) == "c" else spelled(name)
-        return _PLACEHOLDER.sub(back, text)
+
+        def unknown(match):
+            j = int(match.group(1)) - 1
+            return self.unknown[j] if 0 <= j < len(self.unknown) else match.group(0)
+        return _UNKNOWN.sub(unknown, _PLACEHOLDER.sub(back, text))
 
     def referenced(self, text: str) -> list:
         """The data columns behind the placeholders in ``text``."""
@@ -106,7 +123,7 @@ class ColumnNames:
             tokens = [t for t in pytokenize.generate_tokens(io.StringIO(code).readline)
                       if t.type not in (pytokenize.NEWLINE, pytokenize.ENDMARKER, pytokenize.NL)]
         except (pytokenize.TokenError, SyntaxError, IndentationError) as exc:
-            raise ValueError(f"cannot parse {code!r} as Python code: {exc}") from None
+            raise InputError(f"cannot parse {code!r} as Python code: {exc}") from None
         edits, i = [], 0
         while i < len(tokens):
             step, edit = self._reference_at(tokens, i)

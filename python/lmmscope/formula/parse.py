@@ -16,12 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from ..exceptions import InputError, InputTypeError
 
 
 def tokenize(text: str):
     """formulaic's tokenizer (imported on first use: formulaic is a heavy import)."""
+    from formulaic.errors import FormulaicError
     from formulaic.parser.algos.tokenize import tokenize as formulaic_tokenize
-    return formulaic_tokenize(text)
+    from .names import plain_message
+    try:
+        return list(formulaic_tokenize(text))
+    except FormulaicError as exc:
+        raise InputError(f"cannot parse the formula {text!r}: {plain_message(exc)}") from None
 
 
 
@@ -44,7 +50,7 @@ def _strip_backticks(name: str) -> str:
 def parse_formula(formula: str) -> ParsedFormula:
     """Split a mixed-model formula into response, fixed, random and grouping parts."""
     if not isinstance(formula, str):
-        raise TypeError(f"formula must be a string, got {type(formula).__name__}")
+        raise InputTypeError(f"formula must be a string, got {type(formula).__name__}")
     return _parse(formula)
 
 
@@ -53,7 +59,7 @@ def _parse(formula: str) -> ParsedFormula:
     tokens = list(tokenize(formula))
     tildes = [t for t in tokens if t.kind.name == "OPERATOR" and t.token == "~"]
     if len(tildes) != 1:
-        raise ValueError(f"formula needs exactly one '~' separating response and predictors: {formula!r}")
+        raise InputError(f"formula needs exactly one '~' separating response and predictors: {formula!r}")
     # Locate top-level parenthesised groups and the '|' inside them.
     groups, depth, start, bars = [], 0, None, []
     for idx, tok in enumerate(tokens):
@@ -68,27 +74,27 @@ def _parse(formula: str) -> ParsedFormula:
         elif tok.kind.name == "OPERATOR" and tok.token in ("|", "||") and depth == 1:
             bars.append(idx)
     if not groups:
-        raise ValueError("formula has no random-effects term of the form '(z1 + z2 | cluster)': "
+        raise InputError("formula has no random-effects term of the form '(z1 + z2 | cluster)': "
                          f"{formula!r}")
     if len(groups) > 1:
-        raise ValueError("only one random-effects term with a single grouping factor is "
+        raise InputError("only one random-effects term with a single grouping factor is "
                          f"supported; the formula has {len(groups)}: {formula!r}")
     start, end, bars = groups[0]
     if len(bars) > 1:
-        raise ValueError("the random-effects term must contain exactly one '|'")
+        raise InputError("the random-effects term must contain exactly one '|'")
     bar = tokens[bars[0]]
     if bar.token == "||":
-        raise ValueError("'||' (uncorrelated random effects) is not supported; use '|'")
+        raise InputError("'||' (uncorrelated random effects) is not supported; use '|'")
     open_pos, close_pos = tokens[start].source_start, tokens[end].source_end
     random = formula[open_pos + 1:bar.source_start].strip()
     group = formula[bar.source_end + 1:close_pos].strip()
     group_tokens = [t for t in tokenize(group)] if group else []
     if len(group_tokens) != 1 or group_tokens[0].kind.name != "NAME":
-        raise ValueError(f"grouping factor must be a single column name, got {group!r}; "
+        raise InputError(f"grouping factor must be a single column name, got {group!r}; "
                          "nested or crossed grouping (a/b, a:b, several factors) is not supported")
     group = _strip_backticks(group_tokens[0].token)
     if not random:
-        raise ValueError("random-effects term has nothing before '|'; use (1 | group) for a random intercept")
+        raise InputError("random-effects term has nothing before '|'; use (1 | group) for a random intercept")
 
     # Remove the group and the operator joining it to the rest.
     left, right = formula[:open_pos].rstrip(), formula[close_pos + 1:].lstrip()
@@ -103,11 +109,11 @@ def _parse(formula: str) -> ParsedFormula:
     lhs, rhs = remainder.split("~", 1)
     lhs, rhs = lhs.strip(), rhs.strip()
     if not lhs:
-        raise ValueError("formula has no response on the left of '~'")
+        raise InputError("formula has no response on the left of '~'")
     if any(t.kind.name == "OPERATOR" and t.token in ("|", "||") for t in tokenize(rhs)) if rhs else False:
-        raise ValueError(f"unexpected '|' in the fixed-effects part {rhs!r}")
+        raise InputError(f"unexpected '|' in the fixed-effects part {rhs!r}")
     if syntax == "design" and right:
-        raise ValueError("in the design syntax the random-effects term must come last: "
+        raise InputError("in the design syntax the random-effects term must come last: "
                          "'y ~ x1 + x2 | (z1 | cluster)'")
     return ParsedFormula(response=lhs, fixed=rhs or "1", random=random, group=group, syntax=syntax)
 
@@ -148,7 +154,7 @@ def _split(rhs: str) -> tuple:
     if current:
         summands.append(_summand(rhs, sign, current))
     elif summands or sign != 1:
-        raise ValueError(f"formula ends with an operator: {rhs!r}")
+        raise InputError(f"formula ends with an operator: {rhs!r}")
     return tuple(summands)
 
 

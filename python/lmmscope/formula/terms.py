@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import NamedTuple
 
-from .names import ColumnNames
+from .names import ColumnNames, plain_message
 from .parse import Summand, split_summands
+from ..exceptions import InputError
 
 
 class Column(NamedTuple):
@@ -199,9 +200,9 @@ def _is_dot(summand: Summand) -> bool:
 
 def _check_dot(dot: Dot | None, sign: int) -> None:
     if dot is None:
-        raise ValueError("'.' is only allowed in the fixed-effects part of the formula")
+        raise InputError("'.' is only allowed in the fixed-effects part of the formula")
     if sign < 0:
-        raise ValueError("'- .' is not supported; remove columns one by one")
+        raise InputError("'- .' is not supported; remove columns one by one")
 
 
 def _summand_terms(summand: Summand, names: ColumnNames, is_numeric, dot) -> list:
@@ -226,9 +227,15 @@ def _column_term(name: str, names: ColumnNames, is_numeric):
 def _parsed_terms(summand: Summand, names: ColumnNames, is_numeric, dot) -> list:
     """formulaic's terms of a summand that is more than a column name."""
     from formulaic import Formula
+    from formulaic.errors import FormulaicError
     text = " ".join(_rewritten(tok, names, dot) for tok in summand.tokens)
     out = []
-    for term in Formula(text):
+    try:
+        parsed = Formula(text)
+    except (FormulaicError, ValueError, TypeError, SyntaxError) as exc:
+        raise InputError(f"cannot parse the formula term {names.restore(text)!r}: "
+                         + plain_message(exc, names)) from None
+    for term in parsed:
         if str(term) == "1":
             continue  # the intercept is decided at the top level
         factors = term.factors
@@ -247,7 +254,7 @@ def _rewritten(tok, names: ColumnNames, dot) -> str:
         return names.variable(tok.token)
     if kind == "PYTHON":
         if tok.token.replace(" ", "").startswith("offset("):
-            raise ValueError("offset() is not supported in Python formulas: subtract the offset "
+            raise InputError("offset() is not supported in Python formulas: subtract the offset "
                              "from the response (an LMM's fit is the same) and add it back to "
                              "predictions; the R package supports offset()")
         q = names.q_argument(tok.token)

@@ -14,6 +14,7 @@ import os
 
 from .dask import DaskSource, is_dask_dataframe
 from .parquet import ParquetSource
+from ..exceptions import InputError
 
 
 def is_external(data) -> bool:
@@ -24,7 +25,7 @@ def is_external(data) -> bool:
 def open_source(data, chunk_rows=None):
     if is_dask_dataframe(data):
         if chunk_rows is not None:
-            raise ValueError("chunk_rows applies to parquet files; a Dask DataFrame is read "
+            raise InputError("chunk_rows applies to parquet files; a Dask DataFrame is read "
                              "by partitions (repartition it to change their size)")
         return DaskSource(data)
     return ParquetSource(data, chunk_rows)

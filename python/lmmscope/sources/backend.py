@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..control import as_control
-from ..crossprod import ClusterStats, whiten_stats
+from ..crossprod import ClusterStats, WhitenedGramColumns, whiten_stats
 from ..profiled import rescale_z, z_column_scale
 from ..layouts import gram_fold_problems
 from ..selection import reduce_gram
@@ -45,6 +45,10 @@ class StatsBackend:
 
     def whitened(self, a):
         return whiten_stats(self.stats, a)
+
+    def whitened_gram(self, a):
+        """X_a'X_a by columns, for inference (as tuning.Data's)."""
+        return WhitenedGramColumns(self.stats, a)
 
     def cluster_Zt_Xbeta(self, beta) -> np.ndarray:
         """Z_i'X_i beta for every cluster, (clusters, q)."""

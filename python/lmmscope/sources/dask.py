@@ -10,6 +10,8 @@ key there (:mod:`.dask_backend`).
 
 from __future__ import annotations
 
+from ..exceptions import InputError
+
 
 def is_dask_dataframe(data) -> bool:
     module = type(data).__module__ or ""
@@ -26,7 +28,7 @@ class DaskSource:
         self.columns = [str(c) for c in ddf.columns]
         if len(set(self.columns)) != len(self.columns) or any(
                 not isinstance(c, str) for c in ddf.columns):
-            raise ValueError("the Dask DataFrame's columns must be distinct strings")
+            raise InputError("the Dask DataFrame's columns must be distinct strings")
 
     def describe(self) -> str:
         return f"Dask DataFrame with {self.ddf.npartitions} partitions"

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..exceptions import InputError
+
 from ..control import as_control
 from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
 from ..profiled import rescale_z, z_column_scale
@@ -187,8 +189,8 @@ class DaskStatsBackend:
         self._n_folds = 1 if fold_of_cluster is None else int(fold_of_cluster.max()) + 1
         self.n_groups, self.p = spec.group_labels.size, len(spec.names)
         q = len(spec.design.random_names)
+        self._spec, self._bucket_shift = spec, None
         self._buckets, self._gram = self._statistics_pass(spec, progress)
-        self._spec = spec
         # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
         # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
         self._raw_stats = self._client_stats(q)
@@ -249,10 +251,19 @@ class DaskStatsBackend:
             for fold in self._gram.folds:
                 moved_shift(shift_gram(fold, d, e), d, e)
             Zty -= Zt1 * e
+            self._bucket_shift = (d, e)
             self._buckets = self._source.persist(
                 [dask.delayed(shift_bucket)(bk, d, e) for bk in self._buckets])
         return ClientStats(ZtZ, np.zeros((n, q, 0)), Zty, total.XtX, total.Xty, total.yty,
                            sizes, **_shifts_of(total))
+
+    def __getstate__(self):
+        # The buckets are futures of this session's Client: unpickled they are gone or,
+        # worse, recomputed from a stale graph (an unshifted Z'X).  A pickled fit keeps
+        # its client-side statistics; :meth:`_on_buckets` rebuilds the buckets if needed.
+        state = self.__dict__.copy()
+        state["_buckets"] = None
+        return state
 
     def _whitened_at(self, a):
         """[total, fold 0, fold 1, ...] whitened statistics at a: one tree reduction."""
@@ -260,9 +271,9 @@ class DaskStatsBackend:
 
         if a not in self._whitened:
             folds = self._source.share(self._folds)
-            shares = [dask.delayed(whitened_shares)(bk, a, folds, self._n_folds, self.z_scale)
-                      for bk in self._buckets]
-            (reduced,) = self._source.compute(tree_reduce(shares, sum_whitened))
+            (reduced,) = self._on_buckets(lambda buckets: [tree_reduce(
+                [dask.delayed(whitened_shares)(bk, a, folds, self._n_folds, self.z_scale)
+                 for bk in buckets], sum_whitened)])
             if self._folds is None:
                 self._whitened = {a: [_plus_gram(self.stats, reduced[0])]}
             else:
@@ -274,16 +285,50 @@ class DaskStatsBackend:
     def whitened(self, a):
         return self._whitened_at(a)[0]
 
+    def whitened_gram(self, a):
+        """X_a'X_a, for inference (as tuning.Data's): whole, a tree reduction on the
+        workers (the client holds no Z'X to form its columns)."""
+        from ..nodewise import DenseGram
+        return DenseGram(self.whitened(a).gram)
+
     def cluster_Zt_Xbeta(self, beta) -> np.ndarray:
         """Z_i'X_i beta for every cluster (Z's columns scaled as ``stats``), computed on
         the workers: (clusters, q)."""
         import dask
 
         out = np.zeros((self.n_groups, self.stats.q))
-        for clusters, block in self._source.compute(
-                *[dask.delayed(cluster_Zt_Xbeta)(bk, beta) for bk in self._buckets]):
+        for clusters, block in self._on_buckets(
+                lambda buckets: [dask.delayed(cluster_Zt_Xbeta)(bk, beta) for bk in buckets]):
             out[clusters] = block
         return out / self.z_scale
+
+    def _on_buckets(self, tasks_of):
+        """compute(*tasks_of(buckets)).  The buckets are futures of the Client of the fit:
+        once it is closed, or in an unpickled fit, they are gone; then the statistics
+        pass runs again (on the active Client, else Dask's default scheduler), once."""
+        if self._buckets is not None:
+            try:
+                return self._source.compute(*tasks_of(self._buckets))
+            except Exception:  # noqa: BLE001  Dask raises several types for lost futures
+                pass
+        try:
+            self._buckets = self._rebuilt_buckets()
+            return self._source.compute(*tasks_of(self._buckets))
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(
+                "this Dask fit's per-cluster statistics were kept on the workers of a Client "
+                "that is gone (closed, or the fit was unpickled) and its Dask DataFrame "
+                f"cannot be read again ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]}); refit with an active Client") from None
+
+    def _rebuilt_buckets(self):
+        import dask
+
+        buckets, _gram = self._statistics_pass(self._spec, lambda message: None)
+        if self._bucket_shift is not None:
+            d, e = self._bucket_shift
+            buckets = self._source.persist([dask.delayed(shift_bucket)(bk, d, e) for bk in buckets])
+        return buckets
 
     def reduced(self, a, unpenalised, rows=None):
         if rows is not None:
@@ -313,8 +358,8 @@ class DaskStatsBackend:
         key = tuple(int(j) for j in columns)
         if key not in self._subsets:
             cols = np.asarray(key, dtype=np.int64)
-            parts = self._source.compute(*[dask.delayed(column_blocks)(bk, cols)
-                                           for bk in self._buckets])
+            parts = self._on_buckets(
+                lambda buckets: [dask.delayed(column_blocks)(bk, cols) for bk in buckets])
             ZtX = np.zeros((self.n_groups, self.stats.q, cols.size))
             for clusters, block in parts:
                 ZtX[clusters] = block

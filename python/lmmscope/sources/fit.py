@@ -22,6 +22,7 @@ from .backend import StatsBackend
 from .results import StreamedLmmResult, StreamedScopeResult
 from .spec import (PROTOTYPE_ROWS, FirstPass, StreamSpec, _complete_rows, first_pass_part,
                    light_columns, used_columns)
+from ..exceptions import InputError
 
 
 def _first_pass_mapper(used, group, index, frame):
@@ -48,7 +49,7 @@ def read_spec(source, formula, na_action, progress, light=True):
     chunk has no complete row to build the spec on (then a full pass 1 is needed).
     """
     if na_action not in ("omit", "fail"):
-        raise ValueError("na_action must be 'omit' or 'fail'")
+        raise InputError("na_action must be 'omit' or 'fail'")
     meta = _meta(source)
     used = used_columns(formula, meta)
     group = parse_formula(formula).group
@@ -116,10 +117,10 @@ def _checked(spec, backend, na_action, progress):
     """Row counts of the two passes agree; missing rows reported (or refused)."""
     dropped = backend.rows.n_dropped
     if backend.N + dropped != spec.n_rows + spec.n_dropped:
-        raise ValueError(f"the statistics pass read {backend.N + dropped} rows, the first "
+        raise InputError(f"the statistics pass read {backend.N + dropped} rows, the first "
                          f"pass {spec.n_rows + spec.n_dropped}: the data changed while being read")
     if dropped and na_action == "fail":
-        raise ValueError(f"{dropped} rows have missing values in the model's columns "
+        raise InputError(f"{dropped} rows have missing values in the model's columns "
                          "(na_action='fail')")
     if dropped:
         warnings.warn(f"lmmscope: dropped {dropped} rows with missing values (na.omit)",
@@ -154,6 +155,7 @@ def fit_scope(source, formula, *, k, a, always, criterion, k_max, cv_folds, a_gr
 
     def folds_for(spec):
         if _uses_cv(k, a):
+            checks.check_tuning_on_data(k, a, None, cv_folds, 0, 1, 0, spec.group_labels.size)
             return make_folds(spec.group_labels.size, cv_folds, random_state)
         return None
 

@@ -64,10 +64,3 @@ def cluster_scores(source, spec, backend, a, beta, progress):
     source.map_combine(spec.used, _chunk_scores, (spec, a, coef, directions, shifts), add,
                        progress, "inference pass (cluster scores)")
     return scores
-
-
-def pseudo_rows(G, n_obs):
-    """R with R'R = G / N (as lmmscope.inference.whitened_gram in Gram form)."""
-    vals, vecs = np.linalg.eigh(G / n_obs)
-    keep = vals > 1e-12 * max(vals.max(), 1e-300)
-    return (vecs[:, keep] * np.sqrt(vals[keep])).T

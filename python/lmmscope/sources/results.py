@@ -64,24 +64,13 @@ class StreamedScopeResult(_StreamedMethods, LmmScopeResult):
                          names, unpenalised, refit_columns, data=backend)
         self._source, self._spec = source, spec
 
-    def inference(self, terms=None, level: float = 0.95, adjust="bh", n_jobs=None,
-                  verbose=False, lasso_tol: float = 1e-8):
-        """As :meth:`LmmScopeResult.inference`; the cluster scores take one more pass over
-        the data (parquet files or the Dask DataFrame, which must still be readable)."""
+    def _inference_statistics(self, progress):
+        """As :meth:`LmmScopeResult._inference_statistics`; the cluster scores take one more
+        pass over the data (parquet files or the Dask DataFrame, which must still be
+        readable)."""
         from .. import inference as inf
-        from ..tuning import Progress
-        from .inference import cluster_scores, pseudo_rows
+        from .inference import cluster_scores
 
-        columns = self._term_indices(terms)
-        progress = Progress(verbose)
-        if self._inference_cache is None or self._inference_cache["tol"] != lasso_tol:
-            # the whitened Gram of the centred columns, carrying their centring so that
-            # debias reports the intercept on the original scale (as in memory)
-            G = inf._carrying_centring(self._data.whitened(self.a).gram, self._data.stats)
-            scores = cluster_scores(self._source, self._spec, self._data, self.a,
-                                    self.coef.to_numpy(), progress)
-            self._inference_cache = {"G": G, "R": pseudo_rows(G, self.nobs), "scores": scores,
-                                     "rows": {}, "tol": lasso_tol}
-        return inf.table_from_cache(self._inference_cache, self.names, columns,
-                                    self.coef.to_numpy(), self.nobs, self.ngroups - 1, level,
-                                    adjust, n_jobs, progress, lasso_tol)
+        return (inf.whitened_gram(self._data, self.a),
+                cluster_scores(self._source, self._spec, self._data, self.a,
+                               self.coef.to_numpy(), progress))

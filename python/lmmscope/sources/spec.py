@@ -25,7 +25,8 @@ from ..formula.columns import formulaic_part
 from ..formula.design import _columns_of, _plans
 from ..formula.names import ColumnNames
 from ..formula.terms import Column
-from ..frames import _numeric_dtype, as_source
+from ..frames import _numeric_dtype, as_source, factor_column
+from ..exceptions import ColumnError, InputError
 
 PROTOTYPE_ROWS = 1000  # complete rows kept from the first chunk: prototype and shift
 
@@ -38,7 +39,7 @@ def _planned(formula: str, table: pd.DataFrame):
     parsed = parse_formula(formula)
     names = ColumnNames(source.columns)
     if parsed.group not in names:
-        raise KeyError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
+        raise ColumnError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # build_design on the prototype warns, once
         plans = _plans(parsed, names, source)
@@ -53,7 +54,11 @@ def used_columns(formula: str, meta: pd.DataFrame) -> list:
     _source, parsed, _names, plans = _planned(formula, meta)
     needed = set(_columns_of(plans.response)) | set(_columns_of(plans.fixed)) \
         | set(_columns_of(plans.random)) | {parsed.group}
-    return [c for c in meta.columns if c in needed]
+    used = [c for c in meta.columns if c in needed]
+    for name in used:  # dates, complex numbers ...: refused by name, as in memory
+        if name != parsed.group and not _numeric_dtype(meta[name].dtype):
+            factor_column(meta[name], name)
+    return used
 
 
 def is_categorical(col: pd.Series) -> bool:
@@ -76,6 +81,9 @@ class FirstPassPart:
     levels: dict  # column -> distinct values among complete rows (categorical columns)
     infinite: list  # numeric columns holding +-inf
     head: pd.DataFrame  # first complete rows (prototype)
+    # column -> its categories, for Categorical columns: their order is the level order
+    # (R's factor levels), as in memory; other columns' levels are sorted
+    level_order: dict = field(default_factory=dict)
 
 
 def _complete_rows(frame: pd.DataFrame, used) -> np.ndarray:
@@ -93,17 +101,20 @@ def first_pass_part(index: int, frame: pd.DataFrame, used, group: str) -> FirstP
     frame = frame.rename(columns=str)
     complete = _complete_rows(frame, used)
     kept = frame[used] if complete.all() else frame.loc[complete, used]
-    levels, infinite = {}, []
+    levels, infinite, order = {}, [], {}
     for name in used:
         col = kept[name]
         if name != group and is_categorical(col):
+            factor_column(col, name)  # mixed types, dates ...: refused by name
             levels[name] = pd.unique(col.astype(object).to_numpy())
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                order[name] = list(col.cat.categories)
         elif pd.api.types.is_numeric_dtype(col) and col.dtype != bool:
             if np.isinf(col.to_numpy(dtype=float)).any():
                 infinite.append(name)
     return FirstPassPart(index, int(frame.shape[0]), int((~complete).sum()),
                          pd.unique(kept[group].to_numpy()), levels, infinite,
-                         kept.head(PROTOTYPE_ROWS))
+                         kept.head(PROTOTYPE_ROWS), order)
 
 
 @dataclass
@@ -118,8 +129,13 @@ class FirstPass:
     infinite: set = field(default_factory=set)
     head_index: int = -1
     head: pd.DataFrame | None = None
+    level_order: dict = field(default_factory=dict)
+    order_index: dict = field(default_factory=dict)
 
     def add(self, part: FirstPassPart) -> None:
+        for name, categories in part.level_order.items():  # the earliest chunk's order
+            if part.index < self.order_index.get(name, np.inf):
+                self.order_index[name], self.level_order[name] = part.index, categories
         self.n_rows += part.n_rows
         self.n_missing += part.n_missing
         self.n_parts += 1
@@ -139,10 +155,21 @@ def _sorted_distinct(arrays) -> np.ndarray:
     return np.unique(values)
 
 
+def _ordered_levels(values, categories) -> list:
+    """The distinct values: in the order of a Categorical's ``categories`` (those with
+    rows only, as in memory), else sorted (as formulaic sorts text levels)."""
+    distinct = list(_sorted_distinct(values))
+    if not categories:
+        return distinct
+    present = set(distinct)
+    ordered = [c for c in categories if c in present]
+    return ordered + [v for v in distinct if v not in set(ordered)]
+
+
 def _refuse_stateful(*specs):
     for spec in specs:
         if spec is not None and spec.transform_state:
-            raise ValueError(
+            raise InputError(
                 "data-dependent transforms (" + ", ".join(sorted(spec.transform_state))
                 + ") cannot be used with streamed or Dask data: their centre and scale "
                 "would come from one chunk; transform the column before fitting")
@@ -155,25 +182,29 @@ class StreamSpec:
                  provisional: bool = False):
         if summary.infinite:
             name = sorted(summary.infinite)[0]
-            raise ValueError(f"column {name!r} contains infinite values")
+            raise InputError(f"column {name!r} contains infinite values")
         # provisional: pass 1 read only the grouping and categorical columns; the rows
         # with missing values are counted, and the labels and levels checked, in pass 2.
         self.provisional = provisional
         if summary.n_missing and na_action == "fail":
-            raise ValueError(f"{summary.n_missing} rows have missing values in the model's "
+            raise InputError(f"{summary.n_missing} rows have missing values in the model's "
                              "columns (na_action='fail')")
         if summary.head is None:
-            raise ValueError("no rows left after removing missing values")
+            raise InputError("no rows left after removing missing values")
         self.used = used
         self.n_rows = summary.n_rows - summary.n_missing
         self.n_dropped = summary.n_missing
-        self.group_labels = _sorted_distinct(summary.groups)
-        self.levels = {name: [v for v in _sorted_distinct(vals)]
+        try:
+            self.group_labels = _sorted_distinct(summary.groups)
+        except TypeError:  # numbers in one chunk, text in another: no order between them
+            raise InputError("the grouping column mixes label types (numbers and text) across "
+                             "chunks or partitions; give it one type (e.g. .astype(str))") from None
+        self.levels = {name: _ordered_levels(vals, summary.level_order.get(name))
                        for name, vals in summary.levels.items()}
         prototype = summary.head.copy()
         for name, levels in self.levels.items():
             prototype[name] = pd.Categorical(prototype[name].astype(object), categories=levels)
-        self.design = build_design(formula, prototype, na_action="fail")
+        self.design = build_design(formula, prototype, na_action="fail", all_levels=True)
         self.design.n_dropped = summary.n_missing
         self._response_plan(formula, prototype)
         _refuse_stateful(self.design.fixed_spec.model_spec, self.design.random_spec.model_spec,
@@ -256,10 +287,10 @@ class StreamSpec:
                                ("Z", Z, self.design.random_names)):
             bad = ~np.isfinite(M).all(axis=0)
             if bad.any():
-                raise ValueError(f"{what} contains NaN or infinite values in column(s): "
+                raise InputError(f"{what} contains NaN or infinite values in column(s): "
                                  + ", ".join(n for n, b in zip(names, bad) if b))
         if not np.isfinite(y).all():
-            raise ValueError("the response contains NaN or infinite values")
+            raise InputError("the response contains NaN or infinite values")
         return X, y, Z, self.codes(frame[self.design.group_name].to_numpy())
 
     def codes(self, groups: np.ndarray) -> np.ndarray:
@@ -267,6 +298,6 @@ class StreamSpec:
         codes = np.searchsorted(self.group_labels, groups)
         codes = np.clip(codes, 0, self.group_labels.size - 1)
         if groups.size and not np.array_equal(self.group_labels[codes], groups):
-            raise ValueError("a chunk holds cluster labels not seen in the first pass: "
+            raise InputError("a chunk holds cluster labels not seen in the first pass: "
                              "the data changed while being read")
         return codes.astype(np.int64)
