@@ -111,3 +111,16 @@ def test_whitening_at_a_zero_is_the_plain_cross_products():
     assert w.trace_inv == 80
     w.gram[0, 0] = -1.0  # callers overwrite the Gram: it must not be the statistics' own
     assert stats.XtX[0, 0] > 0
+
+
+def test_row_form_gram_columns_stay_right_when_the_cache_is_emptied():
+    rng = np.random.default_rng(8)
+    R, y = rng.standard_normal((40, 9)), rng.standard_normal(40)
+    scale = rng.uniform(0.5, 2.0, 9)
+    loss = selection.QuadraticLoss(rows=R, response=y, column_scale=scale)
+    loss._max_gram_columns = 3  # a small store: every other request evicts
+    dense = (R / scale).T @ (R / scale)
+    for support in ([0, 4], [4, 7, 8], [1, 2], [8, 0, 4], [5]):
+        np.testing.assert_allclose(loss.gram_columns(np.array(support)), dense[:, support],
+                                   rtol=1e-12, atol=1e-12)
+        assert len(loss._gram_cache) <= max(3, len(support))

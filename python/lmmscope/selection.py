@@ -105,7 +105,8 @@ class QuadraticLoss:
         cache = self._gram_cache
         missing = [j for j in dict.fromkeys(s.tolist()) if j not in cache]
         if len(cache) + len(missing) > self._max_gram_columns:
-            for j in [j for j in cache if j not in set(s.tolist())]:
+            wanted = set(s.tolist())
+            for j in [j for j in cache if j not in wanted]:
                 del cache[j]
         if missing:
             block = self.rows.columns(np.asarray(missing, dtype=np.int64))
