@@ -157,12 +157,10 @@ def test_loss_with_column_scale_equals_loss_on_scaled_rows():
     for support in ([], [3], [1, 7, 10]):
         b = np.zeros(12)
         b[support] = rng.standard_normal(len(support))
-        _close(lazy.gradient(b), plain.gradient(b))
         assert lazy.rss(b) == pytest.approx(plain.rss(b), rel=1e-13)
         _close(lazy.solve_on(support), plain.solve_on(support))
         # the same support again, other coefficients: the caches must not answer stale values
         b[support] = rng.standard_normal(len(support))
-        _close(lazy.gradient(b), plain.gradient(b))
         assert lazy.rss(b) == pytest.approx(plain.rss(b), rel=1e-13)
     # the Gram's columns and blocks the search reads, computed from the rows
     _close(lazy.gram_columns(np.array([7, 1])), (R / scale).T @ (R / scale)[:, [7, 1]])

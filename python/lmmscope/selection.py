@@ -60,9 +60,8 @@ class QuadraticLoss:
                                  else np.asarray(column_scale, dtype=float))
             self.xty = rows.rmatvec(response) / self.column_scale if xty is None else xty
             self.yty = float(response @ response)
-            # A search asks for the same support's columns, fit and gradient several
-            # times in a row; each gradient is a pass over the rows.
-            self._last_columns = self._last_gradient = (None, None)
+            # A search asks for the same support's columns and fit several times in a row
+            self._last_columns = (None, None)
             self._solutions = {}  # support -> (coefficients on it, singular)
             # Gram columns X'x_j of the columns a search visits (one pass over the rows
             # each), at most ``_max_gram_columns`` of them
@@ -72,9 +71,6 @@ class QuadraticLoss:
             self.gram, self.xty, self.yty = gram, xty, float(yty)
             self._last_gram_columns = (None, None)
         self.p = self.xty.shape[0]
-
-    def value(self, b):
-        return 0.5 * self.rss(b)
 
     def columns(self, s):
         """Row form: the (scaled) columns ``s`` of X, an N x len(s) array (read only)."""
@@ -135,18 +131,6 @@ class QuadraticLoss:
             return float(r @ r)
         bs = b[s]
         return float(max(self.yty - 2 * self.xty[s] @ bs + bs @ self.gram_block(s) @ bs, 0.0))
-
-    def gradient(self, b):
-        s = np.flatnonzero(b)
-        if s.size == 0:
-            return -self.xty
-        if self.rows is not None:
-            key = s.tobytes() + b[s].tobytes()
-            if self._last_gradient[0] != key:
-                g = self.rows.rmatvec(self.columns(s) @ b[s]) / self.column_scale - self.xty
-                self._last_gradient = (key, g)
-            return self._last_gradient[1].copy()
-        return self.gram_columns(s) @ b[s] - self.xty
 
     def solve_on(self, support):
         """Exact least-squares coefficients restricted to ``support``.
