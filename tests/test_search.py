@@ -124,3 +124,20 @@ def test_row_form_gram_columns_stay_right_when_the_cache_is_emptied():
         np.testing.assert_allclose(loss.gram_columns(np.array(support)), dense[:, support],
                                    rtol=1e-12, atol=1e-12)
         assert len(loss._gram_cache) <= max(3, len(support))
+
+
+def test_perturbed_restarts_when_few_columns_are_left_outside():
+    """k close to p (fewer columns outside the support than a perturbation swaps): the
+    restarts still run and return a single-swap optimum."""
+    X, Z, y, groups, _beta = make_correlated(n=20, p=30, n_effects=4, seed=9)
+    codes, labels = encode_groups(groups)
+    stats = compute_cluster_stats(np.column_stack([np.ones(len(y)), X]), y,
+                                  Z / np.sqrt((Z ** 2).mean(axis=0)), codes, labels.size)
+    w = whiten_stats(stats, 2.0)
+    problem = selection.reduce_gram(w.gram.copy(), w.xty, w.yty, [0])  # the intercept
+    support = selection.best_subset(problem, 24, search_effort=4).support - 1
+    Xa, ya = dense_whitened(X, y, Z, groups, 2.0)
+    best = rss(Xa, ya, support)
+    swaps = [rss(Xa, ya, np.r_[np.delete(support, j), i])
+             for j in range(24) for i in np.setdiff1d(np.arange(30), support)]
+    assert min(swaps) >= best * (1 - RSS_RTOL)

@@ -486,9 +486,10 @@ def best_subset(problem: ReducedProblem, k: int, init_support=None,
 
 
 class _GramSupport:
-    """The least-squares fit of a Gram-form loss on one support S and what the exact
-    swap and splicing tests need: G[:, S], (G_SS)^{-1}, b_S, the gradient and the RSS.
-    Columns have unit norm (reduce_gram), so the diagonal of G is 1."""
+    """The least-squares fit of a loss on one support S and what the exact swap and
+    splicing tests need: the Gram's columns G[:, S] (the loss's ``gram_columns``, in Gram
+    or row form), (G_SS)^{-1}, b_S, the gradient X'r and the RSS.  Columns have unit
+    norm (the reductions scale them), so the diagonal of G is 1."""
 
     def __init__(self, loss: QuadraticLoss, support):
         self.support = np.asarray(support, dtype=np.int64)
@@ -540,7 +541,7 @@ def _top(score, exclude, count):
 
 
 def _local_search(loss: QuadraticLoss, k: int, start, max_iter: int = 100) -> _GramSupport:
-    """Splicing (swaps of c = 1..k columns chosen by the backward and forward
+    """Splicing (swaps of c = 1..5 columns chosen by the backward and forward
     sacrifices, as abess) alternated with exact single-swap exchange moves, from
     ``start`` until neither lowers the RSS: the result is a local optimum with respect
     to every single swap."""
@@ -591,7 +592,10 @@ def _splice_step(loss, fit, k, tol):
         rss = _support_rss(loss, support)
         if rss < best_rss:
             best, best_rss = support, rss
-    return None if best is None else _GramSupport(loss, best)
+    if best is None:
+        return None
+    fit_best = _GramSupport(loss, best)  # its RSS again, by Cholesky (near-singular blocks)
+    return fit_best if fit_best.rss < fit.rss - tol else None
 
 
 # Restarts run for support sizes up to this many per unit of search effort.
@@ -644,7 +648,9 @@ def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) 
     rng = np.random.default_rng(k)
     for _ in range(max(restarts - 1, 0)):
         pool = _top(np.abs(best.gradient), best.support, 2 * k)
-        out = rng.choice(k, size=max(1, k // 2), replace=False)
+        if pool.size == 0:
+            break
+        out = rng.choice(k, size=min(max(1, k // 2), pool.size), replace=False)
         support = best.support.copy()
         support[out] = rng.choice(pool, size=out.size, replace=False)
         fit = _local_search(loss, k, np.sort(support))
