@@ -1,4 +1,4 @@
-"""Default fits of two lmmscope source trees, timed alternately in one run.
+"""Fits of two lmmscope source trees (default, or --k / --a fixed), timed alternately in one run.
 
     python bench/vs_commit.py OLD_PYTHON_DIR NEW_PYTHON_DIR [--pairs 7] [--designs seed,p1000,...]
 
@@ -34,7 +34,9 @@ WORKER = textwrap.dedent(r"""
     sys.stdout = sys.stderr
     data = {}
     for line in sys.stdin:
-        name, front, path = line.split()
+        name, front, path, k, a = line.split()
+        settings = {key: (None if v == "None" else int(v) if key == "k" else float(v))
+                    for key, v in (("k", k), ("a", a))}
         if name not in data:
             with open(path, "rb") as f:
                 X, Zs, y, groups = pickle.load(f)
@@ -45,10 +47,10 @@ WORKER = textwrap.dedent(r"""
         X, Zs, y, groups, frame, formula = data[name]
         t0 = time.perf_counter()
         if front == "arrays":
-            fit = lmmscope.LmmScope().fit(X, y, Z=Zs, groups=groups)
+            fit = lmmscope.LmmScope(**settings).fit(X, y, Z=Zs, groups=groups)
             support = sorted(int(j) for j in fit.support_)
         else:
-            fit = lmmscope.lmm_scope(formula, frame)
+            fit = lmmscope.lmm_scope(formula, frame, **settings)
             support = sorted(str(s) for s in fit.support)
         elapsed = time.perf_counter() - t0
         out.write(repr((elapsed, support)) + "\n")
@@ -85,8 +87,8 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER, os.path.abspath(source)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def fit(self, name, front, path):
-        self.proc.stdin.write(f"{name} {front} {path}\n")
+    def fit(self, name, front, path, k=None, a=None):
+        self.proc.stdin.write(f"{name} {front} {path} {k} {a}\n")
         self.proc.stdin.flush()
         return eval(self.proc.stdout.readline())  # noqa: S307 - our own worker's repr
 
@@ -102,6 +104,8 @@ def main():
     parser.add_argument("--pairs", type=int, default=7)
     parser.add_argument("--designs", default="seed,p1000,p1000-unbalanced,p10000")
     parser.add_argument("--fronts", default="arrays,formula")
+    parser.add_argument("--k", type=int, default=None, help="a fixed k (default: tuned)")
+    parser.add_argument("--a", type=float, default=None, help="a fixed a (default: tuned)")
     args = parser.parse_args()
     wanted = args.designs.split(",")
     env_note = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
@@ -113,18 +117,19 @@ def main():
                 with open(paths[name], "wb") as f:
                     pickle.dump(arrays, f)
         old, new = Worker(args.old), Worker(args.new)
-        print(f"old = {args.old}, new = {args.new}, {args.pairs} alternating pairs "
+        print(f"k = {args.k}, a = {args.a} (None: tuned); "
+              f"old = {args.old}, new = {args.new}, {args.pairs} alternating pairs "
               f"after one warm-up each (OPENBLAS_THREAD_TIMEOUT={env_note})")
         print(f"{'design':<18} {'front':<8} {'old s':>8} {'new s':>8} {'new/old':>8}  supports")
         for name in wanted:
             for front in args.fronts.split(","):
-                old.fit(name, front, paths[name])
-                new.fit(name, front, paths[name])
+                old.fit(name, front, paths[name], args.k, args.a)
+                new.fit(name, front, paths[name], args.k, args.a)
                 t_old, t_new = [], []
                 for _ in range(args.pairs):
-                    e, s_old = old.fit(name, front, paths[name])
+                    e, s_old = old.fit(name, front, paths[name], args.k, args.a)
                     t_old.append(e)
-                    e, s_new = new.fit(name, front, paths[name])
+                    e, s_new = new.fit(name, front, paths[name], args.k, args.a)
                     t_new.append(e)
                 mo, mn = float(np.median(t_old)), float(np.median(t_new))
                 same = "same" if s_old == s_new else f"old {s_old} new {s_new}"

@@ -480,9 +480,7 @@ def best_subset(problem: ReducedProblem, k: int, init_support=None,
         b = loss.solve_on(np.arange(loss.p))
     else:
         b = _gram_search(loss, k, init_support, search_effort)
-    support_local = np.flatnonzero(b)
-    coef = problem.recover(b / problem.scale)
-    return PathStep(k=k, support=problem.penalised[support_local], coef=coef, rss=loss.rss(b))
+    return _path_step(problem, k, b)
 
 
 class _GramSupport:
@@ -670,7 +668,13 @@ def _coefficients(loss: QuadraticLoss, fit: _GramSupport) -> np.ndarray:
 
 def selection_path(problem: ReducedProblem, ks, progress=None,
                    search_effort: int = SEARCH_EFFORT):
-    """Best subsets for each k in ``ks`` (increasing), warm-started from the last."""
+    """Best subsets for each k in ``ks`` (increasing), warm-started from the last; with
+    ``search_effort`` >= 1 then a backward sweep: each k's search again from the next
+    k's support less its weakest column (a larger model can hold effects that only
+    enter together), kept where it lowers the RSS."""
+    ks = [int(k) for k in ks]
+    if search_effort >= 1 and len(ks) == 1 and ks[0] >= 1:
+        return _fixed_k(problem, ks[0], progress, search_effort)
     steps = []
     warm = None
     with one_blas_thread():  # splicing steps are k-column products and k x k solves
@@ -679,9 +683,51 @@ def selection_path(problem: ReducedProblem, ks, progress=None,
             local = np.searchsorted(problem.penalised, step.support)
             warm = local if len(local) else None
             steps.append(step)
-            if progress is not None:
-                progress(step)
+        if search_effort >= 1:
+            _backward_sweep(problem, steps)
+    if progress is not None:
+        for step in steps:
+            progress(step)
     return steps
+
+
+def _fixed_k(problem: ReducedProblem, k: int, progress, search_effort: int):
+    """A fixed k: the better of its own search and the path k = 0..k + 3 with the
+    backward sweep (a support holding effects that only enter together is reached from
+    a larger model)."""
+    with one_blas_thread():
+        own = best_subset(problem, k, search_effort=search_effort)
+    sizes = range(0, min(k + 3, problem.loss.p) + 1)
+    step = selection_path(problem, sizes, search_effort=search_effort)[k]
+    step = step if step.rss < own.rss else own
+    if progress is not None:
+        progress(step)
+    return [step]
+
+
+def _backward_sweep(problem: ReducedProblem, steps) -> None:
+    """Replace steps[i] by the local search from steps[i + 1]'s support less its
+    weakest column (exact RSS rise of dropping it), from the largest k down, where
+    consecutive sizes allow and the RSS drops."""
+    loss = problem.loss
+    tol = 1e-10 * max(loss.yty, 1e-300)
+    for i in range(len(steps) - 2, -1, -1):
+        k, larger = steps[i].k, steps[i + 1]
+        if larger.k != k + 1 or k < 1 or math.comb(loss.p, k) <= ENUMERATION_LIMIT:
+            continue
+        above = _GramSupport(loss, np.searchsorted(problem.penalised, larger.support))
+        if not above.ok:
+            continue
+        weakest = int(np.argmin(above.coef ** 2 / np.diag(above.inverse)))
+        fit = _local_search(loss, k, np.delete(above.support, weakest))
+        if fit.ok and fit.rss < steps[i].rss - tol:
+            steps[i] = _path_step(problem, k, _coefficients(loss, fit))
+
+
+def _path_step(problem: ReducedProblem, k: int, b: np.ndarray) -> PathStep:
+    """The path's record of the penalised coefficients ``b`` (unit-norm scale)."""
+    return PathStep(k=k, support=problem.penalised[np.flatnonzero(b)],
+                    coef=problem.recover(b / problem.scale), rss=problem.loss.rss(b))
 
 
 def information_criteria(rss, k, n_unpenalised, n_obs, p_candidates, ebic_gamma=1.0):
