@@ -684,7 +684,7 @@ def selection_path(problem: ReducedProblem, ks, progress=None,
             warm = local if len(local) else None
             steps.append(step)
         if search_effort >= 1:
-            _backward_sweep(problem, steps)
+            _backward_sweep(problem, steps, RESTART_K * search_effort)
     if progress is not None:
         for step in steps:
             progress(step)
@@ -705,15 +705,17 @@ def _fixed_k(problem: ReducedProblem, k: int, progress, search_effort: int):
     return [step]
 
 
-def _backward_sweep(problem: ReducedProblem, steps) -> None:
+def _backward_sweep(problem: ReducedProblem, steps, k_most: int) -> None:
     """Replace steps[i] by the local search from steps[i + 1]'s support less its
-    weakest column (exact RSS rise of dropping it), from the largest k down, where
-    consecutive sizes allow and the RSS drops."""
+    weakest column (exact RSS rise of dropping it), from k = ``k_most`` down (as the
+    restarts: the sizes a criterion picks), where consecutive sizes allow and the RSS
+    drops."""
     loss = problem.loss
     tol = 1e-10 * max(loss.yty, 1e-300)
     for i in range(len(steps) - 2, -1, -1):
         k, larger = steps[i].k, steps[i + 1]
-        if larger.k != k + 1 or k < 1 or math.comb(loss.p, k) <= ENUMERATION_LIMIT:
+        if (larger.k != k + 1 or not 1 <= k <= k_most
+                or math.comb(loss.p, k) <= ENUMERATION_LIMIT):
             continue
         above = _GramSupport(loss, np.searchsorted(problem.penalised, larger.support))
         if not above.ok:
