@@ -146,7 +146,7 @@ lmm <- function(formula, data, REML = TRUE, subset, weights, na.action, offset,
 #' for lmer), passed to \code{lmm_scope(control = )} and \code{lmm(control = )};
 #' the core checks the names and values. Fields: \code{gram_limit} (above this
 #' many columns the p x p Gram is not formed), \code{single_problem_rows_bytes},
-#' \code{screen_size} (screening above this many candidates),
+#' \code{search_effort} (extra starts of the best-subset search, default 1),
 #' \code{unit_free_z} (scale Z's columns to unit root mean square in the working
 #' covariance, default \code{TRUE}), \code{a_relative_tol} and \code{max_a_iter}
 #' (the iteration of \code{a}), \code{optimizer_ftol}, \code{optimizer_gtol},
@@ -159,11 +159,11 @@ lmm <- function(formula, data, REML = TRUE, subset, weights, na.action, offset,
 #' @return A list of class \code{lmm_scope_control}.
 #' @export
 #' @examples
-#' lmm_scope_control(screen_size = 1000, unit_free_z = FALSE)
+#' lmm_scope_control(search_effort = 2, unit_free_z = FALSE)
 lmm_scope_control <- function(...) {
   values <- list(...)
   if (length(values) && (is.null(names(values)) || any(!nzchar(names(values))))) {
-    stop("lmm_scope_control() takes named options, e.g. lmm_scope_control(screen_size = 1000)",
+    stop("lmm_scope_control() takes named options, e.g. lmm_scope_control(search_effort = 2)",
          call. = FALSE)
   }
   bad <- !vapply(values, function(v) (is.numeric(v) || is.logical(v)) && length(v) == 1L &&

@@ -115,13 +115,13 @@ def test_control_from_r_becomes_the_core_control_with_clear_errors():
     from lmmscope.control import Control
 
     # R sends whole numbers as doubles: int fields get ints back
-    control = rbridge._control({"screen_size": 100.0, "unit_free_z": False, "a_relative_tol": 0.05})
-    assert control == Control(screen_size=100, unit_free_z=False, a_relative_tol=0.05)
-    assert isinstance(control.screen_size, int)
+    control = rbridge._control({"search_effort": 2.0, "unit_free_z": False, "a_relative_tol": 0.05})
+    assert control == Control(search_effort=2, unit_free_z=False, a_relative_tol=0.05)
+    assert isinstance(control.search_effort, int)
     assert rbridge._control(None) is None
     with pytest.raises(ValueError, match="unknown control option\\(s\\) nope; lmm_scope_control"):
         rbridge._control({"nope": 1})
-    with pytest.raises(ValueError, match=r"Control\(screen_size=2.5\): must be an integer >= 1"):
-        rbridge._control({"screen_size": 2.5})
+    with pytest.raises(ValueError, match=r"Control\(search_effort=2.5\): must be an integer >= 0"):
+        rbridge._control({"search_effort": 2.5})
     with pytest.raises(ValueError, match=r"Control\(unit_free_z=1.0\): must be True or False"):
         rbridge._control({"unit_free_z": 1.0})

@@ -74,13 +74,27 @@ def test_sleepstudy_trap_with_50_noise_columns():
         data[f"noise{j}"] = np.random.default_rng(100 + j).standard_normal(len(data))
     fit = lmmscope.lmm_scope("Reaction ~ . + (Days | Subject)", data, penalize_random_slopes=True)
     assert fit.support == ["Days"]
-    # On the raw Z (Days in days) the first start settles on the empty support, the trap;
-    # the a = 0 start finds Days and the refitted-likelihood comparison overrules it.
+    # On the raw Z (Days in days) a start at the unpenalised model's REML ratio settles on
+    # the empty support, the trap; the a = 0 start finds Days, and at its own REML ratio
+    # again (stable), so the trap start does not run; forced to run, the
+    # refitted-likelihood comparison overrules it.
     raw = lmmscope.lmm_scope("Reaction ~ . + (Days | Subject)", data, penalize_random_slopes=True,
                              control=lmmscope.Control(unit_free_z=False))
     assert raw.support == ["Days"]
     history = raw.a_history
-    assert set(history["start"]) >= {"unpenalised REML", "a = 0", "refitted likelihood"}
+    assert list(dict.fromkeys(history["start"])) == ["a = 0", "refitted likelihood"]
+    assert set(map(len, history["support"])) == {1}  # Days, at every step
+    from lmmscope import tuning
+    stable = tuning._stable
+    try:
+        tuning._stable = lambda history, label: False
+        forced = lmmscope.lmm_scope("Reaction ~ . + (Days | Subject)", data,
+                                    penalize_random_slopes=True,
+                                    control=lmmscope.Control(unit_free_z=False))
+    finally:
+        tuning._stable = stable
+    assert forced.support == ["Days"]
+    history = forced.a_history
     first = history[history["start"] == "unpenalised REML"]
     assert first["support"].map(len).iloc[-1] == 0
     assert (first["refit_criterion"] > history["refit_criterion"].min() + 5).all()

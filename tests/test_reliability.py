@@ -136,7 +136,7 @@ def test_predict_matches_dataframe_columns_by_name(estimator, arrays):
     ("unit_free_z", "no", "True or False, got str"),
     ("gram_limit", -1, "an integer >= 0"),
     ("gram_limit", "big", "an integer >= 0, got str"),
-    ("screen_size", 0, "an integer >= 1"),
+    ("search_effort", -1, "an integer >= 0"),
     ("a_relative_tol", -1, "a finite number > 0"),
     ("max_a_iter", 0, "an integer >= 1"),
     ("optimizer_maxiter", 0, "an integer >= 1"),

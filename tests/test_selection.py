@@ -182,30 +182,23 @@ def test_single_problem_rows_equal_gram():
     np.testing.assert_allclose(rows_fit.coef, gram_fit.coef, atol=1e-9)
 
 
-def test_screened_splicing_matches_full_search(monkeypatch):
-    """Above SCREEN_SIZE columns skscope runs on a screened set grown by a splicing
-    test on all columns; along the whole k path it finds subsets at least as good as the
-    search on all columns (the same subsets where their objectives tie)."""
+def test_row_form_search_matches_the_gram_form():
+    """The search on whitened rows (Gram columns X'x_j computed as it visits them) and on
+    the whitened Gram find the same subsets along the whole k path."""
     from lmmscope import selection
-    from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_stats
+    from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_rows, whiten_stats
     X, Zs, y, groups, beta = make_unbalanced(n=60, p=150, q=2, seed=21)
     X[:, 40] = X[:, 1] + 0.3 * X[:, 40]  # a close competitor of a true column
     codes, labels = encode_groups(groups)
-    w = whiten_stats(compute_cluster_stats(X, y, Zs, codes, labels.size), 1.5)
-    problem = selection.reduce_gram(w.gram, w.xty, w.yty, [])
-    full = selection.selection_path(problem, range(12))
-    grown = []
-    original = selection.QuadraticLoss.restricted
-    monkeypatch.setattr(selection.QuadraticLoss, "restricted",
-                        lambda self, cols: grown.append(len(cols)) or original(self, cols))
-    screened = selection.selection_path(problem, range(12), screen_size=Control().updated(
-        screen_size=8).screen_size)
-    assert max(grown) > 8  # the screen had to grow at least once
-    for a, b in zip(full, screened):
-        assert b.rss <= a.rss * (1 + 1e-10)
-        if b.rss == pytest.approx(a.rss, rel=1e-10):
-            assert list(a.support) == list(b.support)
-    assert list(full[3].support) == [1, 5, 10]
+    stats = compute_cluster_stats(X, y, Zs, codes, labels.size)
+    Xa, ya = whiten_rows(X, y, Zs, codes, labels.size, 1.5, stats=stats)
+    rows = selection.selection_path(selection.reduce_rows(Xa, ya, []), range(12))
+    w = whiten_stats(stats, 1.5)
+    gram = selection.selection_path(selection.reduce_gram(w.gram, w.xty, w.yty, []), range(12))
+    for a, b in zip(rows, gram):
+        assert list(a.support) == list(b.support)
+        assert a.rss == pytest.approx(b.rss, rel=1e-10)
+    assert list(rows[3].support) == [1, 5, 10]
 
 
 GUARD_SCRIPT = """
@@ -214,18 +207,18 @@ from lmmscope import selection
 from lmmscope.simulate import make_data
 X, Z, Zs, y, beta, _ = make_data(m=10, n=40, p=60, q=2, seed=0)
 calls = {"n": 0}
-real = selection.QuadraticLoss.gradient
-def interrupted(self, b):
+real = selection.QuadraticLoss.gram_columns
+def interrupted(self, s):
     calls["n"] += 1
-    if calls["n"] == 3:
+    if calls["n"] == 1:
         raise {exc}
-    return real(self, b)
-selection.QuadraticLoss.gradient = interrupted
+    return real(self, s)
+selection.QuadraticLoss.gram_columns = interrupted
 try:
     lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
 except {exc} as err:
     print("raised", type(err).__name__)
-selection.QuadraticLoss.gradient = real
+selection.QuadraticLoss.gram_columns = real
 est = lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
 print("support", sorted(est.support_.tolist()))
 """
@@ -233,9 +226,9 @@ print("support", sorted(est.support_.tolist()))
 
 @pytest.mark.parametrize("exc", ["KeyboardInterrupt", "MemoryError"])
 def test_an_exception_inside_the_search_reaches_the_caller_without_aborting(exc):
-    """skscope's C++ core aborts the process when a Python callback raises (Ctrl-C in an R
-    session or a notebook would kill it): the exception is re-raised after the search
-    instead, and the process goes on to fit again."""
+    """An exception inside the search (Ctrl-C in an R session or a notebook) reaches the
+    caller, and the process goes on to fit again (skscope's C++ core, the search before,
+    aborted the process)."""
     import subprocess
     import sys
 

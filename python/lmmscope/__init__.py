@@ -1,7 +1,7 @@
 """lmmscope: sparse fixed-effect selection in high-dimensional linear mixed models.
 
 The quasi-likelihood estimator of Li, Cai and Li (2022): whiten each cluster by
-Sigma_a = a Z_i Z_i' + I, then best-subset selection with skscope's ScopeSolver;
+Sigma_a = a Z_i Z_i' + I, then best-subset selection (splicing and exchange moves);
 variance components and random effects on the selected model by (RE)ML as lme4.
 """
 

@@ -258,7 +258,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
         e.g. ``Days`` in ``Reaction ~ . + (Days | Subject)``) unpenalised, like the
         intercept: lme4's hierarchy habit, and a guard against whitening a fixed slope
         away into its random slope.  True lets the selection drop such columns.
-    control : a :class:`lmmscope.Control` (Gram limit, screening size, a-iteration and
+    control : a :class:`lmmscope.Control` (Gram limit, search effort, a-iteration and
         optimiser tolerances, lme4's convergence-check tolerances); None: defaults.
 
     Returns

@@ -57,7 +57,7 @@ class Rule:
 RULES = {
     "gram_limit": Rule("int", 0),
     "single_problem_rows_bytes": Rule("int", 0),
-    "screen_size": Rule("int", 1),
+    "search_effort": Rule("int", 0),
     "unit_free_z": Rule("bool"),
     "a_relative_tol": Rule("float", 0, open_low=True),
     "max_a_iter": Rule("int", 1),
@@ -79,8 +79,11 @@ class Control:
       single_problem_rows_bytes: one selection (k and a both fixed) runs on whitened
         rows up to this many bytes of X (tens of O(Np) gradients cost less than the
         O(Np^2) Gram).
-      screen_size: above this many candidate columns, skscope's splicing runs on a
-        screened set grown until no outside column passes the splicing test.
+      search_effort: extra starts of the best-subset search at each k (an integer >= 0;
+        up to 2,000 subsets of size k are enumerated instead):
+        0 only the warm start from the previous k; 1 (default) also the marginal
+        ranking; each further one a perturbation of the best support found; the
+        restarts run for k <= 10 x search_effort.
     Proxy covariance:
       unit_free_z: True (default): Sigma_a = a Z~ Z~' + I with Z~ = Z's columns divided by
         their root mean square, so a, the support and the coefficients do not depend on
@@ -101,7 +104,7 @@ class Control:
 
     gram_limit: int = 4000
     single_problem_rows_bytes: int = 2**28
-    screen_size: int = 500
+    search_effort: int = 1
     unit_free_z: bool = True
     a_relative_tol: float = 1e-2
     max_a_iter: int = 6

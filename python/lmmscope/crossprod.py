@@ -674,6 +674,10 @@ def whiten_stats(stats: ClusterStats, a: float, chunk_bytes: int = 16 * 2**20) -
     """
     if stats.XtX is None:
         raise ValueError("these statistics were computed without the p x p Gram matrix")
+    if a == 0:  # Sigma_0 = I: the cross-products themselves (a fresh Gram: callers overwrite it)
+        return WhitenedStats(a=0.0, gram=stats.XtX.copy(), xty=stats.Xty.copy(),
+                             yty=float(stats.yty), trace_inv=float(stats.sizes.sum()),
+                             n_obs=stats.n_obs)
     n, q, p = stats.ZtX.shape
     L, Linv = cluster_factors(stats.ZtZ, a)
     correction = np.zeros((p, p))

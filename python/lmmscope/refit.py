@@ -98,11 +98,28 @@ class Refitter:
         cached = self._cache.get(key)
         if cached is None or (check and not cached.info.get("checked", False)):
             stats = self.subset_stats(key[0])
-            theta0 = None if cached is None else cached.theta
+            # the other method's optimum on these columns is close (ML and REML differ
+            # by O(p / N)): a start there replaces the multi-start's eight evaluations
+            other = self._cache.get((key[0], not key[1])) or self._nearby(key[0])
+            theta0 = cached.theta if cached is not None else (
+                None if other is None else other.theta)
             cached = fit_theta(stats, reml, theta0=theta0, control=self.control, check=check)
             cached.info["checked"] = check
             self._cache[key] = cached
         return cached
+
+    def _nearby(self, columns):
+        """A cached fit on columns that differ from ``columns`` by at most two (a
+        neighbour on the selection path): theta barely moves when a fixed column comes
+        or goes, so its optimum replaces the multi-start (the basin it guards against
+        comes from the fixed part changing wholesale, e.g. no intercept)."""
+        wanted = set(columns)
+        best = None
+        for (cols, _reml), fit in self._cache.items():
+            differ = len(wanted.symmetric_difference(cols))
+            if differ <= 2 and (best is None or differ < best[0]):
+                best = (differ, fit)
+        return None if best is None else best[1]
 
     def variance_ratio(self, columns) -> float:
         """a = tr(Psi S) / (sigma^2 tr S), S = sum_i Z_i'Z_i, from the REML fit on ``columns``:

@@ -1,14 +1,16 @@
-"""Best-subset selection of fixed effects on whitened statistics, with skscope.
+"""Best-subset selection of fixed effects on whitened statistics.
 
 The quasi-likelihood loss ||y_a - X_a beta||^2 / (2 tr(Sigma_a^{-1})) is a quadratic
 in beta.  Unpenalised columns (intercept, forced-in terms) are profiled out first
 (a Schur complement), the remaining columns are scaled to unit whitened norm so the
-splicing search is scale-invariant, and skscope's ``ScopeSolver`` searches supports
-while a closed-form least-squares solve replaces its generic numeric optimiser.
+search is scale-invariant, and supports are searched by splicing (the algorithm of
+abess and skscope, Zhu et al. 2020, PNAS 117:33117) alternated with exact single-swap
+exchange moves, with closed-form least-squares solves on the Gram's columns.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
@@ -58,19 +60,17 @@ class QuadraticLoss:
                                  else np.asarray(column_scale, dtype=float))
             self.xty = rows.rmatvec(response) / self.column_scale if xty is None else xty
             self.yty = float(response @ response)
-            self._diag = None  # computed when asked for (skscope's Hessian only)
-            # A search asks for the same support's columns, fit and gradient several
-            # times in a row; each gradient is a pass over the rows.
-            self._last_columns = self._last_gradient = (None, None)
+            # A search asks for the same support's columns and fit several times in a row
+            self._last_columns = (None, None)
             self._solutions = {}  # support -> (coefficients on it, singular)
+            # Gram columns X'x_j of the columns a search visits (one pass over the rows
+            # each), at most ``_max_gram_columns`` of them
+            self._gram_cache = {}
+            self._max_gram_columns = max(64, 2**26 // (8 * max(self.xty.shape[0], 1)))
         else:
             self.gram, self.xty, self.yty = gram, xty, float(yty)
-            self._diag = (np.diag(gram) if isinstance(gram, np.ndarray) else gram.diagonal).copy()
             self._last_gram_columns = (None, None)
         self.p = self.xty.shape[0]
-
-    def value(self, b):
-        return 0.5 * self.rss(b)
 
     def columns(self, s):
         """Row form: the (scaled) columns ``s`` of X, an N x len(s) array (read only)."""
@@ -82,11 +82,14 @@ class QuadraticLoss:
         return self._last_columns[1]
 
     def gram_columns(self, s):
-        """Gram form: columns ``s`` of the Gram (p x len(s)); an operator's (one with
-        ``columns`` and ``diagonal``, see :class:`ReducedGramColumns`) are computed once
-        for the last support asked."""
+        """Columns ``s`` of the Gram X'X (p x len(s)).  Gram form: an operator's (one
+        with ``columns`` and ``diagonal``, see :class:`ReducedGramColumns`) are computed
+        once for the last support asked.  Row form: X'x_j, one pass over the rows for
+        each column not seen before."""
+        if self.rows is not None:
+            return self._row_gram_columns(np.asarray(s, dtype=np.int64))
         if isinstance(self.gram, np.ndarray):
-            return self.gram[:, s]
+            return self.gram[s].T  # symmetric: rows are gathered faster than columns
         key = np.asarray(s, dtype=np.int64).tobytes()
         if self._last_gram_columns[0] != key:
             block = self.gram.columns(s)
@@ -94,8 +97,28 @@ class QuadraticLoss:
             self._last_gram_columns = (key, block)
         return self._last_gram_columns[1]
 
+    def _row_gram_columns(self, s):
+        cache = self._gram_cache
+        missing = [j for j in dict.fromkeys(s.tolist()) if j not in cache]
+        if len(cache) + len(missing) > self._max_gram_columns:
+            wanted = set(s.tolist())
+            for j in [j for j in cache if j not in wanted]:
+                del cache[j]
+        if missing:
+            block = self.rows.columns(np.asarray(missing, dtype=np.int64))
+            for at, j in enumerate(missing):
+                cache[j] = self.rows.rmatvec(block[:, at]) / (self.column_scale
+                                                              * self.column_scale[j])
+        out = np.empty((self.p, s.size))
+        for at, j in enumerate(s.tolist()):
+            out[:, at] = cache[j]
+        return out
+
     def gram_block(self, s):
-        """Gram form: the block (s, s) of the Gram, symmetric."""
+        """The block (s, s) of the Gram, symmetric (row form: from the k columns)."""
+        if self.rows is not None:
+            block = self.columns(np.asarray(s, dtype=np.int64))
+            return block.T @ block
         if isinstance(self.gram, np.ndarray):
             return self.gram[np.ix_(s, s)]
         block = self.gram.block(s) if hasattr(self.gram, "block") else self.gram_columns(s)[s]
@@ -108,42 +131,6 @@ class QuadraticLoss:
             return float(r @ r)
         bs = b[s]
         return float(max(self.yty - 2 * self.xty[s] @ bs + bs @ self.gram_block(s) @ bs, 0.0))
-
-    def gradient(self, b):
-        s = np.flatnonzero(b)
-        if s.size == 0:
-            return -self.xty
-        if self.rows is not None:
-            key = s.tobytes() + b[s].tobytes()
-            if self._last_gradient[0] != key:
-                g = self.rows.rmatvec(self.columns(s) @ b[s]) / self.column_scale - self.xty
-                self._last_gradient = (key, g)
-            return self._last_gradient[1].copy()
-        return self.gram_columns(s) @ b[s] - self.xty
-
-    def restricted(self, columns) -> "QuadraticLoss":
-        """The same loss on a subset of the columns (the others fixed at zero).  In row
-        form a large subset is a view (:class:`ColumnSubsetLoss`): copying half of the
-        rows costs more than the few gradients a search takes on all of them."""
-        columns = np.asarray(columns, dtype=np.int64)
-        if self.rows is not None:
-            if 2 * columns.size >= self.p or not isinstance(self.rows, DenseRows):
-                return ColumnSubsetLoss(self, columns)
-            return QuadraticLoss(rows=self.rows.array[:, columns], response=self.response,
-                                 xty=self.xty[columns], column_scale=self.column_scale[columns])
-        return QuadraticLoss(gram=self.gram_block(columns), xty=self.xty[columns],
-                             yty=self.yty)
-
-    def hessian_or_diagonal(self):
-        """skscope asks for a Hessian only when use_hessian=True; give it X'X (Gram
-        form) or, when only rows are held, its diagonal, so it never tries JAX autodiff."""
-        if self.rows is None:
-            return self.gram if isinstance(self.gram, np.ndarray) else self.gram_block(
-                np.arange(self.p))
-        if self._diag is None:
-            own = self.rows.columns(np.arange(self.p))
-            self._diag = np.einsum("ij,ij->j", own, own) / self.column_scale ** 2
-        return np.diag(self._diag)
 
     def solve_on(self, support):
         """Exact least-squares coefficients restricted to ``support``.
@@ -176,36 +163,6 @@ class QuadraticLoss:
         return b
 
 
-class ColumnSubsetLoss:
-    """The row-form loss of ``parent`` on its columns ``columns`` (the others fixed at
-    zero), without copying them: a gradient is the parent's, restricted."""
-
-    def __init__(self, parent: QuadraticLoss, columns: np.ndarray):
-        self.parent, self.columns = parent, columns
-        self.xty, self.yty, self.p = parent.xty[columns], parent.yty, columns.size
-
-    def _lift(self, b):
-        full = np.zeros(self.parent.p)
-        full[self.columns] = b
-        return full
-
-    def value(self, b):
-        return self.parent.value(self._lift(b))
-
-    def rss(self, b):
-        return self.parent.rss(self._lift(b))
-
-    def gradient(self, b):
-        return self.parent.gradient(self._lift(b))[self.columns]
-
-    def hessian_or_diagonal(self):
-        return self.parent.hessian_or_diagonal()[np.ix_(self.columns, self.columns)]
-
-    def solve_on(self, support):
-        support = np.asarray(support, dtype=np.int64)
-        return self.parent.solve_on(self.columns[support])[self.columns]
-
-
 class SingularSupportWarning(UserWarning):
     """A support searched by the selection has collinear columns."""
 
@@ -234,7 +191,8 @@ def _selectable(own, residual):
 
 
 def _require_finite(loss: QuadraticLoss, scale) -> None:
-    """skscope's C++ core aborts the interpreter on a non-finite objective: refuse first."""
+    """A non-finite objective would make every comparison of the search meaningless:
+    refuse first."""
     if not (np.isfinite(loss.yty) and np.all(np.isfinite(loss.xty)) and np.all(np.isfinite(scale))):
         raise ValueError("the whitened cross-products are not finite (an overflow): rescale y "
                          "or the columns of X")
@@ -338,7 +296,7 @@ class ReducedGramColumns:
     """Columns of the penalised block of a whitened Gram given by columns, with the
     unpenalised columns profiled out (Schur complement G_pp - G_up' A) and unit-norm
     scaling: the Gram of :func:`reduce_gram`, a block of columns at a time.  Columns
-    are kept in one store of ``cache_bytes`` (the screens of successive k overlap);
+    are kept in one store of ``cache_bytes`` (the supports of successive k overlap);
     when it is full it starts again."""
 
     def __init__(self, wg, pen, G_up, A, scale, residual, cache_bytes: int = 2**26,
@@ -380,7 +338,7 @@ class ReducedGramColumns:
 
     def _keep_only(self, columns):
         """Free every slot but those of ``columns`` (moved to the front of the store):
-        the next screen overlaps the last one."""
+        the next support overlaps the last one."""
         rows = np.asarray([self._slot[j] for j in columns], dtype=np.int64)
         if rows.size:
             self._store[:rows.size] = self._store[rows]  # fancy indexing copies first
@@ -399,7 +357,7 @@ class ReducedGramColumns:
         return self._store[slots].T
 
     def block(self, s):
-        """The (s, s) block (of a screen: only those rows are gathered)."""
+        """The (s, s) block (of a support: only those rows are gathered)."""
         s = np.asarray(s, dtype=np.int64)
         slots = self._ensure(s)
         return self._store[np.ix_(slots, s)].T
@@ -505,149 +463,273 @@ class PathStep:
     rss: float  # whitened residual sum of squares
 
 
-def _exact_subset_solver(loss: QuadraticLoss, failures: list):
-    """A skscope ``numeric_solver`` that returns the closed-form restricted LS fit.
-
-    A non-finite value must never reach skscope's C++ core (it aborts the process):
-    such a support is reported as the empty model's value, and recorded in
-    ``failures`` for the caller to raise on once skscope has returned.
-    """
-
-    def numeric_solver(objective_func, value_and_grad, init_params, optim_variable_set, data):
-        b = loss.solve_on(np.asarray(optim_variable_set))
-        value = loss.value(b)
-        if not (np.isfinite(value) and np.all(np.isfinite(b))):
-            failures.append(np.asarray(optim_variable_set))
-            return 0.5 * loss.yty, np.zeros(loss.p)
-        return value, b
-
-    return numeric_solver
+# Default number of extra starts of the best-subset search (Control.search_effort).
+SEARCH_EFFORT = 1
 
 
-# skscope's solve costs O(p^2) whatever k, so wider problems are screened first.
-SCREEN_SIZE = 500
-
-
-def best_subset(problem: ReducedProblem, k: int, init_support=None, max_iter=20,
-                screen_size: int = SCREEN_SIZE) -> PathStep:
-    """Best subset of size k among the penalised columns (skscope splicing)."""
+def best_subset(problem: ReducedProblem, k: int, init_support=None,
+                search_effort: int = SEARCH_EFFORT) -> PathStep:
+    """Best subset of size k among the penalised columns: splicing with exchange moves
+    (:func:`_gram_search`) from the warm start and ``search_effort`` more starts, the
+    best local optimum kept."""
     loss = problem.loss
     k = min(k, loss.p)  # a path may ask for more than the candidates left (rank.py)
     if k == 0:
         b = np.zeros(loss.p)
     elif k == loss.p:
         b = loss.solve_on(np.arange(loss.p))
-    elif loss.p <= screen_size:
-        b = _splice(loss, k, init_support, max_iter)
     else:
-        b = _screened_splice(loss, k, init_support, max_iter, size=screen_size)
-    support_local = np.flatnonzero(b)
-    coef = problem.recover(b / problem.scale)
-    return PathStep(k=k, support=problem.penalised[support_local], coef=coef, rss=loss.rss(b))
+        b = _gram_search(loss, k, init_support, search_effort)
+    return _path_step(problem, k, b)
 
 
-class _CallbackGuard:
-    """skscope's C++ core aborts the whole process (an R session, a notebook kernel) when
-    a Python callback raises, Ctrl-C included.  Every callback runs under this guard: the
-    first exception is kept, later calls answer harmless finite values so skscope ends
-    its few remaining iterations, and :meth:`reraise` raises it once skscope returns."""
+class _GramSupport:
+    """The least-squares fit of a loss on one support S and what the exact swap and
+    splicing tests need: the Gram's columns G[:, S] (the loss's ``gram_columns``, in Gram
+    or row form), (G_SS)^{-1}, b_S, the gradient X'r and the RSS.  Columns have unit
+    norm (the reductions scale them), so the diagonal of G is 1."""
 
-    def __init__(self):
-        self.error = None
+    def __init__(self, loss: QuadraticLoss, support):
+        self.support = np.asarray(support, dtype=np.int64)
+        self.columns = loss.gram_columns(self.support)  # p x k
+        block = self.columns[self.support]
+        block = (block + block.T) / 2
+        c_s = loss.xty[self.support]
+        try:
+            lower = np.linalg.cholesky(block)
+            if not np.all(np.isfinite(lower)) or np.min(np.diag(lower)) < 1e-7:
+                raise np.linalg.LinAlgError
+            inv_lower = np.linalg.inv(lower)
+            self.inverse = inv_lower.T @ inv_lower
+            self.ok = True
+        except np.linalg.LinAlgError:  # collinear candidates: no swap is judged from here
+            self.inverse = np.linalg.pinv(block)
+            self.ok = False
+        self.coef = self.inverse @ c_s
+        self.gradient = loss.xty - self.columns @ self.coef  # X'r: zero on the support
+        self.rss = float(loss.yty - c_s @ self.coef)
 
-    def run(self, fallback, function, *args):
-        """function(*args), or fallback() once anything has raised.  (Callers wrap it in
-        callables of their own arity: skscope reads ``co_argcount`` to decide what to pass.)"""
-        if self.error is None:
-            try:
-                return function(*args)
-            except BaseException as exc:  # noqa: B036 - Ctrl-C must not abort the process
-                self.error = exc
-        return fallback()
-
-    def reraise(self):
-        if self.error is not None:
-            raise self.error
-
-
-def _splice(loss: QuadraticLoss, k: int, init_support, max_iter) -> np.ndarray:
-    from skscope import ScopeSolver  # JAX loads with skscope: only when a search runs
-    failures, guard = [], _CallbackGuard()
-    exact = _exact_subset_solver(loss, failures)
-
-    def empty():
-        return 0.5 * loss.yty
-
-    def zeros():
-        return np.zeros(loss.p)
-
-    def numeric_solver(objective_func, value_and_grad, init_params, optim_variable_set, data):
-        return guard.run(lambda: (empty(), zeros()), exact, objective_func, value_and_grad,
-                         init_params, optim_variable_set, data)
-
-    solver = ScopeSolver(loss.p, sparsity=k, numeric_solver=numeric_solver, max_iter=max_iter)
-    solver.hessian = lambda params, data=None: guard.run(lambda: np.ones(loss.p),
-                                                         loss.hessian_or_diagonal)
-    if init_support is not None and len(init_support) == 0:
-        init_support = None
-    # One-argument callables: skscope passes no data argument to them.
-    b = np.asarray(solver.solve(lambda params: guard.run(empty, loss.value, params),
-                                gradient=lambda params: guard.run(zeros, loss.gradient, params),
-                                init_support_set=init_support))
-    guard.reraise()
-    if failures:
-        raise FloatingPointError("the selection's loss was not finite on some supports "
-                                 "(an overflow in the whitened cross-products); rescale y or X")
-    # skscope returns params on the final support; polish to the exact LS solution.
-    return loss.solve_on(np.flatnonzero(b))
+    def best_swap(self, diagonal):
+        """(drop position, column to add, exact RSS change) of the best single swap."""
+        P = self.columns @ self.inverse  # p x k: each column regressed on the support
+        resid = diagonal - np.einsum("ij,ij->i", P, self.columns)  # d_i after S
+        h = np.diag(self.inverse)
+        drop = self.coef ** 2 / h  # RSS rises by this when j leaves
+        g_after = self.gradient[:, None] + P * (self.coef / h)[None, :]
+        d_after = resid[:, None] + P ** 2 / h[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(d_after > 1e-8, g_after ** 2 / d_after, 0.0)
+        change = drop[None, :] - gain
+        change[self.support] = np.inf
+        i, j = np.unravel_index(np.argmin(change), change.shape)
+        return int(j), int(i), float(change[i, j])
 
 
-def _screened_splice(loss: QuadraticLoss, k: int, init_support, max_iter,
-                     size: int = SCREEN_SIZE) -> np.ndarray:
-    """Splicing on the ``size`` columns most correlated with the residual of the warm
-    start, grown until no column outside passes the splicing test on the whole set.
-
-    Columns have unit norm, so dropping a selected j raises the loss by about
-    b_j^2 / 2 (backward sacrifice) and adding an unselected j lowers it by about
-    g_j^2 / 2 (forward sacrifice, g the gradient).  A column outside the screen whose
-    forward sacrifice beats the smallest backward one would be swapped in by a
-    splicing step on all columns: such columns join the screen and the search runs
-    again from the current support (as glmnet's strong rules check KKT conditions).
-    """
-    warm = np.asarray([] if init_support is None else init_support, dtype=np.int64)
-    score = np.abs(loss.gradient(loss.solve_on(warm)))
-    score[warm] = np.inf
-    screen = np.sort(np.argsort(-score, kind="stable")[:max(size, warm.size, 2 * k)])
-    while True:
-        b_screen = _splice(loss.restricted(screen), k, np.searchsorted(screen, warm), max_iter)
-        b = np.zeros(loss.p)
-        b[screen] = b_screen
-        support = np.flatnonzero(b)
-        if support.size == 0:
-            return b
-        forward = loss.gradient(b) ** 2
-        forward[screen] = 0.0
-        violators = np.flatnonzero(forward > np.min(b[support] ** 2))
-        if violators.size == 0:
-            return b
-        joining = violators[np.argsort(-forward[violators], kind="stable")[:size]]
-        screen = np.union1d(screen, joining)
-        warm = support
+def _top(score, exclude, count):
+    """The ``count`` largest entries of ``score`` outside ``exclude``, largest first."""
+    score = np.array(score, dtype=float)
+    score[exclude] = -np.inf
+    count = min(count, score.size - len(exclude))
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if count < score.size:
+        part = np.argpartition(-score, count - 1)[:count]
+        return part[np.argsort(-score[part], kind="stable")]
+    return np.argsort(-score, kind="stable")[:count]
 
 
-def selection_path(problem: ReducedProblem, ks, progress=None, screen_size: int = SCREEN_SIZE):
-    """Best subsets for each k in ``ks`` (increasing), warm-started from the last."""
+def _local_search(loss: QuadraticLoss, k: int, start, max_iter: int = 100) -> _GramSupport:
+    """Splicing (swaps of c = 1..5 columns chosen by the backward and forward
+    sacrifices, as abess) alternated with exact single-swap exchange moves, from
+    ``start`` until neither lowers the RSS: the result is a local optimum with respect
+    to every single swap."""
+    diagonal = np.ones(loss.p)  # unit-norm columns
+    fit = _GramSupport(loss, start)
+    tol = 1e-10 * max(loss.yty, 1e-300)
+    for _ in range(max_iter):
+        candidate = _splice_step(loss, fit, k, tol)
+        if candidate is None and fit.ok:  # no splicing step helps: the exact single swaps
+            j, i, change = fit.best_swap(diagonal)
+            if change < -tol:
+                support = fit.support.copy()
+                support[j] = i
+                candidate = _GramSupport(loss, np.sort(support))
+                if candidate.rss >= fit.rss - tol:
+                    candidate = None
+        if candidate is None:
+            break
+        fit = candidate
+    return fit
+
+
+# Most columns one splicing step exchanges (skscope's max_exchange_num).
+MAX_EXCHANGE = 5
+
+
+def _support_rss(loss: QuadraticLoss, support) -> float:
+    """The least-squares RSS on ``support`` from the Gram block alone (inf if singular;
+    a near-singular block is judged again by :class:`_GramSupport` before it is kept)."""
+    c_s = loss.xty[support]
+    try:
+        coef = np.linalg.solve(loss.gram_block(support), c_s)  # numpy's: 1/4 of scipy's cost
+    except np.linalg.LinAlgError:
+        return np.inf
+    rss = float(loss.yty - c_s @ coef)
+    return rss if np.isfinite(rss) else np.inf
+
+
+def _splice_step(loss, fit, k, tol):
+    """The best of abess's splicing swaps of c = 1..5 columns, if it lowers the RSS."""
+    backward = fit.coef ** 2  # unit-norm columns: sacrifices up to the factor 1/2
+    forward = fit.gradient ** 2
+    order_out = fit.support[np.argsort(backward, kind="stable")]
+    order_in = _top(forward, fit.support, min(k, MAX_EXCHANGE))
+    best, best_rss = None, fit.rss - tol
+    for c in range(1, order_in.size + 1):
+        support = np.sort(np.concatenate([order_out[c:], order_in[:c]]))
+        rss = _support_rss(loss, support)
+        if rss < best_rss:
+            best, best_rss = support, rss
+    if best is None:
+        return None
+    fit_best = _GramSupport(loss, best)  # its RSS again, by Cholesky (near-singular blocks)
+    return fit_best if fit_best.rss < fit.rss - tol else None
+
+
+# Restarts run for support sizes up to this many per unit of search effort.
+RESTART_K = 10
+# Problems with at most this many subsets of size k are solved by enumeration.
+ENUMERATION_LIMIT = 2000
+
+
+def _enumerated(loss: QuadraticLoss, k: int):
+    """The support of least RSS among all C(p, k), by batched k x k solves; None when
+    some subset is singular (then the local search decides)."""
+    if k == 1:  # unit-norm columns: the RSS of column j is y'y - (x_j'y)^2
+        return np.array([int(np.argmax(np.abs(loss.xty)))])
+    combos = np.asarray(list(itertools.combinations(range(loss.p), k)), dtype=np.int64)
+    gram = loss.gram_block(np.arange(loss.p))
+    c = loss.xty[combos]
+    try:
+        coef = np.linalg.solve(gram[combos[:, :, None], combos[:, None, :]], c[..., None])
+    except np.linalg.LinAlgError:
+        return None
+    rss = loss.yty - np.einsum("tk,tk->t", c, coef[..., 0])
+    return combos[int(np.argmin(rss))] if np.all(np.isfinite(rss)) else None
+
+
+def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) -> np.ndarray:
+    """The best subset by enumeration where there are at most ``ENUMERATION_LIMIT``;
+    else the best of the local searches (:func:`_local_search`) from: the warm start (the
+    previous k's support completed by the largest gradients), the marginal ranking
+    (largest |X'y|), and ``search_effort - 1`` perturbations of the best support so far
+    (half of it replaced by columns drawn among the 2k largest gradients).  The restarts
+    run for k <= ``RESTART_K`` x ``search_effort``: a start far from the warm one costs
+    many steps at large k, beyond the sizes a criterion picks."""
+    if math.comb(loss.p, k) <= ENUMERATION_LIMIT:
+        support = _enumerated(loss, k)
+        if support is not None:
+            return _coefficients(loss, _GramSupport(loss, support))
+    warm = np.asarray([] if init_support is None else init_support, dtype=np.int64)[:k]
+    starts = []
+    if warm.size:
+        gradient = _GramSupport(loss, warm).gradient
+        starts.append(np.concatenate([warm, _top(np.abs(gradient), warm, k - warm.size)]))
+    restarts = search_effort if k <= RESTART_K * search_effort else 0
+    if restarts >= 1 or not starts:
+        starts.append(_top(np.abs(loss.xty), np.zeros(0, dtype=np.int64), k))
+    best = None
+    for start in starts:
+        fit = _local_search(loss, k, np.sort(start))
+        if best is None or fit.rss < best.rss:
+            best = fit
+    rng = np.random.default_rng(k)
+    for _ in range(max(restarts - 1, 0)):
+        pool = _top(np.abs(best.gradient), best.support, 2 * k)
+        if pool.size == 0:
+            break
+        out = rng.choice(k, size=min(max(1, k // 2), pool.size), replace=False)
+        support = best.support.copy()
+        support[out] = rng.choice(pool, size=out.size, replace=False)
+        fit = _local_search(loss, k, np.sort(support))
+        if fit.rss < best.rss:
+            best = fit
+    return _coefficients(loss, best)
+
+
+def _coefficients(loss: QuadraticLoss, fit: _GramSupport) -> np.ndarray:
+    """The full coefficient vector of a support's fit."""
+    if not fit.ok:
+        return loss.solve_on(fit.support)  # its warning and minimum-norm solution
+    b = np.zeros(loss.p)
+    b[fit.support] = fit.coef
+    return b
+
+
+def selection_path(problem: ReducedProblem, ks, progress=None,
+                   search_effort: int = SEARCH_EFFORT):
+    """Best subsets for each k in ``ks`` (increasing), warm-started from the last; with
+    ``search_effort`` >= 1 then a backward sweep: each k's search again from the next
+    k's support less its weakest column (a larger model can hold effects that only
+    enter together), kept where it lowers the RSS."""
+    ks = [int(k) for k in ks]
+    if search_effort >= 1 and len(ks) == 1 and ks[0] >= 1:
+        return _fixed_k(problem, ks[0], progress, search_effort)
     steps = []
     warm = None
     with one_blas_thread():  # splicing steps are k-column products and k x k solves
         for k in ks:
-            step = best_subset(problem, int(k), init_support=warm, screen_size=screen_size)
+            step = best_subset(problem, int(k), init_support=warm, search_effort=search_effort)
             local = np.searchsorted(problem.penalised, step.support)
             warm = local if len(local) else None
             steps.append(step)
-            if progress is not None:
-                progress(step)
+        if search_effort >= 1:
+            _backward_sweep(problem, steps, RESTART_K * search_effort)
+    if progress is not None:
+        for step in steps:
+            progress(step)
     return steps
+
+
+def _fixed_k(problem: ReducedProblem, k: int, progress, search_effort: int):
+    """A fixed k: the better of its own search and the path k = 0..k + 3 with the
+    backward sweep (a support holding effects that only enter together is reached from
+    a larger model)."""
+    with one_blas_thread():
+        own = best_subset(problem, k, search_effort=search_effort)
+    sizes = range(0, min(k + 3, problem.loss.p) + 1)
+    step = selection_path(problem, sizes, search_effort=search_effort)[k]
+    step = step if step.rss < own.rss else own
+    if progress is not None:
+        progress(step)
+    return [step]
+
+
+def _backward_sweep(problem: ReducedProblem, steps, k_most: int) -> None:
+    """Replace steps[i] by the local search from steps[i + 1]'s support less its
+    weakest column (exact RSS rise of dropping it), from k = ``k_most`` down (as the
+    restarts: the sizes a criterion picks), where consecutive sizes allow and the RSS
+    drops."""
+    loss = problem.loss
+    tol = 1e-10 * max(loss.yty, 1e-300)
+    for i in range(len(steps) - 2, -1, -1):
+        k, larger = steps[i].k, steps[i + 1]
+        if (larger.k != k + 1 or not 1 <= k <= k_most
+                or math.comb(loss.p, k) <= ENUMERATION_LIMIT):
+            continue
+        above = _GramSupport(loss, np.searchsorted(problem.penalised, larger.support))
+        if not above.ok:
+            continue
+        weakest = int(np.argmin(above.coef ** 2 / np.diag(above.inverse)))
+        fit = _local_search(loss, k, np.delete(above.support, weakest))
+        if fit.ok and fit.rss < steps[i].rss - tol:
+            steps[i] = _path_step(problem, k, _coefficients(loss, fit))
+
+
+def _path_step(problem: ReducedProblem, k: int, b: np.ndarray) -> PathStep:
+    """The path's record of the penalised coefficients ``b`` (unit-norm scale)."""
+    return PathStep(k=k, support=problem.penalised[np.flatnonzero(b)],
+                    coef=problem.recover(b / problem.scale), rss=problem.loss.rss(b))
 
 
 def information_criteria(rss, k, n_unpenalised, n_obs, p_candidates, ebic_gamma=1.0):

@@ -109,3 +109,33 @@ def seed_formula(p=50, q=4, syntax="design", intercept=False):
     if syntax == "design":
         return f"y ~ {fixed} | (0 + {rand} | cluster)"
     return f"y ~ {fixed} + (0 + {rand} | cluster)"
+
+
+def make_correlated(n=60, m=10, p=2000, n_effects=5, rho=0.8, effect_range=(0.25, 0.5),
+                    psi=4.0, noise_sd=1.0, spacing=None, seed=0):
+    """A hard selection design: AR(rho)-correlated columns of X (corr(x_j, x_l) =
+    rho^|j - l|), ``n_effects`` weak effects of random sign and size in
+    ``effect_range`` at random columns (or, with ``spacing``, every spacing-th column
+    from a random start: true columns correlated rho^spacing), a random intercept and slope (Psi = psi I) per
+    cluster, n clusters of m rows.  Drawn with standard normals only (no LAPACK).
+
+    Returns X (N x p), Z (N x 2: intercept, slope), y, groups (N,), beta.
+    """
+    rng = np.random.default_rng(seed)
+    N = n * m
+    X = np.empty((N, p))
+    X[:, 0] = rng.standard_normal(N)
+    innovation = np.sqrt(1 - rho ** 2)
+    for j in range(1, p):
+        X[:, j] = rho * X[:, j - 1] + innovation * rng.standard_normal(N)
+    beta = np.zeros(p)
+    if spacing is None:
+        where = rng.choice(p, size=n_effects, replace=False)
+    else:
+        where = rng.integers(0, p - spacing * n_effects) + spacing * np.arange(n_effects)
+    beta[where] = rng.uniform(*effect_range, size=n_effects) * rng.choice([-1.0, 1.0], n_effects)
+    groups = np.repeat(np.arange(n), m)
+    Z = np.column_stack([np.ones(N), rng.standard_normal(N)])
+    gamma = np.sqrt(psi) * rng.standard_normal((n, 2))
+    y = X @ beta + np.einsum("ij,ij->i", Z, gamma[groups]) + noise_sd * rng.standard_normal(N)
+    return X, Z, y, groups, beta

@@ -11,10 +11,10 @@ selection depends on Z's units:
 - a number fixes it.
 - ``None`` (default): "select, refit the mixed model by REML on the selected support,
   set a to the fitted random-effect to noise variance ratio", repeated until the
-  support stops changing or a moves by less than ``Control.a_relative_tol``, from two
-  unit-free starts: the REML variance ratio of the model with only the unpenalised
-  columns, and a = 0 (no whitening, so no fixed slope can be whitened away into the
-  random slope).  Every support visited is then scored on the mixed model refitted
+  support stops changing or a moves by less than ``Control.a_relative_tol``, from
+  a = 0 (no whitening, so no fixed slope can be whitened away into the random slope)
+  and, unless that iteration selected one support throughout, from the REML variance
+  ratio of the model with only the unpenalised columns.  Every support visited is then scored on the mixed model refitted
   by ML on it (-2 log-likelihood, plus the penalty of ``criterion`` on its size) and
   the best one is returned, with the a at which it was selected: the iteration cannot
   settle on a fixed point that another start beats on the refitted likelihood.
@@ -262,6 +262,11 @@ def _ks(t: Tuning):
     return np.arange(0, t.k_max + 1) if (t.k is None or isinstance(t.k, str)) else np.array([t.k])
 
 
+def _selection_path(t: Tuning, problem, ks, progress=None):
+    """selection_path with the search settings of ``t.control``."""
+    return selection_path(problem, ks, progress=progress, search_effort=t.control.search_effort)
+
+
 def _path_at(t: Tuning, a):
     """Best subsets over k at ``a`` with their criteria (cached by a)."""
     if a not in t.paths:
@@ -270,7 +275,7 @@ def _path_at(t: Tuning, a):
         report = None
         if t.progress.verbose and len(ks) > 1:
             report = lambda s: t.progress(f"  a={a:.4g} k={s.k} rss={s.rss:.6g}")
-        steps = selection_path(problem, ks, progress=report, screen_size=t.control.screen_size)
+        steps = _selection_path(t, problem, ks, progress=report)
         crit = [information_criteria(s.rss, s.k, len(t.unpenalised), t.data.N, t.n_pen)
                 for s in steps]
         t.paths[a] = (steps, crit)
@@ -302,7 +307,7 @@ def _whitened_cv_errors(t: Tuning, a) -> np.ndarray:
     errors = np.zeros(len(ks))
     for f, (train, held_white, _raw, _n) in enumerate(t.data.fold_problems(a, t.unpenalised, folds)):
         errors += [quadratic_error(held_white, s.coef)
-                   for s in selection_path(train, ks, screen_size=t.control.screen_size)]
+                   for s in _selection_path(t, train, ks)]
         t.progress(f"  a={a:.4g} fold {f + 1}/{t.cv_folds} done")
     t.cv_errors[a] = errors
     return errors
@@ -317,9 +322,17 @@ def _refit_score(t: Tuning, support) -> float:
 
 
 def _a_starts(t: Tuning):
-    """Unit-free starts: the REML variance ratio of the unpenalised-only model, and 0."""
-    return [("unpenalised REML", t.refitter.variance_ratio(t.unpenalised)),
-            ("a = 0", 0.0)]
+    """Unit-free starts: a = 0 (its whitened Gram is X'X itself), then the REML variance
+    ratio of the unpenalised-only model (a callable: computed only if that start runs)."""
+    return [("a = 0", lambda: 0.0),
+            ("unpenalised REML", lambda: t.refitter.variance_ratio(t.unpenalised))]
+
+
+def _stable(history, label) -> bool:
+    """Whether the iteration from ``label`` selected one support throughout and ended
+    at a fixed point (a support selected twice, or a that no longer moves)."""
+    rows = [row for row in history if row["start"] == label]
+    return len(rows) > 1 and len({row["support"] for row in rows}) == 1
 
 
 def _iterate_from(t: Tuning, label, a_start, visited, history):
@@ -361,8 +374,11 @@ def _record(t: Tuning, visited, earlier, a, choice):
 
 def _tune_a_by_refit(t: Tuning):
     visited, history = {}, []
-    for label, a_start in _a_starts(t):
-        _iterate_from(t, label, a_start, visited, history)
+    for number, (label, a_start) in enumerate(_a_starts(t)):
+        if number and _stable(history, first):
+            break  # the second start only where the first one's support moved
+        first = first if number else label
+        _iterate_from(t, label, a_start(), visited, history)
     scores = {s: _refit_score(t, s) for s in visited}
     for row in history:
         row["refit_criterion"] = scores[row["support"]]
@@ -408,7 +424,7 @@ def _raw_cv_error(t: Tuning, a, folds) -> float:
     ks = _ks(t)
     total = 0.0
     for train, _held_white, held_raw, n_train in t.data.fold_problems(a, t.unpenalised, folds):
-        steps = selection_path(train, ks, screen_size=t.control.screen_size)
+        steps = _selection_path(t, train, ks)
         crit = [information_criteria(s.rss, s.k, len(t.unpenalised), n_train, t.n_pen)[t.criterion]
                 for s in steps]
         total += quadratic_error(held_raw, steps[int(np.argmin(crit))].coef)

@@ -140,7 +140,7 @@ test_that("lmm_scope() takes penalize_random_slopes and the core's control; prin
                "penalize_random_slopes")
   fit <- lmm_scope(Reaction ~ Days + noise + (Days | Subject), d, k = 1,
                    penalize_random_slopes = TRUE,
-                   control = lmm_scope_control(screen_size = 100, max_a_iter = 3))
+                   control = lmm_scope_control(search_effort = 2, max_a_iter = 3))
   expect_equal(fit$support, "Days")
   expect_equal(fit$unpenalised, "(Intercept)")
   cv <- lmm_scope(Reaction ~ Days + noise + (Days | Subject), d, k = 0, a = "cv",
