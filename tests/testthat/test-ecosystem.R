@@ -12,6 +12,14 @@ orthodont_with_noise <- function() {
   d
 }
 
+# a 3-level factor whose level "b" alone has an effect: k = 2 selects x1 and siteb
+site_b_example <- function() {
+  d <- lmm_scope_example(p = 10)
+  d$site <- factor(rep(c("a", "b", "c"), length.out = nrow(d)))
+  d$y2 <- d$y + 3 * (d$site == "b")
+  d
+}
+
 numeric_columns <- function(tab) as.matrix(as.data.frame(tab)[vapply(tab, is.numeric, TRUE)])
 
 test_that("as_lmerMod() is lme4 at the fitted theta, and broom.mixed, emmeans, performance, lmerTest, drop1 and confint agree with lmer", {
@@ -111,9 +119,7 @@ test_that("confint(method = 'profile' | 'boot') on an lmm fit is lme4's", {
 test_that("formula(fit) with one level of a factor selected has the fit's parameters", {
   skip_if_no_lmmscope()
   skip_if_no_lme4()
-  d <- lmm_scope_example(p = 10)
-  d$site <- factor(rep(c("a", "b", "c"), length.out = nrow(d)))
-  d$y2 <- d$y + 3 * (d$site == "b")
+  d <- site_b_example()
   fit <- lmm_scope(y2 ~ x1 + site + (1 | cluster), data = d, k = 2)
   expect_setequal(fit$support, c("x1", "siteb"))
   expect_false(fit$formula_exact)
@@ -243,9 +249,7 @@ test_that("as_lmerMod() refuses a fit whose selected columns lme4 cannot write, 
 test_that("with one level of a factor selected, confint and tidy use the fit's names; emmeans refuses briefly", {
   skip_if_no_lmmscope()
   skip_if_no_lme4()
-  d <- lmm_scope_example(p = 10)
-  d$site <- factor(rep(c("a", "b", "c"), length.out = nrow(d)))
-  d$y2 <- d$y + 3 * (d$site == "b")
+  d <- site_b_example()
   fit <- lmm_scope(y2 ~ x1 + site + (1 | cluster), data = d, k = 2)
   expect_equal(names(fixef(fit)), c("(Intercept)", "x1", "siteb"))
   ci <- confint(fit, "siteb", method = "Wald")
