@@ -471,7 +471,7 @@ def _outcome(data, select=False):
             return exc
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(frames())
 def test_any_frame_gives_the_cleaned_fit_or_an_lmmscope_error(case):
