@@ -221,8 +221,8 @@ def _check_magnitudes(largest, names, what):
 
 
 def check_statistics_finite(stats, names, y_scale=None) -> None:
-    """Nothing non-finite may reach the solvers (skscope's C++ core aborts the process on
-    a non-finite objective): name what overflowed in the cross-products."""
+    """Nothing non-finite may reach the search and the refit (a non-finite objective gives a
+    silently wrong subset or theta): name what overflowed in the cross-products."""
     if not (np.isfinite(stats.yty) and np.all(np.isfinite(stats.Zty))):
         scale = "" if y_scale is None else f" ({y_scale:.3g})"
         raise InputError(f"the response's scale{scale} overflows the cross-products; rescale y")

@@ -148,9 +148,12 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
                      tuple(float(v) for v in np.atleast_1d(a_grid)),
                      random_state=_whole(random_state), verbose=bool(verbose),
                      penalize_random_slopes=bool(penalize_random_slopes))
-    checks.check_tuning_arguments(selection["k"], a, criterion, selection["k_max"],
-                                  selection["cv_folds"], selection["a_grid"],
-                                  "REML" if reml else "ML", selection["random_state"])
+    try:
+        checks.check_tuning_arguments(selection["k"], a, criterion, selection["k_max"],
+                                      selection["cv_folds"], selection["a_grid"],
+                                      "REML" if reml else "ML", selection["random_state"])
+    except InputError as exc:  # in the words of R's lmm_scope(), whose argument is seed
+        raise InputError(str(exc).replace("random_state", "seed")) from None
     control = _control(control)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -273,6 +273,8 @@ test_that("whole numbers from R are used, fractions and NA refused by name (neve
   expect_error(lmm_scope(y ~ . + (1 | cluster), df, k = "cv", cv_folds = 2.7),
                "cv_folds must be an integer >= 2, got 2.7")
   expect_error(lmm_scope(y ~ . + (1 | cluster), df, k_max = NA), "k_max must be a number, not NA")
+  expect_error(lmm_scope(y ~ . + (1 | cluster), df, k = "cv", seed = 1.9),
+               "seed must be a non-negative integer or None, got 1.9", fixed = TRUE)
   fit <- lmm_scope(y ~ . + (1 | cluster), df, k = "cv", cv_folds = 3, seed = 2, k_max = 4)
   expect_lte(fit$k, 4)
 })
