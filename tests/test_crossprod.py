@@ -209,3 +209,29 @@ def test_mixed_type_group_labels_compare_as_strings():
     codes, labels = encode_groups(np.array([3, "a", "3", 10, "a"], dtype=object))
     assert list(labels) == ["10", "3", "a"]
     np.testing.assert_array_equal(codes, [1, 2, 1, 0, 2])
+
+
+def test_plain_pages_buffer_gives_the_same_statistics(monkeypatch):
+    """Z'X in anonymous memory mapped without huge-page advice (every size here)
+    equals the np.empty one, and survives pickling."""
+    import pickle
+
+    from lmmscope import crossprod
+    from lmmscope.intercept import InterceptPrepended
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 9, size=30)
+    codes = np.repeat(np.arange(30), sizes)
+    N, p, q = sizes.sum(), 6, 2
+    X, Z, y = rng.standard_normal((N, p)) + 3, rng.standard_normal((N, q)), rng.standard_normal(N)
+    for order in (codes, rng.permutation(codes)):
+        for X_in in (X, InterceptPrepended(np.asfortranarray(X))):
+            reference = compute_cluster_stats(X_in, y, Z, order, 30)
+            monkeypatch.setattr(crossprod, "PLAIN_PAGES_BYTES", 0)
+            mapped = compute_cluster_stats(X_in, y, Z, order, 30)
+            monkeypatch.undo()
+            assert mapped.ZtX.flags.c_contiguous and mapped.ZtX.flags.writeable
+            np.testing.assert_array_equal(mapped.ZtX, reference.ZtX)
+            np.testing.assert_array_equal(pickle.loads(pickle.dumps(mapped)).ZtX, reference.ZtX)
+    monkeypatch.setattr(crossprod, "PLAIN_PAGES_BYTES", 0)
+    assert crossprod.plain_pages_empty((0, 2, 3)).shape == (0, 2, 3)
