@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from .control import as_control
 from .exceptions import InputError
 from .multiterm import MultiTermFit, MultiTermResult
-from .nodewise import DEFAULT_TOL
+from .nodewise import DEFAULT_TOL, DenseGram
 from .results import LmmScopeResult
 from .selection import reduce_gram
 from .sparse_pls import SparseStats, factor_spd
@@ -96,7 +96,7 @@ class SeveralTermsData:
         membership = sp.csr_matrix((v, (outer.codes, np.arange(self.N))),
                                    shape=(outer.n_levels, self.N))
         scores = np.asarray(membership @ (X - shift))
-        source = _DenseGram((gram + gram.T) / 2)
+        source = DenseGram((gram + gram.T) / 2)
         G = WhitenedGram(source, dataclasses.make_dataclass("Shift", ["intercept", "x_shift"])(
             intercept, shift))
         return G, scores
@@ -114,19 +114,6 @@ class SeveralTermsData:
         st, columns = self.stats, np.asarray(columns, dtype=np.int64)
         return dataclasses.replace(st, ZtX=st.ZtX[:, columns], XtX=st.XtX[np.ix_(columns, columns)],
                                    Xty=st.Xty[columns])
-
-
-class _DenseGram:
-    """A formed p x p Gram as the source :class:`lmmscope.inference.WhitenedGram` reads."""
-
-    def __init__(self, gram):
-        self._gram, self.diagonal = gram, np.diag(gram).copy()
-
-    def columns(self, idx):
-        return self._gram[:, idx]
-
-    def whole(self):
-        return self._gram
 
 
 class SeveralTermsRefitter:
