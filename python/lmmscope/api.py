@@ -156,10 +156,10 @@ def select_and_refit(data, names, random_names, labels, group_name, unpenalised,
     columns, names of the columns dropped as aliased or in the span of the unpenalised)."""
     # one scan of the rows serves both checks where there is no Gram
     moments = (rank.row_moments(rows, data.stats.x_shift, raw=raw_moments)
-               if data.stats.XtX is None and rows is not None else None)
+               if not data.use_gram and rows is not None else None)
     checks.check_design_columns(data.stats, names, unpenalised, X=rows, moments=moments)
     checks.check_response_not_a_predictor(data.stats, names, moments)
-    checks.check_scales(data.stats, names)
+    checks.check_scales(data.stats, names, moments=moments)
     unpenalised, excluded = rank.screen_design(data.stats, names, unpenalised, X=rows,
                                                moments=moments)
     checks.check_k_selectable(k, data.p - len(unpenalised) - len(excluded))

@@ -90,10 +90,16 @@ def cluster_scores(data, a, beta):
     Zt = cluster_transpose_operator(data.Z, data.codes, data.n_groups)
     q = data.Z.shape[1]
     Zr = np.asarray(Zt @ r).reshape(data.n_groups, q)
-    _, Linv = cluster_factors(stats.ZtZ, a)
-    # Sigma^{-1} = I - a Z (I + a Z'Z)^{-1} Z' = I - a Z L^{-T} L^{-1} Z'
-    c = (np.swapaxes(Linv, 1, 2) @ (Linv @ Zr[:, :, None]))[:, :, 0]  # (I + aZ'Z)^{-1} Z'r
+    # Sigma^{-1} r = r - a Z (I + a Z'Z)^{-1} Z'r
+    c = cluster_directions(stats.ZtZ, Zr, a)
     return Xr - a * np.einsum("iqp,iq->ip", stats.ZtX, c)
+
+
+def cluster_directions(ZtZ, Zr, a) -> np.ndarray:
+    """c_i = (I + a Z_i'Z_i)^{-1} Z_i'r_i for every cluster, (clusters, q), by the
+    Cholesky factors L_i of I + a Z_i'Z_i: c_i = L_i^{-T} L_i^{-1} Z_i'r_i."""
+    _, Linv = cluster_factors(ZtZ, a)
+    return (np.swapaxes(Linv, 1, 2) @ (Linv @ Zr[:, :, None]))[:, :, 0]
 
 
 def adjust_pvalues(p, method):

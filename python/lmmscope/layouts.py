@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import FoldProblem, fold_problems_of_whitened
 from .control import Control, as_control
 from .crossprod import WhitenedGramColumns, whiten_stats
 from .selection import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
@@ -56,17 +57,11 @@ def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = 
 
 
 def gram_fold_problems(stats, fold_stats, a, unpenalised):
-    """Per fold: (training problem, held-out whitened and raw quadratics, training rows),
-    the training statistics being the totals minus the held-out fold's."""
-    total = whiten_stats(stats, a)
-    out = []
-    for st in fold_stats:
-        held = whiten_stats(st, a)
-        train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
-                            total.yty - held.yty, unpenalised)
-        out.append((train, (held.gram, held.xty, held.yty), (st.XtX, st.Xty, st.yty),
-                    stats.n_obs - st.n_obs))
-    return out
+    """A :class:`~lmmscope.backend.FoldProblem` per fold, the training statistics being
+    the totals minus the held-out fold's."""
+    return fold_problems_of_whitened(whiten_stats(stats, a),
+                                     [whiten_stats(st, a) for st in fold_stats], fold_stats,
+                                     unpenalised)
 
 
 class GramLayout:
@@ -119,8 +114,8 @@ class RowLayout:
             train = reduce_rows(Xa[~rows], ya[~rows], unpenalised)
             Xh, yh = Xa[rows], ya[rows]
             Xr, yr = data.held_out_rows(rows)
-            out.append((train, (Xh.T @ Xh, Xh.T @ yh, float(yh @ yh)),
-                        (Xr.T @ Xr, Xr.T @ yr, float(yr @ yr)), int((~rows).sum())))
+            out.append(FoldProblem(train, (Xh.T @ Xh, Xh.T @ yh, float(yh @ yh)),
+                                   (Xr.T @ Xr, Xr.T @ yr, float(yr @ yr)), int((~rows).sum())))
         return out
 
     def whitened_gram(self, data, a):

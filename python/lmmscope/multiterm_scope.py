@@ -35,7 +35,9 @@ from .tuning import DEFAULT_A_GRID, Progress, select
 class SeveralTermsData:
     """The in-memory data backend of a several-term model: the statistics and the
     whitened problem at a (what :func:`lmmscope.tuning.select` asks of a backend for a
-    fixed or refit-tuned a and k by a criterion)."""
+    fixed or refit-tuned a and k by a criterion): a :class:`lmmscope.backend.DataBackend`."""
+
+    use_gram = True
 
     def __init__(self, X, y, reterms, intercept, control=None):
         self.control = as_control(control)
@@ -70,12 +72,15 @@ class SeveralTermsData:
         yty = st.yty - a * float(self.unit_Zty @ sol[:, -1])
         return (gram + gram.T) / 2, xty, yty
 
-    def inference_statistics(self, a, beta, outer):
-        """(whitened Gram of the centred columns, scores per level of ``outer``) at a,
-        ``beta`` in the original parametrisation: what :func:`lmmscope.inference.debias`
-        takes.  The scores need the rows once: X_i'(Sigma_a^-1 r)_i with r = y - X beta
-        and Sigma_a^-1 r = r - a Z~ (I + a Z~'Z~)^-1 Z~'r, block diagonal by ``outer``."""
+    def inference_statistics(self, a, beta, progress=None, outer=None):
+        """(whitened Gram of the centred columns, scores per level of ``outer``, by default
+        the factor that nests the others) at a, ``beta`` in the original parametrisation:
+        what :func:`lmmscope.inference.debias` takes.  The scores need the rows once:
+        X_i'(Sigma_a^-1 r)_i with r = y - X beta and Sigma_a^-1 r = r - a Z~ (I + a Z~'Z~)^-1 Z~'r, block diagonal by ``outer``."""
         from .inference import WhitenedGram
+        outer = _outermost_nesting(self.reterms) if outer is None else outer
+        if outer is None:
+            raise InputError(CROSSED_TERMS_HAVE_NO_SANDWICH)
         X, st, intercept = self._X, self.stats, self._intercept
         shift = np.zeros(self.p)
         if intercept is not None:
@@ -191,16 +196,12 @@ class MultiTermScopeResult(MultiTermResult):
         from .results import _column_indices
         outer = _outermost_nesting(self.reterms)
         if outer is None:
-            raise InputError(
-                "debiased intervals need one clustering of the rows for the cluster-robust "
-                "sandwich, and this model's random-effects terms are crossed (no factor nests "
-                "the others); refit the selected columns with lmmscope.lmm() for lme4's "
-                "model-based standard errors, which ignore the selection")
+            raise InputError(CROSSED_TERMS_HAVE_NO_SANDWICH)
         indices = _column_indices(self.names, columns)
         progress = Progress(verbose)
         if self._inference_cache is None:
             self._inference_cache = ({}, *self._data.inference_statistics(
-                self.a, self.coef.to_numpy(), outer))
+                self.a, self.coef.to_numpy(), outer=outer))
         rows, G, scores = self._inference_cache
         rows = rows.setdefault(float(lasso_tol), {})
         return inf.table_from_cache(G, scores, rows, self.names, indices, self.coef.to_numpy(),
@@ -210,6 +211,13 @@ class MultiTermScopeResult(MultiTermResult):
     def confint(self, level: float = 0.95, columns=None) -> pd.DataFrame:
         """Debiased confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""
         return self.inference(columns, level=level, adjust=None)[["ci_lower", "ci_upper"]]
+
+
+CROSSED_TERMS_HAVE_NO_SANDWICH = (
+    "debiased intervals need one clustering of the rows for the cluster-robust sandwich, and "
+    "this model's random-effects terms are crossed (no factor nests the others); refit the "
+    "selected columns with lmmscope.lmm() for lme4's model-based standard errors, which "
+    "ignore the selection")
 
 
 def _outermost_nesting(reterms):

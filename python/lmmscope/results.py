@@ -207,7 +207,7 @@ class LmmScopeResult(MixedResult):
     def __init__(self, selection, mixed, design, X, y, Z, codes, group_labels, names,
                  unpenalised, refit_columns, data=None):
         super().__init__(mixed, design, X, Z, codes, group_labels)
-        self._data = data  # tuning.Data: cross-products reused by inference()
+        self._data = data  # a lmmscope.backend.DataBackend: its statistics serve inference()
         self._inference_cache = None
         self._y = y
         self.selection = selection
@@ -299,21 +299,14 @@ class LmmScopeResult(MixedResult):
 
         indices = _column_indices(self.names, _one_columns_argument(columns, terms))
         progress = Progress(verbose)
-        if self._inference_cache is None:
-            G, scores = self._inference_statistics(progress)
+        if self._inference_cache is None:  # the one step that depends on the data backend
+            G, scores = self._data.inference_statistics(self.a, self.coef.to_numpy(), progress)
             self._inference_cache = {"G": G, "scores": scores, "rows_by_tol": {}}
         cache = self._inference_cache
         rows = cache["rows_by_tol"].setdefault(float(lasso_tol), {})
         return inf.table_from_cache(cache["G"], cache["scores"], rows, self.names, indices,
                                     self.coef.to_numpy(), self.nobs, self.ngroups - 1, level,
                                     adjust, progress, lasso_tol)
-
-    def _inference_statistics(self, progress):
-        """(whitened Gram of the centred columns, per-cluster scores) at the selection's
-        ``a``: the only step of :meth:`inference` that differs between data backends."""
-        from . import inference as inf
-        return (inf.whitened_gram(self._data, self.a),
-                inf.cluster_scores(self._data, self.a, self.coef.to_numpy()))
 
     def confint(self, level: float = 0.95, columns=None, *, terms=None) -> pd.DataFrame:
         """Debiased confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""

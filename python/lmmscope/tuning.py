@@ -36,9 +36,11 @@ import numpy as np
 import pandas as pd
 
 from . import checks
+from .backend import OneFactorBackend
 from .control import Control, as_control
 from .crossprod import (WhitenedOperator, column_root_mean_squares, compute_cluster_stats,
                         whitened_rows)
+from .inference import cluster_scores
 from .intercept import InterceptPrepended
 from .layouts import GramLayout, RowLayout, choose_layout
 from .profiled import rescale_z
@@ -74,8 +76,8 @@ def _like(X, copy):
     return InterceptPrepended(copy[:, 1:]) if isinstance(X, InterceptPrepended) else copy
 
 
-class Data:
-    """The in-memory data backend (contract 2): the raw arrays, their per-cluster
+class Data(OneFactorBackend):
+    """The in-memory data backend (:class:`lmmscope.backend.DataBackend`): the raw arrays, their per-cluster
     statistics (one pass) and the layout (Gram or rows, :mod:`lmmscope.layouts`)
     chosen once.  ``layout`` may be given; else ``use_gram`` picks it, else the size.
     ``x_moments``: the :class:`~lmmscope.rank.RawMoments` of X's own columns, where the
@@ -129,6 +131,10 @@ class Data:
         """X_a'X_a, for inference (as the streamed and Dask backends')."""
         return self.layout.whitened_gram(self, a)
 
+    def cluster_scores(self, a, beta, progress=None):
+        """Per-cluster Xc_i' Sigma_a,i^{-1} r_i, from the rows (see inference.cluster_scores)."""
+        return cluster_scores(self, a, beta)
+
     def whitened_operator(self, a):
         """X_a as a :class:`~lmmscope.crossprod.WhitenedOperator` (nothing the size of X
         formed), or None where centring must come first (shifted statistics, or an
@@ -153,7 +159,7 @@ class Data:
 
     def subset_stats(self, columns):
         """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
-        if self.stats.XtX is not None:
+        if self.use_gram:
             return rescale_z(self.stats.subset(columns), 1.0 / self.z_scale)
         return rescale_z(compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes,
                                                self.n_groups), 1.0 / self.z_scale)
@@ -232,7 +238,7 @@ class KChoice:
 class Tuning:
     """The fixed settings of one :func:`select` call, and its caches."""
 
-    data: object  # a data backend (contract 2: N, p, n_groups, stats, reduced, ...)
+    data: object  # a lmmscope.backend.DataBackend
     unpenalised: list
     k: object
     criterion: str

@@ -18,19 +18,21 @@ columns only (n_groups * q * k floats).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..exceptions import InputError
-
+from ..backend import OneFactorBackend, fold_problems_of_whitened
 from ..control import as_control
 from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
 from ..profiled import rescale_z, z_column_scale
+from ..exceptions import InputError
 from ..selection import reduce_gram
 from .accumulate import (RowCounts, _add_gram, _add_stats, _shifts_of, chunk_stats,
                          cluster_subset, empty_stats, mean_shift, moved_shift, shift_blocks,
                          shift_gram)
+from .inference import cluster_scores
 
 MAX_BUCKETS = 16  # graph edges grow as partitions x buckets
 TREE_FAN_IN = 8
@@ -179,8 +181,9 @@ def _zero_whitened(a, p) -> WhitenedStats:
                          n_obs=0)
 
 
-class DaskStatsBackend:
-    """Contract 2 over buckets of per-cluster blocks persisted on the workers."""
+class DaskStatsBackend(OneFactorBackend):
+    """The data backend (:class:`lmmscope.backend.DataBackend`) over buckets of
+    per-cluster blocks persisted on the workers."""
 
     use_gram = True
 
@@ -331,9 +334,7 @@ class DaskStatsBackend:
             buckets = self._source.persist([dask.delayed(shift_bucket)(bk, d, e) for bk in buckets])
         return buckets
 
-    def reduced(self, a, unpenalised, rows=None):
-        if rows is not None:
-            raise ValueError("Dask data have no rows here; use fold_problems for subsets")
+    def reduced(self, a, unpenalised):
         w = self._whitened_at(a)[0]
         # reduce_gram overwrites the Gram it is given, and this one is cached
         return reduce_gram(w.gram.copy(), w.xty, w.yty, unpenalised), w.trace_inv
@@ -342,18 +343,17 @@ class DaskStatsBackend:
         if self._folds is None or not np.array_equal(fold_of_cluster, self._folds):
             raise ValueError("Dask data accumulate the statistics of the folds fixed before "
                              "the data pass (cv_folds, random_state); other folds need another pass")
-        total, *held_parts = self._whitened_at(a)
-        out = []
-        for fold, held in enumerate(held_parts):
-            raw = self._gram.folds[fold]
-            train = reduce_gram(total.gram - held.gram, total.xty - held.xty,
-                                total.yty - held.yty, unpenalised)
-            out.append((train, (held.gram, held.xty, held.yty), (raw.XtX, raw.Xty, raw.yty),
-                        self.N - held.n_obs))
-        return out
+        total, *held = self._whitened_at(a)
+        return fold_problems_of_whitened(total, held, self._gram.folds, unpenalised)
+
+    def cluster_scores(self, a, beta, progress=None):
+        """Per-cluster scores by one more pass over the partitions (see .inference)."""
+        return cluster_scores(self._source, self._spec, self, a, beta,
+                              progress or (lambda message: None))
 
     def subset_stats(self, columns) -> ClusterStats:
-        """Statistics of the columns ``columns``: their Z_i'X_i gathered from the workers."""
+        """Statistics of the columns ``columns``: their Z_i'X_i gathered from the workers,
+        the rest :meth:`ClusterStats.subset` of the client's statistics."""
         import dask
 
         key = tuple(int(j) for j in columns)
@@ -361,15 +361,14 @@ class DaskStatsBackend:
             cols = np.asarray(key, dtype=np.int64)
             parts = self._on_buckets(
                 lambda buckets: [dask.delayed(column_blocks)(bk, cols) for bk in buckets])
-            ZtX = np.zeros((self.n_groups, self.stats.q, cols.size))
-            for clusters, block in parts:
-                ZtX[clusters] = block
             st = self._raw_stats
-            at = np.flatnonzero(cols == st.intercept) if st.intercept is not None else []
-            self._subsets = {key: ClusterStats(
-                st.ZtZ, ZtX, st.Zty, st.XtX[np.ix_(cols, cols)], st.Xty[cols], st.yty,
-                st.sizes, x_shift=st.x_shift[cols], y_shift=st.y_shift,
-                intercept=int(at[0]) if len(at) else None)}
+            # Z'X is on the workers: the client's statistics subset with a Z'X of zeros
+            # that takes no memory (a broadcast), which the gathered blocks then fill
+            unheld = np.broadcast_to(np.zeros(()), (self.n_groups, st.q, self.p))
+            subset = dataclasses.replace(st, ZtX=unheld).subset(cols)
+            for clusters, block in parts:
+                subset.ZtX[clusters] = block
+            self._subsets = {key: subset}
         return self._subsets[key]
 
 

@@ -84,7 +84,7 @@ def make_backend(source, spec, progress, fold_of_cluster=None, control=None):
     totals = read_stats(source, spec, progress, fold_of_cluster)
     totals.centre_on_means()
     folds = None if fold_of_cluster is None else totals.fold_stats(fold_of_cluster)
-    backend = StatsBackend(totals.total, fold_of_cluster, folds, control)
+    backend = StatsBackend(totals.total, fold_of_cluster, folds, control, source, spec)
     backend.rows = totals.rows
     return backend
 
@@ -170,7 +170,7 @@ def fit_scope(source, formula, *, k, a, always, criterion, k_max, cv_folds, a_gr
         a=a, criterion=criterion, k_max=k_max, cv_folds=cv_folds, a_grid=a_grid,
         method=method, random_state=random_state, progress=progress, control=control)
     result = StreamedScopeResult(sel, mixed, spec.design, spec.group_labels, names, unpen,
-                                 columns, backend, source, spec)
+                                 columns, backend)
     result.dropped_columns = dropped
     return result
 

@@ -18,16 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..crossprod import cluster_factors
-
-
-def _cluster_directions(backend, a, coef):
-    """c_i = (I + a Z_i'Z_i)^{-1} Z_i'r_i for every cluster, (clusters, q); ``coef`` and
-    r_i = yc_i - Xc_i coef on the centred data of the statistics."""
-    stats = backend.stats
-    Zr = stats.Zty - backend.cluster_Zt_Xbeta(coef)
-    _, Linv = cluster_factors(stats.ZtZ, a)
-    return (np.swapaxes(Linv, 1, 2) @ (Linv @ Zr[:, :, None]))[:, :, 0]
+from ..inference import cluster_directions
 
 
 def _chunk_scores(spec, a, coef, directions, shifts, index, frame):
@@ -53,7 +44,8 @@ def cluster_scores(source, spec, backend, a, beta, progress):
     shifts = (stats.x_shift, stats.y_shift)
     # c_i is in the units of the backend's scaled Z (Z D^{-1}); rows carry raw Z, and
     # (Z_row D^{-1}) . c_i = Z_row . (D^{-1} c_i)
-    directions = _cluster_directions(backend, a, coef) / backend.z_scale
+    Zr = stats.Zty - backend.cluster_Zt_Xbeta(coef)  # Z_i'r_i, r = yc - Xc coef
+    directions = cluster_directions(stats.ZtZ, Zr, a) / backend.z_scale
     scores = np.zeros((backend.n_groups, backend.p))
 
     def add(part):

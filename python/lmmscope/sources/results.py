@@ -3,7 +3,8 @@
 Fixed effects, variance components, random effects (by cluster label), the selection
 path and ``predict(newdata)`` are in memory, as for an in-memory fit.  ``fitted()``,
 ``residuals()`` and ``predict()`` without newdata would need the rows back and raise a
-clear error instead; ``inference()`` makes one more pass over the data.
+clear error instead; ``inference()`` makes one more pass over the data (the backend's
+``cluster_scores``).
 """
 
 from __future__ import annotations
@@ -59,18 +60,6 @@ class StreamedScopeResult(_StreamedMethods, LmmScopeResult):
     """:func:`lmmscope.lmm_scope` on parquet files or a Dask DataFrame."""
 
     def __init__(self, selection, mixed, design, group_labels, names, unpenalised,
-                 refit_columns, backend, source=None, spec=None):
+                 refit_columns, backend):
         super().__init__(selection, mixed, design, None, None, None, None, group_labels,
                          names, unpenalised, refit_columns, data=backend)
-        self._source, self._spec = source, spec
-
-    def _inference_statistics(self, progress):
-        """As :meth:`LmmScopeResult._inference_statistics`; the cluster scores take one more
-        pass over the data (parquet files or the Dask DataFrame, which must still be
-        readable)."""
-        from .. import inference as inf
-        from .inference import cluster_scores
-
-        return (inf.whitened_gram(self._data, self.a),
-                cluster_scores(self._source, self._spec, self._data, self.a,
-                               self.coef.to_numpy(), progress))
