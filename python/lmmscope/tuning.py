@@ -161,8 +161,12 @@ class Data(OneFactorBackend):
         """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
         if self.use_gram:
             return rescale_z(self.stats.subset(columns), 1.0 / self.z_scale)
+        # no Gram to take them from: one pass over these columns, shifted as ``stats``
+        # (so that a subset without the intercept is the Gram layout's too)
+        columns = np.asarray(columns, dtype=np.int64)
+        shifts = (self.stats.x_shift[columns], self.stats.y_shift)
         return rescale_z(compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes,
-                                               self.n_groups), 1.0 / self.z_scale)
+                                               self.n_groups, center=shifts), 1.0 / self.z_scale)
 
     def fold_stats(self, fold_of_cluster):
         """Per-fold ClusterStats (computed once; cluster codes renumbered within a fold)."""
