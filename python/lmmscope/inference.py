@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import stats as sps
 
 from .crossprod import cluster_factors, cluster_transpose_operator
 from .exceptions import InputError
@@ -196,6 +195,8 @@ def inference_table(names, columns, estimate, std_error, df, level, adjust) -> p
         raise InputError(f"level must be a number between 0 and 1 (0.95 for 95%), got {level!r}")
     if adjust not in ADJUSTMENTS:
         raise InputError(f"adjust must be one of 'bh', 'holm' or None, got {adjust!r}")
+    from scipy import stats as sps  # lazily: it loads scipy.optimize (seconds)
+
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = estimate / std_error  # referred to Student's t with df degrees of freedom
     p_value = 2 * sps.t.sf(np.abs(ratio), df)

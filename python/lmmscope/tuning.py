@@ -40,7 +40,6 @@ from .backend import OneFactorBackend
 from .control import Control, as_control
 from .crossprod import (WhitenedOperator, column_root_mean_squares, compute_cluster_stats,
                         whitened_rows)
-from .inference import cluster_scores
 from .intercept import InterceptPrepended
 from .layouts import GramLayout, RowLayout, choose_layout
 from .profiled import rescale_z
@@ -133,6 +132,7 @@ class Data(OneFactorBackend):
 
     def cluster_scores(self, a, beta, progress=None):
         """Per-cluster Xc_i' Sigma_a,i^{-1} r_i, from the rows (see inference.cluster_scores)."""
+        from .inference import cluster_scores  # scipy.stats: loaded when inference runs
         return cluster_scores(self, a, beta)
 
     def whitened_operator(self, a):
