@@ -78,9 +78,8 @@ class OneFactorBackend:
     of X_a'X_a's columns) and ``cluster_scores(a, beta, progress)``."""
 
     def inference_statistics(self, a, beta, progress=None):
-        from .inference import WhitenedGram
-        return (WhitenedGram(self.whitened_gram(a), self.stats),
-                self.cluster_scores(a, beta, progress))
+        from .inference import whitened_gram
+        return whitened_gram(self, a), self.cluster_scores(a, beta, progress)
 
 
 def fold_problems_of_whitened(total, held, held_raw, unpenalised) -> list:
