@@ -94,3 +94,13 @@ def fold_problems_of_whitened(total, held, held_raw, unpenalised) -> list:
         out.append(FoldProblem(train, (white.gram, white.xty, white.yty),
                                (raw.XtX, raw.Xty, raw.yty), total.n_obs - white.n_obs))
     return out
+
+
+def check_folds_of_the_pass(fold_of_cluster, accumulated) -> None:
+    """Streamed and Dask statistics hold the folds fixed before the data pass: refuse
+    others (they would need another pass)."""
+    if accumulated is None:
+        raise ValueError("cross-validation folds were not accumulated in the data pass")
+    if not np.array_equal(fold_of_cluster, accumulated):
+        raise ValueError("streamed data accumulate the statistics of the folds fixed before "
+                         "the data pass (cv_folds, random_state); other folds need another pass")

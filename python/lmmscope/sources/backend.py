@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import OneFactorBackend
+from ..backend import OneFactorBackend, check_folds_of_the_pass
 from ..control import as_control
 from ..crossprod import ClusterStats, WhitenedGramColumns, whiten_stats
 from ..exceptions import InputError
@@ -70,9 +70,5 @@ class StatsBackend(OneFactorBackend):
 
     def fold_problems(self, a, unpenalised, fold_of_cluster):
         """As tuning.Data.fold_problems: training statistics are totals minus the fold's."""
-        if self._folds is None:
-            raise ValueError("cross-validation folds were not accumulated in the data pass")
-        if not np.array_equal(fold_of_cluster, self._folds):
-            raise ValueError("streamed data accumulate the statistics of the folds fixed before "
-                             "the data pass (cv_folds, random_state); other folds need another pass")
+        check_folds_of_the_pass(fold_of_cluster, self._folds)
         return gram_fold_problems(self.stats, self._fold_stats, a, unpenalised)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import OneFactorBackend, fold_problems_of_whitened
+from ..backend import OneFactorBackend, check_folds_of_the_pass, fold_problems_of_whitened
 from ..control import as_control
 from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
 from ..profiled import rescale_z, z_column_scale
@@ -340,9 +340,7 @@ class DaskStatsBackend(OneFactorBackend):
         return reduce_gram(w.gram.copy(), w.xty, w.yty, unpenalised), w.trace_inv
 
     def fold_problems(self, a, unpenalised, fold_of_cluster):
-        if self._folds is None or not np.array_equal(fold_of_cluster, self._folds):
-            raise ValueError("Dask data accumulate the statistics of the folds fixed before "
-                             "the data pass (cv_folds, random_state); other folds need another pass")
+        check_folds_of_the_pass(fold_of_cluster, self._folds)
         total, *held = self._whitened_at(a)
         return fold_problems_of_whitened(total, held, self._gram.folds, unpenalised)
 
