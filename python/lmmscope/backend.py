@@ -104,3 +104,11 @@ def check_folds_of_the_pass(fold_of_cluster, accumulated) -> None:
     if not np.array_equal(fold_of_cluster, accumulated):
         raise ValueError("streamed data accumulate the statistics of the folds fixed before "
                          "the data pass (cv_folds, random_state); other folds need another pass")
+
+
+def proxy_z_scale(root_mean_squares, control) -> np.ndarray:
+    """The unit of each column of Z in the proxy Sigma_a = a Z~Z~' + I, one rule for
+    every one-factor backend: the column's root mean square (``Control.unit_free_z``:
+    a and the selection then do not depend on Z's units), else 1 (the raw Z)."""
+    rms = np.asarray(root_mean_squares, dtype=float)
+    return rms if control.unit_free_z else np.ones(rms.size)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from . import checks
-from .backend import OneFactorBackend
+from .backend import OneFactorBackend, proxy_z_scale
 from .control import Control, as_control
 from .crossprod import (WhitenedOperator, column_root_mean_squares, compute_cluster_stats,
                         whitened_rows)
@@ -97,8 +97,7 @@ class Data(OneFactorBackend):
         # Z's columns are scaled before the products: rescaling Z'X afterwards would
         # cost a pass over an array q / (mean cluster size) times the size of X.
         Z = np.asarray(Z, dtype=float)
-        self.z_scale = (column_root_mean_squares(Z) if self.control.unit_free_z
-                        else np.ones(Z.shape[1]))
+        self.z_scale = proxy_z_scale(column_root_mean_squares(Z), self.control)
         self.Z = Z / self.z_scale
         known = None if x_moments is None else (x_moments.sums, x_moments.squares)
         self._x_squares = None if x_moments is None else x_moments.squares

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import OneFactorBackend, check_folds_of_the_pass
+from ..backend import OneFactorBackend, check_folds_of_the_pass, proxy_z_scale
 from ..control import as_control
 from ..crossprod import ClusterStats, WhitenedGramColumns, whiten_stats
 from ..exceptions import InputError
@@ -34,7 +34,7 @@ class StatsBackend(OneFactorBackend):
         # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
         # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
         control = as_control(control)
-        self.z_scale = z_column_scale(stats) if control.unit_free_z else np.ones(stats.q)
+        self.z_scale = proxy_z_scale(z_column_scale(stats), control)
         self.stats = rescale_z(stats, self.z_scale)
         if fold_stats is not None:
             fold_stats = [rescale_z(st, self.z_scale) for st in fold_stats]

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import OneFactorBackend, check_folds_of_the_pass, fold_problems_of_whitened
+from ..backend import (OneFactorBackend, check_folds_of_the_pass, fold_problems_of_whitened,
+                       proxy_z_scale)
 from ..control import as_control
 from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
 from ..profiled import rescale_z, z_column_scale
@@ -197,8 +198,7 @@ class DaskStatsBackend(OneFactorBackend):
         # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
         # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
         self._raw_stats = self._client_stats(q)
-        self.z_scale = (z_column_scale(self._raw_stats) if as_control(control).unit_free_z
-                        else np.ones(q))
+        self.z_scale = proxy_z_scale(z_column_scale(self._raw_stats), as_control(control))
         self.stats = rescale_z(self._raw_stats, self.z_scale)
         self.N = self.stats.n_obs
         self.rows = self._gram.rows
