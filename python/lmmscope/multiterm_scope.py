@@ -76,7 +76,8 @@ class SeveralTermsData:
         """(whitened Gram of the centred columns, scores per level of ``outer``, by default
         the factor that nests the others) at a, ``beta`` in the original parametrisation:
         what :func:`lmmscope.inference.debias` takes.  The scores need the rows once:
-        X_i'(Sigma_a^-1 r)_i with r = y - X beta and Sigma_a^-1 r = r - a Z~ (I + a Z~'Z~)^-1 Z~'r, block diagonal by ``outer``."""
+        X_i'(Sigma_a^-1 r)_i with r = y - X beta and Sigma_a^-1 r =
+        r - a Z~ (I + a Z~'Z~)^-1 Z~'r, block diagonal by ``outer``."""
         from .inference import WhitenedGram
         outer = _outermost_nesting(self.reterms) if outer is None else outer
         if outer is None:
