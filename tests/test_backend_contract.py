@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from lmmscope.backend import DataBackend, FoldProblem
+from lmmscope.control import Control
 from lmmscope.crossprod import encode_groups
 from lmmscope.exceptions import InputError
 from lmmscope.formula import build_design
@@ -80,8 +81,8 @@ def folds(arrays):
     return make_folds(arrays[5].size, N_FOLDS, 0)
 
 
-def _streamed(source, folds, arrays):
-    spec, backend, _ = prepare(source, FORMULA, "omit", _quiet(), lambda spec: folds)
+def _streamed(source, folds, arrays, control):
+    spec, backend, _ = prepare(source, FORMULA, "omit", _quiet(), lambda spec: folds, control)
     design, *_rest, labels = arrays
     # the two fronts must read the same model: same columns, same cluster codes
     assert spec.names == list(design.fixed_names)
@@ -89,14 +90,8 @@ def _streamed(source, folds, arrays):
     return backend
 
 
-@pytest.fixture(scope="module")
-def backends(frame, arrays, folds, tmp_path_factory):
+def _all_backends(frame, arrays, folds, directory, control=None):
     design, X, y, Z, codes, labels = arrays
-    directory = tmp_path_factory.mktemp("contract")
-    bounds = np.linspace(0, len(frame), 4).astype(int)
-    for i in range(3):
-        frame.iloc[bounds[i]:bounds[i + 1]].to_parquet(directory / f"part{i}.parquet",
-                                                       row_group_size=40)
     import dask.dataframe as dd
 
     bars = parse_bar_terms(FORMULA)
@@ -104,18 +99,34 @@ def backends(frame, arrays, folds, tmp_path_factory):
         warnings.simplefilter("ignore")
         fixed, reterms, _rows = build_reterms(bars, frame)
     assert list(fixed.fixed_names) == list(design.fixed_names)
-    several = SeveralTermsData(np.asarray(fixed.X, float), np.asarray(fixed.y, float), reterms,
-                               intercept=0)
     n = labels.size
     return {
-        "memory, Gram": Data(X, y, Z, codes, n, layout=GramLayout()),
-        "memory, Gram by columns": Data(X, y, Z, codes, n,
+        "memory, Gram": Data(X, y, Z, codes, n, layout=GramLayout(), control=control),
+        "memory, Gram by columns": Data(X, y, Z, codes, n, control=control,
                                         layout=GramLayout(columns_on_demand=True)),
-        "memory, rows": Data(X, y, Z, codes, n, layout=RowLayout()),
-        "parquet": _streamed(ParquetSource(str(directory), chunk_rows=25), folds, arrays),
-        "dask": _streamed(DaskSource(dd.from_pandas(frame, npartitions=3)), folds, arrays),
-        "several terms": several,
+        "memory, rows": Data(X, y, Z, codes, n, layout=RowLayout(), control=control),
+        "parquet": _streamed(ParquetSource(str(directory), chunk_rows=25), folds, arrays,
+                             control),
+        "dask": _streamed(DaskSource(dd.from_pandas(frame, npartitions=3)), folds, arrays,
+                          control),
+        "several terms": SeveralTermsData(np.asarray(fixed.X, float), np.asarray(fixed.y, float),
+                                          reterms, intercept=0, control=control),
     }
+
+
+@pytest.fixture(scope="module")
+def parquet_directory(frame, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("contract")
+    bounds = np.linspace(0, len(frame), 4).astype(int)
+    for i in range(3):
+        frame.iloc[bounds[i]:bounds[i + 1]].to_parquet(directory / f"part{i}.parquet",
+                                                       row_group_size=40)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def backends(frame, arrays, folds, parquet_directory):
+    return _all_backends(frame, arrays, folds, parquet_directory)
 
 
 BACKENDS = ["memory, Gram by columns", "memory, rows", "parquet", "dask", "several terms"]
@@ -255,3 +266,16 @@ def test_scale_check_runs_on_every_layout(k, a, gram):
     sd = X.std(axis=0, ddof=1)
     message = str(next(w.message for w in caught if w.category is ScaleWarning))
     assert f"from {sd[4]:.3g} (x4) to {sd[2]:.3g} (x2)" in message
+
+
+def test_raw_z_units_on_every_backend(frame, arrays, folds, parquet_directory):
+    """Control(unit_free_z=False): every backend builds the proxy on the raw Z (unit 1)
+    and they still agree."""
+    raw = _all_backends(frame, arrays, folds, parquet_directory, Control(unit_free_z=False))
+    want, _ = raw[REFERENCE].reduced(0.7, UNPENALISED)
+    unit_free, _ = _all_backends(frame, arrays, folds, parquet_directory)[REFERENCE].reduced(
+        0.7, UNPENALISED)
+    assert not np.allclose(want.loss.xty, unit_free.loss.xty)  # Z's units matter here
+    for name in BACKENDS:
+        assert np.all(raw[name].z_scale == 1.0), name
+        assert_same_problem(raw[name].reduced(0.7, UNPENALISED)[0], want)
