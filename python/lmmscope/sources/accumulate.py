@@ -38,11 +38,9 @@ def _chunk_stats(X, y, Z, codes, n_groups, spec) -> ClusterStats:
     return stats
 
 
-def _add_stats(total: ClusterStats, part: ClusterStats, clusters: np.ndarray) -> None:
-    """total += part, where part's cluster r is the total's cluster ``clusters[r]``.
-
-    Per-cluster blocks are scattered in place; the Gram part (X'X, X'y, y'y) is added
-    when ``total`` carries one (the buckets of the Dask backend hold blocks only).
+def _add_blocks(total: ClusterStats, part: ClusterStats, clusters: np.ndarray) -> None:
+    """total's per-cluster blocks += part's, where part's cluster r is the total's
+    cluster ``clusters[r]``, scattered in place (the Gram part: :func:`_add_gram`).
     Both must share one shift (ClusterStats.__add__ adds statistics of the same
     clusters; this one scatters a chunk's few clusters into the global arrays).
     """
@@ -51,8 +49,6 @@ def _add_stats(total: ClusterStats, part: ClusterStats, clusters: np.ndarray) ->
     total.ZtX[clusters] += part.ZtX
     total.Zty[clusters] += part.Zty
     total.sizes[clusters] += part.sizes
-    if total.XtX is not None:
-        _add_gram(total, part)
 
 
 def _check_same_shift(total: ClusterStats, part: ClusterStats) -> None:
@@ -62,7 +58,7 @@ def _check_same_shift(total: ClusterStats, part: ClusterStats) -> None:
 
 
 def _add_gram(total: ClusterStats, part: ClusterStats) -> None:
-    """total's X'X, X'y, y'y += part's (the same shift; see _add_stats)."""
+    """total's X'X, X'y, y'y += part's (the same shift; see _add_blocks)."""
     _check_same_shift(total, part)
     total.XtX += part.XtX
     total.Xty += part.Xty
@@ -198,7 +194,8 @@ class StatsTotals:
         self.n_chunks += 1
         self.rows = self.rows + part.rows
         for fold, clusters, stats in part.pieces:
-            _add_stats(self.total, stats, clusters)
+            _add_blocks(self.total, stats, clusters)
+            _add_gram(self.total, stats)
             _add_gram(self.folds[fold], stats)
 
     def centre_on_means(self) -> None:

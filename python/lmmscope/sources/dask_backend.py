@@ -30,7 +30,7 @@ from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
 from ..profiled import rescale_z, z_column_scale
 from ..exceptions import InputError
 from ..selection import reduce_gram
-from .accumulate import (RowCounts, _add_gram, _add_stats, _shifts_of, chunk_stats,
+from .accumulate import (RowCounts, _add_blocks, _add_gram, _shifts_of, chunk_stats,
                          cluster_subset, empty_stats, mean_shift, moved_shift, shift_blocks,
                          shift_gram)
 from .inference import cluster_scores
@@ -87,7 +87,7 @@ def combine_bucket(b, n_buckets, n_groups, q, p, *block_lists):
         for codes, stats in blocks:
             if total is None:  # every piece has the spec's shift
                 total = empty_stats(clusters.size, q, p, gram=False, like=stats)
-            _add_stats(total, stats, codes // n_buckets)
+            _add_blocks(total, stats, codes // n_buckets)  # a bucket holds blocks only
     if total is None:
         total = empty_stats(clusters.size, q, p, gram=False)
     return clusters, total
