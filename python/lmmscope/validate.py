@@ -1,94 +1,319 @@
-"""Check a fit against R's reference implementation, ``lme4::lmer``, in one call.
+"""Compare a fit with R's reference implementation, ``lme4::lmer``: the one comparison.
 
-``check_against_lme4(fit)`` refits the model that ``fit`` ended with (for
-``lmm_scope``: the selected columns plus the unpenalised ones) with lme4 through rpy2
-and compares every reported quantity.  The refit uses the fit's own design columns
-(not the formula), so factors need no care: a factor enters both fits as the same
-0/1 columns, with the same reference level, whatever R's contrasts would choose.
+Two halves, each written once and shared by Python (``fit.check_against_lme4()``,
+``lmmscope validate``), the R package (``check_against_lmer()``) and the tests:
+
+* lme4's side is the R file ``lme4_reference.R`` shipped in this package
+  (:data:`REFERENCE_R`): it builds lmer's data and formula from the fit's own design
+  columns (so a factor enters both fits as the same 0/1 columns, with the same
+  reference level), fits lmer with BOBYQA run to ``rhoend = 1e-12`` and returns plain
+  values with our names.  Python runs it through rpy2; R sources it.
+* the comparison is :func:`compare_values` here, on two :class:`FitValues` (built from
+  a Python result by :func:`fit_values`, or from R's plain values by
+  :meth:`FitValues.from_plain`, which accepts rpy2's and reticulate's conversions).
+
+Each random-effects term is compared (its SDs, correlations and conditional modes), so
+models with several terms (crossed or nested) compare like one-term models.
 
 How two values are compared: ``rel_diff = |ours - lme4| / max(|lme4|, scale)``, where
 ``scale`` is the unit the quantity is estimated on, so that a value near 0 is judged
 against its own precision rather than against 0:
 
-* fixed effect: its standard error (lme4's);
-* random-effect SD, residual sigma, conditional prediction: lme4's sigma (theta =
-  SD / sigma is what both optimisers work on);
-* correlation: 1 (absolute difference), or sigma / the smaller of its two SDs when that
-  is larger: the correlation is only determined to theta's precision divided by the
-  smaller theta (a slope with SD 0.04 sigma leaves it flat: sleepstudy-like data showed
-  2e-6 between two optima whose deviances agree to 1e-12);
-* isSingular: 1 (absolute difference);
-* logLik and the deviance at our theta: 1 (absolute: log-likelihood differences are
-  absolute quantities, e.g. in likelihood-ratio tests).
+* fixed effect: its standard error (lme4's); standard error: 0 (plain relative);
+* random-effect SD, residual sigma, fitted value, conditional mode: lme4's sigma (theta
+  = SD / sigma is what both optimisers work on);
+* correlation: 1, or sigma / the smaller of its two SDs when that is larger: the
+  correlation is only determined to theta's precision divided by the smaller theta (a
+  slope with SD 0.04 sigma leaves it flat: sleepstudy-like data showed 2e-6 between two
+  optima whose deviances agree to 1e-12);
+* logLik, AIC, BIC, the deviance at our theta and isSingular: absolute differences
+  (log-likelihood differences are absolute quantities, as in likelihood-ratio tests).
 
-A correlation involving a random-effect SD below ``tol * sigma`` in lme4 is not
-identified (a singular fit) and is reported with status ``not_identified``.
-
-lme4 runs BOBYQA with ``rhoend = 1e-12`` (its default stops early: on Orthodont by ML
-5e-7 deviance units above the optimum).  When some quantity still differs, lme4's own
-deviance function (``lmer(..., devFunOnly = TRUE)``) is evaluated at both optima; if
-ours is lower, lme4 is re-evaluated at our theta (``lmerControl(optimizer = NULL)``)
-and rows that agree with that are marked ``lme4_optimum_worse`` instead of failing.
+Fitted values and conditional modes are compared element by element; the table shows the
+row (for each term and column, the level) with the largest difference.  A quantity
+present on one side only is a failure.  A correlation involving a random-effect SD below
+``tol * sigma`` in lme4 is not identified (a singular fit): status ``not_identified``.
+When something differs and lme4's own deviance function (``devFunOnly = TRUE``) is lower
+at our theta than at lme4's optimum, lme4 evaluated at our theta decides: rows that agree
+with it get status ``lme4_optimum_worse`` instead of ``FAIL``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import re
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-LMER_CONTROL = "lme4::lmerControl(optimizer = 'bobyqa', optCtrl = list(rhoend = 1e-12, maxfun = 1e5))"
+from .exceptions import InputError, InputTypeError, Lme4Error, Lme4Unavailable
+
+__all__ = ["FitValues", "Lme4Check", "Lme4Error", "Lme4Unavailable", "REFERENCE_R",
+           "check_against_lme4", "compare_values", "fit_values"]
+
+REFERENCE_R = Path(__file__).with_name("lme4_reference.R")
 INSTALL_HINT = ("check_against_lme4 needs rpy2 (pip install 'lmmscope[r]'), R, and the R package "
                 "lme4 (in R: install.packages('lme4'); Debian/Ubuntu: apt install r-cran-lme4)")
 _LME4 = "lme4"  # the R package required (a name the tests can replace)
-N_PREDICTIONS = 10  # conditional predictions compared (rows spread over the data)
 
-# One R function does the whole refit, so a single round trip through rpy2 suffices.
-_R_REFIT = """
-function(formula, d, reml, theta_ours, at_ours) tryCatch({
-  notes <- character()
-  note <- function(restart) function(cond) {
-    notes <<- c(notes, trimws(conditionMessage(cond))); invokeRestart(restart)
-  }
-  quietly <- function(expr) withCallingHandlers(expr, warning = note("muffleWarning"),
-                                                message = note("muffleMessage"))
-  ctrl <- if (at_ours) lme4::lmerControl(optimizer = NULL) else %s
-  f <- stats::as.formula(formula)
-  start <- if (at_ours) list(theta = theta_ours) else NULL
-  m <- quietly(lme4::lmer(f, data = d, REML = reml, control = ctrl, start = start))
-  devfun <- quietly(lme4::lmer(f, data = d, REML = reml, control = ctrl, devFunOnly = TRUE))
-  vc <- as.data.frame(lme4::VarCorr(m))
-  blank <- function(v) ifelse(is.na(v), "", as.character(v))
-  theta <- unname(lme4::getME(m, "theta"))
-  list(fixef = lme4::fixef(m), se = unname(sqrt(diag(as.matrix(stats::vcov(m))))),
-       grp = blank(vc$grp), var1 = blank(vc$var1), var2 = blank(vc$var2), sdcor = vc$sdcor,
-       sigma = stats::sigma(m), loglik = as.numeric(stats::logLik(m)),
-       fitted = unname(stats::fitted(m)), theta = theta, singular = lme4::isSingular(m),
-       dev_at_ours = devfun(theta_ours), dev_at_lme4 = devfun(theta), notes = notes)
-}, error = function(e) list(error = conditionMessage(e)))
-""" % LMER_CONTROL
+# kinds of quantity compared by their absolute difference (see the module docstring)
+_ABSOLUTE = {"logLik", "AIC", "BIC", "deviance", "isSingular"}
+# Conditional modes are judged at 10 x tol unless told otherwise: where a random
+# intercept and an uncentred slope trade off they are determined less precisely than the
+# fitted values (Orthodont by ML: 1.1e-6 against 6e-8 for the fitted values, measured
+# with both optima 2e-12 deviance units apart).
+_LOOSER = {"ranef": 10.0}
 
 
-class Lme4Unavailable(ImportError):
-    """rpy2, R or the R package lme4 is missing: the message says which and how to install."""
+def kind_of(quantity: str) -> str:
+    """The kind of a table row: its name up to "[" or the first space ("fixef", "sd", ...)."""
+    return quantity.split("[", 1)[0].split(" ", 1)[0]
+
+
+@dataclass
+class FitValues:
+    """The compared numbers of one fit, with plain types and lmmscope's names.
+
+    ``fixef``/``se``: Series by coefficient name; ``varcorr``: lme4's
+    ``as.data.frame(VarCorr())`` layout with columns grp, var1, var2 ("" when absent),
+    sdcor (the residual row has grp "Residual"); ``ranef``: long format, columns grp,
+    term, level (str), value, or None; ``fitted``: conditional fitted values, or None.
+    """
+
+    method: str
+    fixef: pd.Series
+    se: pd.Series
+    varcorr: pd.DataFrame
+    sigma: float
+    loglik: float
+    aic: float
+    bic: float
+    theta: np.ndarray
+    singular: bool
+    fitted: np.ndarray | None = None
+    ranef: pd.DataFrame | None = None
+
+    @classmethod
+    def from_plain(cls, values: dict) -> "FitValues":
+        """From the plain values of ``lme4_reference.R``'s ``lmer_values()``, as rpy2
+        (via :func:`_from_r`) or reticulate (R lists as dicts, vectors as lists or
+        scalars, data frames as pandas) hands them over."""
+        fixef = pd.DataFrame(values["fixef"])
+        names = [str(n) for n in _vector(fixef["name"])] if len(fixef) else []
+        varcorr = pd.DataFrame(values["varcorr"])
+        for column in ("grp", "var1", "var2"):
+            varcorr[column] = [str(v) for v in _vector(varcorr[column])]
+        ranef = values.get("ranef")
+        if ranef is not None:
+            ranef = pd.DataFrame(ranef)
+            ranef = ranef.assign(level=[str(v) for v in _vector(ranef["level"])])
+        fitted = values.get("fitted")
+        return cls(method=str(_scalar(values["method"])),
+                   fixef=pd.Series(_vector(fixef["estimate"]) if names else [], index=names, dtype=float),
+                   se=pd.Series(_vector(fixef["se"]) if names else [], index=names, dtype=float),
+                   varcorr=varcorr.assign(sdcor=_vector(varcorr["sdcor"])),
+                   sigma=float(_scalar(values["sigma"])), loglik=float(_scalar(values["loglik"])),
+                   aic=float(_scalar(values["aic"])), bic=float(_scalar(values["bic"])),
+                   theta=_vector(values["theta"]), singular=bool(_scalar(values["singular"])),
+                   fitted=None if fitted is None else _vector(fitted), ranef=ranef)
+
+
+def _vector(v) -> np.ndarray:
+    return np.atleast_1d(np.asarray(v if not isinstance(v, pd.Series) else v.to_numpy()))
+
+
+def _scalar(v):
+    return _vector(v)[0] if not isinstance(v, (str, bool, int, float)) else v
+
+
+def _varcorr_rows(varcorr: pd.DataFrame) -> pd.DataFrame:
+    """A result's ``varcorr`` (group, var1, var2, variance, std_dev) in lme4's layout."""
+    blank = lambda column: ["" if pd.isna(v) else str(v) for v in varcorr[column]]  # noqa: E731
+    return pd.DataFrame({"grp": [str(g) for g in varcorr["group"]], "var1": blank("var1"),
+                         "var2": blank("var2"), "sdcor": varcorr["std_dev"].to_numpy(dtype=float)})
+
+
+def _long_ranef(tables: dict) -> pd.DataFrame:
+    """{group name: levels x columns} as rows (grp, term, level, value)."""
+    parts = [pd.DataFrame({"grp": str(group), "term": str(term),
+                           "level": frame.index.astype(str), "value": frame[term].to_numpy(dtype=float)})
+             for group, frame in tables.items() for term in frame.columns]
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def fit_values(result, mixed=None) -> FitValues:
+    """The compared numbers of a result of :func:`lmmscope.lmm` or :func:`lmmscope.lmm_scope`
+    (one or several random-effects terms).  ``mixed``: another (RE)ML fit of the same
+    model (a one-term ``MixedModelFit``) to take the numbers from."""
+    fit = result.mixed if mixed is None else mixed
+    if hasattr(result, "reterms"):
+        ranef, fitted = _long_ranef(fit.ranef), _several_terms_fitted(result, fit)
+    else:
+        ranef = _long_ranef({fit.group_name: fit.ranef})
+        X = np.asarray(result._X[:, np.asarray(result._refit_columns)], dtype=float).reshape(len(result._y), -1)
+        B = fit.ranef.to_numpy()[result._codes]
+        fitted = X @ fit.fixef.to_numpy() + np.einsum("ij,ij->i", np.asarray(result._Z, dtype=float), B)
+    return FitValues(method=fit.method, fixef=fit.fixef.astype(float), se=fit.bse.astype(float),
+                     varcorr=_varcorr_rows(fit.varcorr), sigma=float(fit.sigma),
+                     loglik=float(fit.loglik), aic=float(fit.aic), bic=float(fit.bic),
+                     theta=np.asarray(fit.theta, dtype=float), singular=bool(fit.singular),
+                     fitted=fitted, ranef=ranef)
+
+
+def _several_terms_fitted(result, fit) -> np.ndarray:
+    return np.asarray(result._X, dtype=float) @ fit.fixef.to_numpy() + result.reterms.Zt.T @ fit.b
+
+
+# -- the comparison ---------------------------------------------------------------------
+
+@dataclass
+class _Quantity:
+    name: str
+    kind: str  # fixef, se, sd, cor, sigma, logLik, AIC, BIC, deviance, fitted, ranef, isSingular
+    key: tuple  # what matches it across fits; fitted/ranef rows share their group's key[0]
+    ours: float
+    ref: float
+    scale: float  # unused for the absolute kinds
+    identified: bool = True
+
+
+def _keyed(frame: pd.DataFrame, columns) -> list:
+    """Row keys of ``frame`` on ``columns``, with an occurrence count for repeats."""
+    seen: dict = {}
+    out = []
+    for row in frame[list(columns)].itertuples(index=False):
+        seen[row] = seen.get(row, -1) + 1
+        out.append((*row, seen[row]))
+    return out
+
+
+def _union(a: list, b: list) -> list:
+    return a + [k for k in b if k not in set(a)]
+
+
+def _quantities(ours: FitValues, ref: FitValues, tol_of, deviance_at_ours=None) -> list:
+    """Every compared quantity of ``ours`` against ``ref`` (lme4's)."""
+    sigma = ref.sigma
+    out = []
+    for name in _union(list(ours.fixef.index), list(ref.fixef.index)):
+        out.append(_Quantity(f"fixef[{name}]", "fixef", ("fixef", name), ours.fixef.get(name, np.nan),
+                             ref.fixef.get(name, np.nan), ref.se.get(name, np.nan)))
+    for name in _union(list(ours.se.index), list(ref.se.index)):
+        out.append(_Quantity(f"se[{name}]", "se", ("se", name), ours.se.get(name, np.nan),
+                             ref.se.get(name, np.nan), 0.0))
+    out += _variance_quantities(ours, ref, tol_of("cor"))
+    out.append(_Quantity("sigma", "sigma", ("sigma",), ours.sigma, sigma, sigma))
+    out.append(_Quantity("logLik", "logLik", ("logLik",), ours.loglik, ref.loglik, 0.0))
+    out.append(_Quantity("AIC", "AIC", ("AIC",), ours.aic, ref.aic, 0.0))
+    out.append(_Quantity("BIC", "BIC", ("BIC",), ours.bic, ref.bic, 0.0))
+    if deviance_at_ours is not None:
+        out.append(_Quantity("deviance at lmmscope's theta", "deviance", ("deviance",),
+                             -2 * ours.loglik, deviance_at_ours, 0.0))
+    if ours.fitted is not None and ref.fitted is not None:
+        if len(ours.fitted) != len(ref.fitted):
+            out.append(_Quantity("fitted[number of rows]", "fitted", ("fitted", "n"),
+                                 len(ours.fitted), len(ref.fitted), 0.0))
+        else:
+            out += [_Quantity(f"fitted[row {i + 1}]", "fitted", ("fitted", "", i), o, r, sigma)
+                    for i, (o, r) in enumerate(zip(ours.fitted, ref.fitted))]
+    if ours.ranef is not None and ref.ranef is not None:
+        out += _ranef_quantities(ours.ranef, ref.ranef, sigma)
+    out.append(_Quantity("isSingular", "isSingular", ("isSingular",), float(ours.singular),
+                         float(ref.singular), 0.0))
+    return out
+
+
+def _variance_quantities(ours: FitValues, ref: FitValues, cor_tol: float) -> list:
+    """One quantity per random-effect SD and correlation in either VarCorr."""
+    mine = ours.varcorr[ours.varcorr["grp"] != "Residual"]
+    theirs = ref.varcorr[ref.varcorr["grp"] != "Residual"]
+    ours_by = dict(zip(_keyed(mine, ("grp", "var1", "var2")), mine["sdcor"]))
+    ref_by = dict(zip(_keyed(theirs, ("grp", "var1", "var2")), theirs["sdcor"]))
+    sd_ref = {(g, v1, n): s for (g, v1, v2, n), s in ref_by.items() if v2 == ""}
+    sigma, out = ref.sigma, []
+    for key in _union(list(ref_by), list(ours_by)):
+        grp, v1, v2, n = key
+        o, r = ours_by.get(key, np.nan), ref_by.get(key, np.nan)
+        if v2 == "":
+            out.append(_Quantity(f"sd[{grp}: {v1}]", "sd", ("sd", *key), o, r, sigma))
+            continue
+        smaller = min(sd_ref.get((grp, v1, n), np.nan), sd_ref.get((grp, v2, n), np.nan))
+        scale = max(1.0, sigma / smaller) if smaller > 0 else np.inf
+        out.append(_Quantity(f"cor[{grp}: {v1}, {v2}]", "cor", ("cor", *key), o, r, scale,
+                             identified=not smaller < cor_tol * sigma))
+    return out
+
+
+def _ranef_quantities(ours: pd.DataFrame, ref: pd.DataFrame, sigma: float) -> list:
+    mine = dict(zip(_keyed(ours, ("grp", "term", "level")), ours["value"]))
+    theirs = dict(zip(_keyed(ref, ("grp", "term", "level")), ref["value"]))
+    return [_Quantity(f"ranef[{g}: {t}, level {lev}]", "ranef", ("ranef", g, t, n, lev),
+                      mine.get(key, np.nan), theirs.get(key, np.nan), sigma)
+            for key in _union(list(theirs), list(mine)) for g, t, lev, n in [key]]
+
+
+def _differences(quantities: list, ref_values=None) -> tuple:
+    """(abs_diff, rel_diff) of each quantity against its lme4 value or ``ref_values``."""
+    ours = np.array([q.ours for q in quantities], dtype=float)
+    ref = np.array([q.ref for q in quantities] if ref_values is None else ref_values, dtype=float)
+    scale = np.array([q.scale for q in quantities], dtype=float)
+    absolute = np.array([q.kind in _ABSOLUTE for q in quantities], dtype=bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.abs(ours - ref)
+        rel = np.where(absolute, diff, diff / np.maximum(np.abs(ref), scale))
+    return diff, rel
+
+
+def _status(quantities: list, tol_of, at_theta: list | None) -> tuple:
+    abs_diff, rel_diff = _differences(quantities)
+    tols = np.array([tol_of(q.kind) for q in quantities])
+    undefined = np.array([np.isnan(q.ours) and np.isnan(q.ref) for q in quantities])
+    ok = (rel_diff <= tols) | undefined
+    status = np.where(ok, "ok", "FAIL").astype(object)
+    status[~ok & ~np.array([q.identified for q in quantities])] = "not_identified"
+    if at_theta is not None:  # lme4's optimum is worse: judge the rest against lme4 at our theta
+        there = {q.key: q.ref for q in at_theta}
+        near = _differences(quantities, [there.get(q.key, np.nan) for q in quantities])[1] <= tols
+        status[(status == "FAIL") & near] = "lme4_optimum_worse"
+    return abs_diff, rel_diff, status
+
+
+_RANK = {"FAIL": 3, "not_identified": 2, "lme4_optimum_worse": 1, "ok": 0}
+
+
+def _table(quantities: list, abs_diff, rel_diff, status) -> pd.DataFrame:
+    """One row per quantity; fitted values and each term column's conditional modes are
+    reduced to their worst element (a failure first, then the largest difference)."""
+    table = pd.DataFrame({"quantity": [q.name for q in quantities],
+                          "lmmscope": [q.ours for q in quantities], "lme4": [q.ref for q in quantities],
+                          "abs_diff": abs_diff, "rel_diff": rel_diff, "status": status})
+    groups = [q.key[:3] if q.kind == "ranef" else q.key[:2] if q.kind == "fitted" else q.key
+              for q in quantities]
+    table["_group"] = pd.Series(groups, dtype=object).map(repr).to_numpy()
+    table["_order"] = np.arange(len(table))
+    table["_rank"] = table["status"].map(_RANK)
+    worst = (table.assign(_rel=table["rel_diff"].fillna(np.inf))
+             .sort_values(["_rank", "_rel"], ascending=False, kind="stable")
+             .drop_duplicates("_group").sort_values("_order"))
+    return worst.drop(columns=["_group", "_order", "_rank", "_rel"], errors="ignore").reset_index(drop=True)
 
 
 @dataclass
 class Lme4Check:
-    """The outcome of :func:`check_against_lme4`.
+    """The outcome of a comparison with lme4 (:func:`check_against_lme4`,
+    :func:`compare_values`).
 
     ``table``: one row per quantity (quantity, lmmscope, lme4, abs_diff, rel_diff,
-    status); ``passed``: no row has status ``FAIL``; ``formula``: the lme4 formula
-    used, on the columns of ``data`` (write ``data`` to CSV to rerun it in R, see
-    ``r_code``).  ``deviance_at_lmmscope`` / ``deviance_at_lme4``: lme4's own deviance
-    function (REML criterion for REML) at our theta and at lme4's.
+    status); ``passed``: no row has status ``FAIL``; ``tol``: the tolerance (``tolerances``:
+    per-kind overrides); ``formula``: the lme4 formula, on the columns of ``data`` (write
+    ``data`` to CSV to rerun it in R, see ``r_code``).  ``deviance_at_lmmscope`` /
+    ``deviance_at_lme4``: lme4's own deviance function (REML criterion for REML) at our
+    theta and at lme4's.
     """
 
     table: pd.DataFrame
     passed: bool
-    formula: str
     tol: float
     method: str
     deviance_at_lmmscope: float
@@ -96,36 +321,48 @@ class Lme4Check:
     lme4_optimum_worse: bool
     singular_lmmscope: bool
     singular_lme4: bool
+    formula: str = ""
     lme4_messages: list = field(default_factory=list)
+    tolerances: dict = field(default_factory=dict)
     data: pd.DataFrame = field(default=None, repr=False)
-    group: str = ""
+    groups: list = field(default_factory=list)
 
     @property
     def failures(self) -> pd.DataFrame:
         return self.table[self.table["status"] == "FAIL"]
 
+    def largest(self, kind: str) -> float:
+        """The largest ``rel_diff`` over the rows of one kind (``"fixef"``, ``"sd"``, ...)."""
+        rows = self.table["quantity"].map(kind_of) == kind
+        return float(self.table.loc[rows, "rel_diff"].max()) if rows.any() else np.nan
+
     @property
     def r_code(self) -> str:
         """R code that reruns lme4's fit on ``data`` saved as ``validate_data.csv``."""
         reml = "TRUE" if self.method == "REML" else "FALSE"
-        return (f"d <- read.csv('validate_data.csv')\nd${self.group} <- factor(d${self.group})\n"
-                f"m <- lme4::lmer({self.formula}, data = d, REML = {reml},\n"
-                f"                control = {LMER_CONTROL})")
+        factors = "".join(f"d${g} <- factor(d${g})\n" for g in self.groups)
+        return (f"d <- read.csv('validate_data.csv')\n{factors}"
+                f"lmer_control <- local({{source('{REFERENCE_R.as_posix()}', local = TRUE); lmer_control}})\n"
+                f"m <- lme4::lmer({self.formula}, data = d, REML = {reml}, control = lmer_control())")
 
     def verdict(self) -> str:
-        dev = (f"lme4's deviance function: {self.deviance_at_lmmscope:.10g} at lmmscope's theta, "
-               f"{self.deviance_at_lme4:.10g} at lme4's")
-        sing = f"isSingular: lmmscope {self.singular_lmmscope}, lme4 {self.singular_lme4}"
+        tol = f"tol = {self.tol:g}" + (" (per kind: " + ", ".join(f"{k} {v:g}" for k, v in self.tolerances.items())
+                                       + ")" if self.tolerances else "")
+        lines = []
         if not self.passed:
             names = ", ".join(self.failures["quantity"])
-            head = f"FAILED at tol = {self.tol:g}: {len(self.failures)} quantities differ ({names})"
+            lines.append(f"FAILED at {tol}: {len(self.failures)} quantities differ ({names})")
         elif self.lme4_optimum_worse:
-            head = (f"PASSED at tol = {self.tol:g}, but lme4's optimum is worse than lmmscope's: "
-                    "rows marked lme4_optimum_worse agree with lme4 evaluated at lmmscope's theta")
+            lines.append(f"PASSED at {tol}, but lme4's optimum is worse than lmmscope's: "
+                         "rows marked lme4_optimum_worse agree with lme4 evaluated at lmmscope's theta")
         else:
             max_rel = np.nanmax(self.table["rel_diff"].to_numpy(dtype=float))
-            head = f"PASSED at tol = {self.tol:g} (largest relative difference {max_rel:.2g})"
-        return "\n".join([head, dev, sing])
+            lines.append(f"PASSED at {tol} (largest relative difference {max_rel:.2g})")
+        if np.isfinite(self.deviance_at_lmmscope):
+            lines.append(f"lme4's deviance function: {self.deviance_at_lmmscope:.10g} at lmmscope's theta, "
+                         f"{self.deviance_at_lme4:.10g} at lme4's")
+        lines.append(f"isSingular: lmmscope {self.singular_lmmscope}, lme4 {self.singular_lme4}")
+        return "\n".join(lines)
 
     def __str__(self):
         with pd.option_context("display.max_rows", 500, "display.width", 200):
@@ -134,6 +371,68 @@ class Lme4Check:
 
     __repr__ = __str__
 
+
+def compare_values(ours, reference, tol: float = 1e-6, tolerances: dict | None = None) -> Lme4Check:
+    """Compare the numbers of our fit with lme4's: the comparison used everywhere.
+
+    ``ours``: a :class:`FitValues` (or its plain form, a dict); ``reference``: what
+    ``lmer_reference()`` of ``lme4_reference.R`` returns (a dict with ``values``,
+    ``deviance_at_theta``, ``deviance_at_lmer``, ``at_theta``, ``messages``, ``formula``;
+    or a bare :class:`FitValues` for lme4's numbers alone).  ``tol``: the largest
+    ``rel_diff`` accepted (conditional modes: 10 x ``tol``); ``tolerances``: per-kind
+    overrides, kind being the quantity's name up to "[" or a space (:func:`kind_of`;
+    ``{"fixef": 1e-5, "ranef": 1e-4}``).  See the module docstring.
+    """
+    tol_of = _tolerance_rule(tol, tolerances)
+    tolerances = dict(tolerances or {})
+    ours = ours if isinstance(ours, FitValues) else FitValues.from_plain(ours)
+    if isinstance(reference, FitValues):
+        reference = {"values": reference}
+    ref = _as_values(reference["values"])
+    at_theta = _as_values(reference.get("at_theta"))
+    dev_ours = _number(reference.get("deviance_at_theta"))
+    dev_lme4 = _number(reference.get("deviance_at_lmer"))
+    quantities = _quantities(ours, ref, tol_of, None if np.isnan(dev_ours) else dev_ours)
+    abs_diff, rel_diff, status = _status(quantities, tol_of, None)
+    worse = bool((status == "FAIL").any() and at_theta is not None)
+    if worse:
+        at = _quantities(ours, at_theta, tol_of, None if np.isnan(dev_ours) else dev_ours)
+        abs_diff, rel_diff, status = _status(quantities, tol_of, at)
+    table = _table(quantities, abs_diff, rel_diff, status)
+    messages = reference.get("messages")
+    messages = [] if messages is None else [messages] if isinstance(messages, str) else [str(m) for m in messages]
+    return Lme4Check(table=table, passed=not (table["status"] == "FAIL").any(), tol=float(tol),
+                     method=ours.method, deviance_at_lmmscope=dev_ours, deviance_at_lme4=dev_lme4,
+                     lme4_optimum_worse=worse, singular_lmmscope=ours.singular,
+                     singular_lme4=ref.singular, formula=str(_scalar(reference.get("formula") or "")),
+                     lme4_messages=messages, tolerances=tolerances)
+
+
+def _tolerance_rule(tol, tolerances):
+    """kind -> largest rel_diff accepted, after checking ``tol`` and ``tolerances``."""
+    def positive(v):
+        return not isinstance(v, bool) and isinstance(v, (int, float, np.number)) and v > 0
+
+    if not positive(tol):
+        raise InputError(f"tol must be a positive number, got {tol!r}")
+    tolerances = dict(tolerances or {})
+    bad = {k: v for k, v in tolerances.items() if not positive(v)}
+    if bad:
+        raise InputError(f"tolerances must be positive numbers, got {bad!r}")
+    return lambda kind: tolerances.get(kind, tol * _LOOSER.get(kind, 1.0))
+
+
+def _as_values(values):
+    if values is None or isinstance(values, FitValues):
+        return values
+    return FitValues.from_plain(values)
+
+
+def _number(value) -> float:
+    return np.nan if value is None else float(_scalar(value))
+
+
+# -- lme4 through rpy2 --------------------------------------------------------------------
 
 def _r():
     """rpy2's robjects with lme4 loaded, or :class:`Lme4Unavailable` naming what is missing."""
@@ -149,257 +448,130 @@ def _r():
     return ro
 
 
-_R_RESERVED = {"if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE", "FALSE",
-               "NULL", "Inf", "NaN", "NA", "in", "T", "F"}
+@lru_cache(maxsize=1)
+def reference_env():
+    """``lme4_reference.R`` sourced (once) into an R environment of its own, through rpy2."""
+    ro = _r()
+    return ro.r("function(path) { env <- new.env(); sys.source(path, envir = env); env }")(str(REFERENCE_R))
 
 
-def _safe_name(name, taken: set) -> str:
-    """An R-syntactic column name for ``name`` that is not in ``taken`` (then added to it)."""
-    safe = re.sub(r"[^A-Za-z0-9_.]", "_", str(name)).strip("_") or "v"
-    if not re.match(r"[A-Za-z]", safe) or safe in _R_RESERVED:
-        safe = "v_" + safe
-    base, i = safe, 2
-    while safe in taken:
-        safe, i = f"{base}_{i}", i + 1
-    taken.add(safe)
-    return safe
+def call_reference(name: str, *args, **kwargs):
+    """Call the R function ``name`` of ``lme4_reference.R``; an R error becomes
+    :class:`Lme4Error` carrying R's message."""
+    ro = _r()
+    env = reference_env()
+    guarded = ro.r("function(f, ...) tryCatch(f(...), error = function(e) structure("
+                   "list(conditionMessage(e)), class = 'lmmscope_r_error'))")
+    out = guarded(env[name], *args, **kwargs)
+    if "lmmscope_r_error" in tuple(ro.r["class"](out)):
+        raise Lme4Error(f"lme4::lmer refused the model: {str(out[0][0]).strip()}")
+    return out
 
 
-def _terms(M: np.ndarray, names, data: dict, taken: set):
-    """Formula terms for the columns of ``M`` (added to ``data``) and lme4's coefficient names.
+def from_r(obj):
+    """An rpy2 object as plain Python: named list -> dict, data.frame -> pandas (factors
+    as strings), vectors -> numpy arrays (strings as lists), NULL -> None."""
+    import rpy2.rinterface as ri
+    import rpy2.robjects as ro
 
-    A leading all-ones column becomes lme4's ``1`` (named "(Intercept)"), otherwise ``0``
-    suppresses lme4's implicit intercept; a column equal to one already in ``data`` under
-    the same name (a slope also among the fixed effects) is reused, for a readable formula.
-    """
-    intercept = M.shape[1] > 0 and bool(np.all(M[:, 0] == 1))
-    terms, keys = ["1" if intercept else "0"], []
-    for j, name in enumerate(names):
-        if j == 0 and intercept:
-            keys.append("(Intercept)")
-            continue
-        column = np.asarray(M[:, j], dtype=float)
-        candidate = _safe_name(name, set())
-        if candidate in data and np.array_equal(data[candidate], column):
-            safe = candidate
-        else:
-            safe = _safe_name(name, taken)
-            data[safe] = column
-        terms.append(safe)
-        keys.append(safe)
-    return terms, keys
-
-
-@dataclass
-class _Lme4Design:
-    frame: pd.DataFrame
-    formula: str
-    group: str
-    fixed_keys: list  # lme4's name of each of our fixed effects, in our order
-    random_keys: list  # lme4's name of each of our random-effect columns
+    if obj is ri.NULL or isinstance(obj, type(ri.NULL)):
+        return None
+    if isinstance(obj, ro.vectors.DataFrame):
+        return pd.DataFrame({name: from_r(col) for name, col in zip(obj.names, obj)})
+    if isinstance(obj, ro.vectors.FactorVector):
+        return [str(v) for v in ro.r["as.character"](obj)]
+    if isinstance(obj, ro.vectors.ListVector) or isinstance(obj, ri.ListSexpVector):
+        names = list(obj.names) if obj.names is not ri.NULL else [str(i) for i in range(len(obj))]
+        return {name: from_r(v) for name, v in zip(names, obj)}
+    if isinstance(obj, (ro.vectors.StrVector, ri.StrSexpVector)):
+        return [str(v) for v in obj]
+    if isinstance(obj, (ro.vectors.BoolVector, ri.BoolSexpVector)):
+        return np.asarray(obj, dtype=bool)
+    if isinstance(obj, (ro.vectors.FloatVector, ro.vectors.IntVector, ri.FloatSexpVector, ri.IntSexpVector)):
+        return np.asarray(obj, dtype=float)
+    return obj  # an R object with no plain form (the lmer fit): left as it is
 
 
-def _lme4_design(result, fit) -> _Lme4Design:
-    """The fit's own design columns as a data frame with R-safe names, and the lme4 formula."""
-    X = np.asarray(result._X[:, np.asarray(result._refit_columns)], dtype=float)
-    response = result.design.response_name if result.design is not None else "y"
-    taken: set = set()
-    y_name = _safe_name(response, taken)
-    group = _safe_name(fit.group_name, taken)
-    data = {y_name: np.asarray(result._y, dtype=float)}
-    fixed_terms, fixed_keys = _terms(X.reshape(X.shape[0], -1), fit.fixed_names, data, taken)
-    random_terms, random_keys = _terms(np.asarray(result._Z, dtype=float), fit.random_names, data, taken)
-    data[group] = np.asarray(result._group_labels)[result._codes].astype(str)
-    formula = f"{y_name} ~ {' + '.join(fixed_terms)} + ({' + '.join(random_terms)} | {group})"
-    return _Lme4Design(pd.DataFrame(data), formula, group, fixed_keys, random_keys)
+def _r_matrix(ro, M: np.ndarray):
+    M = np.asarray(M, dtype=float).reshape(M.shape[0], -1)
+    return ro.r["matrix"](ro.FloatVector(M.ravel(order="F")), nrow=M.shape[0], ncol=M.shape[1])
 
 
-def _our_fit(result, method):
-    """The fit's own (RE)ML refit, or the same columns refitted by the other ``method``."""
-    own = result.mixed
-    if method is None or method == own.method:
-        return own
-    if method not in ("REML", "ML"):
-        raise ValueError(f"method must be None (the fit's own), 'REML' or 'ML', got {method!r}")
+def _design_arrays(result, fit):
+    """(y, X, fixed names, terms, response name) of the model ``fit`` of ``result``."""
+    y = np.asarray(result._y, dtype=float)
+    response = result.design.response_name if getattr(result, "design", None) is not None else "y"
+    if hasattr(result, "reterms"):
+        X = np.asarray(result._X, dtype=float)
+        terms = [(t.Z, t.cnms, np.asarray(t.levels)[t.codes], t.group_name) for t in result.reterms.terms]
+    else:
+        X = np.asarray(result._X[:, np.asarray(result._refit_columns)], dtype=float)
+        labels = np.asarray(result._group_labels)[result._codes]
+        terms = [(result._Z, fit.random_names, labels, fit.group_name)]
+    return y, X.reshape(len(y), -1), list(fit.fixef.index), terms, response
+
+
+def _other_method_fit(result, method):
+    """The same columns refitted by ``method`` ("REML"/"ML") instead of the fit's own."""
+    reml = method == "REML"
+    if hasattr(result, "reterms"):
+        from .multiterm import MultiTermFit
+        from .sparse_pls import SparseStats
+        names = list(result.fixef.index)
+        intercept = names.index("Intercept") if "Intercept" in names else None
+        stats = SparseStats.from_arrays(np.asarray(result._X, dtype=float), np.asarray(result._y, dtype=float),
+                                        result.reterms.Zt, intercept)
+        return MultiTermFit(stats, result.reterms, names, intercept, reml=reml)
     from .crossprod import compute_cluster_stats
     from .mixed import MixedModelFit
-
+    own = result.mixed
     X = np.asarray(result._X[:, np.asarray(result._refit_columns)], dtype=float)
     stats = compute_cluster_stats(X, np.asarray(result._y, dtype=float), np.asarray(result._Z, dtype=float),
                                   result._codes, len(result._group_labels))
     return MixedModelFit(stats, own.fixed_names, own.random_names, own.group_labels,
-                         own.group_name, reml=method == "REML")
+                         own.group_name, reml=reml)
 
 
-def _r_frame(ro, frame: pd.DataFrame, group: str):
-    columns = {name: (ro.FactorVector(ro.StrVector(list(values))) if name == group
-                      else ro.FloatVector(values)) for name, values in frame.items()}
-    return ro.DataFrame(columns)
+def lme4_reference_of(result, fit=None, lmer_control: str | None = None) -> dict:
+    """lme4's plain values for the model of ``result`` (``fit``: its (RE)ML fit, by
+    default ``result.mixed``), refitted by lmer on the fit's own design columns, with the
+    deviance at our theta: ``lmer_check_reference()`` of ``lme4_reference.R``."""
+    ro = _r()
+    fit = result.mixed if fit is None else fit
+    y, X, names, terms, response = _design_arrays(result, fit)
+    r_terms = ro.r["list"](*[ro.r["list"](Z=_r_matrix(ro, Z), names=ro.StrVector([str(n) for n in cnms]),
+                                          group=ro.StrVector([str(v) for v in groups]), group_name=str(name))
+                             for Z, cnms, groups, name in terms])
+    control = {} if lmer_control is None else {"control": ro.r(lmer_control)}
+    out = call_reference("lmer_check_reference", ro.FloatVector(y), _r_matrix(ro, X),
+                         ro.StrVector(names), r_terms, response=str(response),
+                         REML=fit.method == "REML", theta=ro.FloatVector(np.asarray(fit.theta, dtype=float)),
+                         **control)
+    return from_r(out)
 
 
-def _lmer(ro, r_data, formula: str, reml: bool, theta, at_ours: bool) -> dict:
-    """lme4's numbers for the model (at its optimum, or at ``theta`` when ``at_ours``)."""
-    res = ro.r(_R_REFIT)(formula, r_data, reml, ro.FloatVector(theta), at_ours)
-    out = {name: res.rx2(name) for name in res.names}
-    if "error" in out:
-        raise RuntimeError(f"lme4::lmer refused the model {formula}: {out['error'][0].strip()}")
-    strings = {"grp", "var1", "var2", "notes"}
-    converted = {name: (list(v) if name in strings else np.asarray(v, dtype=float)) for name, v in out.items()}
-    converted["fixef_names"] = list(out["fixef"].names) if len(out["fixef"]) else []
-    converted["singular"] = bool(out["singular"][0])
-    return converted
-
-
-def _prediction_rows(n: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n - 1, min(n, N_PREDICTIONS)).round().astype(int))
-
-
-def _our_predictions(result, fit, rows) -> np.ndarray:
-    """Conditional predictions X beta + Z b of ``fit`` on ``rows`` of the data."""
-    X = np.asarray(result._X[rows][:, np.asarray(result._refit_columns)], dtype=float)
-    Z = np.asarray(result._Z, dtype=float)[rows]
-    B = fit.ranef.to_numpy()[result._codes[rows]]
-    return X.reshape(len(rows), -1) @ fit.fixef.to_numpy() + np.einsum("ij,ij->i", Z, B)
-
-
-def _variance_quantities(fit, ref, design, tol):
-    """(quantity, ours, lme4, scale, identified) for each SD and correlation in lme4's VarCorr."""
-    index = {key: i for i, key in enumerate(design.random_keys)}
-    sd = np.sqrt(np.clip(np.diag(fit.psi), 0, None))
-    sd_ref = {v1: value for grp, v1, v2, value in zip(ref["grp"], ref["var1"], ref["var2"], ref["sdcor"])
-              if grp != "Residual" and v2 == ""}
-    sigma, label = float(ref["sigma"][0]), fit.group_name
-    out = []
-    for grp, v1, v2, value in zip(ref["grp"], ref["var1"], ref["var2"], ref["sdcor"]):
-        if grp == "Residual":
-            continue
-        i = index[v1]
-        if v2 == "":
-            out.append((f"sd[{label}: {fit.random_names[i]}]", sd[i], value, sigma, True))
-        else:
-            j = index[v2]
-            smaller = min(sd_ref[v1], sd_ref[v2])
-            scale = max(1.0, sigma / smaller) if smaller > 0 else np.inf
-            out.append((f"cor[{label}: {fit.random_names[i]}, {fit.random_names[j]}]",
-                        fit.corr[i, j], value, scale, smaller >= tol * sigma))
-    return out
-
-
-def _quantities(result, fit, ref, design, tol, rows):
-    """Every compared quantity: (name, lmmscope, lme4, scale, identified)."""
-    fixef = dict(zip(ref["fixef_names"], ref["fixef"]))
-    se = dict(zip(ref["fixef_names"], ref["se"]))
-    sigma = float(ref["sigma"][0])
-    out = [(f"fixef[{name}]", fit.fixef[name], fixef[key], se[key], True)
-           for name, key in zip(fit.fixed_names, design.fixed_keys)]
-    out += _variance_quantities(fit, ref, design, tol)
-    out.append(("sigma", fit.sigma, sigma, sigma, True))
-    out.append(("logLik", fit.loglik, float(ref["loglik"][0]), 1.0, True))
-    out.append(("deviance at lmmscope's theta", fit.deviance, float(ref["dev_at_ours"][0]), 1.0, True))
-    ours = _our_predictions(result, fit, rows)
-    out += [(f"fitted[row {r}]", o, ref["fitted"][r], sigma, True) for r, o in zip(rows, ours)]
-    out.append(("isSingular", float(fit.singular), float(ref["singular"]), 1.0, True))
-    return out
-
-
-def _relative(ours, ref, scale):
-    with np.errstate(invalid="ignore"):
-        diff = np.abs(ours - ref)
-        return diff, diff / np.maximum(np.abs(ref), scale)
-
-
-def _table(quantities, tol, at_ours=None) -> pd.DataFrame:
-    names, ours, ref, scale, identified = (np.array(v, dtype=object) for v in zip(*quantities))
-    ours, ref, scale = (np.asarray(v, dtype=float) for v in (ours, ref, scale))
-    abs_diff, rel_diff = _relative(ours, ref, scale)
-    both_undefined = np.isnan(ours) & np.isnan(ref)
-    ok = (rel_diff <= tol) | both_undefined
-    status = np.where(ok, "ok", "FAIL").astype(object)
-    status[~identified.astype(bool) & ~ok] = "not_identified"
-    if at_ours is not None:  # lme4's optimum is worse: judge the rest against lme4 at our theta
-        near = _relative(ours, np.asarray([q[2] for q in at_ours], dtype=float), scale)[1] <= tol
-        status[(status == "FAIL") & near] = "lme4_optimum_worse"
-    return pd.DataFrame({"quantity": names.astype(str), "lmmscope": ours, "lme4": ref,
-                         "abs_diff": abs_diff, "rel_diff": rel_diff, "status": status})
-
-
-def check_against_lme4(result, tol: float = 1e-6, method=None) -> Lme4Check:
+def check_against_lme4(result, tol: float = 1e-6, method=None, *, tolerances=None,
+                       lmer_control: str | None = None) -> Lme4Check:
     """Refit ``result``'s final model with ``lme4::lmer`` (via rpy2) and compare every quantity.
 
-    ``result``: an :class:`~lmmscope.LmmScopeResult` (the selected columns plus the
-    unpenalised ones are refitted) or an :class:`~lmmscope.LmmResult`.  ``method``:
-    None (the fit's own REML/ML), "REML" or "ML" (both sides refitted by it).  See the
-    module docstring for the relative difference and the statuses.  Raises
-    :class:`Lme4Unavailable` (an ImportError) when rpy2, R or lme4 is missing.
+    ``result``: a result of :func:`lmmscope.lmm_scope` (the selected columns plus the
+    unpenalised ones are refitted) or :func:`lmmscope.lmm` (one or several random-effects
+    terms).  ``method``: None (the fit's own REML/ML), "REML" or "ML" (both sides
+    refitted by it).  ``tolerances``: per-kind overrides of ``tol`` (see
+    :func:`compare_values`); ``lmer_control``: R code of the ``lme4::lmerControl()`` lmer
+    runs with (default: BOBYQA to ``rhoend = 1e-12``).  Raises :class:`Lme4Unavailable`
+    (an ImportError) when rpy2, R or lme4 is missing, :class:`Lme4Error` when lmer
+    refuses the model.
     """
-    from .results import MixedResult
-
-    if not isinstance(result, MixedResult):
-        raise TypeError(f"check_against_lme4 needs a result of lmm_scope() or lmm(), got {type(result).__name__}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol!r}")
-    fit = _our_fit(result, method)
-    ro = _r()
-    design = _lme4_design(result, fit)
-    r_data = _r_frame(ro, design.frame, design.group)
-    reml = fit.method == "REML"
-    ref = _lmer(ro, r_data, design.formula, reml, fit.theta, at_ours=False)
-    rows = _prediction_rows(len(design.frame))
-    quantities = _quantities(result, fit, ref, design, tol, rows)
-    table = _table(quantities, tol)
-    dev_ours, dev_lme4 = float(ref["dev_at_ours"][0]), float(ref["dev_at_lme4"][0])
-    worse = bool((table["status"] == "FAIL").any() and dev_ours < dev_lme4)
-    if worse:
-        at = _lmer(ro, r_data, design.formula, reml, fit.theta, at_ours=True)
-        table = _table(quantities, tol, at_ours=_quantities(result, fit, at, design, tol, rows))
-    return Lme4Check(table=table, passed=not (table["status"] == "FAIL").any(), formula=design.formula,
-                     tol=tol, method=fit.method, deviance_at_lmmscope=dev_ours, deviance_at_lme4=dev_lme4,
-                     lme4_optimum_worse=worse, singular_lmmscope=bool(fit.singular),
-                     singular_lme4=ref["singular"], lme4_messages=list(ref["notes"]),
-                     data=design.frame, group=design.group)
-
-
-def _read_table(path: str) -> pd.DataFrame:
-    if str(path).lower().endswith((".parquet", ".pq")):
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
-
-
-def _parse_tuning(value, name, cast):
-    if value is None or value == "cv" or isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    try:
-        return cast(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or 'cv', got {value!r}") from None
-
-
-def cli_validate(data_path, formula, tol=1e-6, method=None, k=None, a=None) -> int:
-    """``lmmscope validate data.csv --formula ...``: fit, compare with lme4, print the table.
-
-    The model checked is the one ``lmmscope fit`` reports for the same arguments:
-    ``lmm_scope(formula, data, k=k, a=a, method=method or "REML")``, i.e. the selected
-    columns plus the unpenalised ones (to check the full model, pass k = the number of
-    candidate columns).  ``data_path``: a CSV file, or Parquet (.parquet/.pq).
-    Returns 0 when every quantity agrees within ``tol``, 1 when one does not, 2 for a
-    usage error (bad file, formula, option, or R/rpy2/lme4 missing), with a one-line
-    message on stderr.
-    """
-    import sys
-
-    from .api import lmm_scope
-
-    try:
-        tol = float(tol)
-        if not tol > 0:
-            raise ValueError(f"tol must be positive, got {tol}")
-        data = _read_table(data_path)
-        fit = lmm_scope(formula, data, k=_parse_tuning(k, "k", int), a=_parse_tuning(a, "a", float),
-                        method=method or "REML")
-        check = check_against_lme4(fit, tol=tol)
-    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"lmmscope validate: error: {message}", file=sys.stderr)
-        return 2
-    print(check)
-    return 0 if check.passed else 1
+    if not (hasattr(result, "mixed") and hasattr(result, "_y")):
+        raise InputTypeError(f"check_against_lme4 needs a result of lmm_scope() or lmm(), "
+                             f"got {type(result).__name__}")
+    _tolerance_rule(tol, tolerances)
+    if method not in (None, "REML", "ML"):
+        raise InputError(f"method must be None (the fit's own), 'REML' or 'ML', got {method!r}")
+    fit = result.mixed if method in (None, result.mixed.method) else _other_method_fit(result, method)
+    reference = lme4_reference_of(result, fit, lmer_control)
+    check = compare_values(fit_values(result, fit), reference, tol, tolerances)
+    check.data = reference["data"]
+    check.groups = list(reference["groups"])
+    return check
