@@ -99,14 +99,14 @@ class FitValues:
         """From the plain values of ``lme4_reference.R``'s ``lmer_values()``, as rpy2
         (via :func:`_from_r`) or reticulate (R lists as dicts, vectors as lists or
         scalars, data frames as pandas) hands them over."""
-        fixef = pd.DataFrame(values["fixef"])
+        fixef = _frame(values["fixef"])
         names = [str(n) for n in _vector(fixef["name"])] if len(fixef) else []
-        varcorr = pd.DataFrame(values["varcorr"])
+        varcorr = _frame(values["varcorr"])
         for column in ("grp", "var1", "var2"):
             varcorr[column] = [str(v) for v in _vector(varcorr[column])]
         ranef = values.get("ranef")
         if ranef is not None:
-            ranef = pd.DataFrame(ranef)
+            ranef = _frame(ranef)
             ranef = ranef.assign(level=[str(v) for v in _vector(ranef["level"])])
         fitted = values.get("fitted")
         return cls(method=str(_scalar(values["method"])),
@@ -117,6 +117,14 @@ class FitValues:
                    aic=float(_scalar(values["aic"])), bic=float(_scalar(values["bic"])),
                    theta=_vector(values["theta"]), singular=bool(_scalar(values["singular"])),
                    fitted=None if fitted is None else _vector(fitted), ranef=ranef)
+
+
+def _frame(table) -> pd.DataFrame:
+    """A data frame from pandas or a dict of columns (reticulate hands a one-row
+    data.frame over as scalars)."""
+    if isinstance(table, pd.DataFrame):
+        return table.reset_index(drop=True)
+    return pd.DataFrame({name: _vector(column) for name, column in dict(table).items()})
 
 
 def _vector(v) -> np.ndarray:
