@@ -520,24 +520,23 @@ def _design_arrays(result, fit):
 
 
 def _other_method_fit(result, method):
-    """The same columns refitted by ``method`` ("REML"/"ML") instead of the fit's own."""
+    """The same columns refitted by ``method`` ("REML"/"ML") instead of the fit's own, by
+    the class of the fit's own (RE)ML fit (validate imports no front or result module)."""
     reml = method == "REML"
+    own = result.mixed
     if hasattr(result, "reterms"):
-        from .multiterm import MultiTermFit
+        from .formula import INTERCEPT
         from .sparse_pls import SparseStats
-        names = list(result.fixef.index)
-        intercept = names.index("Intercept") if "Intercept" in names else None
+        names = list(own.fixef.index)
+        intercept = names.index(INTERCEPT) if INTERCEPT in names else None
         stats = SparseStats.from_arrays(np.asarray(result._X, dtype=float), np.asarray(result._y, dtype=float),
                                         result.reterms.Zt, intercept)
-        return MultiTermFit(stats, result.reterms, names, intercept, reml=reml)
+        return type(own)(stats, result.reterms, names, intercept, reml=reml)
     from .crossprod import compute_cluster_stats
-    from .mixed import MixedModelFit
-    own = result.mixed
     X = np.asarray(result._X[:, np.asarray(result._refit_columns)], dtype=float)
     stats = compute_cluster_stats(X, np.asarray(result._y, dtype=float), np.asarray(result._Z, dtype=float),
                                   result._codes, len(result._group_labels))
-    return MixedModelFit(stats, own.fixed_names, own.random_names, own.group_labels,
-                         own.group_name, reml=reml)
+    return type(own)(stats, own.fixed_names, own.random_names, own.group_labels, own.group_name, reml=reml)
 
 
 def lme4_reference_of(result, fit=None, lmer_control: str | None = None) -> dict:
