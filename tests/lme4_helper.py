@@ -112,21 +112,29 @@ def lmer_fit(formula: str, df: pd.DataFrame, reml: bool = True, newdata=None) ->
 
 def named_like(ref: validate.FitValues, ours: validate.FitValues) -> validate.FitValues:
     """lme4's values with our names, matched by position: lmer fitted on the formula
-    names coefficients its way ("(Intercept)", "SexMale"); the same structure (number of
-    coefficients, of each term's columns) is required, not assumed."""
+    names things its way ("(Intercept)", "SexMale", a second term on g "g.1"); the same
+    structure (number of coefficients, of random-effect columns) is required, not assumed."""
     ref = copy.deepcopy(ref)
     assert len(ref.fixef) == len(ours.fixef), (list(ref.fixef.index), list(ours.fixef.index))
     ref.fixef.index = ref.se.index = ours.fixef.index
-    columns = {}
-    for group in dict.fromkeys(ref.varcorr["grp"]):
-        theirs = list(ref.varcorr.query("grp == @group and var2 == ''")["var1"])
-        mine = list(ours.varcorr.query("grp == @group and var2 == ''")["var1"])
-        assert len(theirs) == len(mine), (group, theirs, mine)
-        columns[group] = dict(zip(theirs, mine))
-    rename = lambda frame, column: [columns.get(g, {}).get(v, v) for g, v in zip(frame["grp"], frame[column])]  # noqa: E731
-    ref.varcorr = ref.varcorr.assign(var1=rename(ref.varcorr, "var1"), var2=rename(ref.varcorr, "var2"))
+    sd = lambda v: v.varcorr.query("grp != 'Residual' and var2 == ''")  # noqa: E731  (lme4's order)
+    theirs, mine = sd(ref), sd(ours)
+    assert len(theirs) == len(mine), (list(theirs["var1"]), list(mine["var1"]))
+    names = {(g, v): (og, ov) for g, v, og, ov in zip(theirs["grp"], theirs["var1"], mine["grp"], mine["var1"])}
+    by_base = {(g.rsplit(".", 1)[0] if (g, v) not in names else g, v): n for (g, v), n in names.items()}
+
+    def ours_for(g, v):  # a conditional-mode table joins the terms of one factor, as lme4's
+        return names.get((g, v)) or by_base.get((g, v)) or (g, v)
+
+    vc = ref.varcorr
+    residual = vc["grp"] == "Residual"
+    first = [ours_for(g, v) for g, v in zip(vc["grp"], vc["var1"])]
+    ref.varcorr = vc.assign(grp=[g if r else n[0] for g, r, n in zip(vc["grp"], residual, first)],
+                            var1=[v if r else n[1] for v, r, n in zip(vc["var1"], residual, first)],
+                            var2=[v if v == "" else ours_for(g, v)[1] for g, v in zip(vc["grp"], vc["var2"])])
     if ref.ranef is not None:
-        ref.ranef = ref.ranef.assign(term=rename(ref.ranef, "term"))
+        modes = [ours_for(g, t) for g, t in zip(ref.ranef["grp"], ref.ranef["term"])]
+        ref.ranef = ref.ranef.assign(grp=[n[0] for n in modes], term=[n[1] for n in modes])
     return ref
 
 
