@@ -97,7 +97,7 @@ class FitValues:
     @classmethod
     def from_plain(cls, values: dict) -> "FitValues":
         """From the plain values of ``lme4_reference.R``'s ``lmer_values()``, as rpy2
-        (via :func:`_from_r`) or reticulate (R lists as dicts, vectors as lists or
+        (via :func:`from_r`) or reticulate (R lists as dicts, vectors as lists or
         scalars, data frames as pandas) hands them over."""
         fixef = _frame(values["fixef"])
         names = [str(n) for n in _vector(fixef["name"])] if len(fixef) else []
