@@ -294,7 +294,7 @@ def crossed_nested(seed=11):
 def test_several_terms_compare_every_term(r):
     df = crossed_nested()
     fit = lmmscope.lmm("y ~ x + (1 | a/c) + (x | b)", df)
-    check = check_against_lme4(fit)
+    check = fit.check_against_lme4()
     assert_passes(check)
     quantities = set(check.table["quantity"])
     groups = {t.group_name for t in fit.reterms.terms}
