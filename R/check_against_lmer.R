@@ -1,6 +1,6 @@
 # Check a fit against lme4::lmer, the reference implementation, in one call.
 #
-# The comparison is the Python core's (lmmscope.validate.compare_values), the one used by
+# The comparison is the Python core's (lmmscope.lme4_comparison.compare_values), the one used by
 # Python's check_against_lme4(), `lmmscope validate` and the tests; lme4's side is the R
 # file lme4_reference.R shipped with the core, sourced here as Python runs it.  This file
 # only gathers the fit's design and numbers through lme4's accessor generics (getME X/y/
@@ -16,7 +16,7 @@
 #' reference level, whatever contrasts are set.  lmer runs BOBYQA to \code{rhoend = 1e-12}
 #' (its default may stop short of the optimum).  Every random-effects term is compared.
 #'
-#' The comparison is the Python core's (\code{lmmscope.validate.compare_values}, the same
+#' The comparison is the Python core's (\code{lmmscope.lme4_comparison.compare_values}, the same
 #' as Python's \code{check_against_lme4()}): \code{rel_diff = abs_diff / max(|lme4|,
 #' scale)}, with \code{scale} the unit the quantity is estimated on, so that values near 0
 #' are judged against their own precision: a fixed effect's lme4 standard error; lme4's
@@ -91,7 +91,7 @@ check_against_lmer <- function(fit, tol = 1e-6) {
 # The Python core's comparison (one clear error when the core is missing).
 .core_comparison <- function() {
   core()
-  reticulate::import("lmmscope.validate")$compare_values
+  reticulate::import("lmmscope.lme4_comparison")$compare_values
 }
 
 # Data frames as plain lists of columns: reticulate would turn a one-row data frame into

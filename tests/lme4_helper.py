@@ -1,7 +1,7 @@
 """Fit lme4::lmer through rpy2 and compare lmmscope's fits with it.
 
 lmer is run by ``lme4_reference.R`` (the R file lmmscope.validate and the R package's
-check_against_lmer() use) and compared by ``lmmscope.validate.compare_values`` (the
+check_against_lmer() use) and compared by ``lmmscope.lme4_comparison.compare_values`` (the
 comparison they use), here with per-kind tolerances measured on the tests' cases.
 
 Importing this module never fails: what is missing (rpy2, R, lme4/nlme) is recorded

@@ -5,7 +5,7 @@
 # and the Python tests (tests/lme4_helper.py).  It builds lmer's data and formula from a
 # fit's own design columns, fits lmer, and returns plain values (numbers, names, data
 # frames) with lmmscope's names.  The comparison itself is Python's
-# lmmscope.validate.compare_values, the one used by all three.
+# lmmscope.lme4_comparison.compare_values, the one used by all three.
 
 # BOBYQA run to rhoend = 1e-12: lmer's default stops early (Orthodont by ML: 5e-7
 # deviance units above the optimum, a correlation off by 1.2e-4), and a comparison is
