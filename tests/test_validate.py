@@ -256,6 +256,14 @@ def test_bad_arguments_are_clear_errors(r, sleepstudy):
         check_against_lme4(sleepstudy)
 
 
+def test_streamed_fit_is_refused_with_a_clear_error(small_frame, tmp_path):
+    path = tmp_path / "small.parquet"
+    small_frame.to_parquet(path)
+    fit = lmmscope.lmm("y ~ x1 + (1 | cluster)", str(path))
+    with pytest.raises(ValueError, match="streamed data .* fit the same data in memory"):
+        fit.check_against_lme4()
+
+
 def test_missing_lme4_gives_install_hint(r, small_frame, monkeypatch):
     fit = lmmscope.lmm("y ~ x1 + (1 | cluster)", small_frame)
     monkeypatch.setattr(validate, "_LME4", "lme4NotInstalledAnywhere")

@@ -161,6 +161,10 @@ def check_against_lme4(result, tol: float = 1e-6, method=None, *, tolerances=Non
     if not (hasattr(result, "mixed") and hasattr(result, "_y")):
         raise InputTypeError(f"check_against_lme4 needs a result of lmm_scope() or lmm(), "
                              f"got {type(result).__name__}")
+    if result._y is None:
+        raise InputError("check_against_lme4 needs the fit's rows, which a fit on streamed data "
+                         "(parquet files or a Dask DataFrame) does not keep: fit the same data in "
+                         "memory (a pandas DataFrame) to check it against lme4")
     _tolerance_rule(tol, tolerances)
     if method not in (None, "REML", "ML"):
         raise InputError(f"method must be None (the fit's own), 'REML' or 'ML', got {method!r}")
