@@ -329,3 +329,16 @@ def test_compare_values_names_the_differing_term_and_level(r):
     missing = copy.deepcopy(ours)
     missing.varcorr = missing.varcorr[missing.varcorr["grp"] != "a"]
     assert "sd[a: Intercept]" in set(validate.compare_values(missing, reference).failures["quantity"])
+
+
+def test_several_terms_selection_refits_only_the_selected_columns(r):
+    df = crossed_nested()
+    rng = np.random.default_rng(1)
+    noise = [f"noise{j}" for j in range(10)]
+    for name in noise:
+        df[name] = rng.standard_normal(len(df))
+    fit = lmmscope.lmm_scope("y ~ x + " + " + ".join(noise) + " + (1 | a) + (1 | b)", df)
+    check = fit.check_against_lme4()
+    assert_passes(check)
+    assert check.formula == f"y ~ {' + '.join(['1', *fit.selected[1:]])} + (1 | a) + (1 | b)"
+    assert set(fit.selected) < {"Intercept", "x", *noise} and len(fit.selected) < 12
