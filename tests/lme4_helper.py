@@ -38,8 +38,10 @@ def _probe_r():
     if absent:
         return None, f"R package(s) {', '.join(absent)} not installed (.ci/install-r.sh installs them)"
     ro.r("suppressPackageStartupMessages({library(lme4); library(nlme)})")
-    # lme4_reference.R's functions, also for R code run by the tests (LMER_CONTROL)
-    ro.globalenv["lmmscope_reference"] = validate.reference_env()
+    try:  # lme4_reference.R's functions, also for R code run by the tests (LMER_CONTROL)
+        ro.globalenv["lmmscope_reference"] = validate.reference_env()
+    except Exception as exc:
+        return None, f"{validate.REFERENCE_R} could not be sourced in R ({type(exc).__name__}: {exc})"
     return ro, ""
 
 
