@@ -221,7 +221,7 @@ def _our_fit(result, method):
         return own
     if method not in ("REML", "ML"):
         raise ValueError(f"method must be None (the fit's own), 'REML' or 'ML', got {method!r}")
-    from .crossprod import compute_cluster_stats
+    from .cluster_stats import compute_cluster_stats
     from .mixed import MixedModelFit
 
     X = np.asarray(result._X[:, np.asarray(result._refit_columns)], dtype=float)
