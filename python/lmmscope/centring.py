@@ -18,7 +18,8 @@ from .intercept import InterceptPrepended
 
 
 # Row chunks centred at a time: big enough for BLAS-3 efficiency (>= 512 rows),
-# small enough to stay a fraction of X.
+# small enough to stay a fraction of X.  Read when called (``chunk_bytes=None``), so
+# that setting it reaches every function here.
 CHUNK_BYTES = 32 * 2**20
 MIN_CHUNK_ROWS = 512
 
@@ -40,7 +41,7 @@ def intercept_column(X) -> int | None:
     return int(candidates[0]) if candidates.size else None
 
 
-def _row_chunk(p: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+def _row_chunk(p: int, chunk_bytes: int) -> int:
     return max(MIN_CHUNK_ROWS, chunk_bytes // (8 * max(p, 1)))
 
 
@@ -70,7 +71,7 @@ def location_shifts(base, y, prepended: bool, intercept, center, sums=None):
     return x_shift, float(y_shift)
 
 
-def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=None, mild=None,
+def centred_products(base, shift, yc, gram=True, chunk_bytes=None, out=None, mild=None,
                      sums=None, column_sums=True):
     """((base - shift)'(base - shift) or None, (base - shift)'yc, column sums of base - shift).
 
@@ -83,6 +84,7 @@ def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=No
     The Gram is written into ``out`` (C-contiguous p x p) when given.
     """
     N, p = base.shape
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     if not has_shift(shift):
         XtX = np.matmul(base.T, base, out=out) if gram else None
         if sums is None and column_sums:
@@ -122,7 +124,7 @@ def centred_products(base, shift, yc, gram=True, chunk_bytes=CHUNK_BYTES, out=No
 MILD_MEAN_TO_SD_SQUARED = 99.0
 
 
-def column_moments(base, chunk_bytes=CHUNK_BYTES, project=None, copy_to=None):
+def column_moments(base, chunk_bytes=None, project=None, copy_to=None):
     """Column sums and sums of squares (and ``project @ base`` when ``project``, a few
     rows of length N, is given), in one pass over X.
 
@@ -139,7 +141,7 @@ def column_moments(base, chunk_bytes=CHUNK_BYTES, project=None, copy_to=None):
     else:
         sums, squares = np.zeros(p), np.zeros(p)
         projections = None if project is None else project @ base
-        rows = _row_chunk(p, chunk_bytes)
+        rows = _row_chunk(p, CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
         for first in range(0, N, rows):
             chunk = base[first:first + rows]
             sums += chunk.sum(axis=0)
@@ -184,7 +186,7 @@ def cancellation_is_mild_at(n_obs, shift, squares) -> bool:
                        * squares))
 
 
-def _cancellation_is_mild(base, shift, chunk_bytes=CHUNK_BYTES) -> bool:
+def _cancellation_is_mild(base, shift, chunk_bytes=None) -> bool:
     return cancellation_is_mild_at(base.shape[0], shift, column_moments(base, chunk_bytes)[1])
 
 
