@@ -120,7 +120,7 @@ def _other_method_fit(result, method):
         stats = SparseStats.from_arrays(np.asarray(result._X, dtype=float), np.asarray(result._y, dtype=float),
                                         result.reterms.Zt, intercept)
         return type(own)(stats, result.reterms, names, intercept, reml=reml)
-    from .crossprod import compute_cluster_stats
+    from .cluster_stats import compute_cluster_stats
     X = np.asarray(result._X[:, np.asarray(result._refit_columns)], dtype=float)
     stats = compute_cluster_stats(X, np.asarray(result._y, dtype=float), np.asarray(result._Z, dtype=float),
                                   result._codes, len(result._group_labels))
