@@ -8,12 +8,11 @@ another path to the same optimum (46 deviances against 18), ending up to 8e-8 ap
 theta, 1e-8 in fixef and ranef (relative to the largest): the optimiser's precision,
 hence OPT_RTOL."""
 
-import warnings
-
 import dask.dataframe as dd  # the lmmscope[dask] extra: a missing install fails, not skips
 import numpy as np
 import pandas as pd
 import pytest
+from test_sources_parquet import fit_quietly, write_parts
 
 from lmmscope import lmm, lmm_scope
 from lmmscope.exceptions import InputError, MissingFileError
@@ -59,18 +58,7 @@ def frame():
 
 @pytest.fixture(scope="module")
 def folder(frame, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("several")
-    bounds = np.linspace(0, len(frame), 4).astype(int)
-    for i in range(3):
-        frame.iloc[bounds[i]:bounds[i + 1]].to_parquet(directory / f"part{i}.parquet",
-                                                       row_group_size=40)
-    return directory
-
-
-def quietly(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="lmmscope: dropped")
-        return fn(*args, **kwargs)
+    return write_parts(frame, tmp_path_factory.mktemp("several"), n_files=3, row_group_size=40)
 
 
 def assert_same_refit(mem, ext):
@@ -100,8 +88,8 @@ LMM_FORMULAS = [
 
 @pytest.mark.parametrize("formula", LMM_FORMULAS)
 def test_lmm_on_parquet_chunks_equals_memory(frame, folder, formula):
-    mem = quietly(lmm, formula, frame)
-    ext = quietly(lmm, formula, str(folder), chunk_rows=37)  # chunks straddle row groups
+    mem = fit_quietly(lmm, formula, frame)
+    ext = fit_quietly(lmm, formula, str(folder), chunk_rows=37)  # chunks straddle row groups
     assert_same_refit(mem, ext)
     new = frame.head(7)
     np.testing.assert_allclose(ext.predict(new, level=1), mem.predict(new, level=1),
@@ -110,8 +98,8 @@ def test_lmm_on_parquet_chunks_equals_memory(frame, folder, formula):
 
 def test_glob_file_ml_and_the_rows_methods(frame, folder):
     formula = LMM_FORMULAS[0]
-    mem = quietly(lmm, formula, frame, method="ML")
-    ext = quietly(lmm, formula, str(folder / "part*.parquet"), method="ML")
+    mem = fit_quietly(lmm, formula, frame, method="ML")
+    ext = fit_quietly(lmm, formula, str(folder / "part*.parquet"), method="ML")
     assert ext.method == "ML"
     assert_same_refit(mem, ext)
     with pytest.raises(NotImplementedError, match="fitted.*predict\\(newdata"):
@@ -126,8 +114,8 @@ def test_glob_file_ml_and_the_rows_methods(frame, folder):
 
 def test_lmm_scope_crossed_on_parquet_equals_memory(frame, folder):
     formula = f"y ~ {CANDIDATES} + (1 | subj) + (1 | item)"
-    mem = quietly(lmm_scope, formula, frame)
-    ext = quietly(lmm_scope, formula, str(folder), chunk_rows=50)
+    mem = fit_quietly(lmm_scope, formula, frame)
+    ext = fit_quietly(lmm_scope, formula, str(folder), chunk_rows=50)
     assert mem.support == ["x0", "x1"]  # the simulated signal is found
     assert ext.support == mem.support and ext.k == mem.k
     assert ext.a == pytest.approx(mem.a, rel=1e-8)
@@ -139,8 +127,8 @@ def test_lmm_scope_crossed_on_parquet_equals_memory(frame, folder):
 
 def test_lmm_scope_nested_inference_by_a_third_pass_equals_memory(frame, folder):
     formula = f"y ~ {CANDIDATES} + (1 | school/cls)"
-    mem = quietly(lmm_scope, formula, frame, k=2, a=0.5)
-    ext = quietly(lmm_scope, formula, str(folder), k=2, a=0.5)
+    mem = fit_quietly(lmm_scope, formula, frame, k=2, a=0.5)
+    ext = fit_quietly(lmm_scope, formula, str(folder), k=2, a=0.5)
     assert ext.support == mem.support == ["x0", "x1"]
     assert_same_refit(mem, ext)
     ours, theirs = ext.inference(), mem.inference()
@@ -151,10 +139,10 @@ def test_lmm_scope_nested_inference_by_a_third_pass_equals_memory(frame, folder)
 def test_dask_partitions_equal_memory(frame):
     ddf = dd.from_pandas(frame, npartitions=3)  # shuffled rows: levels straddle partitions
     formula = LMM_FORMULAS[2]
-    assert_same_refit(quietly(lmm, formula, frame), quietly(lmm, formula, ddf))
+    assert_same_refit(fit_quietly(lmm, formula, frame), fit_quietly(lmm, formula, ddf))
     formula = f"y ~ {CANDIDATES} + (1 | school/cls)"
-    mem = quietly(lmm_scope, formula, frame, k=2, a=0.5)
-    ext = quietly(lmm_scope, formula, ddf, k=2, a=0.5)
+    mem = fit_quietly(lmm_scope, formula, frame, k=2, a=0.5)
+    ext = fit_quietly(lmm_scope, formula, ddf, k=2, a=0.5)
     assert ext.support == mem.support
     np.testing.assert_allclose(ext.coef.to_numpy(), mem.coef.to_numpy(), rtol=RTOL, atol=ATOL)
     assert_same_refit(mem, ext)

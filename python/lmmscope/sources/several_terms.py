@@ -39,7 +39,7 @@ from ..reterms import ReTerm, ReTerms, _group_values, _term_formula, stacked_z
 from ..sparse_pls import SparseStats
 from ..tuning import Progress
 from .fit import _meta
-from .results import _not_available
+from .results import _StreamedMethods, _not_available
 from .spec import FirstPass, StreamSpec, _complete_rows, first_pass_part, used_columns
 
 # bytes per stored entry of the sparse Z'Z (value and row index, scipy's int32 or int64)
@@ -187,26 +187,21 @@ class SeveralTermsSpec:
 
 @dataclasses.dataclass
 class ChunkStatistics:
-    """One chunk's sums (y shifted by the spec's y_shift)."""
+    """One chunk's sums (y shifted by the spec's y_shift), its rows dropped for missing
+    values, and for each term its distinct (level, outer level) pairs."""
 
-    ZtZ: sp.spmatrix
-    ZtX: np.ndarray
-    Zty: np.ndarray
-    XtX: np.ndarray
-    Xty: np.ndarray
-    yty: float
-    n_obs: int
+    stats: SparseStats
     n_dropped: int
-    nesting: dict  # term position -> distinct (own level, outer level) pairs
+    nesting: dict
 
 
 def _chunk_statistics(spec: SeveralTermsSpec, index: int, frame: pd.DataFrame):
     X, y, Z, kept = spec.arrays(frame)
     y = y - spec.y_shift
     Zt = Z.T.tocsr()
-    return ChunkStatistics((Zt @ Z).tocsc(), np.asarray(Zt @ X), Zt @ y, X.T @ X, X.T @ y,
-                           float(y @ y), y.size, int(frame.shape[0] - kept.shape[0]),
-                           _level_pairs(spec, kept))
+    stats = SparseStats((Zt @ Z).tocsc(), np.asarray(Zt @ X), Zt @ y, X.T @ X, X.T @ y,
+                        float(y @ y), y.size, spec.y_shift)
+    return ChunkStatistics(stats, int(frame.shape[0] - kept.shape[0]), _level_pairs(spec, kept))
 
 
 def _level_pairs(spec: SeveralTermsSpec, kept: pd.DataFrame) -> dict:
@@ -220,29 +215,32 @@ def _level_pairs(spec: SeveralTermsSpec, kept: pd.DataFrame) -> dict:
 
 
 class StatisticsSum:
+    """The running sums of the chunks' statistics."""
+
     def __init__(self, spec: SeveralTermsSpec):
         q, p = spec.reterms.q, len(spec.names)
-        self.total = ChunkStatistics(sp.csc_matrix((q, q)), np.zeros((q, p)), np.zeros(q),
-                                     np.zeros((p, p)), np.zeros(p), 0.0, 0, 0,
-                                     {i: np.zeros(0, np.int64)
-                                      for i in range(len(spec.reterms.terms))})
+        self.total = ChunkStatistics(
+            SparseStats(sp.csc_matrix((q, q)), np.zeros((q, p)), np.zeros(q), np.zeros((p, p)),
+                        np.zeros(p), 0.0, 0, spec.y_shift),
+            0, {i: np.zeros(0, np.int64) for i in range(len(spec.reterms.terms))})
 
     def add(self, part: ChunkStatistics) -> None:
-        t = self.total
-        t.ZtZ = t.ZtZ + part.ZtZ
-        t.ZtX += part.ZtX
-        t.Zty += part.Zty
-        t.XtX += part.XtX
-        t.Xty += part.Xty
-        t.yty += part.yty
-        t.n_obs += part.n_obs
-        t.n_dropped += part.n_dropped
-        t.nesting = {i: np.union1d(v, part.nesting[i]) for i, v in t.nesting.items()}
+        t, s = self.total.stats, part.stats
+        t.ZtZ = t.ZtZ + s.ZtZ
+        t.ZtX += s.ZtX
+        t.Zty += s.Zty
+        t.XtX += s.XtX
+        t.Xty += s.Xty
+        t.yty += s.yty
+        t.n_obs += s.n_obs
+        self.total.n_dropped += part.n_dropped
+        self.total.nesting = {i: np.union1d(v, part.nesting[i])
+                              for i, v in self.total.nesting.items()}
 
     def statistics(self, spec: SeveralTermsSpec) -> SparseStats:
         """The sums as :meth:`SparseStats.from_arrays` makes them: y centred on the mean
         of all rows where the model has an intercept (moved from the first rows' mean)."""
-        t, i = self.total, spec.intercept
+        t, i = self.total.stats, spec.intercept
         Xty, Zty, yty, y_shift = t.Xty, t.Zty, t.yty, 0.0
         if i is not None:
             e = t.Xty[i] / t.n_obs  # the mean of y - spec.y_shift
@@ -250,8 +248,8 @@ class StatisticsSum:
             Zty = Zty - e * t.ZtX[:, i]
             yty = yty - e * t.Xty[i]
             y_shift = spec.y_shift + e
-        return SparseStats(ZtZ=t.ZtZ.tocsc(), ZtX=t.ZtX, Zty=Zty, XtX=t.XtX, Xty=Xty,
-                           yty=float(yty), n_obs=t.n_obs, y_shift=float(y_shift))
+        return dataclasses.replace(t, ZtZ=t.ZtZ.tocsc(), Zty=Zty, Xty=Xty, yty=float(yty),
+                                   y_shift=float(y_shift))
 
 
 @dataclasses.dataclass
@@ -287,8 +285,9 @@ def read_model(source, formula: str, na_action: str, progress,
     source.map_combine(layout.read, _chunk_statistics, (spec,), total.add, progress,
                        "pass 2 (Z'Z, Z'X, Z'y, X'X, X'y, y'y)")
     read = total.total
-    if read.n_obs + read.n_dropped != spec.n_rows + spec.n_dropped or read.n_obs != spec.n_rows:
-        raise InputError(f"the statistics pass read {read.n_obs + read.n_dropped} rows, the "
+    n_obs = read.stats.n_obs
+    if n_obs + read.n_dropped != spec.n_rows + spec.n_dropped or n_obs != spec.n_rows:
+        raise InputError(f"the statistics pass read {n_obs + read.n_dropped} rows, the "
                          f"first pass {spec.n_rows + spec.n_dropped}: the data changed while "
                          "being read")
     if spec.n_dropped:
@@ -308,13 +307,8 @@ class StreamedMultiTermResult(MultiTermResult):
     def __init__(self, mixed, design, reterms, kept, dropped):
         super().__init__(mixed, design, np.zeros((0, len(kept))), None, reterms, kept, dropped)
 
-    def fitted(self):
-        _not_available("fitted()", "the rows were not kept; use predict(newdata, level=1) "
-                       "on the rows you need")
-
-    def residuals(self):
-        _not_available("residuals()", "the rows were not kept; compute y - predict(newdata, "
-                       "level=1) on the rows you need")
+    fitted = _StreamedMethods.fitted
+    residuals = _StreamedMethods.residuals
 
     def predict(self, newdata=None, level: int = 0, allow_new_levels: bool = False,
                 re_form=None):
