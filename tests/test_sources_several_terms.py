@@ -17,7 +17,8 @@ from test_sources_parquet import fit_quietly, write_parts
 from lmmscope import lmm, lmm_scope
 from lmmscope.exceptions import InputError, MissingFileError
 from lmmscope.sources import ParquetSource
-from lmmscope.sources.several_terms import read_model
+from lmmscope.sources.several_terms import (SPARSE_ENTRY_BYTES, StatisticsSum,
+                                            _chunk_statistics, read_model)
 
 RTOL, ATOL = 1e-10, 1e-12  # logLik, the selection's coefficients
 OPT_RTOL = 5e-7  # what the (RE)ML optimum fixes: theta, and fixef and ranef through it
@@ -168,8 +169,23 @@ def test_clear_errors(frame, folder, tmp_path):
 
 def test_statistics_too_large_for_memory_are_refused_naming_the_factor(folder):
     source = ParquetSource(str(folder))
-    with pytest.raises(InputError, match="grouping factor 'subj' has 24 levels"):
-        read_model(source, LMM_FORMULAS[0], "omit", lambda message: None, limit=10_000)
     # the bound: Z'X (36 x 5 doubles) and Z'Z's entries (24 + 12 diagonal, 2 x 24 x 12 pairs)
-    model = read_model(source, LMM_FORMULAS[0], "omit", lambda message: None, limit=12_000)
+    bound = (24 + 12 + 2 * 24 * 12) * SPARSE_ENTRY_BYTES + 36 * 5 * 8
+    with pytest.raises(InputError, match="grouping factor 'subj' has 24 levels"):
+        read_model(source, LMM_FORMULAS[0], "omit", lambda message: None, limit=bound - 1)
+    model = read_model(source, LMM_FORMULAS[0], "omit", lambda message: None, limit=bound)
     assert model.stats.ZtZ.nnz <= 24 + 12 + 2 * 24 * 12
+
+
+def test_chunks_z_crossproducts_merged_in_batches_sum_exactly(frame, folder):
+    """Z'Z of many chunks merged in batches (after every chunk here) equals one chunk's."""
+    spec = read_model(ParquetSource(str(folder)), LMM_FORMULAS[2], "omit",
+                      lambda message: None).spec
+    total = StatisticsSum(spec)
+    total.merge_entries = 0
+    for start in range(0, len(frame), 23):
+        total.add(_chunk_statistics(spec, start, frame.iloc[start:start + 23]))
+    whole = _chunk_statistics(spec, 0, frame).stats.ZtZ
+    merged = total.statistics(spec).ZtZ
+    assert merged.nnz == whole.nnz
+    np.testing.assert_allclose(merged.toarray(), whole.toarray(), rtol=1e-14, atol=1e-12)

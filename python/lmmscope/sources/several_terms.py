@@ -42,8 +42,9 @@ from .fit import _meta
 from .results import _StreamedMethods, _not_available
 from .spec import FirstPass, StreamSpec, _complete_rows, first_pass_part, used_columns
 
-# bytes per stored entry of the sparse Z'Z (value and row index, scipy's int32 or int64)
-SPARSE_ENTRY_BYTES = 16
+# bytes per entry of Z'Z while it is summed: 16 a stored entry (value, row index of up to
+# int64), three copies at the peak (the total, as many entries pending, the merged sum)
+SPARSE_ENTRY_BYTES = 48
 
 
 def memory_limit() -> int:
@@ -215,7 +216,9 @@ def _level_pairs(spec: SeveralTermsSpec, kept: pd.DataFrame) -> dict:
 
 
 class StatisticsSum:
-    """The running sums of the chunks' statistics."""
+    """The running sums of the chunks' statistics.  The chunks' Z'Z are merged into the
+    total in batches, once their entries outnumber the total's: adding each chunk's into
+    the total would cost the total's size per chunk."""
 
     def __init__(self, spec: SeveralTermsSpec):
         q, p = spec.reterms.q, len(spec.names)
@@ -223,10 +226,24 @@ class StatisticsSum:
             SparseStats(sp.csc_matrix((q, q)), np.zeros((q, p)), np.zeros(q), np.zeros((p, p)),
                         np.zeros(p), 0.0, 0, spec.y_shift),
             0, {i: np.zeros(0, np.int64) for i in range(len(spec.reterms.terms))})
+        self._pending, self._pending_entries = [], 0
+        self.merge_entries = 2**16  # merge no smaller batches (their overhead dominates)
+
+    def _merge(self) -> None:
+        t = self.total.stats
+        parts = self._pending
+        while len(parts) > 1:  # pairwise (linear merges of sorted columns), then the total
+            parts = [sum(parts[i:i + 2][1:], parts[i]) for i in range(0, len(parts), 2)]
+        if parts:
+            t.ZtZ = (t.ZtZ + parts[0]).tocsc()
+        self._pending, self._pending_entries = [], 0
 
     def add(self, part: ChunkStatistics) -> None:
         t, s = self.total.stats, part.stats
-        t.ZtZ = t.ZtZ + s.ZtZ
+        self._pending.append(s.ZtZ)
+        self._pending_entries += s.ZtZ.nnz
+        if self._pending_entries > max(t.ZtZ.nnz, self.merge_entries):
+            self._merge()
         t.ZtX += s.ZtX
         t.Zty += s.Zty
         t.XtX += s.XtX
@@ -240,6 +257,7 @@ class StatisticsSum:
     def statistics(self, spec: SeveralTermsSpec) -> SparseStats:
         """The sums as :meth:`SparseStats.from_arrays` makes them: y centred on the mean
         of all rows where the model has an intercept (moved from the first rows' mean)."""
+        self._merge()
         t, i = self.total.stats, spec.intercept
         Xty, Zty, yty, y_shift = t.Xty, t.Zty, t.yty, 0.0
         if i is not None:
