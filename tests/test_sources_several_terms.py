@@ -124,6 +124,8 @@ def test_lmm_scope_crossed_on_parquet_equals_memory(frame, folder):
     assert_same_refit(mem, ext)
     with pytest.raises(InputError, match="crossed"):
         ext.inference()
+    with pytest.raises(InputError, match="whole clusters"):  # before reading the data
+        lmm_scope(formula, str(folder), k="cv")
 
 
 def test_lmm_scope_nested_inference_by_a_third_pass_equals_memory(frame, folder):

@@ -32,6 +32,11 @@ from .sparse_pls import SparseStats, factor_spd
 from .tuning import DEFAULT_A_GRID, Progress, select
 
 
+NO_CROSS_VALIDATION = ("k='cv' and a='cv' hold out whole clusters, which crossed or nested "
+                       "random-effects terms do not have; with several terms choose k by a "
+                       "criterion (k=None) and a by the refit (a=None) or a number")
+
+
 class SeveralTermsData:
     """The in-memory data backend of a several-term model: the statistics and the
     whitened problem at a (what :func:`lmmscope.tuning.select` asks of a backend for a
@@ -131,9 +136,7 @@ class SeveralTermsData:
         return reduce_gram(gram, xty, yty, unpenalised), None
 
     def fold_problems(self, a, unpenalised, folds):
-        raise InputError("k='cv' and a='cv' hold out whole clusters, which crossed or nested "
-                         "random-effects terms do not have; with several terms choose k by "
-                         "a criterion (k=None) and a by the refit (a=None) or a number")
+        raise InputError(NO_CROSS_VALIDATION)
 
     def subset_stats(self, columns) -> SparseStats:
         return self.stats.subset(columns)

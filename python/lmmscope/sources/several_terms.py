@@ -33,8 +33,8 @@ from ..exceptions import ColumnError, InputError
 from ..formula import INTERCEPT
 from ..formula.bars import parse_bar_terms
 from ..multiterm import MultiTermResult, fit_statistics
-from ..multiterm_scope import (MultiTermScopeResult, SeveralTermsData, select_several_terms,
-                               whitened_scores)
+from ..multiterm_scope import (NO_CROSS_VALIDATION, MultiTermScopeResult, SeveralTermsData,
+                               select_several_terms, whitened_scores)
 from ..reterms import ReTerm, ReTerms, _group_values, _term_formula, stacked_z
 from ..sparse_pls import SparseStats
 from ..tuning import Progress
@@ -95,9 +95,10 @@ class TermsLayout:
         return frame.assign(**{name: _group_values(frame, columns)
                                for name, columns in self.derived.items()})
 
-    def complete(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The chunk's rows complete in every term (lme4's na.omit over the model frame)."""
-        frame = self.with_groups(frame)
+    def complete(self, frame: pd.DataFrame, grouped: bool = False) -> pd.DataFrame:
+        """The chunk's rows complete in every term (lme4's na.omit over the model frame);
+        ``grouped``: the frame already has its ``a:b`` factors."""
+        frame = frame if grouped else self.with_groups(frame)
         complete = _complete_rows(frame, self.used)
         return frame[self.used] if complete.all() else frame.loc[complete, self.used]
 
@@ -107,7 +108,7 @@ def _first_pass_chunk(layout: TermsLayout, index: int, frame: pd.DataFrame):
     over every term's columns, and the labels of each grouping factor."""
     frame = layout.with_groups(frame)
     part = first_pass_part(index, frame, layout.used, layout.groups[0])
-    kept = layout.complete(frame)
+    kept = layout.complete(frame, grouped=True)
     labels = {g: pd.unique(kept[g].to_numpy()) for g in dict.fromkeys(layout.groups)}
     return part, labels
 
@@ -162,6 +163,7 @@ class SeveralTermsSpec:
         (sparse; its entries bounded by each term's diagonal blocks and, between two
         terms, by the pairs of levels that rows can join), estimated from the level
         counts before the statistics pass."""
+        what = "half the physical memory" if limit is None else "the limit given"
         limit = memory_limit() if limit is None else limit
         terms = self.reterms.terms
         p = len(self.names)
@@ -180,7 +182,8 @@ class SeveralTermsSpec:
             raise InputError(
                 f"the statistics of this model need up to {total / 2**30:.1f} GiB in memory "
                 f"(Z'Z sparse and Z'X: {self.reterms.q} random effects x {p} fixed effects), "
-                f"more than the {limit / 2**30:.1f} GiB allowed: grouping factor "
+                f"more than the {limit / 2**30:.1f} GiB allowed ({what}): "
+                f"grouping factor "
                 f"{big.group_name!r} has {big.n_levels} levels ({big.n_levels * big.p} random "
                 "effects). Several random-effects terms on streamed data need Z'Z in memory; "
                 "fit fewer levels (e.g. one term, which streams by cluster), or a sample")
@@ -411,6 +414,8 @@ def fit_scope_several_terms(source, formula, *, k, a, always, criterion, k_max, 
     progress = Progress(verbose)
     progress(f"reading {source.describe()}")
     _check_method(method)
+    if "cv" in (k, a):  # refused by the backend too, but before reading the data here
+        raise InputError(NO_CROSS_VALIDATION)
     model = read_model(source, formula, na_action, progress)
     spec = model.spec
     names = spec.names
