@@ -152,11 +152,13 @@ class SeveralTermsSpec:
         return self.design.fixed_names
 
     def arrays(self, frame: pd.DataFrame):
-        """(X, y, Z sparse rows x q) of a chunk's complete rows, in the in-memory layout."""
+        """(X, y, Z sparse rows x q, each term's level codes, the rows kept) of a chunk's
+        complete rows, in the in-memory layout and term order."""
         kept = self.layout.complete(frame)
         X, y, _Z, _codes = self.fixed.design_arrays(kept[self.fixed.used])
         blocks = [spec.design_arrays(kept[spec.used])[2:][::-1] for spec in self.specs]
-        return X, y, stacked_z([blocks[i] for i in self.order], self.reterms.Gp), kept
+        blocks = [blocks[i] for i in self.order]
+        return X, y, stacked_z(blocks, self.reterms.Gp), [c for c, _Z in blocks], kept
 
     def check_size(self, n_obs: int, limit: int | None = None) -> None:
         """Refuse statistics that would not fit in memory: Z'X (q x p dense) and Z'Z
@@ -200,20 +202,18 @@ class ChunkStatistics:
 
 
 def _chunk_statistics(spec: SeveralTermsSpec, index: int, frame: pd.DataFrame):
-    X, y, Z, kept = spec.arrays(frame)
+    X, y, Z, codes, kept = spec.arrays(frame)
     y = y - spec.y_shift
     Zt = Z.T.tocsr()
     stats = SparseStats((Zt @ Z).tocsc(), np.asarray(Zt @ X), Zt @ y, X.T @ X, X.T @ y,
                         float(y @ y), y.size, spec.y_shift)
-    return ChunkStatistics(stats, int(frame.shape[0] - kept.shape[0]), _level_pairs(spec, kept))
+    return ChunkStatistics(stats, int(frame.shape[0] - kept.shape[0]), _level_pairs(spec, codes))
 
 
-def _level_pairs(spec: SeveralTermsSpec, kept: pd.DataFrame) -> dict:
+def _level_pairs(spec: SeveralTermsSpec, codes: list) -> dict:
     """For the nesting test of inference: the distinct (level, outer level) pairs of each
     term, the outer factor being the one with the fewest levels."""
     outer = int(np.argmin([t.n_levels for t in spec.reterms.terms]))
-    codes = [spec.specs[i].codes(kept[spec.specs[i].design.group_name].to_numpy())
-             for i in spec.order]
     n_outer = spec.reterms.terms[outer].n_levels
     return {i: np.unique(c * n_outer + codes[outer]) for i, c in enumerate(codes)}
 
@@ -386,11 +386,9 @@ class StreamedSeveralTermsData(SeveralTermsData):
 
 
 def _chunk_scores(spec, position, beta, shift, a, direction, index, frame):
-    X, y, Z, kept = spec.arrays(frame)
-    term = spec.specs[spec.order[position]]
-    codes = term.codes(kept[term.design.group_name].to_numpy())
-    return whitened_scores(X, y, Z, codes, spec.reterms.terms[position].n_levels, beta, shift,
-                           a, direction)
+    X, y, Z, codes, _kept = spec.arrays(frame)
+    return whitened_scores(X, y, Z, codes[position], spec.reterms.terms[position].n_levels,
+                           beta, shift, a, direction)
 
 
 class StreamedMultiTermScopeResult(MultiTermScopeResult):
