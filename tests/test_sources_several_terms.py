@@ -191,3 +191,17 @@ def test_chunks_z_crossproducts_merged_in_batches_sum_exactly(frame, folder):
     merged = total.statistics(spec).ZtZ
     assert merged.nnz == whole.nnz
     np.testing.assert_allclose(merged.toarray(), whole.toarray(), rtol=1e-14, atol=1e-12)
+
+
+def test_nesting_is_judged_across_chunks(frame, tmp_path):
+    """One row a chunk: a level seen with two outer levels in two chunks makes the terms
+    crossed (inference refused), as in memory."""
+    path = tmp_path / "head.parquet"
+    frame.head(60).to_parquet(path)
+    for formula, nested in (("y ~ x0 + (1 | subj) + (1 | item)", False),
+                            ("y ~ x0 + (1 | school/cls)", True)):
+        model = read_model(ParquetSource(str(path), chunk_rows=1), formula, "omit",
+                           lambda message: None)
+        assert model.nested is nested
+        memory = fit_quietly(lmm_scope, formula, frame.head(60), k=1, a=0.5)
+        assert (memory._data.outermost_factor() is not None) is nested

@@ -221,14 +221,17 @@ def _level_pairs(spec: SeveralTermsSpec, codes: list) -> dict:
 class StatisticsSum:
     """The running sums of the chunks' statistics.  The chunks' Z'Z are merged into the
     total in batches, once their entries outnumber the total's: adding each chunk's into
-    the total would cost the total's size per chunk."""
+    the total would cost the total's size per chunk.  Nesting: the outer level of each
+    term's level, until a level is seen with two (then the terms are crossed)."""
 
     def __init__(self, spec: SeveralTermsSpec):
         q, p = spec.reterms.q, len(spec.names)
         self.total = ChunkStatistics(
             SparseStats(sp.csc_matrix((q, q)), np.zeros((q, p)), np.zeros(q), np.zeros((p, p)),
-                        np.zeros(p), 0.0, 0, spec.y_shift),
-            0, {i: np.zeros(0, np.int64) for i in range(len(spec.reterms.terms))})
+                        np.zeros(p), 0.0, 0, spec.y_shift), 0, {})
+        self.n_outer = min(t.n_levels for t in spec.reterms.terms)
+        self.outer_of = [np.full(t.n_levels, -1, np.int64) for t in spec.reterms.terms]
+        self.nested = True
         self._pending, self._pending_entries = [], 0
         self.merge_entries = 2**16  # merge no smaller batches (their overhead dominates)
 
@@ -254,8 +257,14 @@ class StatisticsSum:
         t.yty += s.yty
         t.n_obs += s.n_obs
         self.total.n_dropped += part.n_dropped
-        self.total.nesting = {i: np.union1d(v, part.nesting[i])
-                              for i, v in self.total.nesting.items()}
+        for i, pairs in part.nesting.items():
+            if not self.nested:
+                break
+            levels, outer = np.divmod(pairs, self.n_outer)  # pairs are distinct
+            known = self.outer_of[i][levels]
+            self.nested = (np.unique(levels).size == levels.size
+                           and not np.any((known >= 0) & (known != outer)))
+            self.outer_of[i][levels] = outer
 
     def statistics(self, spec: SeveralTermsSpec) -> SparseStats:
         """The sums as :meth:`SparseStats.from_arrays` makes them: y centred on the mean
@@ -315,9 +324,7 @@ def read_model(source, formula: str, na_action: str, progress,
         warnings.warn(f"lmmscope: dropped {spec.n_dropped} rows with missing values (na.omit)",
                       stacklevel=4)
     spec.design.n_dropped = spec.n_dropped
-    nested = all(pairs.size == t.n_levels
-                 for t, pairs in zip(spec.reterms.terms, read.nesting.values()))
-    return SeveralTermsModel(spec, total.statistics(spec), nested)
+    return SeveralTermsModel(spec, total.statistics(spec), total.nested)
 
 
 class StreamedMultiTermResult(MultiTermResult):
