@@ -16,7 +16,7 @@ import pytest
 
 from lmmscope.backend import DataBackend, FoldProblem
 from lmmscope.control import Control
-from lmmscope.crossprod import encode_groups
+from lmmscope.cluster_blocks import encode_groups
 from lmmscope.exceptions import InputError
 from lmmscope.formula import build_design
 from lmmscope.formula.bars import parse_bar_terms

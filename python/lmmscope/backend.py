@@ -84,7 +84,7 @@ class OneFactorBackend:
 
 def fold_problems_of_whitened(total, held, held_raw, unpenalised) -> list:
     """Per fold: the training problem as the totals minus the held-out fold's whitened
-    statistics (``total`` and ``held``: :class:`~lmmscope.crossprod.WhitenedStats`),
+    statistics (``total`` and ``held``: :class:`~lmmscope.whitening.WhitenedStats`),
     with the fold's whitened and raw quadratics (``held_raw``: the fold's X'X, X'y, y'y
     as a ClusterStats)."""
     out = []
@@ -105,10 +105,3 @@ def check_folds_of_the_pass(fold_of_cluster, accumulated) -> None:
         raise ValueError("streamed data accumulate the statistics of the folds fixed before "
                          "the data pass (cv_folds, random_state); other folds need another pass")
 
-
-def proxy_z_scale(root_mean_squares, control) -> np.ndarray:
-    """The unit of each column of Z in the proxy Sigma_a = a Z~Z~' + I, one rule for
-    every one-factor backend: the column's root mean square (``Control.unit_free_z``:
-    a and the selection then do not depend on Z's units), else 1 (the raw Z)."""
-    rms = np.asarray(root_mean_squares, dtype=float)
-    return rms if control.unit_free_z else np.ones(rms.size)

@@ -2,7 +2,7 @@
 alone, no rows.
 
 Everything selection and the REML refit need is a function of the per-cluster
-statistics: the whitened Gram of each ``a`` by Woodbury (crossprod.whiten_stats), the
+statistics: the whitened Gram of each ``a`` by Woodbury (whitening.whiten_stats), the
 training problem of a cross-validation fold as totals minus the fold's, the refit's
 statistics as a column subset.  Only the cluster scores of inference read the rows
 again (one more pass over ``source``).
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import OneFactorBackend, check_folds_of_the_pass, proxy_z_scale
+from ..backend import OneFactorBackend, check_folds_of_the_pass
 from ..control import as_control
-from ..crossprod import ClusterStats, WhitenedGramColumns, whiten_stats
+from ..cluster_stats import ClusterStats
 from ..exceptions import InputError
-from ..profiled import rescale_z, z_column_scale
+from ..whitening import WhitenedGramColumns, whiten_stats
+from ..z_units import proxy_z_scale, rescale_z, z_column_scale
 from ..layouts import gram_fold_problems
 from ..selection import reduce_gram
 from .inference import cluster_scores

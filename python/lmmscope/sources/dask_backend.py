@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import (OneFactorBackend, check_folds_of_the_pass, fold_problems_of_whitened,
-                       proxy_z_scale)
+from ..backend import OneFactorBackend, check_folds_of_the_pass, fold_problems_of_whitened
 from ..control import as_control
-from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
-from ..profiled import rescale_z, z_column_scale
+from ..cluster_stats import ClusterStats
+from ..whitening import WhitenedStats, whiten_stats
+from ..z_units import proxy_z_scale, rescale_z, z_column_scale
 from ..exceptions import InputError
 from ..selection import reduce_gram
 from .accumulate import (RowCounts, _add_blocks, _add_gram, _shifts_of, chunk_stats,
