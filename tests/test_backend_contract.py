@@ -5,7 +5,8 @@ subset statistics, refits and inference statistics as the in-memory Gram backend
 
 The backends: in memory on the whitened Gram (formed, or read by columns on demand)
 and on the whitened rows; parquet files streamed in chunks; a Dask DataFrame (blocks
-kept on the workers); the several-terms backend given the one term (1 + z1 | g).
+kept on the workers); the several-terms backends, in memory and on parquet files, given
+the one term (1 + z1 | g).
 """
 
 import warnings
@@ -28,6 +29,7 @@ from lmmscope.reterms import build_reterms
 from lmmscope.selection import selection_path
 from lmmscope.sources import DaskSource, ParquetSource
 from lmmscope.sources.fit import prepare
+from lmmscope.sources.several_terms import StreamedSeveralTermsData, read_model
 from lmmscope.tuning import Data, make_folds
 
 FORMULA = "y ~ x0 + x1 + x2 + x3 + x4 + x5 + (1 + z1 | g)"
@@ -100,6 +102,7 @@ def _all_backends(frame, arrays, folds, directory, control=None):
         fixed, reterms, _rows = build_reterms(bars, frame)
     assert list(fixed.fixed_names) == list(design.fixed_names)
     n = labels.size
+    several_source = ParquetSource(str(directory), chunk_rows=25)
     return {
         "memory, Gram": Data(X, y, Z, codes, n, layout=GramLayout(), control=control),
         "memory, Gram by columns": Data(X, y, Z, codes, n, control=control,
@@ -111,6 +114,8 @@ def _all_backends(frame, arrays, folds, directory, control=None):
                           control),
         "several terms": SeveralTermsData(np.asarray(fixed.X, float), np.asarray(fixed.y, float),
                                           reterms, intercept=0, control=control),
+        "several terms, parquet": StreamedSeveralTermsData.from_model(
+            read_model(several_source, FORMULA, "omit", _quiet()), several_source, control),
     }
 
 
@@ -129,8 +134,9 @@ def backends(frame, arrays, folds, parquet_directory):
     return _all_backends(frame, arrays, folds, parquet_directory)
 
 
-BACKENDS = ["memory, Gram by columns", "memory, rows", "parquet", "dask", "several terms"]
-ONE_FACTOR = [b for b in BACKENDS if b != "several terms"]
+BACKENDS = ["memory, Gram by columns", "memory, rows", "parquet", "dask", "several terms",
+            "several terms, parquet"]
+ONE_FACTOR = [b for b in BACKENDS if not b.startswith("several terms")]
 REFERENCE = "memory, Gram"
 
 
@@ -166,7 +172,8 @@ def test_backend_declares_the_contract(backends, name):
                                                         reference.n_groups)
     # the unit of Z's columns (several terms: of every column of the whole Z, level by level)
     q = reference.z_scale.size
-    scale = backend.z_scale.reshape(-1, q) if name == "several terms" else backend.z_scale[None]
+    several = name.startswith("several terms")
+    scale = backend.z_scale.reshape(-1, q) if several else backend.z_scale[None]
     assert_close(scale, np.broadcast_to(reference.z_scale, scale.shape))
 
 
@@ -183,7 +190,7 @@ def test_whitened_problem(backends, name, a):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_fold_problems(backends, folds, name):
     backend = backends[name]
-    if name == "several terms":  # crossed terms have no folds of whole clusters: refused
+    if name.startswith("several terms"):  # crossed terms have no whole-cluster folds: refused
         with pytest.raises(InputError, match="hold out whole clusters"):
             backend.fold_problems(0.7, UNPENALISED, folds)
         return
@@ -211,7 +218,7 @@ def test_subset_statistics(backends, name, columns):
 
 def _refitter(backends, name):
     backend = backends[name]
-    if name == "several terms":
+    if name.startswith("several terms"):
         return SeveralTermsRefitter(backend, [f"c{j}" for j in range(backend.p)], intercept=0)
     return Refitter(backend)
 
@@ -219,7 +226,7 @@ def _refitter(backends, name):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_refit(backends, name):
     got, want = _refitter(backends, name), _refitter(backends, REFERENCE)
-    rtol = SEVERAL_TERMS_REFIT_RTOL if name == "several terms" else RTOL
+    rtol = SEVERAL_TERMS_REFIT_RTOL if name.startswith("several terms") else RTOL
     for columns in ([0], [0, 1, 4]):
         assert_close(got.ml_deviance(columns), want.ml_deviance(columns), rtol=rtol)
         assert_close(got.variance_ratio(columns), want.variance_ratio(columns), rtol=rtol)
