@@ -13,7 +13,8 @@ plugs in by implementing :class:`DataBackend`.  The implementations:
   the statistics;
 * :class:`lmmscope.sources.dask_backend.DaskStatsBackend`: the per-cluster blocks kept
   on Dask workers;
-* :class:`lmmscope.multiterm_scope.SeveralTermsData`: several random-effects terms.
+* :class:`lmmscope.multiterm_scope.SeveralTermsData`: several random-effects terms, and
+  :class:`lmmscope.sources.several_terms.StreamedSeveralTermsData` on streamed data.
 
 ``tests/test_backend_contract.py`` runs one conformance check on every one of them (the
 same data give the same answers).  The three one-factor backends share
