@@ -164,7 +164,7 @@ class Data(OneFactorBackend):
         # no Gram to take them from: one pass over these columns, shifted as ``stats``
         # (so that a subset without the intercept is the Gram layout's too)
         columns = np.asarray(columns, dtype=np.int64)
-        shifts = (self.stats.x_shift[columns], self.stats.y_shift)
+        shifts = (self.stats.x_shift[columns], self.stats.y_shift) if self.stats.centred else False
         return rescale_z(compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes,
                                                self.n_groups, center=shifts), 1.0 / self.z_scale)
 
