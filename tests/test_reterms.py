@@ -304,28 +304,44 @@ def test_inference_by_the_outer_factor_equals_one_term_with_the_same_proxy():
                                rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)"])
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)",
+                                     "y ~ x + (1 + x | a) + (1 | b) + (0 + x | b)"])
 def test_block_schur_and_sparse_lu_factors_agree(formula):
-    """The two factorisations of A = Lambda'Z'Z Lambda + I (first term eliminated, or
-    SuperLU on the whole): same log|A| and solves; measured 1e-15 relative."""
+    """The factorisations of A = Lambda'Z'Z Lambda + I (first term eliminated, with and
+    without the index map of the Schur product; SuperLU on the whole, with its ordering
+    reused) against a dense A: log|A|, solves and the diagonal blocks of A^-1
+    (measured 1e-15 relative)."""
     import scipy.sparse as sp
-    from lmmscope.sparse_pls import BlockSchurFactor, SparseSPDFactor
+    from lmmscope.sparse_pls import LUSystem, PLSKnobs, SchurSystem
     df = _simulated(n_a=12)
     _design, rt, _rows = build_reterms(parse_bar_terms(formula), df)
     theta = np.linspace(0.3, 1.4, rt.theta0.size) * np.where(rt.lower == 0, 1.0, -0.5)
+    G = (rt.Zt @ rt.Zt.T).tocsc()
     Lt = rt.lambdat(theta)
-    A = (Lt @ (rt.Zt @ rt.Zt.T) @ Lt.T + sp.identity(rt.q)).tocsc()
+    dense = (Lt @ G @ Lt.T + sp.identity(rt.q)).toarray()
+    inverse = np.linalg.inv(dense)
     B = np.random.default_rng(0).standard_normal((rt.q, 3))
-    lu, schur = SparseSPDFactor(A), BlockSchurFactor(A, int(rt.Gp[1]), rt.terms[0].p)
-    dense = A.toarray()
-    np.testing.assert_allclose(schur.logdet, np.linalg.slogdet(dense)[1], rtol=1e-12, atol=0)
-    np.testing.assert_allclose(lu.logdet, np.linalg.slogdet(dense)[1], rtol=1e-12, atol=0)
-    np.testing.assert_allclose(schur.solve(B), np.linalg.solve(dense, B), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(lu.solve(B), np.linalg.solve(dense, B), rtol=1e-10, atol=1e-12)
+    lu = LUSystem(G, rt)
+    lu.factor(0.5 * theta)  # finds the ordering the next factor reuses
+    factors = [SchurSystem(G, rt).factor(theta),
+               SchurSystem(G, rt, PLSKnobs(max_schur_pairs=0)).factor(theta), lu.factor(theta)]
+    assert factors[0].system.exact_gradient and not factors[1].system.exact_gradient
+    assert lu.ordering is not None and factors[2]._order is lu.ordering
+    for factor in factors:
+        np.testing.assert_allclose(factor.logdet, np.linalg.slogdet(dense)[1], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(factor.solve(B), np.linalg.solve(dense, B), rtol=1e-10,
+                                   atol=1e-12)
+        for i, t in enumerate(rt.terms):
+            starts = rt.Gp[i] + np.arange(t.n_levels) * t.p
+            index = starts[:, None] + np.arange(t.p)
+            np.testing.assert_allclose(factor.inverse_diagonal_blocks(starts, t.p),
+                                       inverse[index[:, :, None], index[:, None, :]],
+                                       rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
-@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)"])
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)",
+                                     "y ~ x + (1 + x | a) + (1 | b) + (0 + x | b)"])
 def test_exact_deviance_gradient_matches_central_differences(formula, reml):
     """The gradient from the block Schur factor's A^-1 against central differences
     (h = 1e-6, error ~1e-9 of the gradient's size); measured agreement 7e-8 absolute

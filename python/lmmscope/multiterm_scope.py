@@ -3,7 +3,8 @@
 The proxy covariance is Sigma_a = a Z~ Z~' + I with Z~ the whole random-effects design
 (every term; each column of a term's model matrix divided by its root mean square, so
 a does not depend on Z's units, as with one term).  By Woodbury, with the sparse
-A_a = I + a Z~'Z~ (factored as in the refit: :func:`lmmscope.sparse_pls.factor_spd`),
+A_a = I + a Z~'Z~ (factored as in the refit, :func:`lmmscope.sparse_pls.sparse_system`,
+whose symbolic work - blocks, index maps, ordering - is done once for every a),
 
     X_a'X_a = X'X - a (Z~'X)' A_a^-1 (Z~'X),   X_a'y_a and y_a'y_a likewise,
 
@@ -28,7 +29,7 @@ from .multiterm import MultiTermFit, MultiTermResult
 from .nodewise import DEFAULT_TOL, DenseGram
 from .results import LmmScopeResult
 from .selection import reduce_gram
-from .sparse_pls import SparseStats, factor_spd
+from .sparse_pls import SparseStats, sparse_system
 from .tuning import DEFAULT_A_GRID, Progress, select
 
 
@@ -56,15 +57,20 @@ class SeveralTermsData:
         self.unit_ZtZ = (D @ self.stats.ZtZ @ D).tocsc()
         self.unit_ZtX = self.stats.ZtX / scale[:, None]
         self.unit_Zty = self.stats.Zty / scale
+        self._system = None
+
+    def factor(self, a):
+        """The factor of A_a = I + a Z~'Z~: Lambda = sqrt(a) I on the unit-free Z'Z."""
+        if self._system is None:
+            self._system = sparse_system(self.unit_ZtZ, self.reterms)
+        return self._system.factor(np.sqrt(a) * self.reterms.theta0)
 
     def whitened(self, a):
         """(X_a'X_a, X_a'y_a, y_a'y_a) of Sigma_a = a Z~Z~' + I, by Woodbury."""
         st = self.stats
         if a == 0:
             return st.XtX.copy(), st.Xty.copy(), st.yty
-        A = (a * self.unit_ZtZ + sp.identity(self.reterms.q, format="csc")).tocsc()
-        factor = factor_spd(A, self.reterms)
-        sol = factor.solve(np.column_stack([self.unit_ZtX, self.unit_Zty]))
+        sol = self.factor(a).solve(np.column_stack([self.unit_ZtX, self.unit_Zty]))
         gram = st.XtX - a * (self.unit_ZtX.T @ sol[:, :-1])
         xty = st.Xty - a * (self.unit_ZtX.T @ sol[:, -1])
         yty = st.yty - a * float(self.unit_Zty @ sol[:, -1])
@@ -87,8 +93,7 @@ class SeveralTermsData:
         x_sums = X.sum(axis=0)
         XtXc = st.XtX - np.outer(x_sums, shift) - np.outer(shift, x_sums) \
             + self.N * np.outer(shift, shift)
-        A = (a * self.unit_ZtZ + sp.identity(self.reterms.q, format="csc")).tocsc()
-        factor = factor_spd(A, self.reterms)
+        factor = self.factor(a) if a else None
         gram = XtXc - a * (ZtXc.T @ factor.solve(ZtXc)) if a else XtXc
         r = self._y - X @ beta
         Zt_unit = sp.diags(1.0 / self.z_scale) @ self.reterms.Zt
