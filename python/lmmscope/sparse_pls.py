@@ -153,13 +153,15 @@ class SchurSystem:
         self.q1, self.p1 = int(reterms.Gp[1]), reterms.terms[0].p
         self.n1, self.r = self.q1 // self.p1, reterms.q - self.q1
         q1, p1, n1, r = self.q1, self.p1, self.n1, self.r
-        local_r, local_c = np.meshgrid(np.arange(p1), np.arange(p1), indexing="ij")
-        starts = (np.arange(n1) * p1)[:, None, None]
-        self.G11 = np.asarray(G[(starts + local_r).ravel(), (starts + local_c).ravel()]
-                              ).reshape(n1, p1, p1)
+        self.G11 = np.empty((n1, p1, p1))  # the first term's diagonal blocks
+        for a in range(p1):
+            for b in range(p1):
+                self.G11[:, a, b] = G.diagonal(b - a)[np.arange(n1) * p1 + min(a, b)]
         self.G12 = G[:q1, q1:].tocsr()
         self.G21 = G[q1:, :q1].tocsr()
-        self.G22 = G[q1:, q1:].toarray()
+        self.G22_lower = np.tril(G[q1:, q1:].toarray())  # lower triangles only: see factor
+        # every later term scalar: Lambda_2 diagonal, S = E o dd' + I on lower triangles
+        self.diagonal_later = all(t.p == 1 for t in reterms.terms[1:])
         self.small_dense = r < knobs.small_dense_block
         # the entries of dLambda_2'/dtheta_j for the terms after the first (rows, columns)
         self.first_term = reterms.theta_term == 0
@@ -181,6 +183,9 @@ class SchurSystem:
         self.n_pairs = int((counts.astype(np.int64) ** 2).sum())
         self.K = None
         if self.n_pairs > max_pairs:
+            return
+        if p1 == 1:
+            self.K = _lower_pair_products(H, r)
             return
         entry_column = np.repeat(np.arange(H.shape[1]), np.diff(H.indptr))
         rows, cols, vals = [], [], []
@@ -210,18 +215,19 @@ class SchurSystem:
                                                        np.concatenate(cols))),
                                shape=(r * r, n1 * p1 * p1))
 
-    def product(self, M: np.ndarray) -> np.ndarray:
-        """C = sum_l H_l M_l H_l' (r x r dense) for per-level M (n1 x p1 x p1)."""
+    def product_lower(self, M: np.ndarray) -> np.ndarray:
+        """The lower triangle (upper zero) of C = sum_l H_l M_l H_l' (r x r dense) for
+        per-level M (n1 x p1 x p1)."""
         r = self.r
         if self.K is None:
             blocks = sp.block_diag(list(M), format="csr") if self.p1 > 1 \
                 else sp.diags(M.ravel(), format="csr")
-            return (self.G21 @ blocks @ self.G12).toarray()
-        return _symmetric_from_lower((self.K @ M.ravel()).reshape(r, r))
+            return np.tril((self.G21 @ blocks @ self.G12).toarray())
+        return (self.K @ M.ravel()).reshape(r, r)
 
     def level_traces(self, U: np.ndarray) -> np.ndarray:
-        """H_l' U H_l per level (n1 x p1 x p1) for a symmetric r x r U: K' u."""
-        U = U.copy()
+        """H_l' U H_l per level (n1 x p1 x p1) for a symmetric r x r U of which only the
+        lower triangle is read (U is overwritten): K' u."""
         U[np.diag_indices_from(U)] /= 2  # K holds each pair i > j once, i = j once
         X = (self.K.T @ U.ravel()).reshape(self.n1, self.p1, self.p1)
         return X + X.transpose(0, 2, 1)
@@ -252,9 +258,17 @@ class SchurFactor:
         self.B_inv = 1.0 / B if system.p1 == 1 else np.linalg.inv(B)
         self.P = self.B_inv @ T1.T  # B^-1 T_1', per level
         M = T1 @ self.P
-        self.E = system.G22 - system.product(M)
-        self.R = np.asarray(self.Lt2 @ self.E)  # Lambda_2' E (Lt2 = Lambda_2')
-        S = np.asarray(self.Lt2 @ self.R.T)  # Lambda_2' E Lambda_2
+        # E = G_22 - C; a pass over r x r costs as much as a small factor, so where
+        # Lambda_2 is diagonal (d) only lower triangles are formed (upper zero): S's
+        # Cholesky and S^-1 (potri) read and write only them
+        self.E = system.G22_lower - system.product_lower(M)
+        if system.diagonal_later:
+            self.d = self.Lt2.diagonal()
+            S = self.E * np.outer(self.d, self.d)
+        else:
+            self.E = _symmetric_from_lower(self.E)
+            self.R = np.asarray(self.Lt2 @ self.E)  # Lambda_2' E (Lt2 = Lambda_2')
+            S = np.asarray(self.Lt2 @ self.R.T)  # Lambda_2' E Lambda_2
         S[np.diag_indices_from(S)] += 1.0
         try:
             self.S_chol = sla.cho_factor(S, lower=True, overwrite_a=True, check_finite=False)
@@ -283,13 +297,18 @@ class SchurFactor:
         out = np.concatenate([x1, x2])
         return out[:, 0] if vector else out
 
+    def schur_inverse_lower(self) -> np.ndarray:
+        """The lower triangle of S^-1 (upper zero) from S's Cholesky factor (potri)."""
+        inverse, info = sla.lapack.dpotri(self.S_chol[0], lower=1)
+        if info:
+            raise np.linalg.LinAlgError("the Schur complement is singular")
+        # potri writes the lower triangle; the upper one holds S's (zero where diagonal)
+        return inverse if self.system.diagonal_later else np.tril(inverse)
+
     def schur_inverse(self) -> np.ndarray:
-        """S^-1 from S's Cholesky factor (LAPACK potri), symmetric, cached."""
+        """S^-1, symmetric, cached."""
         if getattr(self, "_schur_inverse", None) is None:
-            inverse, info = sla.lapack.dpotri(self.S_chol[0], lower=1)
-            if info:
-                raise np.linalg.LinAlgError("the Schur complement is singular")
-            self._schur_inverse = _symmetric_from_lower(inverse)  # potri fills one triangle
+            self._schur_inverse = _symmetric_from_lower(self.schur_inverse_lower())
         return self._schur_inverse
 
     def logdet_gradient(self) -> np.ndarray:
@@ -302,12 +321,21 @@ class SchurFactor:
             later terms: 2 tr(Tinv dLambda_2' E Lambda_2) over dLambda_2's entries,
                 with E = G_22 - C."""
         s, T1 = self.system, self.T1
-        Tinv = self.schur_inverse()
         out = np.zeros(self.theta.size)
-        for j, (u, v, d) in s.later_derivatives.items():
-            out[j] = 2 * float(d @ np.einsum("ij,ij->j", self.R[:, v], Tinv[:, u]))
-        Y = np.asarray(self.Lt2.T @ Tinv)  # Lambda_2 Tinv
-        Z = s.level_traces(np.asarray(self.Lt2.T @ Y.T))  # Lambda_2 Tinv Lambda_2'
+        if s.diagonal_later:  # from lower triangles: E o Tinv summed against d
+            Tinv, d = self.schur_inverse_lower(), self.d
+            F = self.E * Tinv
+            by_column = d @ F + F @ d - d * np.diagonal(F)  # sum_w d_w (E o Tinv)_wu
+            for j, (u, _v, dv) in s.later_derivatives.items():
+                out[j] = 2 * float(dv @ by_column[u])
+            Tinv *= np.outer(d, d)
+            Z = s.level_traces(Tinv)  # Lambda_2 Tinv Lambda_2'
+        else:
+            Tinv = self.schur_inverse()
+            for j, (u, v, dv) in s.later_derivatives.items():
+                out[j] = 2 * float(dv @ np.einsum("ij,ij->j", self.R[:, v], Tinv[:, u]))
+            Y = np.asarray(self.Lt2.T @ Tinv)  # Lambda_2 Tinv
+            Z = s.level_traces(np.asarray(self.Lt2.T @ Y.T))  # Lambda_2 Tinv Lambda_2'
         G, P = s.G11, self.P
         GT = G @ T1  # G_11,l T_1
         rows, cols = np.tril_indices(s.p1)
@@ -343,6 +371,26 @@ class SchurFactor:
         cols = np.broadcast_to(index[:, None, :], (index.shape[0], size, size)).ravel()
         own = self.B_inv[rows // s.p1, rows % s.p1, cols % s.p1]
         return (own + _sparse_bilinear(self._W, T, rows, cols)).reshape(-1, size, size)
+
+
+def _lower_pair_products(H: sp.csc_matrix, r: int) -> sp.csc_matrix:
+    """K with K[i r + j, k] = H[i, k] H[j, k] for each column k's pairs of nonzeros
+    i >= j (H's indices sorted), built directly in CSC order: a column's c nonzeros
+    give c (c + 1) / 2 pairs, enumerated as (e1, e2 <= e1) in order, so K's row
+    indices ascend within each column."""
+    counts = np.diff(H.indptr).astype(np.int64)
+    per_column = counts * (counts + 1) // 2
+    indptr = np.concatenate([[0], np.cumsum(per_column)])
+    column = np.repeat(np.arange(counts.size), per_column)
+    t = np.arange(indptr[-1]) - indptr[column]  # position within the column's pairs
+    e1 = ((np.sqrt(8.0 * t + 1) - 1) // 2).astype(np.int64)  # t = e1 (e1 + 1) / 2 + e2
+    e1 -= (e1 * (e1 + 1) // 2 > t)  # guard the float square root
+    e1 += ((e1 + 1) * (e1 + 2) // 2 <= t)
+    e2 = t - e1 * (e1 + 1) // 2
+    e1 += H.indptr[column]
+    e2 += H.indptr[column]
+    rows = H.indices[e1].astype(np.int64) * r + H.indices[e2]
+    return sp.csc_matrix((H.data[e1] * H.data[e2], rows, indptr), shape=(r * r, counts.size))
 
 
 def _symmetric_from_lower(C: np.ndarray) -> np.ndarray:
