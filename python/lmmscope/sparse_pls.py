@@ -264,7 +264,8 @@ class SchurFactor:
         self.E = system.G22_lower - system.product_lower(M)
         if system.diagonal_later:
             self.d = self.Lt2.diagonal()
-            S = self.E * np.outer(self.d, self.d)
+            S = self.E * self.d[:, None]
+            S *= self.d
         else:
             self.E = _symmetric_from_lower(self.E)
             self.R = np.asarray(self.Lt2 @ self.E)  # Lambda_2' E (Lt2 = Lambda_2')
@@ -328,7 +329,8 @@ class SchurFactor:
             by_column = d @ F + F @ d - d * np.diagonal(F)  # sum_w d_w (E o Tinv)_wu
             for j, (u, _v, dv) in s.later_derivatives.items():
                 out[j] = 2 * float(dv @ by_column[u])
-            Tinv *= np.outer(d, d)
+            Tinv *= d[:, None]
+            Tinv *= d
             Z = s.level_traces(Tinv)  # Lambda_2 Tinv Lambda_2'
         else:
             Tinv = self.schur_inverse()
@@ -576,18 +578,29 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
     from scipy.optimize import minimize
     control = as_control(control)
     count = [0]
+    last = {}  # the latest solution: the optimum is usually the optimiser's last point
+
+    def solve(theta):
+        theta = np.asarray(theta, dtype=float)
+        if "theta" not in last or not np.array_equal(last["theta"], theta):
+            count[0] += 1
+            last["theta"], last["solution"] = theta.copy(), solve_sparse_pls(stats, reterms,
+                                                                                theta)
+        return last["solution"]
 
     def value(theta):
-        count[0] += 1
-        return deviance(stats, reterms, theta, reml)
+        sol = solve(theta)
+        return np.inf if sol is None else sol.deviance(reml)
 
     lower = reterms.lower
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     start = reterms.theta0 if theta0 is None else np.asarray(theta0, dtype=float)
     def value_and_gradient(theta):
-        count[0] += 1
-        dev, gradient = deviance_and_gradient(stats, reterms, theta, reml)
-        return dev, (np.zeros(theta.size) if gradient is None else gradient)
+        sol = solve(theta)
+        if sol is None:
+            return np.inf, np.zeros(theta.size)
+        gradient = deviance_gradient(stats, reterms, sol, reml)
+        return sol.deviance(reml), (np.zeros(theta.size) if gradient is None else gradient)
 
     # with an exact gradient a tighter relative-reduction test costs a few iterations,
     # where the default (1e-10) stops ~1e-6 short in theta
@@ -605,7 +618,7 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
             best = minimize(value, start, method="L-BFGS-B", jac="3-point", bounds=bounds,
                             options=options)
         theta = np.where(lower == 0, np.clip(best.x, 0, None), best.x)
-        solution = solve_sparse_pls(stats, reterms, theta)
+        solution = solve(theta)
         singular = bool(np.any(theta[lower == 0] < control.singular_tol))
         messages = [] if singular else check_convergence(value, theta, control)
     if solution is None:
