@@ -394,3 +394,56 @@ def test_singular_crossed_fit_as_lmer():
     assert fit.singular and fit.converged and fit.theta[1] == 0
     np.testing.assert_allclose(fit.loglik, ref["loglik"], rtol=1e-12, atol=0)
     np.testing.assert_allclose(fit.theta, ref["theta"], rtol=0, atol=1e-6)
+
+
+# ----- the one-term column checks on the several-term path ---------------------------------
+
+def _with_columns(**columns):
+    df = _simulated(n_a=8)
+    for name, values in columns.items():
+        df[name] = values(df)
+    return df
+
+
+def _outcome(fit, formula, df, **kw):
+    """(error message or None, the scale and rank warnings) of lmmscope.<fit>."""
+    import warnings
+    from lmmscope.checks import ScaleWarning
+    from lmmscope.rank import RankDeficiencyWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            getattr(lmmscope, fit)(formula, df, **kw)
+            error = None
+        except ValueError as e:
+            error = str(e)
+    kinds = (ScaleWarning, RankDeficiencyWarning)
+    return error, sorted(str(w.message) for w in caught if issubclass(w.category, kinds))
+
+
+@pytest.mark.parametrize("fit", ["lmm", "lmm_scope"])
+@pytest.mark.parametrize("extra, values", [
+    ("big", lambda d: 1e5 * d["x"] ** 2),  # standard deviations 1 and 2e5: checkScaleX
+    ("z", lambda d: 2 * d["x"] + 1),  # aliased (lmm drops it) / duplicated (refused)
+    ("z", lambda d: np.full(len(d), 3.0)),  # constant
+], ids=["scales", "duplicate", "constant"])
+def test_column_checks_say_what_one_term_says(fit, extra, values):
+    """The several-term fits run the one-term checks on the same statistics: the same
+    refusal as one term's fit, else the same warnings as one term's lmm (the one-term
+    lmm_scope skips checkScaleX where it keeps no Gram)."""
+    df = _with_columns(**{extra: values})
+    kw = {"k": 1, "a": 0.5} if fit == "lmm_scope" else {}
+    several = _outcome(fit, f"y ~ x + {extra} + (1 | a) + (1 | b)", df, **kw)
+    one = _outcome(fit, f"y ~ x + {extra} + (1 | a)", df, **kw)
+    assert several[0] == one[0]
+    if several[0] is None:
+        assert several[1] == _outcome("lmm", f"y ~ x + {extra} + (1 | a)", df)[1]
+        assert several[1]
+    else:
+        assert "column(s) in the fixed-effects design" in several[0]
+
+
+def test_scope_refuses_a_copy_of_the_response():
+    df = _with_columns(w=lambda d: 3 * d["y"] - 1)
+    with pytest.raises(ValueError, match="response up to location and scale"):
+        lmmscope.lmm_scope("y ~ x + w + (1 | a) + (1 | b)", df, k=1, a=0.5)

@@ -17,6 +17,7 @@ import scipy.linalg as sla
 
 from . import checks, rank
 from .control import as_control
+from .crossprod import compute_cluster_stats
 from .exceptions import ColumnError, ConvergenceWarning, InputError
 from .formula import INTERCEPT, new_design_matrices
 from .formula.bars import parse_bar_terms
@@ -34,15 +35,12 @@ def lmm_several_terms(formula: str, data, method: str = "REML", na_action: str =
         raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
     bars = parse_bar_terms(formula)
     design, reterms, _rows = build_reterms(bars, data, na_action=na_action)
-    X = np.asarray(design.X, dtype=float)
-    names = list(design.fixed_names)
-    X = checks.as_float_matrix(X, "X")
-    y = checks.check_response(design.y, X.shape[0])
-    checks.check_finite_columns(X, names, "X")
-    for term in reterms.terms:
-        checks.check_finite_columns(term.Z, term.cnms, f"Z of ({' + '.join(term.cnms)} | "
-                                    f"{term.group_name})")
-    kept, dropped = _full_rank(X, names)
+    X, y, names = validated_arrays(design, reterms)
+    column_stats = column_check_stats(X, y)
+    checks.check_response_not_a_predictor(column_stats, names)
+    checks.check_scales(column_stats, names)
+    kept = rank.full_rank_columns(column_stats, names).tolist()  # aliased dropped, as lme4
+    dropped = [names[j] for j in range(len(names)) if j not in set(kept)]
     X = X[:, kept]
     names = [names[j] for j in kept]
     if X.shape[1] >= X.shape[0]:
@@ -55,13 +53,26 @@ def lmm_several_terms(formula: str, data, method: str = "REML", na_action: str =
     return MultiTermResult(fit, design, X, y, reterms, kept, dropped)
 
 
-def _full_rank(X, names):
-    """lme4's rank check: aliased columns dropped with its message (the intercept first,
-    R's limited pivoting of :func:`lmmscope.rank.independent_columns`)."""
-    order = sorted(range(len(names)), key=lambda j: names[j] != INTERCEPT)
-    kept, aliased = rank.independent_columns(X.T @ X, order)
-    rank.warn_dropped(names, aliased)
-    return sorted(kept.tolist()), [names[j] for j in sorted(aliased.tolist())]
+def validated_arrays(design, reterms):
+    """(X, y, fixed-effect names) of a several-term design, with the one-term input
+    checks: numeric finite columns of X and of every term's Z, a usable response."""
+    names = list(design.fixed_names)
+    X = checks.as_float_matrix(np.asarray(design.X, dtype=float), "X")
+    y = checks.check_response(design.y, X.shape[0])
+    checks.check_finite_columns(X, names, "X")
+    for term in reterms.terms:
+        checks.check_finite_columns(term.Z, term.cnms, f"Z of ({' + '.join(term.cnms)} | "
+                                    f"{term.group_name})")
+    return X, y, names
+
+
+def column_check_stats(X, y):
+    """The statistics the one-term column checks read (lme4's checkScaleX, constant,
+    duplicated and aliased columns, a copy of y): those of (X, y) as one cluster, so
+    :mod:`lmmscope.checks` and :mod:`lmmscope.rank` run unchanged, with the same
+    shifts, tolerances and messages as for one term."""
+    n = X.shape[0]
+    return compute_cluster_stats(X, y, np.ones((n, 1)), np.zeros(n, dtype=np.int64), 1)
 
 
 def _check_levels(reterms: ReTerms, n_obs: int):

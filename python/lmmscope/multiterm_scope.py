@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import checks, rank
 from .control import as_control
 from .exceptions import InputError
-from .multiterm import MultiTermFit, MultiTermResult
+from .multiterm import MultiTermFit, MultiTermResult, column_check_stats, validated_arrays
 from .nodewise import DEFAULT_TOL, DenseGram
 from .results import LmmScopeResult
 from .selection import reduce_gram
@@ -237,10 +238,16 @@ def lmm_scope_several_terms(design, reterms, unpenalised, *, k, a, criterion, k_
         raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
     control = as_control(control)
     progress = Progress(verbose)
-    X = np.asarray(design.X, dtype=float)
-    names = list(design.fixed_names)
+    X, y, names = validated_arrays(design, reterms)
+    # the one-term column checks, on the same statistics and with the same messages
+    column_stats = column_check_stats(X, y)
+    checks.check_design_columns(column_stats, names, unpenalised)
+    checks.check_response_not_a_predictor(column_stats, names)
+    checks.check_scales(column_stats, names)
+    unpenalised, excluded = rank.screen_design(column_stats, names, unpenalised)
+    checks.check_k_selectable(k, len(names) - len(unpenalised) - len(excluded))
     intercept = names.index(INTERCEPT) if INTERCEPT in names else None
-    data = SeveralTermsData(X, design.y, reterms, intercept, control)
+    data = SeveralTermsData(X, y, reterms, intercept, control)
     refitter = SeveralTermsRefitter(data, names, intercept, control)
     progress(f"N={data.N}, p={data.p} ({len(unpenalised)} unpenalised), q={reterms.q}, "
              f"terms: {', '.join(f'{t.group_name} ({t.n_levels})' for t in reterms.terms)}")
@@ -252,8 +259,12 @@ def lmm_scope_several_terms(design, reterms, unpenalised, *, k, a, criterion, k_
         coef[intercept] += data.stats.y_shift
         path_coef[:, intercept] += data.stats.y_shift
         sel = dataclasses.replace(sel, coef=coef, path_coef=path_coef)
-    columns = sorted(set(unpenalised) | set(int(j) for j in sel.support))
+    selected = sorted(set(unpenalised) | set(int(j) for j in sel.support))
+    # a collinear support loses its aliased columns (lme4's message)
+    kept = rank.full_rank_columns(column_stats.subset(selected), [names[j] for j in selected])
+    columns = [selected[i] for i in kept]
     mixed = refitter.fit(columns, reml=method == "REML")
     progress(f"refit by {method} on {len(columns)} columns done")
-    return MultiTermScopeResult(sel, mixed, design, X, design.y, reterms, names, unpenalised,
-                                columns, [], data)
+    dropped = [names[j] for j in sorted(set(excluded) | (set(selected) - set(columns)))]
+    return MultiTermScopeResult(sel, mixed, design, X, y, reterms, names, unpenalised,
+                                columns, dropped, data)
