@@ -447,3 +447,79 @@ def test_scope_refuses_a_copy_of_the_response():
     df = _with_columns(w=lambda d: 3 * d["y"] - 1)
     with pytest.raises(ValueError, match="response up to location and scale"):
         lmmscope.lmm_scope("y ~ x + w + (1 | a) + (1 | b)", df, k=1, a=0.5)
+
+
+# ----- anova and simulate with several terms -----------------------------------------------
+
+@needs_lme4
+def test_anova_of_several_term_fits_as_lme4():
+    """lme4's anova(m0, m1, m2) of REML fits (ML refits, LRT, AIC/BIC), models given out
+    of order: every number as lme4's (measured: logLik, AIC, BIC 1e-15 relative, a
+    chi-square of 0.0026 9e-11 relative, its p-value 2e-12)."""
+    from lme4_helper import LMER_CONTROL, ro, pandas2ri, localconverter
+    df = _simulated(n_a=10, n_b=6)
+    df["z"] = np.random.default_rng(5).standard_normal(len(df))
+    formulas = ["y ~ x + z + (1 | a) + (1 | b)", "y ~ 1 + (1 | a) + (1 | b)",
+                "y ~ x + (1 | a) + (1 | b)"]
+    fits = [lmmscope.lmm(f, df) for f in formulas]
+    with pytest.warns(UserWarning, match="refitting model"):
+        ours = fits[0].anova(*fits[1:], names=["m2", "m0", "m1"])
+    with localconverter(ro.default_converter + pandas2ri.converter):
+        ro.globalenv["d"] = df
+    for name, f in zip(["m2", "m0", "m1"], formulas):
+        ro.r(f"{name} <- lmer({f}, data = d, control = {LMER_CONTROL})")
+    with localconverter(ro.default_converter + pandas2ri.converter):
+        ref = ro.conversion.rpy2py(ro.r("as.data.frame(suppressMessages(anova(m2, m0, m1)))"))
+    assert list(ours.index) == ["m0", "m1", "m2"] == list(ref.index)
+    for column in ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]:
+        np.testing.assert_allclose(ours[column].to_numpy(float), ref[column].to_numpy(float),
+                                   rtol=1e-6, atol=0, err_msg=column)
+
+
+def test_anova_refuses_models_of_different_data():
+    df = _simulated(n_a=10, n_b=6)
+    a = lmmscope.lmm("y ~ x + (1 | a) + (1 | b)", df)
+    b = lmmscope.lmm("y ~ x + (1 | a) + (1 | b)", df.iloc[:-3])
+    with pytest.raises(ValueError, match="same size of dataset"):
+        a.anova(b)
+
+
+@needs_lme4
+def test_simulate_draws_every_term_with_the_fitted_variances():
+    """Penicillin (plate x sample crossed): 4,000 draws.  Unconditional (lme4's default
+    re.form = NA): mean X beta, the covariance of two rows sharing only a plate is
+    sigma_plate^2, only a sample sigma_sample^2, the same row the sum with sigma^2 (lme4's
+    VarCorr).  Conditional on every term (re_form=None): mean the fitted values, variance
+    sigma^2, rows uncorrelated.  Tolerance: 5 standard errors of each sample moment at
+    this draw count, (v_i v_j + v_ij^2) / n for a covariance."""
+    df = r_frame("Penicillin")
+    fit = lmmscope.lmm("diameter ~ 1 + (1|plate) + (1|sample)", df)
+    ref = _lmer("diameter ~ 1 + (1|plate) + (1|sample)", df, True)
+    vc = dict(zip(fit.varcorr["group"], ref["sdcor"] ** 2))  # lme4's variances
+    n = 4000
+    sims = fit.simulate(n, seed=11).to_numpy()
+    assert sims.shape == (len(df), n)
+    plate, sample = df["plate"].astype(str).to_numpy(), df["sample"].astype(str).to_numpy()
+    i = 0
+    j = int(np.flatnonzero((plate == plate[i]) & (sample != sample[i]))[0])
+    k = int(np.flatnonzero((plate != plate[i]) & (sample == sample[i]))[0])
+    m = int(np.flatnonzero((plate != plate[i]) & (sample != sample[i]))[0])
+    total = vc["plate"] + vc["sample"] + vc["Residual"]
+    cov = np.cov(sims[[i, j, k, m]])
+    expected = {(0, 0): total, (0, 1): vc["plate"], (0, 2): vc["sample"], (0, 3): 0.0}
+    for (a, b), value in expected.items():
+        np.testing.assert_allclose(cov[a, b], value, rtol=0,
+                                   atol=5 * np.sqrt((total * total + value ** 2) / n))
+    np.testing.assert_allclose(sims.mean(axis=1), ref["fixef"][0], rtol=0,
+                               atol=5 * np.sqrt(total / n))
+    conditional = fit.simulate(n, seed=12, re_form=None).to_numpy()
+    np.testing.assert_allclose(conditional.mean(axis=1), ref["fitted"], rtol=0,
+                               atol=5 * np.sqrt(vc["Residual"] / n))
+    cov = np.cov(conditional[[i, j]])
+    np.testing.assert_allclose(cov[0, 0], vc["Residual"], rtol=0,
+                               atol=5 * vc["Residual"] * np.sqrt(2 / n))
+    np.testing.assert_allclose(cov[0, 1], 0.0, rtol=0, atol=5 * vc["Residual"] / np.sqrt(n))
+    # conditioning on plate only: a shared sample still covaries, a shared plate not
+    partial = np.cov(fit.simulate(n, seed=13, re_form=["plate"]).to_numpy()[[i, j, k]])
+    np.testing.assert_allclose([partial[0, 1], partial[0, 2]], [0.0, vc["sample"]], rtol=0,
+                               atol=5 * (vc["sample"] + vc["Residual"]) / np.sqrt(n))
