@@ -159,7 +159,8 @@ class SchurSystem:
                 self.G11[:, a, b] = G.diagonal(b - a)[np.arange(n1) * p1 + min(a, b)]
         self.G12 = G[:q1, q1:].tocsr()
         self.G21 = G[q1:, :q1].tocsr()
-        self.G22_lower = np.tril(G[q1:, q1:].toarray())  # lower triangles only: see factor
+        # lower triangles only, in Fortran order (LAPACK's, so factored in place): see factor
+        self.G22_lower = np.asfortranarray(np.tril(G[q1:, q1:].toarray()))
         # every later term scalar: Lambda_2 diagonal, S = E o dd' + I on lower triangles
         self.diagonal_later = all(t.p == 1 for t in reterms.terms[1:])
         self.small_dense = r < knobs.small_dense_block
@@ -206,30 +207,30 @@ class SchurSystem:
             e1, e2, i, j, pair_level = e1[keep], e2[keep], i[keep], j[keep], pair_level[keep]
             a = entry_column[e1] - pair_level * p1
             b = entry_column[e2] - pair_level * p1
-            rows.append(i.astype(np.int64) * r + j)
+            rows.append(j.astype(np.int64) * r + i)  # (i, j) in Fortran order
             cols.append((pair_level * p1 + a) * p1 + b)
             vals.append(H.data[e1] * H.data[e2])
             level = stop
-        # rows of K index the r x r array of C directly (lower triangle)
+        # rows of K index the r x r array of C directly (lower triangle, Fortran order)
         self.K = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows),
                                                        np.concatenate(cols))),
                                shape=(r * r, n1 * p1 * p1))
 
     def product_lower(self, M: np.ndarray) -> np.ndarray:
-        """The lower triangle (upper zero) of C = sum_l H_l M_l H_l' (r x r dense) for
-        per-level M (n1 x p1 x p1)."""
+        """The lower triangle (upper zero) of C = sum_l H_l M_l H_l' (r x r dense,
+        Fortran order) for per-level M (n1 x p1 x p1)."""
         r = self.r
         if self.K is None:
             blocks = sp.block_diag(list(M), format="csr") if self.p1 > 1 \
                 else sp.diags(M.ravel(), format="csr")
-            return np.tril((self.G21 @ blocks @ self.G12).toarray())
-        return (self.K @ M.ravel()).reshape(r, r)
+            return np.asfortranarray(np.tril((self.G21 @ blocks @ self.G12).toarray()))
+        return (self.K @ M.ravel()).reshape(r, r).T
 
     def level_traces(self, U: np.ndarray) -> np.ndarray:
         """H_l' U H_l per level (n1 x p1 x p1) for a symmetric r x r U of which only the
         lower triangle is read (U is overwritten): K' u."""
         U[np.diag_indices_from(U)] /= 2  # K holds each pair i > j once, i = j once
-        X = (self.K.T @ U.ravel()).reshape(self.n1, self.p1, self.p1)
+        X = (self.K.T @ U.T.ravel()).reshape(self.n1, self.p1, self.p1)  # Fortran order
         return X + X.transpose(0, 2, 1)
 
     def factor(self, theta) -> "SchurFactor":
@@ -261,13 +262,15 @@ class SchurFactor:
         # E = G_22 - C; a pass over r x r costs as much as a small factor, so where
         # Lambda_2 is diagonal (d) only lower triangles are formed (upper zero): S's
         # Cholesky and S^-1 (potri) read and write only them
-        self.E = system.G22_lower - system.product_lower(M)
-        if system.diagonal_later:
+        E = system.product_lower(M)
+        np.subtract(system.G22_lower, E, out=E)
+        if system.diagonal_later:  # S = E o dd' + I in place
             self.d = self.Lt2.diagonal()
-            S = self.E * self.d[:, None]
-            S *= self.d
+            E *= self.d[:, None]
+            E *= self.d
+            S = E
         else:
-            self.E = _symmetric_from_lower(self.E)
+            self.E = _symmetric_from_lower(E)
             self.R = np.asarray(self.Lt2 @ self.E)  # Lambda_2' E (Lt2 = Lambda_2')
             S = np.asarray(self.Lt2 @ self.R.T)  # Lambda_2' E Lambda_2
         S[np.diag_indices_from(S)] += 1.0
@@ -320,13 +323,15 @@ class SchurFactor:
                 dM_l = dT P_l + P_l' dT' - P_l' (dT' G_11,l T_1 + T_1' G_11,l dT) P_l,
                 P_l = B_l^-1 T_1';
             later terms: 2 tr(Tinv dLambda_2' E Lambda_2) over dLambda_2's entries,
-                with E = G_22 - C."""
+                with E = G_22 - C (scalar terms: from Tinv's diagonal)."""
         s, T1 = self.system, self.T1
         out = np.zeros(self.theta.size)
-        if s.diagonal_later:  # from lower triangles: E o Tinv summed against d
+        if s.diagonal_later:
+            # Lambda_2'E Lambda_2 = S - I: tr(Tinv dLambda_2' E Lambda_2) over entry u of
+            # a scalar term is (1 - Tinv_uu) / d_u (0 where d_u = 0: S's row u is e_u')
             Tinv, d = self.schur_inverse_lower(), self.d
-            F = self.E * Tinv
-            by_column = d @ F + F @ d - d * np.diagonal(F)  # sum_w d_w (E o Tinv)_wu
+            with np.errstate(divide="ignore", invalid="ignore"):
+                by_column = np.where(d != 0, (1 - np.diagonal(Tinv)) / d, 0.0)
             for j, (u, _v, dv) in s.later_derivatives.items():
                 out[j] = 2 * float(dv @ by_column[u])
             Tinv *= d[:, None]
@@ -376,10 +381,9 @@ class SchurFactor:
 
 
 def _lower_pair_products(H: sp.csc_matrix, r: int) -> sp.csc_matrix:
-    """K with K[i r + j, k] = H[i, k] H[j, k] for each column k's pairs of nonzeros
-    i >= j (H's indices sorted), built directly in CSC order: a column's c nonzeros
-    give c (c + 1) / 2 pairs, enumerated as (e1, e2 <= e1) in order, so K's row
-    indices ascend within each column."""
+    """K with K[i + j r, k] = H[i, k] H[j, k] (the r x r array in Fortran order) for
+    each column k's pairs of nonzeros i >= j (H's indices sorted), built directly in
+    CSC order: a column's c nonzeros give c (c + 1) / 2 pairs (e1, e2 <= e1)."""
     counts = np.diff(H.indptr).astype(np.int64)
     per_column = counts * (counts + 1) // 2
     indptr = np.concatenate([[0], np.cumsum(per_column)])
@@ -391,7 +395,7 @@ def _lower_pair_products(H: sp.csc_matrix, r: int) -> sp.csc_matrix:
     e2 = t - e1 * (e1 + 1) // 2
     e1 += H.indptr[column]
     e2 += H.indptr[column]
-    rows = H.indices[e1].astype(np.int64) * r + H.indices[e2]
+    rows = H.indices[e2].astype(np.int64) * r + H.indices[e1]
     return sp.csc_matrix((H.data[e1] * H.data[e2], rows, indptr), shape=(r * r, counts.size))
 
 
