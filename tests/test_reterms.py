@@ -237,13 +237,19 @@ def test_whitened_statistics_are_sigma_a_inverse_products():
     design, rt, _rows = build_reterms(parse_bar_terms(formula), df)
     X = np.asarray(design.X, dtype=float)
     data = SeveralTermsData(X, design.y, rt, intercept=None)
-    a = 0.7
-    gram, xty, yty = data.whitened(a)
     Z = rt.Zt.T.toarray() / data.z_scale
-    sigma = a * Z @ Z.T + np.eye(len(df))
-    np.testing.assert_allclose(gram, X.T @ np.linalg.solve(sigma, X), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(xty, X.T @ np.linalg.solve(sigma, design.y), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(yty, design.y @ np.linalg.solve(sigma, design.y), rtol=1e-10)
+    systems = []
+    for a in (0.7, 3.0):  # one symbolic analysis serves every a
+        gram, xty, yty = data.whitened(a)
+        systems.append(data._system)
+        sigma = a * Z @ Z.T + np.eye(len(df))
+        np.testing.assert_allclose(gram, X.T @ np.linalg.solve(sigma, X), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(xty, X.T @ np.linalg.solve(sigma, design.y), rtol=1e-10,
+                                   atol=1e-10)
+        np.testing.assert_allclose(yty, design.y @ np.linalg.solve(sigma, design.y), rtol=1e-10)
+    assert systems[0] is systems[1] is not None
+    # the refits on column subsets share the analysis of Z'Z too
+    assert data.subset_stats([0, 1])._system is data.subset_stats([2])._system is not None
 
 
 def test_selection_with_crossed_terms_finds_the_support_and_refits_as_lmm():

@@ -118,6 +118,7 @@ class SeveralTermsData:
 
     def subset_stats(self, columns) -> SparseStats:
         st, columns = self.stats, np.asarray(columns, dtype=np.int64)
+        st.system(self.reterms)  # the refits on every subset share Z'Z's analysis
         return dataclasses.replace(st, ZtX=st.ZtX[:, columns], XtX=st.XtX[np.ix_(columns, columns)],
                                    Xty=st.Xty[columns])
 
