@@ -40,15 +40,16 @@ class PLSKnobs:
     small_dense_block: below this many columns after the first term the refit runs LAPACK
         on one thread: on two busy cores InstEval's 1,142 took 0.12-0.18 s a deviance and
         0.17-0.22 s with its gradient on one thread, 0.19-0.41 s and 0.6-1.0 s on two.
-    max_schur_pairs: most pairs of nonzeros (per level of the first term) kept in the
-        index map of the Schur complement's product (12 bytes each kept, about half);
-        above it the product is a sparse matrix product per theta and the optimiser
-        uses central differences.  InstEval has 3.6 million.
+    max_schur_pairs: most pairs of nonzeros (per level of the first term) for the
+        index map K of the Schur complement's product (about half are kept, 12 bytes
+        each; building it holds ~40 bytes a pair for a moment); above it the product
+        is a sparse matrix product per theta and the optimiser uses central
+        differences.  InstEval has 3.6 million (K: 22 MB, built in 0.1 s).
     """
 
     dense_schur_limit: int = 3000
     small_dense_block: int = 2000
-    max_schur_pairs: int = 40_000_000
+    max_schur_pairs: int = 10_000_000
 
 
 KNOBS = PLSKnobs()
