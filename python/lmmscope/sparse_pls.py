@@ -175,8 +175,9 @@ class SchurSystem:
         self.exact_gradient = self.K is not None
 
     def _index_map(self, max_pairs: int):
-        """K (C's lower-triangle entries x (level, a, b)), CSC, and its row positions in
-        the r x r array; None where the pairs exceed ``max_pairs``."""
+        """K: rows the entries of the r x r array (Fortran order; only the lower
+        triangle's are used), columns (level, a, b), CSC; None where the pairs of
+        nonzeros exceed ``max_pairs``."""
         H = self.G21.tocsc()
         H.sort_indices()
         p1, n1, r = self.p1, self.n1, self.r
