@@ -600,7 +600,7 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
 
     lower = reterms.lower
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    start = reterms.theta0 if theta0 is None else np.asarray(theta0, dtype=float)
+    start = starting_theta(stats, reterms) if theta0 is None else np.asarray(theta0, dtype=float)
     def value_and_gradient(theta):
         sol = solve(theta)
         if sol is None:
@@ -632,6 +632,43 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
     return SparseOptimum(theta, solution, not messages, messages,
                          f"L-BFGS-B: {best.message}",
                          singular, count[0])
+
+
+def starting_theta(stats: SparseStats, reterms) -> np.ndarray:
+    """Where the optimiser starts: lme4's theta0 (identity T_i), except for random
+    intercepts (1 | g), each started at the square root of its one-way ANOVA variance
+    ratio from the OLS residuals r (each term on its own; crossed terms inflate one
+    another, which is harmless for a start):
+
+        SSB = sum_l (Z_l'r)^2 / n_l,   s2_w = (RSS - SSB) / (N - L),
+        s2_g = (SSB - (L - 1) s2_w) / (N - sum_l n_l^2 / N),   theta = sqrt(s2_g / s2_w),
+
+    floored at theta = 0.1: at 0 the deviance's derivative is 0 (it is even in theta),
+    so a gradient method would not leave the bound.  On InstEval this halves the
+    evaluations (13 instead of 27 from theta0 = 1), to the same optimum."""
+    from .formula import INTERCEPT
+    theta = reterms.theta0.copy()
+    if not stats.p:
+        return theta
+    try:
+        beta = sla.solve(stats.XtX, stats.Xty, assume_a="pos")
+    except (sla.LinAlgError, ValueError):
+        return theta
+    rss = stats.yty - beta @ stats.Xty
+    residual_sums = stats.Zty - stats.ZtX @ beta
+    counts = stats.ZtZ.diagonal()
+    N = stats.n_obs
+    for i, t in enumerate(reterms.terms):
+        if not (t.p == 1 and t.cnms == [INTERCEPT]):
+            continue
+        n_l = counts[reterms.Gp[i]:reterms.Gp[i + 1]]
+        between = float(np.sum(residual_sums[reterms.Gp[i]:reterms.Gp[i + 1]] ** 2 / n_l))
+        within = (rss - between) / (N - t.n_levels)
+        if not within > 0:
+            continue
+        ratio = (between - (t.n_levels - 1) * within) / (N - np.sum(n_l ** 2) / N) / within
+        theta[reterms.theta_term == i] = np.sqrt(max(ratio, 0.01))
+    return theta
 
 
 def check_convergence(value, theta, control: Control) -> list:
