@@ -401,9 +401,10 @@ def _chunk_scores(spec, position, beta, shift, a, direction, index, frame):
 class StreamedMultiTermScopeResult(MultiTermScopeResult):
     """:func:`lmmscope.lmm_scope` with several terms on parquet files or a Dask DataFrame."""
 
-    def __init__(self, selection, mixed, design, reterms, names, unpenalised, columns, data):
+    def __init__(self, selection, mixed, design, reterms, names, unpenalised, columns, data,
+                 dropped=()):
         super().__init__(selection, mixed, design, np.zeros((0, len(names))), None, reterms,
-                         names, unpenalised, columns, [], data)
+                         names, unpenalised, columns, list(dropped), data)
 
     fitted = StreamedMultiTermResult.fitted
     residuals = StreamedMultiTermResult.residuals
@@ -431,9 +432,9 @@ def fit_scope_several_terms(source, formula, *, k, a, always, criterion, k_max, 
     random_names = [c for t in spec.reterms.terms for c in t.cnms]
     unpen = with_random_slopes(names, random_names, unpen, k, penalize_random_slopes, progress)
     data = StreamedSeveralTermsData.from_model(model, source, control)
-    sel, mixed, columns = select_several_terms(
+    sel, mixed, columns, aliased = select_several_terms(
         data, names, spec.intercept, unpen, k=k, a=a, criterion=criterion, k_max=k_max,
         a_grid=a_grid, method=method, random_state=random_state, verbose=verbose,
         control=control, cv_folds=cv_folds)
     return StreamedMultiTermScopeResult(sel, mixed, spec.design, spec.reterms, names, unpen,
-                                        columns, data)
+                                        columns, data, [names[j] for j in aliased])
