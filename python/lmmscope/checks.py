@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from . import rank
+from .control import DEFAULT_CONTROL, Control
 from .exceptions import InputError
 
 
@@ -237,16 +238,13 @@ def check_statistics_finite(stats, names, y_scale=None) -> None:
                          + " overflow the cross-products; rescale them")
 
 
-# A predictor whose correlation with the response is within this of +-1 is the response
-# up to location and scale (a copy of y, 3 y + 1): the fit would have zero residual
-# variance (sigma ~ 1e-8) and a meaningless selection.
-RESPONSE_COPY_TOL = 1e-10
-
-
-def check_response_not_a_predictor(stats, names, moments=None) -> None:
+def check_response_not_a_predictor(stats, names, moments=None,
+                                   control: Control = DEFAULT_CONTROL) -> None:
     """Refuse predictors that are an affine function of the response (a copy of y among
     the columns), naming them.  From the statistics (the Gram's diagonal and the
-    intercept's row, or X's :class:`rank.RowMoments` without a Gram): O(p)."""
+    intercept's row, or X's :class:`rank.RowMoments` without a Gram): O(p).  A predictor
+    whose correlation with the response is within ``control.response_copy_tol`` of +-1
+    (a copy of y, 3 y + 1) would fit with zero residual variance (sigma ~ 1e-8)."""
     if stats.XtX is not None:
         own = np.diag(stats.XtX)
         sums = stats.XtX[stats.intercept] if stats.intercept is not None else None
@@ -267,7 +265,7 @@ def check_response_not_a_predictor(stats, names, moments=None) -> None:
         return
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.abs(cov[usable]) / np.sqrt(own[usable] * var_y)
-    copies = np.flatnonzero(usable)[corr >= 1 - RESPONSE_COPY_TOL]
+    copies = np.flatnonzero(usable)[corr >= 1 - control.response_copy_tol]
     if copies.size:
         raise InputError("predictor column(s) " + _shown(names[j] for j in copies)
                          + " are the response up to location and scale (a copy of y, or "
@@ -275,14 +273,16 @@ def check_response_not_a_predictor(stats, names, moments=None) -> None:
                          "them from the predictors")
 
 
-def check_scales(stats, names, tol: float = 1e3) -> None:
+def check_scales(stats, names, control: Control = DEFAULT_CONTROL) -> None:
     """lme4's checkScaleX: warn when the standard deviations of the non-binary columns
-    differ by more than a factor ``tol``, or one is above ``tol`` or below 1/tol.
+    differ by more than a factor ``tol`` = ``control.scale_ratio_tol``, or one is above
+    ``tol`` or below 1/tol.
     Needs centred statistics (a model with an intercept); the fit itself does not
     depend on units (columns are normalised for the selection; the refit is
     equivariant), so this is advice for the reader, as in lme4."""
     if stats.intercept is None or stats.XtX is None or stats.n_obs < 2:
         return
+    tol = control.scale_ratio_tol
     N = stats.n_obs
     spread = np.clip(np.diag(stats.XtX), 0, None)
     raw_sum = N * stats.x_shift + _column_sums(stats)
@@ -308,19 +308,21 @@ def _column_sums(stats):
     return stats.XtX[stats.intercept]
 
 
-def check_design_columns(stats, names, unpenalised, X=None, moments=None) -> None:
+def check_design_columns(stats, names, unpenalised, X=None, moments=None,
+                         control: Control = DEFAULT_CONTROL) -> None:
     """Columns that make the selection ill-posed, from the statistics (X only where
     there is no Gram; ``moments``: its :func:`rank.row_moments`, when already computed):
     constant candidates (with an intercept) and duplicated columns (equal after
-    centring and normalising, either sign).  No p x p or N x p temporary."""
+    centring and normalising, either sign; ``control``: constant_tol and duplicate_tol).
+    No p x p or N x p temporary."""
     unpen = set(int(j) for j in unpenalised)
     if stats.XtX is not None:
-        constant = rank.constant_columns(stats)
-        pairs = duplicate_pairs_from_gram(stats.XtX, constant)
+        constant = rank.constant_columns(stats, control)
+        pairs = duplicate_pairs_from_gram(stats.XtX, constant, tol=control.duplicate_tol)
     elif X is not None:
-        spread, pairs = _row_column_scan(X, stats, moments)
+        spread, pairs = _row_column_scan(X, stats, moments, tol=control.duplicate_tol)
         magnitude = spread + stats.n_obs * stats.x_shift ** 2
-        constant = np.flatnonzero(spread <= rank.CONSTANT_TOL ** 2 * magnitude)
+        constant = np.flatnonzero(spread <= control.constant_tol ** 2 * magnitude)
         constant = constant[constant != stats.intercept] if stats.intercept is not None else []
     else:
         raise InputError("column checks need the Gram matrix or the rows of X")
@@ -336,12 +338,8 @@ def check_design_columns(stats, names, unpenalised, X=None, moments=None) -> Non
                          "up to scale)")
 
 
-# Two columns are duplicates when their correlation (cosine, without an intercept) is
-# within this of +-1: their independent parts are below ~1e-6 of their norms.
-DUPLICATE_TOL = 1e-12
-
-
-def duplicate_pairs_from_gram(G, skip=(), tol=DUPLICATE_TOL, block_bytes=16 * 2**20):
+def duplicate_pairs_from_gram(G, skip=(), tol=DEFAULT_CONTROL.duplicate_tol,
+                              block_bytes=16 * 2**20):
     """Pairs (i < j) of columns with |G_ij| >= (1 - tol) sqrt(G_ii G_jj), scanning G a
     block of rows at a time (columns in ``skip`` and zero columns are ignored)."""
     p = G.shape[0]
@@ -364,7 +362,7 @@ def duplicate_pairs_from_gram(G, skip=(), tol=DUPLICATE_TOL, block_bytes=16 * 2*
     return sorted(pairs)
 
 
-def _row_column_scan(X, stats, moments=None, tol=DUPLICATE_TOL):
+def _row_column_scan(X, stats, moments=None, tol=DEFAULT_CONTROL.duplicate_tol):
     """Without a Gram: duplicated pairs found by random projections of the centred,
     normalised columns (equal columns have equal keys; only neighbours in key order
     are compared exactly)."""

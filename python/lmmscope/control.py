@@ -67,6 +67,11 @@ RULES = {
     "check_conv_grad_tol": Rule("float", 0, open_low=True),
     "check_conv_hess_tol": Rule("float", 0),
     "singular_tol": Rule("float", 0),
+    "rank_tol": Rule("float", 0, open_low=True),
+    "constant_tol": Rule("float", 0),
+    "duplicate_tol": Rule("float", 0),
+    "response_copy_tol": Rule("float", 0),
+    "scale_ratio_tol": Rule("float", 1, open_low=True),
 }
 
 
@@ -100,6 +105,19 @@ class Control:
         eigenvalue below -tol is reported as a degenerate Hessian.
       singular_tol: lme4's ``check.conv.singular`` / ``isSingular`` tolerance (1e-4)
         on the bounded entries of theta (relative to the unit-free scale of Z).
+    Checks of the fixed-effects design (lme4's check.rankX and check.scaleX):
+      rank_tol: R's ``qr(X, tol = 1e-7)`` as lme4's chkRank.drop.cols uses it: a column
+        whose norm, after projecting out the columns kept before it, falls below this
+        share of its own norm is aliased and dropped (:mod:`lmmscope.rank`).
+      constant_tol: a column whose spread around its mean is below this share of its
+        magnitude is constant to the precision of its values (1e-11).
+      duplicate_tol: two columns whose correlation (cosine without an intercept) is
+        within this of +-1 are duplicates (1e-12: independent parts below ~1e-6).
+      response_copy_tol: a predictor whose correlation with the response is within
+        this of +-1 is the response up to location and scale, refused (1e-10).
+      scale_ratio_tol: lme4's checkScaleX: warn when the standard deviations of the
+        non-binary columns differ by more than this factor, or one lies outside
+        [1/tol, tol] (1e3).
     """
 
     gram_limit: int = 4000
@@ -114,6 +132,11 @@ class Control:
     check_conv_grad_tol: float = 2e-3
     check_conv_hess_tol: float = 1e-6
     singular_tol: float = 1e-4
+    rank_tol: float = 1e-7
+    constant_tol: float = 1e-11
+    duplicate_tol: float = 1e-12
+    response_copy_tol: float = 1e-10
+    scale_ratio_tol: float = 1e3
 
     def __post_init__(self):
         # every value checked (and made the field's type) here, once: a NaN tolerance
