@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .control import as_control
+from .decisions import proxy_z_scale
 from .exceptions import InputError
 from .multiterm import MultiTermFit, MultiTermResult
 from .nodewise import DEFAULT_TOL, DenseGram
@@ -45,12 +46,9 @@ class SeveralTermsData:
         self.stats = SparseStats.from_arrays(X, y, reterms.Zt, intercept)
         self._X, self._y, self._intercept = X, y, intercept
         # unit-free Z: each term's model-matrix column by its root mean square
-        if self.control.unit_free_z:
-            scale = np.concatenate([np.tile(np.sqrt(np.mean(t.Z ** 2, axis=0)), t.n_levels)
-                                    for t in reterms.terms])
-            scale[scale == 0] = 1.0
-        else:
-            scale = np.ones(reterms.q)
+        scale = np.concatenate([np.tile(proxy_z_scale(self.control, np.einsum("ij,ij->j", t.Z, t.Z),
+                                                      t.Z.shape[0]), t.n_levels)
+                                for t in reterms.terms])
         self.z_scale = scale
         D = sp.diags(1.0 / scale)
         self.unit_ZtZ = (D @ self.stats.ZtZ @ D).tocsc()

@@ -29,6 +29,7 @@ import scipy.linalg as sla
 from .batched import cholesky_with_inverse
 from .control import Control, as_control
 from .crossprod import ClusterStats
+from .decisions import is_singular
 from .exceptions import RankDeficientError
 from .threads import one_blas_thread
 
@@ -580,7 +581,7 @@ def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None,
     with one_blas_thread():  # every evaluation is a few dozen small batched products
         theta, value, info = _optimise_theta(scaled, reml, start, control)
         messages = list(info.get("convergence_messages", []))
-        singular = bool(np.any(theta[theta_lower_bounds(stats.q) == 0] < control.singular_tol))
+        singular = is_singular(theta, theta_lower_bounds(stats.q), control)
         at_theta = info.pop("at_theta", None)  # Fisher scoring's last solve at theta
         if check:
             messages += check_convergence(scaled, theta, reml, control, singular, at_theta)

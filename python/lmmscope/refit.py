@@ -16,6 +16,7 @@ import numpy as np
 
 from .control import Control, as_control
 from .crossprod import ClusterStats
+from .decisions import is_singular
 from .profiled import (PLSSolution, check_convergence, optimise_theta, rescale_z, solve_pls,
                        theta_lower_bounds, theta_rescaled, theta_to_lambda, z_column_scale)
 
@@ -59,7 +60,7 @@ def _checked_start(stats, reml, theta, control, check):
     scale = z_column_scale(stats)
     scaled = rescale_z(stats, scale)
     unit_free = theta_rescaled(theta, scale, to_scaled=True)
-    singular = bool(np.any(unit_free[theta_lower_bounds(stats.q) == 0] < control.singular_tol))
+    singular = is_singular(unit_free, theta_lower_bounds(stats.q), control)
     messages = check_convergence(scaled, unit_free, reml, control, singular) if check else []
     sol = solve_pls(stats, np.asarray(theta, float))
     deviance = sol.deviance_reml if reml else sol.deviance_ml

@@ -37,8 +37,9 @@ import pandas as pd
 
 from . import checks
 from .control import Control, as_control
-from .crossprod import (WhitenedOperator, column_root_mean_squares, compute_cluster_stats,
+from .crossprod import (WhitenedOperator, compute_cluster_stats,
                         whitened_rows)
+from .decisions import proxy_z_scale
 from .intercept import InterceptPrepended
 from .layouts import GramLayout, RowLayout, choose_layout
 from .profiled import rescale_z
@@ -96,8 +97,7 @@ class Data:
         # Z's columns are scaled before the products: rescaling Z'X afterwards would
         # cost a pass over an array q / (mean cluster size) times the size of X.
         Z = np.asarray(Z, dtype=float)
-        self.z_scale = (column_root_mean_squares(Z) if self.control.unit_free_z
-                        else np.ones(Z.shape[1]))
+        self.z_scale = proxy_z_scale(self.control, np.einsum("ij,ij->j", Z, Z), Z.shape[0])
         self.Z = Z / self.z_scale
         known = None if x_moments is None else (x_moments.sums, x_moments.squares)
         self._x_squares = None if x_moments is None else x_moments.squares
