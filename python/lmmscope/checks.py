@@ -273,20 +273,26 @@ def check_response_not_a_predictor(stats, names, moments=None,
                          "them from the predictors")
 
 
-def check_scales(stats, names, control: Control = DEFAULT_CONTROL) -> None:
+def check_scales(stats, names, control: Control = DEFAULT_CONTROL, moments=None) -> None:
     """lme4's checkScaleX: warn when the standard deviations of the non-binary columns
     differ by more than a factor ``tol`` = ``control.scale_ratio_tol``, or one is above
     ``tol`` or below 1/tol.
     Needs centred statistics (a model with an intercept); the fit itself does not
     depend on units (columns are normalised for the selection; the refit is
-    equivariant), so this is advice for the reader, as in lme4."""
-    if stats.intercept is None or stats.XtX is None or stats.n_obs < 2:
+    equivariant), so this is advice for the reader, as in lme4.  From the Gram, or
+    without one from X's :class:`rank.RowMoments` (``moments``): it runs on every layout."""
+    if stats.intercept is None or stats.n_obs < 2:
         return
+    if stats.XtX is not None:
+        spread, sums = np.clip(np.diag(stats.XtX), 0, None), _column_sums(stats)
+    elif moments is not None:
+        spread, sums = np.clip(moments.squares, 0, None), moments.sums
+    else:
+        raise ValueError("the scale check needs the Gram matrix or the rows' moments")
     tol = control.scale_ratio_tol
     N = stats.n_obs
-    spread = np.clip(np.diag(stats.XtX), 0, None)
-    raw_sum = N * stats.x_shift + _column_sums(stats)
-    raw_squares = spread + 2 * stats.x_shift * _column_sums(stats) + N * stats.x_shift ** 2
+    raw_sum = N * stats.x_shift + sums
+    raw_squares = spread + 2 * stats.x_shift * sums + N * stats.x_shift ** 2
     binary = np.abs(raw_squares - raw_sum) <= 1e-9 * np.maximum(raw_squares, 1e-300)
     continuous = np.flatnonzero(~binary & (spread > 0))
     if continuous.size == 0:

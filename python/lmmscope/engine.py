@@ -80,12 +80,12 @@ def screened_columns(spec: ModelSpec, backend, unpenalised):
     raw = spec.data.moments if isinstance(spec.data, RowData) else None
     # one scan of the rows serves both checks where there is no Gram
     moments = (rank.row_moments(rows, backend.stats.x_shift, raw=raw)
-               if backend.stats.XtX is None and rows is not None else None)
+               if not backend.use_gram and rows is not None else None)
     control = spec.control
     checks.check_design_columns(backend.stats, names, unpenalised, X=rows, moments=moments,
                                 control=control)
     checks.check_response_not_a_predictor(backend.stats, names, moments, control=control)
-    checks.check_scales(backend.stats, names, control=control)
+    checks.check_scales(backend.stats, names, control=control, moments=moments)
     return rank.screen_design(backend.stats, names, unpenalised, X=rows, moments=moments,
                               control=control)
 
@@ -189,8 +189,8 @@ def _scope_result(spec, sel, mixed, unpenalised, columns, dropped, backend):
     from .sources.results import StreamedScopeResult
 
     return StreamedScopeResult(sel, mixed, spec.design, spec.group_labels, list(spec.names),
-                               unpenalised, columns, backend, data.source, data.stream_spec,
-                               dropped_columns=dropped)
+                               unpenalised, columns, backend, source=data.source,
+                               spec=data.stream_spec, dropped_columns=dropped)
 
 
 def fit_rows(X, y, Z, groups, names, random_names, group_name, *, unpenalised=(),
