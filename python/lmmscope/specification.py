@@ -45,22 +45,21 @@ def parse_method(method) -> bool:
 
 def parse_k_text(value):
     """k from text (the command line): an integer, 'cv' or None."""
-    if value is None or is_cv(value):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise InputError(f"--k must be an integer or 'cv', got {value!r}") from None
+    return _tuning_text(value, "--k", int, "an integer")
 
 
 def parse_a_text(value):
     """a from text (the command line): a number, 'cv' or None."""
+    return _tuning_text(value, "--a", float, "a number")
+
+
+def _tuning_text(value, flag, convert, what):
     if value is None or is_cv(value):
         return value
     try:
-        return float(value)
+        return convert(value)
     except ValueError:
-        raise InputError(f"--a must be a number or 'cv', got {value!r}") from None
+        raise InputError(f"{flag} must be {what} or 'cv', got {value!r}") from None
 
 
 @dataclass(frozen=True)
