@@ -109,6 +109,7 @@ def test_r_lmm_runs_the_rank_and_response_checks():
     y, Z, g = df["y"].to_numpy(), np.ones((len(df), 1)), df["g"].to_numpy()
     out = rbridge.lmm_arrays(X, y, Z, g, names, ["(Intercept)"], "g")
     assert out["fixef_names"] == ["(Intercept)", "x1", "x2"]
+    assert out["dropped_columns"] == ["x12"]  # the decision, sent to R as a value
     assert any("rank deficient" in w["message"] and "x12" in w["message"]
                for w in out["warnings"])
     with pytest.raises(InputError, match="copy of y"):
