@@ -12,6 +12,27 @@ from .control import DEFAULT_CONTROL, Control
 from .exceptions import InputError
 
 
+# What a tuning argument is, decided here for every module (k: an integer, None or "cv";
+# a: a number, None or "cv"); :class:`lmmscope.specification.TuningArguments` parses them once.
+CV = "cv"
+
+
+def is_cv(value) -> bool:
+    """Whether a tuning argument (k or a) asks for cross-validation."""
+    return isinstance(value, str) and value == CV
+
+
+def is_whole_number(value) -> bool:
+    """An integer (numpy's too), not a bool: a fixed k."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value) -> bool:
+    """A real number (numpy's too), not a bool: a fixed a."""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
+
+
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
     """A 2-D float64 array of ``values`` (an array, a list of rows, a DataFrame, a
     scipy sparse matrix: densified when it fits in memory), or an error saying why not."""
@@ -435,7 +456,7 @@ def check_random_effects_identifiable(sizes: np.ndarray, Z: np.ndarray, random_n
 
 def check_k_selectable(k, n_selectable: int) -> None:
     """An explicit k must not exceed the candidates left after the rank checks."""
-    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > n_selectable:
+    if is_whole_number(k) and k > n_selectable:
         raise InputError(f"k = {k} exceeds the number of candidate predictors left after "
                          f"dropping aliased columns ({n_selectable})")
 
@@ -462,15 +483,14 @@ def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
     read), each error naming its argument; :func:`check_tuning_on_data` checks them
     against the data."""
     from .selection import CRITERIA
-    if not (k is None or (isinstance(k, str) and k == "cv")
-            or (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))):
+    if not (k is None or is_cv(k) or is_whole_number(k)):
         raise InputError(f"k must be an integer, None or 'cv', got {k!r}")
-    if isinstance(k, (int, np.integer)) and k < 0:
+    if is_whole_number(k) and k < 0:
         raise InputError(f"k must be non-negative, got {k}")
     if k_max is not None and (isinstance(k_max, (bool, np.bool_))
                               or not isinstance(k_max, (int, np.integer)) or k_max < 0):
         raise InputError(f"k_max must be a non-negative integer or None, got {k_max!r}")
-    if not (a is None or (isinstance(a, str) and a == "cv")):
+    if not (a is None or is_cv(a)):
         if isinstance(a, (str, bool, np.bool_)):
             raise InputError(f"a must be a non-negative number, None or 'cv', got {a!r}")
         check_a(a)
@@ -486,7 +506,7 @@ def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
                                      or random_state < 0):
         raise InputError(f"random_state must be a non-negative integer or None, got {random_state!r}")
     grid_given = a_grid is not None and not isinstance(a_grid, (str, bytes)) and np.ndim(a_grid)
-    if isinstance(a, str) and a == "cv" and not (grid_given and len(a_grid)):
+    if is_cv(a) and not (grid_given and len(a_grid)):
         raise InputError(f"a_grid must hold at least one value of a for a='cv', got {a_grid!r}")
     if a_grid is not None and not grid_given:
         raise InputError(f"a_grid must be a sequence of values of a, got {a_grid!r}")
@@ -506,7 +526,7 @@ def check_tuning_on_data(k, a, k_max, cv_folds, n_candidates, n_obs, n_unpenalis
     """k_max and cv_folds against the data (k has its own, later check)."""
     if k_max is not None:
         check_k(k_max, n_candidates, n_obs, n_unpenalised, what="k_max")
-    uses_cv = any(isinstance(v, str) and v == "cv" for v in (k, a))
+    uses_cv = is_cv(k) or is_cv(a)
     if uses_cv and cv_folds > n_groups:
         raise InputError(f"cv_folds = {cv_folds} exceeds the number of clusters ({n_groups}); "
                          "cross-validation splits whole clusters")

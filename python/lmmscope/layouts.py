@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
 from .control import Control, as_control
 from .crossprod import WhitenedGramColumns, whiten_stats
 from .selection import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
@@ -27,8 +28,7 @@ from .threads import one_blas_thread
 
 def _single_problem(k, a) -> bool:
     """k and a both fixed numbers: one selection, no tuning."""
-    return (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
-            and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
+    return checks.is_whole_number(k) and checks.is_number(a)
 
 
 def whitens_rows_once(n_obs: int, p: int, k=None, a=None, control: Control | None = None

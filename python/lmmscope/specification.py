@@ -17,23 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checks
+from .checks import is_cv, is_number, is_whole_number
 from .control import Control, as_control
 from .exceptions import ColumnError, InputError
 from .formula import INTERCEPT
 from .tuning import DEFAULT_A_GRID
 
-CV = "cv"
 # the random intercept's name as formulas (Intercept) and R / arrays ((Intercept)) spell it
 INTERCEPT_NAMES = (INTERCEPT, "(Intercept)")
-
-
-def is_cv(value) -> bool:
-    """Whether a tuning argument (k or a) asks for cross-validation."""
-    return isinstance(value, str) and value == CV
-
-
-def is_whole_number(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def parse_method(method) -> bool:
@@ -98,7 +89,7 @@ class TuningArguments:
 
     @property
     def a_fixed(self) -> bool:
-        return isinstance(self.a, float)
+        return is_number(self.a)
 
     @property
     def uses_cv(self) -> bool:
