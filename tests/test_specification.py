@@ -18,11 +18,12 @@ import lmmscope
 from lmmscope import engine, rbridge
 from lmmscope.checks import ScaleWarning
 from lmmscope.control import Control
-from lmmscope.decisions import is_singular, proxy_z_scale
+from lmmscope.convergence import is_singular
 from lmmscope.exceptions import InputError
 from lmmscope.rank import RankDeficiencyWarning
 from lmmscope.specification import (ModelSpec, RowData, TuningArguments, parse_a_text,
                                     parse_k_text, random_intercept_only)
+from lmmscope.z_units import proxy_z_scale
 
 
 def _frame(seed=0, n_groups=30, m=6, p=4):

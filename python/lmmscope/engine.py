@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from . import checks, rank
-from .crossprod import compute_cluster_stats
+from .cluster_stats import compute_cluster_stats
 from .exceptions import RankDeficientError
 from .layouts import choose_layout
 from .mixed import MixedModelFit

@@ -23,7 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .control import as_control
-from .decisions import proxy_z_scale
+from .z_units import proxy_z_scale
 from .exceptions import InputError
 from .multiterm import MultiTermFit, MultiTermResult
 from .nodewise import DEFAULT_TOL, DenseGram

@@ -138,7 +138,7 @@ def validated_rows(X, y, Z, groups, names, random_names, with_moments=False,
     :class:`~lmmscope.rank.RawMoments` too, which the column checks of the selection
     reuse (with a row-major copy of a column-major X for the whitening to overwrite,
     when ``row_major_lead`` is an int)."""
-    from .crossprod import encode_groups
+    from .cluster_blocks import encode_groups
 
     X = checks.as_float_matrix(X, "X")
     N = X.shape[0]
