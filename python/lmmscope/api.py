@@ -84,7 +84,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     """
     tuning = TuningArguments(k, a, criterion, k_max, cv_folds, a_grid, random_state)
     reml = parse_method(method)
-    if has_several_terms(formula):
+    if has_several_terms(formula) and not sources.is_external(data):
         return _lmm_scope_several_terms(formula, data, k=k, a=a, always=always,
                                         criterion=criterion, k_max=k_max, cv_folds=cv_folds,
                                         a_grid=a_grid, method=method, na_action=na_action,
@@ -120,8 +120,6 @@ def _lmm_scope_several_terms(formula, data, *, k, a, always, criterion, k_max, c
                              a_grid, method, na_action, random_state, verbose,
                              penalize_random_slopes, control):
     """lmm_scope for a formula with several random-effects terms (in memory)."""
-    if sources.is_external(data):
-        raise ValueError(SEVERAL_TERMS_IN_MEMORY)
     from .formula.bars import parse_bar_terms
     from .multiterm_scope import lmm_scope_several_terms
     from .reterms import build_reterms
@@ -140,11 +138,6 @@ def _lmm_scope_several_terms(formula, data, *, k, a, always, criterion, k_max, c
                                    control=control, cv_folds=cv_folds)
 
 
-SEVERAL_TERMS_IN_MEMORY = ("several random-effects terms are fitted on in-memory data only (a "
-                           "pandas, polars or pyarrow table); parquet streaming and Dask take "
-                           "one term for now")
-
-
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit",
         *, control: Control | None = None, chunk_rows=None, verbose=False) -> LmmResult:
     """Fit a linear mixed model with every listed fixed effect (no selection), like lme4::lmer.
@@ -157,11 +150,10 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
 
     Several random-effects terms, in lme4's syntax (crossed ``(1 | a) + (1 | b)``, nested
     ``(1 | a/b)``, ``(1 | a:b)``, uncorrelated ``(x || g)``, several terms on one factor)
-    are fitted by lme4's sparse PLS (:mod:`lmmscope.multiterm`) on in-memory tables."""
+    are fitted by lme4's sparse PLS (:mod:`lmmscope.multiterm`), on parquet and Dask
+    data from statistics summed over chunks (:mod:`lmmscope.sources.several_terms`)."""
     reml = parse_method(method)
-    if has_several_terms(formula):
-        if sources.is_external(data):
-            raise ValueError(SEVERAL_TERMS_IN_MEMORY)
+    if has_several_terms(formula) and not sources.is_external(data):
         from .multiterm import lmm_several_terms
         return lmm_several_terms(formula, data, method=method, na_action=na_action,
                                  control=control)

@@ -16,6 +16,7 @@ come from chunks; nothing N x N is formed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,6 +244,12 @@ class SparseStats:
     @property
     def p(self) -> int:
         return self.XtX.shape[0]
+
+    def subset(self, columns) -> "SparseStats":
+        """The statistics of the fixed-effect columns ``columns`` (y's centring unchanged)."""
+        columns = np.asarray(columns, dtype=np.int64)
+        return dataclasses.replace(self, ZtX=self.ZtX[:, columns],
+                                   XtX=self.XtX[np.ix_(columns, columns)], Xty=self.Xty[columns])
 
 
 @dataclass
