@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from . import checks, rank
 from .control import as_control
+from .z_units import proxy_z_scale
 from .exceptions import InputError
 from .multiterm import (MultiTermFit, MultiTermResult, _full_rank, column_check_stats,
                         validated_arrays)
@@ -67,15 +68,11 @@ class SeveralTermsData:
         self.stats, self._intercept = stats, intercept
         # unit-free Z: each term's model-matrix column by its root mean square, the sum
         # of its squares read off Z'Z's diagonal (every row is in one level of a term)
-        if self.control.unit_free_z:
-            square_sums = stats.ZtZ.diagonal()
-            scale = np.concatenate([np.tile(np.sqrt(square_sums[lo:hi].reshape(t.n_levels, t.p)
-                                                    .sum(axis=0) / self.N), t.n_levels)
-                                    for t, lo, hi in zip(reterms.terms, reterms.Gp[:-1],
-                                                         reterms.Gp[1:])])
-            scale[scale == 0] = 1.0
-        else:
-            scale = np.ones(reterms.q)
+        square_sums = stats.ZtZ.diagonal()
+        scale = np.concatenate([
+            np.tile(proxy_z_scale(self.control, square_sums[lo:hi].reshape(t.n_levels, t.p)
+                                  .sum(axis=0), self.N), t.n_levels)
+            for t, lo, hi in zip(reterms.terms, reterms.Gp[:-1], reterms.Gp[1:])])
         self.z_scale = scale
         D = sp.diags(1.0 / scale)
         self.unit_ZtZ = (D @ self.stats.ZtZ @ D).tocsc()

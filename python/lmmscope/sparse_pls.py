@@ -26,7 +26,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .control import Control, as_control
-from .convergence import gradient_hessian_problems
+from .convergence import gradient_hessian_problems, is_singular
 from .threads import one_blas_thread
 
 
@@ -632,7 +632,7 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
                             options=options)
         theta = np.where(lower == 0, np.clip(best.x, 0, None), best.x)
         solution = solve(theta)
-        singular = bool(np.any(theta[lower == 0] < control.singular_tol))
+        singular = is_singular(theta, lower, control)
         messages = [] if singular else check_convergence(value, theta, control)
     if solution is None:
         messages.append("the deviance is not finite at the optimum")
