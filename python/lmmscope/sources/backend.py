@@ -17,7 +17,7 @@ from ..control import as_control
 from ..cluster_stats import ClusterStats
 from ..exceptions import InputError
 from ..whitening import WhitenedGramColumns, whiten_stats
-from ..z_units import proxy_z_scale, rescale_z, z_column_scale
+from ..z_units import proxy_z_scale, rescale_z
 from ..layouts import gram_fold_problems
 from ..selection import reduce_gram
 from .inference import cluster_scores
@@ -35,7 +35,7 @@ class StatsBackend(OneFactorBackend):
         # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
         # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
         control = as_control(control)
-        self.z_scale = proxy_z_scale(z_column_scale(stats), control)
+        self.z_scale = proxy_z_scale(control, np.einsum("njj->j", stats.ZtZ), stats.n_obs)
         self.stats = rescale_z(stats, self.z_scale)
         if fold_stats is not None:
             fold_stats = [rescale_z(st, self.z_scale) for st in fold_stats]

@@ -25,10 +25,10 @@ import numpy as np
 
 from ..backend import OneFactorBackend, check_folds_of_the_pass, fold_problems_of_whitened
 from ..control import as_control
+from ..exceptions import InputError
 from ..cluster_stats import ClusterStats
 from ..whitening import WhitenedStats, whiten_stats
-from ..z_units import proxy_z_scale, rescale_z, z_column_scale
-from ..exceptions import InputError
+from ..z_units import proxy_z_scale, rescale_z
 from ..selection import reduce_gram
 from .accumulate import (RowCounts, _add_blocks, _add_gram, _shifts_of, chunk_stats,
                          cluster_subset, empty_stats, mean_shift, moved_shift, shift_blocks,
@@ -198,7 +198,8 @@ class DaskStatsBackend(OneFactorBackend):
         # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
         # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
         self._raw_stats = self._client_stats(q)
-        self.z_scale = proxy_z_scale(z_column_scale(self._raw_stats), as_control(control))
+        self.z_scale = proxy_z_scale(as_control(control), np.einsum("njj->j", self._raw_stats.ZtZ),
+                                     self._raw_stats.n_obs)
         self.stats = rescale_z(self._raw_stats, self.z_scale)
         self.N = self.stats.n_obs
         self.rows = self._gram.rows
