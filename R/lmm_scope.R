@@ -99,16 +99,23 @@ lmm_scope <- function(formula, data, k = NULL, a = NULL, always = NULL,
   design <- build_design(formula, mcall, parent.frame(), contrasts)
   unpenalised <- unpenalised_columns(colnames(design$X), always)
   design$always <- setdiff(colnames(design$X)[unpenalised], "(Intercept)")
-  out <- call_core("fit_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
-                   Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
-                   names = colnames(design$X), random_names = colnames(design$Z),
-                   group_name = design$parts$group_name, unpenalised = unpenalised - 1L,
-                   k = k, a = a, criterion = criterion,
-                   k_max = k_max, cv_folds = cv_folds, reml = REML, inference = inference,
-                   conf_level = conf.level, verbose = isTRUE(verbose),
-                   penalize_random_slopes = penalize_random_slopes,
-                   a_grid = if (!is.null(a_grid)) as.list(as.numeric(a_grid)),
-                   random_state = seed, control = control_for_core(control))
+  tuning <- list(unpenalised = unpenalised - 1L, k = k, a = a, criterion = criterion,
+                 k_max = k_max, cv_folds = cv_folds, reml = REML, inference = inference,
+                 conf_level = conf.level, verbose = isTRUE(verbose),
+                 penalize_random_slopes = penalize_random_slopes,
+                 a_grid = if (!is.null(a_grid)) as.list(as.numeric(a_grid)),
+                 random_state = seed, control = control_for_core(control))
+  out <- if (design$several) {
+    do.call(call_core, c(list("fit_terms_arrays", X = as_bytes(design$X),
+                              y = as_bytes(design$y - design$offset), terms = terms_for_core(design),
+                              names = colnames(design$X)), tuning))
+  } else {
+    do.call(call_core, c(list("fit_arrays", X = as_bytes(design$X),
+                              y = as_bytes(design$y - design$offset), Z = as_bytes(design$Z),
+                              groups = as_bytes(as.integer(design$group) - 1L),
+                              names = colnames(design$X), random_names = colnames(design$Z),
+                              group_name = design$parts$group_name), tuning))
+  }
   new_fit(out, design, mcall, "lmm_scope", k_given = !is.null(k) && !identical(k, "cv"))
 }
 
@@ -131,13 +138,30 @@ lmm <- function(formula, data, REML = TRUE, subset, weights, na.action, offset,
   mcall <- match.call(expand.dots = FALSE)
   check_flag(REML, "REML")
   check_control(control)
-  design <- drop_aliased_columns(build_design(formula, mcall, parent.frame(), contrasts))
+  design <- build_design(formula, mcall, parent.frame(), contrasts)
+  if (design$several) {  # the core decides which aliased columns go (lme4's rule)
+    out <- call_core("lmm_terms_arrays", X = as_bytes(design$X),
+                     y = as_bytes(design$y - design$offset), terms = terms_for_core(design),
+                     names = colnames(design$X), reml = REML, control = control_for_core(control))
+    return(new_fit(out, design, mcall, "lmm"))
+  }
+  design <- drop_aliased_columns(design)
   out <- call_core("lmm_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
                    Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
                    names = colnames(design$X), random_names = colnames(design$Z),
                    group_name = design$parts$group_name, reml = REML,
                    control = control_for_core(control))
   new_fit(out, design, mcall, "lmm")
+}
+
+# The random-effects terms as plain arrays for the core: each term's model matrix, the
+# 0-based level code of each row, the level labels, column names and factor name.
+terms_for_core <- function(design) {
+  lapply(design$re_terms, function(t) {
+    list(Z = as_bytes(t$Z), codes = as_bytes(as.integer(t$factor) - 1L),
+         levels = as.list(levels(t$factor)), cnms = as.list(colnames(t$Z)),
+         group_name = t$group_name)
+  })
 }
 
 #' Tuning constants of the Python core
