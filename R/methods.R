@@ -359,7 +359,7 @@ getME.lmm_scope <- function(object, name, ...) {
          mmList = stats::setNames(list(arrays$Z),
                                   deparse1(call("|", object$re$random, object$re$group))),
          theta = stats::setNames(object$theta, theta_names(object)),
-         lower = theta_lower(object),
+         lower = stats::setNames(theta_lower(object), theta_names(object)),
          beta = unname(object$fixef), fixef = object$fixef, sigma = object$sigma,
          REML = if (object$REML) length(object$fixef) else 0L, is_REML = object$REML,
          n = object$nobs, N = object$nobs, p = length(object$fixef),

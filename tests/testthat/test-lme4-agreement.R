@@ -213,8 +213,6 @@ test_that("unsupported input gives a clear R error naming the argument or column
   expect_error(lmm(Reaction ~ Days + nope + (1 | Subject), d), "unknown column.*nope")
   expect_error(lmm(Reaction ~ Days, d), "no random-effects term")
   expect_error(lmm(Reaction ~ Days + (1 | Subject), d, weights = Days), "weights are not supported")
-  expect_error(lmm(Reaction ~ Days + (Days || Subject), d), "'\\|\\|'")
-  expect_error(lmm(Reaction ~ (1 | Subject) + (0 + Days | Subject), d), "one random-effects term")
   expect_error(lmm(Subject ~ Days + (1 | Subject), d), "response 'Subject' must be a numeric")
   expect_error(lmm_scope(Reaction ~ Days + (1 | Subject), d, k = -1), "k must be")
   expect_error(lmm(Reaction ~ Days + (1 | Subject), as.matrix(d)), "data.frame")
@@ -251,14 +249,4 @@ test_that("lmm() drops aliased fixed-effect columns with lme4's message and fit"
                  "rank deficient so dropping 1 column / coefficient \\(Weeks\\)")
   ref <- suppressMessages(lmer_tight(Reaction ~ Days + Weeks + (Days | Subject), d))
   expect_same_as_lmer(fit, ref, d[c(3, 33), ])
-})
-
-test_that("nested or crossed grouping is refused with a message saying what to do", {
-  skip_if_no_lmmscope()
-  d <- lme4::sleepstudy
-  d$half <- factor(d$Days < 5)
-  expect_error(lmm(Reaction ~ Days + (1 | half / Subject), d),
-               "grouping factor must be one column, got half/Subject: nested")
-  expect_error(lmm(Reaction ~ Days + (1 | half:Subject), d), "crossed .* not supported")
-  expect_error(lmm(Reaction ~ Days + (Days || Subject), d), "uncorrelated")
 })
