@@ -106,7 +106,7 @@ test_that("a factor's columns as random effects ((0 + f | g)) next to another te
   d$period <- factor(ifelse(d$Days < 5, "early", "late"))
   d$block <- factor(d$Days %% 5)
   fit <- lmm(Reaction ~ Days + (0 + period | Subject) + (1 | block), d)
-  ref <- lmer_tight(Reaction ~ Days + (0 + period | Subject) + (1 | block), d)
+  ref <- suppressMessages(lmer_tight(Reaction ~ Days + (0 + period | Subject) + (1 | block), d))
   # lme4's predict(re.form = ~(1 | block)) fails on this model ("contrasts can be applied
   # only to factors with 2 or more levels"): that term alone is compared by hand
   expect_terms_like_lmer(fit, ref, d[c(1, 10, 95, 180), ], alone = list(quote(0 + period | Subject)),
@@ -154,4 +154,51 @@ test_that("a several-term fit saved with saveRDS prints and predicts without Pyt
   pred <- as.numeric(strsplit(sub("^PRED +", "", grep("^PRED", out, value = TRUE)), " +")[[1]])
   expect_abs(pred, predict(fit, d[c(1, 60), ], re.form = ~(1 | batch)), 1e-12)
   expect_true(any(grepl("^PY FALSE", out)))
+})
+
+# 30 subjects x 20 items crossed, 40 candidate columns of which x01-x03 matter.
+crossed_design <- function(seed = 1, n_subject = 30, n_item = 20, p = 40) {
+  set.seed(seed)
+  d <- expand.grid(subject = factor(sprintf("s%02d", seq_len(n_subject))),
+                   item = factor(sprintf("i%02d", seq_len(n_item))))
+  X <- matrix(stats::rnorm(nrow(d) * p), nrow(d), p, dimnames = list(NULL, sprintf("x%02d", seq_len(p))))
+  d <- cbind(d, X)
+  d$y <- 1 + d$x01 - 0.8 * d$x02 + 0.6 * d$x03 + stats::rnorm(n_subject)[d$subject] +
+    0.7 * stats::rnorm(n_item)[d$item] + stats::rnorm(nrow(d))
+  d
+}
+
+test_that("lmm_scope selects on a crossed design and refits as lmer on the selection", {
+  skip_if_no_lmmscope()
+  skip_if_no_lme4()
+  d <- crossed_design()
+  # debiased intervals need one clustering; crossed terms have none: said, not computed
+  expect_warning(fit <- lmm_scope(y ~ . + (1 | subject) + (1 | item), d),
+                 "no debiased inference computed: .* crossed")
+  expect_equal(fit$support, c("x01", "x02", "x03"))
+  expect_equal(length(coef_selection(fit)), 41L)
+  ref <- lmer_tight(y ~ x01 + x02 + x03 + (1 | subject) + (1 | item), d)
+  expect_terms_like_lmer(fit, ref, d[c(1, 300, 600), ])
+  expect_equal(deparse1(formula(fit)), "y ~ x01 + x02 + x03 + (1 | subject) + (1 | item)")
+  expect_output(print(fit), "Selected 3 of 40 candidate predictors")
+  expect_error(lmm_scope(y ~ . + (1 | subject) + (1 | item), d, inference = TRUE),
+               "crossed")
+})
+
+test_that("lmm_scope with nested terms computes debiased inference over the outer factor", {
+  skip_if_no_lmmscope()
+  set.seed(2)
+  d <- expand.grid(pupil = 1:8, class = factor(1:4), school = factor(sprintf("s%02d", 1:15)))
+  X <- matrix(stats::rnorm(nrow(d) * 15), nrow(d), 15, dimnames = list(NULL, sprintf("x%02d", 1:15)))
+  d <- cbind(d, X)
+  d$y <- 2 * d$x01 - d$x02 + stats::rnorm(15)[d$school] +
+    0.5 * stats::rnorm(60)[interaction(d$class, d$school)] + stats::rnorm(nrow(d))
+  d$pupil <- NULL
+  fit <- lmm_scope(y ~ . + (1 | school/class), d)
+  expect_equal(fit$support, c("x01", "x02"))
+  expect_equal(names(ranef(fit)), c("class:school", "school"))
+  expect_equal(attr(fit$inference, "df"), 14)  # 15 schools, the outermost factor
+  expect_equal(rownames(fit$inference), names(coef_selection(fit)))
+  ci <- confint(fit, method = "debiased")
+  expect_true(all(ci["x01", 1] < 2 & 2 < ci["x01", 2]))
 })
