@@ -106,8 +106,10 @@ grouping_factors <- function(group) {
   if (!is.name(group) && !(is.call(group) && identical(group[[1L]], as.name(":")) &&
                            all(vapply(all.names(group), function(n) n == ":" ||
                                         n %in% all.vars(group), TRUE)))) {
-    stop("the grouping factor ", deparse1(group), " must be a column, an interaction a:b ",
-         "or a nesting a/b (as in lme4); compute anything else as a column first", call. = FALSE)
+    stop("the grouping factor ", deparse1(group), " is an expression: lmmscope takes a column, ",
+         "an interaction a:b or a nesting a/b as the grouping factor (lme4 would evaluate the ",
+         "expression and use its values as a factor); compute it as a column of data first",
+         call. = FALSE)
   }
   list(group)
 }

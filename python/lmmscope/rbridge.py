@@ -194,6 +194,17 @@ def lmm_arrays(X, y, Z, groups, names, random_names, group_name, reml=True,
 # order, each term saying which of R's it is ("source", 0-based).
 
 
+# The core's Python spellings of lmm_scope()'s arguments, as R's lmm_scope() writes them.
+R_WORDS = (("random_state", "seed"), ("k=None", "k = NULL"), ("a=None", "a = NULL"),
+           ("k='cv'", 'k = "cv"'), ("a='cv'", 'a = "cv"'))
+
+
+def _in_r_words(message: str) -> str:
+    for python, r in R_WORDS:
+        message = message.replace(python, r)
+    return message
+
+
 def _several_terms(terms, n_rows: int):
     """R's terms as the core's :class:`~lmmscope.reterms.ReTerms` (lme4's order) and the
     position in R's list of each of its terms."""
@@ -315,18 +326,21 @@ def fit_terms_arrays(X, y, terms, names, unpenalised=None, k=None, a=None, crite
         checks.check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
                                       random_state)
     except InputError as exc:  # in the words of R's lmm_scope(), whose argument is seed
-        raise InputError(str(exc).replace("random_state", "seed")) from None
+        raise InputError(_in_r_words(str(exc))) from None
     control = _control(control)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reterms, source = _several_terms(terms, y.size)
         random_names = [c for t in reterms.terms for c in t.cnms]
-        unpen = api.with_random_slopes(names, random_names, unpen, k,
-                                       bool(penalize_random_slopes), Progress(verbose))
-        result = lmm_scope_several_terms(
-            _ArraysDesign(X, y, names), reterms, unpen, k=k, a=a, criterion=criterion,
-            k_max=k_max, a_grid=a_grid, method=method, random_state=random_state,
-            verbose=bool(verbose), control=control, cv_folds=cv_folds)
+        try:
+            unpen = api.with_random_slopes(names, random_names, unpen, k,
+                                           bool(penalize_random_slopes), Progress(verbose))
+            result = lmm_scope_several_terms(
+                _ArraysDesign(X, y, names), reterms, unpen, k=k, a=a, criterion=criterion,
+                k_max=k_max, a_grid=a_grid, method=method, random_state=random_state,
+                verbose=bool(verbose), control=control, cv_folds=cv_folds)
+        except InputError as exc:
+            raise InputError(_in_r_words(str(exc))) from None
         outer = _outermost_nesting(reterms)
         table = None
         if inference is None and outer is None:

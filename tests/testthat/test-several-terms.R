@@ -202,3 +202,23 @@ test_that("lmm_scope with nested terms computes debiased inference over the oute
   ci <- confint(fit, method = "debiased")
   expect_true(all(ci["x01", 1] < 2 & 2 < ci["x01", 2]))
 })
+
+test_that("what is still refused says so, in lme4's terms", {
+  skip_if_no_lmmscope()
+  skip_if_no_lme4()
+  d <- lme4::sleepstudy
+  expect_error(lmm(Reaction ~ Days + (1 | factor(Subject)) + (1 | Days), d),
+               "grouping factor factor\\(Subject\\) is an expression.*lme4 would evaluate")
+  # a continuous grouping variable: a factor with one level per row, which lme4 refuses too
+  d$noise <- seq_len(nrow(d)) / 7
+  expect_error(lme4::lmer(Reaction ~ Days + (1 | Subject) + (1 | noise), d),
+               "number of levels of each grouping factor must be < number of observations")
+  expect_error(lmm(Reaction ~ Days + (1 | Subject) + (1 | noise), d),
+               "180 random effects for 180 observations.*check.nobs.vs.nRE")
+  d$one <- "a"
+  expect_error(lmm(Reaction ~ Days + (1 | Subject) + (1 | one), d),
+               "grouping factor 'one' has 1 level; lme4 needs at least 2")
+  dc <- crossed_design(p = 5)
+  expect_error(suppressWarnings(lmm_scope(y ~ . + (1 | subject) + (1 | item), dc, k = "cv")),
+               "k = \"cv\" and a = \"cv\" hold out whole clusters, which crossed .* k = NULL")
+})
