@@ -220,5 +220,5 @@ test_that("what is still refused says so, in lme4's terms", {
                "grouping factor 'one' has 1 level; lme4 needs at least 2")
   dc <- crossed_design(p = 5)
   expect_error(suppressWarnings(lmm_scope(y ~ . + (1 | subject) + (1 | item), dc, k = "cv")),
-               "k = \"cv\" and a = \"cv\" hold out whole clusters, which crossed .* k = NULL")
+               "k = \"cv\" and a = \"cv\" hold out whole clusters, which crossed .*\\(k = NULL\\)")
 })
