@@ -15,9 +15,17 @@
 #'   on the fixed side (\code{factor()}, \code{poly()}, \code{scale()},
 #'   \code{cut()}, \code{C(f, contr.sum)}, \code{offset()}, interactions,
 #'   backticked names). \code{.} means every column of \code{data} except the
-#'   response and the grouping variable (the grouping column would duplicate the
-#'   random intercept). One random-effects term with one grouping factor;
-#'   \code{||} is not supported.
+#'   response and the grouping variables (a grouping column would duplicate the
+#'   random intercept). Random effects as in lme4: any number of terms, crossed
+#'   (\code{(1 | subject) + (1 | item)}), nested (\code{(1 | school/class)} is
+#'   \code{(1 | school) + (1 | class:school)}), interactions (\code{(1 | a:b)}),
+#'   uncorrelated (\code{(x || g)} is \code{(1 | g) + (0 + x | g)}), several
+#'   terms on one factor and factor columns (\code{(0 + f | g)}). One term with
+#'   one grouping column is fitted by the dense per-cluster path; anything else
+#'   by lme4's sparse penalised least squares. With several terms, debiased
+#'   inference clusters on the factor that nests the others (crossed terms have
+#'   none: no inference, with a warning), and \code{k}, \code{a} cannot be
+#'   \code{"cv"} (folds need whole clusters).
 #' @param data A data.frame.
 #' @param k Support size, not counting unpenalised terms: a whole number,
 #'   \code{NULL} (search \code{0..k_max}, choose by \code{criterion}) or

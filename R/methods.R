@@ -20,8 +20,10 @@ nlme::VarCorr
 #'
 #' @param object,x,formula An \code{lmm_scope} (or \code{lmm}) fit.
 #' @param ... Unused.
-#' @param condVar Attach the conditional covariance of each cluster's random
-#'   effects as attribute \code{"postVar"} (q x q x clusters), as lme4 does.
+#' @param condVar Attach the conditional covariance of each level's random
+#'   effects as attribute \code{"postVar"} (p x p x levels), as lme4 does: per
+#'   grouping factor, a list of such arrays (one per term) where a factor has
+#'   several terms.
 #' @param REML For \code{logLik} and \code{deviance}: \code{NULL} (the fit's
 #'   criterion), \code{TRUE} or \code{FALSE}: the REML or ML criterion at the
 #'   fitted estimates, as lme4 computes it.

@@ -6,12 +6,14 @@
 #' @param object An \code{lmm_scope} (or \code{lmm}) fit.
 #' @param newdata A data.frame; \code{NULL} predicts the fitting rows (padded
 #'   with \code{NA} under \code{na.exclude}).
-#' @param re.form \code{NULL} (default): conditional on the clusters' random
-#'   effects; \code{NA} or \code{~0}: population level, as in lme4.
-#' @param allow.new.levels As in lme4: clusters of \code{newdata} not seen in
-#'   fitting are an error (\code{FALSE}, default) or predicted at population
-#'   level (\code{TRUE}). Clusters are matched by value, so an integer grouping
-#'   column matches a factor fitted from the same values.
+#' @param re.form \code{NULL} (default): conditional on every random-effects
+#'   term; \code{NA} or \code{~0}: population level; a formula of some of the
+#'   model's terms (\code{~(1 | plate)}): conditional on those only, as in lme4.
+#' @param allow.new.levels As in lme4: levels of a grouping factor in
+#'   \code{newdata} not seen in fitting are an error (\code{FALSE}, default) or
+#'   contribute nothing from that term (\code{TRUE}), factor by factor. Levels
+#'   are matched by value, so an integer grouping column matches a factor fitted
+#'   from the same values.
 #' @param ... Unused.
 #' @return A named numeric vector.
 #' @export
