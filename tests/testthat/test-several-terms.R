@@ -222,3 +222,29 @@ test_that("what is still refused says so, in lme4's terms", {
   expect_error(suppressWarnings(lmm_scope(y ~ . + (1 | subject) + (1 | item), dc, k = "cv")),
                "k = \"cv\" and a = \"cv\" hold out whole clusters, which crossed .*\\(k = NULL\\)")
 })
+
+test_that("lme4's ecosystem takes a several-term fit (through as_lmerMod)", {
+  skip_if_no_lmmscope()
+  skip_if_no_lme4()
+  d <- lme4::sleepstudy
+  d$period <- factor(ifelse(d$Days < 5, "early", "late"))
+  fit <- lmm(Reaction ~ period + (1 | Subject) + (0 + Days | Subject), d)
+  # the control inlined: lmerTest (under emmeans) re-evaluates lmer's call
+  ref <- lme4::lmer(Reaction ~ period + (1 | Subject) + (0 + Days | Subject), d,
+                    control = lme4::lmerControl(optimizer = "bobyqa",
+                                                optCtrl = list(rhoend = 1e-12, maxfun = 1e5)))
+  ours <- broom.mixed::tidy(fit)
+  theirs <- broom.mixed::tidy(ref)
+  expect_equal(ours$term, theirs$term)
+  # measured: 1.3e-6 (the sd of a random effect), standard errors 2.6e-7
+  expect_abs(ours$estimate, theirs$estimate, 2e-5)
+  expect_abs(ours$std.error, theirs$std.error, 5e-6)
+  em_ours <- suppressMessages(as.data.frame(emmeans::emmeans(fit, "period")))
+  em_theirs <- suppressMessages(as.data.frame(emmeans::emmeans(ref, "period")))
+  # measured: emmeans 2.3e-7 and 2.6e-7, icc 2.9e-8
+  expect_abs(em_ours$emmean, em_theirs$emmean, 5e-6)
+  expect_abs(em_ours$SE, em_theirs$SE, 5e-6)
+  expect_abs(unlist(performance::icc(fit)), unlist(performance::icc(ref)), 1e-6)
+  expect_equal(dim(getME(fit, "Z")), dim(lme4::getME(ref, "Z")))
+  expect_equal(names(getME(fit, "flist")), names(lme4::getME(ref, "flist")))
+})
