@@ -147,19 +147,22 @@ lmm <- function(formula, data, REML = TRUE, subset, weights, na.action, offset,
   check_flag(REML, "REML")
   check_control(control)
   design <- build_design(formula, mcall, parent.frame(), contrasts)
-  if (design$several) {  # the core decides which aliased columns go (lme4's rule)
-    out <- call_core("lmm_terms_arrays", X = as_bytes(design$X),
-                     y = as_bytes(design$y - design$offset), terms = terms_for_core(design),
-                     names = colnames(design$X), reml = REML, control = control_for_core(control))
-    return(new_fit(out, design, mcall, "lmm"))
-  }
-  design <- drop_aliased_columns(design)
-  out <- call_core("lmm_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
-                   Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
-                   names = colnames(design$X), random_names = colnames(design$Z),
-                   group_name = design$parts$group_name, reml = REML,
-                   control = control_for_core(control))
-  new_fit(out, design, mcall, "lmm")
+  # the core's warning about aliased columns is said below as lme4's message
+  out <- withCallingHandlers(if (design$several) {
+    call_core("lmm_terms_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
+              terms = terms_for_core(design), names = colnames(design$X), reml = REML,
+              control = control_for_core(control))
+  } else {
+    call_core("lmm_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
+              Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
+              names = colnames(design$X), random_names = colnames(design$Z),
+              group_name = design$parts$group_name, reml = REML,
+              control = control_for_core(control))
+  }, warning = function(w) {
+    if (grepl("rank deficient so dropping", conditionMessage(w))) invokeRestart("muffleWarning")
+  })
+  # the core decided which aliased columns go (lme4's rule, as Python's lmm())
+  new_fit(out, drop_columns(design, chr(out$dropped)), mcall, "lmm")
 }
 
 # The random-effects terms as plain arrays for the core: each term's model matrix, the
@@ -259,20 +262,19 @@ unpenalised_columns <- function(names, always) {
   sort(unique(out))
 }
 
-# As lme4 (chkRank.drop.cols): columns of a rank-deficient fixed design that a pivoted
-# QR finds aliased are dropped, with lme4's message.
-drop_aliased_columns <- function(design, tol = 1e-7) {
+# The design without the columns the core dropped as aliased (attribute col.dropped, as
+# lme4's chkRank.drop.cols leaves on X).
+drop_columns <- function(design, names) {
+  if (!length(names)) return(design)
   X <- design$X
-  qx <- qr(X, tol = tol, LAPACK = FALSE)
-  if (qx$rank == ncol(X)) return(design)
-  drop <- sort(qx$pivot[(qx$rank + 1L):ncol(X)])
+  drop <- match(names, colnames(X))
   message("fixed-effect model matrix is rank deficient so dropping ", length(drop),
           if (length(drop) == 1L) " column / coefficient" else " columns / coefficients",
-          " (", paste(colnames(X)[drop], collapse = ", "), ")")
+          " (", paste(names, collapse = ", "), ")")
   kept <- X[, -drop, drop = FALSE]
   attr(kept, "assign") <- attr(X, "assign")[-drop]
   attr(kept, "contrasts") <- attr(X, "contrasts")
-  attr(kept, "col.dropped") <- stats::setNames(drop, colnames(X)[drop])
+  attr(kept, "col.dropped") <- stats::setNames(drop, names)
   design$X <- kept
   design
 }

@@ -355,18 +355,13 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
                                     na_action=na_action, verbose=verbose, control=control)
     design = build_design(formula, data, na_action=na_action)
     X, y, Z, codes, labels, _moments = _validated_design(design)
-    stats = compute_cluster_stats(X, y, Z, codes, labels.size)
-    names = design.fixed_names
-    checks.check_statistics_finite(stats, names, y_scale=float(np.abs(y).max()))
-    checks.check_response_not_a_predictor(stats, names)
-    checks.check_scales(stats, names)
-    kept = rank.full_rank_columns(stats, names)  # aliased columns dropped, as lme4
-    mixed = MixedModelFit(stats.subset(kept), [names[j] for j in kept], design.random_names,
-                          labels, design.group_name, reml=_check_method(method),
-                          control=control)
+    from .checked_fit import fit_all_columns  # shared with the R package's bridge
+    mixed, kept, dropped = fit_all_columns(X, y, Z, codes, labels, design.fixed_names,
+                                           design.random_names, design.group_name,
+                                           reml=_check_method(method), control=control)
     result = LmmResult(mixed, design, X, y, Z, codes, labels)
     result._refit_columns = kept
-    result.dropped_columns = [names[j] for j in np.setdiff1d(np.arange(len(names)), kept)]
+    result.dropped_columns = dropped
     return result
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from . import api, checks
 from .control import Control
 from .crossprod import compute_cluster_stats
+from .checked_fit import fit_all_columns
 from .exceptions import InputError
 from .mixed import MixedModelFit
 from .results import LmmResult
@@ -76,11 +77,12 @@ def _core_fit(X, y, Z, groups, names, random_names, group_name, unpenalised, rem
     ``api._fit_selection``.  Returns (result, ML refit of the same columns or None).
     """
     X, y, Z, codes, labels = api._validated_arrays(X, y, Z, groups, names, random_names)
-    if selection is None:
-        stats = compute_cluster_stats(X, y, Z, codes, labels.size)
-        mixed = MixedModelFit(stats, names, random_names, labels, group_name, reml=reml,
-                              control=control)
-        result, columns = LmmResult(mixed, None, X, y, Z, codes, labels), list(range(len(names)))
+    if selection is None:  # lmmscope.lmm()'s checks and rank rule: the same columns dropped
+        mixed, kept, dropped = fit_all_columns(X, y, Z, codes, labels, names, random_names,
+                                               group_name, reml=reml, control=control)
+        result = LmmResult(mixed, None, X, y, Z, codes, labels)
+        result._refit_columns, result.dropped_columns = kept, dropped
+        stats, columns = mixed._stats, kept.tolist()
     else:
         unpen = api._resolve_always([], names, unpenalised)
         result = api._fit_selection(X, y, Z, codes, labels, names, random_names, group_name,
@@ -119,6 +121,7 @@ def _warning_list(caught) -> list:
 
 def _finish(result, ml, caught, inference=None) -> dict:
     out = result_payload(result, inference)
+    out["dropped"] = list(getattr(result, "dropped_columns", []))
     out["ranef_condvar"] = _condvar(result.mixed)
     out["ml_refit"] = _ml_summary(ml)
     out["warnings"] = _warning_list(caught)

@@ -250,3 +250,20 @@ test_that("lmm() drops aliased fixed-effect columns with lme4's message and fit"
   ref <- suppressMessages(lmer_tight(Reaction ~ Days + Weeks + (Days | Subject), d))
   expect_same_as_lmer(fit, ref, d[c(3, 33), ])
 })
+
+test_that("R's lmm() and Python's lmm() drop the same aliased columns: the core decides", {
+  skip_if_no_lmmscope()
+  d <- lme4::sleepstudy
+  d$Weeks <- d$Days / 7
+  d$Later <- d$Days + 3  # aliased with the intercept and Days together
+  py <- reticulate::import("lmmscope")
+  for (form in c("Reaction ~ Days + Weeks + Later + (Days | Subject)",
+                 "Reaction ~ Days + Weeks + Later + (1 | Subject) + (0 + Days | Subject)")) {
+    py_fit <- suppressWarnings(py$lmm(form, reticulate::r_to_py(d)))
+    expect_equal(unlist(py_fit$dropped_columns), c("Weeks", "Later"))
+    expect_message(fit <- lmm(stats::as.formula(form), d),
+                   "rank deficient so dropping 2 columns / coefficients \\(Weeks, Later\\)")
+    expect_equal(names(fixef(fit)), c("(Intercept)", "Days"))
+    expect_rel(logLik(fit), reticulate::import_builtins()$float(py_fit$loglik), 1e-10)
+  }
+})
