@@ -128,6 +128,16 @@ def _finish(result, ml, caught, inference=None) -> dict:
     return plain(out)
 
 
+def _inference_fits_memory(p: int) -> bool:
+    """inference = NULL: computed unless its two p x p arrays pass the guard (then said)."""
+    gram_bytes = 2 * 8 * p ** 2
+    if gram_bytes <= INFERENCE_AUTO_GRAM_BYTES:
+        return True
+    warnings.warn(f"no debiased inference computed: the two {p} x {p} arrays it needs take "
+                  f"{gram_bytes / 2**30:.1f} GiB; pass inference = TRUE to compute it anyway")
+    return False
+
+
 def _whole(value):
     """R's numbers are doubles: 5 arrives as 5.0 and becomes 5; anything else (2.5, NaN for
     NA, text) is passed on for the core's checks to refuse by name, never truncated."""
@@ -165,12 +175,7 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
         # by default at fit time: the node-wise fits cost about the fit's own time
         # (bench/inference.py), and a saved R fit has no Python to compute them later
         if inference is None:
-            gram_bytes = 2 * 8 * len(names) ** 2
-            inference = gram_bytes <= INFERENCE_AUTO_GRAM_BYTES
-            if not inference:
-                warnings.warn(f"no debiased inference computed: the two {len(names)} x {len(names)} "
-                              f"arrays it needs take {gram_bytes / 2**30:.1f} GiB; "
-                              "pass inference = TRUE to compute it anyway")
+            inference = _inference_fits_memory(len(names))
         table = None
         if inference:
             tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
@@ -350,7 +355,7 @@ def fit_terms_arrays(X, y, terms, names, unpenalised=None, k=None, a=None, crite
             warnings.warn("no debiased inference computed: it needs one clustering of the rows "
                           "for the cluster-robust sandwich, and this model's random-effects "
                           "terms are crossed")
-        elif inference is None or inference:
+        elif inference or (inference is None and _inference_fits_memory(len(names))):
             tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
             table = inference_payload(tab, outer.n_levels - 1, float(conf_level), "BH")
         mixed = result.mixed
