@@ -13,7 +13,9 @@ import pytest
 
 import lmmscope
 from lmmscope import selection
-from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_stats
+from lmmscope.cluster_blocks import encode_groups
+from lmmscope.cluster_stats import compute_cluster_stats
+from lmmscope.whitening import whiten_stats
 from lmmscope.simulate import make_correlated
 
 # measured: dense and Woodbury RSS agree to ~1e-12 relative here

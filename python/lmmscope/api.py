@@ -9,7 +9,8 @@ import pandas as pd
 
 from . import checks, rank, sources
 from .control import Control, as_control
-from .crossprod import compute_cluster_stats, encode_groups
+from .cluster_blocks import encode_groups
+from .cluster_stats import compute_cluster_stats
 from .formula import INTERCEPT, build_design
 from .formula.bars import has_several_terms
 from .intercept import InterceptPrepended

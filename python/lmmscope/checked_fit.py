@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks, rank
-from .crossprod import compute_cluster_stats
+from .cluster_stats import compute_cluster_stats
 from .mixed import MixedModelFit
 
 

@@ -38,3 +38,12 @@ class MissingFileError(InputError, FileNotFoundError):
 
 class RankDeficientError(InputError):
     """The fixed-effect columns of a fit are linearly dependent."""
+
+
+class Lme4Unavailable(InputError, ImportError):
+    """A comparison with lme4 needs rpy2, R and the R package lme4: the message says
+    which is missing and how to install it."""
+
+
+class Lme4Error(InputError, RuntimeError):
+    """lme4::lmer refused the model it was asked to fit for a comparison (R's message)."""

@@ -251,6 +251,7 @@ class MultiTermResult:
     inference = LmmResult.inference
     confint = LmmResult.confint
     summary_frame = LmmResult.summary_frame
+    check_against_lme4 = LmmResult.check_against_lme4  # lmmscope.validate: every term compared
 
     def fitted(self) -> np.ndarray:
         """Conditional fitted values X beta + Z b (lme4's default)."""

@@ -18,8 +18,8 @@ import numpy as np
 
 from . import api, checks
 from .control import Control
-from .crossprod import compute_cluster_stats
 from .checked_fit import fit_all_columns
+from .cluster_stats import compute_cluster_stats
 from .exceptions import InputError
 from .mixed import MixedModelFit
 from .results import LmmResult

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .crossprod import encode_groups
+from .cluster_blocks import encode_groups
 from .exceptions import ColumnError, InputError
 from .formula import build_design
 from .formula.bars import BarFormula, BarTerm

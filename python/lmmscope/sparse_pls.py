@@ -23,7 +23,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .control import Control, as_control
-from .profiled import gradient_hessian_problems
+from .convergence import gradient_hessian_problems
 from .threads import one_blas_thread
 
 
@@ -405,7 +405,7 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
 
 def check_convergence(value, theta, control: Control) -> list:
     """lme4's ``checkConv`` with its finite differences (``deriv12``, delta 1e-4), the
-    tests of :func:`lmmscope.profiled.gradient_hessian_problems`."""
+    tests of :func:`lmmscope.convergence.gradient_hessian_problems`."""
     gradient, hessian = _deriv12(value, theta, 1e-4)
     return gradient_hessian_problems(gradient, hessian, control)
 
