@@ -94,6 +94,7 @@ test_that("uncorrelated terms (sleepstudy: (Days || Subject)) agree with lmer", 
   ref <- lmer_tight(Reaction ~ Days + (Days || Subject), d)
   expect_terms_like_lmer(fit, ref, d[c(1, 95, 180), ])
   expect_equal(names(VarCorr(fit)), c("Subject", "Subject.1"))
+  expect_true(attr(check_against_lmer(fit), "passed"))  # "Subject.1" named alike on both sides
   # the same model written as two terms on one factor
   two <- lmm(Reaction ~ Days + (1 | Subject) + (0 + Days | Subject), d)
   expect_rel(logLik(two), logLik(fit), 1e-10)
