@@ -210,6 +210,8 @@ class MultiTermScopeResult(MultiTermResult):
     # the path and tuning tables read the same attributes as one term's
     path = LmmScopeResult.path
     a_history = LmmScopeResult.a_history
+    coef_path = LmmScopeResult.coef_path
+    _name_index = LmmScopeResult._name_index
 
     def inference(self, columns=None, level: float = 0.95, adjust="bh", verbose=False,
                   lasso_tol: float = DEFAULT_TOL) -> pd.DataFrame:
