@@ -6,6 +6,8 @@ import pytest
 
 import lmmscope
 from lmmscope import Control
+from lmmscope.reduction import reduce_gram, reduce_rows
+from lmmscope.selection import selection_path
 from lmmscope.simulate import as_frame, make_data, make_unbalanced, seed_formula
 
 
@@ -185,16 +187,15 @@ def test_single_problem_rows_equal_gram():
 def test_row_form_search_matches_the_gram_form():
     """The search on whitened rows (Gram columns X'x_j computed as it visits them) and on
     the whitened Gram find the same subsets along the whole k path."""
-    from lmmscope import selection
     from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_rows, whiten_stats
     X, Zs, y, groups, beta = make_unbalanced(n=60, p=150, q=2, seed=21)
     X[:, 40] = X[:, 1] + 0.3 * X[:, 40]  # a close competitor of a true column
     codes, labels = encode_groups(groups)
     stats = compute_cluster_stats(X, y, Zs, codes, labels.size)
     Xa, ya = whiten_rows(X, y, Zs, codes, labels.size, 1.5, stats=stats)
-    rows = selection.selection_path(selection.reduce_rows(Xa, ya, []), range(12))
+    rows = selection_path(reduce_rows(Xa, ya, []), range(12))
     w = whiten_stats(stats, 1.5)
-    gram = selection.selection_path(selection.reduce_gram(w.gram, w.xty, w.yty, []), range(12))
+    gram = selection_path(reduce_gram(w.gram, w.xty, w.yty, []), range(12))
     for a, b in zip(rows, gram):
         assert list(a.support) == list(b.support)
         assert a.rss == pytest.approx(b.rss, rel=1e-10)
@@ -203,22 +204,22 @@ def test_row_form_search_matches_the_gram_form():
 
 GUARD_SCRIPT = """
 import numpy as np, lmmscope
-from lmmscope import selection
+from lmmscope.loss import QuadraticLoss
 from lmmscope.simulate import make_data
 X, Z, Zs, y, beta, _ = make_data(m=10, n=40, p=60, q=2, seed=0)
 calls = {"n": 0}
-real = selection.QuadraticLoss.gram_columns
+real = QuadraticLoss.gram_columns
 def interrupted(self, s):
     calls["n"] += 1
     if calls["n"] == 1:
         raise {exc}
     return real(self, s)
-selection.QuadraticLoss.gram_columns = interrupted
+QuadraticLoss.gram_columns = interrupted
 try:
     lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
 except {exc} as err:
     print("raised", type(err).__name__)
-selection.QuadraticLoss.gram_columns = real
+QuadraticLoss.gram_columns = real
 est = lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
 print("support", sorted(est.support_.tolist()))
 """

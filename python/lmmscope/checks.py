@@ -457,7 +457,7 @@ def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
     """The tuning arguments of lmm_scope / LmmScope on their own (before any data is
     read), each error naming its argument; :func:`check_tuning_on_data` checks them
     against the data."""
-    from .selection import CRITERIA
+    from .criteria import CRITERIA
     if not (k is None or (isinstance(k, str) and k == "cv")
             or (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))):
         raise InputError(f"k must be an integer, None or 'cv', got {k!r}")

@@ -38,3 +38,8 @@ class MissingFileError(InputError, FileNotFoundError):
 
 class RankDeficientError(InputError):
     """The fixed-effect columns of a fit are linearly dependent."""
+
+
+class EngineError(LmmscopeError, RuntimeError):
+    """The search engine named by ``Control(engine=...)`` cannot load (a missing or
+    broken optional dependency such as skscope or JAX) or failed inside."""

@@ -27,7 +27,7 @@ from .exceptions import InputError
 from .multiterm import MultiTermFit, MultiTermResult
 from .nodewise import DEFAULT_TOL, DenseGram
 from .results import LmmScopeResult
-from .selection import reduce_gram
+from .reduction import reduce_gram
 from .sparse_pls import SparseStats, factor_spd
 from .tuning import DEFAULT_A_GRID, Progress, select
 

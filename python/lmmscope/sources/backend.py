@@ -14,7 +14,7 @@ from ..control import as_control
 from ..crossprod import ClusterStats, WhitenedGramColumns, whiten_stats
 from ..profiled import rescale_z, z_column_scale
 from ..layouts import gram_fold_problems
-from ..selection import reduce_gram
+from ..reduction import reduce_gram
 
 
 class StatsBackend:

@@ -27,7 +27,7 @@ from ..exceptions import InputError
 from ..control import as_control
 from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
 from ..profiled import rescale_z, z_column_scale
-from ..selection import reduce_gram
+from ..reduction import reduce_gram
 from .accumulate import (RowCounts, _add_gram, _add_stats, _shifts_of, chunk_stats,
                          cluster_subset, empty_stats, mean_shift, moved_shift, shift_blocks,
                          shift_gram)
