@@ -216,24 +216,28 @@ def interrupted(self, s):
     return real(self, s)
 QuadraticLoss.gram_columns = interrupted
 try:
-    lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
+    lmmscope.LmmScope(k=3, a=1.0, control=lmmscope.Control(engine="{engine}")).fit(
+        X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
 except {exc} as err:
     print("raised", type(err).__name__)
 QuadraticLoss.gram_columns = real
-est = lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
+est = lmmscope.LmmScope(k=3, a=1.0, control=lmmscope.Control(engine="{engine}")).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
 print("support", sorted(est.support_.tolist()))
 """
 
 
-@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "MemoryError"])
-def test_an_exception_inside_the_search_reaches_the_caller_without_aborting(exc):
+@pytest.mark.parametrize("exc,engine", [("KeyboardInterrupt", "splicing"),
+                                        ("MemoryError", "splicing"),
+                                        ("KeyboardInterrupt", "skscope")])
+def test_an_exception_inside_the_search_reaches_the_caller_without_aborting(exc, engine):
     """An exception inside the search (Ctrl-C in an R session or a notebook) reaches the
-    caller, and the process goes on to fit again (skscope's C++ core, the search before,
-    aborted the process)."""
+    caller, and the process goes on to fit again (skscope's C++ core aborts the process
+    when its callback raises: the skscope engine's callbacks run under a guard; this
+    case takes ~5 s, JAX's start in a fresh process)."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", GUARD_SCRIPT.replace("{exc}", exc)],
+    out = subprocess.run([sys.executable, "-c", GUARD_SCRIPT.replace("{exc}", exc).replace("{engine}", engine)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"raised {exc}" in out.stdout
