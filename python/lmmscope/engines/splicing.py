@@ -2,11 +2,13 @@
 abess and skscope, Zhu et al. 2020, PNAS 117:33117) alternated with exact single-swap
 exchange moves, with closed-form least-squares solves on the Gram's columns, in numpy.
 
-It replaced the call of skscope's ``ScopeSolver`` in issue 24: on the same problems it
-is faster (the p = 1,000 default fit 1.2 -> 0.6 s; ``bench/search.py`` times both side
-by side), finds subsets no worse (issue 24's hard design: skscope above the true
-support's RSS in 1 of 10 seeds, this engine in 0), and a fit loads no JAX.  Small
-problems (at most ``ENUMERATION_LIMIT`` subsets of size k) are enumerated.
+It replaced the call of skscope's ``ScopeSolver`` in issue 24 (now the ``"skscope"``
+engine): on the same problems it is faster and finds subsets no worse.
+``bench/search.py`` runs both side by side: on issue 24's hard design (p = 2,000, true
+columns 2 apart) its path takes 35 ms against skscope's 238 ms, and skscope leaves an
+RSS above the true support's in 5 of 10 seeds, this engine in 0; against enumeration at
+p = 20 it is at the optimum at 59 of 60 sizes, skscope at 49.  A fit with it loads no
+JAX.  Small problems (at most ``ENUMERATION_LIMIT`` subsets of size k) are enumerated.
 """
 
 from __future__ import annotations
@@ -229,8 +231,6 @@ def _coefficients(loss: QuadraticLoss, fit: _GramSupport) -> np.ndarray:
     b = np.zeros(loss.p)
     b[fit.support] = fit.coef
     return b
-
-
 
 
 def _backward_sweep(loss: QuadraticLoss, ks, coefs, k_most: int) -> None:
