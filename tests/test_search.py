@@ -1,4 +1,5 @@
-"""The best-subset search finds the best subset it can certify (issue 24).
+"""The best-subset search finds the best subset it can certify (issue 24), and each
+search engine (``Control(engine=...)``) is held to what it achieves against enumeration.
 
 On correlated designs (AR(0.8) columns, weak effects, strong clustering:
 :func:`lmmscope.simulate.make_correlated`) the subset a fit returns is checked against an

@@ -1,7 +1,6 @@
 """Support recovery and estimation accuracy of lmm_scope / LmmScope."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import lmmscope
