@@ -16,7 +16,7 @@ import tracemalloc
 import numpy as np
 
 from lmmscope.checks import check_design_columns, duplicate_pairs_from_gram
-from lmmscope.crossprod import compute_cluster_stats
+from lmmscope.cluster_stats import compute_cluster_stats
 
 
 def old_duplicate_pairs(gram):

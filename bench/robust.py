@@ -139,16 +139,16 @@ def case_labels(sleep):
 
 
 def case_convergence(sleep):
-    from lmmscope import profiled
-    saved = profiled._fisher_scoring
-    profiled._fisher_scoring = lambda *a, **k: None  # force L-BFGS-B, then stop it early
+    from lmmscope import theta_optimiser
+    saved = theta_optimiser._fisher_scoring
+    theta_optimiser._fisher_scoring = lambda *a, **k: None  # force L-BFGS-B, then stop it early
     try:
         fit = lambda: (lambda f: f"converged {f.converged}")(lmmscope.lmm(
             "Reaction ~ Days + (Days | Subject)", sleep,
             control=lmmscope.Control(optimizer_maxiter=1)))
         answer = ours(fit)
     finally:
-        profiled._fisher_scoring = saved
+        theta_optimiser._fisher_scoring = saved
     return ("8. optimiser stopped after 1 iteration", answer,
             lmer("m <- lmer(Reaction ~ Days + (Days | Subject), d, control = lmerControl("
                  "optimizer = 'bobyqa', optCtrl = list(maxfun = 10))); 'fitted'", sleep))

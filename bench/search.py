@@ -24,10 +24,12 @@ import warnings
 import numpy as np
 
 import lmmscope
-from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_stats
+from lmmscope.cluster_blocks import encode_groups
+from lmmscope.cluster_stats import compute_cluster_stats
 from lmmscope.reduction import reduce_gram
 from lmmscope.selection import selection_path
 from lmmscope.simulate import make_correlated
+from lmmscope.whitening import whiten_stats
 
 warnings.filterwarnings("ignore")
 

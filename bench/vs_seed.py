@@ -15,7 +15,7 @@ import pandas as pd
 from skscope import ScopeSolver
 
 import lmmscope
-from lmmscope.crossprod import encode_groups
+from lmmscope.cluster_blocks import encode_groups
 from lmmscope.tuning import Data, gram_pays_off, select
 from lmmscope.simulate import make_data
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import lmmscope
-from lmmscope import Control, ConvergenceWarning, RankDeficientError, profiled
-from lmmscope.crossprod import compute_cluster_stats, encode_groups
+from lmmscope import Control, ConvergenceWarning, RankDeficientError, theta_optimiser
+from lmmscope.cluster_blocks import encode_groups
+from lmmscope.cluster_stats import compute_cluster_stats
 from lmmscope.mixed import MixedModelFit
 from lme4_helper import needs_lme4, r_frame
 
@@ -99,7 +100,7 @@ def test_failed_gradient_check_warns():
 def test_lbfgsb_failure_is_reported(monkeypatch):
     """L-BFGS-B's success flag is read: stopped after one iteration, the fit says so."""
     stats, labels = _stats(seed=1)
-    monkeypatch.setattr(profiled, "_fisher_scoring", lambda *a, **k: None)
+    monkeypatch.setattr(theta_optimiser, "_fisher_scoring", lambda *a, **k: None)
     with pytest.warns(ConvergenceWarning, match="L-BFGS-B did not converge"):
         fit = MixedModelFit(stats, ["Intercept", "x"], ["Intercept", "z"], labels,
                             control=Control(optimizer_maxiter=1))
@@ -119,7 +120,7 @@ def test_rank_deficient_fixed_effects_named():
     with pytest.raises(RankDeficientError, match=r"\(Intercept, x, x2\) are linearly dependent"):
         MixedModelFit(dependent, ["Intercept", "x", "x2"], ["Intercept"], labels)
     with pytest.raises(RankDeficientError):
-        profiled.optimise_theta(dependent)
+        theta_optimiser.optimise_theta(dependent)
 
 
 def test_theta_given_as_optimal_is_checked():

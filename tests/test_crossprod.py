@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from lmmscope.crossprod import compute_cluster_stats, whiten_rows, whiten_stats
+from lmmscope.cluster_stats import compute_cluster_stats
+from lmmscope.row_whitening import whiten_rows
+from lmmscope.whitening import whiten_stats
 
 
 def dense_whitening(X, y, Z, codes, a):
@@ -40,7 +42,7 @@ def test_sorted_runs_and_chunks_match_dense_products():
     """Batched products over runs of equal-size clusters (sorted rows) and the chunked
     sparse product (rows in any order) both equal per-cluster Z_i'X_i; so does the
     adjoint, cluster_expand."""
-    from lmmscope.crossprod import cluster_expand, cluster_products, equal_size_runs
+    from lmmscope.cluster_blocks import cluster_expand, cluster_products, equal_size_runs
     rng = np.random.default_rng(3)
     sizes = np.repeat([3, 5, 2], 10)  # three runs of ten equal-size clusters
     n = sizes.size
@@ -138,12 +140,12 @@ def test_centred_statistics_equal_dense_centred_products(monkeypatch, sorted_row
     """Automatic centring (an all-ones column anywhere) gives the products of the centred
     data, also when the rows are centred a few at a time (batched and sparse paths), and
     when means are small enough for the uncentred products to be corrected instead."""
-    from lmmscope import crossprod
-    monkeypatch.setattr(crossprod, "CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(crossprod, "MIN_CHUNK_ROWS", 3)
+    from lmmscope import centring
+    monkeypatch.setattr(centring, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(centring, "MIN_CHUNK_ROWS", 3)
     X, y, Z, codes, n = _centring_case(sorted_rows=sorted_rows, shifts=shifts)
     base = np.delete(X, 2, axis=1)
-    mild = crossprod._cancellation_is_mild(base, base.mean(axis=0), chunk_bytes)
+    mild = centring._cancellation_is_mild(base, base.mean(axis=0), chunk_bytes)
     assert mild == (shifts[0] < 10)
     stats = compute_cluster_stats(X, y, Z, codes, n)
     assert stats.intercept == 2
@@ -205,7 +207,7 @@ def test_statistics_add_up_over_disjoint_rows_with_a_shared_shift():
 
 
 def test_mixed_type_group_labels_compare_as_strings():
-    from lmmscope.crossprod import encode_groups
+    from lmmscope.cluster_blocks import encode_groups
     codes, labels = encode_groups(np.array([3, "a", "3", 10, "a"], dtype=object))
     assert list(labels) == ["10", "3", "a"]
     np.testing.assert_array_equal(codes, [1, 2, 1, 0, 2])
@@ -216,7 +218,7 @@ def test_plain_pages_buffer_gives_the_same_statistics(monkeypatch):
     equals the np.empty one, and survives pickling."""
     import pickle
 
-    from lmmscope import crossprod
+    from lmmscope import dense_kernels
     from lmmscope.intercept import InterceptPrepended
 
     rng = np.random.default_rng(5)
@@ -227,11 +229,11 @@ def test_plain_pages_buffer_gives_the_same_statistics(monkeypatch):
     for order in (codes, rng.permutation(codes)):
         for X_in in (X, InterceptPrepended(np.asfortranarray(X))):
             reference = compute_cluster_stats(X_in, y, Z, order, 30)
-            monkeypatch.setattr(crossprod, "PLAIN_PAGES_BYTES", 0)
+            monkeypatch.setattr(dense_kernels, "PLAIN_PAGES_BYTES", 0)
             mapped = compute_cluster_stats(X_in, y, Z, order, 30)
             monkeypatch.undo()
             assert mapped.ZtX.flags.c_contiguous and mapped.ZtX.flags.writeable
             np.testing.assert_array_equal(mapped.ZtX, reference.ZtX)
             np.testing.assert_array_equal(pickle.loads(pickle.dumps(mapped)).ZtX, reference.ZtX)
-    monkeypatch.setattr(crossprod, "PLAIN_PAGES_BYTES", 0)
-    assert crossprod.plain_pages_empty((0, 2, 3)).shape == (0, 2, 3)
+    monkeypatch.setattr(dense_kernels, "PLAIN_PAGES_BYTES", 0)
+    assert dense_kernels.plain_pages_empty((0, 2, 3)).shape == (0, 2, 3)

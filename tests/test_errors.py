@@ -149,7 +149,7 @@ def test_overflowing_scales_are_refused_without_aborting_the_interpreter(tmp_pat
 def test_non_finite_statistics_never_reach_the_solver():
     """Statistics from another source (streamed chunks) are checked too."""
     from lmmscope.checks import check_statistics_finite
-    from lmmscope.crossprod import compute_cluster_stats
+    from lmmscope.cluster_stats import compute_cluster_stats
     from lmmscope.reduction import reduce_gram
     rng = np.random.default_rng(3)
     X, codes = rng.standard_normal((40, 3)), np.repeat(np.arange(8), 5)
@@ -212,7 +212,7 @@ def test_column_checks_run_from_summed_chunk_statistics_alone():
     """A streamed source has only statistics (chunks added up, one shared shift): the
     constant, duplicate and rank checks need no rows of X."""
     from lmmscope.checks import check_design_columns
-    from lmmscope.crossprod import compute_cluster_stats
+    from lmmscope.cluster_stats import compute_cluster_stats
     from lmmscope.intercept import InterceptPrepended
     from lmmscope.rank import screen_design
     rng = np.random.default_rng(4)

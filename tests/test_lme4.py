@@ -79,8 +79,9 @@ def test_singular_fit_reported_like_lme4():
     assert ref["singular"] and ours.singular
     assert "boundary (singular) fit" in ours.summary()
     # on the boundary the likelihood is flat along the singular direction: the small
-    # slope SD (0.015) agrees to 1.0e-5 relative (1.6e-7 absolute), not 5e-7
-    assert_agrees(ours, ref, case="singular fit", ranef=False, tolerances={"sd (rel)": 1e-4})
+    # slope SD (0.015) agrees to 1.0e-5 relative only, but to 1.6e-7 sigma, the unit the
+    # comparison judges an SD on
+    assert_agrees(ours, ref, case="singular fit", ranef=False)
 
 
 def test_refit_after_selection_p500_matches_lmer_on_selected():

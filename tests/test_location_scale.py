@@ -233,7 +233,8 @@ def test_statistics_from_the_input_checks_moments_equal_their_own_pass():
     """Data reuses the input checks' column sums and squares of X (no second pass):
     the statistics are bit for bit those of their own pass, with a location to centre away."""
     from lmmscope.checks import check_finite_columns
-    from lmmscope.crossprod import compute_cluster_stats, encode_groups
+    from lmmscope.cluster_blocks import encode_groups
+    from lmmscope.cluster_stats import compute_cluster_stats
     from lmmscope.intercept import InterceptPrepended
 
     rng = np.random.default_rng(8)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import lmmscope
-from lmmscope.crossprod import encode_groups
+from lmmscope.cluster_blocks import encode_groups
 from lmmscope.simulate import make_unbalanced
 from lmmscope.tuning import make_folds
 

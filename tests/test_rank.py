@@ -186,7 +186,7 @@ def test_row_moments_equal_the_centred_columns_own_sums(prepended):
 def test_screen_from_row_moments_equals_the_gram_route():
     """The rows route (moments, the intercept's row from the centred sums) drops and
     excludes what the Gram route does."""
-    from lmmscope.crossprod import compute_cluster_stats
+    from lmmscope.cluster_stats import compute_cluster_stats
     from lmmscope.intercept import InterceptPrepended
     from lmmscope.rank import row_moments, screen_design
 

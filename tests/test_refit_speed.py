@@ -7,10 +7,13 @@ import re
 import numpy as np
 import pytest
 
-from lmmscope import profiled
-from lmmscope.crossprod import compute_cluster_stats
+from lmmscope import theta_optimiser
+from lmmscope.cluster_stats import compute_cluster_stats
+from lmmscope.deviance_derivatives import deviance_gradient, deviance_gradients, observed_hessian
+from lmmscope.profiled_deviance import solve_pls, solve_pls_batch
 from lmmscope.refit import fit_theta
 from lmmscope.simulate import make_unbalanced
+from lmmscope.z_units import rescale_z, z_column_scale
 
 
 def _stats(columns=(1, 5, 10), intercept=True):
@@ -32,15 +35,15 @@ THETAS = np.array([[0.9, 0.2, -0.3, 0.7, 0.1, 0.5],
 @pytest.mark.parametrize("columns", [(1, 5, 10), ()])
 def test_batched_evaluation_equals_one_theta_at_a_time(reml, columns):
     stats = _stats(columns, intercept=bool(columns))
-    batch = profiled.solve_pls_batch(stats, THETAS)
-    gradients = profiled.deviance_gradients(stats, batch, reml)
+    batch = solve_pls_batch(stats, THETAS)
+    gradients = deviance_gradients(stats, batch, reml)
     for t, theta in enumerate(THETAS):
-        one = profiled.solve_pls(stats, theta)
+        one = solve_pls(stats, theta)
         assert batch.deviance(reml)[t] == pytest.approx(
             one.deviance_reml if reml else one.deviance_ml, rel=1e-13)
         np.testing.assert_allclose(batch.beta[t], one.beta, rtol=1e-11, atol=1e-12)
         np.testing.assert_allclose(batch.u[t], one.u, rtol=1e-11, atol=1e-12)
-        np.testing.assert_allclose(gradients[t], profiled.deviance_gradient(stats, one, reml),
+        np.testing.assert_allclose(gradients[t], deviance_gradient(stats, one, reml),
                                    rtol=1e-10, atol=1e-10)
 
 
@@ -48,9 +51,9 @@ def test_batched_evaluation_equals_one_theta_at_a_time(reml, columns):
 def test_batches_split_by_size_and_undefined_thetas_give_inf(monkeypatch):
     stats = _stats()
     thetas = np.vstack([THETAS, [np.nan] * 6, [1e200, 0, 0, 1, 0, 1]])
-    whole_values, whole_grads = profiled._evaluate(stats, THETAS, True)
-    monkeypatch.setattr(profiled, "_BATCH_DOUBLES", 1)  # one theta per batch
-    values, grads = profiled._evaluate(stats, thetas, True, fill=-7.0)
+    whole_values, whole_grads = theta_optimiser._evaluate(stats, THETAS, True)
+    monkeypatch.setattr(theta_optimiser, "_BATCH_DOUBLES", 1)  # one theta per batch
+    values, grads = theta_optimiser._evaluate(stats, thetas, True, fill=-7.0)
     np.testing.assert_allclose(values[:4], whole_values, rtol=1e-13)
     np.testing.assert_allclose(grads[:4], whole_grads, rtol=1e-10, atol=1e-10)
     assert np.all(np.isinf(values[4:])) and np.all(grads[4:] == -7.0)
@@ -61,8 +64,8 @@ def test_batches_split_by_size_and_undefined_thetas_give_inf(monkeypatch):
 @pytest.mark.parametrize("theta", [THETAS[0], THETAS[2]])
 def test_observed_hessian_equals_differences_of_the_gradient(reml, columns, theta):
     stats = _stats(columns, intercept=bool(columns))
-    H = profiled.observed_hessian(stats, profiled.solve_pls_batch(stats, theta[None]), reml)
-    gradient = lambda t: profiled.deviance_gradient(stats, profiled.solve_pls(stats, t), reml)
+    H = observed_hessian(stats, solve_pls_batch(stats, theta[None]), reml)
+    gradient = lambda t: deviance_gradient(stats, solve_pls(stats, t), reml)
     h = 1e-5
     numeric = np.column_stack([(gradient(theta + h * e) - gradient(theta - h * e)) / (2 * h)
                                for e in np.eye(theta.size)])
@@ -76,9 +79,9 @@ def _reference_optimum(stats, reml):
     from scipy.optimize import minimize
 
     def value_and_gradient(theta):
-        sol = profiled.solve_pls(stats, theta)
+        sol = solve_pls(stats, theta)
         value = sol.deviance_reml if reml else sol.deviance_ml
-        return value, profiled.deviance_gradient(stats, sol, reml)
+        return value, deviance_gradient(stats, sol, reml)
 
     diagonal = {0, 3, 5}  # lme4's order of a 3 x 3 lower triangle, column by column
     bounds = [(0, None) if i in diagonal else (None, None) for i in range(6)]
@@ -91,7 +94,7 @@ def _reference_optimum(stats, reml):
 @pytest.mark.parametrize("reml", [True, False])
 def test_refit_reaches_the_optimum_of_an_independent_optimiser(reml):
     stats = _stats()
-    theta, deviance, info = profiled.optimise_theta(stats, reml=reml)
+    theta, deviance, info = theta_optimiser.optimise_theta(stats, reml=reml)
     theta_ref, deviance_ref = _reference_optimum(stats, reml)
     # the same optimum as L-BFGS-B run to its limits (measured: deviance 3e-11 apart on ~600,
     # theta 3e-7 apart)
@@ -113,13 +116,15 @@ def test_refit_reaches_the_optimum_of_an_independent_optimiser(reml):
 def test_fisher_scoring_ends_with_what_the_check_needs():
     """The solve, slope and Hessian Fisher scoring hands the check are those at its theta."""
     stats = _stats()
-    scaled = profiled.rescale_z(stats, profiled.z_column_scale(stats))
-    start, _solution = profiled._best_scaled_start(scaled, True, np.array([1.0, 0, 0, 1, 0, 1]))
-    theta, value, _iterations, (sol, parts, H) = profiled._fisher_scoring(scaled, True, start)
-    fresh = profiled.solve_pls_batch(scaled, theta[None])
+    scaled = rescale_z(stats, z_column_scale(stats))
+    identity = np.array([1.0, 0, 0, 1, 0, 1])
+    start, _solution = theta_optimiser._best_scaled_start(scaled, True, identity)
+    theta, value, _iterations, (sol, parts, H) = theta_optimiser._fisher_scoring(scaled, True,
+                                                                                 start)
+    fresh = solve_pls_batch(scaled, theta[None])
     assert value == pytest.approx(float(fresh.deviance_reml[0]), rel=1e-14)
-    np.testing.assert_allclose(H, profiled.observed_hessian(scaled, fresh, True), rtol=1e-9)
-    assert np.abs(profiled.deviance_gradients(scaled, fresh, True)).max() < 1e-6
+    np.testing.assert_allclose(H, observed_hessian(scaled, fresh, True), rtol=1e-9)
+    assert np.abs(deviance_gradients(scaled, fresh, True)).max() < 1e-6
 
 
 def test_fitted_model_reuses_the_optimisers_solve():
@@ -130,7 +135,7 @@ def test_fitted_model_reuses_the_optimisers_solve():
     stats = _stats()
     optimum = fit_theta(stats, True, check=True)
     assert optimum.solution is not None and "pls_solution" not in optimum.info
-    fresh = profiled.solve_pls(stats, optimum.theta)
+    fresh = solve_pls(stats, optimum.theta)
     for name in ("beta", "u", "Lam", "LinvLamT", "Linv", "RX"):
         np.testing.assert_allclose(getattr(optimum.solution, name), getattr(fresh, name),
                                    rtol=1e-12, atol=1e-14, err_msg=name)  # measured 3e-14

@@ -204,13 +204,8 @@ def test_nested_predict_matches_fitted_on_training_rows():
     assert "b1:0" in {str(v) for v in fit.ranef["b:a"].index}
 
 
-def test_several_terms_on_parquet_are_refused_clearly(tmp_path):
-    df = _simulated()
-    path = tmp_path / "d.parquet"
-    df.to_parquet(path)
-    for fit in (lmmscope.lmm, lmmscope.lmm_scope):
-        with pytest.raises(ValueError, match="in-memory data only"):
-            fit("y ~ x + (1 | a) + (1 | b)", str(path))
+def test_the_one_term_parser_refuses_several_terms_clearly():
+    # parquet and Dask data with several terms: tests/test_sources_several_terms.py
     with pytest.raises(ValueError, match="only one random-effects term here.*lmm_scope"):
         lmmscope.formula.parse_formula("y ~ x + (1 | a) + (1 | b)")
 

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 
 import lmmscope
+from lmmscope.cluster_blocks import encode_groups
+from lmmscope.cluster_stats import compute_cluster_stats
 from lmmscope.control import as_control
 from lmmscope.engines import splicing
 from lmmscope.exceptions import EngineError
 from lmmscope.loss import QuadraticLoss
 from lmmscope.reduction import reduce_gram
 from lmmscope.selection import selection_path
-from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_stats
+from lmmscope.whitening import whiten_stats
 from lmmscope.simulate import make_correlated
 
 # measured: dense and Woodbury RSS agree to ~1e-12 relative here

@@ -186,7 +186,10 @@ def test_single_problem_rows_equal_gram():
 def test_row_form_search_matches_the_gram_form():
     """The search on whitened rows (Gram columns X'x_j computed as it visits them) and on
     the whitened Gram find the same subsets along the whole k path."""
-    from lmmscope.crossprod import compute_cluster_stats, encode_groups, whiten_rows, whiten_stats
+    from lmmscope.cluster_blocks import encode_groups
+    from lmmscope.cluster_stats import compute_cluster_stats
+    from lmmscope.row_whitening import whiten_rows
+    from lmmscope.whitening import whiten_stats
     X, Zs, y, groups, beta = make_unbalanced(n=60, p=150, q=2, seed=21)
     X[:, 40] = X[:, 1] + 0.3 * X[:, 40]  # a close competitor of a true column
     codes, labels = encode_groups(groups)

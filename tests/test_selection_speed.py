@@ -1,7 +1,7 @@
 """The fast selection paths against straightforward reference computations.
 
-The whitening fused with its products (crossprod.whitened_rows), the whitened rows as
-an operator (crossprod.WhitenedOperator), the loss with a column scale and its caches,
+The whitening fused with its products (row_whitening.whitened_rows), the whitened rows as
+an operator (row_whitening.WhitenedOperator), the loss with a column scale and its caches,
 and the column-subset view must give the numbers a dense per-cluster computation
 gives, for unequal cluster sizes, sorted or shuffled rows, with and without centring.
 """
@@ -9,8 +9,9 @@ gives, for unequal cluster sizes, sorted or shuffled rows, with and without cent
 import numpy as np
 import pytest
 
-from lmmscope.crossprod import (WhitenedOperator, compute_cluster_stats, encode_groups,
-                                whitened_rows)
+from lmmscope.cluster_blocks import encode_groups
+from lmmscope.cluster_stats import compute_cluster_stats
+from lmmscope.row_whitening import WhitenedOperator, whitened_rows
 from lmmscope.intercept import InterceptPrepended
 from lmmscope.loss import QuadraticLoss
 from lmmscope.reduction import reduce_operator, reduce_rows
@@ -210,7 +211,7 @@ def test_row_and_gram_layouts_select_the_same(intercept):
 @pytest.mark.parametrize("order", ["runs", "shuffled"])
 @pytest.mark.parametrize("unpenalised", [[], [0], [0, 5]])
 def test_gram_columns_on_demand_equal_the_whitened_gram(order, unpenalised):
-    from lmmscope.crossprod import WhitenedGramColumns, whiten_stats
+    from lmmscope.whitening import WhitenedGramColumns, whiten_stats
     from lmmscope.reduction import reduce_gram, reduce_gram_columns
 
     X, y, Z, codes, n = _problem(9, order, p=40, mean=2.0)
@@ -275,7 +276,7 @@ def test_row_reduction_equals_the_gram_reduction(unpenalised):
 
 
 def test_gram_column_store_refills_and_grows_without_stale_columns():
-    from lmmscope.crossprod import WhitenedGramColumns, whiten_stats
+    from lmmscope.whitening import WhitenedGramColumns, whiten_stats
     from lmmscope.reduction import ReducedGramColumns, reduce_gram, reduce_gram_columns
 
     X, y, Z, codes, n = _problem(12, "shuffled", p=30)
@@ -307,9 +308,10 @@ def test_centred_gram_equals_the_gram_of_centred_columns(mean):
 def test_column_major_whitening_in_tiles_equals_dense_reference(centre, monkeypatch):
     """A column-major X (a data frame's own block) is whitened in tiles of columns;
     tiles of 8 of its 30 columns (a partial last one) give the dense reference's numbers."""
-    import lmmscope.crossprod as crossprod
+    from lmmscope import cluster_blocks, row_whitening
 
-    monkeypatch.setattr(crossprod, "COLUMN_TILE", 8)
+    monkeypatch.setattr(cluster_blocks, "COLUMN_TILE", 8)  # products (the statistics)
+    monkeypatch.setattr(row_whitening, "COLUMN_TILE", 8)  # and whitening in tiles
     X, y, Z, codes, n = _problem(4, "runs", mean=5.0)
     X = np.asfortranarray(X)
     a = 0.7
@@ -355,11 +357,10 @@ def test_column_major_moments_and_row_major_copy(shape, monkeypatch):
     """A column-major X's moments are read along its columns in tiles (small tiles
     here: several of rows and columns, partial last ones) and agree with the row-major
     reading; the row-major copy made in the same pass is X exactly."""
-    import lmmscope.crossprod as crossprod
-    from lmmscope import rank
+    from lmmscope import centring, rank
 
-    monkeypatch.setattr(crossprod, "_TILE_BYTES", 2**14)
-    monkeypatch.setattr(crossprod, "_COPY_BLOCK_BYTES", 2**11)
+    monkeypatch.setattr(centring, "_TILE_BYTES", 2**14)
+    monkeypatch.setattr(centring, "_COPY_BLOCK_BYTES", 2**11)
     rng = np.random.default_rng(7)
     X = rng.standard_normal(shape) * rng.uniform(0.1, 50, shape[1]) + rng.uniform(-1e3, 1e3, shape[1])
     by_rows = rank.raw_moments(X)
@@ -371,7 +372,7 @@ def test_column_major_moments_and_row_major_copy(shape, monkeypatch):
                       (by_columns.projections, by_rows.projections)):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13 * np.abs(want).max())
     with pytest.raises(ValueError, match="column-major"):
-        crossprod.column_moments(X, copy_to=np.empty(shape))
+        centring.column_moments(X, copy_to=np.empty(shape))
 
 
 @pytest.mark.parametrize("intercept", [True, False])

@@ -9,7 +9,8 @@ import pandas as pd
 
 from . import checks, rank, sources
 from .control import Control, as_control
-from .crossprod import compute_cluster_stats, encode_groups
+from .cluster_blocks import encode_groups
+from .cluster_stats import compute_cluster_stats
 from .formula import INTERCEPT, build_design
 from .formula.bars import has_several_terms
 from .intercept import InterceptPrepended
@@ -271,7 +272,7 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
         a dask.dataframe.DataFrame.
     """
     checks.check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method, random_state)
-    if has_several_terms(formula):
+    if has_several_terms(formula) and not sources.is_external(data):
         return _lmm_scope_several_terms(formula, data, k=k, a=a, always=always,
                                         criterion=criterion, k_max=k_max, cv_folds=cv_folds,
                                         a_grid=a_grid, method=method, na_action=na_action,
@@ -306,8 +307,6 @@ def _lmm_scope_several_terms(formula, data, *, k, a, always, criterion, k_max, c
                              a_grid, method, na_action, random_state, verbose,
                              penalize_random_slopes, control):
     """lmm_scope for a formula with several random-effects terms (in memory)."""
-    if sources.is_external(data):
-        raise ValueError(SEVERAL_TERMS_IN_MEMORY)
     from .formula.bars import parse_bar_terms
     from .multiterm_scope import lmm_scope_several_terms
     from .reterms import build_reterms
@@ -326,11 +325,6 @@ def _lmm_scope_several_terms(formula, data, *, k, a, always, criterion, k_max, c
                                    control=control, cv_folds=cv_folds)
 
 
-SEVERAL_TERMS_IN_MEMORY = ("several random-effects terms are fitted on in-memory data only (a "
-                           "pandas, polars or pyarrow table); parquet streaming and Dask take "
-                           "one term for now")
-
-
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit",
         *, control: Control | None = None, chunk_rows=None, verbose=False) -> LmmResult:
     """Fit a linear mixed model with every listed fixed effect (no selection), like lme4::lmer.
@@ -343,10 +337,9 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
 
     Several random-effects terms, in lme4's syntax (crossed ``(1 | a) + (1 | b)``, nested
     ``(1 | a/b)``, ``(1 | a:b)``, uncorrelated ``(x || g)``, several terms on one factor)
-    are fitted by lme4's sparse PLS (:mod:`lmmscope.multiterm`) on in-memory tables."""
-    if has_several_terms(formula):
-        if sources.is_external(data):
-            raise ValueError(SEVERAL_TERMS_IN_MEMORY)
+    are fitted by lme4's sparse PLS (:mod:`lmmscope.multiterm`), on parquet and Dask
+    data from statistics summed over chunks (:mod:`lmmscope.sources.several_terms`)."""
+    if has_several_terms(formula) and not sources.is_external(data):
         from .multiterm import lmm_several_terms
         return lmm_several_terms(formula, data, method=method, na_action=na_action,
                                  control=control)

@@ -1,4 +1,4 @@
-"""Cholesky factors and their inverses for a stack of small q x q SPD matrices.
+"""Stacks of small q x q matrices: Cholesky factors and their inverses, transposes.
 
 Every cluster contributes one q x q matrix (q = random-effect terms, typically
 1..10) and there may be 10^5 clusters.  LAPACK through numpy's batched gufuncs
@@ -61,3 +61,14 @@ def _inverse_rows(Lt: np.ndarray) -> np.ndarray:
         if i:
             Linv[i, :i] = -np.einsum("kn,kjn->jn", Lt[i, :i], Linv[:i, :i]) * inv_diag[i]
     return Linv
+
+
+def transposed(stack: np.ndarray) -> np.ndarray:
+    """The transpose of each matrix of a stack (a view)."""
+    return np.swapaxes(stack, -1, -2)
+
+
+def transposed_copy(stack: np.ndarray) -> np.ndarray:
+    """The transpose of each matrix, contiguous: numpy's matmul on a stack of small
+    transposed views takes ~3x as long as the copy and the contiguous product together."""
+    return np.ascontiguousarray(np.swapaxes(stack, -1, -2))

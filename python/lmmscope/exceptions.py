@@ -40,6 +40,15 @@ class RankDeficientError(InputError):
     """The fixed-effect columns of a fit are linearly dependent."""
 
 
+class Lme4Unavailable(InputError, ImportError):
+    """A comparison with lme4 needs rpy2, R and the R package lme4: the message says
+    which is missing and how to install it."""
+
+
+class Lme4Error(InputError, RuntimeError):
+    """lme4::lmer refused the model it was asked to fit for a comparison (R's message)."""
+
+
 class EngineError(LmmscopeError, RuntimeError):
     """The search engine named by ``Control(engine=...)`` cannot load (a missing or
     broken optional dependency such as skscope or JAX) or failed inside."""

@@ -28,7 +28,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats as sps
 
-from .crossprod import cluster_factors, cluster_transpose_operator
+from .cluster_blocks import cluster_transpose_operator
+from .whitening import cluster_factors
 from .exceptions import InputError
 from .nodewise import nodewise_lasso
 
@@ -36,7 +37,7 @@ ADJUSTMENTS = ("bh", "holm", None)
 
 
 class WhitenedGram:
-    """X_a'X_a of the centred columns (see :mod:`lmmscope.crossprod`), read a few columns
+    """X_a'X_a of the centred columns (see :mod:`lmmscope.centring`), read a few columns
     at a time (``columns(idx)``, ``diagonal``) or ``whole()``, from the data backend's own
     source of it (each backend's ``whitened_gram(a)``: an object with ``diagonal``,
     ``columns(idx)`` and ``whole()``); carrying the centring (``intercept``, ``x_shift``) so that

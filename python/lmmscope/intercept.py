@@ -4,7 +4,7 @@
 the user's X.  Copying a 100,000 x 1,000 X to add it allocates 800 MB, which on a
 machine slow to fault in fresh pages costs longer than X'X itself; every statistic
 of the intercept column is a column sum, so the cross-products are bordered instead
-(:func:`lmmscope.crossprod.compute_cluster_stats`).  The few steps that need rows
+(:func:`lmmscope.cluster_stats.compute_cluster_stats`).  The few steps that need rows
 (p too large for a Gram, cross-validation folds, inference) materialise what they
 index, as they would copy a plain array anyway.
 """

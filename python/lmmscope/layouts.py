@@ -9,9 +9,9 @@ through it, so no other module branches on the layout.
 
 One fixed (k, a) problem never forms a second array as large as its data: on a
 Gram, the whitened Gram's columns are computed as the search asks for them
-(:class:`~lmmscope.crossprod.WhitenedGramColumns`; so is every problem on a Gram
+(:class:`~lmmscope.whitening.WhitenedGramColumns`; so is every problem on a Gram
 over ``ON_DEMAND_GRAM_BYTES``); on rows without a shift or unpenalised columns,
-X_a is an operator (:class:`~lmmscope.crossprod.WhitenedOperator`).
+X_a is an operator (:class:`~lmmscope.row_whitening.WhitenedOperator`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .control import Control, as_control
-from .crossprod import WhitenedGramColumns, whiten_stats
+from .whitening import WhitenedGramColumns, whiten_stats
 from .reduction import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
 from .threads import one_blas_thread
 

@@ -13,7 +13,7 @@ import scipy.linalg as sla
 
 class DenseRows:
     """An N x p array with the two operations the row-form loss needs (the interface
-    of :class:`lmmscope.crossprod.WhitenedOperator`)."""
+    of :class:`lmmscope.row_whitening.WhitenedOperator`)."""
 
     def __init__(self, array):
         self.array, self.shape = array, array.shape

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from .control import as_control
-from .crossprod import ClusterStats
+from .cluster_stats import ClusterStats
 from .exceptions import ConvergenceWarning
-from .profiled import check_fixed_rank, solve_pls
+from .profiled_deviance import check_fixed_rank, solve_pls
 
 
 class MixedModelFit:
@@ -71,7 +71,7 @@ class MixedModelFit:
 
     # The tables below are built on first use: pandas construction costs more than the
     # refit's own algebra at a few hundred clusters.  The statistics may be centred
-    # (crossprod): only the intercept and its covariances change back; deviance, theta,
+    # (cluster_stats): only the intercept and its covariances change back; deviance, theta,
     # sigma and ranef are invariant.
     @cached_property
     def fixef(self) -> pd.Series:

@@ -42,24 +42,31 @@ def lmm_several_terms(formula: str, data, method: str = "REML", na_action: str =
     for term in reterms.terms:
         checks.check_finite_columns(term.Z, term.cnms, f"Z of ({' + '.join(term.cnms)} | "
                                     f"{term.group_name})")
-    kept, dropped = _full_rank(X, names)
-    X = X[:, kept]
-    names = [names[j] for j in kept]
-    if X.shape[1] >= X.shape[0]:
-        raise InputError(f"{X.shape[1]} fixed effects but only {X.shape[0]} rows")
-    _check_levels(reterms, X.shape[0])
     intercept = names.index(INTERCEPT) if INTERCEPT in names else None
     stats = SparseStats.from_arrays(X, y, reterms.Zt, intercept)
-    fit = MultiTermFit(stats, reterms, names, intercept, reml=method == "REML",
-                       control=control)
-    return MultiTermResult(fit, design, X, y, reterms, kept, dropped)
+    fit, kept, dropped = fit_statistics(stats, reterms, names, method == "REML", control)
+    return MultiTermResult(fit, design, X[:, kept], y, reterms, kept, dropped)
 
 
-def _full_rank(X, names):
-    """lme4's rank check: aliased columns dropped with its message (the intercept first,
-    R's limited pivoting of :func:`lmmscope.rank.independent_columns`)."""
+def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, control=None):
+    """lme4's checks and the (RE)ML fit from the statistics alone (rows in memory, or
+    summed over parquet chunks and Dask partitions: :mod:`lmmscope.sources.several_terms`).
+    Returns (fit, kept column positions, names of the aliased columns dropped)."""
+    kept, dropped = _full_rank(stats.XtX, names)
+    names = [names[j] for j in kept]
+    if len(kept) >= stats.n_obs:
+        raise InputError(f"{len(kept)} fixed effects but only {stats.n_obs} rows")
+    _check_levels(reterms, stats.n_obs)
+    intercept = names.index(INTERCEPT) if INTERCEPT in names else None
+    stats = stats.subset(kept)
+    return MultiTermFit(stats, reterms, names, intercept, reml=reml, control=control), kept, dropped
+
+
+def _full_rank(XtX, names):
+    """lme4's rank check on X'X: aliased columns dropped with its message (the intercept
+    first, R's limited pivoting of :func:`lmmscope.rank.independent_columns`)."""
     order = sorted(range(len(names)), key=lambda j: names[j] != INTERCEPT)
-    kept, aliased = rank.independent_columns(X.T @ X, order)
+    kept, aliased = rank.independent_columns(XtX, order)
     rank.warn_dropped(names, aliased)
     return sorted(kept.tolist()), [names[j] for j in sorted(aliased.tolist())]
 
@@ -251,6 +258,7 @@ class MultiTermResult:
     inference = LmmResult.inference
     confint = LmmResult.confint
     summary_frame = LmmResult.summary_frame
+    check_against_lme4 = LmmResult.check_against_lme4  # lmmscope.validate: every term compared
 
     def fitted(self) -> np.ndarray:
         """Conditional fitted values X beta + Z b (lme4's default)."""

@@ -32,22 +32,44 @@ from .sparse_pls import SparseStats, factor_spd
 from .tuning import DEFAULT_A_GRID, Progress, select
 
 
+NO_CROSS_VALIDATION = ("k='cv' and a='cv' hold out whole clusters, which crossed or nested "
+                       "random-effects terms do not have; with several terms choose k by a "
+                       "criterion (k=None) and a by the refit (a=None) or a number")
+
+
 class SeveralTermsData:
     """The in-memory data backend of a several-term model: the statistics and the
     whitened problem at a (what :func:`lmmscope.tuning.select` asks of a backend for a
     fixed or refit-tuned a and k by a criterion)."""
 
     def __init__(self, X, y, reterms, intercept, control=None):
+        self._use_statistics(SparseStats.from_arrays(X, y, reterms.Zt, intercept), reterms,
+                             intercept, control)
+        self._X, self._y = X, y
+
+    @classmethod
+    def from_statistics(cls, stats: SparseStats, reterms, intercept, control=None):
+        """The backend of statistics summed elsewhere (parquet chunks, Dask partitions:
+        :mod:`lmmscope.sources.several_terms`), without rows."""
+        data = cls.__new__(cls)
+        data._use_statistics(stats, reterms, intercept, control)
+        data._X = data._y = None
+        return data
+
+    def _use_statistics(self, stats, reterms, intercept, control):
         self.control = as_control(control)
-        self.N, self.p = X.shape
+        self.N, self.p = stats.n_obs, stats.p
         self.reterms = reterms
         self.n_groups = reterms.terms[0].n_levels
-        self.stats = SparseStats.from_arrays(X, y, reterms.Zt, intercept)
-        self._X, self._y, self._intercept = X, y, intercept
-        # unit-free Z: each term's model-matrix column by its root mean square
+        self.stats, self._intercept = stats, intercept
+        # unit-free Z: each term's model-matrix column by its root mean square, the sum
+        # of its squares read off Z'Z's diagonal (every row is in one level of a term)
         if self.control.unit_free_z:
-            scale = np.concatenate([np.tile(np.sqrt(np.mean(t.Z ** 2, axis=0)), t.n_levels)
-                                    for t in reterms.terms])
+            square_sums = stats.ZtZ.diagonal()
+            scale = np.concatenate([np.tile(np.sqrt(square_sums[lo:hi].reshape(t.n_levels, t.p)
+                                                    .sum(axis=0) / self.N), t.n_levels)
+                                    for t, lo, hi in zip(reterms.terms, reterms.Gp[:-1],
+                                                         reterms.Gp[1:])])
             scale[scale == 0] = 1.0
         else:
             scale = np.ones(reterms.q)
@@ -73,47 +95,51 @@ class SeveralTermsData:
     def inference_statistics(self, a, beta, outer):
         """(whitened Gram of the centred columns, scores per level of ``outer``) at a,
         ``beta`` in the original parametrisation: what :func:`lmmscope.inference.debias`
-        takes.  The scores need the rows once: X_i'(Sigma_a^-1 r)_i with r = y - X beta
-        and Sigma_a^-1 r = r - a Z~ (I + a Z~'Z~)^-1 Z~'r, block diagonal by ``outer``."""
+        takes.  The scores need the rows once (:func:`whitened_scores`)."""
+        G, shift, direction = self.inference_parts(a, beta)
+        return G, whitened_scores(self._X, self._y, self.reterms.Zt.T.tocsr(), outer.codes,
+                                  outer.n_levels, beta, shift, a, direction)
+
+    def outermost_factor(self):
+        """The term whose factor nests every other's (inference clusters by it), or None
+        where the terms are crossed."""
+        return _outermost_nesting(self.reterms)
+
+    def inference_parts(self, a, beta):
+        """From the statistics alone: (whitened Gram of the centred columns, the columns'
+        shift, the direction d of the scores), Sigma_a^-1 r = r - a Z d with r = y - X beta,
+        d = D^-1 (I + a Z~'Z~)^-1 Z~'r and Z~ = Z D^-1 (D: :attr:`z_scale`)."""
         from .inference import WhitenedGram
-        X, st, intercept = self._X, self.stats, self._intercept
-        shift = np.zeros(self.p)
-        if intercept is not None:
-            shift = X.mean(axis=0)
+        st, intercept = self.stats, self._intercept
+        shift, x_sums, z_sums = np.zeros(self.p), np.zeros(self.p), np.zeros(self.reterms.q)
+        if intercept is not None:  # X'1 and Z~'1: the intercept's columns of X'X and Z~'X
+            x_sums, z_sums = st.XtX[:, intercept], self.unit_ZtX[:, intercept]
+            shift = x_sums / self.N
             shift[intercept] = 0.0
         # centred columns: X'Z and X'X shifted by the column sums (no pass over X)
-        z_sums = np.asarray(self.reterms.Zt.sum(axis=1)).ravel() / self.z_scale
         ZtXc = self.unit_ZtX - np.outer(z_sums, shift)
-        x_sums = X.sum(axis=0)
         XtXc = st.XtX - np.outer(x_sums, shift) - np.outer(shift, x_sums) \
             + self.N * np.outer(shift, shift)
         A = (a * self.unit_ZtZ + sp.identity(self.reterms.q, format="csc")).tocsc()
         factor = factor_spd(A, self.reterms)
         gram = XtXc - a * (ZtXc.T @ factor.solve(ZtXc)) if a else XtXc
-        r = self._y - X @ beta
-        Zt_unit = sp.diags(1.0 / self.z_scale) @ self.reterms.Zt
-        v = r - a * (Zt_unit.T @ factor.solve(Zt_unit @ r)) if a else r
-        membership = sp.csr_matrix((v, (outer.codes, np.arange(self.N))),
-                                   shape=(outer.n_levels, self.N))
-        scores = np.asarray(membership @ (X - shift))
+        # Z~'r: y was centred by y_shift in the statistics
+        Ztr = self.unit_Zty + st.y_shift * z_sums - self.unit_ZtX @ beta
+        direction = factor.solve(Ztr) / self.z_scale if a else np.zeros(self.reterms.q)
         source = DenseGram((gram + gram.T) / 2)
         G = WhitenedGram(source, dataclasses.make_dataclass("Shift", ["intercept", "x_shift"])(
             intercept, shift))
-        return G, scores
+        return G, shift, direction
 
     def reduced(self, a, unpenalised):
         gram, xty, yty = self.whitened(a)
         return reduce_gram(gram, xty, yty, unpenalised), None
 
     def fold_problems(self, a, unpenalised, folds):
-        raise InputError("k='cv' and a='cv' hold out whole clusters, which crossed or nested "
-                         "random-effects terms do not have; with several terms choose k by "
-                         "a criterion (k=None) and a by the refit (a=None) or a number")
+        raise InputError(NO_CROSS_VALIDATION)
 
     def subset_stats(self, columns) -> SparseStats:
-        st, columns = self.stats, np.asarray(columns, dtype=np.int64)
-        return dataclasses.replace(st, ZtX=st.ZtX[:, columns], XtX=st.XtX[np.ix_(columns, columns)],
-                                   Xty=st.Xty[columns])
+        return self.stats.subset(columns)
 
 
 class SeveralTermsRefitter:
@@ -189,7 +215,7 @@ class MultiTermScopeResult(MultiTermResult):
         one-way sandwich would be a silently wrong interval)."""
         from . import inference as inf
         from .results import _column_indices
-        outer = _outermost_nesting(self.reterms)
+        outer = self._data.outermost_factor()
         if outer is None:
             raise InputError(
                 "debiased intervals need one clustering of the rows for the cluster-robust "
@@ -212,6 +238,15 @@ class MultiTermScopeResult(MultiTermResult):
         return self.inference(columns, level=level, adjust=None)[["ci_lower", "ci_upper"]]
 
 
+def whitened_scores(X, y, Z, outer_codes, n_outer, beta, shift, a, direction) -> np.ndarray:
+    """Per level of the outer factor, (X_i - 1 shift')' (Sigma_a^-1 r)_i with r = y - X beta
+    and Sigma_a^-1 r = r - a Z direction (:meth:`SeveralTermsData.inference_parts`): sums
+    over rows (``Z`` sparse rows x q), so chunks of rows add up."""
+    v = y - X @ beta - a * (Z @ direction)
+    membership = sp.csr_matrix((v, (outer_codes, np.arange(y.size))), shape=(n_outer, y.size))
+    return np.asarray(membership @ (X - shift))
+
+
 def _outermost_nesting(reterms):
     """The term whose factor nests every other term's factor (each level of the other
     factors inside one of its levels), or None where the terms are crossed."""
@@ -223,19 +258,29 @@ def _outermost_nesting(reterms):
     return outer
 
 
-def lmm_scope_several_terms(design, reterms, unpenalised, *, k, a, criterion, k_max,
-                            a_grid=DEFAULT_A_GRID, method="REML", random_state=0,
-                            verbose=False, control=None, cv_folds=5):
+def lmm_scope_several_terms(design, reterms, unpenalised, *, control=None, **tuning):
     """Selection and refit of :func:`lmmscope.lmm_scope` for a several-term model."""
     from .formula import INTERCEPT
-    if method not in ("REML", "ML"):
-        raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
-    control = as_control(control)
-    progress = Progress(verbose)
     X = np.asarray(design.X, dtype=float)
     names = list(design.fixed_names)
     intercept = names.index(INTERCEPT) if INTERCEPT in names else None
     data = SeveralTermsData(X, design.y, reterms, intercept, control)
+    sel, mixed, columns = select_several_terms(data, names, intercept, unpenalised,
+                                               control=control, **tuning)
+    return MultiTermScopeResult(sel, mixed, design, X, design.y, reterms, names, unpenalised,
+                                columns, [], data)
+
+
+def select_several_terms(data, names, intercept, unpenalised, *, k, a, criterion, k_max,
+                         a_grid=DEFAULT_A_GRID, method="REML", random_state=0, verbose=False,
+                         control=None, cv_folds=5):
+    """Selection and (RE)ML refit on a :class:`SeveralTermsData` (rows in memory or
+    statistics summed over chunks): (selection, refit, refit columns)."""
+    if method not in ("REML", "ML"):
+        raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
+    control = as_control(control)
+    progress = Progress(verbose)
+    reterms = data.reterms
     refitter = SeveralTermsRefitter(data, names, intercept, control)
     progress(f"N={data.N}, p={data.p} ({len(unpenalised)} unpenalised), q={reterms.q}, "
              f"terms: {', '.join(f'{t.group_name} ({t.n_levels})' for t in reterms.terms)}")
@@ -250,5 +295,4 @@ def lmm_scope_several_terms(design, reterms, unpenalised, *, k, a, criterion, k_
     columns = sorted(set(unpenalised) | set(int(j) for j in sel.support))
     mixed = refitter.fit(columns, reml=method == "REML")
     progress(f"refit by {method} on {len(columns)} columns done")
-    return MultiTermScopeResult(sel, mixed, design, X, design.y, reterms, names, unpenalised,
-                                columns, [], data)
+    return sel, mixed, columns

@@ -6,7 +6,7 @@ norm, after projecting out the columns kept before it, falls below ``tol`` times
 own norm is aliased and dropped ("fixed-effect model matrix is rank deficient so
 dropping 1 column / coefficient").  The same sequential test runs here on the Gram
 matrix (a Cholesky factor grown one column at a time), so it needs no raw X.  The
-Gram is centred when the model has an intercept (see :mod:`lmmscope.crossprod`), so
+Gram is centred when the model has an intercept (see :mod:`lmmscope.centring`), so
 a column's "own norm" is its spread around its mean: x + 1.7e9 is not aliased with
 the intercept, and a constant column is.
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from .crossprod import column_moments
+from .centring import column_moments
 from .intercept import InterceptPrepended
 
 # R's qr() tolerance, as lme4's chkRank.drop.cols uses it, on a column's relative norm.
@@ -144,7 +144,7 @@ class RowMoments:
 @dataclass
 class RawMoments:
     """Uncentred column statistics of an array: sums and sums of squares (as
-    :func:`lmmscope.crossprod.column_moments` computes them, so the statistics reusing
+    :func:`lmmscope.centring.column_moments` computes them, so the statistics reusing
     them are those of their own pass) and the projections R X on two fixed random rows.
     The input checks compute them; :func:`row_moments` centres them without a second
     scan."""
@@ -167,7 +167,7 @@ def _projection_rows(n_rows: int) -> np.ndarray:
 
 
 def raw_moments(base: np.ndarray, copy_to=None) -> RawMoments:
-    """``copy_to``: see :func:`lmmscope.crossprod.column_moments`."""
+    """``copy_to``: see :func:`lmmscope.centring.column_moments`."""
     return RawMoments(*column_moments(base, project=_projection_rows(base.shape[0]),
                                       copy_to=copy_to))
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import api, checks
 from .control import Control
-from .crossprod import compute_cluster_stats
+from .cluster_stats import compute_cluster_stats
 from .exceptions import InputError
 from .mixed import MixedModelFit
 from .results import LmmResult

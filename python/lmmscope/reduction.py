@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from .crossprod import subtract_product, symmetrise
+from .dense_kernels import subtract_product, symmetrise
 from .loss import QuadraticLoss
 from .rank import independent_columns, squared_tolerance
 
@@ -108,7 +108,7 @@ def _recoverer(p, pen, unpen, au, A):
 
 def reduce_gram_columns(wg, unpenalised) -> ReducedProblem:
     """:func:`reduce_gram` on a whitened Gram given by its columns
-    (:class:`lmmscope.crossprod.WhitenedGramColumns`): the profiling of the unpenalised
+    (:class:`lmmscope.whitening.WhitenedGramColumns`): the profiling of the unpenalised
     columns and the unit-norm scaling are applied to each block of columns asked for,
     so no p x p array is formed."""
     p = wg.p
@@ -270,7 +270,7 @@ def reduce_rows(Xa, ya, unpenalised, squares=None, xty=None) -> ReducedProblem:
 
 def reduce_operator(op) -> ReducedProblem:
     """:func:`reduce_rows` with no unpenalised columns, for whitened rows given as an
-    operator (:class:`lmmscope.crossprod.WhitenedOperator`): nothing the size of X is
+    operator (:class:`lmmscope.row_whitening.WhitenedOperator`): nothing the size of X is
     formed."""
     p = op.shape[1]
     own = op.squares

@@ -1,7 +1,7 @@
 """The (RE)ML refit of a mixed model on a set of fixed-effect columns, in one home.
 
 lme4's chain: design (the cross-products of the chosen columns) -> deviance function
-(:func:`lmmscope.profiled.solve_pls`) -> optimise theta -> check convergence ->
+(:func:`lmmscope.profiled_deviance.solve_pls`) -> optimise theta -> check convergence ->
 fitted model (:class:`lmmscope.mixed.MixedModelFit`).  :func:`fit_theta` runs the
 middle of that chain; :class:`Refitter` gives the tuning of ``a`` (and the final
 model) one place to ask for the fit on any column set, cached by those columns, so a
@@ -15,9 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .control import Control, as_control
-from .crossprod import ClusterStats
-from .profiled import (PLSSolution, check_convergence, optimise_theta, rescale_z, solve_pls,
-                       theta_lower_bounds, theta_rescaled, theta_to_lambda, z_column_scale)
+from .cluster_stats import ClusterStats
+from .convergence import check_convergence
+from .profiled_deviance import PLSSolution, solve_pls
+from .theta_layout import theta_lower_bounds, theta_to_lambda
+from .theta_optimiser import optimise_theta
+from .z_units import rescale_z, theta_rescaled, z_column_scale
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .crossprod import encode_groups
+from .cluster_blocks import encode_groups
 from .exceptions import ColumnError, InputError
 from .formula import build_design
 from .formula.bars import BarFormula, BarTerm
@@ -77,16 +77,7 @@ class ReTerms:
         return self.terms[0].codes.size
 
     def _zt(self) -> sp.csc_matrix:
-        N = self.nobs
-        rows, cols, vals = [], [], []
-        for t, offset in zip(self.terms, self.Gp):
-            for j in range(t.p):
-                rows.append(np.arange(N))
-                cols.append(offset + t.codes * t.p + j)
-                vals.append(t.Z[:, j])
-        Z = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(N, self.q))
-        return Z.T.tocsc()
+        return stacked_z([(t.codes, t.Z) for t in self.terms], self.Gp).T.tocsc()
 
     def _lambdat_pattern(self):
         """Lambdat's nonzero pattern in CSC order and the theta index of each entry (Lind)."""
@@ -147,6 +138,21 @@ class ReTerms:
         """A q-vector (b or u) as one n_i x p_i array per term."""
         return [np.asarray(b[lo:hi]).reshape(t.n_levels, t.p)
                 for t, lo, hi in zip(self.terms, self.Gp[:-1], self.Gp[1:])]
+
+
+def stacked_z(blocks, Gp) -> sp.csr_matrix:
+    """Z = [Z_1 | ... | Z_m] (rows x q, sparse) from each term's (level codes, model matrix)
+    in the terms' order, term i's columns from Gp[i]: column (l, j) = Z_i[:, j] 1{code = l}."""
+    n_rows = blocks[0][0].size if blocks else 0
+    rows, cols, vals = [], [], []
+    for (codes, Zi), offset in zip(blocks, Gp):
+        p = Zi.shape[1]
+        for j in range(p):
+            rows.append(np.arange(n_rows))
+            cols.append(offset + codes * p + j)
+            vals.append(Zi[:, j])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(n_rows, int(Gp[-1])))
 
 
 def _group_values(frame: pd.DataFrame, columns: tuple) -> pd.Series:

@@ -16,6 +16,7 @@ come from chunks; nothing N x N is formed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .control import Control, as_control
-from .profiled import gradient_hessian_problems
+from .convergence import gradient_hessian_problems
 from .threads import one_blas_thread
 
 
@@ -244,6 +245,12 @@ class SparseStats:
     def p(self) -> int:
         return self.XtX.shape[0]
 
+    def subset(self, columns) -> "SparseStats":
+        """The statistics of the fixed-effect columns ``columns`` (y's centring unchanged)."""
+        columns = np.asarray(columns, dtype=np.int64)
+        return dataclasses.replace(self, ZtX=self.ZtX[:, columns],
+                                   XtX=self.XtX[np.ix_(columns, columns)], Xty=self.Xty[columns])
+
 
 @dataclass
 class SparsePLS:
@@ -405,7 +412,7 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
 
 def check_convergence(value, theta, control: Control) -> list:
     """lme4's ``checkConv`` with its finite differences (``deriv12``, delta 1e-4), the
-    tests of :func:`lmmscope.profiled.gradient_hessian_problems`."""
+    tests of :func:`lmmscope.convergence.gradient_hessian_problems`."""
     gradient, hessian = _deriv12(value, theta, 1e-4)
     return gradient_hessian_problems(gradient, hessian, control)
 

@@ -37,11 +37,12 @@ import pandas as pd
 
 from . import checks
 from .control import Control, as_control
-from .crossprod import (WhitenedOperator, column_root_mean_squares, compute_cluster_stats,
-                        whitened_rows)
+from .cluster_stats import compute_cluster_stats
+from .row_whitening import WhitenedOperator, whitened_rows
+from .z_units import column_root_mean_squares
 from .intercept import InterceptPrepended
 from .layouts import GramLayout, RowLayout, choose_layout
-from .profiled import rescale_z
+from .z_units import rescale_z
 from .refit import Refitter
 from .criteria import CRITERIA, information_criteria
 from .selection import PathStep, selection_path
@@ -131,7 +132,7 @@ class Data:
         return self.layout.whitened_gram(self, a)
 
     def whitened_operator(self, a):
-        """X_a as a :class:`~lmmscope.crossprod.WhitenedOperator` (nothing the size of X
+        """X_a as a :class:`~lmmscope.row_whitening.WhitenedOperator` (nothing the size of X
         formed), or None where centring must come first (shifted statistics, or an
         intercept prepended)."""
         if self.stats.centred or isinstance(self.X, InterceptPrepended):
@@ -146,7 +147,7 @@ class Data:
         return self.X[rows] - self.stats.x_shift, self.y[rows] - self.stats.y_shift
 
     def whitened_rows(self, a):
-        """:class:`~lmmscope.crossprod.WhitenedRows` (fresh X_a, y_a, X_a's column sums
+        """:class:`~lmmscope.row_whitening.WhitenedRows` (fresh X_a, y_a, X_a's column sums
         of squares and X_a'y_a), reusing the stored cross-products."""
         overwrite, self._overwritable = self._overwritable, None
         return whitened_rows(self.X, self.y, self.Z, self.codes, self.n_groups, a,

@@ -33,7 +33,8 @@ def tokenize(text: str):
 
 SEVERAL_TERMS = ("several random-effects terms (crossed (1 | a) + (1 | b), nested (1 | a/b), "
                  "(1 | a:b), uncorrelated (x || g)) are fitted by lmmscope.lmm() and lmm_scope() "
-                 "on in-memory data, in lme4's syntax; the other fronts take one term for now")
+                 "(tables, parquet files, Dask DataFrames), in lme4's syntax; the other fronts take "
+                 "one term for now")
 
 
 @dataclass(frozen=True)

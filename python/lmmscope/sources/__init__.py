@@ -33,9 +33,13 @@ def open_source(data, chunk_rows=None):
 
 def fit_external(kind, formula, data, *, chunk_rows=None, **options):
     """``lmm_scope`` (kind="scope") or ``lmm`` (kind="lmm") on external data."""
+    from ..formula.bars import has_several_terms
     from .fit import fit_lmm, fit_scope
 
     source = open_source(data, chunk_rows)
+    if has_several_terms(formula):
+        from .several_terms import fit_lmm_several_terms, fit_scope_several_terms
+        fit_lmm, fit_scope = fit_lmm_several_terms, fit_scope_several_terms
     if kind == "lmm":
         return fit_lmm(source, formula, **options)
     return fit_scope(source, formula, **options)

@@ -7,7 +7,7 @@ added into the global arrays at the clusters' global codes.  With cross-validati
 the chunk is split by the fold of each row's cluster (known after pass 1), so the
 X'X, X'y, y'y of each fold are accumulated at no extra cost: the total is their sum.
 
-Location (see :mod:`lmmscope.crossprod`).  With an intercept the statistics are
+Location (see :mod:`lmmscope.centring`).  With an intercept the statistics are
 centred, and statistics add up only when they share one shift: every chunk is
 centred by the prototype's shift (the first complete rows' means), never by its own.
 Once every chunk is in, the sums are moved onto the column means of all rows by a
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..crossprod import ClusterStats, compute_cluster_stats
+from ..cluster_stats import ClusterStats, compute_cluster_stats
 
 
 def _chunk_stats(X, y, Z, codes, n_groups, spec) -> ClusterStats:
@@ -93,7 +93,7 @@ def empty_stats(n_groups: int, q: int, p: int, gram: bool = True, like=None) -> 
 def mean_shift(stats: ClusterStats):
     """(d, e): the shifts that move centred statistics with a Gram part onto the column
     means of their own rows (x_shift + d, y_shift + e), as the in-memory fit centres
-    (crossprod.compute_cluster_stats with center=None); zeros without an intercept."""
+    (cluster_stats.compute_cluster_stats with center=None); zeros without an intercept."""
     if stats.intercept is None:
         return np.zeros(stats.p), 0.0
     i = stats.intercept

@@ -1,7 +1,7 @@
 """The data backend of tuning (contract 2) built from statistics alone, no rows.
 
 Everything selection and the REML refit need is a function of the per-cluster
-statistics: the whitened Gram of each ``a`` by Woodbury (crossprod.whiten_stats), the
+statistics: the whitened Gram of each ``a`` by Woodbury (whitening.whiten_stats), the
 training problem of a cross-validation fold as totals minus the fold's, the refit's
 statistics as a column subset.
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..control import as_control
-from ..crossprod import ClusterStats, WhitenedGramColumns, whiten_stats
-from ..profiled import rescale_z, z_column_scale
+from ..cluster_stats import ClusterStats
+from ..whitening import WhitenedGramColumns, whiten_stats
+from ..z_units import rescale_z, z_column_scale
 from ..layouts import gram_fold_problems
 from ..reduction import reduce_gram
 

@@ -25,8 +25,9 @@ import numpy as np
 from ..exceptions import InputError
 
 from ..control import as_control
-from ..crossprod import ClusterStats, WhitenedStats, whiten_stats
-from ..profiled import rescale_z, z_column_scale
+from ..cluster_stats import ClusterStats
+from ..whitening import WhitenedStats, whiten_stats
+from ..z_units import rescale_z, z_column_scale
 from ..reduction import reduce_gram
 from .accumulate import (RowCounts, _add_gram, _add_stats, _shifts_of, chunk_stats,
                          cluster_subset, empty_stats, mean_shift, moved_shift, shift_blocks,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..crossprod import cluster_factors
+from ..whitening import cluster_factors
 
 
 def _cluster_directions(backend, a, coef):
