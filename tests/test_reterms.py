@@ -232,13 +232,19 @@ def test_whitened_statistics_are_sigma_a_inverse_products():
     design, rt, _rows = build_reterms(parse_bar_terms(formula), df)
     X = np.asarray(design.X, dtype=float)
     data = SeveralTermsData(X, design.y, rt, intercept=None)
-    a = 0.7
-    gram, xty, yty = data.whitened(a)
     Z = rt.Zt.T.toarray() / data.z_scale
-    sigma = a * Z @ Z.T + np.eye(len(df))
-    np.testing.assert_allclose(gram, X.T @ np.linalg.solve(sigma, X), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(xty, X.T @ np.linalg.solve(sigma, design.y), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(yty, design.y @ np.linalg.solve(sigma, design.y), rtol=1e-10)
+    systems = []
+    for a in (0.7, 3.0):  # one symbolic analysis serves every a
+        gram, xty, yty = data.whitened(a)
+        systems.append(data._system)
+        sigma = a * Z @ Z.T + np.eye(len(df))
+        np.testing.assert_allclose(gram, X.T @ np.linalg.solve(sigma, X), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(xty, X.T @ np.linalg.solve(sigma, design.y), rtol=1e-10,
+                                   atol=1e-10)
+        np.testing.assert_allclose(yty, design.y @ np.linalg.solve(sigma, design.y), rtol=1e-10)
+    assert systems[0] is systems[1] is not None
+    # the refits on column subsets share the analysis of Z'Z too
+    assert data.subset_stats([0, 1])._system is data.subset_stats([2])._system is not None
 
 
 def test_selection_with_crossed_terms_finds_the_support_and_refits_as_lmm():
@@ -299,37 +305,57 @@ def test_inference_by_the_outer_factor_equals_one_term_with_the_same_proxy():
                                rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)"])
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)",
+                                     "y ~ x + (1 + x | a) + (1 | b) + (0 + x | b)"])
 def test_block_schur_and_sparse_lu_factors_agree(formula):
-    """The two factorisations of A = Lambda'Z'Z Lambda + I (first term eliminated, or
-    SuperLU on the whole): same log|A| and solves; measured 1e-15 relative."""
+    """The factorisations of A = Lambda'Z'Z Lambda + I (first term eliminated, with and
+    without the index map of the Schur product; SuperLU on the whole, with its ordering
+    reused) against a dense A: log|A|, solves and the diagonal blocks of A^-1
+    (measured 1e-15 relative)."""
     import scipy.sparse as sp
-    from lmmscope.sparse_pls import BlockSchurFactor, SparseSPDFactor
+    from lmmscope.sparse_pls import LUSystem, PLSKnobs, SchurSystem
     df = _simulated(n_a=12)
     _design, rt, _rows = build_reterms(parse_bar_terms(formula), df)
     theta = np.linspace(0.3, 1.4, rt.theta0.size) * np.where(rt.lower == 0, 1.0, -0.5)
+    G = (rt.Zt @ rt.Zt.T).tocsc()
     Lt = rt.lambdat(theta)
-    A = (Lt @ (rt.Zt @ rt.Zt.T) @ Lt.T + sp.identity(rt.q)).tocsc()
+    dense = (Lt @ G @ Lt.T + sp.identity(rt.q)).toarray()
+    inverse = np.linalg.inv(dense)
     B = np.random.default_rng(0).standard_normal((rt.q, 3))
-    lu, schur = SparseSPDFactor(A), BlockSchurFactor(A, int(rt.Gp[1]), rt.terms[0].p)
-    dense = A.toarray()
-    np.testing.assert_allclose(schur.logdet, np.linalg.slogdet(dense)[1], rtol=1e-12, atol=0)
-    np.testing.assert_allclose(lu.logdet, np.linalg.slogdet(dense)[1], rtol=1e-12, atol=0)
-    np.testing.assert_allclose(schur.solve(B), np.linalg.solve(dense, B), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(lu.solve(B), np.linalg.solve(dense, B), rtol=1e-10, atol=1e-12)
+    lu = LUSystem(G, rt)
+    lu.factor(0.5 * theta)  # finds the ordering the next factor reuses
+    factors = [SchurSystem(G, rt).factor(theta),
+               SchurSystem(G, rt, PLSKnobs(max_schur_pairs=0)).factor(theta), lu.factor(theta)]
+    assert factors[0].system.exact_gradient and not factors[1].system.exact_gradient
+    assert lu.ordering is not None and factors[2]._order is lu.ordering
+    for factor in factors:
+        np.testing.assert_allclose(factor.logdet, np.linalg.slogdet(dense)[1], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(factor.solve(B), np.linalg.solve(dense, B), rtol=1e-10,
+                                   atol=1e-12)
+        for i, t in enumerate(rt.terms):
+            starts = rt.Gp[i] + np.arange(t.n_levels) * t.p
+            index = starts[:, None] + np.arange(t.p)
+            np.testing.assert_allclose(factor.inverse_diagonal_blocks(starts, t.p),
+                                       inverse[index[:, :, None], index[:, None, :]],
+                                       rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
-@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)"])
-def test_exact_deviance_gradient_matches_central_differences(formula, reml):
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)",
+                                     "y ~ x + (1 + x | a) + (1 | b) + (0 + x | b)"])
+@pytest.mark.parametrize("last_at_zero", [False, True], ids=["inside", "last on its bound"])
+def test_exact_deviance_gradient_matches_central_differences(formula, reml, last_at_zero):
     """The gradient from the block Schur factor's A^-1 against central differences
     (h = 1e-6, error ~1e-9 of the gradient's size); measured agreement 7e-8 absolute
-    on gradients of size 40-50."""
+    on gradients of size 40-50.  A diagonal theta at 0 (a singular fit's point): the
+    deviance is even in it, so its derivative is 0 (central differences straddle 0)."""
     from lmmscope.sparse_pls import SparseStats, deviance, deviance_and_gradient
     df = _simulated(n_a=12)
     design, rt, _rows = build_reterms(parse_bar_terms(formula), df)
     stats = SparseStats.from_arrays(np.asarray(design.X, dtype=float), design.y, rt.Zt, 0)
     theta = np.linspace(0.3, 1.4, rt.theta0.size) * np.where(rt.lower == 0, 1.0, -0.5)
+    if last_at_zero:
+        theta[-1] = 0.0
     _value, gradient = deviance_and_gradient(stats, rt, theta, reml)
     h = 1e-6
     central = np.array([(deviance(stats, rt, theta + h * e, reml)
@@ -373,3 +399,150 @@ def test_singular_crossed_fit_as_lmer():
     assert fit.singular and fit.converged and fit.theta[1] == 0
     np.testing.assert_allclose(fit.loglik, ref["loglik"], rtol=1e-12, atol=0)
     np.testing.assert_allclose(fit.theta, ref["theta"], rtol=0, atol=1e-6)
+
+
+# ----- the one-term column checks on the several-term path ---------------------------------
+
+def _with_columns(**columns):
+    df = _simulated(n_a=8)
+    for name, values in columns.items():
+        df[name] = values(df)
+    return df
+
+
+def _outcome(fit, formula, df, **kw):
+    """(error message or None, the scale and rank warnings) of lmmscope.<fit>."""
+    import warnings
+    from lmmscope.checks import ScaleWarning
+    from lmmscope.rank import RankDeficiencyWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            getattr(lmmscope, fit)(formula, df, **kw)
+            error = None
+        except ValueError as e:
+            error = str(e)
+    kinds = (ScaleWarning, RankDeficiencyWarning)
+    return error, sorted(str(w.message) for w in caught if issubclass(w.category, kinds))
+
+
+@pytest.mark.parametrize("fit", ["lmm", "lmm_scope"])
+@pytest.mark.parametrize("extra, values", [
+    ("big", lambda d: 1e5 * d["x"] ** 2),  # standard deviations 1 and 2e5: checkScaleX
+    ("z", lambda d: 2 * d["x"] + 1),  # aliased (lmm drops it) / duplicated (refused)
+    ("z", lambda d: np.full(len(d), 3.0)),  # constant
+], ids=["scales", "duplicate", "constant"])
+def test_column_checks_say_what_one_term_says(fit, extra, values):
+    """The several-term fits run the one-term checks on the same statistics: the same
+    refusal as one term's fit, else the same warnings as one term's lmm (the one-term
+    lmm_scope skips checkScaleX where it keeps no Gram)."""
+    df = _with_columns(**{extra: values})
+    kw = {"k": 1, "a": 0.5} if fit == "lmm_scope" else {}
+    several = _outcome(fit, f"y ~ x + {extra} + (1 | a) + (1 | b)", df, **kw)
+    one = _outcome(fit, f"y ~ x + {extra} + (1 | a)", df, **kw)
+    assert several[0] == one[0]
+    if several[0] is None:
+        assert several[1] == _outcome("lmm", f"y ~ x + {extra} + (1 | a)", df)[1]
+        assert several[1]
+    else:
+        assert "column(s) in the fixed-effects design" in several[0]
+
+
+def test_scope_refuses_a_copy_of_the_response():
+    df = _with_columns(w=lambda d: 3 * d["y"] - 1)
+    with pytest.raises(ValueError, match="response up to location and scale"):
+        lmmscope.lmm_scope("y ~ x + w + (1 | a) + (1 | b)", df, k=1, a=0.5)
+
+
+# ----- anova and simulate with several terms -----------------------------------------------
+
+@needs_lme4
+def test_anova_of_several_term_fits_as_lme4():
+    """lme4's anova(m0, m1, m2) of REML fits (ML refits, LRT, AIC/BIC), models given out
+    of order: every number as lme4's (measured: logLik, AIC, BIC 1e-15 relative, a
+    chi-square of 0.0026 9e-11 relative, its p-value 2e-12)."""
+    from lme4_helper import LMER_CONTROL, ro, pandas2ri, localconverter
+    df = _simulated(n_a=10, n_b=6)
+    df["z"] = np.random.default_rng(5).standard_normal(len(df))
+    formulas = ["y ~ x + z + (1 | a) + (1 | b)", "y ~ 1 + (1 | a) + (1 | b)",
+                "y ~ x + (1 | a) + (1 | b)"]
+    fits = [lmmscope.lmm(f, df) for f in formulas]
+    with pytest.warns(UserWarning, match="refitting model"):
+        ours = fits[0].anova(*fits[1:], names=["m2", "m0", "m1"])
+    with localconverter(ro.default_converter + pandas2ri.converter):
+        ro.globalenv["d"] = df
+    for name, f in zip(["m2", "m0", "m1"], formulas):
+        ro.r(f"{name} <- lmer({f}, data = d, control = {LMER_CONTROL})")
+    with localconverter(ro.default_converter + pandas2ri.converter):
+        ref = ro.conversion.rpy2py(ro.r("as.data.frame(suppressMessages(anova(m2, m0, m1)))"))
+    assert list(ours.index) == ["m0", "m1", "m2"] == list(ref.index)
+    for column in ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]:
+        np.testing.assert_allclose(ours[column].to_numpy(float), ref[column].to_numpy(float),
+                                   rtol=1e-6, atol=0, err_msg=column)
+
+
+def test_anova_refuses_models_of_different_data():
+    df = _simulated(n_a=10, n_b=6)
+    a = lmmscope.lmm("y ~ x + (1 | a) + (1 | b)", df)
+    b = lmmscope.lmm("y ~ x + (1 | a) + (1 | b)", df.iloc[:-3])
+    with pytest.raises(ValueError, match="same size of dataset"):
+        a.anova(b)
+
+
+@needs_lme4
+def test_simulate_draws_every_term_with_the_fitted_variances():
+    """Penicillin (plate x sample crossed): 4,000 draws.  Unconditional (lme4's default
+    re.form = NA): mean X beta, the covariance of two rows sharing only a plate is
+    sigma_plate^2, only a sample sigma_sample^2, the same row the sum with sigma^2 (lme4's
+    VarCorr).  Conditional on every term (re_form=None): mean the fitted values, variance
+    sigma^2, rows uncorrelated.  Tolerance: 5 standard errors of each sample moment at
+    this draw count, (v_i v_j + v_ij^2) / n for a covariance."""
+    df = r_frame("Penicillin")
+    fit = lmmscope.lmm("diameter ~ 1 + (1|plate) + (1|sample)", df)
+    ref = _lmer("diameter ~ 1 + (1|plate) + (1|sample)", df, True)
+    vc = dict(zip(fit.varcorr["group"], ref["sdcor"] ** 2))  # lme4's variances
+    n = 4000
+    sims = fit.simulate(n, seed=11).to_numpy()
+    assert sims.shape == (len(df), n)
+    plate, sample = df["plate"].astype(str).to_numpy(), df["sample"].astype(str).to_numpy()
+    i = 0
+    j = int(np.flatnonzero((plate == plate[i]) & (sample != sample[i]))[0])
+    k = int(np.flatnonzero((plate != plate[i]) & (sample == sample[i]))[0])
+    m = int(np.flatnonzero((plate != plate[i]) & (sample != sample[i]))[0])
+    total = vc["plate"] + vc["sample"] + vc["Residual"]
+    cov = np.cov(sims[[i, j, k, m]])
+    expected = {(0, 0): total, (0, 1): vc["plate"], (0, 2): vc["sample"], (0, 3): 0.0}
+    for (a, b), value in expected.items():
+        np.testing.assert_allclose(cov[a, b], value, rtol=0,
+                                   atol=5 * np.sqrt((total * total + value ** 2) / n))
+    np.testing.assert_allclose(sims.mean(axis=1), ref["fixef"][0], rtol=0,
+                               atol=5 * np.sqrt(total / n))
+    conditional = fit.simulate(n, seed=12, re_form=None).to_numpy()
+    np.testing.assert_allclose(conditional.mean(axis=1), ref["fitted"], rtol=0,
+                               atol=5 * np.sqrt(vc["Residual"] / n))
+    cov = np.cov(conditional[[i, j]])
+    np.testing.assert_allclose(cov[0, 0], vc["Residual"], rtol=0,
+                               atol=5 * vc["Residual"] * np.sqrt(2 / n))
+    np.testing.assert_allclose(cov[0, 1], 0.0, rtol=0, atol=5 * vc["Residual"] / np.sqrt(n))
+    # conditioning on plate only: a shared sample still covaries, a shared plate not
+    partial = np.cov(fit.simulate(n, seed=13, re_form=["plate"]).to_numpy()[[i, j, k]])
+    np.testing.assert_allclose([partial[0, 1], partial[0, 2]], [0.0, vc["sample"]], rtol=0,
+                               atol=5 * (vc["sample"] + vc["Residual"]) / np.sqrt(n))
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)"])
+def test_sparse_lu_path_reaches_the_block_schur_optimum(formula):
+    """Above PLSKnobs.dense_schur_limit the refit runs on SuperLU (its ordering reused)
+    with central differences: the same optimum as the block Schur factor with its exact
+    gradient (measured: deviance 1e-16 relative, theta 2e-8)."""
+    from lmmscope.sparse_pls import LUSystem, SparseStats, optimise_theta
+    design, rt, _rows = build_reterms(parse_bar_terms(formula), _simulated(n_a=12))
+    X = np.asarray(design.X, dtype=float)
+    schur = optimise_theta(SparseStats.from_arrays(X, design.y, rt.Zt, 0), rt, True)
+    stats = SparseStats.from_arrays(X, design.y, rt.Zt, 0)
+    stats._system = LUSystem(stats.ZtZ, rt)
+    lu = optimise_theta(stats, rt, True)
+    assert lu.converged and stats._system.ordering is not None
+    np.testing.assert_allclose(lu.solution.deviance(True), schur.solution.deviance(True),
+                               rtol=1e-12, atol=0)
+    np.testing.assert_allclose(lu.theta, schur.theta, rtol=0, atol=1e-6)

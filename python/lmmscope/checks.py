@@ -8,7 +8,29 @@ import warnings
 import numpy as np
 
 from . import rank
+from .control import DEFAULT_CONTROL, Control
 from .exceptions import InputError
+
+
+# What a tuning argument is, decided here for every module (k: an integer, None or "cv";
+# a: a number, None or "cv"); :class:`lmmscope.specification.TuningArguments` parses them once.
+CV = "cv"
+
+
+def is_cv(value) -> bool:
+    """Whether a tuning argument (k or a) asks for cross-validation."""
+    return isinstance(value, str) and value == CV
+
+
+def is_whole_number(value) -> bool:
+    """An integer (numpy's too), not a bool: a fixed k."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value) -> bool:
+    """A real number (numpy's too), not a bool: a fixed a."""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
 
 
 def as_float_matrix(values, what: str, names=None) -> np.ndarray:
@@ -237,16 +259,13 @@ def check_statistics_finite(stats, names, y_scale=None) -> None:
                          + " overflow the cross-products; rescale them")
 
 
-# A predictor whose correlation with the response is within this of +-1 is the response
-# up to location and scale (a copy of y, 3 y + 1): the fit would have zero residual
-# variance (sigma ~ 1e-8) and a meaningless selection.
-RESPONSE_COPY_TOL = 1e-10
-
-
-def check_response_not_a_predictor(stats, names, moments=None) -> None:
+def check_response_not_a_predictor(stats, names, moments=None,
+                                   control: Control = DEFAULT_CONTROL) -> None:
     """Refuse predictors that are an affine function of the response (a copy of y among
     the columns), naming them.  From the statistics (the Gram's diagonal and the
-    intercept's row, or X's :class:`rank.RowMoments` without a Gram): O(p)."""
+    intercept's row, or X's :class:`rank.RowMoments` without a Gram): O(p).  A predictor
+    whose correlation with the response is within ``control.response_copy_tol`` of +-1
+    (a copy of y, 3 y + 1) would fit with zero residual variance (sigma ~ 1e-8)."""
     if stats.XtX is not None:
         own = np.diag(stats.XtX)
         sums = stats.XtX[stats.intercept] if stats.intercept is not None else None
@@ -267,7 +286,7 @@ def check_response_not_a_predictor(stats, names, moments=None) -> None:
         return
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.abs(cov[usable]) / np.sqrt(own[usable] * var_y)
-    copies = np.flatnonzero(usable)[corr >= 1 - RESPONSE_COPY_TOL]
+    copies = np.flatnonzero(usable)[corr >= 1 - control.response_copy_tol]
     if copies.size:
         raise InputError("predictor column(s) " + _shown(names[j] for j in copies)
                          + " are the response up to location and scale (a copy of y, or "
@@ -275,18 +294,26 @@ def check_response_not_a_predictor(stats, names, moments=None) -> None:
                          "them from the predictors")
 
 
-def check_scales(stats, names, tol: float = 1e3) -> None:
+def check_scales(stats, names, control: Control = DEFAULT_CONTROL, moments=None) -> None:
     """lme4's checkScaleX: warn when the standard deviations of the non-binary columns
-    differ by more than a factor ``tol``, or one is above ``tol`` or below 1/tol.
+    differ by more than a factor ``tol`` = ``control.scale_ratio_tol``, or one is above
+    ``tol`` or below 1/tol.
     Needs centred statistics (a model with an intercept); the fit itself does not
     depend on units (columns are normalised for the selection; the refit is
-    equivariant), so this is advice for the reader, as in lme4."""
-    if stats.intercept is None or stats.XtX is None or stats.n_obs < 2:
+    equivariant), so this is advice for the reader, as in lme4.  From the Gram, or
+    without one from X's :class:`rank.RowMoments` (``moments``): it runs on every layout."""
+    if stats.intercept is None or stats.n_obs < 2:
         return
+    if stats.XtX is not None:
+        spread, sums = np.clip(np.diag(stats.XtX), 0, None), _column_sums(stats)
+    elif moments is not None:
+        spread, sums = np.clip(moments.squares, 0, None), moments.sums
+    else:
+        raise ValueError("the scale check needs the Gram matrix or the rows' moments")
+    tol = control.scale_ratio_tol
     N = stats.n_obs
-    spread = np.clip(np.diag(stats.XtX), 0, None)
-    raw_sum = N * stats.x_shift + _column_sums(stats)
-    raw_squares = spread + 2 * stats.x_shift * _column_sums(stats) + N * stats.x_shift ** 2
+    raw_sum = N * stats.x_shift + sums
+    raw_squares = spread + 2 * stats.x_shift * sums + N * stats.x_shift ** 2
     binary = np.abs(raw_squares - raw_sum) <= 1e-9 * np.maximum(raw_squares, 1e-300)
     continuous = np.flatnonzero(~binary & (spread > 0))
     if continuous.size == 0:
@@ -308,19 +335,21 @@ def _column_sums(stats):
     return stats.XtX[stats.intercept]
 
 
-def check_design_columns(stats, names, unpenalised, X=None, moments=None) -> None:
+def check_design_columns(stats, names, unpenalised, X=None, moments=None,
+                         control: Control = DEFAULT_CONTROL) -> None:
     """Columns that make the selection ill-posed, from the statistics (X only where
     there is no Gram; ``moments``: its :func:`rank.row_moments`, when already computed):
     constant candidates (with an intercept) and duplicated columns (equal after
-    centring and normalising, either sign).  No p x p or N x p temporary."""
+    centring and normalising, either sign; ``control``: constant_tol and duplicate_tol).
+    No p x p or N x p temporary."""
     unpen = set(int(j) for j in unpenalised)
     if stats.XtX is not None:
-        constant = rank.constant_columns(stats)
-        pairs = duplicate_pairs_from_gram(stats.XtX, constant)
+        constant = rank.constant_columns(stats, control)
+        pairs = duplicate_pairs_from_gram(stats.XtX, constant, tol=control.duplicate_tol)
     elif X is not None:
-        spread, pairs = _row_column_scan(X, stats, moments)
+        spread, pairs = _row_column_scan(X, stats, moments, tol=control.duplicate_tol)
         magnitude = spread + stats.n_obs * stats.x_shift ** 2
-        constant = np.flatnonzero(spread <= rank.CONSTANT_TOL ** 2 * magnitude)
+        constant = np.flatnonzero(spread <= control.constant_tol ** 2 * magnitude)
         constant = constant[constant != stats.intercept] if stats.intercept is not None else []
     else:
         raise InputError("column checks need the Gram matrix or the rows of X")
@@ -336,12 +365,8 @@ def check_design_columns(stats, names, unpenalised, X=None, moments=None) -> Non
                          "up to scale)")
 
 
-# Two columns are duplicates when their correlation (cosine, without an intercept) is
-# within this of +-1: their independent parts are below ~1e-6 of their norms.
-DUPLICATE_TOL = 1e-12
-
-
-def duplicate_pairs_from_gram(G, skip=(), tol=DUPLICATE_TOL, block_bytes=16 * 2**20):
+def duplicate_pairs_from_gram(G, skip=(), tol=DEFAULT_CONTROL.duplicate_tol,
+                              block_bytes=16 * 2**20):
     """Pairs (i < j) of columns with |G_ij| >= (1 - tol) sqrt(G_ii G_jj), scanning G a
     block of rows at a time (columns in ``skip`` and zero columns are ignored)."""
     p = G.shape[0]
@@ -364,7 +389,7 @@ def duplicate_pairs_from_gram(G, skip=(), tol=DUPLICATE_TOL, block_bytes=16 * 2*
     return sorted(pairs)
 
 
-def _row_column_scan(X, stats, moments=None, tol=DUPLICATE_TOL):
+def _row_column_scan(X, stats, moments=None, tol=DEFAULT_CONTROL.duplicate_tol):
     """Without a Gram: duplicated pairs found by random projections of the centred,
     normalised columns (equal columns have equal keys; only neighbours in key order
     are compared exactly)."""
@@ -431,7 +456,7 @@ def check_random_effects_identifiable(sizes: np.ndarray, Z: np.ndarray, random_n
 
 def check_k_selectable(k, n_selectable: int) -> None:
     """An explicit k must not exceed the candidates left after the rank checks."""
-    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > n_selectable:
+    if is_whole_number(k) and k > n_selectable:
         raise InputError(f"k = {k} exceeds the number of candidate predictors left after "
                          f"dropping aliased columns ({n_selectable})")
 
@@ -458,15 +483,14 @@ def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
     read), each error naming its argument; :func:`check_tuning_on_data` checks them
     against the data."""
     from .criteria import CRITERIA
-    if not (k is None or (isinstance(k, str) and k == "cv")
-            or (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))):
+    if not (k is None or is_cv(k) or is_whole_number(k)):
         raise InputError(f"k must be an integer, None or 'cv', got {k!r}")
-    if isinstance(k, (int, np.integer)) and k < 0:
+    if is_whole_number(k) and k < 0:
         raise InputError(f"k must be non-negative, got {k}")
     if k_max is not None and (isinstance(k_max, (bool, np.bool_))
                               or not isinstance(k_max, (int, np.integer)) or k_max < 0):
         raise InputError(f"k_max must be a non-negative integer or None, got {k_max!r}")
-    if not (a is None or (isinstance(a, str) and a == "cv")):
+    if not (a is None or is_cv(a)):
         if isinstance(a, (str, bool, np.bool_)):
             raise InputError(f"a must be a non-negative number, None or 'cv', got {a!r}")
         check_a(a)
@@ -482,7 +506,7 @@ def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
                                      or random_state < 0):
         raise InputError(f"random_state must be a non-negative integer or None, got {random_state!r}")
     grid_given = a_grid is not None and not isinstance(a_grid, (str, bytes)) and np.ndim(a_grid)
-    if isinstance(a, str) and a == "cv" and not (grid_given and len(a_grid)):
+    if is_cv(a) and not (grid_given and len(a_grid)):
         raise InputError(f"a_grid must hold at least one value of a for a='cv', got {a_grid!r}")
     if a_grid is not None and not grid_given:
         raise InputError(f"a_grid must be a sequence of values of a, got {a_grid!r}")
@@ -502,7 +526,7 @@ def check_tuning_on_data(k, a, k_max, cv_folds, n_candidates, n_obs, n_unpenalis
     """k_max and cv_folds against the data (k has its own, later check)."""
     if k_max is not None:
         check_k(k_max, n_candidates, n_obs, n_unpenalised, what="k_max")
-    uses_cv = any(isinstance(v, str) and v == "cv" for v in (k, a))
+    uses_cv = is_cv(k) or is_cv(a)
     if uses_cv and cv_folds > n_groups:
         raise InputError(f"cv_folds = {cv_folds} exceeds the number of clusters ({n_groups}); "
                          "cross-validation splits whole clusters")

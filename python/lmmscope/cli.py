@@ -21,26 +21,9 @@ import numpy as np
 
 from .exceptions import InputError
 from .sources.parquet import PARQUET_SUFFIXES
+from .specification import parse_a_text, parse_k_text
 
 USAGE_ERROR = 2
-
-
-def _parse_k(value):
-    if value in (None, "cv"):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise InputError(f"--k must be an integer or 'cv', got {value!r}") from None
-
-
-def _parse_a(value):
-    if value in (None, "cv"):
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise InputError(f"--a must be a number or 'cv', got {value!r}") from None
 
 
 def read_data(path_text: str):
@@ -129,7 +112,7 @@ def fit_data(args) -> int:
     from . import lmm_scope
 
     always = [s.strip() for s in args.always.split(",")] if args.always else None
-    options = dict(k=_parse_k(args.k), a=_parse_a(args.a), always=always,
+    options = dict(k=parse_k_text(args.k), a=parse_a_text(args.a), always=always,
                    criterion=args.criterion, method=args.method, verbose=args.verbose)
     if args.chunk_rows is not None:  # out of core: parquet streamed by lmmscope.sources
         fit = lmm_scope(args.formula, _parquet_path(args.data), chunk_rows=args.chunk_rows,
@@ -147,7 +130,7 @@ def validate_data(args) -> int:
     from . import lmm_scope
     from .validate import check_against_lme4
 
-    fit = lmm_scope(args.formula, read_data(args.data), k=_parse_k(args.k), a=_parse_a(args.a),
+    fit = lmm_scope(args.formula, read_data(args.data), k=parse_k_text(args.k), a=parse_a_text(args.a),
                     method=args.method)
     check = check_against_lme4(fit, tol=args.tol)
     print(check)

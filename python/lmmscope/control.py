@@ -8,7 +8,7 @@ user changes one fit without touching any other.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -28,6 +28,8 @@ class Rule:
 
     def check(self, name: str, value):
         """The value as the field's type, or an InputError naming the field."""
+        if self.kind == "performance":
+            return as_performance(value, name)
         if (self.kind == "int" and isinstance(value, (float, np.floating))
                 and math.isfinite(value) and float(value).is_integer()):
             value = int(value)  # R's numbers are doubles: 50 arrives as 50.0
@@ -69,7 +71,51 @@ RULES = {
     "check_conv_grad_tol": Rule("float", 0, open_low=True),
     "check_conv_hess_tol": Rule("float", 0),
     "singular_tol": Rule("float", 0),
+    "rank_tol": Rule("float", 0, open_low=True),
+    "constant_tol": Rule("float", 0),
+    "duplicate_tol": Rule("float", 0),
+    "response_copy_tol": Rule("float", 0),
+    "scale_ratio_tol": Rule("float", 1, open_low=True),
+    "performance": Rule("performance"),
 }
+
+
+@dataclass(frozen=True)
+class Performance:
+    """Memory and speed settings: they change how a fit runs, never its result (unlike
+    :class:`Control`'s tolerances).  Passed as ``Control(performance=Performance(...))``.
+
+      on_demand_gram_bytes: above this size of the p x p Gram, even a path of selections
+        reads the whitened Gram's columns on demand (the screens of successive k
+        overlap, and are cached) rather than forming a second p x p array beside X'X.
+    """
+
+    on_demand_gram_bytes: int = 2**28
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = PERFORMANCE_RULES[f.name].check(f"performance.{f.name}", getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+
+
+PERFORMANCE_RULES = {
+    "on_demand_gram_bytes": Rule("int", 0),
+}
+
+
+def as_performance(value, name: str = "performance") -> Performance:
+    """A Performance as it is, a dict of its fields as a Performance; else an InputError."""
+    if isinstance(value, Performance):
+        return value
+    if isinstance(value, dict):
+        known = [f.name for f in fields(Performance)]
+        unknown = [k for k in value if k not in known]
+        if unknown:
+            raise InputError(f"Performance has no field(s) {', '.join(map(repr, unknown))}; its "
+                             f"fields are {', '.join(known)}")
+        return Performance(**value)
+    raise InputError(f"Control({name}=...): must be a lmmscope.control.Performance or a dict, "
+                     f"got {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +151,20 @@ class Control:
         eigenvalue below -tol is reported as a degenerate Hessian.
       singular_tol: lme4's ``check.conv.singular`` / ``isSingular`` tolerance (1e-4)
         on the bounded entries of theta (relative to the unit-free scale of Z).
+    Checks of the fixed-effects design (lme4's check.rankX and check.scaleX):
+      rank_tol: R's ``qr(X, tol = 1e-7)`` as lme4's chkRank.drop.cols uses it: a column
+        whose norm, after projecting out the columns kept before it, falls below this
+        share of its own norm is aliased and dropped (:mod:`lmmscope.rank`).
+      constant_tol: a column whose spread around its mean is below this share of its
+        magnitude is constant to the precision of its values (1e-11).
+      duplicate_tol: two columns whose correlation (cosine without an intercept) is
+        within this of +-1 are duplicates (1e-12: independent parts below ~1e-6).
+      response_copy_tol: a predictor whose correlation with the response is within
+        this of +-1 is the response up to location and scale, refused (1e-10).
+      scale_ratio_tol: lme4's checkScaleX: warn when the standard deviations of the
+        non-binary columns differ by more than this factor, or one lies outside
+        [1/tol, tol] (1e3).
+    Memory and speed (never the result): ``performance``, a :class:`Performance`.
     """
 
     gram_limit: int = 4000
@@ -120,6 +180,12 @@ class Control:
     check_conv_grad_tol: float = 2e-3
     check_conv_hess_tol: float = 1e-6
     singular_tol: float = 1e-4
+    rank_tol: float = 1e-7
+    constant_tol: float = 1e-11
+    duplicate_tol: float = 1e-12
+    response_copy_tol: float = 1e-10
+    scale_ratio_tol: float = 1e3
+    performance: Performance = field(default_factory=lambda: Performance())
 
     def __post_init__(self):
         # every value checked (and made the field's type) here, once: a NaN tolerance

@@ -1,5 +1,7 @@
 """lme4's final convergence check (``checkConv``) at the optimum of theta: the gradient
-scaled by the Cholesky factor of the Hessian, and the Hessian's eigenvalues.
+scaled by the Cholesky factor of the Hessian, and the Hessian's eigenvalues; and lme4's
+``isSingular``, the one singularity rule (one grouping factor and several terms alike;
+the R package receives the verdict as a value).
 """
 
 from __future__ import annotations
@@ -12,6 +14,15 @@ from .control import Control
 from .profiled_deviance import deviance_at
 from .deviance_derivatives import observed_hessian, slope_parts
 from .theta_layout import theta_positions
+
+
+def is_singular(theta_unit_free, lower, control: Control) -> bool:
+    """lme4's isSingular: a bounded entry of theta (a relative standard deviation,
+    ``lower == 0``) below ``control.singular_tol``.  Judged on theta for Z's columns at
+    unit root mean square, so the verdict does not depend on Z's units (lme4 judges the
+    theta of Z as given: a random slope in seconds rather than days can flip it there)."""
+    theta = np.asarray(theta_unit_free, float)
+    return bool(np.any(theta[np.asarray(lower) == 0] < control.singular_tol))
 
 
 def check_convergence(stats: ClusterStats, theta, reml: bool, control: Control,

@@ -27,9 +27,12 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from . import checks
+from .control import as_control
 from .formula import INTERCEPT
 from .intercept import InterceptPrepended
-from .tuning import DEFAULT_A_GRID
+from .specification import (ModelSpec, RowData, TuningArguments, parse_method, resolve_always,
+                            validated_rows, whitens_a_copy, with_random_slopes)
+from .tuning import DEFAULT_A_GRID, Progress
 from .exceptions import ColumnError, InputError
 
 
@@ -145,10 +148,12 @@ class LmmScope(RegressorMixin, BaseEstimator):
         -------
         self
         """
-        from .api import _fit_selection, _resolve_always, _validated_arrays, whitens_a_copy
+        from . import engine
 
-        checks.check_tuning_arguments(self.k, self.a, self.criterion, self.k_max,
-                                      self.cv_folds, self.a_grid, self.method, self.random_state)
+        tuning = TuningArguments(self.k, self.a, self.criterion, self.k_max, self.cv_folds,
+                                 self.a_grid, self.random_state)
+        reml = parse_method(self.method)
+        control = as_control(self.control)
         X = _as_table(X)
         self._record_input(X)
         X_fixed, names, Z, random_names, groups = self._split_columns(X, Z, groups)
@@ -158,26 +163,25 @@ class LmmScope(RegressorMixin, BaseEstimator):
             # a data column named Intercept is the design's `Intercept`, as in formulas
             names = [f"`{INTERCEPT}`" if n == INTERCEPT else n for n in names]
         lead = int(self.fit_intercept)
-        copy = whitens_a_copy((Xm.shape[0], Xm.shape[1] + lead), self.k, self.a,
-                              self.control, bool(self.fit_intercept or always))
-        Xv, y, Zv, codes, labels, moments = _validated_arrays(
-            Xm, y, Z, groups, names, random_names, with_moments=True,
-            row_major_lead=lead if copy else None)
+        copy = whitens_a_copy((Xm.shape[0], Xm.shape[1] + lead), tuning, control,
+                              bool(self.fit_intercept or always))
+        rows, labels = validated_rows(Xm, y, Z, groups, names, random_names, with_moments=True,
+                                      row_major_lead=lead if copy else None)
         unpenalised = []
         if self.fit_intercept:
-            Xv = InterceptPrepended(Xv)  # [1, X] without copying X
+            # [1, X] without copying X
+            rows = RowData(InterceptPrepended(rows.X), rows.y, rows.Z, rows.codes, rows.moments)
             names = [INTERCEPT] + names
             always = [j + 1 if isinstance(j, int) else j for j in always]
             unpenalised = [0]
-        unpenalised = _resolve_always(always, names, unpenalised)
-        self.result_ = _fit_selection(
-            Xv, y, Zv, codes, labels, names, random_names, "group", unpenalised, None,
-            k=self.k, a=self.a, criterion=self.criterion, k_max=self.k_max,
-            cv_folds=self.cv_folds, a_grid=self.a_grid, method=self.method,
-            random_state=self.random_state, verbose=self.verbose,
-            penalize_random_slopes=self.penalize_random_slopes, control=self.control,
-            x_moments=moments)
-        self.result_._prepend_intercept = self.fit_intercept
+        unpenalised = resolve_always(always, names, unpenalised)
+        progress = Progress(self.verbose)
+        unpenalised = with_random_slopes(names, random_names, unpenalised, tuning.k,
+                                         self.penalize_random_slopes, progress)
+        spec = ModelSpec(names, random_names, "group", labels, rows, reml=reml,
+                         unpenalised=unpenalised, tuning=tuning, control=control,
+                         verbose=self.verbose, prepend_intercept=bool(self.fit_intercept))
+        self.result_ = engine.fit(spec, progress)
         self._set_fitted_attributes()
         return self
 

@@ -10,7 +10,7 @@ through it, so no other module branches on the layout.
 One fixed (k, a) problem never forms a second array as large as its data: on a
 Gram, the whitened Gram's columns are computed as the search asks for them
 (:class:`~lmmscope.whitening.WhitenedGramColumns`; so is every problem on a Gram
-over ``ON_DEMAND_GRAM_BYTES``); on rows without a shift or unpenalised columns,
+over ``Control.performance.on_demand_gram_bytes``); on rows without a shift or unpenalised columns,
 X_a is an operator (:class:`~lmmscope.row_whitening.WhitenedOperator`).
 """
 
@@ -18,22 +18,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
 from .control import Control, as_control
 from .whitening import WhitenedGramColumns, whiten_stats
 from .reduction import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
 from .threads import one_blas_thread
 
 
-# Above this size of the p x p Gram, even a path of selections reads the whitened
-# Gram's columns on demand (the screens of successive k overlap, and are cached)
-# rather than forming a second p x p array beside X'X.
-ON_DEMAND_GRAM_BYTES = 2**28
-
 
 def _single_problem(k, a) -> bool:
     """k and a both fixed numbers: one selection, no tuning."""
-    return (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
-            and isinstance(a, (int, float, np.number)) and not isinstance(a, bool))
+    return checks.is_whole_number(k) and checks.is_number(a)
 
 
 def whitens_rows_once(n_obs: int, p: int, k=None, a=None, control: Control | None = None
@@ -52,7 +47,8 @@ def choose_layout(n_obs: int, p: int, k=None, a=None, control: Control | None = 
         return RowLayout()
     if p > max(n_obs, control.gram_limit):
         return RowLayout()
-    return GramLayout(columns_on_demand=single_problem or 8 * p * p > ON_DEMAND_GRAM_BYTES)
+    return GramLayout(columns_on_demand=single_problem
+                      or 8 * p * p > control.performance.on_demand_gram_bytes)
 
 
 def gram_fold_problems(stats, fold_stats, a, unpenalised):

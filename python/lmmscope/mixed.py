@@ -38,7 +38,7 @@ class MixedModelFit:
         q, p = stats.q, stats.p
         if p >= self.nobs:
             raise ValueError(f"{p} fixed effects but only {self.nobs} rows")
-        control = as_control(control)
+        control = self.control = as_control(control)
         check_fixed_rank(stats, self.fixed_names)  # names the columns, unlike the refit's own check
         if optimum is None and theta_optimal and theta0 is not None:
             from .refit import fit_theta  # theta0 minimises this deviance: check it only

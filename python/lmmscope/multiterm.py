@@ -17,6 +17,7 @@ import scipy.linalg as sla
 
 from . import checks, rank
 from .control import as_control
+from .cluster_stats import compute_cluster_stats
 from .exceptions import ColumnError, ConvergenceWarning, InputError
 from .formula import INTERCEPT, new_design_matrices
 from .formula.bars import parse_bar_terms
@@ -34,25 +35,29 @@ def lmm_several_terms(formula: str, data, method: str = "REML", na_action: str =
         raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
     bars = parse_bar_terms(formula)
     design, reterms, _rows = build_reterms(bars, data, na_action=na_action)
-    X = np.asarray(design.X, dtype=float)
-    names = list(design.fixed_names)
-    X = checks.as_float_matrix(X, "X")
-    y = checks.check_response(design.y, X.shape[0])
-    checks.check_finite_columns(X, names, "X")
-    for term in reterms.terms:
-        checks.check_finite_columns(term.Z, term.cnms, f"Z of ({' + '.join(term.cnms)} | "
-                                    f"{term.group_name})")
+    X, y, names = validated_arrays(design, reterms)
+    column_stats = column_check_stats(X, y)
+    checks.check_response_not_a_predictor(column_stats, names)
+    checks.check_scales(column_stats, names)
+    kept = rank.full_rank_columns(column_stats, names).tolist()  # aliased dropped, as lme4
     intercept = names.index(INTERCEPT) if INTERCEPT in names else None
     stats = SparseStats.from_arrays(X, y, reterms.Zt, intercept)
-    fit, kept, dropped = fit_statistics(stats, reterms, names, method == "REML", control)
+    fit, kept, dropped = fit_statistics(stats, reterms, names, method == "REML", control,
+                                        kept=kept)
     return MultiTermResult(fit, design, X[:, kept], y, reterms, kept, dropped)
 
 
-def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, control=None):
+def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, control=None,
+                   kept=None):
     """lme4's checks and the (RE)ML fit from the statistics alone (rows in memory, or
     summed over parquet chunks and Dask partitions: :mod:`lmmscope.sources.several_terms`).
+    ``kept``: the full-rank columns where the rows judged them (lme4's centred check, with
+    its warning: :func:`column_check_stats`); else judged here on X'X.
     Returns (fit, kept column positions, names of the aliased columns dropped)."""
-    kept, dropped = _full_rank(stats.XtX, names)
+    if kept is None:
+        kept, dropped = _full_rank(stats.XtX, names)
+    else:
+        dropped = [names[j] for j in range(len(names)) if j not in set(kept)]
     names = [names[j] for j in kept]
     if len(kept) >= stats.n_obs:
         raise InputError(f"{len(kept)} fixed effects but only {stats.n_obs} rows")
@@ -69,6 +74,28 @@ def _full_rank(XtX, names):
     kept, aliased = rank.independent_columns(XtX, order)
     rank.warn_dropped(names, aliased)
     return sorted(kept.tolist()), [names[j] for j in sorted(aliased.tolist())]
+
+
+def validated_arrays(design, reterms):
+    """(X, y, fixed-effect names) of a several-term design, with the one-term input
+    checks: numeric finite columns of X and of every term's Z, a usable response."""
+    names = list(design.fixed_names)
+    X = checks.as_float_matrix(np.asarray(design.X, dtype=float), "X")
+    y = checks.check_response(design.y, X.shape[0])
+    checks.check_finite_columns(X, names, "X")
+    for term in reterms.terms:
+        checks.check_finite_columns(term.Z, term.cnms, f"Z of ({' + '.join(term.cnms)} | "
+                                    f"{term.group_name})")
+    return X, y, names
+
+
+def column_check_stats(X, y):
+    """The statistics the one-term column checks read (lme4's checkScaleX, constant,
+    duplicated and aliased columns, a copy of y): those of (X, y) as one cluster, so
+    :mod:`lmmscope.checks` and :mod:`lmmscope.rank` run unchanged, with the same
+    shifts, tolerances and messages as for one term."""
+    n = X.shape[0]
+    return compute_cluster_stats(X, y, np.ones((n, 1)), np.zeros(n, dtype=np.int64), 1)
 
 
 def _check_levels(reterms: ReTerms, n_obs: int):
@@ -91,6 +118,7 @@ class MultiTermFit:
     def __init__(self, stats: SparseStats, reterms: ReTerms, fixed_names, intercept,
                  reml=True, control=None):
         control = as_control(control)
+        self.control = control
         self.method = "REML" if reml else "ML"
         self.fixed_names = list(fixed_names)
         self.reterms = reterms
@@ -218,6 +246,37 @@ class MultiTermFit:
         return lines + fixed_effects_and_status_lines(self)
 
 
+def anova(*models, refit: bool = True, names=None) -> pd.DataFrame:
+    """lme4's ``anova`` of several-term fits (see :meth:`MultiTermResult.anova`)."""
+    from scipy.stats import chi2
+    if len(models) < 2:
+        raise InputError("anova compares two or more fitted models")
+    for m in models:
+        if not isinstance(m, MultiTermResult):
+            raise InputError("anova compares fits of lmmscope.lmm or lmm_scope with several "
+                             f"random-effects terms, got {type(m).__name__}")
+    if len({m.nobs for m in models}) > 1:
+        raise InputError("models were not all fitted to the same size of dataset "
+                         f"(nobs: {', '.join(str(m.nobs) for m in models)})")
+    names = [f"model {i + 1}" for i in range(len(models))] if names is None else list(names)
+    if len(names) != len(models):
+        raise InputError(f"{len(names)} names for {len(models)} models")
+    if refit and any(m.method == "REML" for m in models):
+        warnings.warn("refitting model(s) with ML (instead of REML)", stacklevel=3)
+    fits = [m.ml_fit() if refit else m.mixed for m in models]
+    order = sorted(range(len(models)), key=lambda i: fits[i].n_params)  # stable, as R's order
+    fits, names = [fits[i] for i in order], [names[i] for i in order]
+    npar = np.array([f.n_params for f in fits])
+    loglik = np.array([f.loglik for f in fits])
+    chisq = np.concatenate([[np.nan], 2 * np.maximum(0, np.diff(loglik))])
+    df = np.concatenate([[np.nan], np.diff(npar)]).astype(float)
+    with np.errstate(invalid="ignore"):
+        p_value = np.where(df == 0, np.nan, chi2.sf(chisq, df))
+    return pd.DataFrame({"npar": npar, "AIC": [f.aic for f in fits], "BIC": [f.bic for f in fits],
+                         "logLik": loglik, "deviance": -2 * loglik, "Chisq": chisq, "Df": df,
+                         "Pr(>Chisq)": p_value}, index=pd.Index(names))
+
+
 class MultiTermResult:
     """A several-term model fitted by :func:`lmmscope.lmm`: lme4's accessors and predict."""
 
@@ -301,6 +360,54 @@ class MultiTermResult:
                              bool(t.p == 1 and t.cnms == [INTERCEPT]))
             eta = eta + term.predict(frame, level=1, allow_new_levels=allow_new_levels)
         return eta
+
+    def ml_fit(self) -> MultiTermFit:
+        """The fit by ML (this one, or its refit by ML on the same columns, cached):
+        what lme4's ``anova`` compares (``refitML``)."""
+        if self.method == "ML":
+            return self.mixed
+        if getattr(self, "_ml_fit", None) is None:
+            names = list(self.fixef.index)
+            intercept = names.index(INTERCEPT) if INTERCEPT in names else None
+            stats = SparseStats.from_arrays(self._X, self._y, self.reterms.Zt, intercept)
+            with warnings.catch_warnings():  # the refit's convergence is reported with it
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                self._ml_fit = MultiTermFit(stats, self.reterms, names, intercept, reml=False,
+                                            control=self.mixed.control)
+        return self._ml_fit
+
+    def anova(self, *others, refit: bool = True, names=None) -> pd.DataFrame:
+        """lme4's ``anova(m1, m2, ...)``: the models (this one and ``others``, fitted to
+        the same rows) at their ML fits (REML fits refitted by ML unless ``refit=False``),
+        ordered by their number of parameters, each tested against the previous one by
+        the likelihood-ratio chi-square.  Columns as lme4's: npar, AIC, BIC, logLik,
+        deviance, Chisq, Df, Pr(>Chisq); ``names``: the rows' labels."""
+        return anova(self, *others, refit=refit, names=names)
+
+    def simulate(self, nsim: int = 1, seed=None, re_form=()) -> pd.DataFrame:
+        """lme4's ``simulate``: ``nsim`` responses drawn from the fitted model, as a
+        table of columns sim_1, sim_2, ... (rows as the fit's).  Each draw is
+        X beta + Z b + sigma e with e standard normal and, for every term not
+        conditioned on, b = Lambda u with u ~ N(0, sigma^2 I): each term's effects
+        drawn from its fitted covariance.  ``re_form``: the grouping factors whose
+        random effects are conditioned on (held at their conditional modes, as in
+        :meth:`predict`); ``()`` (default) conditions on none (lme4's
+        ``re.form = NA``), ``None`` on all (``re.form = NULL``).  ``seed``: an int or a
+        numpy Generator."""
+        if not (isinstance(nsim, (int, np.integer)) and nsim >= 1):
+            raise InputError(f"nsim must be a positive integer, got {nsim!r}")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        conditioned = self._included_terms(re_form) if re_form is None or len(re_form) \
+            else set()
+        rt, sigma = self.reterms, self.sigma
+        mask = np.concatenate([np.full(t.n_levels * t.p, t.group_name in conditioned)
+                               for t in rt.terms])
+        mean = self._X @ self.fixef.to_numpy() + rt.Zt.T @ np.where(mask, self.mixed.b, 0.0)
+        u = sigma * rng.standard_normal((rt.q, nsim))
+        u[mask] = 0.0
+        draws = mean[:, None] + rt.Zt.T @ (rt.lambdat(self.theta).T @ u) \
+            + sigma * rng.standard_normal((mean.size, nsim))
+        return pd.DataFrame(draws, columns=[f"sim_{i + 1}" for i in range(nsim)])
 
     def to_dict(self) -> dict:
         raise InputError("the plain-values schema (CLI --json, the R package) describes one "

@@ -3,7 +3,8 @@
 The proxy covariance is Sigma_a = a Z~ Z~' + I with Z~ the whole random-effects design
 (every term; each column of a term's model matrix divided by its root mean square, so
 a does not depend on Z's units, as with one term).  By Woodbury, with the sparse
-A_a = I + a Z~'Z~ (factored as in the refit: :func:`lmmscope.sparse_pls.factor_spd`),
+A_a = I + a Z~'Z~ (factored as in the refit, :func:`lmmscope.sparse_pls.sparse_system`,
+whose symbolic work - blocks, index maps, ordering - is done once for every a),
 
     X_a'X_a = X'X - a (Z~'X)' A_a^-1 (Z~'X),   X_a'y_a and y_a'y_a likewise,
 
@@ -22,13 +23,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import checks, rank
 from .control import as_control
+from .z_units import proxy_z_scale
 from .exceptions import InputError
-from .multiterm import MultiTermFit, MultiTermResult
+from .multiterm import (MultiTermFit, MultiTermResult, _full_rank, column_check_stats,
+                        validated_arrays)
 from .nodewise import DEFAULT_TOL, DenseGram
 from .results import LmmScopeResult
 from .reduction import reduce_gram
-from .sparse_pls import SparseStats, factor_spd
+from .sparse_pls import SparseStats, sparse_system
 from .tuning import DEFAULT_A_GRID, Progress, select
 
 
@@ -64,29 +68,30 @@ class SeveralTermsData:
         self.stats, self._intercept = stats, intercept
         # unit-free Z: each term's model-matrix column by its root mean square, the sum
         # of its squares read off Z'Z's diagonal (every row is in one level of a term)
-        if self.control.unit_free_z:
-            square_sums = stats.ZtZ.diagonal()
-            scale = np.concatenate([np.tile(np.sqrt(square_sums[lo:hi].reshape(t.n_levels, t.p)
-                                                    .sum(axis=0) / self.N), t.n_levels)
-                                    for t, lo, hi in zip(reterms.terms, reterms.Gp[:-1],
-                                                         reterms.Gp[1:])])
-            scale[scale == 0] = 1.0
-        else:
-            scale = np.ones(reterms.q)
+        square_sums = stats.ZtZ.diagonal()
+        scale = np.concatenate([
+            np.tile(proxy_z_scale(self.control, square_sums[lo:hi].reshape(t.n_levels, t.p)
+                                  .sum(axis=0), self.N), t.n_levels)
+            for t, lo, hi in zip(reterms.terms, reterms.Gp[:-1], reterms.Gp[1:])])
         self.z_scale = scale
         D = sp.diags(1.0 / scale)
         self.unit_ZtZ = (D @ self.stats.ZtZ @ D).tocsc()
         self.unit_ZtX = self.stats.ZtX / scale[:, None]
         self.unit_Zty = self.stats.Zty / scale
+        self._system = None
+
+    def factor(self, a):
+        """The factor of A_a = I + a Z~'Z~: Lambda = sqrt(a) I on the unit-free Z'Z."""
+        if self._system is None:
+            self._system = sparse_system(self.unit_ZtZ, self.reterms)
+        return self._system.factor(np.sqrt(a) * self.reterms.theta0)
 
     def whitened(self, a):
         """(X_a'X_a, X_a'y_a, y_a'y_a) of Sigma_a = a Z~Z~' + I, by Woodbury."""
         st = self.stats
         if a == 0:
             return st.XtX.copy(), st.Xty.copy(), st.yty
-        A = (a * self.unit_ZtZ + sp.identity(self.reterms.q, format="csc")).tocsc()
-        factor = factor_spd(A, self.reterms)
-        sol = factor.solve(np.column_stack([self.unit_ZtX, self.unit_Zty]))
+        sol = self.factor(a).solve(np.column_stack([self.unit_ZtX, self.unit_Zty]))
         gram = st.XtX - a * (self.unit_ZtX.T @ sol[:, :-1])
         xty = st.Xty - a * (self.unit_ZtX.T @ sol[:, -1])
         yty = st.yty - a * float(self.unit_Zty @ sol[:, -1])
@@ -120,8 +125,7 @@ class SeveralTermsData:
         ZtXc = self.unit_ZtX - np.outer(z_sums, shift)
         XtXc = st.XtX - np.outer(x_sums, shift) - np.outer(shift, x_sums) \
             + self.N * np.outer(shift, shift)
-        A = (a * self.unit_ZtZ + sp.identity(self.reterms.q, format="csc")).tocsc()
-        factor = factor_spd(A, self.reterms)
+        factor = self.factor(a) if a else None
         gram = XtXc - a * (ZtXc.T @ factor.solve(ZtXc)) if a else XtXc
         # Z~'r: y was centred by y_shift in the statistics
         Ztr = self.unit_Zty + st.y_shift * z_sums - self.unit_ZtX @ beta
@@ -139,6 +143,7 @@ class SeveralTermsData:
         raise InputError(NO_CROSS_VALIDATION)
 
     def subset_stats(self, columns) -> SparseStats:
+        self.stats.system(self.reterms)  # the refits on every subset share Z'Z's analysis
         return self.stats.subset(columns)
 
 
@@ -261,21 +266,31 @@ def _outermost_nesting(reterms):
 def lmm_scope_several_terms(design, reterms, unpenalised, *, control=None, **tuning):
     """Selection and refit of :func:`lmmscope.lmm_scope` for a several-term model."""
     from .formula import INTERCEPT
-    X = np.asarray(design.X, dtype=float)
-    names = list(design.fixed_names)
+    X, y, names = validated_arrays(design, reterms)
+    # the one-term column checks, on the same statistics and with the same messages
+    column_stats = column_check_stats(X, y)
+    checks.check_design_columns(column_stats, names, unpenalised)
+    checks.check_response_not_a_predictor(column_stats, names)
+    checks.check_scales(column_stats, names)
+    unpenalised, excluded = rank.screen_design(column_stats, names, unpenalised)
+    checks.check_k_selectable(tuning.get("k"), len(names) - len(unpenalised) - len(excluded))
     intercept = names.index(INTERCEPT) if INTERCEPT in names else None
-    data = SeveralTermsData(X, design.y, reterms, intercept, control)
-    sel, mixed, columns = select_several_terms(data, names, intercept, unpenalised,
-                                               control=control, **tuning)
-    return MultiTermScopeResult(sel, mixed, design, X, design.y, reterms, names, unpenalised,
-                                columns, [], data)
+    data = SeveralTermsData(X, y, reterms, intercept, control)
+    sel, mixed, columns, aliased = select_several_terms(
+        data, names, intercept, unpenalised, control=control, column_stats=column_stats, **tuning)
+    dropped = [names[j] for j in sorted(set(excluded) | set(aliased))]
+    return MultiTermScopeResult(sel, mixed, design, X, y, reterms, names, unpenalised,
+                                columns, dropped, data)
 
 
 def select_several_terms(data, names, intercept, unpenalised, *, k, a, criterion, k_max,
                          a_grid=DEFAULT_A_GRID, method="REML", random_state=0, verbose=False,
-                         control=None, cv_folds=5):
+                         control=None, cv_folds=5, column_stats=None):
     """Selection and (RE)ML refit on a :class:`SeveralTermsData` (rows in memory or
-    statistics summed over chunks): (selection, refit, refit columns)."""
+    statistics summed over chunks): (selection, refit, refit columns, aliased columns of
+    the support dropped).  ``column_stats``: the rows' one-cluster statistics
+    (:func:`lmmscope.multiterm.column_check_stats`) for lme4's centred rank check of the
+    support; without them (streamed statistics) the check runs on X'X."""
     if method not in ("REML", "ML"):
         raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
     control = as_control(control)
@@ -292,7 +307,13 @@ def select_several_terms(data, names, intercept, unpenalised, *, k, a, criterion
         coef[intercept] += data.stats.y_shift
         path_coef[:, intercept] += data.stats.y_shift
         sel = dataclasses.replace(sel, coef=coef, path_coef=path_coef)
-    columns = sorted(set(unpenalised) | set(int(j) for j in sel.support))
+    selected = sorted(set(unpenalised) | set(int(j) for j in sel.support))
+    # a collinear support loses its aliased columns (lme4's message)
+    if column_stats is not None:
+        kept = rank.full_rank_columns(column_stats.subset(selected), [names[j] for j in selected])
+    else:
+        kept, _ = _full_rank(data.stats.subset(selected).XtX, [names[j] for j in selected])
+    columns = [selected[i] for i in kept]
     mixed = refitter.fit(columns, reml=method == "REML")
     progress(f"refit by {method} on {len(columns)} columns done")
-    return sel, mixed, columns
+    return sel, mixed, columns, sorted(set(selected) - set(columns))

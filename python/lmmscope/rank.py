@@ -31,27 +31,26 @@ import numpy as np
 import scipy.linalg as sla
 
 from .centring import column_moments
+from .control import DEFAULT_CONTROL, Control
 from .intercept import InterceptPrepended
 
-# R's qr() tolerance, as lme4's chkRank.drop.cols uses it, on a column's relative norm.
-RANK_TOL = 1e-7
+# The tolerances (R's qr() tolerance on a column's relative norm, as lme4's
+# chkRank.drop.cols uses it; the constant-column share) are Control's rank_tol and
+# constant_tol.
 # On a Gram matrix the squared relative residual is what is computed, with an error of
 # a few hundred ulps at worst; the squared tolerance is kept above that floor.
 _SQUARED_FLOOR = 1000 * np.finfo(float).eps
-# A column whose spread around its mean is below this fraction of its magnitude is
-# constant to the precision of its values.
-CONSTANT_TOL = 1e-11
 
 
 class RankDeficiencyWarning(UserWarning):
     """Aliased columns were dropped (lme4 reports the same as a message)."""
 
 
-def squared_tolerance(tol: float = RANK_TOL) -> float:
+def squared_tolerance(tol: float = DEFAULT_CONTROL.rank_tol) -> float:
     return max(tol * tol, _SQUARED_FLOOR)
 
 
-def constant_columns(stats) -> np.ndarray:
+def constant_columns(stats, control: Control = DEFAULT_CONTROL) -> np.ndarray:
     """Indices of columns constant to their own precision (never the intercept).
 
     Only defined for centred statistics (a model with an intercept): the centred sum
@@ -62,12 +61,13 @@ def constant_columns(stats) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     spread = np.clip(np.diag(stats.XtX), 0, None)  # sum of squares around x_shift
     magnitude = spread + stats.n_obs * stats.x_shift ** 2
-    constant = spread <= CONSTANT_TOL ** 2 * magnitude
+    constant = spread <= control.constant_tol ** 2 * magnitude
     constant[stats.intercept] = False
     return np.flatnonzero(constant)
 
 
-def independent_columns(gram: np.ndarray, order=None, always_aliased=(), tol: float = RANK_TOL):
+def independent_columns(gram: np.ndarray, order=None, always_aliased=(),
+                        tol: float = DEFAULT_CONTROL.rank_tol):
     """Split ``order`` (positions in ``gram``, default all) into (kept, aliased), in
     order, by R's limited-pivoting rule; ``always_aliased`` positions (e.g. constant
     columns) are aliased whatever their norm."""
@@ -94,7 +94,8 @@ def independent_columns(gram: np.ndarray, order=None, always_aliased=(), tol: fl
     return np.asarray(kept, dtype=np.int64), np.asarray(aliased, dtype=np.int64)
 
 
-def in_span(gram_uu: np.ndarray, gram_up: np.ndarray, own: np.ndarray, tol: float = RANK_TOL):
+def in_span(gram_uu: np.ndarray, gram_up: np.ndarray, own: np.ndarray,
+            tol: float = DEFAULT_CONTROL.rank_tol):
     """Mask of the columns p whose residual after projecting on the (independent)
     columns u is below ``tol`` of their norm.  ``gram_up`` is u x p, ``own`` their
     squared norms."""
@@ -118,14 +119,16 @@ def warn_dropped(names, dropped) -> None:
         warnings.warn(drop_message(names, dropped), RankDeficiencyWarning, stacklevel=3)
 
 
-def full_rank_columns(stats, names, columns=None) -> np.ndarray:
+def full_rank_columns(stats, names, columns=None, control: Control = DEFAULT_CONTROL
+                      ) -> np.ndarray:
     """Columns (default all) of a fit without selection, aliased ones dropped with
     lme4's message.  Needs the Gram of ``stats``."""
     columns = np.arange(stats.p) if columns is None else np.asarray(columns, dtype=np.int64)
-    constant = set(constant_columns(stats).tolist())
+    constant = set(constant_columns(stats, control).tolist())
     # the intercept first, as lme4 puts it first: it is kept, the constants dropped
     order = sorted(columns.tolist(), key=lambda j: j != stats.intercept)
-    kept, aliased = independent_columns(stats.XtX, order, always_aliased=constant)
+    kept, aliased = independent_columns(stats.XtX, order, always_aliased=constant,
+                                        tol=control.rank_tol)
     warn_dropped(names, aliased)
     return np.asarray(sorted(kept.tolist()), dtype=np.int64)
 
@@ -226,22 +229,24 @@ def _products_with(stats, columns, X=None, moments=None, chunk_rows=4096):
     return rows_of, moments.squares.copy()
 
 
-def _constant_mask(stats, own):
+def _constant_mask(stats, own, control: Control = DEFAULT_CONTROL):
     if stats.intercept is None:
         return np.zeros(own.size, dtype=bool)
-    constant = own <= CONSTANT_TOL ** 2 * (own + stats.n_obs * stats.x_shift ** 2)
+    constant = own <= control.constant_tol ** 2 * (own + stats.n_obs * stats.x_shift ** 2)
     constant[stats.intercept] = False
     return constant
 
 
-def screen_design(stats, names, unpenalised, X=None, moments=None):
+def screen_design(stats, names, unpenalised, X=None, moments=None,
+                  control: Control = DEFAULT_CONTROL):
     """Rank checks before a selection: returns (unpenalised columns kept, candidate
     columns excluded), warning with names.
 
     An all-ones column is the intercept and is unpenalised (the statistics are centred
     on it).  Unpenalised columns aliased with the intercept or with earlier ones are
     dropped (lme4's message); candidates in the span of the kept unpenalised columns
-    leave the candidate set.  ``moments``: X's :func:`row_moments`, when already computed.
+    leave the candidate set.  ``moments``: X's :func:`row_moments`, when already computed;
+    ``control``: its rank_tol and constant_tol.
     """
     unpen = sorted(set(int(j) for j in unpenalised))
     if stats.intercept is not None and stats.intercept not in unpen:
@@ -249,16 +254,18 @@ def screen_design(stats, names, unpenalised, X=None, moments=None):
                       "so it is not penalised", RankDeficiencyWarning, stacklevel=3)
         unpen = sorted(unpen + [stats.intercept])
     rows_of, own = _products_with(stats, unpen, X, moments)
-    constant = _constant_mask(stats, own)
+    constant = _constant_mask(stats, own, control)
     order = sorted(range(len(unpen)), key=lambda i: unpen[i] != stats.intercept)
     forced = [i for i in range(len(unpen)) if constant[unpen[i]]]
-    kept_pos, aliased_pos = independent_columns(rows_of[:, unpen], order, always_aliased=forced)
+    kept_pos, aliased_pos = independent_columns(rows_of[:, unpen], order, always_aliased=forced,
+                                                tol=control.rank_tol)
     kept = np.asarray(sorted(unpen[i] for i in kept_pos), dtype=np.int64)
     aliased = [unpen[i] for i in aliased_pos]
     warn_dropped(names, aliased)
     candidates = np.setdiff1d(np.arange(stats.p), kept)
     pos = np.searchsorted(unpen, kept)
-    span = in_span(rows_of[np.ix_(pos, kept)], rows_of[np.ix_(pos, candidates)], own[candidates])
+    span = in_span(rows_of[np.ix_(pos, kept)], rows_of[np.ix_(pos, candidates)], own[candidates],
+                   tol=control.rank_tol)
     span |= constant[candidates]
     excluded = candidates[span]
     left = [j for j in excluded if j not in set(aliased)]

@@ -16,13 +16,12 @@ import warnings
 
 import numpy as np
 
-from . import api, checks
+from . import checks, engine
 from .control import Control
-from .cluster_stats import compute_cluster_stats
 from .exceptions import InputError
-from .mixed import MixedModelFit
-from .results import LmmResult
 from .schema import inference_payload, plain, result_payload
+from .specification import TuningArguments, with_random_slopes
+from .tuning import DEFAULT_A_GRID, Progress
 
 # inference = NULL computes the table at fit time unless the two p x p arrays the node-wise
 # fits hold (the whitened Gram and its scaled copy) would pass this size (p above ~8,200);
@@ -70,28 +69,21 @@ def _control(values) -> Control | None:
 
 def _core_fit(X, y, Z, groups, names, random_names, group_name, unpenalised, reml, selection,
               control=None):
-    """Every call into the core's internals, in one place (contract 4 of the brief).
-
-    ``selection`` is None for a plain LMM, else the keyword arguments of
-    ``api._fit_selection``.  Returns (result, ML refit of the same columns or None).
-    """
-    X, y, Z, codes, labels = api._validated_arrays(X, y, Z, groups, names, random_names)
-    if selection is None:
-        stats = compute_cluster_stats(X, y, Z, codes, labels.size)
-        mixed = MixedModelFit(stats, names, random_names, labels, group_name, reml=reml,
-                              control=control)
-        result, columns = LmmResult(mixed, None, X, y, Z, codes, labels), list(range(len(names)))
-    else:
-        unpen = api._resolve_always([], names, unpenalised)
-        result = api._fit_selection(X, y, Z, codes, labels, names, random_names, group_name,
-                                    unpen, None, method="REML" if reml else "ML", control=control,
-                                    **selection)
-        columns = [names.index(n) for n in result.selected]
-        stats = compute_cluster_stats(X[:, columns], y, Z, codes, labels.size)
-    ml = result.mixed if not reml else MixedModelFit(
-        stats, [names[j] for j in columns], random_names, labels, group_name, reml=False,
-        control=control)
-    return result, ml
+    """The engine on R's arrays (:func:`lmmscope.engine.fit_rows`: the same checks as every
+    front).  ``selection`` is None for a plain LMM, else the tuning keyword arguments
+    (plus ``verbose`` and ``penalize_random_slopes``).  Returns (result, ML refit of the
+    same columns)."""
+    selection = dict(selection or {})
+    verbose = selection.pop("verbose", False)
+    slopes_penalised = selection.pop("penalize_random_slopes", False)
+    tuning = TuningArguments(**selection) if selection else None
+    if tuning is not None:
+        unpenalised = with_random_slopes(names, random_names, sorted(set(unpenalised)), tuning.k,
+                                         slopes_penalised, Progress(verbose))
+    result = engine.fit_rows(X, y, Z, groups, names, random_names, group_name,
+                             unpenalised=unpenalised, tuning=tuning, reml=reml,
+                             control=control, verbose=verbose)
+    return result, engine.ml_refit(result)
 
 
 def _condvar(mixed) -> list:
@@ -144,7 +136,7 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
     unpenalised = [int(j) for j in np.atleast_1d(unpenalised if unpenalised is not None else [])]
     selection = dict(k=_whole(k), a=a, criterion=criterion, k_max=_whole(k_max),
                      cv_folds=_whole(cv_folds),
-                     a_grid=api.DEFAULT_A_GRID if a_grid is None else
+                     a_grid=DEFAULT_A_GRID if a_grid is None else
                      tuple(float(v) for v in np.atleast_1d(a_grid)),
                      random_state=_whole(random_state), verbose=bool(verbose),
                      penalize_random_slopes=bool(penalize_random_slopes))

@@ -16,7 +16,7 @@ import numpy as np
 
 from .control import Control, as_control
 from .cluster_stats import ClusterStats
-from .convergence import check_convergence
+from .convergence import check_convergence, is_singular
 from .profiled_deviance import PLSSolution, solve_pls
 from .theta_layout import theta_lower_bounds, theta_to_lambda
 from .theta_optimiser import optimise_theta
@@ -62,7 +62,7 @@ def _checked_start(stats, reml, theta, control, check):
     scale = z_column_scale(stats)
     scaled = rescale_z(stats, scale)
     unit_free = theta_rescaled(theta, scale, to_scaled=True)
-    singular = bool(np.any(unit_free[theta_lower_bounds(stats.q) == 0] < control.singular_tol))
+    singular = is_singular(unit_free, theta_lower_bounds(stats.q), control)
     messages = check_convergence(scaled, unit_free, reml, control, singular) if check else []
     sol = solve_pls(stats, np.asarray(theta, float))
     deviance = sol.deviance_reml if reml else sol.deviance_ml

@@ -13,6 +13,7 @@ from .formula import Design
 from .nodewise import DEFAULT_TOL
 from .mixed import MixedModelFit
 from .prediction import Predictor
+from .specification import random_intercept_only
 
 
 class MixedResult:
@@ -22,13 +23,15 @@ class MixedResult:
     effects (for :class:`LmmScopeResult`, the selected support plus unpenalised terms).
     """
 
-    def __init__(self, mixed: MixedModelFit, design: Design | None, X, Z, codes, group_labels):
+    def __init__(self, mixed: MixedModelFit, design: Design | None, X, Z, codes, group_labels,
+                 refit_columns=None, dropped_columns=(), prepend_intercept=False):
         self.mixed = mixed
         self.design = design
         self._X, self._Z, self._codes = X, Z, codes
         self._group_labels = np.asarray(group_labels)
-        self._refit_columns = None  # indices of X columns used by the refit
-        self._prepend_intercept = False  # array fits: predict() adds the intercept column
+        self._refit_columns = refit_columns  # indices of X columns used by the refit
+        self.dropped_columns = list(dropped_columns)  # aliased or in the unpenalised span
+        self._prepend_intercept = prepend_intercept  # array fits: predict() adds the intercept
 
     # lme4-style accessors -------------------------------------------------
     @property
@@ -120,7 +123,7 @@ class MixedResult:
         """The small, picklable part of the fit that predicts new rows."""
         Z = self._Z
         return Predictor(self.design and self.design.without_data(), self._full_fixef(), self.mixed.ranef.to_numpy(),
-                         self._group_labels, bool(Z.shape[1] == 1 and np.all(Z == 1)),
+                         self._group_labels, random_intercept_only(self.mixed.random_names, Z),
                          self._prepend_intercept)
 
     def predict(self, newdata=None, level: int = 0, Z=None, groups=None,
@@ -150,10 +153,12 @@ class MixedResult:
 class LmmResult(MixedResult):
     """A linear mixed model fitted with every listed fixed effect (no selection)."""
 
-    def __init__(self, mixed, design, X, y, Z, codes, group_labels):
-        super().__init__(mixed, design, X, Z, codes, group_labels)
+    def __init__(self, mixed, design, X, y, Z, codes, group_labels, refit_columns=None,
+                 dropped_columns=()):
+        super().__init__(mixed, design, X, Z, codes, group_labels,
+                         np.arange(X.shape[1]) if refit_columns is None else refit_columns,
+                         dropped_columns)
         self._y = y
-        self._refit_columns = np.arange(X.shape[1])
 
     @property
     def coef(self) -> pd.Series:
@@ -205,15 +210,16 @@ class LmmScopeResult(MixedResult):
     """
 
     def __init__(self, selection, mixed, design, X, y, Z, codes, group_labels, names,
-                 unpenalised, refit_columns, data=None):
-        super().__init__(mixed, design, X, Z, codes, group_labels)
+                 unpenalised, refit_columns, data=None, dropped_columns=(),
+                 prepend_intercept=False):
+        super().__init__(mixed, design, X, Z, codes, group_labels, np.asarray(refit_columns),
+                         dropped_columns, prepend_intercept)
         self._data = data  # tuning.Data: cross-products reused by inference()
         self._inference_cache = None
         self._y = y
         self.selection = selection
         self.names = list(names)
         self.unpenalised = [self.names[j] for j in unpenalised]
-        self._refit_columns = np.asarray(refit_columns)
         self.support = [self.names[j] for j in selection.support]
         self.k = int(selection.k)
         self.a = float(selection.a)

@@ -210,7 +210,8 @@ def build_reterms(bars: BarFormula, data, na_action: str = "omit"):
     kept = [np.asarray(d.row_index) for d in [fixed] + designs]
     common = kept[0]
     for k in kept[1:]:
-        common = np.intersect1d(common, k)
+        if not np.array_equal(common, k):  # sorted row numbers; equal without missing values
+            common = np.intersect1d(common, k)
     if any(k.size != common.size for k in kept):
         fixed, designs, caught = build(common)
     n_dropped = len(frame) - common.size

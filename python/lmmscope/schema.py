@@ -98,6 +98,8 @@ def result_payload(result, inference: dict | None = None) -> dict:
                 "a_history": None})
     out.update(_mixed_payload(result.mixed))
     out["n_dropped"] = int(getattr(result, "n_dropped", 0) or 0)
+    # the core's rank decision (lme4's rule on the centred Gram), for R to take, not redo
+    out["dropped_columns"] = [str(n) for n in getattr(result, "dropped_columns", [])]
     out["inference"] = inference
     return plain(out)
 

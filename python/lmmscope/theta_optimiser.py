@@ -14,7 +14,7 @@ import numpy as np
 
 from .cluster_stats import ClusterStats
 from .control import Control, as_control
-from .convergence import check_convergence
+from .convergence import check_convergence, is_singular
 from .profiled_deviance import check_fixed_rank, deviance_at, solution_in_units, solve_pls_batch
 from .deviance_derivatives import (deviance_gradients, expected_hessian, observed_hessian,
                                    slope_parts)
@@ -173,7 +173,7 @@ def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None,
     with one_blas_thread():  # every evaluation is a few dozen small batched products
         theta, value, info = _optimise_theta(scaled, reml, start, control)
         messages = list(info.get("convergence_messages", []))
-        singular = bool(np.any(theta[theta_lower_bounds(stats.q) == 0] < control.singular_tol))
+        singular = is_singular(theta, theta_lower_bounds(stats.q), control)
         at_theta = info.pop("at_theta", None)  # Fisher scoring's last solve at theta
         if check:
             messages += check_convergence(scaled, theta, reml, control, singular, at_theta)

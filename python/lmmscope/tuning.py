@@ -39,7 +39,7 @@ from . import checks
 from .control import Control, as_control
 from .cluster_stats import compute_cluster_stats
 from .row_whitening import WhitenedOperator, whitened_rows
-from .z_units import column_root_mean_squares
+from .z_units import proxy_z_scale
 from .intercept import InterceptPrepended
 from .layouts import GramLayout, RowLayout, choose_layout
 from .z_units import rescale_z
@@ -98,8 +98,7 @@ class Data:
         # Z's columns are scaled before the products: rescaling Z'X afterwards would
         # cost a pass over an array q / (mean cluster size) times the size of X.
         Z = np.asarray(Z, dtype=float)
-        self.z_scale = (column_root_mean_squares(Z) if self.control.unit_free_z
-                        else np.ones(Z.shape[1]))
+        self.z_scale = proxy_z_scale(self.control, np.einsum("ij,ij->j", Z, Z), Z.shape[0])
         self.Z = Z / self.z_scale
         known = None if x_moments is None else (x_moments.sums, x_moments.squares)
         self._x_squares = None if x_moments is None else x_moments.squares
@@ -442,16 +441,12 @@ def _validated_settings(data, unpenalised, k, criterion, k_max):
     n_pen = data.p - n_unpen
     if n_unpen >= N:
         raise ValueError(f"{n_unpen} unpenalised columns but only {N} rows")
-    if isinstance(k, str) and k != "cv":
+    if isinstance(k, str) and not checks.is_cv(k):
         raise ValueError(f"k must be an integer, None or 'cv', got {k!r}")
-    if k is not None and not isinstance(k, str):
+    if k is not None and not checks.is_cv(k):
         k = checks.check_k(k, n_pen, N, n_unpen)
     k_max = default_k_max(n_pen, N, n_unpen) if k_max is None else checks.check_k(k_max, n_pen, N, n_unpen)
     return k, k_max
-
-
-def _is_number(a) -> bool:
-    return isinstance(a, (int, float, np.floating, np.integer)) and not isinstance(a, bool)
 
 
 def select(data, *, unpenalised, names, k=None, a=None, criterion="gic", k_max=None,
@@ -469,9 +464,9 @@ def select(data, *, unpenalised, names, k=None, a=None, criterion="gic", k_max=N
                control, refitter or Refitter(data, control))
     if a is None:
         choice, history = _tune_a_by_refit(t)
-    elif isinstance(a, str) and a == "cv":
+    elif checks.is_cv(a):
         choice, history = _tune_a_by_cv(t, [checks.check_a(v) for v in a_grid])
-    elif _is_number(a):
+    elif checks.is_number(a):
         choice = choose_k(t, checks.check_a(a))
         history = [{"iteration": 0, "a": choice.a, "k": choice.chosen.k,
                     "support": tuple(int(j) for j in choice.chosen.support)}]
@@ -481,5 +476,5 @@ def select(data, *, unpenalised, names, k=None, a=None, criterion="gic", k_max=N
     return SelectionResult(coef=chosen.coef, support=np.asarray(chosen.support, dtype=np.int64),
                            k=chosen.k, a=float(choice.a), path_parts=choice.path_parts,
                            path_coef=choice.path_coef,
-                           criterion="cv" if isinstance(k, str) else criterion,
+                           criterion="cv" if checks.is_cv(k) else criterion,
                            history=history)

@@ -10,21 +10,39 @@ from dataclasses import replace
 import numpy as np
 
 from .cluster_stats import ClusterStats
+from .control import Control
 from .theta_layout import theta_positions, theta_to_lambda
 
 
-def column_root_mean_squares(Z: np.ndarray) -> np.ndarray:
-    """Root mean square of each column of Z, 1 where it is 0 or not finite: the unit
-    in which Z's columns enter the proxy covariance and theta."""
-    scale = np.sqrt(np.einsum("ij,ij->j", Z, Z) / max(Z.shape[0], 1))
+def root_mean_squares(sum_of_squares: np.ndarray, n_rows: int) -> np.ndarray:
+    """Root mean square of each column from its sum of squares; 1 where that is 0 or
+    not finite (a column of zeros keeps its units)."""
+    scale = np.sqrt(np.clip(np.asarray(sum_of_squares, float), 0, None) / max(n_rows, 1))
     return np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
+
+
+def column_root_mean_squares(Z: np.ndarray) -> np.ndarray:
+    """Root mean square of each column of Z (1 where it is 0 or not finite)."""
+    return root_mean_squares(np.einsum("ij,ij->j", Z, Z), Z.shape[0])
 
 
 def z_column_scale(stats: ClusterStats) -> np.ndarray:
     """Root mean square of each column of Z: the unit in which theta is optimised."""
-    ms = np.einsum("njj->j", stats.ZtZ) / max(stats.n_obs, 1)
-    scale = np.sqrt(np.clip(ms, 0, None))
-    return np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
+    return root_mean_squares(np.einsum("njj->j", stats.ZtZ), stats.n_obs)
+
+
+def proxy_z_scale(control: Control, sum_of_squares: np.ndarray, n_rows: int) -> np.ndarray:
+    """The divisor of each column of Z in the proxy covariance Sigma_a = a Z~ Z~' + I,
+    the one decision of ``Control.unit_free_z`` that every data backend (in memory,
+    streamed, Dask, several terms) calls: its root mean square when ``unit_free_z`` (so
+    a, the support and the coefficients do not depend on Z's units), else 1 (the paper's
+    raw Z).  ``sum_of_squares``: of each column of Z over the ``n_rows`` rows (the
+    diagonal of sum_i Z_i'Z_i).  (The (RE)ML optimiser's own unit-free scaling,
+    :func:`z_column_scale`, is a numerical choice that does not change the fit, so it
+    runs whatever ``unit_free_z`` says.)"""
+    if not control.unit_free_z:
+        return np.ones(np.shape(sum_of_squares)[0])
+    return root_mean_squares(sum_of_squares, n_rows)
 
 
 def rescale_z(stats: ClusterStats, scale: np.ndarray, inplace: bool = False) -> ClusterStats:

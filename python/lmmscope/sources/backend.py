@@ -13,7 +13,7 @@ import numpy as np
 from ..control import as_control
 from ..cluster_stats import ClusterStats
 from ..whitening import WhitenedGramColumns, whiten_stats
-from ..z_units import rescale_z, z_column_scale
+from ..z_units import proxy_z_scale, rescale_z
 from ..layouts import gram_fold_problems
 from ..reduction import reduce_gram
 
@@ -28,7 +28,7 @@ class StatsBackend:
         # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
         # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
         control = as_control(control)
-        self.z_scale = z_column_scale(stats) if control.unit_free_z else np.ones(stats.q)
+        self.z_scale = proxy_z_scale(control, np.einsum("njj->j", stats.ZtZ), stats.n_obs)
         self.stats = rescale_z(stats, self.z_scale)
         if fold_stats is not None:
             fold_stats = [rescale_z(st, self.z_scale) for st in fold_stats]

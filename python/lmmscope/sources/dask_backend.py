@@ -27,7 +27,7 @@ from ..exceptions import InputError
 from ..control import as_control
 from ..cluster_stats import ClusterStats
 from ..whitening import WhitenedStats, whiten_stats
-from ..z_units import rescale_z, z_column_scale
+from ..z_units import proxy_z_scale, rescale_z
 from ..reduction import reduce_gram
 from .accumulate import (RowCounts, _add_gram, _add_stats, _shifts_of, chunk_stats,
                          cluster_subset, empty_stats, mean_shift, moved_shift, shift_blocks,
@@ -195,8 +195,8 @@ class DaskStatsBackend:
         # As tuning.Data: the proxy is built on Z's columns scaled to unit root mean square;
         # ``stats`` describe the scaled columns, ``subset_stats`` (the refit) the data's own.
         self._raw_stats = self._client_stats(q)
-        self.z_scale = (z_column_scale(self._raw_stats) if as_control(control).unit_free_z
-                        else np.ones(q))
+        self.z_scale = proxy_z_scale(as_control(control), np.einsum("njj->j", self._raw_stats.ZtZ),
+                                     self._raw_stats.n_obs)
         self.stats = rescale_z(self._raw_stats, self.z_scale)
         self.N = self.stats.n_obs
         self.rows = self._gram.rows

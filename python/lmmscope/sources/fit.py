@@ -7,19 +7,18 @@ columns.  Everything after them runs on the statistics alone.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import numpy as np
 
-from .. import checks, rank
-from ..formula import INTERCEPT, parse_formula
+from .. import checks, engine
+from ..formula import parse_formula
 from ..control import as_control
-from ..mixed import MixedModelFit
+from ..specification import (ModelSpec, StatisticsData, TuningArguments, intercept_columns,
+                             parse_method, resolve_always, with_random_slopes)
 from ..tuning import Progress, make_folds
 from .accumulate import StatsTotals, chunk_stats, empty_counts
 from .backend import StatsBackend
-from .results import StreamedLmmResult, StreamedScopeResult
 from .spec import (PROTOTYPE_ROWS, FirstPass, StreamSpec, _complete_rows, first_pass_part,
                    light_columns, used_columns)
 from ..exceptions import InputError
@@ -133,65 +132,39 @@ def _checked(spec, backend, na_action, progress):
     return spec
 
 
-def _check_finite(stats, names) -> None:
-    """checks.check_statistics_finite; the Dask backend's client statistics hold no
-    Z'X (it stays on the workers, finite where X is), so the rest is checked."""
-    if stats.ZtX.shape[2] != len(names):
-        stats = dataclasses.replace(stats, ZtX=np.zeros((0, stats.q, len(names))))
-    checks.check_statistics_finite(stats, names)
-
-
-def _uses_cv(k, a) -> bool:
-    return (isinstance(k, str) and k == "cv") or (isinstance(a, str) and a == "cv")
-
-
 def fit_scope(source, formula, *, k, a, always, criterion, k_max, cv_folds, a_grid, method,
               na_action, random_state, verbose, penalize_random_slopes=False, control=None):
-    from ..api import _check_method, _resolve_always, select_and_refit, with_random_slopes
-
+    """lmm_scope on external data: both passes, then the engine on their statistics."""
     progress = Progress(verbose)
     progress(f"reading {source.describe()}")
-    _check_method(method)  # before reading the data
+    tuning = TuningArguments(k, a, criterion, k_max, cv_folds, a_grid, random_state)
+    reml = parse_method(method)  # before reading the data
 
     def folds_for(spec):
-        if _uses_cv(k, a):
+        if tuning.uses_cv:
             checks.check_tuning_on_data(k, a, None, cv_folds, 0, 1, 0, spec.group_labels.size)
-            return make_folds(spec.group_labels.size, cv_folds, random_state)
+            return make_folds(spec.group_labels.size, tuning.cv_folds, tuning.random_state)
         return None
 
     control = as_control(control)
-    spec, backend, folds = prepare(source, formula, na_action, progress, folds_for, control)
+    spec, backend, _folds = prepare(source, formula, na_action, progress, folds_for, control)
     names, random_names = spec.names, spec.design.random_names
-    unpen = _resolve_always(always, names, [names.index(INTERCEPT)] if INTERCEPT in names else [])
-    unpen = with_random_slopes(names, random_names, unpen, k, penalize_random_slopes, progress)
-    _check_finite(backend.stats, names)
-    sel, mixed, columns, dropped = select_and_refit(
-        backend, names, random_names, spec.group_labels, spec.design.group_name, unpen, k=k,
-        a=a, criterion=criterion, k_max=k_max, cv_folds=cv_folds, a_grid=a_grid,
-        method=method, random_state=random_state, progress=progress, control=control)
-    result = StreamedScopeResult(sel, mixed, spec.design, spec.group_labels, names, unpen,
-                                 columns, backend, source, spec)
-    result.dropped_columns = dropped
-    return result
+    unpen = resolve_always(always, names, intercept_columns(names))
+    unpen = with_random_slopes(names, random_names, unpen, tuning.k, penalize_random_slopes,
+                               progress)
+    model = ModelSpec(names, random_names, spec.design.group_name, spec.group_labels,
+                      StatisticsData(backend, source, spec), reml=reml, unpenalised=unpen,
+                      tuning=tuning, control=control, design=spec.design, verbose=verbose)
+    return engine.fit(model, progress)
 
 
 def fit_lmm(source, formula, *, method, na_action, verbose=False, control=None):
-    from ..api import _check_method
-
+    """lmm on external data: both passes, then the engine on their statistics."""
     progress = Progress(verbose)
-    reml = _check_method(method)
+    reml = parse_method(method)
     control = as_control(control)
     spec, backend, _folds = prepare(source, formula, na_action, progress, control=control)
-    names = spec.names
-    stats = backend.subset_stats(np.arange(len(names)))
-    # as lmmscope.lmm in memory: the same checks, aliased columns dropped as lme4 does
-    checks.check_statistics_finite(stats, names)
-    checks.check_scales(stats, names)
-    kept = rank.full_rank_columns(stats, names)
-    mixed = MixedModelFit(stats.subset(kept), [names[j] for j in kept],
-                          spec.design.random_names, spec.group_labels, spec.design.group_name,
-                          reml=reml, control=control)
-    result = StreamedLmmResult(mixed, spec.design, spec.group_labels)
-    result._refit_columns = kept
-    result.dropped_columns = [names[j] for j in np.setdiff1d(np.arange(len(names)), kept)]
-    return result
+    model = ModelSpec(spec.names, spec.design.random_names, spec.design.group_name,
+                      spec.group_labels, StatisticsData(backend, source, spec), reml=reml,
+                      control=control, design=spec.design, verbose=verbose)
+    return engine.fit(model, progress)

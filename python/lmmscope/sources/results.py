@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..formula import INTERCEPT
 from ..prediction import Predictor
 from ..results import LmmResult, LmmScopeResult
+from ..specification import random_intercept_only
 
 
 def _not_available(what: str, why: str):
@@ -37,9 +37,9 @@ class _StreamedMethods:
                        "level=1) on the rows you need")
 
     def predictor(self) -> Predictor:
-        intercept_only = self.design.random_names == [INTERCEPT]
         return Predictor(self.design.without_data(), self._full_fixef(),
-                         self.mixed.ranef.to_numpy(), self._group_labels, intercept_only)
+                         self.mixed.ranef.to_numpy(), self._group_labels,
+                         random_intercept_only(self.mixed.random_names))
 
     def predict(self, newdata=None, level: int = 0, Z=None, groups=None) -> np.ndarray:
         if newdata is None:
@@ -50,18 +50,19 @@ class _StreamedMethods:
 class StreamedLmmResult(_StreamedMethods, LmmResult):
     """:func:`lmmscope.lmm` on parquet files or a Dask DataFrame."""
 
-    def __init__(self, mixed, design, group_labels):
+    def __init__(self, mixed, design, group_labels, refit_columns=None, dropped_columns=()):
         super().__init__(mixed, design, np.empty((0, len(design.fixed_names))), None, None,
-                         None, group_labels)
+                         None, group_labels, refit_columns, dropped_columns)
 
 
 class StreamedScopeResult(_StreamedMethods, LmmScopeResult):
     """:func:`lmmscope.lmm_scope` on parquet files or a Dask DataFrame."""
 
     def __init__(self, selection, mixed, design, group_labels, names, unpenalised,
-                 refit_columns, backend, source=None, spec=None):
+                 refit_columns, backend, source=None, spec=None, dropped_columns=()):
         super().__init__(selection, mixed, design, None, None, None, None, group_labels,
-                         names, unpenalised, refit_columns, data=backend)
+                         names, unpenalised, refit_columns, data=backend,
+                         dropped_columns=dropped_columns)
         self._source, self._spec = source, spec
 
     def _inference_statistics(self, progress):

@@ -30,13 +30,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..exceptions import ColumnError, InputError
-from ..formula import INTERCEPT
 from ..formula.bars import parse_bar_terms
 from ..multiterm import MultiTermResult, fit_statistics
 from ..multiterm_scope import (NO_CROSS_VALIDATION, MultiTermScopeResult, SeveralTermsData,
                                select_several_terms, whitened_scores)
 from ..reterms import ReTerm, ReTerms, _group_values, _term_formula, stacked_z
 from ..sparse_pls import SparseStats
+from ..specification import (intercept_columns, is_cv, parse_method, resolve_always,
+                             with_random_slopes)
 from ..tuning import Progress
 from .fit import _meta
 from .results import _StreamedMethods, _not_available
@@ -348,11 +349,9 @@ class StreamedMultiTermResult(MultiTermResult):
 
 def fit_lmm_several_terms(source, formula, *, method, na_action, verbose=False, control=None):
     """:func:`lmmscope.lmm` with several terms on a parquet or Dask source."""
-    from ..api import _check_method
-
     progress = Progress(verbose)
     progress(f"reading {source.describe()}")
-    reml = _check_method(method)
+    reml = parse_method(method)
     model = read_model(source, formula, na_action, progress)
     fit, kept, dropped = fit_statistics(model.stats, model.spec.reterms, model.spec.names,
                                         reml, control)
@@ -401,9 +400,10 @@ def _chunk_scores(spec, position, beta, shift, a, direction, index, frame):
 class StreamedMultiTermScopeResult(MultiTermScopeResult):
     """:func:`lmmscope.lmm_scope` with several terms on parquet files or a Dask DataFrame."""
 
-    def __init__(self, selection, mixed, design, reterms, names, unpenalised, columns, data):
+    def __init__(self, selection, mixed, design, reterms, names, unpenalised, columns, data,
+                 dropped=()):
         super().__init__(selection, mixed, design, np.zeros((0, len(names))), None, reterms,
-                         names, unpenalised, columns, [], data)
+                         names, unpenalised, columns, list(dropped), data)
 
     fitted = StreamedMultiTermResult.fitted
     residuals = StreamedMultiTermResult.residuals
@@ -414,12 +414,10 @@ def fit_scope_several_terms(source, formula, *, k, a, always, criterion, k_max, 
                             a_grid, method, na_action, random_state, verbose,
                             penalize_random_slopes=False, control=None):
     """:func:`lmmscope.lmm_scope` with several terms on a parquet or Dask source."""
-    from ..api import _check_method, _resolve_always, with_random_slopes
-
     progress = Progress(verbose)
     progress(f"reading {source.describe()}")
-    _check_method(method)
-    if "cv" in (k, a):  # refused by the backend too, but before reading the data here
+    parse_method(method)
+    if is_cv(k) or is_cv(a):  # refused by the backend too, but before reading the data here
         raise InputError(NO_CROSS_VALIDATION)
     model = read_model(source, formula, na_action, progress)
     spec = model.spec
@@ -427,13 +425,13 @@ def fit_scope_several_terms(source, formula, *, k, a, always, criterion, k_max, 
     if not names:
         raise InputError("the formula has no fixed effects to select from; lmm() fits a model "
                          "without fixed effects")
-    unpen = _resolve_always(always, names, [names.index(INTERCEPT)] if INTERCEPT in names else [])
+    unpen = resolve_always(always, names, intercept_columns(names))
     random_names = [c for t in spec.reterms.terms for c in t.cnms]
     unpen = with_random_slopes(names, random_names, unpen, k, penalize_random_slopes, progress)
     data = StreamedSeveralTermsData.from_model(model, source, control)
-    sel, mixed, columns = select_several_terms(
+    sel, mixed, columns, aliased = select_several_terms(
         data, names, spec.intercept, unpen, k=k, a=a, criterion=criterion, k_max=k_max,
         a_grid=a_grid, method=method, random_state=random_state, verbose=verbose,
         control=control, cv_folds=cv_folds)
     return StreamedMultiTermScopeResult(sel, mixed, spec.design, spec.reterms, names, unpen,
-                                        columns, data)
+                                        columns, data, [names[j] for j in aliased])
