@@ -21,7 +21,7 @@ import numpy as np
 from . import checks
 from .control import Control, as_control
 from .whitening import WhitenedGramColumns, whiten_stats
-from .selection import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
+from .reduction import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
 from .threads import one_blas_thread
 
 

@@ -31,7 +31,7 @@ from .multiterm import (MultiTermFit, MultiTermResult, _full_rank, column_check_
                         validated_arrays)
 from .nodewise import DEFAULT_TOL, DenseGram
 from .results import LmmScopeResult
-from .selection import reduce_gram
+from .reduction import reduce_gram
 from .sparse_pls import SparseStats, sparse_system
 from .tuning import DEFAULT_A_GRID, Progress, select
 

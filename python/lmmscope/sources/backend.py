@@ -15,7 +15,7 @@ from ..cluster_stats import ClusterStats
 from ..whitening import WhitenedGramColumns, whiten_stats
 from ..z_units import proxy_z_scale, rescale_z
 from ..layouts import gram_fold_problems
-from ..selection import reduce_gram
+from ..reduction import reduce_gram
 
 
 class StatsBackend:
