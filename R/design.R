@@ -33,29 +33,47 @@ build_design <- function(formula, mcall, env, contrasts = NULL) {
     })
   }
   parts <- parse_mixed_formula(formula)
-  fixed <- expand_dot(parts$fixed, data, parts$group)
+  groups <- lapply(parts$terms, `[[`, "group")
+  fixed <- expand_dot(parts$fixed, data, groups)
   environment(fixed) <- environment(parts$formula) %||% env
   all_form <- fixed
-  all_form[[3L]] <- call("+", fixed[[3L]], sub_bars(call("|", parts$random, parts$group)))
+  for (term in parts$terms) {
+    all_form[[3L]] <- call("+", all_form[[3L]], sub_bars(call("|", term$random, term$group)))
+  }
   fr <- tryCatch(frame_call(mcall, all_form, env), error = function(e) {
     stop(frame_error(e), call. = FALSE)
   })
   response <- check_response(fr, fixed)
   tt <- terms_with_predvars(mcall, fixed, env)
   X <- stats::model.matrix(tt, fr, contrasts.arg = contrasts)
-  random_form <- stats::as.formula(call("~", parts$random), env = environment(fixed))
-  tt_random <- terms_with_predvars(mcall, random_form, env)
-  Z <- stats::model.matrix(tt_random, fr)
-  group <- factor(eval(parts$group, fr, environment(fixed)))
-  if (anyNA(group)) stop("the grouping factor '", parts$group_name, "' has missing values",
-                         call. = FALSE)
   offset <- stats::model.offset(fr)
-  list(parts = parts, fixed = fixed, frame = fr, data = data, terms = tt, X = X, y = response,
-       offset = if (is.null(offset)) rep(0, nrow(fr)) else as.numeric(offset),
-       has_offset = !is.null(offset),
-       contrasts = attr(X, "contrasts"), xlevels = stats::.getXlevels(tt, fr),
-       terms_random = tt_random, xlevels_random = stats::.getXlevels(tt_random, fr),
-       Z = Z, group = group, na.action = attr(fr, "na.action"))
+  design <- list(parts = parts, fixed = fixed, frame = fr, data = data, terms = tt, X = X,
+                 y = response, offset = if (is.null(offset)) rep(0, nrow(fr)) else as.numeric(offset),
+                 has_offset = !is.null(offset), contrasts = attr(X, "contrasts"),
+                 xlevels = stats::.getXlevels(tt, fr), na.action = attr(fr, "na.action"),
+                 several = parts$several)
+  # each term's model matrix by model.matrix() of its left side, its grouping factor
+  # evaluated in the frame (lme4's mkReTrms, term by term)
+  design$re_terms <- lapply(parts$terms, function(term) {
+    random_form <- stats::as.formula(call("~", term$random), env = environment(fixed))
+    tt_random <- terms_with_predvars(mcall, random_form, env)
+    group <- if (parts$several) grouping_factor(term$group, fr, environment(fixed)) else
+      factor(eval(term$group, fr, environment(fixed)))
+    if (anyNA(group)) stop("the grouping factor '", term$group_name, "' has missing values",
+                           call. = FALSE)
+    list(random = term$random, group = term$group, group_name = term$group_name,
+         terms = stats::delete.response(tt_random),
+         xlevels = stats::.getXlevels(tt_random, fr), Z = stats::model.matrix(tt_random, fr),
+         factor = group)
+  })
+  if (!parts$several) {  # the one-term path's fields
+    one <- design$re_terms[[1L]]
+    design$terms_random <- one$terms
+    design$xlevels_random <- one$xlevels
+    design$Z <- one$Z
+    design$group <- one$factor
+  }
+  design
 }
 
 `%||%` <- function(a, b) if (is.null(a)) b else a
@@ -151,11 +169,12 @@ fixed_matrix <- function(tt, data, contrasts, xlevels) {
   X
 }
 
-random_matrix <- function(fit, data) {
-  tt <- fit$re$terms
+# One random-effects term's model matrix on (new) rows.
+random_matrix <- function(term, data) {
+  tt <- term$terms
   present <- vapply(as.list(attr(tt, "variables"))[-1L], deparse1, "")
   mf <- stats::model.frame(tt, data, na.action = stats::na.pass,
-                           xlev = fit$re$xlevels[names(fit$re$xlevels) %in% present])
+                           xlev = term$xlevels[names(term$xlevels) %in% present])
   stats::model.matrix(tt, mf)
 }
 

@@ -64,7 +64,9 @@ as_lme4_formula <- function(formula) {
   formula
 }
 
-# The parts of a mixed-model formula: response, fixed-effects formula, the one bar.
+# The parts of a mixed-model formula: response, fixed-effects formula and the bar terms
+# expanded as lme4 does (`terms`: random, group, group_name each). One bar `(z | g)` with
+# g one column keeps its fields `random`, `group`, `group_name` (the one-term path).
 parse_mixed_formula <- function(formula) {
   formula <- as_lme4_formula(formula)
   bars <- find_bars(formula[[3L]])
@@ -72,33 +74,72 @@ parse_mixed_formula <- function(formula) {
     stop("the formula has no random-effects term such as (1 | cluster) or (z1 | cluster): ",
          deparse1(formula), call. = FALSE)
   }
-  if (any(vapply(bars, function(b) identical(b[[1L]], as.name("||")), TRUE))) {
-    stop("'||' (uncorrelated random effects) is not supported: lmmscope fits an ",
-         "unstructured covariance; write (z | g)", call. = FALSE)
-  }
-  if (length(bars) > 1L) {
-    stop("lmmscope fits one random-effects term with one grouping factor; the formula has ",
-         length(bars), ": ", paste(vapply(bars, deparse1, ""), collapse = ", "), call. = FALSE)
-  }
-  bar <- bars[[1L]]
-  if (!is.name(bar[[3L]])) {
-    stop("the grouping factor must be one column, got ", deparse1(bar[[3L]]),
-         ": nested (a/b) or crossed (a:b) grouping is not supported by the R front yet ",
-         "(lme4 fits it as several terms, (1 | a) + (1 | a:b); lmmscope's Python lmm() ",
-         "does too)", call. = FALSE)
-  }
+  terms <- unlist(lapply(bars, expand_bar), recursive = FALSE)
   fixed <- formula
   rhs <- no_bars(formula[[3L]])
   fixed[[3L]] <- if (is.null(rhs)) 1 else rhs
-  list(formula = formula, fixed = fixed, random = bar[[2L]], group = bar[[3L]],
-       group_name = deparse1(bar[[3L]]))
+  out <- list(formula = formula, fixed = fixed, terms = terms,
+              several = length(terms) > 1L || !is.name(terms[[1L]]$group))
+  if (!out$several) out <- c(out, terms[[1L]])
+  out
+}
+
+# One bar as lme4's terms: `(z || g)` -> (1 | g) + (0 + z | g) (expandDoubleVerts), and
+# `(z | a/b)` -> (z | b:a) + (z | a) (findbars' expansion of the nesting slash).
+expand_bar <- function(bar) {
+  groups <- grouping_factors(bar[[3L]])
+  randoms <- if (identical(bar[[1L]], as.name("||"))) uncorrelated(bar[[2L]]) else list(bar[[2L]])
+  out <- list()
+  for (g in groups) for (r in randoms) {
+    out[[length(out) + 1L]] <- list(random = r, group = g, group_name = deparse1(g))
+  }
+  out
+}
+
+grouping_factors <- function(group) {
+  if (is.call(group) && identical(group[[1L]], as.name("("))) return(grouping_factors(group[[2L]]))
+  if (is.call(group) && identical(group[[1L]], as.name("/"))) {
+    outer <- grouping_factors(group[[2L]])
+    inner <- call(":", group[[3L]], outer[[1L]])  # b:a, inside every level of the outer
+    return(c(list(inner), outer))
+  }
+  if (!is.name(group) && !(is.call(group) && identical(group[[1L]], as.name(":")) &&
+                           all(vapply(all.names(group), function(n) n == ":" ||
+                                        n %in% all.vars(group), TRUE)))) {
+    stop("the grouping factor ", deparse1(group), " is an expression: lmmscope takes a column, ",
+         "an interaction a:b or a nesting a/b as the grouping factor (lme4 would evaluate the ",
+         "expression and use its values as a factor); compute it as a column of data first",
+         call. = FALSE)
+  }
+  list(group)
+}
+
+# lme4's `||`: the intercept (unless removed) and each other term of the left side as a
+# term of its own, (1 | g) + (0 + x | g) + ...
+uncorrelated <- function(random) {
+  tt <- stats::terms(stats::as.formula(call("~", random)))
+  labels <- attr(tt, "term.labels")
+  out <- lapply(labels, function(l) call("+", 0, str2lang(l)))
+  if (attr(tt, "intercept") == 1L) out <- c(list(1), out)
+  out
+}
+
+# The grouping factor of a term on a frame: each variable made a factor (lme4's
+# factorize), a:b their interaction with labels "a:b", unused levels dropped.
+grouping_factor <- function(group, data, env) {
+  vars <- all.vars(group)
+  values <- lapply(stats::setNames(vars, vars), function(v) {
+    x <- eval(as.name(v), data, env)
+    if (is.factor(x)) x else factor(x)
+  })
+  factor(eval(group, values, baseenv()))
 }
 
 # `.` expanded to every column of data except the response and the grouping variables
 # (R's meaning of `.`, minus the grouping column, which would duplicate the random intercept).
-expand_dot <- function(fixed, data, group) {
+expand_dot <- function(fixed, data, groups) {
   if (!("." %in% all.vars(fixed))) return(fixed)
-  keep <- setdiff(names(data), all.vars(group))
+  keep <- setdiff(names(data), unlist(lapply(groups, all.vars)))
   tt <- stats::terms(fixed, data = data[keep])
   out <- stats::formula(tt)
   environment(out) <- environment(fixed)

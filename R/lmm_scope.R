@@ -15,9 +15,17 @@
 #'   on the fixed side (\code{factor()}, \code{poly()}, \code{scale()},
 #'   \code{cut()}, \code{C(f, contr.sum)}, \code{offset()}, interactions,
 #'   backticked names). \code{.} means every column of \code{data} except the
-#'   response and the grouping variable (the grouping column would duplicate the
-#'   random intercept). One random-effects term with one grouping factor;
-#'   \code{||} is not supported.
+#'   response and the grouping variables (a grouping column would duplicate the
+#'   random intercept). Random effects as in lme4: any number of terms, crossed
+#'   (\code{(1 | subject) + (1 | item)}), nested (\code{(1 | school/class)} is
+#'   \code{(1 | school) + (1 | class:school)}), interactions (\code{(1 | a:b)}),
+#'   uncorrelated (\code{(x || g)} is \code{(1 | g) + (0 + x | g)}), several
+#'   terms on one factor and factor columns (\code{(0 + f | g)}). One term with
+#'   one grouping column is fitted by the dense per-cluster path; anything else
+#'   by lme4's sparse penalised least squares. With several terms, debiased
+#'   inference clusters on the factor that nests the others (crossed terms have
+#'   none: no inference, with a warning), and \code{k}, \code{a} cannot be
+#'   \code{"cv"} (folds need whole clusters).
 #' @param data A data.frame.
 #' @param k Support size, not counting unpenalised terms: a whole number,
 #'   \code{NULL} (search \code{0..k_max}, choose by \code{criterion}) or
@@ -99,16 +107,23 @@ lmm_scope <- function(formula, data, k = NULL, a = NULL, always = NULL,
   design <- build_design(formula, mcall, parent.frame(), contrasts)
   unpenalised <- unpenalised_columns(colnames(design$X), always)
   design$always <- setdiff(colnames(design$X)[unpenalised], "(Intercept)")
-  out <- call_core("fit_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
-                   Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
-                   names = colnames(design$X), random_names = colnames(design$Z),
-                   group_name = design$parts$group_name, unpenalised = unpenalised - 1L,
-                   k = k, a = a, criterion = criterion,
-                   k_max = k_max, cv_folds = cv_folds, reml = REML, inference = inference,
-                   conf_level = conf.level, verbose = isTRUE(verbose),
-                   penalize_random_slopes = penalize_random_slopes,
-                   a_grid = if (!is.null(a_grid)) as.list(as.numeric(a_grid)),
-                   random_state = seed, control = control_for_core(control))
+  tuning <- list(unpenalised = unpenalised - 1L, k = k, a = a, criterion = criterion,
+                 k_max = k_max, cv_folds = cv_folds, reml = REML, inference = inference,
+                 conf_level = conf.level, verbose = isTRUE(verbose),
+                 penalize_random_slopes = penalize_random_slopes,
+                 a_grid = if (!is.null(a_grid)) as.list(as.numeric(a_grid)),
+                 random_state = seed, control = control_for_core(control))
+  out <- if (design$several) {
+    do.call(call_core, c(list("fit_terms_arrays", X = as_bytes(design$X),
+                              y = as_bytes(design$y - design$offset), terms = terms_for_core(design),
+                              names = colnames(design$X)), tuning))
+  } else {
+    do.call(call_core, c(list("fit_arrays", X = as_bytes(design$X),
+                              y = as_bytes(design$y - design$offset), Z = as_bytes(design$Z),
+                              groups = as_bytes(as.integer(design$group) - 1L),
+                              names = colnames(design$X), random_names = colnames(design$Z),
+                              group_name = design$parts$group_name), tuning))
+  }
   new_fit(out, design, mcall, "lmm_scope", k_given = !is.null(k) && !identical(k, "cv"))
 }
 
@@ -131,13 +146,33 @@ lmm <- function(formula, data, REML = TRUE, subset, weights, na.action, offset,
   mcall <- match.call(expand.dots = FALSE)
   check_flag(REML, "REML")
   check_control(control)
-  design <- drop_aliased_columns(build_design(formula, mcall, parent.frame(), contrasts))
-  out <- call_core("lmm_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
-                   Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
-                   names = colnames(design$X), random_names = colnames(design$Z),
-                   group_name = design$parts$group_name, reml = REML,
-                   control = control_for_core(control))
-  new_fit(out, design, mcall, "lmm")
+  design <- build_design(formula, mcall, parent.frame(), contrasts)
+  # the core's warning about aliased columns is said below as lme4's message
+  out <- withCallingHandlers(if (design$several) {
+    call_core("lmm_terms_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
+              terms = terms_for_core(design), names = colnames(design$X), reml = REML,
+              control = control_for_core(control))
+  } else {
+    call_core("lmm_arrays", X = as_bytes(design$X), y = as_bytes(design$y - design$offset),
+              Z = as_bytes(design$Z), groups = as_bytes(as.integer(design$group) - 1L),
+              names = colnames(design$X), random_names = colnames(design$Z),
+              group_name = design$parts$group_name, reml = REML,
+              control = control_for_core(control))
+  }, warning = function(w) {
+    if (grepl("rank deficient so dropping", conditionMessage(w))) invokeRestart("muffleWarning")
+  })
+  # the core decided which aliased columns go (lme4's rule, as Python's lmm())
+  new_fit(out, drop_columns(design, chr(out$dropped)), mcall, "lmm")
+}
+
+# The random-effects terms as plain arrays for the core: each term's model matrix, the
+# 0-based level code of each row, the level labels, column names and factor name.
+terms_for_core <- function(design) {
+  lapply(design$re_terms, function(t) {
+    list(Z = as_bytes(t$Z), codes = as_bytes(as.integer(t$factor) - 1L),
+         levels = as.list(levels(t$factor)), cnms = as.list(colnames(t$Z)),
+         group_name = t$group_name)
+  })
 }
 
 #' Tuning constants of the Python core
@@ -227,20 +262,19 @@ unpenalised_columns <- function(names, always) {
   sort(unique(out))
 }
 
-# As lme4 (chkRank.drop.cols): columns of a rank-deficient fixed design that a pivoted
-# QR finds aliased are dropped, with lme4's message.
-drop_aliased_columns <- function(design, tol = 1e-7) {
+# The design without the columns the core dropped as aliased (attribute col.dropped, as
+# lme4's chkRank.drop.cols leaves on X).
+drop_columns <- function(design, names) {
+  if (!length(names)) return(design)
   X <- design$X
-  qx <- qr(X, tol = tol, LAPACK = FALSE)
-  if (qx$rank == ncol(X)) return(design)
-  drop <- sort(qx$pivot[(qx$rank + 1L):ncol(X)])
+  drop <- match(names, colnames(X))
   message("fixed-effect model matrix is rank deficient so dropping ", length(drop),
           if (length(drop) == 1L) " column / coefficient" else " columns / coefficients",
-          " (", paste(colnames(X)[drop], collapse = ", "), ")")
+          " (", paste(names, collapse = ", "), ")")
   kept <- X[, -drop, drop = FALSE]
   attr(kept, "assign") <- attr(X, "assign")[-drop]
   attr(kept, "contrasts") <- attr(X, "contrasts")
-  attr(kept, "col.dropped") <- stats::setNames(drop, colnames(X)[drop])
+  attr(kept, "col.dropped") <- stats::setNames(drop, names)
   design$X <- kept
   design
 }

@@ -20,8 +20,10 @@ nlme::VarCorr
 #'
 #' @param object,x,formula An \code{lmm_scope} (or \code{lmm}) fit.
 #' @param ... Unused.
-#' @param condVar Attach the conditional covariance of each cluster's random
-#'   effects as attribute \code{"postVar"} (q x q x clusters), as lme4 does.
+#' @param condVar Attach the conditional covariance of each level's random
+#'   effects as attribute \code{"postVar"} (p x p x levels), as lme4 does: per
+#'   grouping factor, a list of such arrays (one per term) where a factor has
+#'   several terms.
 #' @param REML For \code{logLik} and \code{deviance}: \code{NULL} (the fit's
 #'   criterion), \code{TRUE} or \code{FALSE}: the REML or ML criterion at the
 #'   fitted estimates, as lme4 computes it.
@@ -59,14 +61,16 @@ NULL
 #' @rdname lmm_scope-methods
 #' @export
 coef.lmm_scope <- function(object, ...) {
-  re <- as.data.frame(object$ranef, optional = TRUE)
-  fe <- object$fixef
-  missing <- setdiff(names(re), names(fe))
-  fe <- c(stats::setNames(numeric(length(missing)), missing), fe)
-  val <- as.data.frame(matrix(fe, nrow(re), length(fe), byrow = TRUE,
-                              dimnames = list(rownames(re), names(fe))), optional = TRUE)
-  for (nm in names(re)) val[[nm]] <- val[[nm]] + re[[nm]]
-  structure(stats::setNames(list(val), object$re$group_name), class = c("coef.lmm", "coef.mer"))
+  per_factor <- lapply(ranef.lmm_scope(object, condVar = FALSE), function(re) {
+    fe <- object$fixef
+    missing <- setdiff(names(re), names(fe))
+    fe <- c(stats::setNames(numeric(length(missing)), missing), fe)
+    val <- as.data.frame(matrix(fe, nrow(re), length(fe), byrow = TRUE,
+                                dimnames = list(rownames(re), names(fe))), optional = TRUE)
+    for (nm in names(re)) val[[nm]] <- val[[nm]] + re[[nm]]
+    val
+  })
+  structure(per_factor, class = c("coef.lmm", "coef.mer"))
 }
 
 #' Selection-stage estimates of an lmm_scope fit
@@ -104,13 +108,26 @@ vcov.lmm_scope <- function(object, ...) object$vcov
 #' @method ranef lmm_scope
 #' @export
 ranef.lmm_scope <- function(object, condVar = TRUE, ...) {
-  re <- as.data.frame(object$ranef, optional = TRUE)
-  if (isTRUE(condVar)) {
-    pv <- object$condvar
-    dimnames(pv) <- NULL
-    attr(re, "postVar") <- pv
-  }
-  structure(stats::setNames(list(re), object$re$group_name),
+  # as lme4: one data.frame per grouping factor (the terms on one factor side by side),
+  # factors in the order of their first term; postVar an array, or a list of one array
+  # per term where a factor has several terms
+  terms <- re_terms(object)
+  groups <- vapply(terms, `[[`, "", "group_name")
+  per_factor <- lapply(unique(groups), function(g) {
+    mine <- terms[groups == g]
+    re <- as.data.frame(do.call(cbind, lapply(mine, `[[`, "ranef")), optional = TRUE)
+    if (isTRUE(condVar)) {
+      pv <- lapply(mine, function(t) {
+        v <- t$condvar
+        dimnames(v) <- NULL
+        v
+      })
+      attr(re, "postVar") <- if (length(pv) == 1L) pv[[1L]] else
+        stats::setNames(pv, vapply(mine, function(t) t$names[1L], ""))
+    }
+    re
+  })
+  structure(stats::setNames(per_factor, unique(groups)),
             class = c("ranef.lmm_scope", "ranef.mer"))
 }
 
@@ -136,14 +153,19 @@ print_effects <- function(x, ...) {
 #' @method VarCorr lmm_scope
 #' @export
 VarCorr.lmm_scope <- function(x, sigma = 1, ...) {
-  psi <- x$psi
-  sd <- sqrt(pmax(diag(psi), 0))
-  corr <- suppressWarnings(psi / outer(sd, sd))
-  diag(corr) <- 1
-  attr(psi, "stddev") <- sd
-  attr(psi, "correlation") <- corr
-  structure(stats::setNames(list(psi), x$re$group_name), sc = x$sigma, useSc = TRUE,
-            class = "VarCorr.lmm_scope")
+  terms <- re_terms(x)
+  covs <- lapply(terms, function(t) {
+    psi <- t$cov
+    sd <- sqrt(pmax(diag(psi), 0))
+    corr <- suppressWarnings(psi / outer(sd, sd))
+    diag(corr) <- 1
+    attr(psi, "stddev") <- sd
+    attr(psi, "correlation") <- corr
+    psi
+  })
+  # lme4 names the terms by their factors, made unique: Subject, Subject.1
+  structure(stats::setNames(covs, make.unique(vapply(terms, `[[`, "", "group_name"))),
+            sc = x$sigma, useSc = TRUE, class = "VarCorr.lmm_scope")
 }
 
 #' @rdname lmm_scope-methods
@@ -182,23 +204,34 @@ print.VarCorr.lmm_scope <- function(x, digits = max(3, getOption("digits") - 2),
 }
 
 format_varcorr <- function(x, digits) {
-  m <- x[[1]]
-  nm <- rownames(m)
-  q <- length(nm)
-  sd <- attr(m, "stddev")
-  corr <- attr(m, "correlation")
-  tab <- data.frame(Groups = c(names(x), rep("", q - 1L), "Residual"),
-                    Name = c(nm, ""),
-                    Std.Dev. = formatC(c(sd, attr(x, "sc")), digits = digits, format = "g"),
-                    stringsAsFactors = FALSE, check.names = FALSE)
-  if (q > 1L) {
-    for (j in seq_len(q - 1L)) {
-      col <- rep("", q + 1L)
-      col[(j + 1L):q] <- formatC(corr[(j + 1L):q, j], digits = 2, format = "f")
-      tab[[if (j == 1L) "Corr" else paste(rep(" ", j), collapse = "")]] <- col
+  sizes <- vapply(x, nrow, 1L)
+  q_max <- max(sizes)
+  rows <- lapply(names(x), function(g) {
+    m <- x[[g]]
+    q <- nrow(m)
+    corr <- attr(m, "correlation")
+    part <- data.frame(Groups = c(g, rep("", q - 1L)), Name = rownames(m),
+                       Std.Dev. = formatC(attr(m, "stddev"), digits = digits, format = "g"),
+                       stringsAsFactors = FALSE, check.names = FALSE)
+    for (j in seq_len(q_max - 1L)) {
+      col <- rep("", q)
+      if (j < q) col[(j + 1L):q] <- formatC(corr[(j + 1L):q, j], digits = 2, format = "f")
+      part[[if (j == 1L) "Corr" else paste(rep(" ", j), collapse = "")]] <- col
     }
-  }
+    part
+  })
+  residual <- rows[[1L]][1L, ]
+  residual[1L, ] <- ""
+  residual$Groups <- "Residual"
+  residual$Std.Dev. <- formatC(attr(x, "sc"), digits = digits, format = "g")
+  tab <- do.call(rbind, c(rows, list(residual)))
   utils::capture.output(print(tab, row.names = FALSE, right = FALSE))
+}
+
+# lme4's "Number of obs: 144, groups:  plate, 24; sample, 6".
+groups_line <- function(x) {
+  n <- ngrps.lmm_scope(x)
+  sprintf("Number of obs: %d, groups:  %s\n", x$nobs, paste(names(n), n, sep = ", ", collapse = "; "))
 }
 
 #' @rdname lmm_scope-methods
@@ -265,7 +298,8 @@ formula.lmm_scope <- function(x, ...) {
     labels <- attr(tt, "term.labels")
   }
   offsets <- vapply(as.list(attr(tt, "variables"))[-1L][attr(tt, "offset")], deparse1, "")
-  bar <- paste0("(", deparse1(call("|", x$re$random, x$re$group)), ")")
+  bar <- vapply(re_terms(x), function(t) paste0("(", deparse1(call("|", t$random, t$group)), ")"),
+                "")
   stats::reformulate(c(labels, offsets, bar), response = x$formula[[2L]],
                      intercept = attr(tt, "intercept") == 1L, env = environment(x$formula))
 }
@@ -312,6 +346,9 @@ getME.lmm_scope <- function(object, name, ...) {
     return(sapply(name, getME.lmm_scope, object = object, simplify = FALSE))
   }
   if (!(name %in% NATIVE_GETME)) return(lme4::getME(lmer_of(object), name, ...))
+  if (!is.null(object$re_terms) && !(name %in% NATIVE_GETME_SEVERAL)) {
+    return(lme4::getME(lmer_of(object), name, ...))  # Z, Lambda, flist, ... as lme4 builds them
+  }
   q <- length(object$re$names)
   arrays <- if (name %in% c("X", "mu", "offset", "Z", "flist", "mmList")) refit_arrays(object)
   switch(name,
@@ -324,8 +361,7 @@ getME.lmm_scope <- function(object, name, ...) {
          mmList = stats::setNames(list(arrays$Z),
                                   deparse1(call("|", object$re$random, object$re$group))),
          theta = stats::setNames(object$theta, theta_names(object)),
-         lower = ifelse(row(diag(q))[lower.tri(diag(q), diag = TRUE)] ==
-                          col(diag(q))[lower.tri(diag(q), diag = TRUE)], 0, -Inf),
+         lower = stats::setNames(theta_lower(object), theta_names(object)),
          beta = unname(object$fixef), fixef = object$fixef, sigma = object$sigma,
          REML = if (object$REML) length(object$fixef) else 0L, is_REML = object$REML,
          n = object$nobs, N = object$nobs, p = length(object$fixef),
@@ -340,22 +376,36 @@ NATIVE_GETME <- c("X", "Z", "y", "mu", "offset", "flist", "cnms", "mmList", "the
                   "beta", "fixef", "sigma", "REML", "is_REML", "n", "N", "p", "q", "Lambda",
                   "Tlist")
 
-# The q x q lower-triangular relative covariance factor of one cluster (from theta).
-lambda_block <- function(object) {
-  q <- length(object$re$names)
+# getME() names a several-term fit answers itself; the others come from lme4.
+NATIVE_GETME_SEVERAL <- c("X", "y", "mu", "offset", "theta", "lower", "beta", "fixef", "sigma",
+                          "REML", "is_REML", "n", "N", "p")
+
+# The lower-triangular relative covariance factor of one term's levels (from its theta).
+lambda_block <- function(object, term = re_terms(object)[[1L]]) {
+  q <- length(term$names)
   L <- matrix(0, q, q)
-  L[lower.tri(L, diag = TRUE)] <- object$theta
+  L[lower.tri(L, diag = TRUE)] <- term$theta
   L
 }
 
+# lme4's bounds of theta: 0 for the diagonal of each term's factor, -Inf below it.
+theta_lower <- function(object) {
+  if (!is.null(object$lower)) return(object$lower)
+  q <- length(object$re$names)
+  ifelse(row(diag(q))[lower.tri(diag(q), diag = TRUE)] ==
+           col(diag(q))[lower.tri(diag(q), diag = TRUE)], 0, -Inf)
+}
+
 theta_names <- function(object) {
-  nm <- object$re$names
-  q <- length(nm)
-  idx <- which(lower.tri(diag(q), diag = TRUE), arr.ind = TRUE)
-  idx <- idx[order(idx[, 2], idx[, 1]), , drop = FALSE]
-  g <- object$re$group_name
-  ifelse(idx[, 1] == idx[, 2], paste(g, nm[idx[, 1]], sep = "."),
-         paste(g, nm[idx[, 1]], nm[idx[, 2]], sep = "."))
+  unlist(lapply(re_terms(object), function(t) {
+    nm <- t$names
+    q <- length(nm)
+    idx <- which(lower.tri(diag(q), diag = TRUE), arr.ind = TRUE)
+    idx <- idx[order(idx[, 2], idx[, 1]), , drop = FALSE]
+    g <- t$group_name
+    ifelse(idx[, 1] == idx[, 2], paste(g, nm[idx[, 1]], sep = "."),
+           paste(g, nm[idx[, 1]], nm[idx[, 2]], sep = "."))
+  }))
 }
 
 sparse_z <- function(object, arrays = refit_arrays(object)) {
@@ -397,7 +447,10 @@ ngrps.default <- function(object, ...) lme4::ngrps(object, ...)
 
 #' @rdname lmm_scope-methods
 #' @export
-ngrps.lmm_scope <- function(object, ...) stats::setNames(object$ngroups, object$re$group_name)
+ngrps.lmm_scope <- function(object, ...) {
+  if (!is.null(object$re_terms)) return(object$ngroups)
+  stats::setNames(object$ngroups, object$re$group_name)
+}
 
 #' @rdname lmm_scope-methods
 #' @export
@@ -418,13 +471,20 @@ simulate.lmm_scope <- function(object, nsim = 1, seed = NULL, use.u = FALSE, re.
   eta <- if (conditional) arrays$fitted else drop(arrays$X %*% object$fixef) + arrays$offset
   n <- length(eta)
   reff <- 0
-  if (!conditional) {  # lme4's order: u in Z's column order (cluster-major), then noise
-    q <- ncol(arrays$Z)
-    u <- array(stats::rnorm(q * object$ngroups * nsim), c(q, object$ngroups, nsim))
-    L <- lambda_block(object)
+  if (!conditional) {
+    # lme4's order: u in Z's column order (terms in lme4's order, level-major within a
+    # term), every simulation's u before the noise
+    terms <- re_terms(object)
+    sizes <- vapply(terms, function(t) length(t$names) * length(t$levels), 1)
+    u <- matrix(stats::rnorm(sum(sizes) * nsim), sum(sizes), nsim)
+    ends <- cumsum(sizes)
     reff <- vapply(seq_len(nsim), function(s) {
-      b <- t(L %*% u[, , s, drop = TRUE])
-      rowSums(arrays$Z * matrix(b, ncol = q)[arrays$codes, , drop = FALSE])
+      Reduce(`+`, lapply(seq_along(terms), function(i) {
+        q <- length(terms[[i]]$names)
+        block <- matrix(u[(ends[i] - sizes[i] + 1):ends[i], s], nrow = q)
+        b <- t(lambda_block(object, terms[[i]]) %*% block)
+        rowSums(arrays$random[[i]]$Z * b[arrays$random[[i]]$codes, , drop = FALSE])
+      }))
     }, numeric(n))
   }
   val <- eta + object$sigma * (reff + matrix(stats::rnorm(n * nsim), ncol = nsim))
@@ -440,7 +500,7 @@ print.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3), ...) {
   cat(header_lines(x), sep = "\n")
   cat("Random effects:\n")
   cat(paste0(" ", format_varcorr(VarCorr(x), digits)), sep = "\n")
-  cat(sprintf("Number of obs: %d, groups:  %s, %d\n", x$nobs, x$re$group_name, x$ngroups))
+  cat(groups_line(x))
   cat(if (inherits(x, "lmm")) "Fixed Effects:\n" else
     "Fixed effects (refit on the selected model):\n")
   print(x$fixef, digits = digits)
@@ -492,7 +552,7 @@ kept_lines <- function(x) {
   if (!length(kept)) return(NULL)
   why <- ifelse(kept == "(Intercept)", "intercept",
                 ifelse(kept %in% x$always, "always =",
-                       ifelse(kept %in% x$re$names,
+                       ifelse(kept %in% unlist(lapply(re_terms(x), `[[`, "names")),
                               "random slope (penalize_random_slopes = TRUE makes it a candidate)",
                               "unpenalised")))
   c("Kept without selection (not counted in k):",

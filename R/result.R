@@ -24,25 +24,12 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
   }
   fixef_names <- chr(out$fixef_names)
   columns <- match(fixef_names, colnames(design$X))
-  random_names <- colnames(design$Z)
-  q <- length(random_names)
-  group_levels <- levels(design$group)
-  if (length(chr(out$group_labels)) != length(group_levels)) {
-    stop("internal error: the core saw ", length(chr(out$group_labels)), " clusters, R ",
-         length(group_levels), call. = FALSE)
-  }
   fixef <- stats::setNames(num(out$fixef), fixef_names)
-  ranef <- row_matrix(out$ranef, q, list(group_levels, random_names))
-  condvar <- aperm(array(num(out$ranef_condvar), c(q, q, length(group_levels))), c(2, 1, 3))
   fit <- list(
     call = mcall, kind = kind, formula = design$parts$formula, fixed_formula = design$fixed,
     terms = design$terms, terms_predict = prediction_terms(design, columns),
     contrasts = design$contrasts, xlevels = design$xlevels,
     formula_exact = FALSE,
-    re = list(random = design$parts$random, group = design$parts$group,
-              group_name = design$parts$group_name, names = random_names,
-              terms = stats::delete.response(design$terms_random),
-              xlevels = design$xlevels_random, levels = group_levels),
     has_offset = design$has_offset, offset_arg = mcall$offset,
     assign = attr(design$X, "assign")[columns],
     names = colnames(design$X),
@@ -61,20 +48,20 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
     fixef = fixef,
     vcov = row_matrix(out$vcov, length(fixef), list(fixef_names, fixef_names)),
     sigma = as.numeric(out$sigma), theta = num(out$theta),
-    psi = row_matrix(out$psi, q, list(random_names, random_names)),
-    ranef = ranef, condvar = condvar,
     REML = identical(out$method, "REML"), loglik = as.numeric(out$loglik),
     deviance = c(REML = as.numeric(out$deviance_reml_at_estimates),
                  ML = as.numeric(out$deviance_ml_at_estimates)),
     n_params = as.integer(out$n_params),
     ml_refit = list(loglik = as.numeric(out$ml_refit$loglik),
                     n_params = as.integer(out$ml_refit$n_params)),
-    nobs = as.integer(out$nobs), ngroups = as.integer(out$ngroups),
+    nobs = as.integer(out$nobs),
     singular = isTRUE(out$singular), converged = !isFALSE(out$converged),
     y = design$y,
     na.action = design$na.action, n_dropped = length(design$na.action),
     inference = inference_frame(out$inference)
   )
+  fit <- c(fit, if (isTRUE(design$several)) several_terms_fields(out, design) else
+    one_term_fields(out, design))
   fit$formula_exact <- isTRUE(attr(fit$terms_predict, "exact"))
   fit$fixed_labels <- selected_model_labels(design, columns, fit$terms_predict, fit$formula_exact)
   fit$always <- intersect(design$always, fit$unpenalised)
@@ -82,6 +69,59 @@ new_fit <- function(out, design, mcall, kind, k_given = FALSE) {
   check_refit_arrays(fit, design, columns)
   class(fit) <- if (kind == "lmm") c("lmm", "lmm_scope") else "lmm_scope"
   fit
+}
+
+# One random-effects term (the dense per-cluster path): its fields as they always were.
+one_term_fields <- function(out, design) {
+  random_names <- colnames(design$Z)
+  q <- length(random_names)
+  group_levels <- levels(design$group)
+  if (length(chr(out$group_labels)) != length(group_levels)) {
+    stop("internal error: the core saw ", length(chr(out$group_labels)), " clusters, R ",
+         length(group_levels), call. = FALSE)
+  }
+  list(re = list(random = design$parts$random, group = design$parts$group,
+                 group_name = design$parts$group_name, names = random_names,
+                 terms = stats::delete.response(design$terms_random),
+                 xlevels = design$xlevels_random, levels = group_levels),
+       psi = row_matrix(out$psi, q, list(random_names, random_names)),
+       ranef = row_matrix(out$ranef, q, list(group_levels, random_names)),
+       condvar = aperm(array(num(out$ranef_condvar), c(q, q, length(group_levels))), c(2, 1, 3)),
+       ngroups = as.integer(out$ngroups))
+}
+
+# Several terms: one entry per term in lme4's order (the core's, by decreasing number of
+# levels), each with what predict() and ranef() need; theta and its bounds in that order.
+several_terms_fields <- function(out, design) {
+  re_terms <- lapply(out$terms, function(ot) {
+    given <- design$re_terms[[as.integer(ot$source) + 1L]]
+    cnms <- chr(ot$cnms)
+    levels <- chr(ot$levels)
+    p <- length(cnms)
+    if (!identical(levels, levels(given$factor)) || !identical(cnms, colnames(given$Z))) {
+      stop("internal error: the core's term ", ot$group_name, " is not the one R sent",
+           call. = FALSE)
+    }
+    list(random = given$random, group = given$group, group_name = given$group_name,
+         names = cnms, terms = given$terms, xlevels = given$xlevels, levels = levels,
+         ranef = row_matrix(ot$ranef, p, list(levels, cnms)),
+         condvar = aperm(array(num(ot$condvar), c(p, p, length(levels))), c(2, 1, 3)),
+         cov = row_matrix(ot$cov, p, list(cnms, cnms)), theta = num(ot$theta))
+  })
+  factors <- unique(vapply(re_terms, `[[`, "", "group_name"))
+  list(re_terms = re_terms, lower = num(out$lower),
+       ngroups = vapply(factors, function(f) {
+         length(re_terms[[match(f, vapply(re_terms, `[[`, "", "group_name"))]]$levels)
+       }, 1L))
+}
+
+# The random-effects terms of a fit in lme4's order, whichever path fitted it.
+re_terms <- function(fit) {
+  if (!is.null(fit$re_terms)) return(fit$re_terms)
+  re <- fit$re
+  list(list(random = re$random, group = re$group, group_name = re$group_name, names = re$names,
+            terms = re$terms, xlevels = re$xlevels, levels = re$levels, ranef = fit$ranef,
+            condvar = fit$condvar, cov = fit$psi, theta = fit$theta))
 }
 
 # The core's inference table as a data.frame; the core computed every column.
@@ -104,8 +144,8 @@ inference_frame <- function(tab) {
 model_data <- function(design, fit) {
   env <- environment(design$fixed)
   vars <- unique(c(all.vars(design$fixed[[2L]]), all.vars(stats::reformulate(
-    c(fit$fixed_labels, "1"))), all.vars(fit$terms_predict), all.vars(fit$re$random),
-    all.vars(fit$re$group)))
+    c(fit$fixed_labels, "1"))), all.vars(fit$terms_predict),
+    unlist(lapply(re_terms(fit), function(t) c(all.vars(t$random), all.vars(t$group))))))
   rows <- match(rownames(design$frame), rownames(design$data))
   out <- list()
   for (v in vars) {
@@ -135,13 +175,18 @@ refit_arrays <- function(object) {
   X <- X[, names(object$fixef), drop = FALSE]
   attr(X, "assign") <- object$assign
   attr(X, "contrasts") <- object$contrasts
-  Z <- random_matrix(object, data)
-  group <- eval(object$re$group, data, environment(object$formula))
-  codes <- match(as.character(group), object$re$levels)
-  fitted <- drop(X %*% object$fixef) + offset + rowSums(Z * object$ranef[codes, , drop = FALSE])
+  re <- re_terms(object)
+  env <- environment(object$formula)
+  random <- lapply(re, function(t) {
+    Z <- random_matrix(t, data)
+    codes <- if (is.null(object$re_terms)) match(as.character(eval(t$group, data, env)), t$levels)
+      else match(as.character(grouping_factor(t$group, data, env)), t$levels)
+    list(Z = Z, codes = codes, value = rowSums(Z * t$ranef[codes, , drop = FALSE]))
+  })
+  fitted <- drop(X %*% object$fixef) + offset + Reduce(`+`, lapply(random, `[[`, "value"))
   names(fitted) <- rownames(data)
-  list(X = X, Z = Z, codes = codes, offset = offset, fitted = fitted,
-       residuals = stats::setNames(object$y - fitted, rownames(data)))
+  list(X = X, Z = random[[1L]]$Z, codes = random[[1L]]$codes, random = random, offset = offset,
+       fitted = fitted, residuals = stats::setNames(object$y - fitted, rownames(data)))
 }
 
 # The rebuilt arrays must be the ones the core fitted (a mismatch would be a silent
@@ -150,8 +195,17 @@ check_refit_arrays <- function(fit, design, columns) {
   arrays <- refit_arrays(fit)
   same <- function(a, b) isTRUE(all.equal(unname(as.matrix(a)), unname(as.matrix(b)),
                                           tolerance = 1e-10, check.attributes = FALSE))
-  if (!same(arrays$X, design$X[, columns, drop = FALSE]) || !same(arrays$Z, design$Z) ||
-      !identical(arrays$codes, as.integer(design$group)) || !same(arrays$offset, design$offset)) {
+  given <- design$re_terms[match(vapply(re_terms(fit), `[[`, "", "group_name"),
+                                 vapply(design$re_terms, `[[`, "", "group_name"))]
+  if (isTRUE(design$several)) {  # terms on one factor: match by factor and columns
+    key <- function(t) paste(t$group_name, paste(colnames(t$Z) %||% t$names, collapse = "+"))
+    given <- design$re_terms[match(vapply(re_terms(fit), key, ""),
+                                   vapply(design$re_terms, key, ""))]
+  }
+  same_terms <- all(mapply(function(a, g) same(a$Z, g$Z) && identical(a$codes, as.integer(g$factor)),
+                           arrays$random, given))
+  if (!same(arrays$X, design$X[, columns, drop = FALSE]) || !same_terms ||
+      !same(arrays$offset, design$offset)) {
     stop("internal error: the fit's design cannot be rebuilt from its stored variables",
          call. = FALSE)
   }

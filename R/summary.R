@@ -45,7 +45,7 @@ print.summary.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3),
   print(stats::setNames(res, c("Min", "1Q", "Median", "3Q", "Max")), digits = digits)
   cat("\nRandom effects:\n")
   cat(paste0(" ", format_varcorr(VarCorr(x), digits)), sep = "\n")
-  cat(sprintf("Number of obs: %d, groups:  %s, %d\n", x$nobs, x$re$group_name, x$ngroups))
+  cat(groups_line(x))
   cat(if (inherits(x, "lmm")) "\nFixed effects:\n" else
     "\nFixed effects (refit on the selected model):\n")
   print(x$coefficients, digits = digits)

@@ -150,7 +150,7 @@ def test_non_finite_statistics_never_reach_the_solver():
     """Statistics from another source (streamed chunks) are checked too."""
     from lmmscope.checks import check_statistics_finite
     from lmmscope.cluster_stats import compute_cluster_stats
-    from lmmscope.selection import reduce_gram
+    from lmmscope.reduction import reduce_gram
     rng = np.random.default_rng(3)
     X, codes = rng.standard_normal((40, 3)), np.repeat(np.arange(8), 5)
     stats = compute_cluster_stats(X, rng.standard_normal(40) * 1e160, np.ones((40, 1)), codes, 8)

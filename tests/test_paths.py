@@ -74,11 +74,21 @@ def criteria(rss, k, n_obs, p):
             "bic": dev + df * math.log(n_obs), "aic": dev + 2 * df}
 
 
+ENGINES = ["splicing", "skscope", "exact"]  # every engine of lmmscope.engines.REGISTRY
+
+
+def test_every_engine_is_checked_against_the_enumeration():
+    from lmmscope.engines import REGISTRY
+    assert sorted(ENGINES) == sorted(REGISTRY)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("criterion", ["gic", "ebic", "bic", "aic"])
-def test_criterion_chooses_the_dense_minimiser(small_p, criterion):
+def test_criterion_chooses_the_dense_minimiser(small_p, criterion, engine):
     X, Zs, y, groups = small_p
     a, k_max = 2.0, 6
-    fit = lmmscope.LmmScope(a=a, k_max=k_max, criterion=criterion).fit(X, y, Z=Zs, groups=groups)
+    fit = lmmscope.LmmScope(a=a, k_max=k_max, criterion=criterion,
+                            control=lmmscope.Control(engine=engine)).fit(X, y, Z=Zs, groups=groups)
     X1 = np.column_stack([np.ones(len(y)), X])
     Xa, ya = whiten(X1, y, Zs, groups, a)
     dense = best_subsets(Xa, ya, k_max)
@@ -119,14 +129,15 @@ def test_cv_folds_are_whole_clusters_of_even_sizes(n_folds):
         make_folds(30, 31, random_state=0)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("n_folds", [3, 5])
-def test_k_cv_error_equals_dense_held_out_error(small_p, n_folds):
+def test_k_cv_error_equals_dense_held_out_error(small_p, n_folds, engine):
     """k="cv": per fold, best subsets on the training clusters' whitened rows, scored by
     the whitened squared error on the held-out clusters, summed over folds."""
     X, Zs, y, groups = small_p
     a, k_max = 2.0, 4
-    fit = lmmscope.LmmScope(k="cv", a=a, k_max=k_max, cv_folds=n_folds, random_state=3).fit(
-        X, y, Z=Zs, groups=groups)
+    fit = lmmscope.LmmScope(k="cv", a=a, k_max=k_max, cv_folds=n_folds, random_state=3,
+                            control=lmmscope.Control(engine=engine)).fit(X, y, Z=Zs, groups=groups)
     Xa, ya = whiten(np.column_stack([np.ones(len(y)), X]), y, Zs, groups, a)
     fold = dense_folds(groups, n_folds, 3)
     error = np.zeros(k_max + 1)
@@ -134,17 +145,26 @@ def test_k_cv_error_equals_dense_held_out_error(small_p, n_folds):
         held = fold == f
         for k, (coef, _rss, _s) in enumerate(best_subsets(Xa[~held], ya[~held], k_max)):
             error[k] += np.sum((ya[held] - Xa[held] @ coef) ** 2)
-    np.testing.assert_allclose(fit.result_.path["cv_error"], error, rtol=1e-9)
+    found = fit.result_.path["cv_error"].to_numpy()
+    if engine == "skscope":
+        # skscope's splicing can stop short of the best subset: measured, at 5 folds one
+        # size (k = 4) has a training subset other than the best, its error 7.6e-4 apart
+        agree = np.isclose(found, error, rtol=1e-9, atol=0)
+        assert agree.sum() >= len(error) - 1
+        np.testing.assert_allclose(found, error, rtol=1e-3)
+    else:
+        np.testing.assert_allclose(found, error, rtol=1e-9)
     assert fit.k_ == int(np.argmin(error))
 
 
-def test_a_cv_error_equals_dense_raw_held_out_error(small_p):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_cv_error_equals_dense_raw_held_out_error(small_p, engine):
     """a="cv" (k fixed): per a and fold, the best k-subset on the training clusters'
     whitened rows, scored by the raw error sum((y - X beta)^2) on the held-out clusters."""
     X, Zs, y, groups = small_p
     grid, k = (0.5, 2.0, 8.0), 3
-    fit = lmmscope.LmmScope(k=k, a="cv", a_grid=grid, cv_folds=4, random_state=1).fit(
-        X, y, Z=Zs, groups=groups)
+    fit = lmmscope.LmmScope(k=k, a="cv", a_grid=grid, cv_folds=4, random_state=1,
+                            control=lmmscope.Control(engine=engine)).fit(X, y, Z=Zs, groups=groups)
     X1 = np.column_stack([np.ones(len(y)), X])
     fold = dense_folds(groups, 4, 1)
     errors = []

@@ -9,7 +9,7 @@ import pytest
 
 import lmmscope
 from lmmscope.rank import RankDeficiencyWarning
-from lmmscope.selection import SingularSupportWarning
+from lmmscope.loss import SingularSupportWarning
 
 
 def cohort_frame(seed=4, n=60, m=6, noise=10):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lmmscope import api, rbridge, schema
+from lmmscope.exceptions import InputError
 from lmmscope.simulate import seed_frame, seed_formula
 
 
@@ -125,3 +126,91 @@ def test_control_from_r_becomes_the_core_control_with_clear_errors():
         rbridge._control({"search_effort": 2.5})
     with pytest.raises(ValueError, match=r"Control\(unit_free_z=1.0\): must be True or False"):
         rbridge._control({"unit_free_z": 1.0})
+
+
+# -- several random-effects terms --------------------------------------------------------
+
+def _crossed_frame(seed=0, n_subject=12, n_item=9, p=6):
+    """Subjects x items crossed (standard normals only), x0 and x1 matter."""
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    subject = np.repeat(np.arange(n_subject), n_item)
+    item = np.tile(np.arange(n_item), n_subject)
+    X = rng.standard_normal((subject.size, p))
+    y = (1 + 2 * X[:, 0] - X[:, 1] + rng.standard_normal(n_subject)[subject]
+         + 0.6 * rng.standard_normal(n_item)[item] + rng.standard_normal(subject.size))
+    df = pd.DataFrame(X, columns=[f"x{j}" for j in range(p)])
+    df["subject"] = [f"s{v:02d}" for v in subject]
+    df["item"] = [f"i{v:02d}" for v in item]
+    df["y"] = y
+    return df
+
+
+def _r_term(df, column, Z=None, cnms=("(Intercept)",)):
+    """One term as R's terms_for_core() sends it: bytes, 0-based codes, labels."""
+    levels, codes = np.unique(df[column].to_numpy(), return_inverse=True)
+    Z = np.ones((len(df), 1)) if Z is None else Z
+    return {"Z": _r_bytes(Z), "codes": _r_bytes(codes), "levels": list(levels),
+            "cnms": list(cnms), "group_name": column}
+
+
+def test_several_terms_as_r_sends_them_give_the_formula_fit():
+    df = _crossed_frame()
+    names = ["(Intercept)", "x0", "x1"]
+    X = np.column_stack([np.ones(len(df)), df["x0"], df["x1"]])
+    # R sends the terms in the formula's order; the core answers in lme4's (most levels first)
+    out = rbridge.lmm_terms_arrays(_r_bytes(X), _r_bytes(df["y"]),
+                                   [_r_term(df, "item"), _r_term(df, "subject")], names)
+    assert _plain_only(out)
+    json.dumps(out)
+    assert [t["group_name"] for t in out["terms"]] == ["subject", "item"]
+    assert [t["source"] for t in out["terms"]] == [1, 0]
+    ref = api.lmm("y ~ x0 + x1 + (1 | subject) + (1 | item)", df)
+    # the same model from differently summed statistics: logLik to rounding (measured 1e-15);
+    # theta and fixef to the optimiser's stopping rule (L-BFGS-B's path depends on the last
+    # bits: measured 1.9e-9 relative in theta)
+    np.testing.assert_allclose(out["loglik"], ref.loglik, rtol=1e-12)
+    np.testing.assert_allclose(out["fixef"], ref.fixef.to_numpy(), rtol=1e-7)
+    np.testing.assert_allclose(out["theta"], ref.theta, rtol=1e-7, atol=1e-9)
+    subject = out["terms"][0]
+    assert subject["levels"] == sorted(df["subject"].unique())
+    np.testing.assert_allclose(np.asarray(subject["ranef"])[:, 0],
+                               ref.ranef["subject"].iloc[:, 0].to_numpy(), atol=1e-7)
+    assert np.asarray(subject["condvar"]).shape == (12, 1, 1)
+    # the ML refit of a REML fit is the ML fit itself
+    ml = rbridge.lmm_terms_arrays(X, df["y"].to_numpy(), [_r_term(df, "item"),
+                                  _r_term(df, "subject")], names, reml=False)
+    assert out["ml_refit"]["loglik"] == pytest.approx(ml["loglik"], rel=1e-9)
+    assert out["deviance_ml_at_estimates"] > ml["deviance"]  # ML optimum minimises it
+
+
+def test_several_terms_the_core_drops_aliased_columns_and_checks_codes():
+    df = _crossed_frame()
+    X = np.column_stack([np.ones(len(df)), df["x0"], 2 * df["x0"]])
+    out = rbridge.lmm_terms_arrays(X, df["y"].to_numpy(), [_r_term(df, "subject"),
+                                   _r_term(df, "item")], ["(Intercept)", "x0", "x0_twice"])
+    assert out["dropped"] == ["x0_twice"]
+    assert out["fixef_names"] == ["(Intercept)", "x0"]
+    assert any("rank deficient" in w["message"] for w in out["warnings"])
+    bad = _r_term(df, "item")
+    bad["levels"] = bad["levels"][:3]
+    with pytest.raises(InputError, match="level codes of grouping factor 'item'"):
+        rbridge.lmm_terms_arrays(X[:, :2], df["y"].to_numpy(), [_r_term(df, "subject"), bad],
+                                 ["(Intercept)", "x0"])
+
+
+def test_several_terms_selection_speaks_r_and_refuses_crossed_inference_by_default():
+    df = _crossed_frame()
+    names = ["(Intercept)"] + [f"x{j}" for j in range(6)]
+    X = np.column_stack([np.ones(len(df))] + [df[n] for n in names[1:]])
+    terms = [_r_term(df, "subject"), _r_term(df, "item")]
+    out = rbridge.fit_terms_arrays(X, df["y"].to_numpy(), terms, names, unpenalised=[0])
+    assert out["support"] == ["x0", "x1"]
+    assert out["inference"] is None
+    assert any("crossed" in w["message"] for w in out["warnings"])
+    ref = api.lmm_scope("y ~ x0 + x1 + x2 + x3 + x4 + x5 + (1 | subject) + (1 | item)", df)
+    # the refit's optimiser stops by its rule on both paths: measured 1.5e-10 relative
+    np.testing.assert_allclose(out["coef"], ref.coef.to_numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(out["loglik"], ref.loglik, rtol=1e-12)
+    with pytest.raises(InputError, match='k = "cv" and a = "cv" hold out whole clusters.*k = NULL'):
+        rbridge.fit_terms_arrays(X, df["y"].to_numpy(), terms, names, unpenalised=[0], k="cv")

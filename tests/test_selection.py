@@ -1,11 +1,12 @@
 """Support recovery and estimation accuracy of lmm_scope / LmmScope."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import lmmscope
 from lmmscope import Control
+from lmmscope.reduction import reduce_gram, reduce_rows
+from lmmscope.selection import selection_path
 from lmmscope.simulate import as_frame, make_data, make_unbalanced, seed_formula
 
 
@@ -185,7 +186,6 @@ def test_single_problem_rows_equal_gram():
 def test_row_form_search_matches_the_gram_form():
     """The search on whitened rows (Gram columns X'x_j computed as it visits them) and on
     the whitened Gram find the same subsets along the whole k path."""
-    from lmmscope import selection
     from lmmscope.cluster_blocks import encode_groups
     from lmmscope.cluster_stats import compute_cluster_stats
     from lmmscope.row_whitening import whiten_rows
@@ -195,9 +195,9 @@ def test_row_form_search_matches_the_gram_form():
     codes, labels = encode_groups(groups)
     stats = compute_cluster_stats(X, y, Zs, codes, labels.size)
     Xa, ya = whiten_rows(X, y, Zs, codes, labels.size, 1.5, stats=stats)
-    rows = selection.selection_path(selection.reduce_rows(Xa, ya, []), range(12))
+    rows = selection_path(reduce_rows(Xa, ya, []), range(12))
     w = whiten_stats(stats, 1.5)
-    gram = selection.selection_path(selection.reduce_gram(w.gram, w.xty, w.yty, []), range(12))
+    gram = selection_path(reduce_gram(w.gram, w.xty, w.yty, []), range(12))
     for a, b in zip(rows, gram):
         assert list(a.support) == list(b.support)
         assert a.rss == pytest.approx(b.rss, rel=1e-10)
@@ -206,36 +206,40 @@ def test_row_form_search_matches_the_gram_form():
 
 GUARD_SCRIPT = """
 import numpy as np, lmmscope
-from lmmscope import selection
+from lmmscope.loss import QuadraticLoss
 from lmmscope.simulate import make_data
 X, Z, Zs, y, beta, _ = make_data(m=10, n=40, p=60, q=2, seed=0)
 calls = {"n": 0}
-real = selection.QuadraticLoss.gram_columns
+real = QuadraticLoss.gram_columns
 def interrupted(self, s):
     calls["n"] += 1
     if calls["n"] == 1:
         raise {exc}
     return real(self, s)
-selection.QuadraticLoss.gram_columns = interrupted
+QuadraticLoss.gram_columns = interrupted
 try:
-    lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
+    lmmscope.LmmScope(k=3, a=1.0, control=lmmscope.Control(engine="{engine}")).fit(
+        X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
 except {exc} as err:
     print("raised", type(err).__name__)
-selection.QuadraticLoss.gram_columns = real
-est = lmmscope.LmmScope(k=3, a=1.0).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
+QuadraticLoss.gram_columns = real
+est = lmmscope.LmmScope(k=3, a=1.0, control=lmmscope.Control(engine="{engine}")).fit(X, y, Z=Zs, groups=np.repeat(np.arange(40), 10))
 print("support", sorted(est.support_.tolist()))
 """
 
 
-@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "MemoryError"])
-def test_an_exception_inside_the_search_reaches_the_caller_without_aborting(exc):
+@pytest.mark.parametrize("exc,engine", [("KeyboardInterrupt", "splicing"),
+                                        ("MemoryError", "splicing"),
+                                        ("KeyboardInterrupt", "skscope")])
+def test_an_exception_inside_the_search_reaches_the_caller_without_aborting(exc, engine):
     """An exception inside the search (Ctrl-C in an R session or a notebook) reaches the
-    caller, and the process goes on to fit again (skscope's C++ core, the search before,
-    aborted the process)."""
+    caller, and the process goes on to fit again (skscope's C++ core aborts the process
+    when its callback raises: the skscope engine's callbacks run under a guard; this
+    case takes ~5 s, JAX's start in a fresh process)."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", GUARD_SCRIPT.replace("{exc}", exc)],
+    out = subprocess.run([sys.executable, "-c", GUARD_SCRIPT.replace("{exc}", exc).replace("{engine}", engine)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"raised {exc}" in out.stdout

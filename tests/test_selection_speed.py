@@ -13,7 +13,9 @@ from lmmscope.cluster_blocks import encode_groups
 from lmmscope.cluster_stats import compute_cluster_stats
 from lmmscope.row_whitening import WhitenedOperator, whitened_rows
 from lmmscope.intercept import InterceptPrepended
-from lmmscope.selection import (QuadraticLoss, reduce_operator, reduce_rows, selection_path)
+from lmmscope.loss import QuadraticLoss
+from lmmscope.reduction import reduce_operator, reduce_rows
+from lmmscope.selection import selection_path
 from lmmscope.tuning import Data, select
 
 
@@ -210,7 +212,7 @@ def test_row_and_gram_layouts_select_the_same(intercept):
 @pytest.mark.parametrize("unpenalised", [[], [0], [0, 5]])
 def test_gram_columns_on_demand_equal_the_whitened_gram(order, unpenalised):
     from lmmscope.whitening import WhitenedGramColumns, whiten_stats
-    from lmmscope.selection import reduce_gram, reduce_gram_columns
+    from lmmscope.reduction import reduce_gram, reduce_gram_columns
 
     X, y, Z, codes, n = _problem(9, order, p=40, mean=2.0)
     X[:, 0] = 1.0  # an intercept: the statistics are centred
@@ -253,7 +255,7 @@ def test_single_problem_gram_layout_reads_columns_on_demand():
 
 @pytest.mark.parametrize("unpenalised", [[0], [0, 1], [3, 8]])  # leading, or not
 def test_row_reduction_equals_the_gram_reduction(unpenalised):
-    from lmmscope.selection import reduce_gram
+    from lmmscope.reduction import reduce_gram
 
     rng = np.random.default_rng(11)
     Xa, ya = rng.standard_normal((80, 25)), rng.standard_normal(80)
@@ -275,7 +277,7 @@ def test_row_reduction_equals_the_gram_reduction(unpenalised):
 
 def test_gram_column_store_refills_and_grows_without_stale_columns():
     from lmmscope.whitening import WhitenedGramColumns, whiten_stats
-    from lmmscope.selection import ReducedGramColumns, reduce_gram, reduce_gram_columns
+    from lmmscope.reduction import ReducedGramColumns, reduce_gram, reduce_gram_columns
 
     X, y, Z, codes, n = _problem(12, "shuffled", p=30)
     X[:, 0] = 1.0

@@ -28,7 +28,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from .selection import ReducedProblem, reduce_gram
+from .reduction import ReducedProblem, reduce_gram
 
 
 class FoldProblem(NamedTuple):
@@ -59,7 +59,7 @@ class DataBackend(Protocol):
     use_gram: bool
 
     def reduced(self, a, unpenalised) -> tuple:
-        """(:class:`~lmmscope.selection.ReducedProblem` at a on all clusters,
+        """(:class:`~lmmscope.reduction.ReducedProblem` at a on all clusters,
         tr(Sigma_a^{-1}) or None)."""
 
     def fold_problems(self, a, unpenalised, fold_of_cluster) -> list:

@@ -482,7 +482,7 @@ def check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
     """The tuning arguments of lmm_scope / LmmScope on their own (before any data is
     read), each error naming its argument; :func:`check_tuning_on_data` checks them
     against the data."""
-    from .selection import CRITERIA
+    from .criteria import CRITERIA
     if not (k is None or is_cv(k) or is_whole_number(k)):
         raise InputError(f"k must be an integer, None or 'cv', got {k!r}")
     if is_whole_number(k) and k < 0:

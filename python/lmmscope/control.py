@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from .engines import DEFAULT_ENGINE, ENGINE_RULE
 from .exceptions import InputError, InputTypeError
 
 
@@ -60,6 +61,7 @@ RULES = {
     "gram_limit": Rule("int", 0),
     "single_problem_rows_bytes": Rule("int", 0),
     "search_effort": Rule("int", 0),
+    "engine": ENGINE_RULE,
     "unit_free_z": Rule("bool"),
     "a_relative_tol": Rule("float", 0, open_low=True),
     "max_a_iter": Rule("int", 1),
@@ -130,6 +132,9 @@ class Control:
         0 only the warm start from the previous k; 1 (default) also the marginal
         ranking; each further one a perturbation of the best support found; the
         restarts run for k <= 10 x search_effort.
+      engine: the best-subset search (lmmscope.engines): "splicing" (default, numpy,
+        faster than skscope's on the same problems), "skscope" (skscope's ScopeSolver;
+        loads JAX) or "exact" (every subset enumerated; small problems only).
     Proxy covariance:
       unit_free_z: True (default): Sigma_a = a Z~ Z~' + I with Z~ = Z's columns divided by
         their root mean square, so a, the support and the coefficients do not depend on
@@ -165,6 +170,7 @@ class Control:
     gram_limit: int = 4000
     single_problem_rows_bytes: int = 2**28
     search_effort: int = 1
+    engine: str = DEFAULT_ENGINE
     unit_free_z: bool = True
     a_relative_tol: float = 1e-2
     max_a_iter: int = 6

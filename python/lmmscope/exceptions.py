@@ -47,3 +47,8 @@ class Lme4Unavailable(InputError, ImportError):
 
 class Lme4Error(InputError, RuntimeError):
     """lme4::lmer refused the model it was asked to fit for a comparison (R's message)."""
+
+
+class EngineError(LmmscopeError, RuntimeError):
+    """The search engine named by ``Control(engine=...)`` cannot load (a missing or
+    broken optional dependency such as skscope or JAX) or failed inside."""

@@ -22,7 +22,7 @@ from . import checks
 from .backend import FoldProblem, fold_problems_of_whitened
 from .control import Control, as_control
 from .whitening import WhitenedGramColumns, whiten_stats
-from .selection import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
+from .reduction import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
 from .threads import one_blas_thread
 
 

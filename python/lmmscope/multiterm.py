@@ -36,15 +36,21 @@ def lmm_several_terms(formula: str, data, method: str = "REML", na_action: str =
     bars = parse_bar_terms(formula)
     design, reterms, _rows = build_reterms(bars, data, na_action=na_action)
     X, y, names = validated_arrays(design, reterms)
+    fit, kept, dropped = fit_rows(X, y, reterms, names, method == "REML", control)
+    return MultiTermResult(fit, design, X[:, kept], y, reterms, kept, dropped)
+
+
+def fit_rows(X, y, reterms: ReTerms, names, reml: bool, control=None):
+    """The one-term column checks on the rows (a copy of y, lme4's checkScaleX, its
+    centred rank rule), then :func:`fit_statistics`: what Python's ``lmm()`` and the R
+    package's bridge run.  Returns (fit, kept column positions, names dropped)."""
     column_stats = column_check_stats(X, y)
     checks.check_response_not_a_predictor(column_stats, names)
     checks.check_scales(column_stats, names)
     kept = rank.full_rank_columns(column_stats, names).tolist()  # aliased dropped, as lme4
     intercept = names.index(INTERCEPT) if INTERCEPT in names else None
     stats = SparseStats.from_arrays(X, y, reterms.Zt, intercept)
-    fit, kept, dropped = fit_statistics(stats, reterms, names, method == "REML", control,
-                                        kept=kept)
-    return MultiTermResult(fit, design, X[:, kept], y, reterms, kept, dropped)
+    return fit_statistics(stats, reterms, names, reml, control, kept=kept)
 
 
 def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, control=None,

@@ -31,7 +31,7 @@ from .multiterm import (MultiTermFit, MultiTermResult, _full_rank, column_check_
                         validated_arrays)
 from .nodewise import DEFAULT_TOL, DenseGram
 from .results import LmmScopeResult
-from .selection import reduce_gram
+from .reduction import reduce_gram
 from .sparse_pls import SparseStats, sparse_system
 from .tuning import DEFAULT_A_GRID, Progress, select
 
@@ -221,6 +221,8 @@ class MultiTermScopeResult(MultiTermResult):
     # the path and tuning tables read the same attributes as one term's
     path = LmmScopeResult.path
     a_history = LmmScopeResult.a_history
+    coef_path = LmmScopeResult.coef_path
+    _name_index = LmmScopeResult._name_index
 
     def inference(self, columns=None, level: float = 0.95, adjust="bh", verbose=False,
                   lasso_tol: float = DEFAULT_TOL) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from .exceptions import InputError
 from .schema import inference_payload, plain, result_payload
 from .specification import TuningArguments, with_random_slopes
 from .tuning import DEFAULT_A_GRID, Progress
+from .schema import SCHEMA_VERSION, _selection_payload
 
 # inference = NULL computes the table at fit time unless the two p x p arrays the node-wise
 # fits hold (the whitened Gram and its scaled copy) would pass this size (p above ~8,200);
@@ -111,10 +112,21 @@ def _warning_list(caught) -> list:
 
 def _finish(result, ml, caught, inference=None) -> dict:
     out = result_payload(result, inference)
+    out["dropped"] = list(getattr(result, "dropped_columns", []))
     out["ranef_condvar"] = _condvar(result.mixed)
     out["ml_refit"] = _ml_summary(ml)
     out["warnings"] = _warning_list(caught)
     return plain(out)
+
+
+def _inference_fits_memory(p: int) -> bool:
+    """inference = NULL: computed unless its two p x p arrays pass the guard (then said)."""
+    gram_bytes = 2 * 8 * p ** 2
+    if gram_bytes <= INFERENCE_AUTO_GRAM_BYTES:
+        return True
+    warnings.warn(f"no debiased inference computed: the two {p} x {p} arrays it needs take "
+                  f"{gram_bytes / 2**30:.1f} GiB; pass inference = TRUE to compute it anyway")
+    return False
 
 
 def _whole(value):
@@ -154,12 +166,7 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
         # by default at fit time: the node-wise fits cost about the fit's own time
         # (bench/inference.py), and a saved R fit has no Python to compute them later
         if inference is None:
-            gram_bytes = 2 * 8 * len(names) ** 2
-            inference = gram_bytes <= INFERENCE_AUTO_GRAM_BYTES
-            if not inference:
-                warnings.warn(f"no debiased inference computed: the two {len(names)} x {len(names)} "
-                              f"arrays it needs take {gram_bytes / 2**30:.1f} GiB; "
-                              "pass inference = TRUE to compute it anyway")
+            inference = _inference_fits_memory(len(names))
         table = None
         if inference:
             tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
@@ -179,4 +186,171 @@ def lmm_arrays(X, y, Z, groups, names, random_names, group_name, reml=True,
     return _finish(result, ml, caught)
 
 
-__all__ = ["fit_arrays", "lmm_arrays"]
+# -- several random-effects terms ----------------------------------------------------
+# R sends each term as it built it (the formula's order): its model matrix Z_i (N x p_i),
+# the 0-based level code of each row, the level labels, the column names and the grouping
+# factor's name.  The core orders the terms as lme4 does (ReTerms) and answers in that
+# order, each term saying which of R's it is ("source", 0-based).
+
+
+# The core's Python spellings of lmm_scope()'s arguments, as R's lmm_scope() writes them.
+R_WORDS = (("random_state", "seed"), ("k=None", "k = NULL"), ("a=None", "a = NULL"),
+           ("k='cv'", 'k = "cv"'), ("a='cv'", 'a = "cv"'))
+
+
+def _in_r_words(message: str) -> str:
+    for python, r in R_WORDS:
+        message = message.replace(python, r)
+    return message
+
+
+def _several_terms(terms, n_rows: int):
+    """R's terms as the core's :class:`~lmmscope.reterms.ReTerms` (lme4's order) and the
+    position in R's list of each of its terms."""
+    from .reterms import ReTerm, ReTerms
+    if isinstance(terms, dict):  # reticulate: a list of one R list
+        terms = [terms]
+    given = []
+    for t in terms:
+        cnms, name = _names(t["cnms"]), str(t["group_name"])
+        levels = np.asarray(_names(t["levels"]), dtype=object)
+        Z = checks.as_float_matrix(_column_major(t["Z"], n_rows), f"Z of ({' + '.join(cnms)} | {name})")
+        checks.check_finite_columns(Z, cnms, f"Z of ({' + '.join(cnms)} | {name})")
+        codes = _column_major(t["codes"], n_rows)[:, 0]
+        if codes.size and (codes.min() < 0 or codes.max() >= levels.size or
+                           np.any(codes != np.round(codes))):
+            raise InputError(f"the level codes of grouping factor {name!r} must be whole numbers "
+                             f"in 0..{levels.size - 1}")
+        given.append(ReTerm(name, (name,), levels, codes.astype(np.int64), cnms,
+                            np.asfortranarray(Z), None))
+    reterms = ReTerms(given)
+    source = [next(i for i, g in enumerate(given) if g is t) for t in reterms.terms]
+    return reterms, source
+
+
+class _ArraysDesign:
+    """The fixed design R built, in the shape the several-terms selection reads."""
+
+    def __init__(self, X, y, names):
+        self.X, self.y, self.fixed_names = X, y, list(names)
+
+    def without_data(self):
+        return self
+
+
+def _several_mixed_payload(mixed, source) -> dict:
+    """lme4's quantities of a several-term (RE)ML fit, terms in lme4's order."""
+    reterms, sol = mixed.reterms, mixed._sol
+    terms = []
+    for i, (t, block, (_g, _n, condvar), (_g2, _n2, cov)) in enumerate(zip(
+            reterms.terms, reterms.split(mixed.b), mixed.condvar(), mixed.term_covariances())):
+        terms.append({"source": int(source[i]), "group_name": t.group_name, "cnms": list(t.cnms),
+                      "levels": [str(v) for v in t.levels.tolist()], "ranef": block,
+                      "condvar": condvar, "cov": cov,
+                      "theta": mixed.theta[reterms.theta_term == i]})
+    return {
+        "method": mixed.method, "fixef_names": list(mixed.fixed_names), "fixef": mixed.fixef,
+        "vcov": mixed.vcov_matrix, "sigma": float(mixed.sigma), "theta": mixed.theta,
+        "lower": reterms.lower, "terms": terms, "loglik": float(mixed.loglik),
+        "n_params": int(mixed.n_params), "deviance": float(mixed.deviance),
+        "deviance_ml_at_estimates": float(sol.deviance_ml),
+        "deviance_reml_at_estimates": float(sol.deviance_reml),
+        "nobs": int(mixed.nobs), "singular": bool(mixed.singular),
+        "converged": bool(mixed.converged),
+        "convergence_messages": list(mixed.convergence_messages),
+        "optimizer_message": str(mixed.optimizer_message),
+    }
+
+
+def _several_fixed(X, y, names):
+    X = checks.as_float_matrix(_column_major(X, y.size), "X")
+    checks.check_finite_columns(X, names, "X")
+    return X
+
+
+def lmm_terms_arrays(X, y, terms, names, reml=True, control=None) -> dict:
+    """lme4's ``lmer`` of a model with several random-effects terms (or one term whose
+    grouping factor is an interaction): every column of X, aliased ones dropped as lme4
+    does (the core decides which and returns them as ``dropped``)."""
+    from .multiterm import fit_rows
+    y = _column_major(y, len(y) // 8 if isinstance(y, (bytes, bytearray)) else np.size(y))[:, 0]
+    y = checks.check_response(np.ascontiguousarray(y), y.size)
+    names = _names(names)
+    X = _several_fixed(X, y, names)
+    control = _control(control)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reterms, source = _several_terms(terms, y.size)
+        fit, kept, dropped = fit_rows(X, y, reterms, names, bool(reml), control)
+        names = [names[j] for j in kept]
+        ml = fit if not reml else fit_rows(X[:, kept], y, reterms, names, False, control)[0]
+    out = {"schema_version": SCHEMA_VERSION, "kind": "lmm", "names": names, "coef": fit.fixef,
+           "support": [], "selected": names, "unpenalised": [], "k": None, "a": None,
+           "criterion": None, "path": None, "coef_path": None, "a_history": None,
+           "dropped": dropped, "inference": None}
+    out.update(_several_mixed_payload(fit, source))
+    out["ml_refit"] = {"loglik": float(ml.loglik), "n_params": int(ml.n_params)}
+    out["warnings"] = _warning_list(caught)
+    return plain(out)
+
+
+def fit_terms_arrays(X, y, terms, names, unpenalised=None, k=None, a=None, criterion="gic",
+                     k_max=None, cv_folds=5, reml=True, inference=None, conf_level=0.95,
+                     random_state=0, verbose=False, penalize_random_slopes=False, a_grid=None,
+                     control=None) -> dict:
+    """:func:`fit_arrays` for several random-effects terms: selection by the proxy
+    a Z Z' + I over every term, (RE)ML refit of the selected columns as lme4."""
+    from .formula import INTERCEPT
+    from .multiterm_scope import SeveralTermsRefitter, _outermost_nesting, lmm_scope_several_terms
+    from .tuning import Progress
+    y = _column_major(y, len(y) // 8 if isinstance(y, (bytes, bytearray)) else np.size(y))[:, 0]
+    y = checks.check_response(np.ascontiguousarray(y), y.size)
+    names = _names(names)
+    X = _several_fixed(X, y, names)
+    unpen = sorted({int(j) for j in np.atleast_1d(unpenalised if unpenalised is not None else [])})
+    k, k_max, cv_folds, random_state = (_whole(v) for v in (k, k_max, cv_folds, random_state))
+    a_grid = (DEFAULT_A_GRID if a_grid is None
+              else tuple(float(v) for v in np.atleast_1d(a_grid)))
+    method = "REML" if reml else "ML"
+    try:
+        checks.check_tuning_arguments(k, a, criterion, k_max, cv_folds, a_grid, method,
+                                      random_state)
+    except InputError as exc:  # in the words of R's lmm_scope(), whose argument is seed
+        raise InputError(_in_r_words(str(exc))) from None
+    control = _control(control)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reterms, source = _several_terms(terms, y.size)
+        random_names = [c for t in reterms.terms for c in t.cnms]
+        try:
+            unpen = with_random_slopes(names, random_names, unpen, k,
+                                           bool(penalize_random_slopes), Progress(verbose))
+            result = lmm_scope_several_terms(
+                _ArraysDesign(X, y, names), reterms, unpen, k=k, a=a, criterion=criterion,
+                k_max=k_max, a_grid=a_grid, method=method, random_state=random_state,
+                verbose=bool(verbose), control=control, cv_folds=cv_folds)
+        except InputError as exc:
+            raise InputError(_in_r_words(str(exc))) from None
+        outer = _outermost_nesting(reterms)
+        table = None
+        if inference is None and outer is None:
+            warnings.warn("no debiased inference computed: it needs one clustering of the rows "
+                          "for the cluster-robust sandwich, and this model's random-effects "
+                          "terms are crossed")
+        elif inference or (inference is None and _inference_fits_memory(len(names))):
+            tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
+            table = inference_payload(tab, outer.n_levels - 1, float(conf_level), "BH")
+        mixed = result.mixed
+        ml = mixed if not reml else SeveralTermsRefitter(
+            result._data, names, names.index(INTERCEPT) if INTERCEPT in names else None,
+            control).fit(result._refit_columns, reml=False)
+    out = {"schema_version": SCHEMA_VERSION, "kind": "lmm_scope", "dropped": []}
+    out.update(_selection_payload(result))
+    out.update(_several_mixed_payload(mixed, source))
+    out["ml_refit"] = {"loglik": float(ml.loglik), "n_params": int(ml.n_params)}
+    out["inference"] = table
+    out["warnings"] = _warning_list(caught)
+    return plain(out)
+
+
+__all__ = ["fit_arrays", "lmm_arrays", "fit_terms_arrays", "lmm_terms_arrays"]

@@ -45,7 +45,8 @@ from .intercept import InterceptPrepended
 from .layouts import GramLayout, RowLayout, choose_layout
 from .z_units import rescale_z
 from .refit import Refitter
-from .selection import CRITERIA, PathStep, information_criteria, selection_path
+from .criteria import CRITERIA, information_criteria
+from .selection import PathStep, selection_path
 
 DEFAULT_A_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -274,7 +275,8 @@ def _ks(t: Tuning):
 
 def _selection_path(t: Tuning, problem, ks, progress=None):
     """selection_path with the search settings of ``t.control``."""
-    return selection_path(problem, ks, progress=progress, search_effort=t.control.search_effort)
+    return selection_path(problem, ks, progress=progress, search_effort=t.control.search_effort,
+                          engine=t.control.engine)
 
 
 def _path_at(t: Tuning, a):

@@ -19,7 +19,7 @@ from ..exceptions import InputError
 from ..whitening import WhitenedGramColumns, whiten_stats
 from ..z_units import proxy_z_scale, rescale_z
 from ..layouts import gram_fold_problems
-from ..selection import reduce_gram
+from ..reduction import reduce_gram
 from .inference import cluster_scores
 
 

@@ -29,7 +29,7 @@ from ..exceptions import InputError
 from ..cluster_stats import ClusterStats
 from ..whitening import WhitenedStats, whiten_stats
 from ..z_units import proxy_z_scale, rescale_z
-from ..selection import reduce_gram
+from ..reduction import reduce_gram
 from .accumulate import (RowCounts, _add_blocks, _add_gram, _shifts_of, chunk_stats,
                          cluster_subset, empty_stats, mean_shift, moved_shift, shift_blocks,
                          shift_gram)
