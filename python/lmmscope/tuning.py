@@ -81,8 +81,9 @@ class Data(OneFactorBackend):
     """The in-memory data backend (:class:`lmmscope.backend.DataBackend`): the raw
     arrays, their per-cluster statistics (one pass) and the layout (Gram or rows,
     :mod:`lmmscope.layouts`) chosen once.  ``layout`` may be given; else ``use_gram``
-    picks it, else the size.  ``x_moments``: the :class:`~lmmscope.rank.RawMoments` of X's own columns, where the
-    input checks computed them (the statistics then need no pass of their own for them)."""
+    picks it, else the size.  ``x_moments``: the :class:`~lmmscope.rank.RawMoments` of
+    X's own columns, where the input checks computed them (the statistics then need no
+    pass of their own for them)."""
 
     def __init__(self, X, y, Z, codes, n_groups, use_gram=None, control: Control | None = None,
                  layout=None, x_moments=None):
