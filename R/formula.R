@@ -46,19 +46,24 @@ sub_bars <- function(term) {
   term
 }
 
-is_paren_bar <- function(term) {
+# Bar terms in parentheses joined by `+`: `(z | g)`, `(1 | a) + (x || b)`.
+is_paren_bars <- function(term) {
+  if (is.call(term) && identical(term[[1L]], as.name("+")) && length(term) == 3L) {
+    return(is_paren_bars(term[[2L]]) && is_paren_bars(term[[3L]]))
+  }
   is.call(term) && identical(term[[1L]], as.name("(")) && is.call(term[[2L]]) &&
-    identical(term[[2L]][[1L]], as.name("|"))
+    (identical(term[[2L]][[1L]], as.name("|")) || identical(term[[2L]][[1L]], as.name("||")))
 }
 
-# The design syntax `y ~ x1 + x2 | (z | g)` read as lme4's `y ~ x1 + x2 + (z | g)`.
+# The design syntax `y ~ x1 + x2 | (z | g)` read as lme4's `y ~ x1 + x2 + (z | g)`, and
+# `y ~ x | (1 | a) + (1 | b)` as `y ~ x + (1 | a) + (1 | b)`.
 as_lme4_formula <- function(formula) {
   if (!inherits(formula, "formula") || length(formula) != 3L) {
     stop("formula must be a two-sided formula (or a string), such as y ~ x1 + x2 + (1 | cluster)",
          call. = FALSE)
   }
   rhs <- formula[[3L]]
-  if (is.call(rhs) && identical(rhs[[1L]], as.name("|")) && is_paren_bar(rhs[[3L]])) {
+  if (is.call(rhs) && identical(rhs[[1L]], as.name("|")) && is_paren_bars(rhs[[3L]])) {
     formula[[3L]] <- call("+", rhs[[2L]], rhs[[3L]])
   }
   formula

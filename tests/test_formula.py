@@ -183,3 +183,26 @@ def test_encodings_survive_pickling(mixed_frame):
     X, Z = new_design_matrices(restored, mixed_frame, need_random=True)
     np.testing.assert_array_equal(X, np.asarray(design.X))
     np.testing.assert_array_equal(Z, design.Z)
+
+
+def test_design_syntax_takes_several_random_effects_terms_as_lme4_syntax():
+    """``y ~ x | (1 | a) + (1 | b)`` is ``y ~ x + (1 | a) + (1 | b)`` (the design syntax's
+    terms are lme4's), nested and uncorrelated terms included; anything but terms joined by
+    '+' after the '|' is refused."""
+    from lmmscope.formula.bars import parse_bar_terms
+    for design, lme4 in [("y ~ x0 + x1 | (1 | s) + (1 | i)", "y ~ x0 + x1 + (1 | s) + (1 | i)"),
+                         ("y ~ x0 | (1 | s/i)", "y ~ x0 + (1 | s/i)"),
+                         ("y ~ x0 | (x1 || s)", "y ~ x0 + (x1 || s)")]:
+        assert parse_bar_terms(design) == parse_bar_terms(lme4)
+    rng = np.random.default_rng(1)
+    n = 240
+    df = pd.DataFrame({"s": rng.integers(0, 12, n), "i": rng.integers(0, 8, n),
+                       "x0": rng.standard_normal(n), "x1": rng.standard_normal(n)})
+    df["y"] = df.x0 + rng.standard_normal(12)[df.s] + rng.standard_normal(8)[df.i] \
+        + rng.standard_normal(n)
+    ours = lmmscope.lmm("y ~ x0 + x1 | (1 | s) + (1 | i)", df)
+    assert ours.loglik == pytest.approx(lmmscope.lmm("y ~ x0 + x1 + (1 | s) + (1 | i)", df).loglik,
+                                        rel=1e-12)
+    for bad in ["y ~ x0 | (1 | s) + x1 + (1 | i)", "y ~ x0 | (1 | s) + (1 | i) | (1 | i)"]:
+        with pytest.raises(lmmscope.InputError, match="design syntax the random-effects terms"):
+            lmmscope.lmm(bad, df)

@@ -68,6 +68,10 @@ test_that("crossed terms (Penicillin: (1 | plate) + (1 | sample)) agree with lme
   expect_error(predict(fit, new), "new levels detected in newdata for grouping factor plate: zz")
   expect_abs(predict(fit, new, allow.new.levels = TRUE),
              predict(ref, new, allow.new.levels = TRUE), 1e-6)
+  # the design syntax puts the same terms after its one '|'
+  design <- lmm(diameter ~ 1 | (1 | plate) + (1 | sample), d)
+  expect_rel(logLik(design), logLik(fit), 1e-12)
+  expect_equal(as.data.frame(VarCorr(design))$grp, as.data.frame(VarCorr(fit))$grp)
 })
 
 test_that("nested terms (Pastes: (1 | batch/cask)) agree with lmer, ML too", {

@@ -108,6 +108,7 @@ def _parse_bars(formula: str) -> BarFormula:
         kept.append(formula[last:open_pos])
         last = close_pos + 1
     kept.append(formula[last:])
+    kept = _design_syntax_bar_removed(kept, formula)
     remainder = " ".join(kept)
     if remainder.count("~") != 1:
         raise InputError(f"formula needs exactly one '~' separating response and predictors: {formula!r}")
@@ -116,13 +117,27 @@ def _parse_bars(formula: str) -> BarFormula:
         raise InputError("formula has no response on the left of '~'")
     if "|" in rhs:
         raise InputError(f"unexpected '|' in the fixed-effects part {rhs!r}; the design syntax "
-                         "'y ~ x | (z | g)' takes one random-effects term: write several terms "
-                         "in lme4's syntax, 'y ~ x + (1 | a) + (1 | b)'")
+                         "puts every random-effects term after one '|': "
+                         "'y ~ x1 + x2 | (1 | a) + (1 | b)'")
     # the '+' that joined the removed terms: collapse runs, trim the ends
     rhs = re.sub(r"\+(\s*\+)+", "+", rhs).strip()
     rhs = re.sub(r"\+\s*-", "-", rhs)
     rhs = re.sub(r"^\+|\+$", "", rhs).strip()
     return BarFormula(response=lhs, fixed=rhs or "1", terms=tuple(terms))
+
+
+def _design_syntax_bar_removed(pieces: list, formula: str) -> list:
+    """The text around the bar groups without the design syntax's separator: in
+    ``y ~ x1 + x2 | (1 | a) + (1 | b)`` the '|' before the first group means '+' (the
+    design syntax's random-effects terms are lme4's), provided only groups joined by '+'
+    follow it."""
+    head = pieces[0].rstrip()
+    if not head.endswith("|") or head.endswith("||"):
+        return pieces
+    if any(p.replace("+", "").strip() for p in pieces[1:]):
+        raise InputError("in the design syntax the random-effects terms come last, joined by "
+                         f"'+': 'y ~ x1 + x2 | (1 | a) + (1 | b)'; got {formula!r}")
+    return [head[:-1]] + pieces[1:]
 
 
 def _grouping_factors(text: str) -> list:
