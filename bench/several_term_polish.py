@@ -22,14 +22,10 @@ import tempfile
 import time
 
 import numpy as np
-import rpy2.robjects as ro
-from rpy2.robjects import pandas2ri
-from rpy2.robjects.conversion import localconverter
+from several_terms_stream import FORMULA, instEval  # noqa: E402 (this folder is sys.path[0])
 
 import lmmscope
 from lmmscope import multiterm, sparse_pls
-
-FORMULA = "y ~ service + lectage + studage + (1|s) + (1|d) + (1|dept)"
 
 
 def older_sparse_pls(commit):
@@ -46,17 +42,6 @@ def older_sparse_pls(commit):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def insteval_frame():
-    ro.r("suppressPackageStartupMessages(library(lme4))")
-    with localconverter(ro.default_converter + pandas2ri.converter):
-        df = ro.conversion.rpy2py(ro.r(
-            "local({d <- InstEval; data.frame(y = as.numeric(d$y), "
-            "service = as.numeric(d$service), lectage = as.numeric(d$lectage), "
-            "studage = as.numeric(d$studage), s = as.character(d$s), "
-            "d = as.character(d$d), dept = as.character(d$dept))})"))
-    return df.reset_index(drop=True)
 
 
 def fit_with(optimiser, df, record):
@@ -82,7 +67,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     old = older_sparse_pls(args.old)
-    df = insteval_frame()
+    df = instEval()
     try:
         import mixedlm
     except ImportError:
