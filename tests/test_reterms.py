@@ -118,10 +118,12 @@ CASES = {
 @pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_several_terms_agree_with_lmer(case, reml):
-    """Measured (R 4.2.2, lme4 1.1-31, BOBYQA at rhoend 1e-12): logLik within 3e-14
-    relative, fixef 3e-8 relative, standard deviations 2e-6 relative (both optimisers
-    stop within ~1e-6 of the optimum in theta), ranef and fitted 1e-5 of the data's
-    scale, condsd 1e-7 relative.  Tolerances: 2x to 10x those."""
+    """Measured (R 4.2.2, lme4 1.1-31, BOBYQA at rhoend 1e-12; two runs): logLik within
+    2e-15 relative, fixef 5.4e-8 relative, standard errors 1.5e-7, standard deviations
+    and theta 1.2e-6 relative, ranef and fitted 1.1e-7 of the data's scale, condsd 8e-8
+    relative.  What remains is lmer's: our optimum is polished to a gradient of ~1e-13,
+    while lmer's theta moves by up to ~1e-6 relative from one R process to another.
+    Tolerances: 2x to 10x those."""
     formula, data = CASES[case]
     df = data()
     ours = lmmscope.lmm(formula, df, method="REML" if reml else "ML")
@@ -130,14 +132,14 @@ def test_several_terms_agree_with_lmer(case, reml):
     assert ours.converged and not ours.singular
     np.testing.assert_allclose(ours.loglik, ref["loglik"], rtol=1e-12, atol=0)
     np.testing.assert_allclose(ours.fixef.to_numpy(), ref["fixef"], rtol=1e-7, atol=0)
-    np.testing.assert_allclose(ours.bse.to_numpy(), ref["se"], rtol=1e-5, atol=0)
+    np.testing.assert_allclose(ours.bse.to_numpy(), ref["se"], rtol=1.5e-6, atol=0)
     np.testing.assert_allclose(ours.varcorr["std_dev"].to_numpy(), ref["sdcor"], rtol=5e-6, atol=0)
     np.testing.assert_allclose(ours.theta, ref["theta"], rtol=5e-6, atol=1e-7)
-    np.testing.assert_allclose(ours.fitted(), ref["fitted"], rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(ours.fitted(), ref["fitted"], rtol=0, atol=1e-6 * scale)
     re = ref["ranef"]
     mine = np.array([ours.ranef[_our_group(str(g))].loc[_label(ours, str(g), lv), _column(str(term))]
                      for g, term, lv in zip(re["grpvar"], re["term"], re["grp"])])
-    np.testing.assert_allclose(mine, re["condval"].to_numpy(), rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(mine, re["condval"].to_numpy(), rtol=0, atol=1e-6 * scale)
     # condVar: each term's conditional standard deviations, levels and columns as lme4's
     condsd = {}
     for group, names, cov in ours.mixed.condvar():
@@ -368,7 +370,8 @@ def test_exact_deviance_gradient_matches_central_differences(formula, reml, last
 def test_selection_with_200_candidates_refits_as_lmer():
     """A crossed design (20 subjects x 15 items) with 200 candidate columns: the selection
     finds the 3 true columns, and its REML refit agrees with lmer on the selected model
-    (measured: logLik 1e-14 relative, fixef 1e-10, sd 1e-7, ranef 1e-7 of y's scale).
+    (measured, two runs: logLik 3e-16 relative, fixef 8e-10, sd 6e-8, fitted and ranef
+    1.8e-8 of y's scale: lmer's precision).
     k_max=10 keeps the paths over k (at each a the tuning visits) short."""
     df, formula = _crossed_candidates(seed=2, p=200)
     fit = lmmscope.lmm_scope(formula, df, k_max=10)
@@ -377,12 +380,12 @@ def test_selection_with_200_candidates_refits_as_lmer():
     scale = float(np.std(df["y"]))
     np.testing.assert_allclose(fit.loglik, ref["loglik"], rtol=1e-12, atol=0)
     np.testing.assert_allclose(fit.fixef.to_numpy(), ref["fixef"], rtol=1e-8, atol=0)
-    np.testing.assert_allclose(fit.varcorr["std_dev"].to_numpy(), ref["sdcor"], rtol=5e-6, atol=0)
-    np.testing.assert_allclose(fit.fitted(), ref["fitted"], rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(fit.varcorr["std_dev"].to_numpy(), ref["sdcor"], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(fit.fitted(), ref["fitted"], rtol=0, atol=5e-7 * scale)
     re = ref["ranef"]
     mine = [fit.ranef[str(g)].loc[_label(fit, str(g), str(lv)), "Intercept"]
             for g, lv in zip(re["grpvar"], re["grp"])]
-    np.testing.assert_allclose(mine, re["condval"].to_numpy(), rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(mine, re["condval"].to_numpy(), rtol=0, atol=5e-7 * scale)
 
 
 @needs_lme4
@@ -546,3 +549,25 @@ def test_sparse_lu_path_reaches_the_block_schur_optimum(formula):
     np.testing.assert_allclose(lu.solution.deviance(True), schur.solution.deviance(True),
                                rtol=1e-12, atol=0)
     np.testing.assert_allclose(lu.theta, schur.theta, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("formula, data", [
+    ("y ~ x + (1 + x | b) + (1 | a)", lambda: _simulated(n_a=5, n_b=12)),
+    ("y ~ x + (0 + f | g) + (1 | h)", _factor_slopes),
+])
+def test_the_optimum_is_polished_whatever_the_start(formula, data):
+    """L-BFGS-B stops where the deviance's relative reduction is tiny, ~1e-6 short in
+    theta and wherever its path led; the Newton polish after it reaches the optimum:
+    from the ANOVA start, lme4's theta0 and 3 theta0, REML and ML (measured: thetas
+    1.4e-14 apart, exact gradient at most 2.1e-13 on deviances of 600-1100)."""
+    from lmmscope.sparse_pls import SparseStats, deviance_gradient, optimise_theta
+    design, rt, _rows = build_reterms(parse_bar_terms(formula), data())
+    stats = SparseStats.from_arrays(np.asarray(design.X, dtype=float), design.y, rt.Zt, 0)
+    for reml in (True, False):
+        optima = [optimise_theta(stats, rt, reml, theta0=start)
+                  for start in (None, rt.theta0, 3 * rt.theta0)]
+        for optimum in optima:
+            assert optimum.converged and optimum.message.endswith("Newton polish: converged")
+            gradient = deviance_gradient(stats, rt, optimum.solution, reml)
+            np.testing.assert_allclose(gradient, 0, rtol=0, atol=5e-12)
+            np.testing.assert_allclose(optimum.theta, optima[0].theta, rtol=1e-12, atol=1e-13)

@@ -225,7 +225,7 @@ def _optimise_theta(stats, reml, theta0, control):
         return values[0], grads[0]
 
     best, theta = _bounded_search(value_and_gradient, np.asarray(theta0, float), lower, control)
-    theta, value, polish = _newton_polish(values_and_gradients, theta, lower)
+    theta, value, polish, _hessian = _newton_polish(values_and_gradients, theta, lower)
     # status 1: iteration or evaluation limit, a failure (lme4 warns on bobyqa's code 1
     # too); status 2 (e.g. no progress in the line search at ftol ~1e-10) is common at
     # an optimum: the final gradient check judges it.
@@ -276,8 +276,9 @@ def _leave_false_boundary(value, theta, on_diag):
 def _newton_polish(values_and_gradients, theta, lower, h=1e-6, max_iter=8):
     """Newton steps on the coordinates off the boundary, so the optimum is reached to
     ~1e-9 in theta whatever the order of the rows, and agrees with lme4 to its own
-    optimiser tolerance.  Returns (theta, deviance, status); a polish that gives up
-    leaves the L-BFGS-B point, which the final convergence check then judges.
+    optimiser tolerance.  Returns (theta, deviance, status, (free, H)), H the last
+    Hessian on the coordinates ``free`` (None, None: none computed); a polish that gives
+    up leaves the L-BFGS-B point, which the final convergence check then judges.
 
     ``values_and_gradients(thetas)``: deviances and gradients at each row of ``thetas``.
     The Hessian comes from forward differences of the analytic gradient, once, and
@@ -319,7 +320,7 @@ def _newton_polish(values_and_gradients, theta, lower, h=1e-6, max_iter=8):
         if moved < 1e-10 * max(1.0, np.abs(theta).max()):
             status = "converged"
             break
-    return theta, f0, status
+    return theta, f0, status, (free, H)
 
 
 def _forward_difference_hessian(values_and_gradients, theta, gradient, free, h):

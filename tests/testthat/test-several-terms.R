@@ -1,9 +1,12 @@
 # Several random-effects terms (crossed, nested, ||, several terms on one factor, factor
 # columns) against lme4::lmer on the same model (lmer converged tightly). Tolerances: the
-# worst agreement measured over these data sets, times about 10: logLik 8e-13 relative (the
-# ML criterion at REML estimates 9e-10), fixef 4e-9 relative, vcov 6e-7, variances 7e-7
-# relative, sd/cor 2e-6 absolute (1e-5 on the singular factor-column fit), conditional
-# modes 4e-6, their conditional variances 3e-6 (1.1e-5 singular), predictions 4e-6.
+# worst agreement measured over these data sets (4 runs), times about 10: logLik 6e-13
+# relative (the ML criterion at REML estimates 9e-10), fixef 2e-9 relative, vcov 3e-7,
+# variances 3e-7 relative, sd/cor 1.1e-6 absolute (6e-6 on the factor-column fit),
+# conditional modes 1.6e-6, their conditional variances 2.8e-6 (3.8e-6 factor columns),
+# predictions 1.4e-6, simulate 4.4e-6. What remains is lmer's: the core's optimum is
+# polished to a gradient of ~1e-13, while lmer_tight's theta moves by ~1e-7 relative from
+# one R process to another.
 
 # Every lme4 accessor of a several-term fit against lmer's.
 expect_terms_like_lmer <- function(fit, ref, newdata, tol = list(),
@@ -115,7 +118,7 @@ test_that("a factor's columns as random effects ((0 + f | g)) next to another te
   # lme4's predict(re.form = ~(1 | block)) fails on this model ("contrasts can be applied
   # only to factors with 2 or more levels"): that term alone is compared by hand
   expect_terms_like_lmer(fit, ref, d[c(1, 10, 95, 180), ], alone = list(quote(0 + period | Subject)),
-                         tol = list(sdcor = 1e-4, postvar = 1e-4))
+                         tol = list(sdcor = 3e-5))
   new <- d[c(1, 10, 95, 180), ]
   expect_abs(predict(fit, new, re.form = ~(1 | block)),
              predict(ref, new, re.form = NA) + lme4::ranef(ref)$block[as.character(new$block), 1],
