@@ -315,7 +315,7 @@ def test_block_schur_and_sparse_lu_factors_agree(formula):
     reused) against a dense A: log|A|, solves and the diagonal blocks of A^-1
     (measured 1e-15 relative)."""
     import scipy.sparse as sp
-    from lmmscope.sparse_pls import LUSystem, PLSKnobs, SchurSystem
+    from lmmscope.sparse_factor import LUSystem, PLSKnobs, SchurSystem
     df = _simulated(n_a=12)
     _design, rt, _rows = build_reterms(parse_bar_terms(formula), df)
     theta = np.linspace(0.3, 1.4, rt.theta0.size) * np.where(rt.lower == 0, 1.0, -0.5)
@@ -538,7 +538,8 @@ def test_sparse_lu_path_reaches_the_block_schur_optimum(formula):
     """Above PLSKnobs.dense_schur_limit the refit runs on SuperLU (its ordering reused)
     with central differences: the same optimum as the block Schur factor with its exact
     gradient (measured: deviance 1e-16 relative, theta 2e-8)."""
-    from lmmscope.sparse_pls import LUSystem, SparseStats, optimise_theta
+    from lmmscope.sparse_factor import LUSystem
+    from lmmscope.sparse_pls import SparseStats, optimise_theta
     design, rt, _rows = build_reterms(parse_bar_terms(formula), _simulated(n_a=12))
     X = np.asarray(design.X, dtype=float)
     schur = optimise_theta(SparseStats.from_arrays(X, design.y, rt.Zt, 0), rt, True)

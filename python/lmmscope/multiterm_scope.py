@@ -3,7 +3,7 @@
 The proxy covariance is Sigma_a = a Z~ Z~' + I with Z~ the whole random-effects design
 (every term; each column of a term's model matrix divided by its root mean square, so
 a does not depend on Z's units, as with one term).  By Woodbury, with the sparse
-A_a = I + a Z~'Z~ (factored as in the refit, :func:`lmmscope.sparse_pls.sparse_system`,
+A_a = I + a Z~'Z~ (factored as in the refit, :func:`lmmscope.sparse_factor.sparse_system`,
 whose symbolic work - blocks, index maps, ordering - is done once for every a),
 
     X_a'X_a = X'X - a (Z~'X)' A_a^-1 (Z~'X),   X_a'y_a and y_a'y_a likewise,
@@ -32,7 +32,8 @@ from .multiterm import (MultiTermFit, MultiTermResult, _full_rank, column_check_
 from .nodewise import DEFAULT_TOL, DenseGram
 from .results import LmmScopeResult
 from .reduction import reduce_gram
-from .sparse_pls import SparseStats, sparse_system
+from .sparse_factor import sparse_system
+from .sparse_pls import SparseStats
 from .tuning import DEFAULT_A_GRID, Progress, select
 
 
