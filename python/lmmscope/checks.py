@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from . import rank
-from .control import DEFAULT_CONTROL, Control
+from .control import DEFAULT_CONTROL, DEFAULT_PERFORMANCE, Control, Performance
 from .exceptions import InputError
 
 
@@ -184,7 +184,8 @@ def always_items(always, n_columns: int, what: str = "columns", argument: str = 
 HUGE, TINY = 1e150, 1e-150
 
 
-def check_finite_columns(M: np.ndarray, names, what: str, row_major_lead=None):
+def check_finite_columns(M: np.ndarray, names, what: str, row_major_lead=None,
+                         performance: Performance = DEFAULT_PERFORMANCE):
     """Raise naming the columns that hold NaN or Inf, or values whose squares overflow
     or underflow the cross-products; return the columns' :class:`rank.RawMoments`.
 
@@ -196,7 +197,8 @@ def check_finite_columns(M: np.ndarray, names, what: str, row_major_lead=None):
     copy = None
     if row_major_lead is not None and M.flags.f_contiguous and not M.flags.c_contiguous:
         copy = np.empty((M.shape[0], row_major_lead + M.shape[1]))
-    moments = rank.raw_moments(M, copy_to=None if copy is None else copy[:, row_major_lead:])
+    moments = rank.raw_moments(M, copy_to=None if copy is None else copy[:, row_major_lead:],
+                               performance=performance)
     moments.row_major = copy
     squares = moments.squares
     with np.errstate(invalid="ignore"):

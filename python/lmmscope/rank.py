@@ -31,7 +31,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from .centring import column_moments
-from .control import DEFAULT_CONTROL, Control
+from .control import DEFAULT_CONTROL, DEFAULT_PERFORMANCE, Control, Performance
 from .intercept import InterceptPrepended
 
 # The tolerances (R's qr() tolerance on a column's relative norm, as lme4's
@@ -169,10 +169,11 @@ def _projection_rows(n_rows: int) -> np.ndarray:
     return rows
 
 
-def raw_moments(base: np.ndarray, copy_to=None) -> RawMoments:
-    """``copy_to``: see :func:`lmmscope.centring.column_moments`."""
+def raw_moments(base: np.ndarray, copy_to=None,
+                performance: Performance = DEFAULT_PERFORMANCE) -> RawMoments:
+    """``copy_to``, ``performance``: see :func:`lmmscope.centring.column_moments`."""
     return RawMoments(*column_moments(base, project=_projection_rows(base.shape[0]),
-                                      copy_to=copy_to))
+                                      copy_to=copy_to, performance=performance))
 
 
 # Uncentred sums of squares minus N mean^2 lose log10(ratio) digits to cancellation:

@@ -111,7 +111,8 @@ class Data:
                 raise ValueError("the row-major copy does not match X's shape")
         rows = X if self._overwritable is None else _like(X, self._overwritable)
         self.stats = compute_cluster_stats(rows, y, self.Z, codes, n_groups,
-                                           gram=self.use_gram, moments=known)
+                                           gram=self.use_gram, moments=known,
+                                           performance=self.control.performance)
         self._fold_cache = {}
 
     @property
@@ -150,14 +151,16 @@ class Data:
         of squares and X_a'y_a), reusing the stored cross-products."""
         overwrite, self._overwritable = self._overwritable, None
         return whitened_rows(self.X, self.y, self.Z, self.codes, self.n_groups, a,
-                             stats=self.stats, overwrite=overwrite)
+                             stats=self.stats, overwrite=overwrite,
+                             performance=self.control.performance)
 
     def subset_stats(self, columns):
         """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
         if self.stats.XtX is not None:
             return rescale_z(self.stats.subset(columns), 1.0 / self.z_scale)
         return rescale_z(compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes,
-                                               self.n_groups), 1.0 / self.z_scale)
+                                               self.n_groups, performance=self.control.performance),
+                         1.0 / self.z_scale)
 
     def fold_stats(self, fold_of_cluster):
         """Per-fold ClusterStats (computed once; cluster codes renumbered within a fold)."""
@@ -172,7 +175,8 @@ class Data:
                 st = compute_cluster_stats(self.X[rows], self.y[rows], self.Z[rows],
                                            remap[self.codes[rows]], clusters.size,
                                            gram=self.use_gram,
-                                           center=(self.stats.x_shift, self.stats.y_shift))
+                                           center=(self.stats.x_shift, self.stats.y_shift),
+                                           performance=self.control.performance)
                 out.append((rows, st))
             self._fold_cache[key] = out
         return self._fold_cache[key]
