@@ -38,7 +38,9 @@ from .intercept import InterceptPrepended
 # chkRank.drop.cols uses it; the constant-column share) are Control's rank_tol and
 # constant_tol.
 # On a Gram matrix the squared relative residual is what is computed, with an error of
-# a few hundred ulps at worst; the squared tolerance is kept above that floor.
+# a few hundred ulps at worst; the squared tolerance is kept above that floor.  Not a
+# Control field: it is the arithmetic's precision (rank_tol below sqrt of it cannot be
+# honoured on a Gram), not a choice; rank_tol is the choice.
 _SQUARED_FLOOR = 1000 * np.finfo(float).eps
 
 
@@ -177,7 +179,10 @@ def raw_moments(base: np.ndarray, copy_to=None,
 
 
 # Uncentred sums of squares minus N mean^2 lose log10(ratio) digits to cancellation:
-# at most ~6 of 16 where the ratio of the raw to the centred sum is below this.
+# at most ~6 of 16 where the ratio of the raw to the centred sum is below this.  Not a
+# Control field: it picks how a column's centred moments are computed (corrected raw
+# sums, or a second pass over centred rows), both accurate well inside the tolerances
+# that read them (constant_tol, duplicate_tol, the rank check on the Gram).
 MILD_LOCATION = 1e6
 
 
