@@ -88,3 +88,32 @@ def test_row_scan_finds_the_duplicates_the_gram_finds(tol):
     expected = [(1 + 2 * i, 2 + 2 * i) for i in range(pairs // 2)]
     assert checks.duplicate_pairs_from_gram(with_gram.XtX, tol=tol) == expected
     assert checks._row_column_scan(X, rows, tol=tol)[1] == expected
+
+
+def test_search_limits_reach_the_engines(monkeypatch):
+    """Control's search limits and Performance.exact_limit are read by the engines: the
+    exact engine refuses above its limit; the splicing engine enumerates up to
+    enumeration_limit subsets (a spy counts the enumerations) and searches above it."""
+    from lmmscope.engines import splicing
+
+    rng = np.random.default_rng(6)
+    N, p = 120, 8
+    X = rng.standard_normal((N, p))
+    groups = np.repeat(np.arange(12), 10)
+    y = X[:, 1] - X[:, 4] + rng.standard_normal(N)
+    tight = Control(engine="exact", performance=Performance(exact_limit=10))
+    with pytest.raises(InputError, match="above its limit of 10"):
+        lmmscope.LmmScope(a=1.0, k_max=3, control=tight).fit(X, y, groups=groups)
+    lmmscope.LmmScope(a=1.0, k_max=3, control=Control(engine="exact")).fit(X, y, groups=groups)
+
+    calls = []
+    original = splicing.least_rss_subset
+    monkeypatch.setattr(splicing, "least_rss_subset",
+                        lambda *a, **k: calls.append(a[1]) or original(*a, **k))
+    enumerated = lmmscope.LmmScope(a=1.0, k_max=3).fit(X, y, groups=groups)
+    assert sorted(set(calls)) == [1, 2, 3]  # C(8, k) <= 2,000: every size enumerated
+    calls.clear()
+    searched = lmmscope.LmmScope(a=1.0, k_max=3, control=Control(enumeration_limit=0)).fit(
+        X, y, groups=groups)
+    assert calls == []
+    assert list(searched.support_) == list(enumerated.support_)  # two true columns: found

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .engines import DEFAULT_ENGINE, ENGINE_RULE
+from .engines import DEFAULT_ENGINE, ENGINE_RULE, SearchLimits
 from .exceptions import InputError, InputTypeError
 
 
@@ -68,6 +68,9 @@ RULES = {
     "single_problem_rows_bytes": Rule("int", 0),
     "search_effort": Rule("int", 0),
     "engine": ENGINE_RULE,
+    "enumeration_limit": Rule("int", 0),
+    "restart_k": Rule("int", 0),
+    "max_exchange": Rule("int", 1),
     "unit_free_z": Rule("bool"),
     "a_relative_tol": Rule("float", 0, open_low=True),
     "max_a_iter": Rule("int", 1),
@@ -115,9 +118,11 @@ class Performance:
         (256): bounds the copy when many hold NaN.
       arrow_run: columns copied together from an Arrow table (64).
       arrow_run_bytes: and at most this many bytes of them (4 MiB).
-      inference_auto_gram_bytes: R's inference: up to this size the p x p whitened Gram
-        is formed (exact nodewise lasso), above it the nodewise lasso reads columns on
-        demand (1 GiB).
+      inference_auto_gram_bytes: R's inference = NULL computes the debiased table at
+        fit time unless the two p x p arrays of the node-wise fits would pass this size
+        (1 GiB: p above ~8,200); a memory guard: then no table, with a warning.
+      exact_limit: engine="exact" refuses to enumerate more subsets than this (summed
+        over the sizes of a path; 10^6, about 1-2 s of batched solves at k ~ 6).
     """
 
     on_demand_gram_bytes: int = 2**28
@@ -132,6 +137,7 @@ class Performance:
     arrow_run: int = 64
     arrow_run_bytes: int = 4 << 20
     inference_auto_gram_bytes: int = 2**30
+    exact_limit: int = SearchLimits.exact_limit
 
     def __post_init__(self):
         for f in fields(self):
@@ -153,6 +159,7 @@ PERFORMANCE_RULES = {
     "arrow_run": Rule("int", 1),
     "arrow_run_bytes": Rule("int", 1),
     "inference_auto_gram_bytes": Rule("int", 0),
+    "exact_limit": Rule("int", 0),
 }
 
 DEFAULT_PERFORMANCE = Performance()
@@ -183,13 +190,22 @@ class Control:
         rows up to this many bytes of X (tens of O(Np) gradients cost less than the
         O(Np^2) Gram).
       search_effort: extra starts of the best-subset search at each k (an integer >= 0;
-        up to 2,000 subsets of size k are enumerated instead):
+        up to enumeration_limit subsets of size k are enumerated instead):
         0 only the warm start from the previous k; 1 (default) also the marginal
         ranking; each further one a perturbation of the best support found; the
-        restarts run for k <= 10 x search_effort.
+        restarts run for k <= restart_k x search_effort.
       engine: the best-subset search (lmmscope.engines): "splicing" (default, numpy,
         faster than skscope's on the same problems), "skscope" (skscope's ScopeSolver;
         loads JAX) or "exact" (every subset enumerated; small problems only).
+      enumeration_limit: the splicing engine enumerates every subset of size k where
+        there are at most this many (2,000); above, it searches.
+      restart_k: its restarts (search_effort) run for k up to restart_k x search_effort
+        (10: beyond the sizes a criterion picks, a start far from the warm one costs
+        many steps); so does its backward sweep.
+      max_exchange: most columns one of its splicing steps exchanges (skscope's
+        max_exchange_num, 5).
+      These three shape the search, so they can change the support found (unlike
+      ``Performance.exact_limit``, which only refuses).
     Proxy covariance:
       unit_free_z: True (default): Sigma_a = a Z~ Z~' + I with Z~ = Z's columns divided by
         their root mean square, so a, the support and the coefficients do not depend on
@@ -231,6 +247,9 @@ class Control:
     single_problem_rows_bytes: int = 2**28
     search_effort: int = 1
     engine: str = DEFAULT_ENGINE
+    enumeration_limit: int = SearchLimits.enumeration_limit
+    restart_k: int = SearchLimits.restart_k
+    max_exchange: int = SearchLimits.max_exchange
     unit_free_z: bool = True
     a_relative_tol: float = 1e-2
     max_a_iter: int = 6
@@ -256,6 +275,12 @@ class Control:
             if rule is None:  # a field without a rule: its default's type, any value
                 rule = Rule({bool: "bool", int: "int"}.get(type(f.default), "float"))
             object.__setattr__(self, f.name, rule.check(f.name, getattr(self, f.name)))
+
+    def search_limits(self) -> SearchLimits:
+        """The engines' limits (:class:`lmmscope.engines.SearchLimits`)."""
+        return SearchLimits(enumeration_limit=self.enumeration_limit, restart_k=self.restart_k,
+                            max_exchange=self.max_exchange,
+                            exact_limit=self.performance.exact_limit)
 
     def updated(self, **changes) -> "Control":
         """A copy with some fields changed."""

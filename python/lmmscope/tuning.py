@@ -270,7 +270,7 @@ def _ks(t: Tuning):
 def _selection_path(t: Tuning, problem, ks, progress=None):
     """selection_path with the search settings of ``t.control``."""
     return selection_path(problem, ks, progress=progress, search_effort=t.control.search_effort,
-                          engine=t.control.engine)
+                          engine=t.control.engine, limits=t.control.search_limits())
 
 
 def _path_at(t: Tuning, a):
