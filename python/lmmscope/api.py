@@ -106,7 +106,8 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
                          "without fixed effects")
     unpen = resolve_always(always, names, intercept_columns(names))
     rows, labels = validated_design_rows(
-        design, whiten_copy=whitens_a_copy(design.X.shape, tuning, control, unpen))
+        design, whiten_copy=whitens_a_copy(design.X.shape, tuning, control, unpen),
+        performance=control.performance)
     progress = Progress(verbose)
     unpen = with_random_slopes(names, design.random_names, unpen, tuning.k,
                                penalize_random_slopes, progress)
