@@ -135,19 +135,18 @@ def _centring_case(seed=7, sorted_rows=True, shifts=(1.7e9, -3e6, 0.0, 5.0, 1e3)
 @pytest.mark.parametrize("chunk_bytes", [1, 2**25])
 @pytest.mark.parametrize("shifts", [(1.7e9, -3e6, 0.0, 5.0, 1e3), (3.0, -2.0, 0.0, 5.0, 1.0)],
                          ids=["centred-by-chunks", "corrected"])
-def test_centred_statistics_equal_dense_centred_products(monkeypatch, sorted_rows, chunk_bytes,
-                                                         shifts):
+def test_centred_statistics_equal_dense_centred_products(sorted_rows, chunk_bytes, shifts):
     """Automatic centring (an all-ones column anywhere) gives the products of the centred
     data, also when the rows are centred a few at a time (batched and sparse paths), and
     when means are small enough for the uncentred products to be corrected instead."""
     from lmmscope import centring
-    monkeypatch.setattr(centring, "CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(centring, "MIN_CHUNK_ROWS", 3)
+    from lmmscope.control import Performance
+    chunks = Performance(chunk_bytes=chunk_bytes, min_chunk_rows=3)
     X, y, Z, codes, n = _centring_case(sorted_rows=sorted_rows, shifts=shifts)
     base = np.delete(X, 2, axis=1)
-    mild = centring._cancellation_is_mild(base, base.mean(axis=0), chunk_bytes)
+    mild = centring._cancellation_is_mild(base, base.mean(axis=0), chunks)
     assert mild == (shifts[0] < 10)
-    stats = compute_cluster_stats(X, y, Z, codes, n)
+    stats = compute_cluster_stats(X, y, Z, codes, n, performance=chunks)
     assert stats.intercept == 2
     shift = X.mean(axis=0)
     shift[2] = 0
@@ -213,13 +212,16 @@ def test_mixed_type_group_labels_compare_as_strings():
     np.testing.assert_array_equal(codes, [1, 2, 1, 0, 2])
 
 
-def test_plain_pages_buffer_gives_the_same_statistics(monkeypatch):
+def test_plain_pages_buffer_gives_the_same_statistics():
     """Z'X in anonymous memory mapped without huge-page advice (every size here)
     equals the np.empty one, and survives pickling."""
     import pickle
 
     from lmmscope import dense_kernels
+    from lmmscope.control import Performance
     from lmmscope.intercept import InterceptPrepended
+
+    every_size = Performance(plain_pages_bytes=0)
 
     rng = np.random.default_rng(5)
     sizes = rng.integers(1, 9, size=30)
@@ -229,11 +231,8 @@ def test_plain_pages_buffer_gives_the_same_statistics(monkeypatch):
     for order in (codes, rng.permutation(codes)):
         for X_in in (X, InterceptPrepended(np.asfortranarray(X))):
             reference = compute_cluster_stats(X_in, y, Z, order, 30)
-            monkeypatch.setattr(dense_kernels, "PLAIN_PAGES_BYTES", 0)
-            mapped = compute_cluster_stats(X_in, y, Z, order, 30)
-            monkeypatch.undo()
+            mapped = compute_cluster_stats(X_in, y, Z, order, 30, performance=every_size)
             assert mapped.ZtX.flags.c_contiguous and mapped.ZtX.flags.writeable
             np.testing.assert_array_equal(mapped.ZtX, reference.ZtX)
             np.testing.assert_array_equal(pickle.loads(pickle.dumps(mapped)).ZtX, reference.ZtX)
-    monkeypatch.setattr(dense_kernels, "PLAIN_PAGES_BYTES", 0)
-    assert dense_kernels.plain_pages_empty((0, 2, 3)).shape == (0, 2, 3)
+    assert dense_kernels.plain_pages_empty((0, 2, 3), every_size).shape == (0, 2, 3)

@@ -118,20 +118,21 @@ def test_infinite_values_named_and_huge_values_kept(frame):
     np.testing.assert_array_equal(np.asarray(d.X), stacked(df, ["x0", "x1", "x2"]))
 
 
-def test_nan_scan_over_many_suspect_columns(monkeypatch):
+def test_nan_scan_over_many_suspect_columns():
     """The suspect columns are inspected a few at a time: every NaN row is found, and the
     first column holding an infinity is named, whichever group it falls in."""
-    monkeypatch.setattr(formula_columns, "SUSPECT_CHUNK", 2)
+    from lmmscope.control import Performance
+    pairs = Performance(suspect_chunk=2)
     rng = np.random.default_rng(3)
     block = rng.standard_normal((30, 9))
     block[[1, 4], 0], block[7, 3], block[8, 4], block[20, 8] = np.nan, np.nan, np.nan, np.nan
     names = [f"c{j}" for j in range(9)]
-    missing = formula_columns._nan_rows(np.asfortranarray(block), names)
+    missing = formula_columns._nan_rows(np.asfortranarray(block), names, pairs)
     np.testing.assert_array_equal(np.flatnonzero(missing), [1, 4, 7, 8, 20])
-    np.testing.assert_array_equal(formula_columns._nan_rows(block, names), missing)  # C order
+    np.testing.assert_array_equal(formula_columns._nan_rows(block, names, pairs), missing)  # C
     block[2, 6], block[3, 7] = np.inf, -np.inf
     with pytest.raises(ValueError, match="column 'c6' contains infinite values"):
-        formula_columns._nan_rows(block, names)
+        formula_columns._nan_rows(block, names, pairs)
 
 
 def test_column_named_intercept_in_a_run(frame):
@@ -211,16 +212,17 @@ def test_new_rows_read_in_runs_whatever_their_layout(frame):
 
 
 @pytest.mark.parametrize("group", [1, 3, 64])
-def test_arrow_columns_read_in_groups_equal_pandas(frame, monkeypatch, group):
+def test_arrow_columns_read_in_groups_equal_pandas(frame, group):
     import pyarrow as pa
-    from lmmscope import frames
-    monkeypatch.setattr(frames, "ARROW_RUN", group)
+    from lmmscope.control import Performance
+    groups = Performance(arrow_run=group)
     df = frame.copy()
     df.loc[[4, 30], "x2"] = np.nan
     with pytest.warns(UserWarning, match="dropped 2 rows"):
         expected = build_design("y ~ . - f + (x1 | g)", df)
     with pytest.warns(UserWarning, match="dropped 2 rows"):
-        got = build_design("y ~ . - f + (x1 | g)", pa.Table.from_pandas(df, preserve_index=False))
+        got = build_design("y ~ . - f + (x1 | g)", pa.Table.from_pandas(df, preserve_index=False),
+                           performance=groups)
     assert got.fixed_names == expected.fixed_names
     np.testing.assert_array_equal(np.asarray(got.X), np.asarray(expected.X))
     np.testing.assert_array_equal(got.Z, expected.Z)

@@ -87,10 +87,12 @@ def test_to_dict_is_the_schema_payload():
 
 
 
-def test_inference_by_default_up_to_the_memory_guard(monkeypatch):
+def test_inference_by_default_up_to_the_memory_guard():
     """No cap on the number of columns: an R fit carries its debiased table (a saved R fit
     has no Python to compute it later); 600 candidates, above the former 500-column cap.
     Only a Gram too large for memory leaves it out."""
+    from lmmscope.control import Performance
+
     rng = np.random.default_rng(3)
     N, p = 200, 600
     X = rng.standard_normal((N, p))
@@ -105,9 +107,9 @@ def test_inference_by_default_up_to_the_memory_guard(monkeypatch):
     se = dict(zip(table["term"], table["std_error"]))
     assert abs(est["x0"] - 1) < 4 * se["x0"]  # the true effect, within its interval
     # above the memory guard (the p x p Gram's size) the table is left out, with a warning
-    monkeypatch.setattr(rbridge, "INFERENCE_AUTO_GRAM_BYTES", 2 * 8 * p * p - 1)
+    guard = {"performance": Performance(inference_auto_gram_bytes=2 * 8 * p * p - 1)}
     out = rbridge.fit_arrays(X, y, np.ones((N, 1)), codes, names, ["(Intercept)"], "g",
-                             k=1, a=1.0)
+                             k=1, a=1.0, control=guard)
     assert out["inference"] is None
     assert any("pass inference = TRUE" in w["message"] for w in out["warnings"])
 

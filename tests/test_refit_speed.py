@@ -9,6 +9,7 @@ import pytest
 
 from lmmscope import theta_optimiser
 from lmmscope.cluster_stats import compute_cluster_stats
+from lmmscope.control import Performance
 from lmmscope.deviance_derivatives import deviance_gradient, deviance_gradients, observed_hessian
 from lmmscope.profiled_deviance import solve_pls, solve_pls_batch
 from lmmscope.refit import fit_theta
@@ -48,12 +49,13 @@ def test_batched_evaluation_equals_one_theta_at_a_time(reml, columns):
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
-def test_batches_split_by_size_and_undefined_thetas_give_inf(monkeypatch):
+def test_batches_split_by_size_and_undefined_thetas_give_inf():
     stats = _stats()
     thetas = np.vstack([THETAS, [np.nan] * 6, [1e200, 0, 0, 1, 0, 1]])
     whole_values, whole_grads = theta_optimiser._evaluate(stats, THETAS, True)
-    monkeypatch.setattr(theta_optimiser, "_BATCH_DOUBLES", 1)  # one theta per batch
-    values, grads = theta_optimiser._evaluate(stats, thetas, True, fill=-7.0)
+    one_per_batch = Performance(theta_batch_doubles=1)  # one theta per batch
+    values, grads = theta_optimiser._evaluate(stats, thetas, True, fill=-7.0,
+                                              performance=one_per_batch)
     np.testing.assert_allclose(values[:4], whole_values, rtol=1e-13)
     np.testing.assert_allclose(grads[:4], whole_grads, rtol=1e-10, atol=1e-10)
     assert np.all(np.isinf(values[4:])) and np.all(grads[4:] == -7.0)

@@ -305,22 +305,22 @@ def test_centred_gram_equals_the_gram_of_centred_columns(mean):
 
 
 @pytest.mark.parametrize("centre", ["none", "prepended"])
-def test_column_major_whitening_in_tiles_equals_dense_reference(centre, monkeypatch):
+def test_column_major_whitening_in_tiles_equals_dense_reference(centre):
     """A column-major X (a data frame's own block) is whitened in tiles of columns;
     tiles of 8 of its 30 columns (a partial last one) give the dense reference's numbers."""
-    from lmmscope import cluster_blocks, row_whitening
+    from lmmscope.control import Performance
 
-    monkeypatch.setattr(cluster_blocks, "COLUMN_TILE", 8)  # products (the statistics)
-    monkeypatch.setattr(row_whitening, "COLUMN_TILE", 8)  # and whitening in tiles
+    tiles = Performance(column_tile=8)  # products (the statistics) and whitening in tiles
     X, y, Z, codes, n = _problem(4, "runs", mean=5.0)
     X = np.asfortranarray(X)
     a = 0.7
     design = InterceptPrepended(X) if centre == "prepended" else X
     stats = compute_cluster_stats(design, y, Z, codes, n, gram=False,
-                                  center=False if centre == "none" else None)
+                                  center=False if centre == "none" else None, performance=tiles)
     dense = np.column_stack([np.ones(X.shape[0]), X]) if centre == "prepended" else X
     ref_X, ref_y = _reference_whitening(dense - stats.x_shift, y - stats.y_shift, Z, codes, n, a)
-    w = whitened_rows(design, y, Z, codes, n, a, stats=stats, chunk_bytes=4096)
+    w = whitened_rows(design, y, Z, codes, n, a, stats=stats, chunk_bytes=4096,
+                      performance=tiles)
     _close(w.X, ref_X)
     _close(w.squares, np.einsum("ij,ij->j", ref_X, ref_X))
     _close(w.xty, ref_X.T @ ref_y)
@@ -353,19 +353,19 @@ def test_whitening_in_place_equals_the_fresh_whitening(order, centre):
 
 
 @pytest.mark.parametrize("shape", [(700, 300), (3000, 5), (37, 90), (2, 3)])
-def test_column_major_moments_and_row_major_copy(shape, monkeypatch):
+def test_column_major_moments_and_row_major_copy(shape):
     """A column-major X's moments are read along its columns in tiles (small tiles
     here: several of rows and columns, partial last ones) and agree with the row-major
     reading; the row-major copy made in the same pass is X exactly."""
     from lmmscope import centring, rank
+    from lmmscope.control import Performance
 
-    monkeypatch.setattr(centring, "_TILE_BYTES", 2**14)
-    monkeypatch.setattr(centring, "_COPY_BLOCK_BYTES", 2**11)
+    tiles = Performance(moment_tile_bytes=2**14, copy_block_bytes=2**11)
     rng = np.random.default_rng(7)
     X = rng.standard_normal(shape) * rng.uniform(0.1, 50, shape[1]) + rng.uniform(-1e3, 1e3, shape[1])
     by_rows = rank.raw_moments(X)
     copy = np.zeros((shape[0], 1 + shape[1]))
-    by_columns = rank.raw_moments(np.asfortranarray(X), copy_to=copy[:, 1:])
+    by_columns = rank.raw_moments(np.asfortranarray(X), copy_to=copy[:, 1:], performance=tiles)
     np.testing.assert_array_equal(copy[:, 1:], X)
     assert not copy[:, 0].any()
     for got, want in ((by_columns.sums, by_rows.sums), (by_columns.squares, by_rows.squares),

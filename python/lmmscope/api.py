@@ -99,14 +99,15 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
                                     verbose=verbose, penalize_random_slopes=penalize_random_slopes,
                                     control=control)
     control = as_control(control)
-    design = build_design(formula, data, na_action=na_action)
+    design = build_design(formula, data, na_action=na_action, performance=control.performance)
     names = design.fixed_names
     if not names:
         raise InputError("the formula has no fixed effects to select from; lmm() fits a model "
                          "without fixed effects")
     unpen = resolve_always(always, names, intercept_columns(names))
     rows, labels = validated_design_rows(
-        design, whiten_copy=whitens_a_copy(design.X.shape, tuning, control, unpen))
+        design, whiten_copy=whitens_a_copy(design.X.shape, tuning, control, unpen),
+        performance=control.performance)
     progress = Progress(verbose)
     unpen = with_random_slopes(names, design.random_names, unpen, tuning.k,
                                penalize_random_slopes, progress)
@@ -160,7 +161,8 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     if sources.is_external(data):
         return sources.fit_external("lmm", formula, data, chunk_rows=chunk_rows, method=method,
                                     na_action=na_action, verbose=verbose, control=control)
-    design = build_design(formula, data, na_action=na_action)
+    design = build_design(formula, data, na_action=na_action,
+                          performance=as_control(control).performance)
     rows, labels = validated_design_rows(design)
     spec = ModelSpec(design.fixed_names, design.random_names, design.group_name, labels, rows,
                      reml=reml, control=control, design=design, verbose=verbose)

@@ -13,26 +13,25 @@ import numpy as np
 from scipy.linalg.blas import dsyrk
 
 from .cluster_blocks import has_shift, is_column_major
+from .control import DEFAULT_PERFORMANCE, Performance
 from .dense_kernels import fill_upper_from_lower, subtract_product
 from .intercept import InterceptPrepended
 
 
-# Row chunks centred at a time: big enough for BLAS-3 efficiency (>= 512 rows),
-# small enough to stay a fraction of X.  Read when called (``chunk_bytes=None``), so
-# that setting it reaches every function here.
-CHUNK_BYTES = 32 * 2**20
-MIN_CHUNK_ROWS = 512
+# Row chunks are centred ``Performance.chunk_bytes`` (>= ``min_chunk_rows`` rows) at a
+# time: big enough for BLAS-3 efficiency, small enough to stay a fraction of X.
 
 
-def intercept_column(X) -> int | None:
-    """Index of the first all-ones column of X (0 for an InterceptPrepended), or None."""
+def intercept_column(X, performance: Performance = DEFAULT_PERFORMANCE) -> int | None:
+    """Index of the first all-ones column of X (0 for an InterceptPrepended), or None.
+    ``performance.chunk_bytes``: rows of the candidate columns compared at a time."""
     if isinstance(X, InterceptPrepended):
         return 0
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0:
         return None
     candidates = np.flatnonzero(X[0] == 1.0)
-    step = max(1, CHUNK_BYTES // (8 * max(candidates.size, 1)))
+    step = max(1, performance.chunk_bytes // (8 * max(candidates.size, 1)))
     for first in range(0, X.shape[0], step):
         if candidates.size == 0:
             return None
@@ -41,8 +40,8 @@ def intercept_column(X) -> int | None:
     return int(candidates[0]) if candidates.size else None
 
 
-def _row_chunk(p: int, chunk_bytes: int) -> int:
-    return max(MIN_CHUNK_ROWS, chunk_bytes // (8 * max(p, 1)))
+def _row_chunk(p: int, chunk_bytes: int, performance: Performance) -> int:
+    return max(performance.min_chunk_rows, chunk_bytes // (8 * max(p, 1)))
 
 
 def location_shifts(base, y, prepended: bool, intercept, center, sums=None):
@@ -71,27 +70,27 @@ def location_shifts(base, y, prepended: bool, intercept, center, sums=None):
     return x_shift, float(y_shift)
 
 
-def centred_products(base, shift, yc, gram=True, chunk_bytes=None, out=None, mild=None,
-                     sums=None, column_sums=True):
+def centred_products(base, shift, yc, gram=True, out=None, mild=None, sums=None,
+                     column_sums=True, performance: Performance = DEFAULT_PERFORMANCE):
     """((base - shift)'(base - shift) or None, (base - shift)'yc, column sums of base - shift).
 
     ``column_sums=False``: the sums may be None when they would cost a pass of their own.
 
     Row chunks are centred one at a time.  While a p x p temporary is small (below
-    ``chunk_bytes``) each chunk's Gram is numpy's product (its BLAS is the faster
+    ``performance.chunk_bytes``) each chunk's Gram is numpy's product (its BLAS is the faster
     one); beyond, rank-updates (scipy's BLAS syrk) accumulate in place into the one
     p x p result, so no second p x p array and nothing as large as X is allocated.
     The Gram is written into ``out`` (C-contiguous p x p) when given.
     """
     N, p = base.shape
-    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    chunk_bytes = performance.chunk_bytes
     if not has_shift(shift):
         XtX = np.matmul(base.T, base, out=out) if gram else None
         if sums is None and column_sums:
             sums = base.sum(axis=0)
         return XtX, base.T @ yc, sums
     if mild is None:
-        mild = _cancellation_is_mild(base, shift, chunk_bytes)
+        mild = _cancellation_is_mild(base, shift, performance)
     if mild:
         return _corrected_products(base, shift, yc, gram, out=out, sums=sums)
     if gram:
@@ -102,7 +101,7 @@ def centred_products(base, shift, yc, gram=True, chunk_bytes=None, out=None, mil
     in_place = 8 * p * p > chunk_bytes
     Xty = np.zeros(p)
     sums = np.zeros(p)
-    rows = _row_chunk(p, 4 * chunk_bytes if in_place else chunk_bytes)
+    rows = _row_chunk(p, 4 * chunk_bytes if in_place else chunk_bytes, performance)
     buffer = np.empty((min(rows, N), p))
     for first in range(0, N, rows):
         stop = min(first + rows, N)
@@ -124,7 +123,8 @@ def centred_products(base, shift, yc, gram=True, chunk_bytes=None, out=None, mil
 MILD_MEAN_TO_SD_SQUARED = 99.0
 
 
-def column_moments(base, chunk_bytes=None, project=None, copy_to=None):
+def column_moments(base, project=None, copy_to=None,
+                   performance: Performance = DEFAULT_PERFORMANCE):
     """Column sums and sums of squares (and ``project @ base`` when ``project``, a few
     rows of length N, is given), in one pass over X.
 
@@ -132,16 +132,17 @@ def column_moments(base, chunk_bytes=None, project=None, copy_to=None):
     columns at a time, each contiguous: summing row chunks of it would be strided.
     ``copy_to`` (column-major X only): a row-major N x p destination that receives X's
     values in the same pass, block by block in cache (numpy's own copy of a transpose
-    runs 2-3x slower).  Returns (sums, squares) or (sums, squares, projections)."""
+    runs 2-3x slower).  Returns (sums, squares) or (sums, squares, projections).
+    Rows (or tiles of columns) of ``performance``'s sizes are read at a time."""
     N, p = base.shape
     if copy_to is not None and not is_column_major(base):
         raise ValueError("copy_to is for a column-major X")
     if is_column_major(base):
-        out = _column_major_moments(base, project, copy_to)
+        out = _column_major_moments(base, project, copy_to, performance)
     else:
         sums, squares = np.zeros(p), np.zeros(p)
         projections = None if project is None else project @ base
-        rows = _row_chunk(p, CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
+        rows = _row_chunk(p, performance.chunk_bytes, performance)
         for first in range(0, N, rows):
             chunk = base[first:first + rows]
             sums += chunk.sum(axis=0)
@@ -150,20 +151,18 @@ def column_moments(base, chunk_bytes=None, project=None, copy_to=None):
     return out if project is not None else out[:2]
 
 
-# Tiles of a column-major X in one pass: columns of XT (whole columns of X, ~1 MB)
-# and, within them, blocks of rows copied at a time (~128 KB).
-_TILE_BYTES, _COPY_BLOCK_BYTES = 2**20, 2**17
-
-
-def _column_major_moments(base, project, copy_to):
+def _column_major_moments(base, project, copy_to, performance: Performance):
+    # tiles of a column-major X in one pass: columns of XT (whole columns of X, ~1 MB)
+    # and, within them, blocks of rows copied at a time (~128 KB)
+    tile_bytes, copy_block_bytes = performance.moment_tile_bytes, performance.copy_block_bytes
     N, p = base.shape
     XT = base.T  # row-major: row j is column j of X
     sums, squares = np.zeros(p), np.zeros(p)
     projections = None if project is None else np.zeros((project.shape[0], p))
     # whole rows of a narrow X; else whole columns of ~1 MB
-    width = p if p <= 64 else int(min(p, max(8, _TILE_BYTES // (8 * max(N, 1)))))
-    height = max(64, _TILE_BYTES // (8 * width))  # rows of a tile (all of them, mostly)
-    copy_height = max(64, _COPY_BLOCK_BYTES // (8 * width))
+    width = p if p <= 64 else int(min(p, max(8, tile_bytes // (8 * max(N, 1)))))
+    height = max(64, tile_bytes // (8 * width))  # rows of a tile (all of them, mostly)
+    copy_height = max(64, copy_block_bytes // (8 * width))
     for j0 in range(0, p, width):
         cols = slice(j0, min(j0 + width, p))
         for i0 in range(0, N, height):
@@ -186,8 +185,9 @@ def cancellation_is_mild_at(n_obs, shift, squares) -> bool:
                        * squares))
 
 
-def _cancellation_is_mild(base, shift, chunk_bytes=None) -> bool:
-    return cancellation_is_mild_at(base.shape[0], shift, column_moments(base, chunk_bytes)[1])
+def _cancellation_is_mild(base, shift, performance: Performance = DEFAULT_PERFORMANCE) -> bool:
+    return cancellation_is_mild_at(base.shape[0], shift,
+                                   column_moments(base, performance=performance)[1])
 
 
 def _corrected_products(base, shift, yc, gram, out=None, sums=None):

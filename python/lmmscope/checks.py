@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
 import numpy as np
 
 from . import rank
-from .control import DEFAULT_CONTROL, Control
+from .control import DEFAULT_CONTROL, DEFAULT_PERFORMANCE, Control, Performance
 from .exceptions import InputError
 
 
@@ -184,7 +185,8 @@ def always_items(always, n_columns: int, what: str = "columns", argument: str = 
 HUGE, TINY = 1e150, 1e-150
 
 
-def check_finite_columns(M: np.ndarray, names, what: str, row_major_lead=None):
+def check_finite_columns(M: np.ndarray, names, what: str, row_major_lead=None,
+                         performance: Performance = DEFAULT_PERFORMANCE):
     """Raise naming the columns that hold NaN or Inf, or values whose squares overflow
     or underflow the cross-products; return the columns' :class:`rank.RawMoments`.
 
@@ -196,7 +198,8 @@ def check_finite_columns(M: np.ndarray, names, what: str, row_major_lead=None):
     copy = None
     if row_major_lead is not None and M.flags.f_contiguous and not M.flags.c_contiguous:
         copy = np.empty((M.shape[0], row_major_lead + M.shape[1]))
-    moments = rank.raw_moments(M, copy_to=None if copy is None else copy[:, row_major_lead:])
+    moments = rank.raw_moments(M, copy_to=None if copy is None else copy[:, row_major_lead:],
+                               performance=performance)
     moments.row_major = copy
     squares = moments.squares
     with np.errstate(invalid="ignore"):
@@ -314,6 +317,9 @@ def check_scales(stats, names, control: Control = DEFAULT_CONTROL, moments=None)
     N = stats.n_obs
     raw_sum = N * stats.x_shift + sums
     raw_squares = spread + 2 * stats.x_shift * sums + N * stats.x_shift ** 2
+    # a 0/1 column has sum(x^2) = sum(x); 1e-9 allows the rounding of the sums rebuilt
+    # from centred ones (not a Control field: it only decides which columns this advice
+    # looks at, as lme4's own test of two distinct values does, never a result)
     binary = np.abs(raw_squares - raw_sum) <= 1e-9 * np.maximum(raw_squares, 1e-300)
     continuous = np.flatnonzero(~binary & (spread > 0))
     if continuous.size == 0:
@@ -389,10 +395,22 @@ def duplicate_pairs_from_gram(G, skip=(), tol=DEFAULT_CONTROL.duplicate_tol,
     return sorted(pairs)
 
 
+def duplicate_key_gap(tol: float) -> float:
+    """How far apart two columns' keys (standard normal projections of the centred
+    columns over their norms) may lie when the columns are duplicates at ``tol``:
+    unit vectors u, v with |u'v| >= 1 - tol have ||u -+ v||^2 <= 2 tol, so each key
+    differs by a normal of standard deviation at most sqrt(2 tol); 8 of them miss a
+    duplicate with probability ~1e-15.  Not a tolerance of its own: a wider gap only
+    compares more pairs exactly (each a pass over two columns); 1e-6 at least, for the
+    keys' rounding where large means cancel (~1e-10)."""
+    return max(1e-6, 8 * math.sqrt(2 * tol))
+
+
 def _row_column_scan(X, stats, moments=None, tol=DEFAULT_CONTROL.duplicate_tol):
     """Without a Gram: duplicated pairs found by random projections of the centred,
-    normalised columns (equal columns have equal keys; only neighbours in key order
-    are compared exactly)."""
+    normalised columns (duplicates have keys within :func:`duplicate_key_gap`; only
+    pairs that close in both keys are compared exactly), the pairs the Gram's test
+    (:func:`duplicate_pairs_from_gram`) finds at the same ``tol``."""
     moments = rank.row_moments(X, stats.x_shift) if moments is None else moments
     norm = np.sqrt(moments.squares)
     usable = norm > 1e-300
@@ -400,14 +418,21 @@ def _row_column_scan(X, stats, moments=None, tol=DEFAULT_CONTROL.duplicate_tol):
     keys[:, usable] /= norm[usable]
     keys *= np.where(keys[0] < 0, -1.0, 1.0)  # x and -x are duplicates too
     order = np.flatnonzero(usable)[np.argsort(keys[0, usable], kind="stable")]
-    gap = np.abs(np.diff(keys[:, order], axis=1)).max(axis=0)
+    gap = duplicate_key_gap(tol)
+    first = keys[0, order]
+    # every later column within the gap in the first key, not only the next one: a
+    # third column's key may fall between a duplicate pair's
+    window_end = np.searchsorted(first, first + gap, side="right")
     pairs = []
-    for t in np.flatnonzero(gap <= 1e-6):
-        i, j = sorted((int(order[t]), int(order[t + 1])))
-        xi = np.asarray(X[:, i]) - stats.x_shift[i]
-        xj = np.asarray(X[:, j]) - stats.x_shift[j]
-        if abs(xi @ xj) >= (1 - tol) * norm[i] * norm[j]:
-            pairs.append((i, j))
+    for t in np.flatnonzero(window_end > np.arange(order.size) + 1):
+        for u in range(t + 1, int(window_end[t])):
+            i, j = sorted((int(order[t]), int(order[u])))
+            if abs(keys[1, i] - keys[1, j]) > gap:
+                continue
+            xi = np.asarray(X[:, i]) - stats.x_shift[i]
+            xj = np.asarray(X[:, j]) - stats.x_shift[j]
+            if abs(xi @ xj) >= (1 - tol) * norm[i] * norm[j]:
+                pairs.append((i, j))
     return moments.squares, sorted(pairs)
 
 

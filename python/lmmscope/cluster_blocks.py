@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .control import DEFAULT_PERFORMANCE, Performance
+
 
 def encode_groups(groups):
     """Return (codes 0..n-1, labels) for an arbitrary 1-D array of cluster labels.
@@ -25,11 +27,6 @@ def encode_groups(groups):
     except TypeError:  # mixed int/str: '<' is not defined between them
         labels, codes = np.unique(g.astype(str), return_inverse=True)
     return codes.ravel().astype(np.int64), labels
-
-
-# Columns per tile where a column-major X (a data frame's own block) is read by rows of
-# clusters: 256 columns of 1,024 rows are 2 MB, with 8 KB contiguous per column.
-COLUMN_TILE = 256
 
 
 def cluster_transpose_operator(Z: np.ndarray, codes: np.ndarray, n_groups: int) -> sp.csr_matrix:
@@ -82,7 +79,8 @@ def has_shift(shift) -> bool:
 
 def cluster_products(Z: np.ndarray, X: np.ndarray, codes: np.ndarray, n_groups: int,
                      out: np.ndarray | None = None, chunk_bytes: int = 16 * 2**20,
-                     shift: np.ndarray | None = None) -> np.ndarray:
+                     shift: np.ndarray | None = None,
+                     performance: Performance = DEFAULT_PERFORMANCE) -> np.ndarray:
     """Stacked Z_i'(X_i - 1 shift'), shape (n_groups, q, p), written into ``out`` when given.
 
     When the rows are sorted by cluster, runs of equal-size clusters reshape (without
@@ -90,7 +88,8 @@ def cluster_products(Z: np.ndarray, X: np.ndarray, codes: np.ndarray, n_groups: 
     (several times faster than the sparse block-diagonal product).  Otherwise the
     sparse product runs on chunks of clusters, so no temporary as large as the result
     is allocated; copying rows into order would cost more.  A ``shift`` is subtracted
-    from one chunk of rows at a time, before it is multiplied.
+    from one chunk of rows at a time, before it is multiplied.  A column-major X is
+    read ``performance.column_tile`` columns at a time.
     """
     N, q = Z.shape
     p = X.shape[1]
@@ -98,7 +97,7 @@ def cluster_products(Z: np.ndarray, X: np.ndarray, codes: np.ndarray, n_groups: 
         out = np.empty((n_groups, q, p))
     runs = equal_size_runs(codes, n_groups)
     if runs is not None:
-        _run_products(Z, X, runs, out, chunk_bytes, shift)
+        _run_products(Z, X, runs, out, chunk_bytes, shift, performance.column_tile)
         return out
     Zt = cluster_transpose_operator(Z, codes, n_groups)
     if not has_shift(shift):
@@ -145,15 +144,16 @@ def run_tiles(runs, p, width, tile_bytes=None):
                 yield c0, c1, r0, r1, size, slice(j0, min(j0 + width, p))
 
 
-def _run_products(Z, X, runs, out, chunk_bytes, shift):
+def _run_products(Z, X, runs, out, chunk_bytes, shift, column_tile):
     """Batched Z_i'(X_i - shift) over runs of equal-size clusters (rows sorted).  A
     column-major X (a data frame's own block) is copied a tile of whole column segments
     at a time into a row-major buffer first: numpy's batched products of small
-    matrices read strided operands several times slower."""
+    matrices read strided operands several times slower.  ``column_tile``: columns
+    per tile (256 columns of 1,024 rows are 2 MB, with 8 KB contiguous per column)."""
     q, p = Z.shape[1], X.shape[1]
     centre = has_shift(shift)
     column_major = is_column_major(X)
-    width = min(p, COLUMN_TILE) if column_major else p
+    width = min(p, column_tile) if column_major else p
     copied = centre or column_major
     tile_bytes = (min(chunk_bytes, 2**21) if column_major else chunk_bytes) if copied else None
     buffer = np.empty(0)

@@ -24,6 +24,7 @@ import numpy as np
 from .centring import (cancellation_is_mild_at, centred_products, column_moments,
                        intercept_column, location_shifts)
 from .cluster_blocks import cluster_products, has_shift
+from .control import DEFAULT_PERFORMANCE, Performance
 from .dense_kernels import plain_pages_empty
 from .intercept import InterceptPrepended
 
@@ -143,7 +144,8 @@ class ClusterStats:
 
 
 def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None,
-                          moments=None) -> ClusterStats:
+                          moments=None,
+                          performance: Performance = DEFAULT_PERFORMANCE) -> ClusterStats:
     """One pass over the data: every cross-product that later steps need.
 
     ``center``: None (automatic) shifts every column but the intercept, and y, by
@@ -153,7 +155,8 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None,
     up.  ``X`` may be an :class:`~lmmscope.intercept.InterceptPrepended`; the
     intercept's statistics are then column sums, bordered onto those of the user's
     columns.  ``moments``: (column sums, sums of squares) of X's own columns, where the
-    input checks already computed them (else one pass here).
+    input checks already computed them (else one pass here).  ``performance``: block
+    sizes of the pass (:class:`lmmscope.control.Performance`; never the numbers).
     """
     prepended = isinstance(X, InterceptPrepended)
     base = X.base if prepended else np.asarray(X, dtype=float)
@@ -162,23 +165,25 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None,
     n_groups = int(codes.max()) + 1 if n_groups is None else n_groups
     q = Z.shape[1]
     first = int(prepended)
-    intercept = intercept_column(X)
+    intercept = intercept_column(X, performance)
     may_shift = center is not False and (center is not None or intercept is not None)
     if not may_shift:
         sums, squares = None, None
     else:
-        sums, squares = column_moments(base) if moments is None else moments
+        sums, squares = (column_moments(base, performance=performance) if moments is None
+                         else moments)
     x_shift, y_shift = location_shifts(base, y, prepended, intercept, center, sums)
     base_shift = x_shift[first:]
     yc = y - y_shift if y_shift else y
     # Z_i'[Z_i, yc_i, 1] in one product (batched when clusters are sorted)
     small = cluster_products(Z, np.column_stack([Z, yc, np.ones(Z.shape[0])]), codes, n_groups)
     ZtZ, Zty, Zt_ones = small[:, :, :q].copy(), small[:, :, q].copy(), small[:, :, q + 1].copy()
-    ZtX = plain_pages_empty((n_groups, q, base.shape[1] + first))
+    ZtX = plain_pages_empty((n_groups, q, base.shape[1] + first),
+                            performance)
     # small means: correct the uncentred products; large ones: centre rows as they go
     mild = has_shift(base_shift) and cancellation_is_mild_at(base.shape[0], base_shift, squares)
     cluster_products(Z, base, codes, n_groups, out=ZtX[:, :, first:],
-                     shift=None if mild else base_shift)
+                     shift=None if mild else base_shift, performance=performance)
     if mild:  # Z_i'(X_i - 1 s') = Z_i'X_i - (Z_i'1) s'
         # a few clusters at a time: the product's temporary stays in cache (one the
         # size of Z'X, freshly mapped, cost 8x the subtraction at p = 1,000)
@@ -190,7 +195,7 @@ def compute_cluster_stats(X, y, Z, codes, n_groups=None, gram=True, center=None,
     flat = np.empty((m + 1) ** 2) if (gram and prepended) else None
     XtX, Xty, column_sums = centred_products(
         base, base_shift, yc, gram, out=None if flat is None else flat[:m * m].reshape(m, m),
-        mild=mild, sums=sums, column_sums=prepended)
+        mild=mild, sums=sums, column_sums=prepended, performance=performance)
     if prepended:
         ZtX[:, :, 0] = Zt_ones
         Xty = np.concatenate([[yc.sum()], Xty])

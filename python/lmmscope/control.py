@@ -8,19 +8,20 @@ user changes one fit without touching any other.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .engines import DEFAULT_ENGINE, ENGINE_RULE
+from .engines import DEFAULT_ENGINE, ENGINE_RULE, SearchLimits
 from .exceptions import InputError, InputTypeError
 
 
 @dataclass(frozen=True)
 class Rule:
-    """What a Control field accepts: ``kind`` ("int", "float" or "bool") and, for
-    numbers, the smallest value (``low``; excluded when ``open_low``).  Floats must be
-    finite, so NaN and infinities are refused."""
+    """What a Control field accepts: ``kind`` ("int", "float", "floats" (a non-empty
+    sequence of floats, kept as a tuple) or "bool") and, for numbers, the smallest value
+    (``low``; excluded when ``open_low``).  Floats must be finite, so NaN and
+    infinities are refused."""
 
     kind: str
     low: float | None = None
@@ -30,6 +31,11 @@ class Rule:
         """The value as the field's type, or an InputError naming the field."""
         if self.kind == "performance":
             return as_performance(value, name)
+        if self.kind == "floats":
+            items = np.atleast_1d(np.asarray(value, dtype=object))
+            if items.ndim != 1 or items.size == 0:
+                raise InputError(f"Control({name}={value!r}): must be {self.describe()}")
+            return tuple(Rule("float", self.low, self.open_low).check(name, v) for v in items)
         if (self.kind == "int" and isinstance(value, (float, np.floating))
                 and math.isfinite(value) and float(value).is_integer()):
             value = int(value)  # R's numbers are doubles: 50 arrives as 50.0
@@ -48,8 +54,8 @@ class Rule:
         return value
 
     def describe(self) -> str:
-        what = {"bool": "True or False", "int": "an integer",
-                "float": "a finite number"}[self.kind]
+        what = {"bool": "True or False", "int": "an integer", "float": "a finite number",
+                "floats": "one or more finite numbers, each"}[self.kind]
         if self.low is not None:
             what += f" {'>' if self.open_low else '>='} {self.low:g}"
         return what
@@ -62,6 +68,9 @@ RULES = {
     "single_problem_rows_bytes": Rule("int", 0),
     "search_effort": Rule("int", 0),
     "engine": ENGINE_RULE,
+    "enumeration_limit": Rule("int", 0),
+    "restart_k": Rule("int", 0),
+    "max_exchange": Rule("int", 1),
     "unit_free_z": Rule("bool"),
     "a_relative_tol": Rule("float", 0, open_low=True),
     "max_a_iter": Rule("int", 1),
@@ -71,6 +80,7 @@ RULES = {
     "check_conv_grad_tol": Rule("float", 0, open_low=True),
     "check_conv_hess_tol": Rule("float", 0),
     "singular_tol": Rule("float", 0),
+    "theta_start_scales": Rule("floats", 0, open_low=True),
     "rank_tol": Rule("float", 0, open_low=True),
     "constant_tol": Rule("float", 0),
     "duplicate_tol": Rule("float", 0),
@@ -82,15 +92,52 @@ RULES = {
 
 @dataclass(frozen=True)
 class Performance:
-    """Memory and speed settings: they change how a fit runs, never its result (unlike
-    :class:`Control`'s tolerances).  Passed as ``Control(performance=Performance(...))``.
+    """Memory and speed settings: they change how a fit runs (block sizes, when to
+    batch, when to form an array), never its result (unlike :class:`Control`'s
+    tolerances; tests check that small values give the default's numbers).  Passed as
+    ``Control(performance=Performance(...))``, or to the low-level functions that read
+    them as ``performance=``.
 
       on_demand_gram_bytes: above this size of the p x p Gram, even a path of selections
         reads the whitened Gram's columns on demand (the screens of successive k
         overlap, and are cached) rather than forming a second p x p array beside X'X.
+      chunk_bytes: rows of X centred (and summed) at a time, in bytes (32 MiB: big
+        enough for BLAS-3 efficiency, small enough to stay a fraction of X).
+      min_chunk_rows: the fewest rows of such a chunk (512).
+      moment_tile_bytes: a column-major X's moments are read in tiles of whole columns
+        of this size (1 MiB).
+      copy_block_bytes: within such a tile, blocks of rows copied to the row-major copy
+        of X at a time (128 KiB, in cache).
+      column_tile: columns per tile where a column-major X is read by rows of clusters
+        (products and whitening; 256 columns of 1,024 rows are 2 MB).
+      plain_pages_bytes: arrays of Z'X from this size up are mapped without huge-page
+        advice (16 MiB; see :func:`lmmscope.dense_kernels.plain_pages_empty`).
+      theta_batch_doubles: most doubles in one batched evaluation of the profiled
+        deviance at several theta (2^17): batches pay where one theta's blocks are small.
+      suspect_chunk: columns of a data frame inspected for missing values at once
+        (256): bounds the copy when many hold NaN.
+      arrow_run: columns copied together from an Arrow table (64).
+      arrow_run_bytes: and at most this many bytes of them (4 MiB).
+      inference_auto_gram_bytes: R's inference = NULL computes the debiased table at
+        fit time unless the two p x p arrays of the node-wise fits would pass this size
+        (1 GiB: p above ~8,200); a memory guard: then no table, with a warning.
+      exact_limit: engine="exact" refuses to enumerate more subsets than this (summed
+        over the sizes of a path; 10^6, about 1-2 s of batched solves at k ~ 6).
     """
 
     on_demand_gram_bytes: int = 2**28
+    chunk_bytes: int = 32 * 2**20
+    min_chunk_rows: int = 512
+    moment_tile_bytes: int = 2**20
+    copy_block_bytes: int = 2**17
+    column_tile: int = 256
+    plain_pages_bytes: int = 2**24
+    theta_batch_doubles: int = 2**17
+    suspect_chunk: int = 256
+    arrow_run: int = 64
+    arrow_run_bytes: int = 4 << 20
+    inference_auto_gram_bytes: int = 2**30
+    exact_limit: int = SearchLimits.exact_limit
 
     def __post_init__(self):
         for f in fields(self):
@@ -98,9 +145,24 @@ class Performance:
             object.__setattr__(self, f.name, value)
 
 
+# One line per field, as RULES (tests check every field has one).
 PERFORMANCE_RULES = {
     "on_demand_gram_bytes": Rule("int", 0),
+    "chunk_bytes": Rule("int", 1),
+    "min_chunk_rows": Rule("int", 1),
+    "moment_tile_bytes": Rule("int", 1),
+    "copy_block_bytes": Rule("int", 1),
+    "column_tile": Rule("int", 1),
+    "plain_pages_bytes": Rule("int", 0),
+    "theta_batch_doubles": Rule("int", 1),
+    "suspect_chunk": Rule("int", 1),
+    "arrow_run": Rule("int", 1),
+    "arrow_run_bytes": Rule("int", 1),
+    "inference_auto_gram_bytes": Rule("int", 0),
+    "exact_limit": Rule("int", 0),
 }
+
+DEFAULT_PERFORMANCE = Performance()
 
 
 def as_performance(value, name: str = "performance") -> Performance:
@@ -128,13 +190,22 @@ class Control:
         rows up to this many bytes of X (tens of O(Np) gradients cost less than the
         O(Np^2) Gram).
       search_effort: extra starts of the best-subset search at each k (an integer >= 0;
-        up to 2,000 subsets of size k are enumerated instead):
+        up to enumeration_limit subsets of size k are enumerated instead):
         0 only the warm start from the previous k; 1 (default) also the marginal
         ranking; each further one a perturbation of the best support found; the
-        restarts run for k <= 10 x search_effort.
+        restarts run for k <= restart_k x search_effort.
       engine: the best-subset search (lmmscope.engines): "splicing" (default, numpy,
         faster than skscope's on the same problems), "skscope" (skscope's ScopeSolver;
         loads JAX) or "exact" (every subset enumerated; small problems only).
+      enumeration_limit: the splicing engine enumerates every subset of size k where
+        there are at most this many (2,000); above, it searches.
+      restart_k: its restarts (search_effort) run for k up to restart_k x search_effort
+        (10: beyond the sizes a criterion picks, a start far from the warm one costs
+        many steps); so does its backward sweep.
+      max_exchange: most columns one of its splicing steps exchanges (skscope's
+        max_exchange_num, 5).
+      These three shape the search, so they can change the support found (unlike
+      ``Performance.exact_limit``, which only refuses).
     Proxy covariance:
       unit_free_z: True (default): Sigma_a = a Z~ Z~' + I with Z~ = Z's columns divided by
         their root mean square, so a, the support and the coefficients do not depend on
@@ -151,6 +222,11 @@ class Control:
         eigenvalue below -tol is reported as a degenerate Hessian.
       singular_tol: lme4's ``check.conv.singular`` / ``isSingular`` tolerance (1e-4)
         on the bounded entries of theta (relative to the unit-free scale of Z).
+      theta_start_scales: multiples of the (unit-free) identity theta tried before
+        optimising, the lowest deviance's the start: the profiled deviance can have a
+        second, worse local minimum (e.g. a random intercept without a fixed one, where
+        the intercept variance must absorb the mean), which a single start may fall
+        into; so they can change the result.
     Checks of the fixed-effects design (lme4's check.rankX and check.scaleX):
       rank_tol: R's ``qr(X, tol = 1e-7)`` as lme4's chkRank.drop.cols uses it: a column
         whose norm, after projecting out the columns kept before it, falls below this
@@ -171,6 +247,9 @@ class Control:
     single_problem_rows_bytes: int = 2**28
     search_effort: int = 1
     engine: str = DEFAULT_ENGINE
+    enumeration_limit: int = SearchLimits.enumeration_limit
+    restart_k: int = SearchLimits.restart_k
+    max_exchange: int = SearchLimits.max_exchange
     unit_free_z: bool = True
     a_relative_tol: float = 1e-2
     max_a_iter: int = 6
@@ -180,12 +259,13 @@ class Control:
     check_conv_grad_tol: float = 2e-3
     check_conv_hess_tol: float = 1e-6
     singular_tol: float = 1e-4
+    theta_start_scales: tuple = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
     rank_tol: float = 1e-7
     constant_tol: float = 1e-11
     duplicate_tol: float = 1e-12
     response_copy_tol: float = 1e-10
     scale_ratio_tol: float = 1e3
-    performance: Performance = field(default_factory=lambda: Performance())
+    performance: Performance = DEFAULT_PERFORMANCE
 
     def __post_init__(self):
         # every value checked (and made the field's type) here, once: a NaN tolerance
@@ -195,6 +275,12 @@ class Control:
             if rule is None:  # a field without a rule: its default's type, any value
                 rule = Rule({bool: "bool", int: "int"}.get(type(f.default), "float"))
             object.__setattr__(self, f.name, rule.check(f.name, getattr(self, f.name)))
+
+    def search_limits(self) -> SearchLimits:
+        """The engines' limits (:class:`lmmscope.engines.SearchLimits`)."""
+        return SearchLimits(enumeration_limit=self.enumeration_limit, restart_k=self.restart_k,
+                            max_exchange=self.max_exchange,
+                            exact_limit=self.performance.exact_limit)
 
     def updated(self, **changes) -> "Control":
         """A copy with some fields changed."""

@@ -12,12 +12,10 @@ import mmap
 import numpy as np
 from scipy.linalg.blas import dgemm
 
-
-# Arrays from this size up are mapped without numpy's transparent-huge-page advice.
-PLAIN_PAGES_BYTES = 2**24
+from .control import DEFAULT_PERFORMANCE, Performance
 
 
-def plain_pages_empty(shape) -> np.ndarray:
+def plain_pages_empty(shape, performance: Performance = DEFAULT_PERFORMANCE) -> np.ndarray:
     """np.empty(shape) (float) for a large result filled once, in anonymous memory
     mapped without numpy's MADV_HUGEPAGE advice.
 
@@ -25,12 +23,12 @@ def plain_pages_empty(shape) -> np.ndarray:
     numpy's advice makes the kernel compact memory for 2 MB pages as the array is
     first written: the per-cluster Z'X (10,000 clusters, q = 4, p = 1,000: 320 MB)
     took 0.3-0.8 s to fault in against 0.1 s with ordinary 4 KB pages, ten times its
-    batched product.  Small arrays (under ``PLAIN_PAGES_BYTES``) come from np.empty.
+    batched product.  Small arrays (under ``performance.plain_pages_bytes``) come from np.empty.
     The mapping is released with the last array that views it.
     """
     shape = tuple(int(d) for d in np.atleast_1d(shape))
     nbytes = 8 * int(np.prod(shape, dtype=np.int64))
-    if nbytes < PLAIN_PAGES_BYTES:
+    if nbytes < performance.plain_pages_bytes:
         return np.empty(shape)
     try:
         buffer = mmap.mmap(-1, nbytes)

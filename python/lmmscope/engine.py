@@ -27,6 +27,7 @@ import numpy as np
 
 from . import checks, rank
 from .cluster_stats import compute_cluster_stats
+from .control import as_control
 from .exceptions import RankDeficientError
 from .layouts import choose_layout
 from .mixed import MixedModelFit
@@ -157,7 +158,8 @@ def _fit_every_column(spec: ModelSpec, progress):
     names = list(spec.names)
     data = spec.data
     if isinstance(data, RowData):
-        stats = compute_cluster_stats(data.X, data.y, data.Z, data.codes, len(spec.group_labels))
+        stats = compute_cluster_stats(data.X, data.y, data.Z, data.codes, len(spec.group_labels),
+                                      performance=spec.control.performance)
         checks.check_statistics_finite(stats, names, y_scale=float(np.abs(data.y).max()))
     else:
         stats = data.backend.subset_stats(np.arange(len(names)))
@@ -200,7 +202,8 @@ def fit_rows(X, y, Z, groups, names, random_names, group_name, *, unpenalised=()
     0-based positions; ``tuning``: :class:`~lmmscope.specification.TuningArguments` for a
     selection, None for a fit of every column."""
     rows, labels = validated_rows(X, y, Z, groups, names, random_names,
-                                  with_moments=tuning is not None)
+                                  with_moments=tuning is not None,
+                                  performance=as_control(control).performance)
     spec = ModelSpec(names, random_names, group_name, labels, rows, reml=reml,
                      unpenalised=unpenalised, tuning=tuning, control=control, design=design,
                      verbose=verbose)

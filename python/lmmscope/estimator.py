@@ -166,7 +166,8 @@ class LmmScope(RegressorMixin, BaseEstimator):
         copy = whitens_a_copy((Xm.shape[0], Xm.shape[1] + lead), tuning, control,
                               bool(self.fit_intercept or always))
         rows, labels = validated_rows(Xm, y, Z, groups, names, random_names, with_moments=True,
-                                      row_major_lead=lead if copy else None)
+                                      row_major_lead=lead if copy else None,
+                                      performance=control.performance)
         unpenalised = []
         if self.fit_intercept:
             # [1, X] without copying X

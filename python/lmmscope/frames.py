@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from .control import DEFAULT_PERFORMANCE, Performance
 from .exceptions import InputError, InputTypeError
 
 ACCEPTED = ("a pandas DataFrame (or a polars or pyarrow table, or an object with "
             "__arrow_c_stream__ or __dataframe__)")
 
 
-def as_source(data, what: str = "data"):
-    """A :class:`PandasSource` or :class:`ArrowSource` over ``data``."""
+def as_source(data, what: str = "data", performance: Performance = DEFAULT_PERFORMANCE):
+    """A :class:`PandasSource` or :class:`ArrowSource` over ``data``; it carries
+    ``performance`` (the block sizes its readers use) to them."""
     if isinstance(data, pd.DataFrame):
-        return PandasSource(data)
+        return PandasSource(data, performance)
     table = _as_arrow_table(data)
     if table is None:
         raise InputTypeError(f"{what} must be {ACCEPTED}; got {type(data).__name__}")
-    return ArrowSource(table)
+    return ArrowSource(table, performance)
 
 
 def _as_arrow_table(data):
@@ -104,8 +106,9 @@ def _duplicates(names) -> list:
 class PandasSource:
     """Columns of a pandas DataFrame (names as strings, as formulas see them)."""
 
-    def __init__(self, df: pd.DataFrame):
+    def __init__(self, df: pd.DataFrame, performance: Performance = DEFAULT_PERFORMANCE):
         self.df = df
+        self.performance = performance
         # in one call: pandas 3's Arrow-backed index is slow element by element
         self.columns = _column_names(df.columns)
         self.n_rows = df.shape[0]
@@ -243,15 +246,13 @@ def _numeric_dtype(dtype) -> bool:
             and not pd.api.types.is_complex_dtype(dtype))  # refused by factor_column
 
 
-ARROW_RUN, ARROW_RUN_BYTES = 64, 4 << 20  # columns copied together from an Arrow table
-
-
 class ArrowSource:
     """Columns of a pyarrow Table (what polars, interchange and C-stream tables become)."""
 
-    def __init__(self, table):
+    def __init__(self, table, performance: Performance = DEFAULT_PERFORMANCE):
         import pyarrow.types as pat
         self.table = table
+        self.performance = performance
         self.columns = _as_text(list(table.column_names))
         self.n_rows = table.num_rows
         self.position = {name: j for j, name in enumerate(self.columns)}
@@ -289,10 +290,12 @@ class ArrowSource:
 
     def column_runs(self, names, positions=None):
         """(index in ``names``, N x r column-major float64 array) per group of up to
-        ARROW_RUN columns and ARROW_RUN_BYTES: Arrow keeps each column in its own buffer,
+        ``performance.arrow_run`` columns and ``arrow_run_bytes``: Arrow keeps each column
+        in its own buffer,
         so a group is a copy (small: it saves a Python round per column in the NaN scan
         and the assembly)."""
-        size = max(1, min(ARROW_RUN, ARROW_RUN_BYTES // (8 * max(self.n_rows, 1))))
+        size = max(1, min(self.performance.arrow_run,
+                          self.performance.arrow_run_bytes // (8 * max(self.n_rows, 1))))
         for start in range(0, len(names), size):
             group = names[start:start + size]
             block = np.empty((len(group), self.n_rows)).T

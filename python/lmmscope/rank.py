@@ -31,14 +31,16 @@ import numpy as np
 import scipy.linalg as sla
 
 from .centring import column_moments
-from .control import DEFAULT_CONTROL, Control
+from .control import DEFAULT_CONTROL, DEFAULT_PERFORMANCE, Control, Performance
 from .intercept import InterceptPrepended
 
 # The tolerances (R's qr() tolerance on a column's relative norm, as lme4's
 # chkRank.drop.cols uses it; the constant-column share) are Control's rank_tol and
 # constant_tol.
 # On a Gram matrix the squared relative residual is what is computed, with an error of
-# a few hundred ulps at worst; the squared tolerance is kept above that floor.
+# a few hundred ulps at worst; the squared tolerance is kept above that floor.  Not a
+# Control field: it is the arithmetic's precision (rank_tol below sqrt of it cannot be
+# honoured on a Gram), not a choice; rank_tol is the choice.
 _SQUARED_FLOOR = 1000 * np.finfo(float).eps
 
 
@@ -169,14 +171,18 @@ def _projection_rows(n_rows: int) -> np.ndarray:
     return rows
 
 
-def raw_moments(base: np.ndarray, copy_to=None) -> RawMoments:
-    """``copy_to``: see :func:`lmmscope.centring.column_moments`."""
+def raw_moments(base: np.ndarray, copy_to=None,
+                performance: Performance = DEFAULT_PERFORMANCE) -> RawMoments:
+    """``copy_to``, ``performance``: see :func:`lmmscope.centring.column_moments`."""
     return RawMoments(*column_moments(base, project=_projection_rows(base.shape[0]),
-                                      copy_to=copy_to))
+                                      copy_to=copy_to, performance=performance))
 
 
 # Uncentred sums of squares minus N mean^2 lose log10(ratio) digits to cancellation:
-# at most ~6 of 16 where the ratio of the raw to the centred sum is below this.
+# at most ~6 of 16 where the ratio of the raw to the centred sum is below this.  Not a
+# Control field: it picks how a column's centred moments are computed (corrected raw
+# sums, or a second pass over centred rows), both accurate well inside the tolerances
+# that read them (constant_tol, duplicate_tol, the rank check on the Gram).
 MILD_LOCATION = 1e6
 
 

@@ -17,17 +17,13 @@ import warnings
 import numpy as np
 
 from . import checks, engine
-from .control import Control
+from .control import Control, as_control
 from .exceptions import InputError
 from .schema import inference_payload, plain, result_payload
 from .specification import TuningArguments, with_random_slopes
 from .tuning import DEFAULT_A_GRID, Progress
 from .schema import SCHEMA_VERSION, _selection_payload
 
-# inference = NULL computes the table at fit time unless the two p x p arrays the node-wise
-# fits hold (the whitened Gram and its scaled copy) would pass this size (p above ~8,200);
-# a memory guard, not a time one
-INFERENCE_AUTO_GRAM_BYTES = 2**30
 
 def _names(x) -> list:
     """reticulate turns a length-1 character vector into a str: always a list."""
@@ -119,10 +115,13 @@ def _finish(result, ml, caught, inference=None) -> dict:
     return plain(out)
 
 
-def _inference_fits_memory(p: int) -> bool:
-    """inference = NULL: computed unless its two p x p arrays pass the guard (then said)."""
+def _inference_fits_memory(p: int, control: Control | None) -> bool:
+    """inference = NULL: computed at fit time unless the two p x p arrays the node-wise
+    fits hold (the whitened Gram and its scaled copy) would pass
+    ``Performance.inference_auto_gram_bytes`` (1 GiB: p above ~8,200), then said; a
+    memory guard, not a time one."""
     gram_bytes = 2 * 8 * p ** 2
-    if gram_bytes <= INFERENCE_AUTO_GRAM_BYTES:
+    if gram_bytes <= as_control(control).performance.inference_auto_gram_bytes:
         return True
     warnings.warn(f"no debiased inference computed: the two {p} x {p} arrays it needs take "
                   f"{gram_bytes / 2**30:.1f} GiB; pass inference = TRUE to compute it anyway")
@@ -166,7 +165,7 @@ def fit_arrays(X, y, Z, groups, names, random_names, group_name, unpenalised=Non
         # by default at fit time: the node-wise fits cost about the fit's own time
         # (bench/inference.py), and a saved R fit has no Python to compute them later
         if inference is None:
-            inference = _inference_fits_memory(len(names))
+            inference = _inference_fits_memory(len(names), control)
         table = None
         if inference:
             tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
@@ -337,7 +336,7 @@ def fit_terms_arrays(X, y, terms, names, unpenalised=None, k=None, a=None, crite
             warnings.warn("no debiased inference computed: it needs one clustering of the rows "
                           "for the cluster-robust sandwich, and this model's random-effects "
                           "terms are crossed")
-        elif inference or (inference is None and _inference_fits_memory(len(names))):
+        elif inference or (inference is None and _inference_fits_memory(len(names), control)):
             tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
             table = inference_payload(tab, outer.n_levels - 1, float(conf_level), "BH")
         mixed = result.mixed

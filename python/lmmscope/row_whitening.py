@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cluster_blocks import (COLUMN_TILE, cluster_expand, cluster_transpose_operator,
-                             equal_size_runs, has_shift, is_column_major, run_tiles)
+from .cluster_blocks import (cluster_expand, cluster_transpose_operator, equal_size_runs,
+                             has_shift, is_column_major, run_tiles)
 from .cluster_stats import ClusterStats, compute_cluster_stats
+from .control import DEFAULT_PERFORMANCE, Performance
 from .dense_kernels import subtract_product
 from .intercept import InterceptPrepended
 
@@ -45,7 +46,8 @@ def _inverse_root_factors(ZtZ: np.ndarray, a: float) -> np.ndarray:
 
 
 def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None,
-                  chunk_bytes: int = 2**21, overwrite=None) -> WhitenedRows:
+                  chunk_bytes: int = 2**21, overwrite=None,
+                  performance: Performance = DEFAULT_PERFORMANCE) -> WhitenedRows:
     """Whitened rows (X_a, y_a) = Sigma_a^{-1/2}(Xc, yc), with X_a's column sums of
     squares and X_a'y_a accumulated while each block of X_a is still in cache.
 
@@ -59,14 +61,16 @@ def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None
     size) or of columns (otherwise) go through whitening and products in one pass.
     ``overwrite``: a row-major N x p array that holds X's values (in its columns after
     the first, for an InterceptPrepended X) and becomes X_a, whitened in place: then
-    nothing the size of X is allocated here.
+    nothing the size of X is allocated here.  ``performance``: the tiles in which a
+    column-major X is read (and the statistics computed when ``stats`` is None).
     """
     prepended = isinstance(X, InterceptPrepended)
     base = X.base if prepended else np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     Z = np.asarray(Z, dtype=float)
     if stats is None:
-        stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=False)
+        stats = compute_cluster_stats(X, y, Z, codes, n_groups, gram=False,
+                                      performance=performance)
     H = _inverse_root_factors(stats.ZtZ, a)
     yc = y - stats.y_shift if stats.y_shift else y
     ya = yc - cluster_expand(Z, H @ stats.Zty[:, :, None], codes, n_groups)[:, 0]
@@ -83,7 +87,7 @@ def whitened_rows(X, y, Z, codes, n_groups, a, stats: ClusterStats | None = None
         # a column-major X (a data frame's own block) is read in tiles of whole column
         # segments: a block of rows across every column would be p strided gathers
         _whiten_row_blocks(Z, H, stats.ZtX, runs, block, chunk_bytes,
-                           column_block=COLUMN_TILE if is_column_major(base) else None)
+                           column_block=performance.column_tile if is_column_major(base) else None)
     else:
         _whiten_column_blocks(Z, H, stats.ZtX, codes, n_groups, block, chunk_bytes)
     return out

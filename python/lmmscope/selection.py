@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engines import DEFAULT_ENGINE, engine_named
+from .engines import DEFAULT_ENGINE, DEFAULT_SEARCH_LIMITS, SearchLimits, engine_named
 from .engines.splicing import SEARCH_EFFORT
 from .reduction import ReducedProblem
 from .threads import one_blas_thread
@@ -23,7 +23,8 @@ class PathStep:
 
 
 def selection_path(problem: ReducedProblem, ks, progress=None,
-                   search_effort: int = SEARCH_EFFORT, engine: str = DEFAULT_ENGINE):
+                   search_effort: int = SEARCH_EFFORT, engine: str = DEFAULT_ENGINE,
+                   limits: SearchLimits = DEFAULT_SEARCH_LIMITS):
     """Best subsets for each k in ``ks`` (increasing; a k above the candidates left is
     their number, see rank.py) by the engine named ``engine``, with ``search_effort``
     (``Control.search_effort``); ``progress`` is called with each step."""
@@ -31,7 +32,7 @@ def selection_path(problem: ReducedProblem, ks, progress=None,
     search = engine_named(engine)
     with one_blas_thread():  # splicing steps are k-column products and k x k solves
         steps = [_path_step(problem, k, b)
-                 for k, b in zip(ks, search.path(problem.loss, ks, search_effort))]
+                 for k, b in zip(ks, search.path(problem.loss, ks, search_effort, limits))]
     if progress is not None:
         for step in steps:
             progress(step)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import checks
 from .checks import is_cv, is_number, is_whole_number
-from .control import Control, as_control
+from .control import DEFAULT_PERFORMANCE, Control, Performance, as_control
 from .exceptions import ColumnError, InputError
 from .formula import INTERCEPT
 from .tuning import DEFAULT_A_GRID
@@ -133,11 +133,11 @@ class StatisticsData:
 
 
 def validated_rows(X, y, Z, groups, names, random_names, with_moments=False,
-                   row_major_lead=None):
+                   row_major_lead=None, performance: Performance = DEFAULT_PERFORMANCE):
     """Checked arrays as (RowData, cluster labels).  ``with_moments``: X's
     :class:`~lmmscope.rank.RawMoments` too, which the column checks of the selection
     reuse (with a row-major copy of a column-major X for the whitening to overwrite,
-    when ``row_major_lead`` is an int)."""
+    when ``row_major_lead`` is an int); ``performance``: the block sizes of that pass."""
     from .cluster_blocks import encode_groups
 
     X = checks.as_float_matrix(X, "X")
@@ -151,7 +151,8 @@ def validated_rows(X, y, Z, groups, names, random_names, with_moments=False,
     if groups is None:
         raise InputError("groups= (the cluster of each row) is required")
     groups = checks.check_groups(groups, N)
-    moments = checks.check_finite_columns(X, names, "X", row_major_lead=row_major_lead)
+    moments = checks.check_finite_columns(X, names, "X", row_major_lead=row_major_lead,
+                                          performance=performance)
     checks.check_finite_columns(Z, random_names, "Z")
     codes, labels = encode_groups(groups)
     sizes = np.bincount(codes)
@@ -160,7 +161,8 @@ def validated_rows(X, y, Z, groups, names, random_names, with_moments=False,
     return RowData(X, y, Z, codes, moments if with_moments else None), labels
 
 
-def validated_design_rows(design, whiten_copy=False):
+def validated_design_rows(design, whiten_copy=False,
+                          performance: Performance = DEFAULT_PERFORMANCE):
     """:func:`validated_rows` on a formula's Design; an InterceptPrepended X stays
     unmaterialised (the formula front hands over the frame's own float block when it
     can, not a copy)."""
@@ -170,7 +172,7 @@ def validated_design_rows(design, whiten_copy=False):
     rows, labels = validated_rows(
         design.X.base if prepended else design.X, design.y, design.Z, design.groups,
         design.fixed_names[int(prepended):], design.random_names, with_moments=True,
-        row_major_lead=int(prepended) if whiten_copy else None)
+        row_major_lead=int(prepended) if whiten_copy else None, performance=performance)
     if prepended:
         rows = RowData(InterceptPrepended(rows.X), rows.y, rows.Z, rows.codes, rows.moments)
     return rows, labels

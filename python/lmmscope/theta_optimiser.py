@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cluster_stats import ClusterStats
-from .control import Control, as_control
+from .control import DEFAULT_CONTROL, DEFAULT_PERFORMANCE, Control, Performance, as_control
 from .convergence import check_convergence, is_singular
 from .profiled_deviance import check_fixed_rank, deviance_at, solution_in_units, solve_pls_batch
 from .deviance_derivatives import (deviance_gradients, expected_hessian, observed_hessian,
@@ -23,15 +23,9 @@ from .threads import one_blas_thread
 from .z_units import rescale_z, theta_rescaled, z_column_scale
 
 
-# Largest number of doubles in one batched evaluation's (T, n, q, max(p, q)) blocks.
-# Batches pay where one theta's blocks are small (numpy's per-call overhead); beyond
-# ~1 MB per block memory traffic dominates and one theta at a time is as fast (measured,
-# the 8 starts at 10^4 clusters, q = 4: 37 ms in one batch, 21 ms one by one).
-_BATCH_DOUBLES = 2**17
-
-
 def _evaluate(stats: ClusterStats, thetas, reml: bool, gradients: bool = True,
-              fill: float = np.nan, solutions: list | None = None):
+              fill: float = np.nan, solutions: list | None = None,
+              performance: Performance = DEFAULT_PERFORMANCE):
     """(values (T,), gradients (T, m)) of the profiled deviance at each row of ``thetas``,
     in batches; inf (and ``fill`` for the gradient) where it is not defined.
     ``solutions``: a list of length T that receives each row's PLS solve (a batch of
@@ -40,13 +34,19 @@ def _evaluate(stats: ClusterStats, thetas, reml: bool, gradients: bool = True,
     Only a factorisation failing at a theta (a domain problem: extreme theta) gives
     inf; linearly dependent fixed effects are refused before optimising
     (:func:`check_fixed_rank`), so they never hide here.
+
+    A batch holds at most ``performance.theta_batch_doubles`` doubles of its
+    (T, n, q, max(p, q)) blocks: batches pay where one theta's blocks are small
+    (numpy's per-call overhead); beyond ~1 MB per block memory traffic dominates and
+    one theta at a time is as fast (measured, the 8 starts at 10^4 clusters, q = 4:
+    37 ms in one batch, 21 ms one by one).
     """
     thetas = np.atleast_2d(np.asarray(thetas, float))
     values = np.full(thetas.shape[0], np.inf)
     grads = np.full(thetas.shape, fill) if gradients else None
     finite = np.flatnonzero(np.all(np.isfinite(thetas), axis=1))
     per_theta = stats.n_groups * stats.q * max(stats.p, stats.q, 1)
-    size = max(1, _BATCH_DOUBLES // per_theta)
+    size = max(1, performance.theta_batch_doubles // per_theta)
     for start in range(0, finite.size, size):
         rows = finite[start:start + size]
         try:
@@ -55,7 +55,8 @@ def _evaluate(stats: ClusterStats, thetas, reml: bool, gradients: bool = True,
             if rows.size > 1:  # find which thetas fail: one at a time
                 for r in rows:
                     one = None if solutions is None else [None]
-                    v, g = _evaluate(stats, thetas[r:r + 1], reml, gradients, fill, one)
+                    v, g = _evaluate(stats, thetas[r:r + 1], reml, gradients, fill, one,
+                                     performance)
                     values[r] = v[0]
                     if gradients:
                         grads[r] = g[0]
@@ -187,18 +188,13 @@ def optimise_theta(stats: ClusterStats, reml: bool = True, theta0=None,
     return theta_z, value, info
 
 
-# Multiples of the identity start tried before optimising: the profiled deviance can
-# have a second, worse local minimum (e.g. a random intercept without a fixed one, where
-# the intercept variance must absorb the mean), which a single start may fall into.
-START_SCALES = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-
-
-def _best_scaled_start(stats, reml, identity):
-    """(the multiple of the (unit-free) identity start with the lowest deviance, the PLS
-    solve there as a batch of one or None)."""
-    starts = np.multiply.outer(START_SCALES, identity)
+def _best_scaled_start(stats, reml, identity, control: Control = DEFAULT_CONTROL):
+    """(the multiple of the (unit-free) identity start with the lowest deviance, among
+    ``control.theta_start_scales``, the PLS solve there as a batch of one or None)."""
+    starts = np.multiply.outer(control.theta_start_scales, identity)
     solutions = [None] * len(starts)
-    values, _ = _evaluate(stats, starts, reml, gradients=False, solutions=solutions)
+    values, _ = _evaluate(stats, starts, reml, gradients=False, solutions=solutions,
+                          performance=control.performance)
     best = int(np.argmin(values))
     return starts[best], solutions[best]
 
@@ -209,7 +205,8 @@ def _optimise_theta(stats, reml, theta0, control):
     lower = theta_lower_bounds(q)
     solution = None
     if theta0 is None:
-        theta0, solution = _best_scaled_start(stats, reml, np.where(lower == 0, 1.0, 0.0))
+        theta0, solution = _best_scaled_start(stats, reml, np.where(lower == 0, 1.0, 0.0),
+                                              control)
     scored = _fisher_scoring(stats, reml, theta0, solution=solution)
     if scored is not None:
         theta, value, iterations, at_theta = scored
@@ -218,7 +215,7 @@ def _optimise_theta(stats, reml, theta0, control):
                                             at_theta=at_theta)
 
     def values_and_gradients(thetas):
-        return _evaluate(stats, thetas, reml, fill=0.0)
+        return _evaluate(stats, thetas, reml, fill=0.0, performance=control.performance)
 
     def value_and_gradient(theta):
         values, grads = values_and_gradients(theta[None])

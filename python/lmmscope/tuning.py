@@ -113,7 +113,8 @@ class Data(OneFactorBackend):
                 raise ValueError("the row-major copy does not match X's shape")
         rows = X if self._overwritable is None else _like(X, self._overwritable)
         self.stats = compute_cluster_stats(rows, y, self.Z, codes, n_groups,
-                                           gram=self.use_gram, moments=known)
+                                           gram=self.use_gram, moments=known,
+                                           performance=self.control.performance)
         self._fold_cache = {}
 
     @property
@@ -157,7 +158,8 @@ class Data(OneFactorBackend):
         of squares and X_a'y_a), reusing the stored cross-products."""
         overwrite, self._overwritable = self._overwritable, None
         return whitened_rows(self.X, self.y, self.Z, self.codes, self.n_groups, a,
-                             stats=self.stats, overwrite=overwrite)
+                             stats=self.stats, overwrite=overwrite,
+                             performance=self.control.performance)
 
     def subset_stats(self, columns):
         """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
@@ -168,7 +170,9 @@ class Data(OneFactorBackend):
         columns = np.asarray(columns, dtype=np.int64)
         shifts = (self.stats.x_shift[columns], self.stats.y_shift) if self.stats.centred else False
         return rescale_z(compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes,
-                                               self.n_groups, center=shifts), 1.0 / self.z_scale)
+                                               self.n_groups, center=shifts,
+                                               performance=self.control.performance),
+                         1.0 / self.z_scale)
 
     def fold_stats(self, fold_of_cluster):
         """Per-fold ClusterStats (computed once; cluster codes renumbered within a fold)."""
@@ -183,7 +187,8 @@ class Data(OneFactorBackend):
                 st = compute_cluster_stats(self.X[rows], self.y[rows], self.Z[rows],
                                            remap[self.codes[rows]], clusters.size,
                                            gram=self.use_gram,
-                                           center=(self.stats.x_shift, self.stats.y_shift))
+                                           center=(self.stats.x_shift, self.stats.y_shift),
+                                           performance=self.control.performance)
                 out.append((rows, st))
             self._fold_cache[key] = out
         return self._fold_cache[key]
@@ -277,7 +282,7 @@ def _ks(t: Tuning):
 def _selection_path(t: Tuning, problem, ks, progress=None):
     """selection_path with the search settings of ``t.control``."""
     return selection_path(problem, ks, progress=progress, search_effort=t.control.search_effort,
-                          engine=t.control.engine)
+                          engine=t.control.engine, limits=t.control.search_limits())
 
 
 def _path_at(t: Tuning, a):

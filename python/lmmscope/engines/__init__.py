@@ -11,7 +11,10 @@ profiled out), seen only through its :class:`lmmscope.loss.QuadraticLoss`.  Engi
 * ``"skscope"``: skscope's ``ScopeSolver`` (:mod:`lmmscope.engines.skscope_engine`),
   JAX loaded when it first runs.
 * ``"exact"``: enumeration of every subset (:mod:`lmmscope.engines.exact`), for small
-  problems; refused above :data:`lmmscope.engines.exact.EXACT_LIMIT` subsets.
+  problems; refused above ``Performance.exact_limit`` subsets.
+
+Their limits come as one :class:`SearchLimits`, built from Control
+(:meth:`lmmscope.control.Control.search_limits`).
 
 This module imports nothing heavy: an engine's module loads when it is first asked for.
 """
@@ -19,6 +22,7 @@ This module imports nothing heavy: an engine's module loads when it is first ask
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -34,14 +38,32 @@ REGISTRY = {
 }
 
 
+@dataclass(frozen=True)
+class SearchLimits:
+    """The engines' limits, from Control (see its docstring): ``enumeration_limit``,
+    ``restart_k`` and ``max_exchange`` shape the splicing search (they can change the
+    support found: Control fields); ``exact_limit`` only refuses a too large
+    enumeration (a Performance field)."""
+
+    enumeration_limit: int = 2000
+    restart_k: int = 10
+    max_exchange: int = 5
+    exact_limit: int = 1_000_000
+
+
+DEFAULT_SEARCH_LIMITS = SearchLimits()
+
+
 class SearchEngine(Protocol):
     """What an engine provides."""
 
-    def path(self, loss, ks: Sequence[int], search_effort: int) -> list[np.ndarray]:
+    def path(self, loss, ks: Sequence[int], search_effort: int,
+             limits: SearchLimits = DEFAULT_SEARCH_LIMITS) -> list[np.ndarray]:
         """For each k of ``ks`` (increasing, each at most ``loss.p``) the least-squares
         coefficients on the best support of size k found: a vector of length ``loss.p``
         (unit-norm columns) with k nonzeros.  ``search_effort`` is
-        ``Control.search_effort`` (engines without restarts ignore it)."""
+        ``Control.search_effort``, ``limits`` ``Control.search_limits()`` (engines
+        without restarts or limits ignore them)."""
 
 
 _engines: dict = {}

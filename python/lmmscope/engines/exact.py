@@ -12,23 +12,22 @@ import numpy as np
 
 from ..exceptions import InputError
 from ..loss import QuadraticLoss
-
-# Most subsets (summed over the sizes of a path) the exact engine enumerates:
-# about 1-2 s of batched solves at k ~ 6.
-EXACT_LIMIT = 1_000_000
-
+from . import DEFAULT_SEARCH_LIMITS, SearchLimits
 
 class ExactEngine:
     """Enumeration of all C(p, k) subsets for each k of the path."""
 
-    def path(self, loss: QuadraticLoss, ks, search_effort: int = 0):
+    def path(self, loss: QuadraticLoss, ks, search_effort: int = 0,
+             limits: SearchLimits = DEFAULT_SEARCH_LIMITS):
+        """Refused above ``limits.exact_limit`` subsets (summed over the sizes of the
+        path; the default 10^6 is about 1-2 s of batched solves at k ~ 6)."""
         ks = [int(k) for k in ks]
         count = sum(math.comb(loss.p, k) for k in set(ks))
-        if count > EXACT_LIMIT:
+        if count > limits.exact_limit:
             raise InputError(
                 f"Control(engine='exact') enumerates every subset: {count:.3g} subsets of "
                 f"the {loss.p} candidate columns for k up to {max(ks)}, above its limit of "
-                f"{EXACT_LIMIT:,}; use the default engine='splicing', or a smaller k "
+                f"{limits.exact_limit:,}; use the default engine='splicing', or a smaller k "
                 "(k_max) or fewer candidate columns")
         gram = loss.gram_block(np.arange(loss.p)) if loss.p else None
         coefs = []

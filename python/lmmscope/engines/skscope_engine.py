@@ -37,9 +37,10 @@ def _scope_solver():
 
 
 class SkscopeEngine:
-    """skscope's splicing for each k of the path (``search_effort`` is not used)."""
+    """skscope's splicing for each k of the path (``search_effort`` and ``limits`` are
+    not used: skscope has its own)."""
 
-    def path(self, loss: QuadraticLoss, ks, search_effort: int = 0):
+    def path(self, loss: QuadraticLoss, ks, search_effort: int = 0, limits=None):
         solver_class = _scope_solver()
         coefs, warm = [], None
         for k in (int(k) for k in ks):

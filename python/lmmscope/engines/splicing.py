@@ -8,7 +8,8 @@ engine): on the same problems it is faster and finds subsets no worse.
 columns 2 apart) its path takes 35 ms against skscope's 238 ms, and skscope leaves an
 RSS above the true support's in 5 of 10 seeds, this engine in 0; against enumeration at
 p = 20 it is at the optimum at 59 of 60 sizes, skscope at 49.  A fit with it loads no
-JAX.  Small problems (at most ``ENUMERATION_LIMIT`` subsets of size k) are enumerated.
+JAX.  Small problems (at most ``limits.enumeration_limit`` subsets of size k, a
+:class:`lmmscope.engines.SearchLimits` from Control) are enumerated.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import numpy as np
 
 from ..loss import QuadraticLoss
+from . import DEFAULT_SEARCH_LIMITS, SearchLimits
 from .exact import least_rss_subset
 
 # Default number of extra starts of the best-subset search (Control.search_effort).
@@ -27,7 +29,8 @@ SEARCH_EFFORT = 1
 class SplicingEngine:
     """Splicing with exchange moves along a path (see the module's docstring)."""
 
-    def path(self, loss: QuadraticLoss, ks, search_effort: int = SEARCH_EFFORT):
+    def path(self, loss: QuadraticLoss, ks, search_effort: int = SEARCH_EFFORT,
+             limits: SearchLimits = DEFAULT_SEARCH_LIMITS):
         """Best subsets for each k in ``ks`` (increasing), warm-started from the last;
         with ``search_effort`` >= 1 then a backward sweep: each k's search again from the
         next k's support less its weakest column (a larger model can hold effects that
@@ -36,26 +39,29 @@ class SplicingEngine:
         sweep."""
         ks = [int(k) for k in ks]
         if search_effort >= 1 and len(ks) == 1 and ks[0] >= 1:
-            return [self._fixed_k(loss, ks[0], search_effort)]
+            return [self._fixed_k(loss, ks[0], search_effort, limits)]
         coefs, warm = [], None
         for k in ks:
-            b = best_subset(loss, k, init_support=warm, search_effort=search_effort)
+            b = best_subset(loss, k, init_support=warm, search_effort=search_effort,
+                            limits=limits)
             local = np.flatnonzero(b)
             warm = local if len(local) else None
             coefs.append(b)
         if search_effort >= 1:
-            _backward_sweep(loss, ks, coefs, RESTART_K * search_effort)
+            _backward_sweep(loss, ks, coefs, limits.restart_k * search_effort, limits)
         return coefs
 
-    def _fixed_k(self, loss: QuadraticLoss, k: int, search_effort: int) -> np.ndarray:
-        own = best_subset(loss, k, search_effort=search_effort)
+    def _fixed_k(self, loss: QuadraticLoss, k: int, search_effort: int,
+                 limits: SearchLimits) -> np.ndarray:
+        own = best_subset(loss, k, search_effort=search_effort, limits=limits)
         sizes = range(0, min(k + 3, loss.p) + 1)
-        on_path = self.path(loss, sizes, search_effort)[k]
+        on_path = self.path(loss, sizes, search_effort, limits)[k]
         return on_path if loss.rss(on_path) < loss.rss(own) else own
 
 
 def best_subset(loss: QuadraticLoss, k: int, init_support=None,
-                search_effort: int = SEARCH_EFFORT) -> np.ndarray:
+                search_effort: int = SEARCH_EFFORT,
+                limits: SearchLimits = DEFAULT_SEARCH_LIMITS) -> np.ndarray:
     """Coefficients on the best subset of size k (at most ``loss.p``): splicing with
     exchange moves (:func:`_gram_search`) from the warm start ``init_support`` and
     ``search_effort`` more starts, the best local optimum kept."""
@@ -63,7 +69,7 @@ def best_subset(loss: QuadraticLoss, k: int, init_support=None,
         return np.zeros(loss.p)
     if k == loss.p:
         return loss.solve_on(np.arange(loss.p))
-    return _gram_search(loss, k, init_support, search_effort)
+    return _gram_search(loss, k, init_support, search_effort, limits)
 
 
 class _GramSupport:
@@ -121,7 +127,8 @@ def _top(score, exclude, count):
     return np.argsort(-score, kind="stable")[:count]
 
 
-def _local_search(loss: QuadraticLoss, k: int, start, max_iter: int = 100) -> _GramSupport:
+def _local_search(loss: QuadraticLoss, k: int, start, limits: SearchLimits,
+                  max_iter: int = 100) -> _GramSupport:
     """Splicing (swaps of c = 1..5 columns chosen by the backward and forward
     sacrifices, as abess) alternated with exact single-swap exchange moves, from
     ``start`` until neither lowers the RSS: the result is a local optimum with respect
@@ -130,7 +137,7 @@ def _local_search(loss: QuadraticLoss, k: int, start, max_iter: int = 100) -> _G
     fit = _GramSupport(loss, start)
     tol = 1e-10 * max(loss.yty, 1e-300)
     for _ in range(max_iter):
-        candidate = _splice_step(loss, fit, k, tol)
+        candidate = _splice_step(loss, fit, k, tol, limits.max_exchange)
         if candidate is None and fit.ok:  # no splicing step helps: the exact single swaps
             j, i, change = fit.best_swap(diagonal)
             if change < -tol:
@@ -145,10 +152,6 @@ def _local_search(loss: QuadraticLoss, k: int, start, max_iter: int = 100) -> _G
     return fit
 
 
-# Most columns one splicing step exchanges (skscope's max_exchange_num).
-MAX_EXCHANGE = 5
-
-
 def _support_rss(loss: QuadraticLoss, support) -> float:
     """The least-squares RSS on ``support`` from the Gram block alone (inf if singular;
     a near-singular block is judged again by :class:`_GramSupport` before it is kept)."""
@@ -161,12 +164,13 @@ def _support_rss(loss: QuadraticLoss, support) -> float:
     return rss if np.isfinite(rss) else np.inf
 
 
-def _splice_step(loss, fit, k, tol):
-    """The best of abess's splicing swaps of c = 1..5 columns, if it lowers the RSS."""
+def _splice_step(loss, fit, k, tol, max_exchange):
+    """The best of abess's splicing swaps of c = 1..``max_exchange`` columns (skscope's
+    max_exchange_num, 5), if it lowers the RSS."""
     backward = fit.coef ** 2  # unit-norm columns: sacrifices up to the factor 1/2
     forward = fit.gradient ** 2
     order_out = fit.support[np.argsort(backward, kind="stable")]
-    order_in = _top(forward, fit.support, min(k, MAX_EXCHANGE))
+    order_in = _top(forward, fit.support, min(k, max_exchange))
     best, best_rss = None, fit.rss - tol
     for c in range(1, order_in.size + 1):
         support = np.sort(np.concatenate([order_out[c:], order_in[:c]]))
@@ -179,21 +183,16 @@ def _splice_step(loss, fit, k, tol):
     return fit_best if fit_best.rss < fit.rss - tol else None
 
 
-# Restarts run for support sizes up to this many per unit of search effort.
-RESTART_K = 10
-# Problems with at most this many subsets of size k are solved by enumeration.
-ENUMERATION_LIMIT = 2000
-
-
-def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) -> np.ndarray:
-    """The best subset by enumeration where there are at most ``ENUMERATION_LIMIT``;
+def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int,
+                 limits: SearchLimits) -> np.ndarray:
+    """The best subset by enumeration where there are at most ``limits.enumeration_limit``;
     else the best of the local searches (:func:`_local_search`) from: the warm start (the
     previous k's support completed by the largest gradients), the marginal ranking
     (largest |X'y|), and ``search_effort - 1`` perturbations of the best support so far
     (half of it replaced by columns drawn among the 2k largest gradients).  The restarts
-    run for k <= ``RESTART_K`` x ``search_effort``: a start far from the warm one costs
+    run for k <= ``limits.restart_k`` x ``search_effort``: a start far from the warm one costs
     many steps at large k, beyond the sizes a criterion picks."""
-    if math.comb(loss.p, k) <= ENUMERATION_LIMIT:
+    if math.comb(loss.p, k) <= limits.enumeration_limit:
         support, _rss = least_rss_subset(loss, k)
         if support is not None:  # else no subset's RSS is finite: the local search decides
             return _coefficients(loss, _GramSupport(loss, support))
@@ -202,12 +201,12 @@ def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) 
     if warm.size:
         gradient = _GramSupport(loss, warm).gradient
         starts.append(np.concatenate([warm, _top(np.abs(gradient), warm, k - warm.size)]))
-    restarts = search_effort if k <= RESTART_K * search_effort else 0
+    restarts = search_effort if k <= limits.restart_k * search_effort else 0
     if restarts >= 1 or not starts:
         starts.append(_top(np.abs(loss.xty), np.zeros(0, dtype=np.int64), k))
     best = None
     for start in starts:
-        fit = _local_search(loss, k, np.sort(start))
+        fit = _local_search(loss, k, np.sort(start), limits)
         if best is None or fit.rss < best.rss:
             best = fit
     rng = np.random.default_rng(k)
@@ -218,7 +217,7 @@ def _gram_search(loss: QuadraticLoss, k: int, init_support, search_effort: int) 
         out = rng.choice(k, size=min(max(1, k // 2), pool.size), replace=False)
         support = best.support.copy()
         support[out] = rng.choice(pool, size=out.size, replace=False)
-        fit = _local_search(loss, k, np.sort(support))
+        fit = _local_search(loss, k, np.sort(support), limits)
         if fit.rss < best.rss:
             best = fit
     return _coefficients(loss, best)
@@ -233,7 +232,7 @@ def _coefficients(loss: QuadraticLoss, fit: _GramSupport) -> np.ndarray:
     return b
 
 
-def _backward_sweep(loss: QuadraticLoss, ks, coefs, k_most: int) -> None:
+def _backward_sweep(loss: QuadraticLoss, ks, coefs, k_most: int, limits: SearchLimits) -> None:
     """Replace coefs[i] by the local search from coefs[i + 1]'s support less its
     weakest column (exact RSS rise of dropping it), from k = ``k_most`` down (as the
     restarts: the sizes a criterion picks), where consecutive sizes allow and the RSS
@@ -242,12 +241,12 @@ def _backward_sweep(loss: QuadraticLoss, ks, coefs, k_most: int) -> None:
     for i in range(len(ks) - 2, -1, -1):
         k = ks[i]
         if (ks[i + 1] != k + 1 or not 1 <= k <= k_most
-                or math.comb(loss.p, k) <= ENUMERATION_LIMIT):
+                or math.comb(loss.p, k) <= limits.enumeration_limit):
             continue
         above = _GramSupport(loss, np.flatnonzero(coefs[i + 1]))
         if not above.ok:
             continue
         weakest = int(np.argmin(above.coef ** 2 / np.diag(above.inverse)))
-        fit = _local_search(loss, k, np.delete(above.support, weakest))
+        fit = _local_search(loss, k, np.delete(above.support, weakest), limits)
         if fit.ok and fit.rss < loss.rss(coefs[i]) - tol:
             coefs[i] = _coefficients(loss, fit)

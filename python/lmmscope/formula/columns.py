@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from ..control import DEFAULT_PERFORMANCE, Performance
 from ..frames import factor_column
 from .names import ColumnNames, plain_message
 from .terms import ColumnRun, TermPlan
@@ -47,26 +48,27 @@ def plain_missing(source, columns: list, positions=None) -> np.ndarray:
     """Rows holding NaN in any of the columns (read in place, run by run)."""
     missing = np.zeros(source.n_rows, dtype=bool)
     for start, block in source.column_runs(columns, positions):
-        missing |= _nan_rows(block, columns[start:start + block.shape[1]])
+        missing |= _nan_rows(block, columns[start:start + block.shape[1]], source.performance)
     return missing
 
 
-SUSPECT_CHUNK = 256  # columns inspected at once: bounds the copy when many hold NaN
-
-
-def _nan_rows(block: np.ndarray, names) -> np.ndarray:
+def _nan_rows(block: np.ndarray, names,
+              performance: Performance = DEFAULT_PERFORMANCE) -> np.ndarray:
     """Rows holding NaN; raise on infinite values.  One pass sums each column (a sum is
     non-finite iff a term is, or it overflowed), then only those columns are inspected,
     in order (so the first column holding an infinity is the one named).  numpy's own
-    sum, not BLAS: as fast for this memory-bound pass, and no thread pool to wake."""
+    sum, not BLAS: as fast for this memory-bound pass, and no thread pool to wake.
+    ``performance.suspect_chunk`` columns are inspected at once: bounds the copy when
+    many hold NaN."""
     missing = np.zeros(block.shape[0], dtype=bool)
     if block.shape[1] == 0:
         return missing
     with np.errstate(over="ignore", invalid="ignore"):
         sums = np.add.reduce(block, axis=0)
     suspect = np.flatnonzero(~np.isfinite(sums))
-    for lo in range(0, suspect.size, SUSPECT_CHUNK):
-        columns = suspect[lo:lo + SUSPECT_CHUNK]
+    step = performance.suspect_chunk
+    for lo in range(0, suspect.size, step):
+        columns = suspect[lo:lo + step]
         values = block[:, columns]
         bad = np.isinf(values).any(axis=0)
         if bad.any():

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..control import DEFAULT_PERFORMANCE, Performance
 from ..frames import as_source
 from ..intercept import InterceptPrepended
 from .columns import INTERCEPT, SideSpec, formulaic_part, plain_missing, rebuild, side_matrix
@@ -94,19 +95,22 @@ def _columns_of(plan: TermPlan) -> list:
     return plan.plain + list(plan.referenced)
 
 
-def build_design(formula: str, data, na_action: str = "omit", all_levels: bool = False) -> Design:
+def build_design(formula: str, data, na_action: str = "omit", all_levels: bool = False,
+                 performance: Performance = DEFAULT_PERFORMANCE) -> Design:
     """Materialise a mixed-model formula on a table (R's na.omit by default).
 
     ``data``: a pandas, polars or pyarrow table (or anything with ``__arrow_c_stream__``
     or ``__dataframe__``).  Levels of a categorical column that no kept row has are
     dropped, as R's model.frame does, unless ``all_levels`` (the categoricals carry the
     complete level sets of data seen elsewhere: a streamed fit's prototype).
+    ``performance``: :class:`lmmscope.control.Performance`'s block sizes of the reads
+    (formulas have no Control of their own: the fronts pass ``control.performance``).
     """
     if na_action not in ("omit", "fail"):
         raise InputError("na_action must be 'omit' or 'fail'")
     if not isinstance(formula, str):
         raise InputTypeError(f"formula must be a string, got {type(formula).__name__}")
-    source = as_source(data)
+    source = as_source(data, performance=performance)
     parsed = parse_formula(formula)
     names = ColumnNames(source.columns, source.position)
     if parsed.group not in names:
