@@ -572,3 +572,30 @@ def test_the_optimum_is_polished_whatever_the_start(formula, data):
             gradient = deviance_gradient(stats, rt, optimum.solution, reml)
             np.testing.assert_allclose(gradient, 0, rtol=0, atol=5e-12)
             np.testing.assert_allclose(optimum.theta, optima[0].theta, rtol=1e-12, atol=1e-13)
+
+
+def test_several_terms_checks_follow_the_users_control():
+    """rank_tol and scale_ratio_tol of the user's Control decide the several-term checks
+    (lmm and lmm_scope), as for one term."""
+    df = _simulated()
+    rng = np.random.default_rng(5)
+    df["near"] = df["x"] + 1e-5 * rng.standard_normal(len(df))
+    formula = "y ~ x + near + (1 | a) + (1 | b)"
+    import warnings as w
+
+    from lmmscope.checks import ScaleWarning
+    from lmmscope.rank import RankDeficiencyWarning
+    with w.catch_warnings():
+        w.simplefilter("error", RankDeficiencyWarning)
+        kept = lmmscope.lmm(formula, df)  # default rank_tol 1e-7: 'near' is not aliased
+    assert "near" in kept.fixef.index
+    with pytest.warns(RankDeficiencyWarning, match="near"):
+        dropped = lmmscope.lmm(formula, df, control=lmmscope.Control(rank_tol=1e-3))
+    assert "near" not in dropped.fixef.index
+    df["big"] = 100 * rng.standard_normal(len(df))
+    with w.catch_warnings():
+        w.simplefilter("error", ScaleWarning)  # lme4's default tol 1e3: no warning
+        lmmscope.lmm_scope("y ~ x + big + (1 | a) + (1 | b)", df, k=1)
+    with pytest.warns(ScaleWarning, match="different scales"):
+        lmmscope.lmm_scope("y ~ x + big + (1 | a) + (1 | b)", df, k=1,
+                           control=lmmscope.Control(scale_ratio_tol=10.0))

@@ -44,10 +44,11 @@ def fit_rows(X, y, reterms: ReTerms, names, reml: bool, control=None):
     """The one-term column checks on the rows (a copy of y, lme4's checkScaleX, its
     centred rank rule), then :func:`fit_statistics`: what Python's ``lmm()`` and the R
     package's bridge run.  Returns (fit, kept column positions, names dropped)."""
+    control = as_control(control)
     column_stats = column_check_stats(X, y)
-    checks.check_response_not_a_predictor(column_stats, names)
-    checks.check_scales(column_stats, names)
-    kept = rank.full_rank_columns(column_stats, names).tolist()  # aliased dropped, as lme4
+    checks.check_response_not_a_predictor(column_stats, names, control=control)
+    checks.check_scales(column_stats, names, control=control)
+    kept = rank.full_rank_columns(column_stats, names, control=control).tolist()  # as lme4
     intercept = names.index(INTERCEPT) if INTERCEPT in names else None
     stats = SparseStats.from_arrays(X, y, reterms.Zt, intercept)
     return fit_statistics(stats, reterms, names, reml, control, kept=kept)
@@ -61,7 +62,7 @@ def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, cont
     its warning: :func:`column_check_stats`); else judged here on X'X.
     Returns (fit, kept column positions, names of the aliased columns dropped)."""
     if kept is None:
-        kept, dropped = _full_rank(stats.XtX, names)
+        kept, dropped = _full_rank(stats.XtX, names, as_control(control).rank_tol)
     else:
         dropped = [names[j] for j in range(len(names)) if j not in set(kept)]
     names = [names[j] for j in kept]
@@ -73,11 +74,11 @@ def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, cont
     return MultiTermFit(stats, reterms, names, intercept, reml=reml, control=control), kept, dropped
 
 
-def _full_rank(XtX, names):
+def _full_rank(XtX, names, tol: float):
     """lme4's rank check on X'X: aliased columns dropped with its message (the intercept
     first, R's limited pivoting of :func:`lmmscope.rank.independent_columns`)."""
     order = sorted(range(len(names)), key=lambda j: names[j] != INTERCEPT)
-    kept, aliased = rank.independent_columns(XtX, order)
+    kept, aliased = rank.independent_columns(XtX, order, tol=tol)
     rank.warn_dropped(names, aliased)
     return sorted(kept.tolist()), [names[j] for j in sorted(aliased.tolist())]
 

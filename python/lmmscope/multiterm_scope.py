@@ -284,10 +284,11 @@ def lmm_scope_several_terms(design, reterms, unpenalised, *, control=None, **tun
     X, y, names = validated_arrays(design, reterms)
     # the one-term column checks, on the same statistics and with the same messages
     column_stats = column_check_stats(X, y)
-    checks.check_design_columns(column_stats, names, unpenalised)
-    checks.check_response_not_a_predictor(column_stats, names)
-    checks.check_scales(column_stats, names)
-    unpenalised, excluded = rank.screen_design(column_stats, names, unpenalised)
+    control = as_control(control)
+    checks.check_design_columns(column_stats, names, unpenalised, control=control)
+    checks.check_response_not_a_predictor(column_stats, names, control=control)
+    checks.check_scales(column_stats, names, control=control)
+    unpenalised, excluded = rank.screen_design(column_stats, names, unpenalised, control=control)
     checks.check_k_selectable(tuning.get("k"), len(names) - len(unpenalised) - len(excluded))
     intercept = names.index(INTERCEPT) if INTERCEPT in names else None
     data = SeveralTermsData(X, y, reterms, intercept, control)
@@ -325,9 +326,11 @@ def select_several_terms(data, names, intercept, unpenalised, *, k, a, criterion
     selected = sorted(set(unpenalised) | set(int(j) for j in sel.support))
     # a collinear support loses its aliased columns (lme4's message)
     if column_stats is not None:
-        kept = rank.full_rank_columns(column_stats.subset(selected), [names[j] for j in selected])
+        kept = rank.full_rank_columns(column_stats.subset(selected), [names[j] for j in selected],
+                                      control=control)
     else:
-        kept, _ = _full_rank(data.stats.subset(selected).XtX, [names[j] for j in selected])
+        kept, _ = _full_rank(data.stats.subset(selected).XtX, [names[j] for j in selected],
+                             control.rank_tol)
     columns = [selected[i] for i in kept]
     mixed = refitter.fit(columns, reml=method == "REML")
     progress(f"refit by {method} on {len(columns)} columns done")
