@@ -42,7 +42,9 @@ nlme::VarCorr
 #'   \code{"Tlist"} come from the fit; any other name (\code{"u"}, \code{"L"},
 #'   \code{"RX"}, \code{"devcomp"}, ...) and \code{"ALL"} from lme4 on
 #'   \code{\link{as_lmerMod}(object)}.
-#' @param tol Tolerance of \code{isSingular}.
+#' @param tol Tolerance of \code{isSingular}: by default the fit's own verdict (theta
+#'   on unit-free Z below \code{lmm_scope_control(singular_tol =)}, what \code{print}
+#'   says); a value given applies lme4's rule to theta in Z's own units.
 #' @param nsim,seed,use.u For \code{simulate}, as in lme4.
 #' @param re.form For \code{simulate}: \code{NA} or \code{~0} simulates new
 #'   random effects (default), \code{NULL} conditions on the fitted ones.
@@ -434,6 +436,9 @@ isREML.lmm_scope <- function(x, ...) x$REML
 #' @export
 isSingular <- function(x, tol = 1e-4) {
   if (!inherits(x, "lmm_scope")) return(lme4::isSingular(x, tol = tol))
+  # the core's verdict (theta on unit-free Z, Control's singular_tol), the one print and
+  # summary state; an explicit tol applies lme4's rule to theta in Z's own units
+  if (missing(tol)) return(isTRUE(x$singular))
   lower <- getME(x, "lower")
   any(x$theta[lower == 0] < tol)
 }

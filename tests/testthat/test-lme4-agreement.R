@@ -267,3 +267,16 @@ test_that("R's lmm() and Python's lmm() drop the same aliased columns: the core 
     expect_rel(logLik(fit), reticulate::import_builtins()$float(py_fit$loglik), 1e-10)
   }
 })
+
+test_that("isSingular() is the fit's own verdict; an explicit tol is lme4's rule on theta", {
+  skip_if_no_lmmscope()
+  # a slope in huge units: theta in Z's units is tiny (lme4's rule at tol 1e-4 calls it
+  # singular), on unit-free Z it is not (the core's verdict, what print says)
+  d <- lme4::sleepstudy
+  d$DaysHuge <- d$Days * 1e6
+  fit <- lmm(Reaction ~ DaysHuge + (DaysHuge | Subject), d)
+  expect_identical(isSingular(fit), fit$singular)
+  expect_false(isSingular(fit))
+  expect_false(any(grepl("singular", capture.output(print(fit)))))
+  expect_true(isSingular(fit, tol = 1e-4))
+})
