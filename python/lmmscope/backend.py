@@ -28,6 +28,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from .exceptions import InputError
 from .reduction import ReducedProblem, reduce_gram
 
 
@@ -101,8 +102,8 @@ def check_folds_of_the_pass(fold_of_cluster, accumulated) -> None:
     """Streamed and Dask statistics hold the folds fixed before the data pass: refuse
     others (they would need another pass)."""
     if accumulated is None:
-        raise ValueError("cross-validation folds were not accumulated in the data pass")
+        raise InputError("cross-validation folds were not accumulated in the data pass")
     if not np.array_equal(fold_of_cluster, accumulated):
-        raise ValueError("streamed data accumulate the statistics of the folds fixed before "
+        raise InputError("streamed data accumulate the statistics of the folds fixed before "
                          "the data pass (cv_folds, random_state); other folds need another pass")
 

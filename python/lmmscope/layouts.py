@@ -5,7 +5,8 @@ cross-products by Woodbury (no pass over the rows per a); :class:`RowLayout` on 
 whitened rows X_a themselves, for p too large for a Gram (p >> N) or for one fixed
 (k, a) problem.  A data backend (:class:`lmmscope.tuning.Data`, or a streamed one)
 holds one of them and answers ``reduced``, ``fold_problems`` and ``whitened_gram``
-through it, so no other module branches on the layout.
+through it (``use_gram`` says which); the checks (``checks``, ``rank``) and the
+refit's statistics still read the Gram where it is there and row moments where not.
 
 One fixed (k, a) problem never forms a second array as large as its data: on a
 Gram, the whitened Gram's columns are computed as the search asks for them

@@ -2,8 +2,9 @@
 
 A :class:`Predictor` holds only what new rows need (the fitted formula encodings, the
 fixed effects over every column, the random effects by cluster label), so it is small
-and picklable: the R package stores it inside the R object to predict after a
-``saveRDS``/``readRDS`` round trip.
+and picklable (a pickled Python result predicts without its training rows).  The R
+package keeps no Python object: it predicts from the plain values of
+:mod:`lmmscope.schema`.
 """
 
 from __future__ import annotations

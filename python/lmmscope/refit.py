@@ -78,7 +78,8 @@ def _checked_start(stats, reml, theta, control, check):
 class Refitter:
     """(RE)ML fits of the model on column subsets of one data source, cached by columns.
 
-    ``source`` is any object with ``subset_stats(columns) -> ClusterStats`` (contract 2).
+    ``source`` is any object with ``subset_stats(columns) -> ClusterStats``
+    (:class:`lmmscope.backend.DataBackend`).
     """
 
     def __init__(self, source, control: Control | None = None):
