@@ -127,7 +127,7 @@ def _lmm_scope_several_terms(formula, data, *, k, a, always, criterion, k_max, c
     design, reterms, _rows = build_reterms(parse_bar_terms(formula), data, na_action=na_action)
     names = design.fixed_names
     if not names:
-        raise ValueError("the formula has no fixed effects to select from; lmm() fits a model "
+        raise InputError("the formula has no fixed effects to select from; lmm() fits a model "
                          "without fixed effects")
     unpen = resolve_always(always, names, intercept_columns(names))
     random_names = [c for t in reterms.terms for c in t.cnms]

@@ -479,6 +479,12 @@ def check_random_effects_identifiable(sizes: np.ndarray, Z: np.ndarray, random_n
                          "parameters and the residual variance are probably unidentifiable")
 
 
+def check_more_rows_than_columns(n_columns: int, n_obs: int) -> None:
+    """lme4's check: fewer fixed-effect columns than observations (one term or several)."""
+    if n_columns >= n_obs:
+        raise InputError(f"{n_columns} fixed effects but only {n_obs} rows")
+
+
 def check_k_selectable(k, n_selectable: int) -> None:
     """An explicit k must not exceed the candidates left after the rank checks."""
     if is_whole_number(k) and k > n_selectable:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .engines import DEFAULT_ENGINE, ENGINE_RULE, SearchLimits
+from .engines import DEFAULT_ENGINE, DEFAULT_SEARCH_EFFORT, ENGINE_RULE, SearchLimits
 from .exceptions import InputError, InputTypeError
 
 
@@ -245,7 +245,7 @@ class Control:
 
     gram_limit: int = 4000
     single_problem_rows_bytes: int = 2**28
-    search_effort: int = 1
+    search_effort: int = DEFAULT_SEARCH_EFFORT
     engine: str = DEFAULT_ENGINE
     enumeration_limit: int = SearchLimits.enumeration_limit
     restart_k: int = SearchLimits.restart_k

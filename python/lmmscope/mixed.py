@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .control import as_control
+from .checks import check_more_rows_than_columns
 from .cluster_stats import ClusterStats
 from .exceptions import ConvergenceWarning
 from .profiled_deviance import check_fixed_rank, solve_pls
@@ -36,8 +37,7 @@ class MixedModelFit:
         self.nobs = stats.n_obs
         self.ngroups = stats.n_groups
         q, p = stats.q, stats.p
-        if p >= self.nobs:
-            raise ValueError(f"{p} fixed effects but only {self.nobs} rows")
+        check_more_rows_than_columns(p, self.nobs)
         control = self.control = as_control(control)
         check_fixed_rank(stats, self.fixed_names)  # names the columns, unlike the refit's own check
         if optimum is None and theta_optimal and theta0 is not None:

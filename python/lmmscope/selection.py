@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engines import DEFAULT_ENGINE, DEFAULT_SEARCH_LIMITS, SearchLimits, engine_named
-from .engines.splicing import SEARCH_EFFORT
+from .engines import (DEFAULT_ENGINE, DEFAULT_SEARCH_EFFORT, DEFAULT_SEARCH_LIMITS, SearchLimits,
+                      engine_named)
 from .reduction import ReducedProblem
 from .threads import one_blas_thread
 
@@ -23,7 +23,7 @@ class PathStep:
 
 
 def selection_path(problem: ReducedProblem, ks, progress=None,
-                   search_effort: int = SEARCH_EFFORT, engine: str = DEFAULT_ENGINE,
+                   search_effort: int = DEFAULT_SEARCH_EFFORT, engine: str = DEFAULT_ENGINE,
                    limits: SearchLimits = DEFAULT_SEARCH_LIMITS):
     """Best subsets for each k in ``ks`` (increasing; a k above the candidates left is
     their number, see rank.py) by the engine named ``engine``, with ``search_effort``

@@ -9,10 +9,6 @@ from functools import lru_cache
 import numpy as np
 
 
-def theta_size(q: int) -> int:
-    return q * (q + 1) // 2
-
-
 @lru_cache(maxsize=None)
 def _cached_positions(q: int):
     rows, cols = np.tril_indices(q)

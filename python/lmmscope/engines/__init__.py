@@ -30,6 +30,9 @@ import numpy as np
 from ..exceptions import InputError
 
 DEFAULT_ENGINE = "splicing"
+# extra starts of the best-subset search: Control.search_effort's default, and the
+# engines' when called without a Control
+DEFAULT_SEARCH_EFFORT = 1
 # name -> "module:class" (relative to this package), imported on first use
 REGISTRY = {
     "splicing": ".splicing:SplicingEngine",

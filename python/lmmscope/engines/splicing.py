@@ -19,17 +19,13 @@ import math
 import numpy as np
 
 from ..loss import QuadraticLoss
-from . import DEFAULT_SEARCH_LIMITS, SearchLimits
+from . import DEFAULT_SEARCH_EFFORT, DEFAULT_SEARCH_LIMITS, SearchLimits
 from .exact import least_rss_subset
-
-# Default number of extra starts of the best-subset search (Control.search_effort).
-SEARCH_EFFORT = 1
-
 
 class SplicingEngine:
     """Splicing with exchange moves along a path (see the module's docstring)."""
 
-    def path(self, loss: QuadraticLoss, ks, search_effort: int = SEARCH_EFFORT,
+    def path(self, loss: QuadraticLoss, ks, search_effort: int = DEFAULT_SEARCH_EFFORT,
              limits: SearchLimits = DEFAULT_SEARCH_LIMITS):
         """Best subsets for each k in ``ks`` (increasing), warm-started from the last;
         with ``search_effort`` >= 1 then a backward sweep: each k's search again from the
@@ -60,7 +56,7 @@ class SplicingEngine:
 
 
 def best_subset(loss: QuadraticLoss, k: int, init_support=None,
-                search_effort: int = SEARCH_EFFORT,
+                search_effort: int = DEFAULT_SEARCH_EFFORT,
                 limits: SearchLimits = DEFAULT_SEARCH_LIMITS) -> np.ndarray:
     """Coefficients on the best subset of size k (at most ``loss.p``): splicing with
     exchange moves (:func:`_gram_search`) from the warm start ``init_support`` and
