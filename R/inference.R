@@ -13,9 +13,9 @@
 #' no estimate of the random-effect covariance. They are centred on the debiased
 #' estimate, not on \code{fixef}. The reference distribution is Student's t with
 #' (clusters - 1) degrees of freedom. At the level stored in the fit
-#' (\code{conf.level} of \code{lmm_scope}, 0.95 by default) the core's limits
-#' are returned; at another level they are formed from the core's estimate and
-#' standard error with the same t reference.
+#' (\code{conf.level} of \code{lmm_scope}, 0.95 by default) the stored limits
+#' are returned (no Python needed); at another level the core forms them from the
+#' stored estimates and standard errors with the same t reference.
 #'
 #' @param object An \code{lmm_scope} or \code{lmm} fit (for \code{"debiased"}:
 #'   an \code{lmm_scope} fit made with \code{inference = TRUE}, the default up to
@@ -49,12 +49,11 @@ confint.lmm_scope <- function(object, parm, level = 0.95,
   }
   tab <- inference_rows(object, if (missing(parm)) NULL else parm)
   a <- (1 - level) / 2
-  if (isTRUE(all.equal(level, attr(object$inference, "level")))) {
-    ci <- cbind(tab$ci_lower, tab$ci_upper)
-  } else {
-    half <- stats::qt(1 - a, attr(object$inference, "df")) * tab$std_error
-    ci <- cbind(tab$estimate - half, tab$estimate + half)
+  if (!isTRUE(all.equal(level, attr(object$inference, "level")))) {
+    tab <- inference_rows(list(inference = inference_again(object, level = level)),
+                          if (missing(parm)) NULL else parm)
   }
+  ci <- cbind(tab$ci_lower, tab$ci_upper)
   dimnames(ci) <- list(rownames(tab), paste(format(100 * c(a, 1 - a), trim = TRUE,
                                                    scientific = FALSE, digits = 3), "%"))
   ci
@@ -69,18 +68,25 @@ confint.lmm_scope <- function(object, parm, level = 0.95,
 #'
 #' @param object An \code{lmm_scope} fit made with \code{inference = TRUE}.
 #' @param parm Names or indices of the columns; default all.
-#' @param adjust \code{"BH"} (the core's adjustment across every column) or
-#'   another method of \code{\link[stats]{p.adjust}}, applied to the core's
-#'   p-values of the rows returned.
+#' @param adjust \code{"BH"} (stored: the core's adjustment across every
+#'   column), \code{"holm"} or \code{"none"}: the core adjusts across every
+#'   column (the family), whichever rows \code{parm} returns (needs Python).
 #' @return A data.frame.
 #' @export
 #' @examplesIf lmmscope_available()
 #' fit <- lmm_scope(y ~ . + (z1 + z2 | cluster), data = lmm_scope_example())
 #' head(inference(fit))
 inference <- function(object, parm = NULL, adjust = "BH") {
-  tab <- inference_rows(object, parm)
-  if (!identical(adjust, "BH")) tab$p_adjusted <- stats::p.adjust(tab$p_value, method = adjust)
-  tab
+  if (identical(adjust, "BH")) return(inference_rows(object, parm))
+  inference_rows(list(inference = inference_again(object, adjust = adjust)), parm)
+}
+
+# The stored table at another level or adjustment, made by the core (needs Python) from
+# the stored estimates and standard errors, adjusted across every column
+inference_again <- function(object, level = attr(object$inference, "level"), adjust = "BH") {
+  tab <- inference_rows(object, NULL)
+  inference_frame(call_core("inference_at", rownames(tab), tab$estimate, tab$std_error,
+                            attr(tab, "df"), level, adjust))
 }
 
 inference_rows <- function(object, parm) {

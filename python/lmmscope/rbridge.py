@@ -352,4 +352,27 @@ def fit_terms_arrays(X, y, terms, names, unpenalised=None, k=None, a=None, crite
     return plain(out)
 
 
-__all__ = ["fit_arrays", "lmm_arrays", "fit_terms_arrays", "lmm_terms_arrays"]
+# R's names of the adjustments the core makes (stats::p.adjust's spelling)
+R_ADJUSTMENTS = {"BH": "bh", "fdr": "bh", "holm": "holm", "none": None}
+
+
+def inference_at(terms, estimate, std_error, df, level, adjust="BH") -> dict:
+    """The debiased-inference table of a stored fit at another ``level`` or adjustment
+    (R's ``confint(method = "debiased", level =)``, ``inference(adjust =)``): the core's
+    :func:`lmmscope.inference.inference_table` on the stored estimates and standard
+    errors, adjusted across every column (the family), so R computes none of it."""
+    if adjust not in R_ADJUSTMENTS:
+        raise InputError(f"adjust must be one of {', '.join(map(repr, R_ADJUSTMENTS))} (the "
+                         f"adjustments the core makes), got {adjust!r}")
+    from .inference import inference_table
+    terms = _names(terms)
+    table = inference_table(terms, range(len(terms)),
+                            np.asarray(estimate, dtype=float).reshape(-1),
+                            np.asarray(std_error, dtype=float).reshape(-1),
+                            float(df), float(level), R_ADJUSTMENTS[adjust])
+    out = inference_payload(table, float(df), float(level), adjust)
+    out["warnings"] = []
+    return plain(out)
+
+
+__all__ = ["fit_arrays", "lmm_arrays", "fit_terms_arrays", "lmm_terms_arrays", "inference_at"]
