@@ -179,15 +179,26 @@ terms_for_core <- function(design) {
 #'
 #' The fields of the core's \code{lmmscope.Control} (as \code{lme4::lmerControl}
 #' for lmer), passed to \code{lmm_scope(control = )} and \code{lmm(control = )};
-#' the core checks the names and values. Fields: \code{gram_limit} (above this
-#' many columns the p x p Gram is not formed), \code{single_problem_rows_bytes},
-#' \code{search_effort} (extra starts of the best-subset search, default 1),
-#' \code{unit_free_z} (scale Z's columns to unit root mean square in the working
-#' covariance, default \code{TRUE}), \code{a_relative_tol} and \code{max_a_iter}
-#' (the iteration of \code{a}), \code{optimizer_ftol}, \code{optimizer_gtol},
-#' \code{optimizer_maxiter} (L-BFGS-B of the refit), \code{check_conv_grad_tol},
-#' \code{check_conv_hess_tol} and \code{singular_tol} (lme4's convergence and
-#' singularity checks).
+#' the core checks the names and values. Fields:
+#' \itemize{
+#'   \item the search: \code{engine} (\code{"splicing"}, the default,
+#'     \code{"skscope"} or \code{"exact"}), \code{search_effort} (extra starts,
+#'     default 1), \code{enumeration_limit}, \code{restart_k}, \code{max_exchange};
+#'   \item the layout: \code{gram_limit} (above this many columns the p x p Gram is
+#'     not formed), \code{single_problem_rows_bytes};
+#'   \item the working covariance and a: \code{unit_free_z} (Z's columns at unit
+#'     root mean square, default \code{TRUE}), \code{a_relative_tol},
+#'     \code{max_a_iter};
+#'   \item the refit: \code{optimizer_ftol}, \code{optimizer_gtol},
+#'     \code{optimizer_maxiter}, \code{theta_start_scales} (a numeric vector),
+#'     \code{check_conv_grad_tol}, \code{check_conv_hess_tol}, \code{singular_tol};
+#'   \item the column checks (as lmerControl's check.rankX and check.scaleX):
+#'     \code{rank_tol}, \code{constant_tol}, \code{duplicate_tol},
+#'     \code{response_copy_tol}, \code{scale_ratio_tol};
+#'   \item \code{performance}: a named list of memory and speed settings that never
+#'     change the result (\code{chunk_bytes}, \code{column_tile},
+#'     \code{inference_auto_gram_bytes}, ...: the core's \code{Performance}).
+#' }
 #'
 #' @param ... Named fields of the core's \code{Control}; unset ones keep the
 #'   core's defaults.
@@ -195,17 +206,22 @@ terms_for_core <- function(design) {
 #' @export
 #' @examples
 #' lmm_scope_control(search_effort = 2, unit_free_z = FALSE)
+#' lmm_scope_control(engine = "exact", performance = list(column_tile = 128))
 lmm_scope_control <- function(...) {
   values <- list(...)
   if (length(values) && (is.null(names(values)) || any(!nzchar(names(values))))) {
     stop("lmm_scope_control() takes named options, e.g. lmm_scope_control(search_effort = 2)",
          call. = FALSE)
   }
-  bad <- !vapply(values, function(v) (is.numeric(v) || is.logical(v)) && length(v) == 1L &&
-                   !is.na(v), TRUE)
+  plain <- function(v) (is.numeric(v) && length(v) >= 1L && !anyNA(v)) ||
+    ((is.logical(v) || is.character(v)) && length(v) == 1L && !is.na(v))
+  bad <- !vapply(values, function(v) plain(v) || (is.list(v) && length(v) &&
+                                                    !is.null(names(v)) && all(vapply(v, plain, TRUE))),
+                 TRUE)
   if (any(bad)) {
     stop("control option(s) ", paste(names(values)[bad], collapse = ", "),
-         " must be one number or TRUE/FALSE", call. = FALSE)
+         " must be numbers, TRUE/FALSE, one string or (performance) a named list of those",
+         call. = FALSE)
   }
   structure(values, class = "lmm_scope_control")
 }

@@ -167,6 +167,18 @@ test_that("lmm_scope() takes penalize_random_slopes and the core's control; prin
   expect_error(lmm(Reaction ~ Days + (Days | Subject), d,
                    control = lmm_scope_control(optimizer_maxiter = -1)),
                "Control(optimizer_maxiter=-1): must be an integer >= 1", fixed = TRUE)
+  # every kind of field reaches the core: a string, a vector, the performance list
+  exact <- lmm_scope(Reaction ~ Days + noise + (Days | Subject), d, k = 1, a = 1,
+                     penalize_random_slopes = TRUE,
+                     control = lmm_scope_control(engine = "exact", theta_start_scales = c(0.1, 1),
+                                                 performance = list(column_tile = 8)))
+  expect_equal(exact$support, "Days")
+  expect_error(lmm(Reaction ~ Days + (Days | Subject), d,
+                   control = lmm_scope_control(engine = "nope")), "engine")
+  expect_error(lmm(Reaction ~ Days + (Days | Subject), d,
+                   control = lmm_scope_control(performance = list(column_tile = 0))),
+               "column_tile")
+  expect_error(lmm_scope_control(engine = c("a", "b")), "one string")
 })
 
 test_that("print wraps a long formula; the coefficient plot is labelled, also as a ggplot", {
