@@ -644,3 +644,28 @@ def test_tuning_refits_drop_aliased_candidates_as_lme4():
         np.testing.assert_allclose(fit.loglik, refit.loglik, rtol=1e-12, atol=0)
     # k = 3 selects the three collinear columns; the final refit drops x2 as lme4 does
     assert fit.support == ["x0", "x1", "x2"] and fit.dropped_columns == ["x2"]
+
+
+@needs_lme4
+def test_interaction_labels_are_rs_text_of_each_part():
+    """lme4 labels s:it by pasting each factor's levels as R writes them: a float column
+    holding 2.0 gives "2", 0.5 gives "0.5".  An object column mixing the int 2 and the
+    float 2.0 is one level (as R's factor of its text), so the fit equals the int one's."""
+    require_lme4()
+    from lme4_helper import ro
+    rng = np.random.default_rng(3)
+    s, it = np.repeat(np.arange(8), 12), np.tile(np.arange(6), 16)
+    df = pd.DataFrame({"x0": rng.standard_normal(96), "s": s, "it": it / 2})  # 0, 0.5 .. 2.5
+    df["y"] = (df["x0"] + rng.standard_normal(8)[s] + rng.standard_normal(48)[s * 6 + it]
+               + rng.standard_normal(96))
+    formula = "y ~ x0 + (1 | s/it)"
+    ours = lmmscope.lmm(formula, df)
+    ref = _lmer(formula, df, True)
+    labels = ro.r("rownames(ranef(m)[['it:s']])")
+    assert sorted(ours.ranef["it:s"].index) == sorted(labels) and "2:7" in list(labels)
+    np.testing.assert_allclose(ours.loglik, ref["loglik"], rtol=1e-12, atol=0)
+    mixed = df.assign(it=pd.Series([float(v) if v % 1 else int(v) for v in it / 2], dtype=object))
+    assert {type(v) for v in mixed["it"]} == {int, float}
+    again = lmmscope.lmm(formula, mixed)
+    assert again.ngroups == ours.ngroups == {"it:s": 48, "s": 8}
+    np.testing.assert_allclose(again.loglik, ours.loglik, rtol=1e-13, atol=0)
