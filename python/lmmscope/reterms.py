@@ -180,6 +180,12 @@ def _level_text(column: pd.Series) -> np.ndarray:
     return np.asarray(text + [""], dtype=object)[codes]  # code -1 (missing): masked later
 
 
+def grouping_columns(bars: BarFormula) -> list:
+    """The columns of every grouping factor (``a``, ``b`` and ``a:b`` of ``a/b``): what '.'
+    in the fixed part leaves out."""
+    return sorted({c for t in bars.terms for c in ((t.group_name,) + t.group)})
+
+
 def _term_formula(response: str, fixed: str, term: BarTerm, column: str) -> str:
     return f"{response} ~ {fixed} + ({term.random} | `{column}`)"
 
@@ -203,7 +209,7 @@ def build_reterms(bars: BarFormula, data, na_action: str = "omit"):
             extra[term.group_name] = _group_values(frame, term.group)
     if extra:
         frame = frame.assign(**extra)
-    group_columns = {c for t in bars.terms for c in ((t.group_name,) + t.group)}
+    dot_excluded = grouping_columns(bars)
 
     def build(rows):
         part = frame if rows is None else frame.iloc[rows]
@@ -211,9 +217,9 @@ def build_reterms(bars: BarFormula, data, na_action: str = "omit"):
             warnings.simplefilter("always")
             first = bars.terms[0]
             # '.' in the fixed part: every column but the response and the grouping factors
-            fixed_frame = part.drop(columns=sorted(group_columns - {first.group_name}))
+            # (which a formula may still name: (1 | Subject) + (1 | Days) with Days fixed)
             fixed = build_design(_term_formula(bars.response, bars.fixed, first, first.group_name),
-                                 fixed_frame, na_action=na_action)
+                                 part, na_action=na_action, dot_excluded=dot_excluded)
             designs = [build_design(_term_formula(bars.response, "1", t, t.group_name), part,
                                     na_action=na_action) for t in bars.terms]
         return fixed, designs, caught
