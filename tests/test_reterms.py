@@ -599,3 +599,97 @@ def test_several_terms_checks_follow_the_users_control():
     with pytest.warns(ScaleWarning, match="different scales"):
         lmmscope.lmm_scope("y ~ x + big + (1 | a) + (1 | b)", df, k=1,
                            control=lmmscope.Control(scale_ratio_tol=10.0))
+
+
+# -- review fixes: aliased candidates in the tuning's refits, grouping columns that are also
+# -- fixed effects, interaction labels of numbers stored as int or float
+
+def _aliased_candidates():
+    rng = np.random.default_rng(7)
+    subj, item = np.repeat(np.arange(15), 10), np.tile(np.arange(10), 15)
+    df = pd.DataFrame({"x0": rng.standard_normal(150), "x1": rng.standard_normal(150)})
+    df["x2"] = 2 * df["x0"] - df["x1"] + 3  # in the span of the intercept, x0 and x1
+    df["y"] = (df["x0"] + rng.standard_normal(15)[subj] + rng.standard_normal(10)[item]
+               + rng.standard_normal(150))
+    df["subj"], df["item"] = subj, item
+    return df
+
+
+def test_tuning_refits_drop_aliased_candidates_as_lme4():
+    """a=None tunes a by refits on supports that may hold x2 = 2 x0 - x1 + 3: such a refit
+    drops x2 (lme4's rank rule) and equals the refit without it; a fit whose solution
+    is not positive definite says so (no AttributeError on a None solution)."""
+    from lmmscope.exceptions import RankDeficientError
+    from lmmscope.multiterm import MultiTermFit
+    from lmmscope.multiterm_scope import SeveralTermsData, SeveralTermsRefitter
+    df = _aliased_candidates()
+    formula = "y ~ x0 + x1 + x2 + (1 | subj) + (1 | item)"
+    design, rt, _rows = build_reterms(parse_bar_terms(formula), df)
+    X = np.asarray(design.X, dtype=float)
+    data = SeveralTermsData(X, design.y, rt, intercept=0)
+    refitter = SeveralTermsRefitter(data, design.fixed_names, 0)
+    aliased, full = refitter.fit([0, 1, 2, 3], reml=False), refitter.fit([0, 1, 2], reml=False)
+    assert aliased.fixed_names == ["Intercept", "x0", "x1"]
+    np.testing.assert_allclose(aliased.deviance, full.deviance, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(refitter.variance_ratio([0, 1, 2, 3]),
+                               refitter.variance_ratio([0, 1, 2]), rtol=1e-14, atol=0)
+    # a column of zeros: X'X - X'Z A^-1 Z'X has an exactly zero pivot at every theta
+    zero = SeveralTermsData(np.column_stack([X[:, :2], np.zeros(len(X))]), design.y, rt, 0)
+    with pytest.raises(RankDeficientError, match="Intercept, x0, zero"):
+        MultiTermFit(zero.stats, rt, ["Intercept", "x0", "zero"], 0)
+    for kw in ({}, {"k": 3}):  # a refit-tuned: every support the search reaches is refitted
+        fit = lmmscope.lmm_scope("y ~ . + (1 | subj) + (1 | item)", df, **kw)
+        refit = lmmscope.lmm("y ~ " + " + ".join(fit.selected[1:]) + " + (1 | subj) + (1 | item)",
+                             df)
+        np.testing.assert_allclose(fit.loglik, refit.loglik, rtol=1e-12, atol=0)
+    # k = 3 selects the three collinear columns; the final refit drops x2 as lme4 does
+    assert fit.support == ["x0", "x1", "x2"] and fit.dropped_columns == ["x2"]
+
+
+@needs_lme4
+def test_interaction_labels_are_rs_text_of_each_part():
+    """lme4 labels s:it by pasting each factor's levels as R writes them: a float column
+    holding 2.0 gives "2", 0.5 gives "0.5".  An object column mixing the int 2 and the
+    float 2.0 is one level (as R's factor of its text), so the fit equals the int one's."""
+    require_lme4()
+    from lme4_helper import ro
+    rng = np.random.default_rng(3)
+    s, it = np.repeat(np.arange(8), 12), np.tile(np.arange(6), 16)
+    df = pd.DataFrame({"x0": rng.standard_normal(96), "s": s, "it": it / 2})  # 0, 0.5 .. 2.5
+    df["y"] = (df["x0"] + rng.standard_normal(8)[s] + rng.standard_normal(48)[s * 6 + it]
+               + rng.standard_normal(96))
+    formula = "y ~ x0 + (1 | s/it)"
+    ours = lmmscope.lmm(formula, df)
+    ref = _lmer(formula, df, True)
+    labels = ro.r("rownames(ranef(m)[['it:s']])")
+    assert sorted(ours.ranef["it:s"].index) == sorted(labels) and "2:7" in list(labels)
+    np.testing.assert_allclose(ours.loglik, ref["loglik"], rtol=1e-12, atol=0)
+    mixed = df.assign(it=pd.Series([float(v) if v % 1 else int(v) for v in it / 2], dtype=object))
+    assert {type(v) for v in mixed["it"]} == {int, float}
+    again = lmmscope.lmm(formula, mixed)
+    assert again.ngroups == ours.ngroups == {"it:s": 48, "s": 8}
+    np.testing.assert_allclose(again.loglik, ours.loglik, rtol=1e-13, atol=0)
+
+
+@needs_lme4
+@pytest.mark.parametrize("formula", ["Reaction ~ Days + (1 | Subject) + (1 | Days)",
+                                     "Reaction ~ Days + (Days | Subject) + (1 | Days)"])
+def test_a_grouping_factor_may_also_be_a_fixed_effect_or_a_slope(formula, tmp_path):
+    """Days fixed (and a slope of Subject) and a grouping factor: lme4 fits it (logLik
+    -893.2325 for the first); '.' alone leaves the grouping factors out.  The same on
+    parquet files and in memory.  Measured: logLik 4e-16 relative (the second lme4
+    fit is singular), fixef 1.4e-14; tolerances as the other lmer cases."""
+    df = r_frame("sleepstudy")
+    ours, ref = lmmscope.lmm(formula, df), _lmer(formula, df, True)
+    assert ours.fixef.index.tolist() == ["Intercept", "Days"]
+    np.testing.assert_allclose(ours.loglik, ref["loglik"], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(ours.fixef.to_numpy(), ref["fixef"], rtol=1e-7, atol=0)
+    df.iloc[:90].to_parquet(tmp_path / "a.parquet")
+    df.iloc[90:].to_parquet(tmp_path / "b.parquet")
+    streamed = lmmscope.lmm(formula, str(tmp_path / "*.parquet"))
+    np.testing.assert_allclose(streamed.loglik, ours.loglik, rtol=1e-12, atol=0)
+    dotted = lmmscope.lmm(formula.replace("Days +", ". +", 1), df)
+    assert dotted.fixef.index.tolist() == ["Intercept"]
+    np.testing.assert_allclose(
+        dotted.loglik, lmmscope.lmm(formula.replace("Days +", "1 +", 1), df).loglik,
+        rtol=1e-14, atol=0)

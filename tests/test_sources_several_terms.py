@@ -207,3 +207,20 @@ def test_nesting_is_judged_across_chunks(frame, tmp_path):
         assert model.nested is nested
         memory = fit_quietly(lmm_scope, formula, frame.head(60), k=1, a=0.5)
         assert (memory._data.outermost_factor() is not None) is nested
+
+
+def test_an_interaction_of_columns_stored_as_int_in_one_file_and_float_in_another(frame, tmp_path):
+    """a:b and a/b label each part by its values' text (R's as.character of the levels):
+    item stored as int64 in one file and float64 in another (2 and 2.0) is one factor, so
+    (1 | school/item) has the in-memory fit's levels and optimum (it split each level of
+    item:school in two before).  Measured: as the other cases, to rounding."""
+    formula = "y ~ x0 + (1 | school/item)"
+    half = len(frame) // 2
+    frame.iloc[:half].to_parquet(tmp_path / "a.parquet", index=False)
+    floats = frame.iloc[half:].astype({"item": float})
+    floats.to_parquet(tmp_path / "b.parquet", index=False)
+    mem = fit_quietly(lmm, formula, frame)
+    assert mem.ngroups == {"item:school": 72, "school": 6}
+    assert "3:sch1" in mem.ranef["item:school"].index
+    for data in (str(tmp_path / "*.parquet"), dd.read_parquet(str(tmp_path / "*.parquet"))):
+        assert_same_refit(mem, fit_quietly(lmm, formula, data))

@@ -18,7 +18,7 @@ import scipy.linalg as sla
 from . import checks, rank
 from .control import as_control
 from .cluster_stats import compute_cluster_stats
-from .exceptions import ColumnError, ConvergenceWarning, InputError
+from .exceptions import ColumnError, ConvergenceWarning, InputError, RankDeficientError
 from .formula import INTERCEPT, new_design_matrices
 from .formula.bars import parse_bar_terms
 from .mixed import fixed_effects_and_status_lines
@@ -74,12 +74,14 @@ def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, cont
     return MultiTermFit(stats, reterms, names, intercept, reml=reml, control=control), kept, dropped
 
 
-def _full_rank(XtX, names, tol: float):
+def _full_rank(XtX, names, tol: float, warn: bool = True):
     """lme4's rank check on X'X: aliased columns dropped with its message (the intercept
-    first, R's limited pivoting of :func:`lmmscope.rank.independent_columns`)."""
+    first, R's limited pivoting of :func:`lmmscope.rank.independent_columns`); ``warn``
+    False for the tuning's refits, whose supports are not the user's model."""
     order = sorted(range(len(names)), key=lambda j: names[j] != INTERCEPT)
     kept, aliased = rank.independent_columns(XtX, order, tol=tol)
-    rank.warn_dropped(names, aliased)
+    if warn:
+        rank.warn_dropped(names, aliased)
     return sorted(kept.tolist()), [names[j] for j in sorted(aliased.tolist())]
 
 
@@ -137,6 +139,11 @@ class MultiTermFit:
         self.optimizer_message = optimum.message
         self.n_evaluations = optimum.n_evaluations
         self.singular = optimum.singular
+        if optimum.solution is None:  # X'X - X'Z A^-1 Z'X not positive definite: aliased
+            raise RankDeficientError(
+                "the fixed-effect columns " + ", ".join(map(str, self.fixed_names))
+                + " are linearly dependent given the random effects (no positive definite "
+                "solution at the optimum); drop the aliased columns")
         if not self.converged:
             warnings.warn(ConvergenceWarning("; ".join(self.convergence_messages)
                                              or self.optimizer_message), stacklevel=3)

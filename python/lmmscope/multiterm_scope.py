@@ -167,19 +167,30 @@ class SeveralTermsRefitter:
         self.control = as_control(control)
         self._fits = {}
 
-    def fit(self, columns, reml: bool) -> MultiTermFit:
+    def fit(self, columns, reml: bool, checked: bool = False) -> MultiTermFit:
+        """The fit on ``columns``: a support the tuning of a tries may hold exactly
+        collinear candidates (x2 = 2 x0 - x1 + 3), whose aliased columns are dropped
+        first by lme4's rank rule on X'X (silently: not the user's model; the deviance and
+        variance ratio depend only on the columns' span).  ``checked``: the columns
+        passed lme4's check already (the final refit): fitted as given."""
         key = (tuple(int(j) for j in columns), bool(reml))
-        if key not in self._fits:
+        cached = self._fits.get(key)
+        if cached is None or (checked and len(cached.fixed_names) != len(key[0])):
             columns = list(key[0])
+            if not checked:
+                kept, _aliased = _full_rank(self.data.stats.subset(columns).XtX,
+                                            [self.names[j] for j in columns],
+                                            self.control.rank_tol, warn=False)
+                columns = [columns[i] for i in kept]
             intercept = columns.index(self.intercept) if self.intercept in columns else None
             if intercept is None and self.data.stats.y_shift:
                 # y was centred because the model has an intercept, which is unpenalised
                 raise InputError("a refit without the intercept on statistics of the centred "
                                  "response")
-            self._fits[key] = MultiTermFit(self.data.subset_stats(columns), self.data.reterms,
-                                           [self.names[j] for j in columns], intercept,
-                                           reml=reml, control=self.control)
-        return self._fits[key]
+            cached = self._fits[key] = MultiTermFit(
+                self.data.subset_stats(columns), self.data.reterms,
+                [self.names[j] for j in columns], intercept, reml=reml, control=self.control)
+        return cached
 
     def variance_ratio(self, columns) -> float:
         """a = tr(Lambda Lambda' Z'Z) / tr(Z~'Z~) from the REML fit on ``columns``: the
@@ -332,6 +343,6 @@ def select_several_terms(data, names, intercept, unpenalised, *, k, a, criterion
         kept, _ = _full_rank(data.stats.subset(selected).XtX, [names[j] for j in selected],
                              control.rank_tol)
     columns = [selected[i] for i in kept]
-    mixed = refitter.fit(columns, reml=method == "REML")
+    mixed = refitter.fit(columns, reml=method == "REML", checked=True)
     progress(f"refit by {method} on {len(columns)} columns done")
     return sel, mixed, columns, sorted(set(selected) - set(columns))

@@ -26,6 +26,7 @@ from .cluster_blocks import encode_groups
 from .exceptions import ColumnError, InputError
 from .formula import build_design
 from .formula.bars import BarFormula, BarTerm
+from .prediction import _to_str
 
 
 @dataclass
@@ -157,15 +158,32 @@ def stacked_z(blocks, Gp) -> sp.csr_matrix:
 
 def _group_values(frame: pd.DataFrame, columns: tuple) -> pd.Series:
     """The grouping factor's labels: the column itself, or lme4's a:b interaction labels
-    (missing where any part is missing)."""
+    (missing where any part is missing).  As R pastes each factor's levels, every part
+    is coded by its values' text, not its storage: 1 and 1.0 are "1" (a column stored as
+    int64 in one file and float64 in another, or in the new data, is one factor)."""
     if len(columns) == 1:
         return frame[columns[0]]
     parts = [frame[c] for c in columns]
     missing = np.logical_or.reduce([p.isna().to_numpy() for p in parts])
-    text = parts[0].astype(str)
+    text = pd.Series(_level_text(parts[0]), index=frame.index, dtype=object)
     for p in parts[1:]:
-        text = text + ":" + p.astype(str)
+        text = text + ":" + _level_text(p)
     return text.mask(missing)
+
+
+def _level_text(column: pd.Series) -> np.ndarray:
+    """Each value's text as R's as.character of a factor level: an integral number
+    without a decimal point, TRUE / FALSE (each distinct value formatted once)."""
+    codes, distinct = pd.factorize(column)
+    text = [("TRUE" if v else "FALSE") if isinstance(v, (bool, np.bool_)) else _to_str(v)
+            for v in distinct]
+    return np.asarray(text + [""], dtype=object)[codes]  # code -1 (missing): masked later
+
+
+def grouping_columns(bars: BarFormula) -> list:
+    """The columns of every grouping factor (``a``, ``b`` and ``a:b`` of ``a/b``): what '.'
+    in the fixed part leaves out."""
+    return sorted({c for t in bars.terms for c in ((t.group_name,) + t.group)})
 
 
 def _term_formula(response: str, fixed: str, term: BarTerm, column: str) -> str:
@@ -191,7 +209,7 @@ def build_reterms(bars: BarFormula, data, na_action: str = "omit"):
             extra[term.group_name] = _group_values(frame, term.group)
     if extra:
         frame = frame.assign(**extra)
-    group_columns = {c for t in bars.terms for c in ((t.group_name,) + t.group)}
+    dot_excluded = grouping_columns(bars)
 
     def build(rows):
         part = frame if rows is None else frame.iloc[rows]
@@ -199,9 +217,9 @@ def build_reterms(bars: BarFormula, data, na_action: str = "omit"):
             warnings.simplefilter("always")
             first = bars.terms[0]
             # '.' in the fixed part: every column but the response and the grouping factors
-            fixed_frame = part.drop(columns=sorted(group_columns - {first.group_name}))
+            # (which a formula may still name: (1 | Subject) + (1 | Days) with Days fixed)
             fixed = build_design(_term_formula(bars.response, bars.fixed, first, first.group_name),
-                                 fixed_frame, na_action=na_action)
+                                 part, na_action=na_action, dot_excluded=dot_excluded)
             designs = [build_design(_term_formula(bars.response, "1", t, t.group_name), part,
                                     na_action=na_action) for t in bars.terms]
         return fixed, designs, caught

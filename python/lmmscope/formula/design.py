@@ -57,13 +57,14 @@ class _Plans:
     random: TermPlan
 
 
-def _plans(parsed: ParsedFormula, names: ColumnNames, source) -> _Plans:
+def _plans(parsed: ParsedFormula, names: ColumnNames, source, dot_excluded=()) -> _Plans:
     # a bool response is 0/1, as R's lmer reads a logical response
     response = plan_terms(parsed.response, names,
                           lambda c: source.is_numeric(c) or source.is_bool(c), intercept=False)
     y_col = response.plain[0] if response.n_terms == 1 and response.plain else None
     fixed = plan_terms(parsed.fixed, names, source.is_numeric,
-                       _dot(source, set(_columns_of(response)) | {parsed.group}), response=y_col)
+                       _dot(source, set(_columns_of(response)) | {parsed.group} | set(dot_excluded)),
+                       response=y_col)
     random = plan_terms(parsed.random, names, source.is_numeric)
     if names.unknown:
         raise ColumnError("unknown column(s) in formula: " + ", ".join(map(str, names.unknown)))
@@ -96,7 +97,8 @@ def _columns_of(plan: TermPlan) -> list:
 
 
 def build_design(formula: str, data, na_action: str = "omit", all_levels: bool = False,
-                 performance: Performance = DEFAULT_PERFORMANCE) -> Design:
+                 performance: Performance = DEFAULT_PERFORMANCE,
+                 dot_excluded=()) -> Design:
     """Materialise a mixed-model formula on a table (R's na.omit by default).
 
     ``data``: a pandas, polars or pyarrow table (or anything with ``__arrow_c_stream__``
@@ -105,6 +107,8 @@ def build_design(formula: str, data, na_action: str = "omit", all_levels: bool =
     complete level sets of data seen elsewhere: a streamed fit's prototype).
     ``performance``: :class:`lmmscope.control.Performance`'s block sizes of the reads
     (formulas have no Control of their own: the fronts pass ``control.performance``).
+    ``dot_excluded``: columns '.' leaves out besides the response and the grouping
+    column (a several-term model's other grouping factors; named, they are used).
     """
     if na_action not in ("omit", "fail"):
         raise InputError("na_action must be 'omit' or 'fail'")
@@ -115,7 +119,7 @@ def build_design(formula: str, data, na_action: str = "omit", all_levels: bool =
     names = ColumnNames(source.columns, source.position)
     if parsed.group not in names:
         raise ColumnError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
-    plans = _plans(parsed, names, source)
+    plans = _plans(parsed, names, source, dot_excluded)
     _check_unique(source, plans, parsed.group)
     fixed_positions = source.positions(plans.fixed.plain)
     keep, dropped = _rows_to_keep(source, plans, parsed.group, na_action, fixed_positions)

@@ -34,7 +34,8 @@ from ..formula.bars import parse_bar_terms
 from ..multiterm import MultiTermResult, fit_statistics
 from ..multiterm_scope import (NO_CROSS_VALIDATION, MultiTermScopeResult, SeveralTermsData,
                                select_several_terms, whitened_scores)
-from ..reterms import ReTerm, ReTerms, _group_values, _term_formula, stacked_z
+from ..reterms import (ReTerm, ReTerms, _group_values, _term_formula, grouping_columns,
+                       stacked_z)
 from ..sparse_pls import SparseStats
 from ..specification import (intercept_columns, is_cv, parse_method, resolve_always,
                              with_random_slopes)
@@ -71,13 +72,12 @@ class TermsLayout:
         self.derived = {t.group_name: t.group for t in bars.terms
                         if len(t.group) > 1 and t.group_name not in meta.columns}
         meta = meta.assign(**{name: pd.Series([], dtype=object) for name in self.derived})
-        group_columns = {c for t in bars.terms for c in ((t.group_name,) + t.group)}
         first = bars.terms[0]
         # as build_reterms: the fixed part with the first term ('.' is every column but the
         # response and the grouping factors), then each term with a fixed intercept only
+        self.dot_excluded = grouping_columns(bars)
         self.formulas = [_term_formula(bars.response, bars.fixed, first, first.group_name)]
-        self.term_used = [used_columns(self.formulas[0], meta.drop(
-            columns=sorted(group_columns - {first.group_name})))]
+        self.term_used = [used_columns(self.formulas[0], meta, self.dot_excluded)]
         for term in bars.terms:
             self.formulas.append(_term_formula(bars.response, "1", term, term.group_name))
             self.term_used.append(used_columns(self.formulas[-1], meta))
@@ -132,7 +132,8 @@ class SeveralTermsSpec:
                 level_order={n: v for n, v in summary.level_order.items() if n in used},
                 infinite={n for n in summary.infinite if n in used},
                 head=None if summary.head is None else summary.head[used])
-            self.specs.append(StreamSpec(formula, used, part, na_action))
+            self.specs.append(StreamSpec(formula, used, part, na_action,
+                                         dot_excluded=layout.dot_excluded))
         self.fixed, self.specs = self.specs[0], self.specs[1:]
         self.n_rows, self.n_dropped = self.fixed.n_rows, self.fixed.n_dropped
         terms = [ReTerm(t.group_name, t.group, spec.group_labels, np.zeros(0, np.int64),

@@ -31,7 +31,7 @@ from ..exceptions import ColumnError, InputError
 PROTOTYPE_ROWS = 1000  # complete rows kept from the first chunk: prototype and shift
 
 
-def _planned(formula: str, table: pd.DataFrame):
+def _planned(formula: str, table: pd.DataFrame, dot_excluded=()):
     """(parsed formula, column names, plans of the three sides) on ``table``'s columns
     and dtypes, as :func:`lmmscope.formula.build_design` plans them ('.' expanded to
     every column but the response and the grouping column)."""
@@ -42,16 +42,17 @@ def _planned(formula: str, table: pd.DataFrame):
         raise ColumnError(f"unknown column(s) in formula: {parsed.group} (grouping factor)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # build_design on the prototype warns, once
-        plans = _plans(parsed, names, source)
+        plans = _plans(parsed, names, source, dot_excluded)
     return source, parsed, names, plans
 
 
-def used_columns(formula: str, meta: pd.DataFrame) -> list:
+def used_columns(formula: str, meta: pd.DataFrame, dot_excluded=()) -> list:
     """The data columns a formula reads, in the data's column order ('.' expanded).
 
-    ``meta``: a (possibly empty) frame with the data's columns and dtypes."""
+    ``meta``: a (possibly empty) frame with the data's columns and dtypes;
+    ``dot_excluded``: as :func:`lmmscope.formula.build_design`'s."""
     meta = meta.rename(columns=str)
-    _source, parsed, _names, plans = _planned(formula, meta)
+    _source, parsed, _names, plans = _planned(formula, meta, dot_excluded)
     needed = set(_columns_of(plans.response)) | set(_columns_of(plans.fixed)) \
         | set(_columns_of(plans.random)) | {parsed.group}
     used = [c for c in meta.columns if c in needed]
@@ -179,7 +180,7 @@ class StreamSpec:
     """The model's encodings, fixed by the first pass: turns any chunk into arrays."""
 
     def __init__(self, formula: str, used: list, summary: FirstPass, na_action: str,
-                 provisional: bool = False):
+                 provisional: bool = False, dot_excluded=()):
         if summary.infinite:
             name = sorted(summary.infinite)[0]
             raise InputError(f"column {name!r} contains infinite values")
@@ -204,7 +205,8 @@ class StreamSpec:
         prototype = summary.head.copy()
         for name, levels in self.levels.items():
             prototype[name] = pd.Categorical(prototype[name].astype(object), categories=levels)
-        self.design = build_design(formula, prototype, na_action="fail", all_levels=True)
+        self.design = build_design(formula, prototype, na_action="fail", all_levels=True,
+                                   dot_excluded=dot_excluded)
         self.design.n_dropped = summary.n_missing
         self._response_plan(formula, prototype)
         _refuse_stateful(self.design.fixed_spec.model_spec, self.design.random_spec.model_spec,
