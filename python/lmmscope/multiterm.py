@@ -66,8 +66,7 @@ def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, cont
     else:
         dropped = [names[j] for j in range(len(names)) if j not in set(kept)]
     names = [names[j] for j in kept]
-    if len(kept) >= stats.n_obs:
-        raise InputError(f"{len(kept)} fixed effects but only {stats.n_obs} rows")
+    checks.check_more_rows_than_columns(len(kept), stats.n_obs)
     _check_levels(reterms, stats.n_obs)
     intercept = names.index(INTERCEPT) if INTERCEPT in names else None
     stats = stats.subset(kept)
