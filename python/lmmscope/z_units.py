@@ -1,6 +1,8 @@
 """The unit of Z's columns: theta is optimised (and ``a`` chosen) on Z's columns scaled
 to unit root mean square, so starts and boundary tests do not depend on Z's units;
-theta is mapped back to Z's own units (Lambda_Z = D^{-1} Lambda) at the end.
+theta is mapped back to Z's own units (Lambda_Z = D^{-1} Lambda) at the end.  One term
+rescales its statistics (:func:`rescale_z`); several terms (:func:`several_term_theta_scale`,
+per term and model-matrix column) map theta instead, as Z~ Lambda~ = Z Lambda.
 """
 
 from __future__ import annotations
