@@ -291,9 +291,9 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
 def starting_theta(stats: SparseStats, reterms, scale) -> np.ndarray:
     """Where the optimiser starts, as a unit-free theta~ (``scale``: of
     :func:`~lmmscope.z_units.several_term_theta_scale`): lme4's theta0 (identity T~_i),
-    except for random intercepts (1 | g), each started at the square root of its one-way ANOVA variance
-    ratio from the OLS residuals r (each term on its own; crossed terms inflate one
-    another, which is harmless for a start):
+    except for random intercepts (1 | g), each started at the square root of its one-way
+    ANOVA variance ratio from the OLS residuals r (each term on its own; crossed terms
+    inflate one another, which is harmless for a start):
 
         SSB = sum_l (Z_l'r)^2 / n_l,   s2_w = (RSS - SSB) / (N - L),
         s2_g = (SSB - (L - 1) s2_w) / (N - sum_l n_l^2 / N),   theta = sqrt(s2_g / s2_w),
