@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from . import checks, rank
 from .control import as_control
-from .z_units import proxy_z_scale
+from .z_units import proxy_z_scale, term_column_sums_of_squares
 from .exceptions import InputError
 from .multiterm import (MultiTermFit, MultiTermResult, _full_rank, column_check_stats,
                         validated_arrays)
@@ -69,13 +69,10 @@ class SeveralTermsData:
         self.reterms = reterms
         self.n_groups = reterms.terms[0].n_levels
         self.stats, self._intercept = stats, intercept
-        # unit-free Z: each term's model-matrix column by its root mean square, the sum
-        # of its squares read off Z'Z's diagonal (every row is in one level of a term)
-        square_sums = stats.ZtZ.diagonal()
+        # unit-free Z: each term's model-matrix column by its root mean square
         scale = np.concatenate([
-            np.tile(proxy_z_scale(self.control, square_sums[lo:hi].reshape(t.n_levels, t.p)
-                                  .sum(axis=0), self.N), t.n_levels)
-            for t, lo, hi in zip(reterms.terms, reterms.Gp[:-1], reterms.Gp[1:])])
+            np.tile(proxy_z_scale(self.control, sums, self.N), t.n_levels)
+            for sums, t in zip(term_column_sums_of_squares(stats.ZtZ, reterms), reterms.terms)])
         self.z_scale = scale
         D = sp.diags(1.0 / scale)
         self.unit_ZtZ = (D @ self.stats.ZtZ @ D).tocsc()

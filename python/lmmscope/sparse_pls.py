@@ -30,6 +30,7 @@ from .sparse_factor import sparse_system
 from .convergence import gradient_hessian_problems, is_singular
 from .theta_optimiser import _forward_difference_hessian, _newton_polish
 from .threads import one_blas_thread
+from .z_units import several_term_theta_scale
 
 
 @dataclass
@@ -181,6 +182,7 @@ class SparseOptimum:
     message: str
     singular: bool
     n_evaluations: int
+    theta_unit_free: np.ndarray  # the optimiser's theta~ = theta * scale (see optimise_theta)
 
 
 def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | None = None,
@@ -198,18 +200,29 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
     streamed and in-memory statistics 8e-8 apart); polished, the gradient is ~1e-13 and
     the same statistics give the same theta to rounding whatever their source or start.
     Else (no exact gradient: the sparse LU) L-BFGS-B on central differences and lme4's
-    check by differences of the deviance (:func:`check_convergence`)."""
+    check by differences of the deviance (:func:`check_convergence`).
+
+    As with one term (:func:`lmmscope.theta_optimiser.optimise_theta`) all of this runs
+    on the unit-free theta~ of Z's columns scaled to unit root mean square
+    (:func:`~lmmscope.z_units.several_term_theta_scale`), so the start, the optimiser's
+    stops, the singularity test and the convergence check do not depend on Z's units;
+    since Z~ Lambda~ = Z Lambda, the deviance at theta~ is the one at the data-unit
+    theta = theta~ / scale, evaluated on the statistics as they are (one symbolic
+    analysis, no scaled copy).  ``theta0`` and the returned theta (and the solution's)
+    are in Z's units; ``theta_unit_free`` is the optimiser's."""
     from scipy.optimize import minimize
     control = as_control(control)
     count = [0]
     last = {}  # the latest solution: the optimum is usually the optimiser's last point
+    # theta (Z's units) = theta~ / scale; every function below takes the unit-free theta~
+    scale = several_term_theta_scale(stats.ZtZ, reterms, stats.n_obs)
 
     def solve(theta):
         theta = np.asarray(theta, dtype=float)
         if "theta" not in last or not np.array_equal(last["theta"], theta):
             count[0] += 1
             last["theta"], last["solution"] = theta.copy(), solve_sparse_pls(stats, reterms,
-                                                                                theta)
+                                                                                theta / scale)
             last["gradient"] = None
         return last["solution"]
 
@@ -222,8 +235,8 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
         if sol is None:
             return np.inf, np.zeros(theta.size)
         if last["gradient"] is None:
-            gradient = deviance_gradient(stats, reterms, sol, reml)
-            last["gradient"] = np.zeros(theta.size) if gradient is None else gradient
+            gradient = deviance_gradient(stats, reterms, sol, reml)  # d/d theta
+            last["gradient"] = np.zeros(theta.size) if gradient is None else gradient / scale
         return sol.deviance(reml), last["gradient"].copy()  # L-BFGS-B may write to it
 
     def values_and_gradients(thetas):  # the polish's interface: a stack of thetas
@@ -232,7 +245,8 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
 
     lower = reterms.lower
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    start = starting_theta(stats, reterms) if theta0 is None else np.asarray(theta0, dtype=float)
+    start = starting_theta(stats, reterms, scale) if theta0 is None \
+        else np.asarray(theta0, dtype=float) * scale
     system = stats.system(reterms)
     exact = system.exact_gradient
     # L-BFGS-B's relative-reduction stop leaves theta ~1e-6 short; the polish (where the
@@ -270,14 +284,16 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
             messages = check_convergence(value, theta, control)
     if solution is None:
         messages.append("the deviance is not finite at the optimum")
-    return SparseOptimum(theta, solution, not messages, messages, message, singular, count[0])
+    return SparseOptimum(theta / scale, solution, not messages, messages, message, singular,
+                         count[0], theta)
 
 
-def starting_theta(stats: SparseStats, reterms) -> np.ndarray:
-    """Where the optimiser starts: lme4's theta0 (identity T_i), except for random
-    intercepts (1 | g), each started at the square root of its one-way ANOVA variance
-    ratio from the OLS residuals r (each term on its own; crossed terms inflate one
-    another, which is harmless for a start):
+def starting_theta(stats: SparseStats, reterms, scale) -> np.ndarray:
+    """Where the optimiser starts, as a unit-free theta~ (``scale``: of
+    :func:`~lmmscope.z_units.several_term_theta_scale`): lme4's theta0 (identity T~_i),
+    except for random intercepts (1 | g), each started at the square root of its one-way
+    ANOVA variance ratio from the OLS residuals r (each term on its own; crossed terms
+    inflate one another, which is harmless for a start):
 
         SSB = sum_l (Z_l'r)^2 / n_l,   s2_w = (RSS - SSB) / (N - L),
         s2_g = (SSB - (L - 1) s2_w) / (N - sum_l n_l^2 / N),   theta = sqrt(s2_g / s2_w),
@@ -306,7 +322,8 @@ def starting_theta(stats: SparseStats, reterms) -> np.ndarray:
         if not within > 0:
             continue
         ratio = (between - (t.n_levels - 1) * within) / (N - np.sum(n_l ** 2) / N) / within
-        theta[reterms.theta_term == i] = np.sqrt(max(ratio, 0.01))
+        entry = reterms.theta_term == i  # the intercept's scale (its RMS over N rows) is 1
+        theta[entry] = np.sqrt(max(ratio, 0.01)) * scale[entry]
     return theta
 
 

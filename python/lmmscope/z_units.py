@@ -1,6 +1,8 @@
 """The unit of Z's columns: theta is optimised (and ``a`` chosen) on Z's columns scaled
 to unit root mean square, so starts and boundary tests do not depend on Z's units;
-theta is mapped back to Z's own units (Lambda_Z = D^{-1} Lambda) at the end.
+theta is mapped back to Z's own units (Lambda_Z = D^{-1} Lambda) at the end.  One term
+rescales its statistics (:func:`rescale_z`); several terms (:func:`several_term_theta_scale`,
+per term and model-matrix column) map theta instead, as Z~ Lambda~ = Z Lambda.
 """
 
 from __future__ import annotations
@@ -65,3 +67,24 @@ def theta_rescaled(theta, scale: np.ndarray, to_scaled: bool) -> np.ndarray:
     Lam = theta_to_lambda(np.asarray(theta, float), q)
     Lam = Lam * scale[:, None] if to_scaled else Lam / scale[:, None]
     return Lam[theta_positions(q)]
+
+
+def term_column_sums_of_squares(ZtZ, reterms) -> list:
+    """Each random-effects term's model-matrix columns' sums of squares (a p_i-vector per
+    term), read off Z'Z's diagonal summed over the term's levels (every row is in one
+    level of a term; columns laid out levels outer, as :class:`lmmscope.reterms.ReTerms`)."""
+    diagonal = ZtZ.diagonal()
+    return [diagonal[lo:hi].reshape(t.n_levels, t.p).sum(axis=0)
+            for t, lo, hi in zip(reterms.terms, reterms.Gp[:-1], reterms.Gp[1:])]
+
+
+def several_term_theta_scale(ZtZ, reterms, n_obs: int) -> np.ndarray:
+    """For each entry of a several-term theta, the root mean square s_r of the column of
+    its row r in its term's model matrix: with each column of Z divided by its s
+    (Z~ = Z S^-1), Z~ Lambda~ = Z Lambda for Lambda = S^-1 Lambda~ (each term's block of
+    T~ with row r divided by s_r), so theta~ = theta * this.  The several-term analogue
+    of :func:`theta_rescaled` (same theta order: each T_i's lower triangle column by
+    column)."""
+    sums = term_column_sums_of_squares(ZtZ, reterms)
+    return np.concatenate([root_mean_squares(s, n_obs)[theta_positions(t.p)[0]]
+                           for s, t in zip(sums, reterms.terms)])
