@@ -85,12 +85,10 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     tuning = TuningArguments(k, a, criterion, k_max, cv_folds, a_grid, random_state)
     reml = parse_method(method)
     if has_several_terms(formula) and not sources.is_external(data):
-        return _lmm_scope_several_terms(formula, data, k=k, a=a, always=always,
-                                        criterion=criterion, k_max=k_max, cv_folds=cv_folds,
-                                        a_grid=a_grid, method=method, na_action=na_action,
-                                        random_state=random_state, verbose=verbose,
-                                        penalize_random_slopes=penalize_random_slopes,
-                                        control=control)
+        spec = _several_terms_spec(formula, data, na_action, tuning=tuning, reml=reml,
+                                   control=control, verbose=verbose, always=always,
+                                   penalize_random_slopes=penalize_random_slopes)
+        return engine.fit(spec)
     if sources.is_external(data):
         return sources.fit_external("scope", formula, data, chunk_rows=chunk_rows, k=k, a=a,
                                     always=always, criterion=criterion, k_max=k_max,
@@ -117,26 +115,27 @@ def lmm_scope(formula: str, data: pd.DataFrame, k=None, a=None, *, always=None,
     return engine.fit(spec, progress)
 
 
-def _lmm_scope_several_terms(formula, data, *, k, a, always, criterion, k_max, cv_folds,
-                             a_grid, method, na_action, random_state, verbose,
-                             penalize_random_slopes, control):
-    """lmm_scope for a formula with several random-effects terms (in memory)."""
+def _several_terms_spec(formula, data, na_action, *, tuning, reml, control, verbose,
+                        always=None, penalize_random_slopes=False):
+    """The specification of a formula with several random-effects terms (in memory): the
+    terms as lme4's ``reTrms`` (:func:`lmmscope.reterms.build_reterms`) and, for a
+    selection, the unpenalised columns as for one term."""
     from .formula.bars import parse_bar_terms
-    from .multiterm_scope import lmm_scope_several_terms
+    from .random_effects import several_terms_spec
     from .reterms import build_reterms
     design, reterms, _rows = build_reterms(parse_bar_terms(formula), data, na_action=na_action)
+    if tuning is None:
+        return several_terms_spec(design, reterms, reml=reml, control=control, verbose=verbose)
     names = design.fixed_names
     if not names:
         raise InputError("the formula has no fixed effects to select from; lmm() fits a model "
                          "without fixed effects")
     unpen = resolve_always(always, names, intercept_columns(names))
     random_names = [c for t in reterms.terms for c in t.cnms]
-    unpen = with_random_slopes(names, random_names, unpen, k, penalize_random_slopes,
+    unpen = with_random_slopes(names, random_names, unpen, tuning.k, penalize_random_slopes,
                                Progress(verbose))
-    return lmm_scope_several_terms(design, reterms, unpen, k=k, a=a, criterion=criterion,
-                                   k_max=k_max, a_grid=a_grid, method=method,
-                                   random_state=random_state, verbose=verbose,
-                                   control=control, cv_folds=cv_folds)
+    return several_terms_spec(design, reterms, unpenalised=unpen, tuning=tuning, reml=reml,
+                              control=control, verbose=verbose)
 
 
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str = "omit",
@@ -155,9 +154,8 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", na_action: str =
     data from statistics summed over chunks (:mod:`lmmscope.sources.several_terms`)."""
     reml = parse_method(method)
     if has_several_terms(formula) and not sources.is_external(data):
-        from .multiterm import lmm_several_terms
-        return lmm_several_terms(formula, data, method=method, na_action=na_action,
-                                 control=control)
+        return engine.fit(_several_terms_spec(formula, data, na_action, tuning=None,
+                                              reml=reml, control=control, verbose=verbose))
     if sources.is_external(data):
         return sources.fit_external("lmm", formula, data, chunk_rows=chunk_rows, method=method,
                                     na_action=na_action, verbose=verbose, control=control)

@@ -3,43 +3,39 @@
 
 Its input is a :class:`~lmmscope.specification.ModelSpec` (built by ``api``,
 ``estimator``, ``cli``, ``rbridge`` or ``sources``); its output a result built whole in
-its constructor.  Steps:
+its constructor.  The same steps run for one grouping factor and for several
+random-effects terms; what differs (the backend, the statistics the column checks read,
+the refitter, the mixed-model fit, the result class) is asked of the spec's
+random-effects structure (:mod:`lmmscope.random_effects`).  Steps:
 
-1. :func:`statistics`: the data backend (``tuning.Data`` on rows in memory, the
-   streamed or Dask backend as given) and the finiteness of its cross-products;
+1. :func:`statistics`: the structure's data backend (``tuning.Data`` on rows in memory,
+   the streamed or Dask backend as given, ``SeveralTermsData`` for several terms) and
+   the finiteness of its cross-products;
 2. :func:`screened_columns`: the column checks (constant, duplicated, a copy of the
    response, lme4's checkScaleX) and the rank rule (:mod:`lmmscope.rank`), decided
    once;
 3. :func:`lmmscope.tuning.select`: k and a, the best subset;
-4. the (RE)ML refit on the selected columns (:class:`FullRankRefitter`, sharing the
-   tuning's fits) and lme4's convergence check (:class:`~lmmscope.mixed.MixedModelFit`);
-5. the result (:class:`~lmmscope.results.LmmScopeResult` / ``LmmResult``, or their
-   streamed forms).
+4. the (RE)ML refit on the selected columns (the structure's refitter, sharing the
+   tuning's fits) and lme4's convergence check;
+5. the result (the structure's: ``LmmScopeResult`` / ``LmmResult``, their streamed
+   forms, or the several-term ``MultiTermScopeResult`` / ``MultiTermResult``).
 
 A fit without selection (``lmm()``) runs steps 1, 2 (every column unpenalised) and 4.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
-
 from . import checks, rank
-from .cluster_stats import compute_cluster_stats
 from .control import as_control
-from .exceptions import RankDeficientError
-from .layouts import choose_layout
 from .mixed import MixedModelFit
-from .refit import Refitter
-from .results import LmmResult, LmmScopeResult
+from .random_effects import FullRankRefitter, structure_of  # noqa: F401 (FullRankRefitter: re-exported)
 from .specification import ModelSpec, RowData, validated_rows
-from .tuning import Data, Progress, select
+from .tuning import Progress, select
 
 
 def fit(spec: ModelSpec, progress=None):
-    """The fitted model of ``spec``: an LmmScopeResult when ``spec.tuning`` is set (a
-    selection), else an LmmResult (every column)."""
+    """The fitted model of ``spec``: a selection result when ``spec.tuning`` is set, else
+    a fit of every column; the result class is the random-effects structure's."""
     progress = progress if isinstance(progress, Progress) else Progress(spec.verbose)
     if spec.tuning is None:
         return _fit_every_column(spec, progress)
@@ -49,26 +45,9 @@ def fit(spec: ModelSpec, progress=None):
 # -- step 1: statistics -------------------------------------------------------------
 
 def statistics(spec: ModelSpec, progress):
-    """The data backend of ``spec`` with its per-cluster statistics, checked finite."""
-    data = spec.data
-    if isinstance(data, RowData):
-        k, a = (spec.tuning.k, spec.tuning.a) if spec.tuning is not None else (None, None)
-        N, p = data.X.shape
-        backend = Data(data.X, data.y, data.Z, data.codes, len(spec.group_labels),
-                       control=spec.control, layout=choose_layout(N, p, k, a, spec.control),
-                       x_moments=data.moments)
-        progress("per-cluster cross-products done")
-        checks.check_statistics_finite(backend.stats, list(spec.names),
-                                       y_scale=float(np.abs(data.y).max()))
-        return backend
-    backend = data.backend
-    stats = backend.stats
-    if stats.ZtX.shape[2] != len(spec.names):
-        # the Dask backend's client statistics hold no Z'X (it stays on the workers,
-        # finite where X is): the rest is checked
-        stats = dataclasses.replace(stats, ZtX=np.zeros((0, stats.q, len(spec.names))))
-    checks.check_statistics_finite(stats, list(spec.names))
-    return backend
+    """The data backend of ``spec`` with its statistics (the structure's: per-cluster
+    for one grouping factor, sparse for several terms)."""
+    return structure_of(spec).backend(spec, progress)
 
 
 # -- step 2: column and rank checks ------------------------------------------------------
@@ -104,94 +83,38 @@ def every_column_checked(spec: ModelSpec, stats):
 
 def _select_and_refit(spec: ModelSpec, progress):
     tuning, control, names = spec.tuning, spec.control, list(spec.names)
-    if isinstance(spec.data, RowData):
-        progress(f"N={spec.data.X.shape[0]}, p={len(names)} ({len(spec.unpenalised)} "
-                 f"unpenalised), q={len(spec.random_names)}, clusters={len(spec.group_labels)}")
+    structure = structure_of(spec)
+    structure.announce(spec, progress)
+    structure.check_tuning(tuning)
     backend = statistics(spec, progress)
-    unpenalised, excluded = screened_columns(spec, backend, list(spec.unpenalised))
+    checked = structure.column_checks_on(spec, backend)
+    if checked is not None:
+        unpenalised, excluded = screened_columns(spec, checked, list(spec.unpenalised))
+    else:  # streamed several-term statistics: no centred moments to check (Known gaps)
+        unpenalised, excluded = list(spec.unpenalised), []
     checks.check_k_selectable(tuning.k, backend.p - len(unpenalised) - len(excluded))
     tuning.check_on_data(backend.p - len(unpenalised), backend.N, len(unpenalised),
                          backend.n_groups)
-    refitter = FullRankRefitter(backend, control)
+    refitter = structure.refitter(spec, backend)
     sel = select(backend, unpenalised=unpenalised, names=names, k=tuning.k, a=tuning.a,
                  criterion=tuning.criterion, k_max=tuning.k_max, cv_folds=tuning.cv_folds,
                  a_grid=tuning.a_grid, random_state=tuning.random_state, verbose=progress,
                  control=control, refitter=refitter)
-    # selection ran on centred statistics: convert its coefficients (intercept only)
-    sel = dataclasses.replace(sel, coef=backend.stats.original_coef(sel.coef),
-                              path_coef=backend.stats.original_coef(sel.path_coef))
-    selected = sorted(set(unpenalised) | set(sel.support.tolist()))
-    kept = rank.full_rank_columns(backend.subset_stats(selected), [names[j] for j in selected],
-                                  control=control)
+    sel = structure.in_original_units(spec, sel, backend)
+    selected = sorted(set(unpenalised) | set(int(j) for j in sel.support))
+    kept = structure.support_kept(spec, backend, checked, selected)
     columns = [selected[i] for i in kept]  # a collinear support loses its aliased columns
-    optimum = refitter.fit(columns, reml=spec.reml, check=True)
-    mixed = MixedModelFit(refitter.subset_stats(columns), [names[j] for j in columns],
-                          list(spec.random_names), spec.group_labels, spec.group_name,
-                          reml=spec.reml, optimum=optimum, control=control)
+    mixed = structure.refit(spec, refitter, columns)
     progress(f"refit by {mixed.method} on {len(columns)} columns done")
     dropped = [names[j] for j in sorted(set(excluded) | (set(selected) - set(columns)))]
-    return _scope_result(spec, sel, mixed, unpenalised, columns, dropped, backend)
-
-
-class FullRankRefitter(Refitter):
-    """A :class:`Refitter` whose fits drop aliased columns first, as lme4 does: a support
-    the tuning of ``a`` tries may hold exactly collinear candidates (x3 = x1 + x2), and
-    its deviance and variance ratio depend only on the columns' span.  The final refit
-    drops them with lme4's message (:func:`rank.full_rank_columns`)."""
-
-    def fit(self, columns, reml: bool = True, check: bool = False):
-        try:
-            return super().fit(columns, reml, check)
-        except RankDeficientError:
-            columns = sorted(int(j) for j in set(columns))
-            stats = self.subset_stats(columns)
-            order = sorted(range(len(columns)), key=lambda i: i != stats.intercept)
-            kept, _aliased = rank.independent_columns(
-                stats.XtX, order, always_aliased=rank.constant_columns(stats, self.control),
-                tol=self.control.rank_tol)
-            if len(kept) == len(columns):
-                raise
-            return super().fit([columns[i] for i in kept], reml, check)
+    return structure.scope_result(spec, sel, mixed, unpenalised, columns, dropped, backend)
 
 
 def _fit_every_column(spec: ModelSpec, progress):
-    names = list(spec.names)
-    data = spec.data
-    if isinstance(data, RowData):
-        stats = compute_cluster_stats(data.X, data.y, data.Z, data.codes, len(spec.group_labels),
-                                      performance=spec.control.performance)
-        checks.check_statistics_finite(stats, names, y_scale=float(np.abs(data.y).max()))
-    else:
-        stats = data.backend.subset_stats(np.arange(len(names)))
-        checks.check_statistics_finite(stats, names)
-    kept = every_column_checked(spec, stats)
-    mixed = MixedModelFit(stats.subset(kept), [names[j] for j in kept], list(spec.random_names),
-                          spec.group_labels, spec.group_name, reml=spec.reml,
-                          control=spec.control)
-    dropped = [names[j] for j in np.setdiff1d(np.arange(len(names)), kept)]
-    if isinstance(data, RowData):
-        return LmmResult(mixed, spec.design, data.X, data.y, data.Z, data.codes,
-                         spec.group_labels, refit_columns=kept, dropped_columns=dropped)
-    from .sources.results import StreamedLmmResult
-
-    return StreamedLmmResult(mixed, spec.design, spec.group_labels, refit_columns=kept,
-                             dropped_columns=dropped)
-
-
-# -- step 5: the result -----------------------------------------------------------------
-
-def _scope_result(spec, sel, mixed, unpenalised, columns, dropped, backend):
-    data = spec.data
-    if isinstance(data, RowData):
-        backend.release_row_major_copy()
-        return LmmScopeResult(sel, mixed, spec.design, data.X, data.y, data.Z, data.codes,
-                              spec.group_labels, list(spec.names), unpenalised, columns,
-                              data=backend, dropped_columns=dropped,
-                              prepend_intercept=spec.prepend_intercept)
-    from .sources.results import StreamedScopeResult
-
-    return StreamedScopeResult(sel, mixed, spec.design, spec.group_labels, list(spec.names),
-                               unpenalised, columns, backend, dropped_columns=dropped)
+    structure = structure_of(spec)
+    stats = structure.every_column_statistics(spec)
+    kept = every_column_checked(spec, stats) if stats is not None else None
+    return structure.every_column_result(spec, stats, kept, progress)
 
 
 def fit_rows(X, y, Z, groups, names, random_names, group_name, *, unpenalised=(),

@@ -2,7 +2,8 @@
 as lme4's ``lmer``: the result of :func:`lmmscope.lmm` for such formulas.
 
 One grouping factor keeps the dense per-cluster path (:mod:`lmmscope.mixed`); this module
-is the several-terms path on :mod:`lmmscope.reterms` and :mod:`lmmscope.sparse_pls`.
+is the several-terms fit on :mod:`lmmscope.reterms` and :mod:`lmmscope.sparse_pls`, which
+:func:`lmmscope.engine.fit` reaches through :class:`lmmscope.random_effects.SeveralTerms`.
 The accessors carry the same names as :class:`lmmscope.results.LmmResult`'s.
 """
 
@@ -20,38 +21,11 @@ from .control import as_control
 from .cluster_stats import compute_cluster_stats
 from .exceptions import ColumnError, ConvergenceWarning, InputError, RankDeficientError
 from .formula import INTERCEPT, new_design_matrices
-from .formula.bars import parse_bar_terms
 from .mixed import fixed_effects_and_status_lines
 from .prediction import Predictor
 from .results import LmmResult
-from .reterms import ReTerms, _group_values, build_reterms
+from .reterms import ReTerms, _group_values
 from .sparse_pls import SparseStats, optimise_theta
-
-
-def lmm_several_terms(formula: str, data, method: str = "REML", na_action: str = "omit",
-                      control=None) -> "MultiTermResult":
-    """:func:`lmmscope.lmm` for a formula with several bar terms (in-memory tables)."""
-    if method not in ("REML", "ML"):
-        raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
-    bars = parse_bar_terms(formula)
-    design, reterms, _rows = build_reterms(bars, data, na_action=na_action)
-    X, y, names = validated_arrays(design, reterms)
-    fit, kept, dropped = fit_rows(X, y, reterms, names, method == "REML", control)
-    return MultiTermResult(fit, design, X[:, kept], y, reterms, kept, dropped)
-
-
-def fit_rows(X, y, reterms: ReTerms, names, reml: bool, control=None):
-    """The one-term column checks on the rows (a copy of y, lme4's checkScaleX, its
-    centred rank rule), then :func:`fit_statistics`: what Python's ``lmm()`` and the R
-    package's bridge run.  Returns (fit, kept column positions, names dropped)."""
-    control = as_control(control)
-    column_stats = column_check_stats(X, y)
-    checks.check_response_not_a_predictor(column_stats, names, control=control)
-    checks.check_scales(column_stats, names, control=control)
-    kept = rank.full_rank_columns(column_stats, names, control=control).tolist()  # as lme4
-    intercept = names.index(INTERCEPT) if INTERCEPT in names else None
-    stats = SparseStats.from_arrays(X, y, reterms.Zt, intercept)
-    return fit_statistics(stats, reterms, names, reml, control, kept=kept)
 
 
 def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, control=None,

@@ -10,8 +10,9 @@ whose symbolic work - blocks, index maps, ordering - is done once for every a),
 
 from the additive statistics (Z'Z sparse, Z'X, Z'y, X'X, X'y, y'y); nothing N x N.
 The whitened Gram goes to the same search and tuning of k and a as one term
-(:func:`lmmscope.tuning.select` on :class:`SeveralTermsData`, whose refits are
-:class:`~lmmscope.multiterm.MultiTermFit`).  Cross-validation (k or a = "cv") needs
+(:func:`lmmscope.engine.fit`, through :class:`lmmscope.random_effects.SeveralTerms`:
+:func:`lmmscope.tuning.select` on :class:`SeveralTermsData`, refits by
+:class:`SeveralTermsRefitter`).  Cross-validation (k or a = "cv") needs
 folds of whole clusters, which crossed factors do not have: refused.
 """
 
@@ -23,18 +24,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import checks, rank
 from .control import as_control
 from .z_units import proxy_z_scale, term_column_sums_of_squares
 from .exceptions import InputError
-from .multiterm import (MultiTermFit, MultiTermResult, _full_rank, column_check_stats,
-                        validated_arrays)
+from .multiterm import MultiTermFit, MultiTermResult, _full_rank
 from .nodewise import DEFAULT_TOL, DenseGram
 from .results import LmmScopeResult
 from .reduction import reduce_gram
 from .sparse_factor import sparse_system
 from .sparse_pls import SparseStats
-from .tuning import DEFAULT_A_GRID, Progress, select
+from .tuning import Progress
 
 
 NO_CROSS_VALIDATION = ("k='cv' and a='cv' hold out whole clusters, which crossed or nested "
@@ -284,62 +283,3 @@ def _outermost_nesting(reterms):
         if np.unique(pairs[:, 0]).size != pairs.shape[0]:
             return None
     return outer
-
-
-def lmm_scope_several_terms(design, reterms, unpenalised, *, control=None, **tuning):
-    """Selection and refit of :func:`lmmscope.lmm_scope` for a several-term model."""
-    from .formula import INTERCEPT
-    X, y, names = validated_arrays(design, reterms)
-    # the one-term column checks, on the same statistics and with the same messages
-    column_stats = column_check_stats(X, y)
-    control = as_control(control)
-    checks.check_design_columns(column_stats, names, unpenalised, control=control)
-    checks.check_response_not_a_predictor(column_stats, names, control=control)
-    checks.check_scales(column_stats, names, control=control)
-    unpenalised, excluded = rank.screen_design(column_stats, names, unpenalised, control=control)
-    checks.check_k_selectable(tuning.get("k"), len(names) - len(unpenalised) - len(excluded))
-    intercept = names.index(INTERCEPT) if INTERCEPT in names else None
-    data = SeveralTermsData(X, y, reterms, intercept, control)
-    sel, mixed, columns, aliased = select_several_terms(
-        data, names, intercept, unpenalised, control=control, column_stats=column_stats, **tuning)
-    dropped = [names[j] for j in sorted(set(excluded) | set(aliased))]
-    return MultiTermScopeResult(sel, mixed, design, X, y, reterms, names, unpenalised,
-                                columns, dropped, data)
-
-
-def select_several_terms(data, names, intercept, unpenalised, *, k, a, criterion, k_max,
-                         a_grid=DEFAULT_A_GRID, method="REML", random_state=0, verbose=False,
-                         control=None, cv_folds=5, column_stats=None):
-    """Selection and (RE)ML refit on a :class:`SeveralTermsData` (rows in memory or
-    statistics summed over chunks): (selection, refit, refit columns, aliased columns of
-    the support dropped).  ``column_stats``: the rows' one-cluster statistics
-    (:func:`lmmscope.multiterm.column_check_stats`) for lme4's centred rank check of the
-    support; without them (streamed statistics) the check runs on X'X."""
-    if method not in ("REML", "ML"):
-        raise InputError(f"method must be 'REML' or 'ML', got {method!r}")
-    control = as_control(control)
-    progress = Progress(verbose)
-    reterms = data.reterms
-    refitter = SeveralTermsRefitter(data, names, intercept, control)
-    progress(f"N={data.N}, p={data.p} ({len(unpenalised)} unpenalised), q={reterms.q}, "
-             f"terms: {', '.join(f'{t.group_name} ({t.n_levels})' for t in reterms.terms)}")
-    sel = select(data, unpenalised=unpenalised, names=names, k=k, a=a, criterion=criterion,
-                 k_max=k_max, cv_folds=cv_folds, a_grid=a_grid, random_state=random_state,
-                 verbose=progress, control=control, refitter=refitter)
-    if intercept is not None and data.stats.y_shift:  # the selection ran on y - mean(y)
-        coef, path_coef = sel.coef.copy(), sel.path_coef.copy()
-        coef[intercept] += data.stats.y_shift
-        path_coef[:, intercept] += data.stats.y_shift
-        sel = dataclasses.replace(sel, coef=coef, path_coef=path_coef)
-    selected = sorted(set(unpenalised) | set(int(j) for j in sel.support))
-    # a collinear support loses its aliased columns (lme4's message)
-    if column_stats is not None:
-        kept = rank.full_rank_columns(column_stats.subset(selected), [names[j] for j in selected],
-                                      control=control)
-    else:
-        kept, _ = _full_rank(data.stats.subset(selected).XtX, [names[j] for j in selected],
-                             control.rank_tol)
-    columns = [selected[i] for i in kept]
-    mixed = refitter.fit(columns, reml=method == "REML", checked=True)
-    progress(f"refit by {method} on {len(columns)} columns done")
-    return sel, mixed, columns, sorted(set(selected) - set(columns))

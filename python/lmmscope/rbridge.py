@@ -271,7 +271,7 @@ def lmm_terms_arrays(X, y, terms, names, reml=True, control=None) -> dict:
     """lme4's ``lmer`` of a model with several random-effects terms (or one term whose
     grouping factor is an interaction): every column of X, aliased ones dropped as lme4
     does (the core decides which and returns them as ``dropped``)."""
-    from .multiterm import fit_rows
+    from .random_effects import several_terms_spec
     y = _column_major(y, len(y) // 8 if isinstance(y, (bytes, bytearray)) else np.size(y))[:, 0]
     y = checks.check_response(np.ascontiguousarray(y), y.size)
     names = _names(names)
@@ -280,9 +280,13 @@ def lmm_terms_arrays(X, y, terms, names, reml=True, control=None) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reterms, source = _several_terms(terms, y.size)
-        fit, kept, dropped = fit_rows(X, y, reterms, names, bool(reml), control)
+        result = engine.fit(several_terms_spec(_ArraysDesign(X, y, names), reterms,
+                                               reml=bool(reml), control=control))
+        fit, kept = result.mixed, result._refit_columns
         names = [names[j] for j in kept]
-        ml = fit if not reml else fit_rows(X[:, kept], y, reterms, names, False, control)[0]
+        ml = fit if not reml else engine.fit(several_terms_spec(
+            _ArraysDesign(X[:, kept], y, names), reterms, reml=False, control=control)).mixed
+        dropped = result.dropped_columns
     out = {"schema_version": SCHEMA_VERSION, "kind": "lmm", "names": names, "coef": fit.fixef,
            "support": [], "selected": names, "unpenalised": [], "k": None, "a": None,
            "criterion": None, "path": None, "coef_path": None, "a_history": None,
@@ -300,7 +304,8 @@ def fit_terms_arrays(X, y, terms, names, unpenalised=None, k=None, a=None, crite
     """:func:`fit_arrays` for several random-effects terms: selection by the proxy
     a Z Z' + I over every term, (RE)ML refit of the selected columns as lme4."""
     from .formula import INTERCEPT
-    from .multiterm_scope import SeveralTermsRefitter, _outermost_nesting, lmm_scope_several_terms
+    from .multiterm_scope import SeveralTermsRefitter, _outermost_nesting
+    from .random_effects import several_terms_spec
     from .tuning import Progress
     y = _column_major(y, len(y) // 8 if isinstance(y, (bytes, bytearray)) else np.size(y))[:, 0]
     y = checks.check_response(np.ascontiguousarray(y), y.size)
@@ -323,11 +328,11 @@ def fit_terms_arrays(X, y, terms, names, unpenalised=None, k=None, a=None, crite
         random_names = [c for t in reterms.terms for c in t.cnms]
         try:
             unpen = with_random_slopes(names, random_names, unpen, k,
-                                           bool(penalize_random_slopes), Progress(verbose))
-            result = lmm_scope_several_terms(
-                _ArraysDesign(X, y, names), reterms, unpen, k=k, a=a, criterion=criterion,
-                k_max=k_max, a_grid=a_grid, method=method, random_state=random_state,
-                verbose=bool(verbose), control=control, cv_folds=cv_folds)
+                                       bool(penalize_random_slopes), Progress(verbose))
+            tuning = TuningArguments(k, a, criterion, k_max, cv_folds, a_grid, random_state)
+            result = engine.fit(several_terms_spec(
+                _ArraysDesign(X, y, names), reterms, unpenalised=unpen, tuning=tuning,
+                reml=bool(reml), control=control, verbose=bool(verbose)))
         except InputError as exc:
             raise InputError(_in_r_words(str(exc))) from None
         outer = _outermost_nesting(reterms)

@@ -122,6 +122,15 @@ class RowData:
 
 
 @dataclass(frozen=True, eq=False)
+class SeveralTermsRows:
+    """Rows in memory of a model with several random-effects terms, checked: X and y (Z
+    is the structure's, :class:`lmmscope.random_effects.SeveralTerms`)."""
+
+    X: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class StatisticsData:
     """Statistics accumulated outside memory (parquet streams, Dask): the data
     backend holding them, the source (read again by ``inference()``) and the
@@ -269,7 +278,11 @@ class ModelSpec:
     or None for a fit of every column (``lmm()``); ``data``: :class:`RowData` or
     :class:`StatisticsData`; ``design``: the formula's Design where there is one (new
     rows for prediction); ``prepend_intercept``: an array fit whose ``predict`` adds
-    the intercept column."""
+    the intercept column; ``random_effects``: the random-effects structure
+    (:mod:`lmmscope.random_effects`), None for one grouping factor (``random_names``,
+    ``group_name``, ``group_labels``).  With several terms, ``data`` is
+    :class:`SeveralTermsRows` or :class:`StatisticsData` and ``group_name`` /
+    ``group_labels`` are the first term's."""
 
     names: tuple
     random_names: tuple
@@ -283,6 +296,7 @@ class ModelSpec:
     design: object = None
     verbose: bool = False
     prepend_intercept: bool = False
+    random_effects: object = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -291,8 +305,10 @@ class ModelSpec:
         set_(self, "group_name", str(self.group_name))
         set_(self, "control", as_control(self.control))
         set_(self, "unpenalised", tuple(sorted({int(j) for j in self.unpenalised})))
-        if not isinstance(self.data, (RowData, StatisticsData)):
-            raise TypeError("ModelSpec.data must be RowData or StatisticsData")
+        if not isinstance(self.data, (RowData, SeveralTermsRows, StatisticsData)):
+            raise TypeError("ModelSpec.data must be RowData, SeveralTermsRows or StatisticsData")
+        if isinstance(self.data, SeveralTermsRows) and self.random_effects is None:
+            raise TypeError("SeveralTermsRows need the several-term structure (random_effects)")
         if self.tuning is not None and not isinstance(self.tuning, TuningArguments):
             raise TypeError("ModelSpec.tuning must be TuningArguments or None")
         p = len(self.names)

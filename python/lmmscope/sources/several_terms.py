@@ -1,6 +1,7 @@
 """Several random-effects terms (crossed, nested ``a/b``, ``||``) on parquet files or a
-Dask DataFrame: the additive statistics summed over chunks, then the in-memory refit
-and selection (:mod:`lmmscope.multiterm`, :mod:`lmmscope.multiterm_scope`).
+Dask DataFrame: the additive statistics summed over chunks, then a
+:class:`~lmmscope.specification.ModelSpec` with the :class:`StreamedSeveralTerms`
+structure for :func:`lmmscope.engine.fit` (the in-memory refit and selection).
 
 Pass 1 reads the model's columns once and fixes what every chunk is encoded with: the
 levels of each grouping factor (an ``a:b`` factor's labels formed per row as in
@@ -31,14 +32,15 @@ import scipy.sparse as sp
 
 from ..exceptions import ColumnError, InputError
 from ..formula.bars import parse_bar_terms
-from ..multiterm import MultiTermResult, fit_statistics
-from ..multiterm_scope import (NO_CROSS_VALIDATION, MultiTermScopeResult, SeveralTermsData,
-                               select_several_terms, whitened_scores)
+from .. import engine
+from ..multiterm import MultiTermResult
+from ..multiterm_scope import MultiTermScopeResult, SeveralTermsData, whitened_scores
+from ..random_effects import SeveralTerms
 from ..reterms import (ReTerm, ReTerms, _group_values, _term_formula, grouping_columns,
                        stacked_z)
 from ..sparse_pls import SparseStats
-from ..specification import (intercept_columns, is_cv, parse_method, resolve_always,
-                             with_random_slopes)
+from ..specification import (ModelSpec, StatisticsData, TuningArguments, intercept_columns,
+                             parse_method, resolve_always, with_random_slopes)
 from ..tuning import Progress
 from .fit import _meta
 from .results import _StreamedMethods, _not_available
@@ -348,15 +350,39 @@ class StreamedMultiTermResult(MultiTermResult):
                                re_form=re_form)
 
 
+class StreamedSeveralTerms(SeveralTerms):
+    """The several-term structure on statistics summed over chunks: results without the
+    rows (:class:`StreamedMultiTermResult`, :class:`StreamedMultiTermScopeResult`)."""
+
+    def scope_result(self, spec, sel, mixed, unpenalised, columns, dropped, backend):
+        return StreamedMultiTermScopeResult(sel, mixed, spec.design, self.reterms,
+                                            list(spec.names), unpenalised, columns, backend,
+                                            dropped)
+
+    def lmm_result(self, spec, fit, kept, dropped):
+        return StreamedMultiTermResult(fit, spec.design, self.reterms, kept, dropped)
+
+
+def _streamed_spec(model: SeveralTermsModel, source, *, reml, control, verbose,
+                   unpenalised=(), tuning=None) -> ModelSpec:
+    spec = model.spec
+    structure = StreamedSeveralTerms(spec.reterms)
+    first = spec.reterms.terms[0]
+    data = StatisticsData(StreamedSeveralTermsData.from_model(model, source, control), source,
+                          spec)
+    return ModelSpec(spec.names, structure.random_names, first.group_name, first.levels, data,
+                     reml=reml, unpenalised=unpenalised, tuning=tuning, control=control,
+                     design=spec.design, verbose=verbose, random_effects=structure)
+
+
 def fit_lmm_several_terms(source, formula, *, method, na_action, verbose=False, control=None):
     """:func:`lmmscope.lmm` with several terms on a parquet or Dask source."""
     progress = Progress(verbose)
     progress(f"reading {source.describe()}")
     reml = parse_method(method)
     model = read_model(source, formula, na_action, progress)
-    fit, kept, dropped = fit_statistics(model.stats, model.spec.reterms, model.spec.names,
-                                        reml, control)
-    return StreamedMultiTermResult(fit, model.spec.design, model.spec.reterms, kept, dropped)
+    return engine.fit(_streamed_spec(model, source, reml=reml, control=control,
+                                     verbose=verbose), progress)
 
 
 class StreamedSeveralTermsData(SeveralTermsData):
@@ -418,22 +444,18 @@ def fit_scope_several_terms(source, formula, *, k, a, always, criterion, k_max, 
     """:func:`lmmscope.lmm_scope` with several terms on a parquet or Dask source."""
     progress = Progress(verbose)
     progress(f"reading {source.describe()}")
-    parse_method(method)
-    if is_cv(k) or is_cv(a):  # refused by the backend too, but before reading the data here
-        raise InputError(NO_CROSS_VALIDATION)
+    tuning = TuningArguments(k, a, criterion, k_max, cv_folds, a_grid, random_state)
+    reml = parse_method(method)
+    SeveralTerms.check_tuning(tuning)  # before reading the data
     model = read_model(source, formula, na_action, progress)
-    spec = model.spec
-    names = spec.names
+    names = model.spec.names
     if not names:
         raise InputError("the formula has no fixed effects to select from; lmm() fits a model "
                          "without fixed effects")
     unpen = resolve_always(always, names, intercept_columns(names))
-    random_names = [c for t in spec.reterms.terms for c in t.cnms]
-    unpen = with_random_slopes(names, random_names, unpen, k, penalize_random_slopes, progress)
-    data = StreamedSeveralTermsData.from_model(model, source, control)
-    sel, mixed, columns, aliased = select_several_terms(
-        data, names, spec.intercept, unpen, k=k, a=a, criterion=criterion, k_max=k_max,
-        a_grid=a_grid, method=method, random_state=random_state, verbose=verbose,
-        control=control, cv_folds=cv_folds)
-    return StreamedMultiTermScopeResult(sel, mixed, spec.design, spec.reterms, names, unpen,
-                                        columns, data, [names[j] for j in aliased])
+    random_names = [c for t in model.spec.reterms.terms for c in t.cnms]
+    unpen = with_random_slopes(names, random_names, unpen, tuning.k, penalize_random_slopes,
+                               progress)
+    spec = _streamed_spec(model, source, reml=reml, control=control, verbose=verbose,
+                          unpenalised=unpen, tuning=tuning)
+    return engine.fit(spec, progress)
