@@ -59,7 +59,8 @@ def statistics(spec: ModelSpec, progress):
                        x_moments=data.moments)
         progress("per-cluster cross-products done")
         checks.check_statistics_finite(backend.stats, list(spec.names),
-                                       y_scale=float(np.abs(data.y).max()))
+                                       y_scale=float(np.abs(data.y).max()),
+                                       products=backend.column_products())
         return backend
     backend = data.backend
     stats = backend.stats
@@ -77,18 +78,12 @@ def screened_columns(spec: ModelSpec, backend, unpenalised):
     """Column checks and lme4's rank rule before a selection.  Returns (unpenalised
     columns kept, candidate columns excluded)."""
     names = list(spec.names)
-    rows = spec.data.X if isinstance(spec.data, RowData) else None
-    raw = spec.data.moments if isinstance(spec.data, RowData) else None
-    # one scan of the rows serves both checks where there is no Gram
-    moments = (rank.row_moments(rows, backend.stats.x_shift, raw=raw)
-               if not backend.use_gram and rows is not None else None)
+    products = backend.column_products()  # the layout's: from the Gram or X's rows
     control = spec.control
-    checks.check_design_columns(backend.stats, names, unpenalised, X=rows, moments=moments,
-                                control=control)
-    checks.check_response_not_a_predictor(backend.stats, names, moments, control=control)
-    checks.check_scales(backend.stats, names, control=control, moments=moments)
-    return rank.screen_design(backend.stats, names, unpenalised, X=rows, moments=moments,
-                              control=control)
+    checks.check_design_columns(products, names, unpenalised, control=control)
+    checks.check_response_not_a_predictor(products, names, control=control)
+    checks.check_scales(products, names, control=control)
+    return rank.screen_design(products, names, unpenalised, control=control)
 
 
 def every_column_checked(spec: ModelSpec, stats):
@@ -144,11 +139,7 @@ class FullRankRefitter(Refitter):
             return super().fit(columns, reml, check)
         except RankDeficientError:
             columns = sorted(int(j) for j in set(columns))
-            stats = self.subset_stats(columns)
-            order = sorted(range(len(columns)), key=lambda i: i != stats.intercept)
-            kept, _aliased = rank.independent_columns(
-                stats.XtX, order, always_aliased=rank.constant_columns(stats, self.control),
-                tol=self.control.rank_tol)
+            kept, _aliased = rank.full_rank_split(self.subset_stats(columns), control=self.control)
             if len(kept) == len(columns):
                 raise
             return super().fit([columns[i] for i in kept], reml, check)
