@@ -2,7 +2,7 @@
 N = 12,000, p = 8,000 the check added 1.93 GB and 6 s), before and after, in one run.
 
 "before" is the check as it was on main at 89a9988 (dense p x p distance and tolerance
-matrices plus triangle indices); "after" is :func:`lmmscope.checks.duplicate_pairs_from_gram`
+matrices plus triangle indices); "after" is :func:`lmmscope.column_products.duplicate_pairs_from_gram`
 (a block of rows of the Gram at a time).  Both see the same p x p Gram of N = 12,000
 rows, built here as the Gram of a random X (``--cheap`` builds a random SPD matrix
 of the same size instead: the checks only read the Gram).  Memory is numpy's traced
@@ -15,7 +15,8 @@ import tracemalloc
 
 import numpy as np
 
-from lmmscope.checks import check_design_columns, duplicate_pairs_from_gram
+from lmmscope.checks import check_design_columns
+from lmmscope.column_products import duplicate_pairs_from_gram
 from lmmscope.cluster_stats import compute_cluster_stats
 
 

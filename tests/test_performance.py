@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import lmmscope
-from lmmscope import checks
 from lmmscope.cluster_stats import compute_cluster_stats
+from lmmscope.column_products import GramProducts, RowProducts
 from lmmscope.control import PERFORMANCE_RULES, Control, Performance
 from lmmscope.exceptions import InputError
 
@@ -86,8 +86,8 @@ def test_row_scan_finds_the_duplicates_the_gram_finds(tol):
     with_gram = compute_cluster_stats(X, y, Z, codes, 100, gram=True)
     rows = compute_cluster_stats(X, y, Z, codes, 100, gram=False)
     expected = [(1 + 2 * i, 2 + 2 * i) for i in range(pairs // 2)]
-    assert checks.duplicate_pairs_from_gram(with_gram.XtX, tol=tol) == expected
-    assert checks._row_column_scan(X, rows, tol=tol)[1] == expected
+    assert GramProducts(with_gram).duplicate_pairs(tol=tol) == expected
+    assert RowProducts(rows, X).duplicate_pairs(tol=tol) == expected
 
 
 def test_search_limits_reach_the_engines(monkeypatch):

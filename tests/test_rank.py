@@ -165,7 +165,7 @@ def test_row_moments_equal_the_centred_columns_own_sums(prepended):
     """One scan gives the centred sums, sums of squares and projections, also for a column
     at epoch-seconds location (computed on centred chunks) and with a prepended intercept."""
     from lmmscope.intercept import InterceptPrepended
-    from lmmscope.rank import row_moments
+    from lmmscope.column_products import row_moments
 
     rng = np.random.default_rng(3)
     base = rng.standard_normal((500, 6)) * [1, 10, 1e-3, 1, 5, 1]
@@ -188,7 +188,8 @@ def test_screen_from_row_moments_equals_the_gram_route():
     excludes what the Gram route does."""
     from lmmscope.cluster_stats import compute_cluster_stats
     from lmmscope.intercept import InterceptPrepended
-    from lmmscope.rank import row_moments, screen_design
+    from lmmscope.column_products import RowProducts
+    from lmmscope.rank import screen_design
 
     rng = np.random.default_rng(5)
     base = rng.standard_normal((300, 5))
@@ -201,7 +202,7 @@ def test_screen_from_row_moments_equals_the_gram_route():
     outcomes = []
     for gram in (True, False):
         stats = compute_cluster_stats(X, y, np.ones((300, 1)), codes, 30, gram=gram)
-        moments = None if gram else row_moments(X, stats.x_shift)
+        products = stats if gram else RowProducts(stats, X)
         with pytest.warns(RankDeficiencyWarning, match="x3"):
-            outcomes.append(screen_design(stats, names, [0], X=X, moments=moments))
+            outcomes.append(screen_design(products, names, [0]))
     assert outcomes[0] == outcomes[1] == ([0], [4])

@@ -96,7 +96,7 @@ def test_whitened_operator_equals_dense_reference(order):
     _close(op.columns(cols), ref_X[:, cols])
     _close(op.columns(np.array([17, 2])), ref_X[:, [17, 2]])  # partly cached
     # X's own sums of squares, as the input checks computed them, are not scanned again
-    from lmmscope.rank import raw_moments
+    from lmmscope.column_products import raw_moments
     given = WhitenedOperator(np.asfortranarray(X), y, Z, codes, n, a, stats,
                              raw_squares=raw_moments(np.asfortranarray(X)).squares)
     _close(given.squares, np.einsum("ij,ij->j", ref_X, ref_X), 1e-11)
@@ -357,15 +357,15 @@ def test_column_major_moments_and_row_major_copy(shape):
     """A column-major X's moments are read along its columns in tiles (small tiles
     here: several of rows and columns, partial last ones) and agree with the row-major
     reading; the row-major copy made in the same pass is X exactly."""
-    from lmmscope import centring, rank
+    from lmmscope import centring, column_products
     from lmmscope.control import Performance
 
     tiles = Performance(moment_tile_bytes=2**14, copy_block_bytes=2**11)
     rng = np.random.default_rng(7)
     X = rng.standard_normal(shape) * rng.uniform(0.1, 50, shape[1]) + rng.uniform(-1e3, 1e3, shape[1])
-    by_rows = rank.raw_moments(X)
+    by_rows = column_products.raw_moments(X)
     copy = np.zeros((shape[0], 1 + shape[1]))
-    by_columns = rank.raw_moments(np.asfortranarray(X), copy_to=copy[:, 1:], performance=tiles)
+    by_columns = column_products.raw_moments(np.asfortranarray(X), copy_to=copy[:, 1:], performance=tiles)
     np.testing.assert_array_equal(copy[:, 1:], X)
     assert not copy[:, 0].any()
     for got, want in ((by_columns.sums, by_rows.sums), (by_columns.squares, by_rows.squares),

@@ -28,6 +28,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from .column_products import GramProducts
 from .exceptions import InputError
 from .reduction import ReducedProblem, reduce_gram
 
@@ -82,6 +83,11 @@ class OneFactorBackend:
     def inference_statistics(self, a, beta, progress=None):
         from .inference import whitened_gram
         return whitened_gram(self, a), self.cluster_scores(a, beta, progress)
+
+    def column_products(self):
+        """What the column and rank checks read: the Gram (the streamed and Dask
+        statistics hold one; ``tuning.Data`` asks its layout)."""
+        return GramProducts(self.stats)
 
 
 def fold_problems_of_whitened(total, held, held_raw, unpenalised) -> list:

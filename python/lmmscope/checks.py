@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 
 import numpy as np
 
 from . import rank
+from .column_products import as_column_products, raw_moments
 from .control import DEFAULT_CONTROL, DEFAULT_PERFORMANCE, Control, Performance
 from .exceptions import InputError
 
@@ -188,7 +188,8 @@ HUGE, TINY = 1e150, 1e-150
 def check_finite_columns(M: np.ndarray, names, what: str, row_major_lead=None,
                          performance: Performance = DEFAULT_PERFORMANCE):
     """Raise naming the columns that hold NaN or Inf, or values whose squares overflow
-    or underflow the cross-products; return the columns' :class:`rank.RawMoments`.
+    or underflow the cross-products; return the columns'
+    :class:`~lmmscope.column_products.RawMoments`.
 
     Their sums of squares clear most columns at once (finite and at most HUGE^2: every
     value is finite and at most HUGE; at least N TINY^2: some value is at least TINY);
@@ -198,7 +199,7 @@ def check_finite_columns(M: np.ndarray, names, what: str, row_major_lead=None,
     copy = None
     if row_major_lead is not None and M.flags.f_contiguous and not M.flags.c_contiguous:
         copy = np.empty((M.shape[0], row_major_lead + M.shape[1]))
-    moments = rank.raw_moments(M, copy_to=None if copy is None else copy[:, row_major_lead:],
+    moments = raw_moments(M, copy_to=None if copy is None else copy[:, row_major_lead:],
                                performance=performance)
     moments.row_major = copy
     squares = moments.squares
@@ -245,9 +246,11 @@ def _check_magnitudes(largest, names, what):
                              "cross-products; rescale them")
 
 
-def check_statistics_finite(stats, names, y_scale=None) -> None:
+def check_statistics_finite(stats, names, y_scale=None, products=None) -> None:
     """Nothing non-finite may reach the search and the refit (a non-finite objective gives a
-    silently wrong subset or theta): name what overflowed in the cross-products."""
+    silently wrong subset or theta): name what overflowed in the cross-products.
+    ``products``: the layout's :class:`~lmmscope.column_products.ColumnProducts` of
+    ``stats`` (default: their Gram)."""
     if not (np.isfinite(stats.yty) and np.all(np.isfinite(stats.Zty))):
         scale = "" if y_scale is None else f" ({y_scale:.3g})"
         raise InputError(f"the response's scale{scale} overflows the cross-products; rescale y")
@@ -255,27 +258,22 @@ def check_statistics_finite(stats, names, y_scale=None) -> None:
         raise InputError("the random-effects columns (Z) overflow the cross-products; rescale them")
     # a column's sum is non-finite iff an entry is, or the entries are near overflow
     bad = ~np.isfinite(stats.Xty) | ~np.isfinite(stats.ZtX.sum(axis=(0, 1)))
-    if stats.XtX is not None:
-        bad |= ~np.isfinite(np.diag(stats.XtX))
+    bad |= ~np.isfinite(as_column_products(stats if products is None else products).squares)
     if np.any(bad):
         raise InputError("column(s) " + _shown(names[j] for j in np.flatnonzero(bad))
                          + " overflow the cross-products; rescale them")
 
 
-def check_response_not_a_predictor(stats, names, moments=None,
-                                   control: Control = DEFAULT_CONTROL) -> None:
+def check_response_not_a_predictor(products, names, control: Control = DEFAULT_CONTROL) -> None:
     """Refuse predictors that are an affine function of the response (a copy of y among
-    the columns), naming them.  From the statistics (the Gram's diagonal and the
-    intercept's row, or X's :class:`rank.RowMoments` without a Gram): O(p).  A predictor
+    the columns), naming them.  From the columns' squares and sums (``products``: the
+    layout's :class:`~lmmscope.column_products.ColumnProducts`, or statistics with a
+    Gram) and the statistics' X'y, y'y: O(p).  A predictor
     whose correlation with the response is within ``control.response_copy_tol`` of +-1
     (a copy of y, 3 y + 1) would fit with zero residual variance (sigma ~ 1e-8)."""
-    if stats.XtX is not None:
-        own = np.diag(stats.XtX)
-        sums = stats.XtX[stats.intercept] if stats.intercept is not None else None
-    elif moments is not None:
-        own, sums = moments.squares, moments.sums
-    else:
-        return
+    products = as_column_products(products)
+    stats = products.stats
+    own, sums = products.squares, products.sums
     cov, var_y = np.asarray(stats.Xty, float), float(stats.yty)
     if stats.intercept is not None:  # centre the shifted statistics exactly
         N, y_sum = stats.n_obs, float(stats.Xty[stats.intercept])
@@ -297,22 +295,21 @@ def check_response_not_a_predictor(stats, names, moments=None,
                          "them from the predictors")
 
 
-def check_scales(stats, names, control: Control = DEFAULT_CONTROL, moments=None) -> None:
+def check_scales(products, names, control: Control = DEFAULT_CONTROL) -> None:
     """lme4's checkScaleX: warn when the standard deviations of the non-binary columns
     differ by more than a factor ``tol`` = ``control.scale_ratio_tol``, or one is above
     ``tol`` or below 1/tol.
     Needs centred statistics (a model with an intercept); the fit itself does not
     depend on units (columns are normalised for the selection; the refit is
-    equivariant), so this is advice for the reader, as in lme4.  From the Gram, or
-    without one from X's :class:`rank.RowMoments` (``moments``): it runs on every layout."""
+    equivariant), so this is advice for the reader, as in lme4.  From the columns'
+    squares and sums (``products``: the layout's
+    :class:`~lmmscope.column_products.ColumnProducts`, or statistics with a Gram): it
+    runs on every layout."""
+    products = as_column_products(products)
+    stats = products.stats
     if stats.intercept is None or stats.n_obs < 2:
         return
-    if stats.XtX is not None:
-        spread, sums = np.clip(np.diag(stats.XtX), 0, None), _column_sums(stats)
-    elif moments is not None:
-        spread, sums = np.clip(moments.squares, 0, None), moments.sums
-    else:
-        raise ValueError("the scale check needs the Gram matrix or the rows' moments")
+    spread, sums = np.clip(products.squares, 0, None), products.sums
     tol = control.scale_ratio_tol
     N = stats.n_obs
     raw_sum = N * stats.x_shift + sums
@@ -336,29 +333,18 @@ class ScaleWarning(UserWarning):
     """Predictors on very different scales (lme4's check.scaleX)."""
 
 
-def _column_sums(stats):
-    """Column sums of the centred columns: the intercept's row of the Gram."""
-    return stats.XtX[stats.intercept]
-
-
-def check_design_columns(stats, names, unpenalised, X=None, moments=None,
+def check_design_columns(products, names, unpenalised,
                          control: Control = DEFAULT_CONTROL) -> None:
-    """Columns that make the selection ill-posed, from the statistics (X only where
-    there is no Gram; ``moments``: its :func:`rank.row_moments`, when already computed):
+    """Columns that make the selection ill-posed, from ``products`` (the layout's
+    :class:`~lmmscope.column_products.ColumnProducts`, or statistics with a Gram):
     constant candidates (with an intercept) and duplicated columns (equal after
     centring and normalising, either sign; ``control``: constant_tol and duplicate_tol).
     No p x p or N x p temporary."""
+    products = as_column_products(products)
+    stats = products.stats
     unpen = set(int(j) for j in unpenalised)
-    if stats.XtX is not None:
-        constant = rank.constant_columns(stats, control)
-        pairs = duplicate_pairs_from_gram(stats.XtX, constant, tol=control.duplicate_tol)
-    elif X is not None:
-        spread, pairs = _row_column_scan(X, stats, moments, tol=control.duplicate_tol)
-        magnitude = spread + stats.n_obs * stats.x_shift ** 2
-        constant = np.flatnonzero(spread <= control.constant_tol ** 2 * magnitude)
-        constant = constant[constant != stats.intercept] if stats.intercept is not None else []
-    else:
-        raise InputError("column checks need the Gram matrix or the rows of X")
+    constant = np.flatnonzero(rank.constant_mask(products, control))
+    pairs = products.duplicate_pairs(constant, tol=control.duplicate_tol)
     constant = [names[j] for j in constant if j not in unpen]
     if constant:
         raise InputError("constant column(s) in the fixed-effects design: " + _shown(constant)
@@ -369,71 +355,6 @@ def check_design_columns(stats, names, unpenalised, X=None, moments=None,
                          "up to location and scale)" if stats.intercept is not None else
                          f"duplicated column(s) in the fixed-effects design: {shown} (equal "
                          "up to scale)")
-
-
-def duplicate_pairs_from_gram(G, skip=(), tol=DEFAULT_CONTROL.duplicate_tol,
-                              block_bytes=16 * 2**20):
-    """Pairs (i < j) of columns with |G_ij| >= (1 - tol) sqrt(G_ii G_jj), scanning G a
-    block of rows at a time (columns in ``skip`` and zero columns are ignored)."""
-    p = G.shape[0]
-    norm = np.sqrt(np.clip(np.diag(G), 0, None))
-    usable = norm > 0
-    usable[np.asarray(skip, dtype=np.int64)] = False
-    inv = np.zeros(p)
-    inv[usable] = 1 / norm[usable]
-    rows = max(1, block_bytes // (8 * max(p, 1)))
-    pairs = []
-    for first in range(0, p, rows):
-        stop = min(first + rows, p)
-        block = G[first:stop] * inv[None, :]
-        block *= inv[first:stop, None]
-        np.abs(block, out=block)
-        for i, j in np.argwhere(block >= 1 - tol):
-            if j > first + i:
-                pairs.append((int(first + i), int(j)))
-        del block  # before the next one is made
-    return sorted(pairs)
-
-
-def duplicate_key_gap(tol: float) -> float:
-    """How far apart two columns' keys (standard normal projections of the centred
-    columns over their norms) may lie when the columns are duplicates at ``tol``:
-    unit vectors u, v with |u'v| >= 1 - tol have ||u -+ v||^2 <= 2 tol, so each key
-    differs by a normal of standard deviation at most sqrt(2 tol); 8 of them miss a
-    duplicate with probability ~1e-15.  Not a tolerance of its own: a wider gap only
-    compares more pairs exactly (each a pass over two columns); 1e-6 at least, for the
-    keys' rounding where large means cancel (~1e-10)."""
-    return max(1e-6, 8 * math.sqrt(2 * tol))
-
-
-def _row_column_scan(X, stats, moments=None, tol=DEFAULT_CONTROL.duplicate_tol):
-    """Without a Gram: duplicated pairs found by random projections of the centred,
-    normalised columns (duplicates have keys within :func:`duplicate_key_gap`; only
-    pairs that close in both keys are compared exactly), the pairs the Gram's test
-    (:func:`duplicate_pairs_from_gram`) finds at the same ``tol``."""
-    moments = rank.row_moments(X, stats.x_shift) if moments is None else moments
-    norm = np.sqrt(moments.squares)
-    usable = norm > 1e-300
-    keys = moments.keys.copy()
-    keys[:, usable] /= norm[usable]
-    keys *= np.where(keys[0] < 0, -1.0, 1.0)  # x and -x are duplicates too
-    order = np.flatnonzero(usable)[np.argsort(keys[0, usable], kind="stable")]
-    gap = duplicate_key_gap(tol)
-    first = keys[0, order]
-    # every later column within the gap in the first key, not only the next one: a
-    # third column's key may fall between a duplicate pair's
-    window_end = np.searchsorted(first, first + gap, side="right")
-    pairs = []
-    for t in np.flatnonzero(window_end > np.arange(order.size) + 1):
-        for u in range(t + 1, int(window_end[t])):
-            i, j = sorted((int(order[t]), int(order[u])))
-            if abs(keys[1, i] - keys[1, j]) > gap:
-                continue
-            xi = np.asarray(X[:, i]) - stats.x_shift[i]
-            xj = np.asarray(X[:, j]) - stats.x_shift[j]
-            if abs(xi @ xj) >= (1 - tol) * norm[i] * norm[j]:
-                pairs.append((i, j))
-    return moments.squares, sorted(pairs)
 
 
 def check_groups(groups, n_rows: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from . import checks, rank
 from .control import as_control
 from .mixed import MixedModelFit
 from .random_effects import FullRankRefitter, structure_of  # noqa: F401 (FullRankRefitter: re-exported)
-from .specification import ModelSpec, RowData, validated_rows
+from .specification import ModelSpec, validated_rows
 from .tuning import Progress, select
 
 
@@ -56,18 +56,12 @@ def screened_columns(spec: ModelSpec, backend, unpenalised):
     """Column checks and lme4's rank rule before a selection.  Returns (unpenalised
     columns kept, candidate columns excluded)."""
     names = list(spec.names)
-    rows = spec.data.X if isinstance(spec.data, RowData) else None
-    raw = spec.data.moments if isinstance(spec.data, RowData) else None
-    # one scan of the rows serves both checks where there is no Gram
-    moments = (rank.row_moments(rows, backend.stats.x_shift, raw=raw)
-               if not backend.use_gram and rows is not None else None)
+    products = backend.column_products()  # the layout's: from the Gram or X's rows
     control = spec.control
-    checks.check_design_columns(backend.stats, names, unpenalised, X=rows, moments=moments,
-                                control=control)
-    checks.check_response_not_a_predictor(backend.stats, names, moments, control=control)
-    checks.check_scales(backend.stats, names, control=control, moments=moments)
-    return rank.screen_design(backend.stats, names, unpenalised, X=rows, moments=moments,
-                              control=control)
+    checks.check_design_columns(products, names, unpenalised, control=control)
+    checks.check_response_not_a_predictor(products, names, control=control)
+    checks.check_scales(products, names, control=control)
+    return rank.screen_design(products, names, unpenalised, control=control)
 
 
 def every_column_checked(spec: ModelSpec, stats):
@@ -90,7 +84,7 @@ def _select_and_refit(spec: ModelSpec, progress):
     checked = structure.column_checks_on(spec, backend)
     if checked is not None:
         unpenalised, excluded = screened_columns(spec, checked, list(spec.unpenalised))
-    else:  # streamed several-term statistics: no centred moments to check (Known gaps)
+    else:  # streamed several-term statistics: no centred Gram to check (Known gaps)
         unpenalised, excluded = list(spec.unpenalised), []
     checks.check_k_selectable(tuning.k, backend.p - len(unpenalised) - len(excluded))
     tuning.check_on_data(backend.p - len(unpenalised), backend.N, len(unpenalised),

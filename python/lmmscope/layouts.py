@@ -5,8 +5,11 @@ cross-products by Woodbury (no pass over the rows per a); :class:`RowLayout` on 
 whitened rows X_a themselves, for p too large for a Gram (p >> N) or for one fixed
 (k, a) problem.  A data backend (:class:`lmmscope.tuning.Data`, or a streamed one)
 holds one of them and answers ``reduced``, ``fold_problems`` and ``whitened_gram``
-through it (``use_gram`` says which); the checks (``checks``, ``rank``) and the
-refit's statistics still read the Gram where it is there and row moments where not.
+through it (``use_gram`` says which).  The layout also supplies what the column and
+rank checks read (``column_products``: a
+:class:`~lmmscope.column_products.ColumnProducts` from the Gram or from X's rows) and
+the refit's statistics of a few columns (``subset_stats``: from the Gram, or one pass
+over those columns), so that neither the checks nor the backend branch on the layout.
 
 One fixed (k, a) problem never forms a second array as large as its data: on a
 Gram, the whitened Gram's columns are computed as the search asks for them
@@ -21,6 +24,8 @@ import numpy as np
 
 from . import checks
 from .backend import FoldProblem, fold_problems_of_whitened
+from .cluster_stats import compute_cluster_stats
+from .column_products import GramProducts, RowProducts
 from .control import Control, as_control
 from .whitening import WhitenedGramColumns, whiten_stats
 from .reduction import reduce_gram, reduce_gram_columns, reduce_operator, reduce_rows
@@ -87,6 +92,14 @@ class GramLayout:
         """X_a'X_a by columns (for inference: a few columns cost a few columns)."""
         return WhitenedGramColumns(data.stats, a)
 
+    def column_products(self, stats, X, raw=None):
+        """What the column and rank checks read: the Gram of ``stats``."""
+        return GramProducts(stats)
+
+    def subset_stats(self, data, columns):
+        """The statistics of the columns ``columns``, taken from the Gram."""
+        return data.stats.subset(columns)
+
 
 class RowLayout:
     """Whitened rows (X_a, y_a), one copy of X at a time."""
@@ -118,6 +131,22 @@ class RowLayout:
     def whitened_gram(self, data, a):
         """X_a'X_a by columns, from X_a (for inference: a few columns cost a few columns)."""
         return RowGram(data.whitened_rows(a).X)
+
+    def column_products(self, stats, X, raw=None):
+        """What the column and rank checks read: X's rows (``raw``: the
+        :class:`~lmmscope.column_products.RawMoments` of X's own columns, if known)."""
+        return RowProducts(stats, X, raw=raw)
+
+    def subset_stats(self, data, columns):
+        """The statistics of the columns ``columns``: no Gram to take them from, so one
+        pass over these columns, shifted as ``data.stats`` (so that a subset without the
+        intercept is the Gram layout's too)."""
+        columns = np.asarray(columns, dtype=np.int64)
+        stats = data.stats
+        shifts = (stats.x_shift[columns], stats.y_shift) if stats.centred else False
+        return compute_cluster_stats(data.X[:, columns], data.y, data.Z, data.codes,
+                                     data.n_groups, center=shifts,
+                                     performance=data.control.performance)
 
 
 class RowGram:

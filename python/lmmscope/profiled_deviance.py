@@ -181,8 +181,10 @@ def deviance_at(stats: ClusterStats, theta, reml: bool):
 
 def check_fixed_rank(stats: ClusterStats, names=None) -> None:
     """Refuse fixed-effect columns that are linearly dependent (X'X not positive
-    definite after scaling its columns to unit norm), naming them when ``names`` is given."""
-    if stats.XtX is None or stats.p == 0:
+    definite after scaling its columns to unit norm), naming them when ``names`` is given.
+    The refit's statistics always hold their Gram (the deviance reads it; the backends'
+    ``subset_stats`` compute it for a few columns on the rows layout)."""
+    if stats.p == 0:
         return
     d = np.sqrt(np.clip(np.diag(stats.XtX), 1e-300, None))
     try:

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import checks, rank
 from .cluster_stats import compute_cluster_stats
+from .column_products import GramProducts
 from .exceptions import InputError, RankDeficientError
 from .formula import INTERCEPT
 from .layouts import choose_layout
@@ -53,11 +54,7 @@ class FullRankRefitter(Refitter):
             return super().fit(columns, reml, check)
         except RankDeficientError:
             columns = sorted(int(j) for j in set(columns))
-            stats = self.subset_stats(columns)
-            order = sorted(range(len(columns)), key=lambda i: i != stats.intercept)
-            kept, _aliased = rank.independent_columns(
-                stats.XtX, order, always_aliased=rank.constant_columns(stats, self.control),
-                tol=self.control.rank_tol)
+            kept, _aliased = rank.full_rank_split(self.subset_stats(columns), control=self.control)
             if len(kept) == len(columns):
                 raise
             return super().fit([columns[i] for i in kept], reml, check)
@@ -87,7 +84,8 @@ class OneGroupingFactor:
                            x_moments=data.moments)
             progress("per-cluster cross-products done")
             checks.check_statistics_finite(backend.stats, list(spec.names),
-                                           y_scale=float(np.abs(data.y).max()))
+                                           y_scale=float(np.abs(data.y).max()),
+                                           products=backend.column_products())
             return backend
         backend = data.backend
         stats = backend.stats
@@ -99,7 +97,7 @@ class OneGroupingFactor:
         return backend
 
     def column_checks_on(self, spec: ModelSpec, backend):
-        """What the column checks of a selection read (``.stats``, ``.use_gram``): the
+        """What the column checks of a selection read (its ``column_products()``): the
         backend itself."""
         return backend
 
@@ -182,7 +180,9 @@ class _OneClusterChecks:
     as for one factor."""
 
     stats: object
-    use_gram: bool = True
+
+    def column_products(self):
+        return GramProducts(self.stats)
 
 
 class SeveralTerms:

@@ -111,7 +111,7 @@ class TuningArguments:
 @dataclass(frozen=True, eq=False)
 class RowData:
     """Rows in memory, checked: X (an array or an :class:`InterceptPrepended`), y, Z,
-    the cluster code of each row, and X's :class:`~lmmscope.rank.RawMoments` where the
+    the cluster code of each row, and X's :class:`~lmmscope.column_products.RawMoments` where the
     input checks computed them (the column checks reuse them)."""
 
     X: object
@@ -144,7 +144,7 @@ class StatisticsData:
 def validated_rows(X, y, Z, groups, names, random_names, with_moments=False,
                    row_major_lead=None, performance: Performance = DEFAULT_PERFORMANCE):
     """Checked arrays as (RowData, cluster labels).  ``with_moments``: X's
-    :class:`~lmmscope.rank.RawMoments` too, which the column checks of the selection
+    :class:`~lmmscope.column_products.RawMoments` too, which the column checks of the selection
     reuse (with a row-major copy of a column-major X for the whitening to overwrite,
     when ``row_major_lead`` is an int); ``performance``: the block sizes of that pass."""
     from .cluster_blocks import encode_groups

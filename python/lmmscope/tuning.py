@@ -81,7 +81,7 @@ class Data(OneFactorBackend):
     """The in-memory data backend (:class:`lmmscope.backend.DataBackend`): the raw
     arrays, their per-cluster statistics (one pass) and the layout (Gram or rows,
     :mod:`lmmscope.layouts`) chosen once.  ``layout`` may be given; else ``use_gram``
-    picks it, else the size.  ``x_moments``: the :class:`~lmmscope.rank.RawMoments` of
+    picks it, else the size.  ``x_moments``: the :class:`~lmmscope.column_products.RawMoments` of
     X's own columns, where the input checks computed them (the statistics then need no
     pass of their own for them)."""
 
@@ -103,6 +103,7 @@ class Data(OneFactorBackend):
         self.z_scale = proxy_z_scale(self.control, np.einsum("ij,ij->j", Z, Z), Z.shape[0])
         self.Z = Z / self.z_scale
         known = None if x_moments is None else (x_moments.sums, x_moments.squares)
+        self._x_raw, self._column_products = x_moments, None
         self._x_squares = None if x_moments is None else x_moments.squares
         # a row-major copy of a column-major X, made by the input checks: the products
         # read it, and the first whitening overwrites it (it becomes X_a)
@@ -162,17 +163,18 @@ class Data(OneFactorBackend):
                              performance=self.control.performance)
 
     def subset_stats(self, columns):
-        """Cross-products restricted to the columns ``columns`` of X (for REML fits)."""
-        if self.use_gram:
-            return rescale_z(self.stats.subset(columns), 1.0 / self.z_scale)
-        # no Gram to take them from: one pass over these columns, shifted as ``stats``
-        # (so that a subset without the intercept is the Gram layout's too)
-        columns = np.asarray(columns, dtype=np.int64)
-        shifts = (self.stats.x_shift[columns], self.stats.y_shift) if self.stats.centred else False
-        return rescale_z(compute_cluster_stats(self.X[:, columns], self.y, self.Z, self.codes,
-                                               self.n_groups, center=shifts,
-                                               performance=self.control.performance),
-                         1.0 / self.z_scale)
+        """Cross-products restricted to the columns ``columns`` of X (for REML fits), in
+        the data's own Z units."""
+        return rescale_z(self.layout.subset_stats(self, columns), 1.0 / self.z_scale)
+
+    def column_products(self):
+        """What the column and rank checks read (the layout's
+        :class:`~lmmscope.column_products.ColumnProducts`), made once: on rows, its
+        moments are one scan shared by every check."""
+        if self._column_products is None:
+            self._column_products = self.layout.column_products(self.stats, self.X,
+                                                                raw=self._x_raw)
+        return self._column_products
 
     def fold_stats(self, fold_of_cluster):
         """Per-fold ClusterStats (computed once; cluster codes renumbered within a fold)."""

@@ -1,6 +1,11 @@
 """Cross-products of the whitened data (X_a, y_a) = Sigma_a^{-1/2} (Xc, yc) from the
 per-cluster statistics by Woodbury's identity: the whole Gram (:func:`whiten_stats`)
 or a few of its columns on demand (:class:`WhitenedGramColumns`), never the rows.
+
+Woodbury starts from X'X: these run on the Gram layout and the streamed backends only
+(the rows layout whitens X itself, :mod:`lmmscope.row_whitening`).  Their test of
+``stats.XtX is None`` is not a layout branch but a refusal of statistics they cannot
+use (a programming error, not the user's).
 """
 
 from __future__ import annotations
