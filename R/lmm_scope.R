@@ -190,6 +190,8 @@ terms_for_core <- function(design) {
 #'     root mean square, default \code{TRUE}), \code{a_relative_tol},
 #'     \code{max_a_iter};
 #'   \item the refit: \code{optimizer_ftol}, \code{optimizer_gtol},
+#'     \code{dense_schur_limit}, \code{max_schur_pairs} (several terms: which
+#'     sparse factorisation),
 #'     \code{optimizer_maxiter}, \code{theta_start_scales} (a numeric vector),
 #'     \code{check_conv_grad_tol}, \code{check_conv_hess_tol}, \code{singular_tol};
 #'   \item the column checks (as lmerControl's check.rankX and check.scaleX):

@@ -315,7 +315,7 @@ def test_block_schur_and_sparse_lu_factors_agree(formula):
     reused) against a dense A: log|A|, solves and the diagonal blocks of A^-1
     (measured 1e-15 relative)."""
     import scipy.sparse as sp
-    from lmmscope.sparse_factor import LUSystem, PLSKnobs, SchurSystem
+    from lmmscope.sparse_factor import LUSystem, SchurSystem
     df = _simulated(n_a=12)
     _design, rt, _rows = build_reterms(parse_bar_terms(formula), df)
     theta = np.linspace(0.3, 1.4, rt.theta0.size) * np.where(rt.lower == 0, 1.0, -0.5)
@@ -327,7 +327,8 @@ def test_block_schur_and_sparse_lu_factors_agree(formula):
     lu = LUSystem(G, rt)
     lu.factor(0.5 * theta)  # finds the ordering the next factor reuses
     factors = [SchurSystem(G, rt).factor(theta),
-               SchurSystem(G, rt, PLSKnobs(max_schur_pairs=0)).factor(theta), lu.factor(theta)]
+               SchurSystem(G, rt, lmmscope.Control(max_schur_pairs=0)).factor(theta),
+               lu.factor(theta)]
     assert factors[0].system.exact_gradient and not factors[1].system.exact_gradient
     assert lu.ordering is not None and factors[2]._order is lu.ordering
     for factor in factors:
@@ -535,7 +536,7 @@ def test_simulate_draws_every_term_with_the_fitted_variances():
 
 @pytest.mark.parametrize("formula", ["y ~ x + (1 + x | a) + (1 | b)", "y ~ x + (1 | a) + (x | b)"])
 def test_sparse_lu_path_reaches_the_block_schur_optimum(formula):
-    """Above PLSKnobs.dense_schur_limit the refit runs on SuperLU (its ordering reused)
+    """Above Control.dense_schur_limit the refit runs on SuperLU (its ordering reused)
     with central differences: the same optimum as the block Schur factor with its exact
     gradient (measured: deviance 1e-16 relative, theta 2e-8)."""
     from lmmscope.sparse_factor import LUSystem
@@ -544,8 +545,8 @@ def test_sparse_lu_path_reaches_the_block_schur_optimum(formula):
     X = np.asarray(design.X, dtype=float)
     schur = optimise_theta(SparseStats.from_arrays(X, design.y, rt.Zt, 0), rt, True)
     stats = SparseStats.from_arrays(X, design.y, rt.Zt, 0)
-    stats._system = LUSystem(stats.ZtZ, rt)
-    lu = optimise_theta(stats, rt, True)
+    lu = optimise_theta(stats, rt, True, lmmscope.Control(dense_schur_limit=0))
+    assert isinstance(stats._system, LUSystem)
     assert lu.converged and stats._system.ordering is not None
     np.testing.assert_allclose(lu.solution.deviance(True), schur.solution.deviance(True),
                                rtol=1e-12, atol=0)

@@ -66,6 +66,8 @@ class Rule:
 RULES = {
     "gram_limit": Rule("int", 0),
     "single_problem_rows_bytes": Rule("int", 0),
+    "dense_schur_limit": Rule("int", 0),
+    "max_schur_pairs": Rule("int", 0),
     "search_effort": Rule("int", 0),
     "engine": ENGINE_RULE,
     "enumeration_limit": Rule("int", 0),
@@ -123,6 +125,9 @@ class Performance:
         (1 GiB: p above ~8,200); a memory guard: then no table, with a warning.
       exact_limit: engine="exact" refuses to enumerate more subsets than this (summed
         over the sizes of a path; 10^6, about 1-2 s of batched solves at k ~ 6).
+      small_dense_block: below this many columns after the first random-effects term
+        the several-term refit runs LAPACK on one thread: on two busy cores InstEval's
+        1,142 took 0.12-0.18 s a deviance on one thread, 0.19-0.41 s on two.
     """
 
     on_demand_gram_bytes: int = 2**28
@@ -138,6 +143,7 @@ class Performance:
     arrow_run_bytes: int = 4 << 20
     inference_auto_gram_bytes: int = 2**30
     exact_limit: int = SearchLimits.exact_limit
+    small_dense_block: int = 2000
 
     def __post_init__(self):
         for f in fields(self):
@@ -160,6 +166,7 @@ PERFORMANCE_RULES = {
     "arrow_run_bytes": Rule("int", 1),
     "inference_auto_gram_bytes": Rule("int", 0),
     "exact_limit": Rule("int", 0),
+    "small_dense_block": Rule("int", 0),
 }
 
 DEFAULT_PERFORMANCE = Performance()
@@ -189,6 +196,16 @@ class Control:
       single_problem_rows_bytes: one selection (k and a both fixed) runs on whitened
         rows up to this many bytes of X (tens of O(Np) gradients cost less than the
         O(Np^2) Gram).
+    Several random-effects terms (which factorisation of A = Lambda'Z'Z Lambda + I):
+      dense_schur_limit: largest q - q_1 (columns after the first, largest term)
+        factored by eliminating the first term and a dense Cholesky of the Schur
+        complement (72 MB at 3,000), with an exact gradient; above it SuperLU, whose
+        optimiser uses central differences (its optimum ~3e-8 from the exact one).
+        InstEval (1,142 of 4,114 remain): 0.17 s a factor, SuperLU on the whole A 0.41 s.
+      max_schur_pairs: most pairs of nonzeros (per level of the first term) for the
+        index map of the Schur complement's product (12 bytes a kept pair; ~40 a pair
+        while built); above it the product is a sparse matrix product per theta and the
+        optimiser uses central differences.  InstEval has 3.6 million (22 MB, 0.1 s).
       search_effort: extra starts of the best-subset search at each k (an integer >= 0;
         up to enumeration_limit subsets of size k are enumerated instead):
         0 only the warm start from the previous k; 1 (default) also the marginal
@@ -245,6 +262,8 @@ class Control:
 
     gram_limit: int = 4000
     single_problem_rows_bytes: int = 2**28
+    dense_schur_limit: int = 3000
+    max_schur_pairs: int = 10_000_000
     search_effort: int = DEFAULT_SEARCH_EFFORT
     engine: str = DEFAULT_ENGINE
     enumeration_limit: int = SearchLimits.enumeration_limit

@@ -82,7 +82,7 @@ class SeveralTermsData:
     def factor(self, a):
         """The factor of A_a = I + a Z~'Z~: Lambda = sqrt(a) I on the unit-free Z'Z."""
         if self._system is None:
-            self._system = sparse_system(self.unit_ZtZ, self.reterms)
+            self._system = sparse_system(self.unit_ZtZ, self.reterms, self.control)
         return self._system.factor(np.sqrt(a) * self.reterms.theta0)
 
     def whitened(self, a):
@@ -151,7 +151,7 @@ class SeveralTermsData:
         raise InputError(NO_CROSS_VALIDATION)
 
     def subset_stats(self, columns) -> SparseStats:
-        self.stats.system(self.reterms)  # the refits on every subset share Z'Z's analysis
+        self.stats.system(self.reterms, self.control)  # every subset's refit shares it
         return self.stats.subset(columns)
 
 

@@ -6,44 +6,19 @@ What depends only on Z'Z's pattern and the terms (blocks, orderings, index maps)
 out once per model by :func:`sparse_system`; each theta (or a) does only numeric work:
 :class:`SchurSystem` eliminates the largest term block-diagonally and factors the dense
 Schur complement of the others, :class:`LUSystem` (SuperLU, its ordering reused) takes
-models whose Schur complement would be too large.  Memory and speed settings:
-:class:`PLSKnobs`.
+models whose Schur complement would be too large (``Control.dense_schur_limit``,
+``max_schur_pairs``; LAPACK's threads: ``Performance.small_dense_block``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from .control import DEFAULT_CONTROL, Control
 
-
-@dataclass(frozen=True)
-class PLSKnobs:
-    """Performance knobs of the several-term factorisation (speed and memory only; the
-    answers do not depend on them beyond rounding).
-
-    dense_schur_limit: largest q - q_1 (columns after the first term) factored by
-        :class:`SchurSystem`, whose Schur complement is dense (72 MB at 3,000).  Measured
-        on InstEval (1,142 remain of 4,114): 0.17 s a factor, SuperLU on the whole A 0.41 s.
-    small_dense_block: below this many columns after the first term the refit runs LAPACK
-        on one thread: on two busy cores InstEval's 1,142 took 0.12-0.18 s a deviance and
-        0.17-0.22 s with its gradient on one thread, 0.19-0.41 s and 0.6-1.0 s on two.
-    max_schur_pairs: most pairs of nonzeros (per level of the first term) for the
-        index map K of the Schur complement's product (about half are kept, 12 bytes
-        each; building it holds ~40 bytes a pair for a moment); above it the product
-        is a sparse matrix product per theta and the optimiser uses central
-        differences.  InstEval has 3.6 million (K: 22 MB, built in 0.1 s).
-    """
-
-    dense_schur_limit: int = 3000
-    small_dense_block: int = 2000
-    max_schur_pairs: int = 10_000_000
-
-
-KNOBS = PLSKnobs()
 
 
 class SparseSPDFactor:
@@ -139,7 +114,7 @@ class SchurSystem:
 
     exact_gradient = True
 
-    def __init__(self, G: sp.spmatrix, reterms, knobs: PLSKnobs = KNOBS):
+    def __init__(self, G: sp.spmatrix, reterms, control: Control = DEFAULT_CONTROL):
         G = G.tocsr()
         self.reterms = reterms
         self.q1, self.p1 = int(reterms.Gp[1]), reterms.terms[0].p
@@ -155,14 +130,14 @@ class SchurSystem:
         self.G22_lower = np.asfortranarray(np.tril(G[q1:, q1:].toarray()))
         # every later term scalar: Lambda_2 diagonal, S = E o dd' + I on lower triangles
         self.diagonal_later = all(t.p == 1 for t in reterms.terms[1:])
-        self.small_dense = r < knobs.small_dense_block
+        self.small_dense = r < control.performance.small_dense_block
         # the entries of dLambda_2'/dtheta_j for the terms after the first (rows, columns)
         self.first_term = reterms.theta_term == 0
         self.later_derivatives = {}
         for j in np.flatnonzero(~self.first_term):
             d = reterms.lambdat_derivatives[j][q1:, q1:].tocoo()
             self.later_derivatives[j] = (d.row, d.col, d.data)
-        self._index_map(knobs.max_schur_pairs)
+        self._index_map(control.max_schur_pairs)
         self.exact_gradient = self.K is not None
 
     def _index_map(self, max_pairs: int):
@@ -414,9 +389,9 @@ def _sparse_bilinear(W: sp.csr_matrix, T: np.ndarray, rows, cols) -> np.ndarray:
     return np.bincount(pair, weights=values, minlength=rows.size)
 
 
-def sparse_system(G: sp.spmatrix, reterms, knobs: PLSKnobs = KNOBS):
+def sparse_system(G: sp.spmatrix, reterms, control: Control = DEFAULT_CONTROL):
     """The symbolic analysis of A(theta) = Lambda' G Lambda + I: block Schur where what
     remains after the first term is small, SuperLU otherwise."""
-    if 0 < reterms.q - int(reterms.Gp[1]) <= knobs.dense_schur_limit:
-        return SchurSystem(G, reterms, knobs)
+    if 0 < reterms.q - int(reterms.Gp[1]) <= control.dense_schur_limit:
+        return SchurSystem(G, reterms, control)
     return LUSystem(G, reterms)

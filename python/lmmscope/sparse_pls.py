@@ -67,10 +67,11 @@ class SparseStats:
         return dataclasses.replace(self, ZtX=self.ZtX[:, columns],
                                    XtX=self.XtX[np.ix_(columns, columns)], Xty=self.Xty[columns])
 
-    def system(self, reterms):
-        """:func:`sparse_system` of ZtZ and ``reterms``, worked out on first use."""
+    def system(self, reterms, control: Control | None = None):
+        """:func:`sparse_system` of ZtZ and ``reterms``, worked out on first use (by
+        ``control``'s choice of factorisation; later calls reuse it)."""
         if self._system is None or self._system.reterms is not reterms:
-            self._system = sparse_system(self.ZtZ, reterms)
+            self._system = sparse_system(self.ZtZ, reterms, as_control(control))
         return self._system
 
 
@@ -247,7 +248,7 @@ def optimise_theta(stats: SparseStats, reterms, reml: bool, control: Control | N
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     start = starting_theta(stats, reterms, scale) if theta0 is None \
         else np.asarray(theta0, dtype=float) * scale
-    system = stats.system(reterms)
+    system = stats.system(reterms, control)
     exact = system.exact_gradient
     # L-BFGS-B's relative-reduction stop leaves theta ~1e-6 short; the polish (where the
     # gradient is exact) finishes from there: a tighter ftol (1e-14) only cost evaluations
