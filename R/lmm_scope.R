@@ -197,6 +197,8 @@ terms_for_core <- function(design) {
 #'   \item the column checks (as lmerControl's check.rankX and check.scaleX):
 #'     \code{rank_tol}, \code{constant_tol}, \code{duplicate_tol},
 #'     \code{response_copy_tol}, \code{scale_ratio_tol};
+#'   \item the debiased inference's node-wise lassos: \code{lasso_tol},
+#'     \code{lasso_sigma_tol};
 #'   \item \code{performance}: a named list of memory and speed settings that never
 #'     change the result (\code{chunk_bytes}, \code{column_tile},
 #'     \code{inference_auto_gram_bytes}, ...: the core's \code{Performance}).

@@ -248,7 +248,8 @@ def test_inference_statistics(backends, name, arrays):
     assert_close(scores, scores0, what="cluster scores")
     names = list(arrays[0].fixed_names)
     tables = [table_from_cache(g, s, {}, names, [0, 1, 2], beta, backends[name].N,
-                               backends[name].n_groups - 1, 0.95, "bh", _quiet(), 1e-8)
+                               backends[name].n_groups - 1, 0.95, "bh", _quiet(), 1e-8,
+                               1e-6)
               for g, s in ((G, scores), (G0, scores0))]
     assert_close(tables[0].to_numpy(), tables[1].to_numpy(), what="table")
 

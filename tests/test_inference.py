@@ -245,7 +245,7 @@ def test_columns_asked_are_the_only_nodewise_problems_solved(monkeypatch):
     # (measured: no difference against all 1,001 at once)
     G = res._inference_cache["G"]
     every = nodewise.nodewise_lasso(G, N, np.arange(p + 1), free=G.intercept)
-    cached = res._inference_cache["rows_by_tol"][nodewise.DEFAULT_TOL]
+    cached = res._inference_cache["rows_by_tol"][lmmscope.Control().lasso_tol]
     np.testing.assert_allclose(np.array([cached[j] for j in (2, 6, 8, 301, 1000)]),
                                every.coef[[2, 6, 8, 301, 1000]], rtol=0, atol=1e-14)
     assert first.loc["x1", "p_value"] < 1e-6
@@ -339,3 +339,29 @@ def test_bh_leaves_nan_out_as_r_p_adjust():
     assert np.isnan(out[1])
     # R: p.adjust(c(0.01, NA, 0.04, 0.03), "BH") = 0.03, NA, 0.04, 0.04
     np.testing.assert_allclose(out[[0, 2, 3]], [0.03, 0.04, 0.04], rtol=1e-15)
+
+
+def test_the_fits_control_sets_the_nodewise_tolerances():
+    """Control.lasso_tol is inference()'s default (inference(lasso_tol=) overrides it for a
+    call) and Control.lasso_sigma_tol reaches the scaled lasso's noise iteration."""
+    rng = np.random.default_rng(3)
+    N, p = 300, 40
+    # correlated columns: coordinate descent needs many sweeps (measured: lasso_tol 1e-2
+    # moves an estimate by 2.3e-3, lasso_sigma_tol 0.5 a standard error by 1.1e-2)
+    X = rng.standard_normal((N, p)) + 1.5 * rng.standard_normal((N, 1))
+    groups = np.repeat(np.arange(30), 10)
+    y = X[:, 1] + 0.5 * X[:, 5] + rng.standard_normal(30)[groups] + rng.standard_normal(N)
+
+    def fit(**control):
+        return lmmscope.LmmScope(k=2, a=1.0, control=lmmscope.Control(**control)).fit(
+            X, y, Z=np.ones((N, 1)), groups=groups).result_
+
+    default = fit().inference()
+    loose = fit(lasso_tol=1e-2).inference()
+    np.testing.assert_allclose(loose.to_numpy(), fit().inference(lasso_tol=1e-2).to_numpy(),
+                               rtol=1e-14, atol=1e-15)
+    assert np.max(np.abs(loose["estimate"] - default["estimate"])) > 1e-4
+    rough = fit(lasso_sigma_tol=0.5).inference()
+    assert np.max(np.abs(rough["std_error"] - default["std_error"])) > 1e-4
+    with pytest.raises(lmmscope.InputError, match="lasso_sigma_tol"):
+        lmmscope.Control(lasso_sigma_tol=0)

@@ -88,6 +88,8 @@ RULES = {
     "duplicate_tol": Rule("float", 0),
     "response_copy_tol": Rule("float", 0),
     "scale_ratio_tol": Rule("float", 1, open_low=True),
+    "lasso_tol": Rule("float", 0, open_low=True),
+    "lasso_sigma_tol": Rule("float", 0, open_low=True),
     "performance": Rule("performance"),
 }
 
@@ -257,6 +259,12 @@ class Control:
       scale_ratio_tol: lme4's checkScaleX: warn when the standard deviations of the
         non-binary columns differ by more than this factor, or one lies outside
         [1/tol, tol] (1e3).
+    Debiased inference (the node-wise scaled lassos, :mod:`lmmscope.nodewise`):
+      lasso_tol: the largest coefficient change (unit-scale columns) at which coordinate
+        descent stops (1e-10: the intervals' ends then agree with the exact lasso's to
+        ~1e-12 relative); ``inference(lasso_tol=)`` overrides it for one call.
+      lasso_sigma_tol: the scaled lasso's noise level settles when it moves by less than
+        this fraction (1e-6).
     Memory and speed (never the result): ``performance``, a :class:`Performance`.
     """
 
@@ -284,6 +292,8 @@ class Control:
     duplicate_tol: float = 1e-12
     response_copy_tol: float = 1e-10
     scale_ratio_tol: float = 1e3
+    lasso_tol: float = 1e-10
+    lasso_sigma_tol: float = 1e-6
     performance: Performance = DEFAULT_PERFORMANCE
 
     def __post_init__(self):

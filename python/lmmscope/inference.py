@@ -166,7 +166,7 @@ def _original_intercept(G, cols, beta, influence, estimate, std_error):
 
 
 def table_from_cache(G, scores, rows, names, columns, coef, n_obs, df, level, adjust, progress,
-                     tol):
+                     tol, sigma_tol):
     """The inference table of ``columns`` from a fit's cached whitened Gram ``G`` and
     cluster ``scores``, and the node-wise directions ``rows`` fitted so far (a dict,
     updated): node-wise fits for the columns not yet fitted (only those), then the
@@ -179,7 +179,8 @@ def table_from_cache(G, scores, rows, names, columns, coef, n_obs, df, level, ad
     todo = [j for j in needed if j not in rows]
     if todo:
         progress(f"node-wise scaled lasso for {len(todo)} coordinates")
-        fit = nodewise_lasso(G, n_obs, todo, free=intercept, tol=tol, progress=progress)
+        fit = nodewise_lasso(G, n_obs, todo, free=intercept, tol=tol, sigma_tol=sigma_tol,
+                             progress=progress)
         rows.update(zip(todo, fit.coef))
     directions = np.array([rows[j] for j in needed]).reshape(len(needed), len(names))
     est, se = debias(G, scores, coef, needed, directions)

@@ -28,7 +28,7 @@ from .control import as_control
 from .z_units import proxy_z_scale, term_column_sums_of_squares
 from .exceptions import InputError
 from .multiterm import MultiTermFit, MultiTermResult, _full_rank
-from .nodewise import DEFAULT_TOL, DenseGram
+from .nodewise import DenseGram
 from .results import LmmScopeResult
 from .reduction import reduce_gram
 from .sparse_factor import sparse_system
@@ -233,7 +233,7 @@ class MultiTermScopeResult(MultiTermResult):
     _name_index = LmmScopeResult._name_index
 
     def inference(self, columns=None, level: float = 0.95, adjust="bh", verbose=False,
-                  lasso_tol: float = DEFAULT_TOL) -> pd.DataFrame:
+                  lasso_tol: float | None = None) -> pd.DataFrame:
         """Debiased inference as :meth:`lmmscope.results.LmmScopeResult.inference`, with
         the cluster sandwich over the levels of the outermost factor: with nested terms
         Sigma_a is block diagonal by it, so the scores X_i' Sigma_a,i^-1 r_i of its
@@ -248,10 +248,12 @@ class MultiTermScopeResult(MultiTermResult):
             self._inference_cache = ({}, *self._data.inference_statistics(
                 self.a, self.coef.to_numpy(), progress, outer))
         rows, G, scores = self._inference_cache
+        control = self.mixed.control
+        lasso_tol = control.lasso_tol if lasso_tol is None else lasso_tol
         rows = rows.setdefault(float(lasso_tol), {})
         return inf.table_from_cache(G, scores, rows, self.names, indices, self.coef.to_numpy(),
                                     self.nobs, outer.n_levels - 1, level, adjust, progress,
-                                    lasso_tol)
+                                    lasso_tol, control.lasso_sigma_tol)
 
     def confint(self, level: float = 0.95, columns=None) -> pd.DataFrame:
         """Debiased confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""

@@ -41,13 +41,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .control import DEFAULT_CONTROL
 from .exceptions import ConvergenceWarning
 
-SIGMA_TOL = 1e-6
 MAX_ROUNDS = 30
-# Largest coordinate change (unit-scale columns) at which coordinate descent stops: the
-# intervals' ends then agree with the exact lasso's to ~1e-12 relative (test_inference).
-DEFAULT_TOL = 1e-10
 CHUNK_BYTES = 32 * 2**20  # p x columns working arrays of one chunk
 GROUP_ELEMENTS = 2**21  # padded active blocks (columns x m x m) swept together
 # scale the whole Gram at once when at least 1 / DENSE_FRACTION of its columns are asked
@@ -65,8 +62,8 @@ class NodewiseFit:
     iterations: np.ndarray  # scaled-lasso rounds of each column
 
 
-def nodewise_lasso(G, n_obs, columns, *, free=None, tol=DEFAULT_TOL, progress=None
-                   ) -> NodewiseFit:
+def nodewise_lasso(G, n_obs, columns, *, free=None, tol=DEFAULT_CONTROL.lasso_tol,
+                   sigma_tol=DEFAULT_CONTROL.lasso_sigma_tol, progress=None) -> NodewiseFit:
     """Score directions of the columns ``columns`` (indices) from the Gram matrix
     ``G`` = X_a'X_a of ``n_obs`` rows; ``free``: the unpenalised column, or None.
     Solves exactly ``len(columns)`` node-wise problems; for a few columns, only the
@@ -87,7 +84,8 @@ def nodewise_lasso(G, n_obs, columns, *, free=None, tol=DEFAULT_TOL, progress=No
         chunk = max(16, CHUNK_BYTES // (8 * p))
         for first in range(0, at.size, chunk):
             rows = at[first:first + chunk]
-            B, sigma[rows], rounds[rows] = _scaled_chunk(Q, columns[rows], excluded, lam0, tol)
+            B, sigma[rows], rounds[rows] = _scaled_chunk(Q, columns[rows], excluded, lam0, tol,
+                                                         sigma_tol)
             coef[rows] = -B.T
             coef[rows, columns[rows]] = 1.0
             if excluded:  # least squares of the lasso's residual on the free column
@@ -188,7 +186,7 @@ class UnitGram:
         return (sp.csr_matrix(B[used].T) @ self.columns(used).T).T
 
 
-def _scaled_chunk(Q, targets, excluded, lam0, tol):
+def _scaled_chunk(Q, targets, excluded, lam0, tol, sigma_tol):
     p, n = Q.shape[0], targets.size
     Qj = Q.columns(targets)  # (p, n): each target's column of Q
     qjj = Q.entries(targets, targets)
@@ -211,7 +209,7 @@ def _scaled_chunk(Q, targets, excluded, lam0, tol):
         rounds[todo] += 1
         old = sigma[todo]
         sigma[todo] = new
-        settled = (np.abs(new - old) <= SIGMA_TOL * np.maximum(old, 1e-12)) | (new <= 0)
+        settled = (np.abs(new - old) <= sigma_tol * np.maximum(old, 1e-12)) | (new <= 0)
         todo = todo[~settled]
     return B, sigma, rounds
 

@@ -10,7 +10,6 @@ import pandas as pd
 from . import checks
 from .exceptions import ColumnError
 from .formula import Design
-from .nodewise import DEFAULT_TOL
 from .mixed import MixedModelFit
 from .prediction import Predictor
 from .specification import random_intercept_only
@@ -282,7 +281,7 @@ class LmmScopeResult(MixedResult):
                 f"nobs={self.nobs} ngroups={self.ngroups}>")
 
     def inference(self, columns=None, level: float = 0.95, adjust="bh", n_jobs=None,
-                  verbose=False, lasso_tol: float = DEFAULT_TOL, *, terms=None) -> pd.DataFrame:
+                  verbose=False, lasso_tol: float | None = None, *, terms=None) -> pd.DataFrame:
         """Debiased estimates, cluster-sandwich standard errors, t-based p-values and CIs.
 
         One row per fixed-effect column in ``columns`` (names or 0-based indices; default:
@@ -297,7 +296,7 @@ class LmmScopeResult(MixedResult):
         whitened Gram matrix, :mod:`lmmscope.nodewise`), and the fits are cached: a second
         call (other columns, level, adjustment) solves only the columns not seen yet.
         ``lasso_tol``: the largest coefficient change at which the node-wise coordinate
-        descent stops (unit-scale columns).  ``n_jobs`` is no longer used (the node-wise
+        descent stops (unit-scale columns); default the fit's ``Control.lasso_tol``.  ``n_jobs`` is no longer used (the node-wise
         fits run vectorised over columns); it is accepted so that older calls still run.
         """
         from . import inference as inf
@@ -309,10 +308,12 @@ class LmmScopeResult(MixedResult):
             G, scores = self._data.inference_statistics(self.a, self.coef.to_numpy(), progress)
             self._inference_cache = {"G": G, "scores": scores, "rows_by_tol": {}}
         cache = self._inference_cache
+        control = self.mixed.control
+        lasso_tol = control.lasso_tol if lasso_tol is None else lasso_tol
         rows = cache["rows_by_tol"].setdefault(float(lasso_tol), {})
         return inf.table_from_cache(cache["G"], cache["scores"], rows, self.names, indices,
                                     self.coef.to_numpy(), self.nobs, self.ngroups - 1, level,
-                                    adjust, progress, lasso_tol)
+                                    adjust, progress, lasso_tol, control.lasso_sigma_tol)
 
     def confint(self, level: float = 0.95, columns=None, *, terms=None) -> pd.DataFrame:
         """Debiased confidence intervals (``ci_lower``, ``ci_upper``): see :meth:`inference`."""
