@@ -4,14 +4,20 @@
 #' @export
 print.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3), ...) {
   cat(header_lines(x), sep = "\n")
-  cat("Random effects:\n")
-  cat(paste0(" ", format_varcorr(VarCorr(x), digits)), sep = "\n")
-  cat(groups_line(x))
-  cat(if (inherits(x, "lmm")) "Fixed Effects:\n" else
-    "Fixed effects (refit on the selected model):\n")
-  print(x$fixef, digits = digits)
+  cat_random_and_fixed(x, x$fixef, digits, gap = "", lmm_label = "Fixed Effects:")
   if (x$singular) cat("boundary (singular) fit: see help('isSingular')\n")
   invisible(x)
+}
+
+# The random-effects block and the fixed effects, as print (lme4's "Fixed Effects:") and
+# summary ("Fixed effects:", after a blank line) show them.
+cat_random_and_fixed <- function(x, coefficients, digits, gap, lmm_label) {
+  cat(gap, "Random effects:\n", sep = "")
+  cat(paste0(" ", format_varcorr(VarCorr(x), digits)), sep = "\n")
+  cat(groups_line(x))
+  cat(gap, if (inherits(x, "lmm")) lmm_label else "Fixed effects (refit on the selected model):",
+      "\n", sep = "")
+  print(coefficients, digits = digits)
 }
 
 header_lines <- function(x) {

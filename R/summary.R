@@ -43,12 +43,7 @@ print.summary.lmm_scope <- function(x, digits = max(3, getOption("digits") - 3),
   res <- stats::quantile(refit_arrays(x)$residuals / x$sigma, c(0, 0.25, 0.5, 0.75, 1), names = FALSE)
   cat("\nScaled residuals:\n")
   print(stats::setNames(res, c("Min", "1Q", "Median", "3Q", "Max")), digits = digits)
-  cat("\nRandom effects:\n")
-  cat(paste0(" ", format_varcorr(VarCorr(x), digits)), sep = "\n")
-  cat(groups_line(x))
-  cat(if (inherits(x, "lmm")) "\nFixed effects:\n" else
-    "\nFixed effects (refit on the selected model):\n")
-  print(x$coefficients, digits = digits)
+  cat_random_and_fixed(x, x$coefficients, digits, gap = "\n", lmm_label = "Fixed effects:")
   if (!is.null(x$debiased)) {
     cat(sprintf(paste0("\nDebiased inference (cluster sandwich, t with %d df): selected terms",
                        " and terms with BH-adjusted p < 0.05\n"), attr(x$inference, "df")))
