@@ -23,11 +23,6 @@ def root_mean_squares(sum_of_squares: np.ndarray, n_rows: int) -> np.ndarray:
     return np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
 
 
-def column_root_mean_squares(Z: np.ndarray) -> np.ndarray:
-    """Root mean square of each column of Z (1 where it is 0 or not finite)."""
-    return root_mean_squares(np.einsum("ij,ij->j", Z, Z), Z.shape[0])
-
-
 def z_column_scale(stats: ClusterStats) -> np.ndarray:
     """Root mean square of each column of Z: the unit in which theta is optimised."""
     return root_mean_squares(np.einsum("njj->j", stats.ZtZ), stats.n_obs)
