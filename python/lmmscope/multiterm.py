@@ -20,7 +20,7 @@ from . import checks, rank
 from .control import as_control
 from .cluster_stats import compute_cluster_stats
 from .exceptions import ColumnError, ConvergenceWarning, InputError, RankDeficientError
-from .formula import INTERCEPT, new_design_matrices
+from .formula import INTERCEPT, intercept_index, new_design_matrices
 from .mixed import fixed_effects_and_status_lines
 from .prediction import Predictor
 from .results import LmmResult
@@ -42,7 +42,7 @@ def fit_statistics(stats: SparseStats, reterms: ReTerms, names, reml: bool, cont
     names = [names[j] for j in kept]
     checks.check_more_rows_than_columns(len(kept), stats.n_obs)
     _check_levels(reterms, stats.n_obs)
-    intercept = names.index(INTERCEPT) if INTERCEPT in names else None
+    intercept = intercept_index(names)
     stats = stats.subset(kept)
     return MultiTermFit(stats, reterms, names, intercept, reml=reml, control=control), kept, dropped
 
@@ -348,20 +348,29 @@ class MultiTermResult:
             eta = eta + term.predict(frame, level=1, allow_new_levels=allow_new_levels)
         return eta
 
-    def ml_fit(self) -> MultiTermFit:
-        """The fit by ML (this one, or its refit by ML on the same columns, cached):
-        what lme4's ``anova`` compares (``refitML``)."""
-        if self.method == "ML":
+    def fit_by(self, method: str) -> MultiTermFit:
+        """This model fitted by ``method`` ("REML" or "ML"): this fit, or the refit of its
+        columns by the other criterion (cached; its convergence is reported with it)."""
+        if method == self.method:
             return self.mixed
-        if getattr(self, "_ml_fit", None) is None:
+        refits = self.__dict__.setdefault("_refits", {})
+        if method not in refits:
             names = list(self.fixef.index)
-            intercept = names.index(INTERCEPT) if INTERCEPT in names else None
-            stats = SparseStats.from_arrays(self._X, self._y, self.reterms.Zt, intercept)
-            with warnings.catch_warnings():  # the refit's convergence is reported with it
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                self._ml_fit = MultiTermFit(stats, self.reterms, names, intercept, reml=False,
-                                            control=self.mixed.control)
-        return self._ml_fit
+                refits[method] = MultiTermFit(self._refit_statistics(), self.reterms, names,
+                                              intercept_index(names), reml=method == "REML",
+                                              control=self.mixed.control)
+        return refits[method]
+
+    def ml_fit(self) -> MultiTermFit:
+        """The fit by ML: what lme4's ``anova`` compares (``refitML``)."""
+        return self.fit_by("ML")
+
+    def _refit_statistics(self) -> SparseStats:
+        """The statistics of this fit's columns, from its rows."""
+        return SparseStats.from_arrays(self._X, self._y, self.reterms.Zt,
+                                       intercept_index(self.fixef.index))
 
     def anova(self, *others, refit: bool = True, names=None) -> pd.DataFrame:
         """lme4's ``anova(m1, m2, ...)``: the models (this one and ``others``, fitted to

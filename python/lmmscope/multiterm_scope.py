@@ -217,6 +217,11 @@ class MultiTermScopeResult(MultiTermResult):
         self._data = data
         self._inference_cache = None
 
+    def _refit_statistics(self) -> SparseStats:
+        """The selected columns' statistics from the selection's (no pass over the rows;
+        Z'Z's analysis shared)."""
+        return self._data.subset_stats(self._refit_columns)
+
     @property
     def coef(self) -> pd.Series:
         """Selection estimates over every fixed-effect column (zeros off the support)."""

@@ -25,7 +25,7 @@ from . import checks, rank
 from .cluster_stats import compute_cluster_stats
 from .column_products import GramProducts
 from .exceptions import InputError, RankDeficientError
-from .formula import INTERCEPT
+from .formula import intercept_index
 from .layouts import choose_layout
 from .mixed import MixedModelFit
 from .multiterm import (MultiTermResult, _full_rank, column_check_stats, fit_statistics,
@@ -209,7 +209,7 @@ class SeveralTerms:
     def backend(self, spec: ModelSpec, progress):
         data = spec.data
         backend = (data.backend if isinstance(data, StatisticsData) else
-                   SeveralTermsData(data.X, data.y, self.reterms, intercept_of(spec.names),
+                   SeveralTermsData(data.X, data.y, self.reterms, intercept_index(spec.names),
                                     spec.control))
         if spec.tuning is not None:
             progress(f"N={backend.N}, p={backend.p} ({len(spec.unpenalised)} unpenalised), "
@@ -225,11 +225,11 @@ class SeveralTerms:
         return _OneClusterChecks(column_check_stats(spec.data.X, spec.data.y))
 
     def refitter(self, spec: ModelSpec, backend):
-        return SeveralTermsRefitter(backend, spec.names, intercept_of(spec.names), spec.control)
+        return SeveralTermsRefitter(backend, spec.names, intercept_index(spec.names), spec.control)
 
     def in_original_units(self, spec: ModelSpec, selection, backend):
         """The selection ran on y - mean(y) where the model has an intercept."""
-        intercept = intercept_of(spec.names)
+        intercept = intercept_index(spec.names)
         y_shift = backend.stats.y_shift
         if intercept is None or not y_shift:
             return selection
@@ -275,12 +275,6 @@ class SeveralTerms:
         data = spec.data
         return MultiTermResult(fit, spec.design, data.X[:, kept], data.y, self.reterms, kept,
                                dropped)
-
-
-def intercept_of(names):
-    """The intercept's position among ``names``, or None."""
-    names = list(names)
-    return names.index(INTERCEPT) if INTERCEPT in names else None
 
 
 def several_terms_spec(design, reterms, *, unpenalised=(), tuning=None, reml=True,

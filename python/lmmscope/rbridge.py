@@ -284,8 +284,7 @@ def lmm_terms_arrays(X, y, terms, names, reml=True, control=None) -> dict:
                                                reml=bool(reml), control=control))
         fit, kept = result.mixed, result._refit_columns
         names = [names[j] for j in kept]
-        ml = fit if not reml else engine.fit(several_terms_spec(
-            _ArraysDesign(X[:, kept], y, names), reterms, reml=False, control=control)).mixed
+        ml = result.ml_fit()
         dropped = result.dropped_columns
     out = {"schema_version": SCHEMA_VERSION, "kind": "lmm", "names": names, "coef": fit.fixef,
            "support": [], "selected": names, "unpenalised": [], "k": None, "a": None,
@@ -303,8 +302,7 @@ def fit_terms_arrays(X, y, terms, names, unpenalised=None, k=None, a=None, crite
                      control=None) -> dict:
     """:func:`fit_arrays` for several random-effects terms: selection by the proxy
     a Z Z' + I over every term, (RE)ML refit of the selected columns as lme4."""
-    from .formula import INTERCEPT
-    from .multiterm_scope import SeveralTermsRefitter, _outermost_nesting
+    from .multiterm_scope import _outermost_nesting
     from .random_effects import several_terms_spec
     from .tuning import Progress
     y = _column_major(y, len(y) // 8 if isinstance(y, (bytes, bytearray)) else np.size(y))[:, 0]
@@ -345,9 +343,7 @@ def fit_terms_arrays(X, y, terms, names, unpenalised=None, k=None, a=None, crite
             tab = result.inference(level=float(conf_level), adjust="bh", verbose=verbose)
             table = inference_payload(tab, outer.n_levels - 1, float(conf_level), "BH")
         mixed = result.mixed
-        ml = mixed if not reml else SeveralTermsRefitter(
-            result._data, names, names.index(INTERCEPT) if INTERCEPT in names else None,
-            control).fit(result._refit_columns, reml=False)
+        ml = result.ml_fit()
     out = {"schema_version": SCHEMA_VERSION, "kind": "lmm_scope", "dropped": []}
     out.update(_selection_payload(result))
     out.update(_several_mixed_payload(mixed, source))

@@ -110,16 +110,10 @@ def _design_arrays(result, fit):
 def _other_method_fit(result, method):
     """The same columns refitted by ``method`` ("REML"/"ML") instead of the fit's own, by
     the class of the fit's own (RE)ML fit (validate imports no front or result module)."""
+    if hasattr(result, "fit_by"):  # several terms: the result refits its own columns
+        return result.fit_by(method)
     reml = method == "REML"
     own = result.mixed
-    if hasattr(result, "reterms"):
-        from .formula import INTERCEPT
-        from .sparse_pls import SparseStats
-        names = list(own.fixef.index)
-        intercept = names.index(INTERCEPT) if INTERCEPT in names else None
-        stats = SparseStats.from_arrays(np.asarray(result._X, dtype=float), np.asarray(result._y, dtype=float),
-                                        result.reterms.Zt, intercept)
-        return type(own)(stats, result.reterms, names, intercept, reml=reml)
     from .cluster_stats import compute_cluster_stats
     X = np.asarray(result._X[:, np.asarray(result._refit_columns)], dtype=float)
     stats = compute_cluster_stats(X, np.asarray(result._y, dtype=float), np.asarray(result._Z, dtype=float),

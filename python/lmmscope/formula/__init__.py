@@ -6,9 +6,9 @@ side, plain columns without formulaic) -> columns (matrices, and again on new ro
 -> design (the whole model).
 """
 
-from .columns import INTERCEPT, R_FUNCTIONS
+from .columns import INTERCEPT, R_FUNCTIONS, intercept_index
 from .design import Design, build_design, new_design_matrices
 from .parse import ParsedFormula, parse_formula
 
 __all__ = ["INTERCEPT", "R_FUNCTIONS", "Design", "ParsedFormula", "build_design",
-           "new_design_matrices", "parse_formula"]
+           "intercept_index", "new_design_matrices", "parse_formula"]

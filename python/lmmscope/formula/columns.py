@@ -23,6 +23,12 @@ from ..exceptions import InputError
 
 INTERCEPT = "Intercept"
 
+
+def intercept_index(names):
+    """The intercept's position among ``names``, or None."""
+    names = list(names)
+    return names.index(INTERCEPT) if INTERCEPT in names else None
+
 # Math functions R users write in formulas; formulaic's own context has only Python
 # builtins, ``np`` and its transforms (log, exp, C, poly, scale, center, ...).
 R_FUNCTIONS = {name: getattr(np, name) for name in
