@@ -28,7 +28,7 @@ from __future__ import annotations
 from . import checks, rank
 from .control import as_control
 from .mixed import MixedModelFit
-from .random_effects import FullRankRefitter, structure_of  # noqa: F401 (FullRankRefitter: re-exported)
+from .random_effects import structure_of
 from .specification import ModelSpec, validated_rows
 from .tuning import Progress, select
 
